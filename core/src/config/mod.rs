@@ -1,0 +1,217 @@
+//! Configuration: plain data with defaults, the TOML parser and validation.
+//!
+//! One schema serves the shell's configuration file and a simulator scenario's `[lb]`
+//! section, so a scenario tests exactly what an operator deploys. Parsing text is not I/O,
+//! so it lives here in the core: the shell reads the file and hands the text to
+//! [`Config::from_toml_str`]. Every field and its default is listed in
+//! `docs/configuration.md`.
+//!
+//! Maps are `BTreeMap`s keyed by name: iteration order is the names' order, which is also the
+//! order in which the core numbers listeners and clusters. Nothing depends on the order of
+//! the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub mod duration;
+mod parse;
+mod validate;
+
+pub use parse::{ConfigError, ConfigErrorKind, ConfigErrors, Location};
+pub use validate::ValidationError;
+
+/// A whole configuration: process settings, listeners and clusters.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings for the whole process.
+    #[serde(default)]
+    pub process: ProcessConfig,
+    /// Listeners by name.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, ListenerConfig>,
+    /// Clusters by name.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// Settings for the whole process.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Most flows alive at once across every listener, retired flows included. `None` lets
+    /// the caller choose (the shell derives it from RLIMIT_NOFILE and the ephemeral port
+    /// range); the core then uses [`ProcessConfig::DEFAULT_MAX_FLOWS`].
+    #[serde(default)]
+    pub max_flows: Option<u32>,
+}
+
+impl ProcessConfig {
+    /// The process-wide flow cap when neither the file nor the caller sets one.
+    pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+
+    /// The effective process-wide flow cap.
+    pub fn max_flows(&self) -> u32 {
+        self.max_flows.unwrap_or(Self::DEFAULT_MAX_FLOWS)
+    }
+}
+
+/// A listener: a VIP address that receives client datagrams and routes them to one cluster.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// The address to receive on (the VIP). It is part of every flow key.
+    pub address: SocketAddr,
+    /// Name of the cluster that serves this listener.
+    pub cluster: String,
+    /// Which parts of the client address identify a flow.
+    #[serde(default)]
+    pub affinity: Affinity,
+    /// Most flows alive at once on this listener; `None` means only the process cap applies.
+    #[serde(default)]
+    pub max_flows: Option<u32>,
+    /// Largest datagram accepted in either direction, PROXY v2 header included.
+    #[serde(default = "default_max_datagram_size")]
+    pub max_datagram_size: u32,
+    /// When the listener drains, how long its remaining flows may live. `None` waits for
+    /// every flow to end by its own teardown.
+    #[serde(default, with = "duration::optional")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// The largest UDP payload over IPv4 (65,535 − 8 − 20).
+pub const MAX_UDP_PAYLOAD: u32 = 65_507;
+
+fn default_max_datagram_size() -> u32 {
+    MAX_UDP_PAYLOAD
+}
+
+/// Which parts of the client address key a flow (and, later, select its backend).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affinity {
+    /// Client address and port: each client socket is its own flow. The default.
+    #[default]
+    ClientAddressPort,
+    /// Client address only: every socket of one client host shares a flow. Replies go to the
+    /// port the client last sent from, so the flow follows a NAT rebinding.
+    ClientAddress,
+}
+
+/// A cluster: a set of backends and the rules that end its flows.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The backends, in any order (the core orders them by id).
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Replies expected before the flow closes; `None` means unknown (never close on a reply
+    /// count); `0` means no reply is expected (one-way traffic such as syslog).
+    #[serde(default)]
+    pub responses: Option<u32>,
+    /// How `responses` is counted.
+    #[serde(default)]
+    pub responses_mode: ResponsesMode,
+    /// Client datagrams a flow takes before it retires; `None` means no limit.
+    #[serde(default)]
+    pub requests: Option<u32>,
+    /// Idle deadlines for each side of a flow.
+    #[serde(default)]
+    pub idle_timeout: IdleTimeout,
+    /// Maximum age of a flow; `None` means no limit.
+    #[serde(default, with = "duration::optional")]
+    pub lifetime: Option<Duration>,
+    /// PROXY protocol v2 towards the backends.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolConfig,
+}
+
+/// How the `responses` count is applied.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponsesMode {
+    /// `responses` replies per client datagram forwarded: a flow with several requests in
+    /// flight closes only when every one of them has its replies (nginx counts this way).
+    #[default]
+    PerRequest,
+    /// `responses` replies in total for the whole flow.
+    PerFlow,
+}
+
+/// Idle deadlines. Each side has its own.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdleTimeout {
+    /// The flow closes (`IdleFront`) when the client has sent nothing for this long.
+    #[serde(default = "IdleTimeout::default_front", with = "duration::required")]
+    pub front: Duration,
+    /// The flow closes (`IdleBack`) when the backend owes a reply and has sent nothing for
+    /// this long since the first unanswered client datagram (or since its last reply).
+    #[serde(default = "IdleTimeout::default_back", with = "duration::required")]
+    pub back: Duration,
+}
+
+impl IdleTimeout {
+    fn default_front() -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn default_back() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+impl Default for IdleTimeout {
+    fn default() -> Self {
+        IdleTimeout { front: Self::default_front(), back: Self::default_back() }
+    }
+}
+
+/// PROXY protocol v2 towards a cluster's backends.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Which datagrams of a flow carry the header.
+    #[serde(default)]
+    pub mode: ProxyProtocolMode,
+    /// Add a CRC32C (Castagnoli) TLV over the header.
+    #[serde(default)]
+    pub crc32c: bool,
+    /// Add a UNIQUE_ID TLV carrying the flow's serial number.
+    #[serde(default)]
+    pub unique_id: bool,
+}
+
+/// Which datagrams of a flow carry the PROXY v2 header.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocolMode {
+    /// No header.
+    #[default]
+    Off,
+    /// Only the flow's first datagram (the receiver must track sessions).
+    First,
+    /// Every datagram (the receiver needs no session state).
+    Every,
+}
+
+/// A backend of a cluster.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Identifier, unique within the cluster. With the address, it is the backend's identity:
+    /// a changed address is a new backend.
+    pub id: String,
+    /// Where datagrams are sent.
+    pub address: SocketAddr,
+    /// Relative share of new flows; 0 takes no new flows.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}

@@ -1,0 +1,36 @@
+//! udplb-core: every decision udplb makes, and no I/O.
+//!
+//! This crate owns admission, the flow table, flow teardown, drain, flow caps and shedding,
+//! backend selection and the PROXY protocol v2 codec. It never opens a socket, reads a clock
+//! or asks the operating system for randomness: time arrives as an [`Instant`] argument on
+//! every input, and the two keys it hashes with (a selection key shared by every instance
+//! that must agree, and a per-process flow-table key) are injected at construction. The same
+//! inputs therefore give the same outputs, byte for byte, on every machine; the simulator and
+//! the fuzzers rely on it.
+//!
+//! # How it is driven
+//!
+//! The datapath has two inputs that return their own verdict, so no datagram ever goes
+//! through a queue: [`FlowManager::handle_client_datagram`] and
+//! [`FlowManager::handle_backend_datagram`]. Every other input (upstream errors, admin
+//! commands, [`FlowManager::handle_timeout`]) takes `now` first. After **any** call, the
+//! caller:
+//!
+//! 1. drains [`FlowManager::poll_output`] until it returns `None` (open or close upstreams,
+//!    events), *before* acting on the verdict, so that a new flow's upstream exists before
+//!    its first datagram is sent;
+//! 2. acts on the verdict;
+//! 3. re-arms its timer from [`FlowManager::poll_timeout`]. Waking up early is harmless.
+//!
+//! `docs/architecture.md` has the whole contract and the reasoning behind it.
+
+pub mod config;
+pub mod id;
+pub mod outcome;
+pub mod proxy_v2;
+pub mod time;
+
+pub use config::Config;
+pub use id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
+pub use outcome::{CloseReason, DropReason};
+pub use time::Instant;

@@ -1,0 +1,123 @@
+//! Typed outcomes: why a datagram was dropped, why a flow was closed.
+//!
+//! Every variant is counted separately (see [`crate::Stats`]) and has a stable snake_case
+//! name for metrics and traces. Adding a variant is a contract change: metrics, traces and
+//! the simulator's expectations name them.
+
+use core::fmt;
+
+macro_rules! counted_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+ }
+    ) => {
+        $(#[$meta])*
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $( $(#[$vmeta])* $variant, )+ }
+
+        impl $name {
+            /// Every variant, in declaration order (the order counters are kept in).
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// The number of variants.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Position in [`Self::ALL`]; indexes counter arrays.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+
+            /// Stable snake_case name, used in metrics labels and traces.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+counted_enum! {
+    /// Why a datagram was not forwarded (client → backend) or returned (backend → client).
+    ///
+    /// Client-side admission checks run in the order of the variants below that apply to
+    /// them (`Truncated`, `Invalid`, `Draining`, `Shed`, `NoHealthyBackend`,
+    /// `ProxyHeaderTooLarge`) and nothing is allocated before they pass.
+    pub enum DropReason {
+        /// The datagram did not fit the shell's buffer or exceeds `max_datagram_size`.
+        Truncated = "truncated",
+        /// An empty client datagram: there is nothing to forward or to select a flow with.
+        Invalid = "invalid",
+        /// The listener is draining and this datagram would start a new flow.
+        Draining = "draining",
+        /// The flow table (process-wide or this listener's share) is full.
+        Shed = "shed",
+        /// No backend is eligible and fail-open does not apply.
+        NoHealthyBackend = "no_healthy_backend",
+        /// The PROXY v2 header would push the datagram over `max_datagram_size`.
+        ProxyHeaderTooLarge = "proxy_header_too_large",
+        /// The caller's buffer has less headroom than the PROXY v2 header needs; a shell bug.
+        InsufficientHeadroom = "insufficient_headroom",
+        /// The listener id is not (or no longer) configured.
+        UnknownListener = "unknown_listener",
+        /// A backend datagram for a flow that no longer exists (closed, or never existed).
+        UnknownFlow = "unknown_flow",
+        /// The shell could not open the upstream for a new flow (EMFILE, EADDRINUSE, ...).
+        UpstreamOpenFailed = "upstream_open_failed",
+        /// The shell could not send a forwarded or returned datagram (ENOBUFS, ...).
+        SendFailed = "send_failed",
+    }
+}
+
+counted_enum! {
+    /// Why a flow ended.
+    pub enum CloseReason {
+        /// The client sent nothing for `idle_timeout.front`.
+        IdleFront = "idle_front",
+        /// The backend owed a reply and sent nothing for `idle_timeout.back`.
+        IdleBack = "idle_back",
+        /// The flow returned every reply its `responses` setting asked for.
+        ResponsesReached = "responses_reached",
+        /// The flow took its `requests` datagrams and owes no more replies (or the backend
+        /// went quiet for `idle_timeout.back` while the reply count was unknown).
+        RequestsReached = "requests_reached",
+        /// The flow reached its maximum age, `lifetime`.
+        LifetimeReached = "lifetime_reached",
+        /// Its listener (or backend) drained and `drain_timeout` ran out.
+        Drained = "drained",
+        /// Its backend was removed from the configuration.
+        BackendRemoved = "backend_removed",
+        /// The backend refused a datagram (ICMP port unreachable, ECONNREFUSED).
+        UpstreamRefused = "upstream_refused",
+        /// The backend's host or network was unreachable (ICMP host/net unreachable).
+        UpstreamUnreachable = "upstream_unreachable",
+        /// The shell could not open the flow's upstream.
+        UpstreamOpenFailed = "upstream_open_failed",
+        /// Closed by an operator command.
+        Aborted = "aborted",
+        /// The process is shutting down.
+        Shutdown = "shutdown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_positions_and_names_are_unique() {
+        for (position, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), position);
+        }
+        for (position, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), position);
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+}
