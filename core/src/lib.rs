@@ -25,12 +25,21 @@
 //! `docs/architecture.md` has the whole contract and the reasoning behind it.
 
 pub mod config;
+pub mod flow;
 pub mod id;
 pub mod outcome;
 pub mod proxy_v2;
+pub mod select;
+pub mod stats;
 pub mod time;
+mod timer;
 
 pub use config::Config;
+pub use flow::{
+    AdminCommand, AdminError, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM, Event,
+    FlowInfo, FlowManager, InvariantViolation, Keys, Output, UpstreamError,
+};
 pub use id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
 pub use outcome::{CloseReason, DropReason};
+pub use stats::Stats;
 pub use time::Instant;

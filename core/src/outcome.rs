@@ -43,9 +43,11 @@ macro_rules! counted_enum {
 counted_enum! {
     /// Why a datagram was not forwarded (client → backend) or returned (backend → client).
     ///
-    /// Client-side admission checks run in the order of the variants below that apply to
-    /// them (`Truncated`, `Invalid`, `Draining`, `Shed`, `NoHealthyBackend`,
-    /// `ProxyHeaderTooLarge`) and nothing is allocated before they pass.
+    /// Client-side admission runs in declaration order: `Truncated` and `Invalid` apply to
+    /// every datagram; a datagram of an established flow is then forwarded (or, when every
+    /// datagram carries a PROXY header, may be `ProxyHeaderTooLarge`); one that would start a
+    /// flow is checked for `Draining`, `Shed`, `ProxyHeaderTooLarge` and `NoHealthyBackend`,
+    /// in that order, before anything is allocated.
     pub enum DropReason {
         /// The datagram did not fit the shell's buffer or exceeds `max_datagram_size`.
         Truncated = "truncated",
@@ -55,10 +57,10 @@ counted_enum! {
         Draining = "draining",
         /// The flow table (process-wide or this listener's share) is full.
         Shed = "shed",
-        /// No backend is eligible and fail-open does not apply.
-        NoHealthyBackend = "no_healthy_backend",
         /// The PROXY v2 header would push the datagram over `max_datagram_size`.
         ProxyHeaderTooLarge = "proxy_header_too_large",
+        /// No backend is eligible and fail-open does not apply.
+        NoHealthyBackend = "no_healthy_backend",
         /// The caller's buffer has less headroom than the PROXY v2 header needs; a shell bug.
         InsufficientHeadroom = "insufficient_headroom",
         /// The listener id is not (or no longer) configured.

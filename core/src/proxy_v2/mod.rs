@@ -26,3 +26,6 @@ pub fn write_proxy_header(out: &mut [u8], source: SocketAddr, destination: Socke
     out[..len].fill(0);
     Ok(len)
 }
+
+/// Largest header `write_proxy_header` can produce.
+pub const MAX_PROXY_HEADER_LEN: usize = 16 + 36 + 7 + 11;

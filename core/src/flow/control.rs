@@ -1,0 +1,218 @@
+//! Every input other than datagrams: timeouts, upstream errors, admin commands; and the one
+//! place a flow is closed.
+
+use super::{AdminCommand, AdminError, DrainState, Event, FlowManager, Output, TimerKey, UpstreamError};
+use crate::id::{FlowId, ListenerId, UpstreamId};
+use crate::outcome::{CloseReason, DropReason};
+use crate::time::Instant;
+use crate::timer::TimerHandle;
+
+impl FlowManager {
+    /// Runs every deadline due at or before `now`. Afterwards [`FlowManager::poll_timeout`]
+    /// is strictly later than `now`. Calling it before the deadline changes nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.observe(now);
+        // Each iteration removes one entry and re-arms, if at all, strictly after `now`, so the
+        // loop ends after at most as many iterations as there were entries due.
+        while let Some((_, key)) = self.timers.pop_expired(now) {
+            match key {
+                TimerKey::Flow { slot } => self.flow_timer_fired(now, slot),
+                TimerKey::ListenerDrain(listener) => self.drain_deadline_reached(listener),
+            }
+        }
+        self.timeouts_handled_until = Some(now);
+        self.debug_check();
+    }
+
+    fn flow_timer_fired(&mut self, now: Instant, slot: u32) {
+        let flow = self.table.get_mut(slot);
+        // The entry was popped; the flow has no armed timer until re-armed below.
+        flow.timer = TimerHandle::DISARMED;
+        let cluster = self.listeners[flow.listener.0 as usize].cluster;
+        let (deadline, reason) = self.clusters[cluster.0 as usize].teardown.deadline(flow);
+        if deadline <= now {
+            self.close_flow(slot, reason);
+        } else {
+            // Fired early relative to the flow's activity: re-arm once, at the real deadline.
+            self.rearm_flow(now, slot);
+        }
+    }
+
+    /// Replaces the flow's timer entry with one at its arm time.
+    pub(super) fn rearm_flow(&mut self, now: Instant, slot: u32) {
+        let flow = self.table.get(slot);
+        let cluster = self.listeners[flow.listener.0 as usize].cluster;
+        let at = self.clusters[cluster.0 as usize].teardown.arm_time(flow, now);
+        let old = flow.timer;
+        self.timers.remove(old);
+        let handle = self.timers.insert(at, TimerKey::Flow { slot });
+        self.table.get_mut(slot).timer = handle;
+    }
+
+    /// Closes a live flow: frees its slot and timer, books the reason, tells the shell to
+    /// close its upstream, and finishes a drain that was waiting for it.
+    pub(super) fn close_flow(&mut self, slot: u32, reason: CloseReason) {
+        let flow = self.table.remove(slot);
+        self.timers.remove(flow.timer);
+        self.book_close(&flow, reason);
+        self.outputs.push_back(Output::CloseUpstream {
+            upstream: UpstreamId(flow.serial),
+            flow: FlowId { slot, serial: flow.serial },
+            reason,
+        });
+        self.finish_drain_if_empty(flow.listener);
+    }
+
+    fn book_close(&mut self, flow: &super::entry::Flow, reason: CloseReason) {
+        for counters in [&mut self.stats.flows, &mut self.stats.listeners[flow.listener.0 as usize].flows] {
+            counters.closed[reason.index()] += 1;
+            counters.active -= 1;
+            if flow.retired {
+                counters.retired -= 1;
+            }
+        }
+    }
+
+    /// Reports a draining listener drained once its last flow has ended.
+    fn finish_drain_if_empty(&mut self, listener_id: ListenerId) {
+        let listener = &mut self.listeners[listener_id.0 as usize];
+        let DrainState::Draining { timer, drained: false } = listener.drain else { return };
+        if self.stats.listeners[listener_id.0 as usize].flows.active > 0 {
+            return;
+        }
+        if let Some(handle) = timer {
+            self.timers.remove(handle);
+        }
+        listener.drain = DrainState::Draining { timer: None, drained: true };
+        self.outputs.push_back(Output::Event(Event::ListenerDrained { listener: listener_id }));
+    }
+
+    /// `drain_timeout` ran out: whatever is left closes (`Drained`). The last close reports
+    /// the listener drained.
+    fn drain_deadline_reached(&mut self, listener: ListenerId) {
+        self.listeners[listener.0 as usize].drain = DrainState::Draining { timer: None, drained: false };
+        // A scan of the table, once per drain: acceptable, and it keeps flows free of
+        // per-listener links.
+        let remaining: Vec<u32> =
+            self.table.iter().filter(|(_, flow)| flow.listener == listener).map(|(slot, _)| slot).collect();
+        for slot in remaining {
+            self.close_flow(slot, CloseReason::Drained);
+        }
+        self.finish_drain_if_empty(listener);
+    }
+
+    /// An error the shell saw on a flow's upstream. Errors for flows that no longer exist are
+    /// ignored (the flow already ended).
+    pub fn handle_upstream_error(&mut self, now: Instant, flow: FlowId, error: UpstreamError) {
+        self.observe(now);
+        if let Some(slot) = self.table.resolve(flow) {
+            match error {
+                UpstreamError::Refused => self.close_flow(slot, CloseReason::UpstreamRefused),
+                UpstreamError::Unreachable => self.close_flow(slot, CloseReason::UpstreamUnreachable),
+                UpstreamError::SendFailed => {
+                    let listener = self.table.get(slot).listener;
+                    // The byte count of the lost datagram is not known here; bytes stay booked.
+                    self.stats.listeners[listener.0 as usize]
+                        .client
+                        .reclassify_as_dropped(0, DropReason::SendFailed);
+                }
+            }
+        }
+        self.debug_check();
+    }
+
+    /// The shell could not open the upstream the core asked for (EMFILE, EADDRINUSE, ...).
+    /// The flow closes (`UpstreamOpenFailed`, with no `CloseUpstream`: nothing was opened)
+    /// and the datagram that opened it counts as dropped instead of forwarded: the shell must
+    /// not send it.
+    pub fn handle_upstream_open_failed(&mut self, now: Instant, flow: FlowId) {
+        self.observe(now);
+        if let Some(slot) = self.table.resolve(flow) {
+            let flow = self.table.remove(slot);
+            self.timers.remove(flow.timer);
+            let listener = flow.listener;
+            self.stats.listeners[listener.0 as usize]
+                .client
+                .reclassify_as_dropped(flow.first_datagram_bytes as usize, DropReason::UpstreamOpenFailed);
+            self.book_close(&flow, CloseReason::UpstreamOpenFailed);
+            self.finish_drain_if_empty(listener);
+        }
+        self.debug_check();
+    }
+
+    /// The shell could not send a returned datagram to its client: it counts as dropped
+    /// (`SendFailed`) instead of returned.
+    pub fn handle_return_failed(&mut self, now: Instant, listener: ListenerId, bytes: usize) {
+        self.observe(now);
+        if let Some(stats) = self.stats.listeners.get_mut(listener.0 as usize) {
+            stats.backend.reclassify_as_dropped(bytes, DropReason::SendFailed);
+        }
+        self.debug_check();
+    }
+
+    /// An operator command.
+    pub fn handle_admin(&mut self, now: Instant, command: AdminCommand) -> Result<(), AdminError> {
+        let now = self.observe(now);
+        let result = match command {
+            AdminCommand::DrainListener(listener) => self.drain_listener(now, listener),
+            AdminCommand::ResumeListener(listener) => self.resume_listener(listener),
+            AdminCommand::CloseFlow(flow) => match self.table.resolve(flow) {
+                Some(slot) => {
+                    self.close_flow(slot, CloseReason::Aborted);
+                    Ok(())
+                }
+                None => Err(AdminError::UnknownFlow(flow)),
+            },
+            AdminCommand::CloseAll => {
+                let slots: Vec<u32> = self.table.iter().map(|(slot, _)| slot).collect();
+                for slot in slots {
+                    self.close_flow(slot, CloseReason::Shutdown);
+                }
+                Ok(())
+            }
+        };
+        self.debug_check();
+        result
+    }
+
+    fn drain_listener(&mut self, now: Instant, listener_id: ListenerId) -> Result<(), AdminError> {
+        let listener = self
+            .listeners
+            .get_mut(listener_id.0 as usize)
+            .ok_or(AdminError::UnknownListener(listener_id))?;
+        if matches!(listener.drain, DrainState::Draining { .. }) {
+            return Ok(());
+        }
+        let flows_remaining = self.stats.listeners[listener_id.0 as usize].flows.active;
+        listener.drain = DrainState::Draining { timer: None, drained: false };
+        let timeout = listener.drain_timeout;
+        self.outputs.push_back(Output::Event(Event::ListenerDraining { listener: listener_id, flows_remaining }));
+        match timeout {
+            _ if flows_remaining == 0 => self.finish_drain_if_empty(listener_id),
+            Some(timeout) if timeout.is_zero() => self.drain_deadline_reached(listener_id),
+            Some(timeout) => {
+                let handle = self.timers.insert(now + timeout, TimerKey::ListenerDrain(listener_id));
+                self.listeners[listener_id.0 as usize].drain =
+                    DrainState::Draining { timer: Some(handle), drained: false };
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn resume_listener(&mut self, listener_id: ListenerId) -> Result<(), AdminError> {
+        let listener = self
+            .listeners
+            .get_mut(listener_id.0 as usize)
+            .ok_or(AdminError::UnknownListener(listener_id))?;
+        let DrainState::Draining { timer, .. } = listener.drain else {
+            return Err(AdminError::NotDraining(listener_id));
+        };
+        if let Some(handle) = timer {
+            self.timers.remove(handle);
+        }
+        listener.drain = DrainState::Active;
+        self.outputs.push_back(Output::Event(Event::ListenerResumed { listener: listener_id }));
+        Ok(())
+    }
+}

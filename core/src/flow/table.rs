@@ -1,0 +1,153 @@
+//! The flow table: a slab of flows plus a keyed hash index over the live, non-retired ones.
+//!
+//! Slots are reused through a free list, so the slab never grows past the most flows alive at
+//! once (bounded by `max_flows`). The index stores only slot numbers; each flow keeps its own
+//! hash, so the index can grow without rehashing keys. A retired flow (one that reached its
+//! `requests`) leaves the index but keeps its slot until its replies are delivered.
+
+use std::net::SocketAddr;
+
+use hashbrown::HashTable;
+
+use super::entry::Flow;
+use super::key::{KeyedHasher, same_client};
+use crate::config::Affinity;
+use crate::id::{FlowId, ListenerId};
+
+#[derive(Debug)]
+enum Slot {
+    Occupied(Flow),
+    Vacant { next_free: u32 },
+}
+
+/// End of the free list.
+const NO_SLOT: u32 = u32::MAX;
+
+#[derive(Debug)]
+pub(crate) struct FlowTable {
+    slots: Vec<Slot>,
+    free_head: u32,
+    index: HashTable<u32>,
+    hasher: KeyedHasher,
+    occupied: usize,
+}
+
+impl FlowTable {
+    pub(crate) fn new(hasher: KeyedHasher) -> Self {
+        FlowTable { slots: Vec::new(), free_head: NO_SLOT, index: HashTable::new(), hasher, occupied: 0 }
+    }
+
+    pub(crate) fn hash(&self, vip: SocketAddr, client: SocketAddr, affinity: Affinity) -> u64 {
+        self.hasher.flow_hash(vip, client, affinity)
+    }
+
+    /// The live, non-retired flow of `client` on `listener`, if any.
+    pub(crate) fn find(&self, hash: u64, listener: ListenerId, client: SocketAddr, affinity: Affinity) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&slot| match &slots[slot as usize] {
+                Slot::Occupied(flow) => flow.listener == listener && same_client(flow.client, client, affinity),
+                Slot::Vacant { .. } => false,
+            })
+            .copied()
+    }
+
+    /// Stores a new flow and indexes it under `flow.hash`. The caller checked that no
+    /// indexed flow has the same key.
+    pub(crate) fn insert(&mut self, flow: Flow) -> u32 {
+        let hash = flow.hash;
+        let slot = if self.free_head != NO_SLOT {
+            let slot = self.free_head;
+            self.free_head = match self.slots[slot as usize] {
+                Slot::Vacant { next_free } => next_free,
+                Slot::Occupied(_) => unreachable!("free list points at an occupied slot"),
+            };
+            self.slots[slot as usize] = Slot::Occupied(flow);
+            slot
+        } else {
+            self.slots.push(Slot::Occupied(flow));
+            (self.slots.len() - 1) as u32
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, slot, |&s| match &slots[s as usize] {
+            Slot::Occupied(flow) => flow.hash,
+            Slot::Vacant { .. } => 0,
+        });
+        self.occupied += 1;
+        slot
+    }
+
+    /// Removes `slot` from the index (the flow retires); the flow keeps its slot.
+    pub(crate) fn unindex(&mut self, slot: u32) {
+        let hash = self.get(slot).hash;
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+    }
+
+    /// Frees `slot` (and its index entry, if it has one) and returns its flow.
+    pub(crate) fn remove(&mut self, slot: u32) -> Flow {
+        self.unindex(slot);
+        let vacant = Slot::Vacant { next_free: self.free_head };
+        match std::mem::replace(&mut self.slots[slot as usize], vacant) {
+            Slot::Occupied(flow) => {
+                self.free_head = slot;
+                self.occupied -= 1;
+                flow
+            }
+            Slot::Vacant { .. } => unreachable!("removing a vacant slot"),
+        }
+    }
+
+    /// The live flow in `slot`. Slots handed out by this table are always valid while the
+    /// flow lives; a vacant slot here is a bug in the flow manager.
+    pub(crate) fn get(&self, slot: u32) -> &Flow {
+        match &self.slots[slot as usize] {
+            Slot::Occupied(flow) => flow,
+            Slot::Vacant { .. } => unreachable!("flow slot {slot} is vacant"),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: u32) -> &mut Flow {
+        match &mut self.slots[slot as usize] {
+            Slot::Occupied(flow) => flow,
+            Slot::Vacant { .. } => unreachable!("flow slot {slot} is vacant"),
+        }
+    }
+
+    /// The slot of a flow handle from outside, if that flow is still alive.
+    pub(crate) fn resolve(&self, id: FlowId) -> Option<u32> {
+        match self.slots.get(id.slot as usize) {
+            Some(Slot::Occupied(flow)) if flow.serial == id.serial => Some(id.slot),
+            _ => None,
+        }
+    }
+
+    /// Live flows (retired included).
+    pub(crate) fn len(&self) -> usize {
+        self.occupied
+    }
+
+    /// Indexed (non-retired) flows.
+    pub(crate) fn indexed_len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Every live flow with its slot, in slot order (deterministic).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(slot, s)| match s {
+            Slot::Occupied(flow) => Some((slot as u32, flow)),
+            Slot::Vacant { .. } => None,
+        })
+    }
+
+    /// Every slot in the index (for invariant checks).
+    pub(crate) fn indexed_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.index.iter().copied()
+    }
+
+    /// Whether `slot` holds a live flow.
+    pub(crate) fn is_occupied(&self, slot: u32) -> bool {
+        matches!(self.slots.get(slot as usize), Some(Slot::Occupied(_)))
+    }
+}

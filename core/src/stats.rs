@@ -1,0 +1,123 @@
+//! Counters: per listener, per direction, per drop reason and per close reason.
+//!
+//! [`Stats`] is a plain snapshot (clone it to keep one). The core keeps the books so that
+//! conservation can be checked: for every listener and direction, `received` equals `passed`
+//! plus the sum of `drops`.
+
+use crate::outcome::{CloseReason, DropReason};
+
+/// Datagram counters for one direction of one listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatagramCounters {
+    /// Datagrams handed to the core.
+    pub received: u64,
+    /// Bytes of payload handed to the core.
+    pub bytes_received: u64,
+    /// Datagrams forwarded (client direction) or returned (backend direction).
+    pub passed: u64,
+    /// Payload bytes passed (without any PROXY header).
+    pub bytes_passed: u64,
+    /// Datagrams dropped, indexed by [`DropReason::index`].
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl DatagramCounters {
+    /// Datagrams dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+
+    /// Datagrams dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Every datagram received was passed or dropped, exactly once.
+    pub fn is_conserved(&self) -> bool {
+        self.received == self.passed + self.dropped_total()
+    }
+
+    pub(crate) fn receive(&mut self, bytes: usize) {
+        self.received += 1;
+        self.bytes_received += bytes as u64;
+    }
+
+    pub(crate) fn pass(&mut self, bytes: usize) {
+        self.passed += 1;
+        self.bytes_passed += bytes as u64;
+    }
+
+    pub(crate) fn drop_for(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+
+    /// A datagram the core passed was then lost by the shell (send or upstream open
+    /// failed): it moves from `passed` to `drops[reason]`, so it is still counted once.
+    pub(crate) fn reclassify_as_dropped(&mut self, bytes: usize, reason: DropReason) {
+        debug_assert!(self.passed > 0, "reclassifying a datagram that was never passed");
+        self.passed = self.passed.saturating_sub(1);
+        self.bytes_passed = self.bytes_passed.saturating_sub(bytes as u64);
+        self.drops[reason.index()] += 1;
+    }
+}
+
+/// Flow counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// Flows created.
+    pub created: u64,
+    /// Flows closed, indexed by [`CloseReason::index`].
+    pub closed: [u64; CloseReason::COUNT],
+    /// Flows alive now (retired ones included).
+    pub active: u64,
+    /// Flows alive now that reached `requests` and only wait for replies.
+    pub retired: u64,
+}
+
+impl FlowCounters {
+    /// Flows closed for `reason`.
+    pub fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.closed[reason.index()]
+    }
+
+    /// Flows closed for any reason.
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+}
+
+/// Counters of one listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Client → backend datagrams.
+    pub client: DatagramCounters,
+    /// Backend → client datagrams.
+    pub backend: DatagramCounters,
+    /// Flows of this listener.
+    pub flows: FlowCounters,
+}
+
+/// A snapshot of every counter the core keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Per listener, indexed by `ListenerId`.
+    pub listeners: Vec<ListenerStats>,
+    /// Datagrams that could not be attributed to a listener: client datagrams for an
+    /// unknown listener (`UnknownListener`) and backend datagrams for a flow that no longer
+    /// exists (`UnknownFlow`).
+    pub unattributed: DatagramCounters,
+    /// Flow counters summed over every listener.
+    pub flows: FlowCounters,
+}
+
+impl Stats {
+    /// Client datagrams dropped for `reason`, summed over every listener.
+    pub fn client_drops(&self, reason: DropReason) -> u64 {
+        self.listeners.iter().map(|l| l.client.dropped(reason)).sum()
+    }
+
+    /// Backend datagrams dropped for `reason`, summed over every listener.
+    pub fn backend_drops(&self, reason: DropReason) -> u64 {
+        self.listeners.iter().map(|l| l.backend.dropped(reason)).sum()
+    }
+}

@@ -1,0 +1,199 @@
+//! Admission: every outcome for a client datagram, in DESIGN.md's order.
+
+mod common;
+
+use common::{Harness, addr, config, one_listener};
+use udplb_core::{
+    AdminCommand, BackendId, ClientVerdict, DropReason, Instant, ListenerId, Output, UpstreamId,
+};
+
+#[test]
+fn first_datagram_opens_a_flow_and_its_upstream_before_the_verdict_is_acted_on() {
+    let mut h = Harness::new(&one_listener(2, "", ""));
+    let verdict = h.client("192.0.2.1:40000", b"query");
+    let ClientVerdict::Forward { flow, upstream, prefix_len } = verdict else { panic!("{verdict:?}") };
+    assert_eq!(prefix_len, 0);
+    assert_eq!(h.last_sent, b"query");
+    assert_eq!(
+        h.outputs,
+        vec![Output::OpenUpstream {
+            upstream,
+            flow,
+            listener: h.listener("dns"),
+            backend: BackendId(0),
+            address: addr("10.1.0.1:5300"),
+        }]
+    );
+    // The next datagram from the same client rides the same flow and opens nothing.
+    h.take_outputs();
+    assert_eq!(h.client("192.0.2.1:40000", b"again"), ClientVerdict::Forward { flow, upstream, prefix_len: 0 });
+    assert!(h.outputs.is_empty());
+    assert_eq!(upstream, UpstreamId(flow.serial()));
+}
+
+#[test]
+fn new_flows_are_spread_round_robin_over_backends_in_id_order() {
+    let mut h = Harness::new(&one_listener(3, "", ""));
+    let backends: Vec<_> = (0..6)
+        .map(|port| {
+            let flow = h.forward(&format!("192.0.2.1:{}", 40000 + port), b"x");
+            h.core.flow(flow).unwrap().backend.0
+        })
+        .collect();
+    assert_eq!(backends, vec![0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn truncated_and_oversized_datagrams_drop_as_truncated() {
+    let mut h = Harness::new(&one_listener(1, "", "max_datagram_size = 4"));
+    let dns = h.listener("dns");
+    assert_eq!(h.client_on(dns, "192.0.2.1:1", b"ok", true), ClientVerdict::Drop(DropReason::Truncated));
+    assert_eq!(h.client("192.0.2.1:1", b"12345"), ClientVerdict::Drop(DropReason::Truncated));
+    assert_eq!(h.client("192.0.2.1:1", b"1234"), ClientVerdict::Forward {
+        flow: h.core.flows().next().unwrap().flow,
+        upstream: UpstreamId(1),
+        prefix_len: 0,
+    });
+    let stats = &h.core.stats().listeners[0].client;
+    assert_eq!((stats.received, stats.passed, stats.dropped(DropReason::Truncated)), (3, 1, 2));
+}
+
+#[test]
+fn empty_datagram_is_invalid_and_allocates_nothing() {
+    let mut h = Harness::new(&one_listener(1, "", ""));
+    assert_eq!(h.client("192.0.2.1:1", b""), ClientVerdict::Drop(DropReason::Invalid));
+    assert_eq!(h.core.stats().flows.created, 0);
+    assert!(h.outputs.is_empty());
+}
+
+#[test]
+fn unknown_listener_and_missing_headroom_are_typed_drops() {
+    let mut h = Harness::new(&one_listener(1, "", ""));
+    assert_eq!(
+        h.client_on(ListenerId(9), "192.0.2.1:1", b"x", false),
+        ClientVerdict::Drop(DropReason::UnknownListener)
+    );
+    assert_eq!(h.core.stats().unattributed.dropped(DropReason::UnknownListener), 1);
+    let mut buffer = [0u8; 4];
+    let verdict = h.core.handle_client_datagram(
+        h.now,
+        udplb_core::ClientDatagram {
+            listener: h.listener("dns"),
+            client: addr("192.0.2.1:1"),
+            buffer: &mut buffer,
+            headroom: 8,
+            truncated: false,
+        },
+    );
+    assert_eq!(verdict, ClientVerdict::Drop(DropReason::InsufficientHeadroom));
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
+fn draining_listener_refuses_new_flows_but_serves_existing_ones() {
+    let mut h = Harness::new(&one_listener(1, "", ""));
+    let flow = h.forward("192.0.2.1:1", b"x");
+    h.admin(AdminCommand::DrainListener(h.listener("dns")));
+    assert_eq!(h.client("192.0.2.2:1", b"x"), ClientVerdict::Drop(DropReason::Draining));
+    assert!(matches!(h.client("192.0.2.1:1", b"y"), ClientVerdict::Forward { flow: f, .. } if f == flow));
+}
+
+#[test]
+fn shedding_at_max_flows_keeps_established_flows_working() {
+    let cfg = config(
+        r#"
+        [process]
+        max_flows = 2
+        [listeners.dns]
+        address = "10.0.0.1:53"
+        cluster = "pool"
+        [clusters.pool]
+        backends = [{ id = "b1", address = "10.1.0.1:53" }]
+        "#,
+    );
+    let mut h = Harness::new(&cfg);
+    let first = h.forward("192.0.2.1:1", b"x");
+    let second = h.forward("192.0.2.2:1", b"x");
+    for _ in 0..100 {
+        assert_eq!(h.client("198.51.100.9:7", b"flood"), ClientVerdict::Drop(DropReason::Shed));
+    }
+    assert!(matches!(h.client("192.0.2.1:1", b"x"), ClientVerdict::Forward { flow, .. } if flow == first));
+    assert!(matches!(h.backend(second, b"reply"), udplb_core::BackendVerdict::Return { .. }));
+    assert_eq!(h.core.stats().client_drops(DropReason::Shed), 100);
+    assert_eq!(h.core.stats().flows.active, 2);
+}
+
+#[test]
+fn listener_max_flows_is_its_own_cap_under_the_process_cap() {
+    let mut h = Harness::new(&one_listener(1, "", "max_flows = 1"));
+    h.forward("192.0.2.1:1", b"x");
+    assert_eq!(h.client("192.0.2.2:1", b"x"), ClientVerdict::Drop(DropReason::Shed));
+}
+
+#[test]
+fn no_eligible_backend_drops_as_no_healthy_backend() {
+    let mut h = Harness::new(&one_listener(2, "", ""));
+    h.core.handle_backend_eligibility(Instant::ZERO, BackendId(0), false);
+    h.core.handle_backend_eligibility(Instant::ZERO, BackendId(1), false);
+    assert_eq!(h.client("192.0.2.1:1", b"x"), ClientVerdict::Drop(DropReason::NoHealthyBackend));
+    h.core.handle_backend_eligibility(Instant::ZERO, BackendId(1), true);
+    let flow = h.forward("192.0.2.1:1", b"x");
+    assert_eq!(h.core.flow(flow).unwrap().backend, BackendId(1));
+    // A cluster with no backends at all is valid configuration, and drops the same way.
+    let mut empty = Harness::new(&one_listener(0, "", ""));
+    assert_eq!(empty.client("192.0.2.1:1", b"x"), ClientVerdict::Drop(DropReason::NoHealthyBackend));
+}
+
+#[test]
+fn admission_checks_run_in_order_draining_before_shed_before_backend() {
+    let mut h = Harness::new(&one_listener(0, "", "max_flows = 1"));
+    // No backend and draining: draining wins.
+    h.admin(AdminCommand::DrainListener(h.listener("dns")));
+    assert_eq!(h.client("192.0.2.1:1", b"x"), ClientVerdict::Drop(DropReason::Draining));
+    // Truncation is checked before anything else.
+    let dns = h.listener("dns");
+    assert_eq!(h.client_on(dns, "192.0.2.1:1", b"", true), ClientVerdict::Drop(DropReason::Truncated));
+}
+
+#[test]
+fn flow_key_includes_the_vip_address() {
+    let cfg = config(
+        r#"
+        [listeners.a]
+        address = "10.0.0.1:53"
+        cluster = "pool"
+        [listeners.b]
+        address = "10.0.0.2:53"
+        cluster = "pool"
+        [clusters.pool]
+        backends = [{ id = "b1", address = "10.1.0.1:53" }]
+        "#,
+    );
+    let mut h = Harness::new(&cfg);
+    let (a, b) = (h.listener("a"), h.listener("b"));
+    let ClientVerdict::Forward { flow: on_a, .. } = h.client_on(a, "192.0.2.1:1", b"x", false) else { panic!() };
+    let ClientVerdict::Forward { flow: on_b, .. } = h.client_on(b, "192.0.2.1:1", b"x", false) else { panic!() };
+    assert_ne!(on_a, on_b);
+    assert_eq!(h.core.stats().flows.active, 2);
+}
+
+#[test]
+fn affinity_without_port_shares_one_flow_and_replies_follow_the_latest_port() {
+    let mut h = Harness::new(&one_listener(2, "", "affinity = \"client_address\""));
+    let flow = h.forward("192.0.2.1:1000", b"x");
+    assert_eq!(h.forward("192.0.2.1:2000", b"x"), flow);
+    assert_eq!(
+        h.backend(flow, b"reply"),
+        udplb_core::BackendVerdict::Return { listener: h.listener("dns"), client: addr("192.0.2.1:2000") }
+    );
+    // With the default affinity, each client port is its own flow.
+    let mut per_port = Harness::new(&one_listener(2, "", ""));
+    assert_ne!(per_port.forward("192.0.2.1:1000", b"x"), per_port.forward("192.0.2.1:2000", b"x"));
+}
+
+#[test]
+fn ipv4_mapped_client_is_the_same_flow_as_the_plain_ipv4_client() {
+    let mut h = Harness::new(&one_listener(1, "", ""));
+    let flow = h.forward("192.0.2.1:1000", b"x");
+    assert_eq!(h.forward("[::ffff:192.0.2.1]:1000", b"x"), flow);
+}
