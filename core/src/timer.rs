@@ -79,9 +79,7 @@ impl<K: Copy> DeadlineIndex<K> {
 
     /// Every armed entry, earliest first (for invariant checks).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (TimerHandle, K)> + '_ {
-        self.entries
-            .iter()
-            .map(|(&(deadline, sequence), &key)| (TimerHandle { deadline, sequence }, key))
+        self.entries.iter().map(|(&(deadline, sequence), &key)| (TimerHandle { deadline, sequence }, key))
     }
 }
 

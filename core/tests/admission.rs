@@ -26,7 +26,10 @@ fn first_datagram_opens_a_flow_and_its_upstream_before_the_verdict_is_acted_on()
     );
     // The next datagram from the same client rides the same flow and opens nothing.
     h.take_outputs();
-    assert_eq!(h.client("192.0.2.1:40000", b"again"), ClientVerdict::Forward { flow, upstream, prefix_len: 0 });
+    assert_eq!(
+        h.client("192.0.2.1:40000", b"again"),
+        ClientVerdict::Forward { flow, upstream, prefix_len: 0 }
+    );
     assert!(h.outputs.is_empty());
     assert_eq!(upstream, UpstreamId(flow.serial()));
 }
@@ -49,11 +52,14 @@ fn truncated_and_oversized_datagrams_drop_as_truncated() {
     let dns = h.listener("dns");
     assert_eq!(h.client_on(dns, "192.0.2.1:1", b"ok", true), ClientVerdict::Drop(DropReason::Truncated));
     assert_eq!(h.client("192.0.2.1:1", b"12345"), ClientVerdict::Drop(DropReason::Truncated));
-    assert_eq!(h.client("192.0.2.1:1", b"1234"), ClientVerdict::Forward {
-        flow: h.core.flows().next().unwrap().flow,
-        upstream: UpstreamId(1),
-        prefix_len: 0,
-    });
+    assert_eq!(
+        h.client("192.0.2.1:1", b"1234"),
+        ClientVerdict::Forward {
+            flow: h.core.flows().next().unwrap().flow,
+            upstream: UpstreamId(1),
+            prefix_len: 0,
+        }
+    );
     let stats = &h.core.stats().listeners[0].client;
     assert_eq!((stats.received, stats.passed, stats.dropped(DropReason::Truncated)), (3, 1, 2));
 }
@@ -171,8 +177,12 @@ fn flow_key_includes_the_vip_address() {
     );
     let mut h = Harness::new(&cfg);
     let (a, b) = (h.listener("a"), h.listener("b"));
-    let ClientVerdict::Forward { flow: on_a, .. } = h.client_on(a, "192.0.2.1:1", b"x", false) else { panic!() };
-    let ClientVerdict::Forward { flow: on_b, .. } = h.client_on(b, "192.0.2.1:1", b"x", false) else { panic!() };
+    let ClientVerdict::Forward { flow: on_a, .. } = h.client_on(a, "192.0.2.1:1", b"x", false) else {
+        panic!()
+    };
+    let ClientVerdict::Forward { flow: on_b, .. } = h.client_on(b, "192.0.2.1:1", b"x", false) else {
+        panic!()
+    };
     assert_ne!(on_a, on_b);
     assert_eq!(h.core.stats().flows.active, 2);
 }

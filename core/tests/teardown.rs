@@ -331,8 +331,14 @@ fn nat_return_sends_from_the_flows_listener_to_the_flows_client() {
     let a = h.forward("192.0.2.1:1111", b"q");
     let b = h.forward("[2001:db8::7]:2222", b"q");
     let dns = h.listener("dns");
-    assert_eq!(h.backend(b, b"r"), BackendVerdict::Return { listener: dns, client: common::addr("[2001:db8::7]:2222") });
-    assert_eq!(h.backend(a, b"r"), BackendVerdict::Return { listener: dns, client: common::addr("192.0.2.1:1111") });
+    assert_eq!(
+        h.backend(b, b"r"),
+        BackendVerdict::Return { listener: dns, client: common::addr("[2001:db8::7]:2222") }
+    );
+    assert_eq!(
+        h.backend(a, b"r"),
+        BackendVerdict::Return { listener: dns, client: common::addr("192.0.2.1:1111") }
+    );
 }
 
 #[test]
@@ -340,7 +346,10 @@ fn oversized_backend_datagram_is_dropped_as_truncated_and_counted_once() {
     let mut h = Harness::new(&one_listener(1, "", "max_datagram_size = 8"));
     let flow = h.forward("192.0.2.1:1", b"q");
     assert_eq!(h.backend(flow, b"123456789"), BackendVerdict::Drop(DropReason::Truncated));
-    assert_eq!(h.core.handle_backend_datagram(h.now, flow, b"x", true), BackendVerdict::Drop(DropReason::Truncated));
+    assert_eq!(
+        h.core.handle_backend_datagram(h.now, flow, b"x", true),
+        BackendVerdict::Drop(DropReason::Truncated)
+    );
     let backend = &h.core.stats().listeners[0].backend;
     assert_eq!((backend.received, backend.passed, backend.dropped(DropReason::Truncated)), (2, 0, 2));
 }

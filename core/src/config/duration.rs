@@ -67,9 +67,7 @@ pub mod required {
 pub mod optional {
     use super::*;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse(&text).map(Some).map_err(serde::de::Error::custom)
     }

@@ -44,7 +44,11 @@ impl Config {
             ConfigErrors(
                 errors
                     .into_iter()
-                    .map(|e| ConfigError { path: e.path.clone(), kind: ConfigErrorKind::Invalid(e), location: None })
+                    .map(|e| ConfigError {
+                        path: e.path.clone(),
+                        kind: ConfigErrorKind::Invalid(e),
+                        location: None,
+                    })
                     .collect(),
             )
         })?;

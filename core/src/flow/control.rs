@@ -176,17 +176,16 @@ impl FlowManager {
     }
 
     fn drain_listener(&mut self, now: Instant, listener_id: ListenerId) -> Result<(), AdminError> {
-        let listener = self
-            .listeners
-            .get_mut(listener_id.0 as usize)
-            .ok_or(AdminError::UnknownListener(listener_id))?;
+        let listener =
+            self.listeners.get_mut(listener_id.0 as usize).ok_or(AdminError::UnknownListener(listener_id))?;
         if matches!(listener.drain, DrainState::Draining { .. }) {
             return Ok(());
         }
         let flows_remaining = self.stats.listeners[listener_id.0 as usize].flows.active;
         listener.drain = DrainState::Draining { timer: None, drained: false };
         let timeout = listener.drain_timeout;
-        self.outputs.push_back(Output::Event(Event::ListenerDraining { listener: listener_id, flows_remaining }));
+        self.outputs
+            .push_back(Output::Event(Event::ListenerDraining { listener: listener_id, flows_remaining }));
         match timeout {
             _ if flows_remaining == 0 => self.finish_drain_if_empty(listener_id),
             Some(timeout) if timeout.is_zero() => self.drain_deadline_reached(listener_id),
@@ -201,10 +200,8 @@ impl FlowManager {
     }
 
     fn resume_listener(&mut self, listener_id: ListenerId) -> Result<(), AdminError> {
-        let listener = self
-            .listeners
-            .get_mut(listener_id.0 as usize)
-            .ok_or(AdminError::UnknownListener(listener_id))?;
+        let listener =
+            self.listeners.get_mut(listener_id.0 as usize).ok_or(AdminError::UnknownListener(listener_id))?;
         let DrainState::Draining { timer, .. } = listener.drain else {
             return Err(AdminError::NotDraining(listener_id));
         };

@@ -203,7 +203,13 @@ impl FlowManager {
         verdict
     }
 
-    fn return_backend_datagram(&mut self, now: Instant, id: FlowId, payload_len: usize, truncated: bool) -> BackendVerdict {
+    fn return_backend_datagram(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        payload_len: usize,
+        truncated: bool,
+    ) -> BackendVerdict {
         let Some(slot) = self.table.resolve(id) else {
             self.stats.unattributed.receive(payload_len);
             self.stats.unattributed.drop_for(DropReason::UnknownFlow);

@@ -43,7 +43,11 @@ impl FlowManager {
         for (slot, flow) in self.table.iter() {
             per_listener[flow.listener.0 as usize] += 1;
             retired += u64::from(flow.retired);
-            ensure!(self.timers.contains(flow.timer), "flow #{} (slot {slot}) has no armed timer", flow.serial);
+            ensure!(
+                self.timers.contains(flow.timer),
+                "flow #{} (slot {slot}) has no armed timer",
+                flow.serial
+            );
             let cluster = self.listeners[flow.listener.0 as usize].cluster;
             let teardown = &self.clusters[cluster.0 as usize].teardown;
             let (deadline, reason) = teardown.deadline(flow);
@@ -58,7 +62,11 @@ impl FlowManager {
                 ensure!(flow.is_awaiting(), "flow #{} owes replies but is not waiting for them", flow.serial);
             }
         }
-        ensure!(retired == self.stats.flows.retired, "{retired} retired flows, stats say {}", self.stats.flows.retired);
+        ensure!(
+            retired == self.stats.flows.retired,
+            "{retired} retired flows, stats say {}",
+            self.stats.flows.retired
+        );
         for (index, count) in per_listener.iter().enumerate() {
             let stats = &self.stats.listeners[index].flows;
             ensure!(*count == stats.active, "listener {index} has {count} flows, stats say {}", stats.active);
@@ -79,7 +87,11 @@ impl FlowManager {
         for (handle, key) in self.timers.iter() {
             match key {
                 TimerKey::Flow { slot } => {
-                    ensure!(self.table.is_occupied(slot), "timer at {} names vacant slot {slot}", handle.deadline);
+                    ensure!(
+                        self.table.is_occupied(slot),
+                        "timer at {} names vacant slot {slot}",
+                        handle.deadline
+                    );
                     ensure!(self.table.get(slot).timer == handle, "slot {slot} has a second timer entry");
                     flow_timers += 1;
                 }
@@ -120,7 +132,12 @@ impl FlowManager {
         if let (Some(handled), Some(next)) = (self.timeouts_handled_until, self.timers.next_deadline()) {
             ensure!(next > handled, "deadline {next} is due but timeouts were handled up to {handled}");
         }
-        ensure!(flows.active <= u64::from(self.max_flows), "{} flows over the cap {}", flows.active, self.max_flows);
+        ensure!(
+            flows.active <= u64::from(self.max_flows),
+            "{} flows over the cap {}",
+            flows.active,
+            self.max_flows
+        );
         for (index, stats) in self.stats.listeners.iter().enumerate() {
             let listener = &self.listeners[index];
             ensure!(
@@ -135,8 +152,16 @@ impl FlowManager {
                 stats.flows.active,
                 listener.max_flows
             );
-            ensure!(stats.client.is_conserved(), "listener {}: client datagrams not conserved", listener.name);
-            ensure!(stats.backend.is_conserved(), "listener {}: backend datagrams not conserved", listener.name);
+            ensure!(
+                stats.client.is_conserved(),
+                "listener {}: client datagrams not conserved",
+                listener.name
+            );
+            ensure!(
+                stats.backend.is_conserved(),
+                "listener {}: backend datagrams not conserved",
+                listener.name
+            );
         }
         ensure!(self.stats.unattributed.is_conserved(), "unattributed datagrams not conserved");
         Ok(())

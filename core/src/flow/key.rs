@@ -85,7 +85,8 @@ mod tests {
         // Pinned from SipHash-1-3 (siphasher 1.x): if this changes, the encoding of keys or
         // the algorithm changed, and tables built by two versions would disagree.
         let hasher = KeyedHasher::new(*b"0123456789abcdef");
-        let hash = hasher.flow_hash(addr("10.0.0.1:53"), addr("192.0.2.7:40000"), Affinity::ClientAddressPort);
+        let hash =
+            hasher.flow_hash(addr("10.0.0.1:53"), addr("192.0.2.7:40000"), Affinity::ClientAddressPort);
         assert_eq!(hash, 0xd498_7e95_1ca6_8677, "got {hash:#x}");
     }
 

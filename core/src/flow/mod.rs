@@ -212,7 +212,10 @@ enum DrainState {
     Active,
     /// Draining: no new flows. `timer` is armed while `drain_timeout` is set and flows
     /// remain; `drained` once the last flow has ended (reported with `ListenerDrained`).
-    Draining { timer: Option<TimerHandle>, drained: bool },
+    Draining {
+        timer: Option<TimerHandle>,
+        drained: bool,
+    },
 }
 
 /// Runtime state of a cluster.
@@ -304,10 +307,7 @@ impl FlowManager {
                 drain: DrainState::Active,
             })
             .collect::<Vec<_>>();
-        let stats = Stats {
-            listeners: vec![Default::default(); listeners.len()],
-            ..Default::default()
-        };
+        let stats = Stats { listeners: vec![Default::default(); listeners.len()], ..Default::default() };
         let mut selection_key = [0u8; 16];
         selection_key.copy_from_slice(&keys.selection[..16]);
         Ok(FlowManager {
@@ -352,11 +352,7 @@ impl FlowManager {
     /// The backend with this id in this cluster.
     pub fn backend_id(&self, cluster: &str, backend: &str) -> Option<BackendId> {
         let cluster = self.clusters.iter().find(|c| c.name == cluster)?;
-        cluster
-            .candidates
-            .iter()
-            .map(|c| c.backend)
-            .find(|id| self.backends[id.0 as usize].name == backend)
+        cluster.candidates.iter().map(|c| c.backend).find(|id| self.backends[id.0 as usize].name == backend)
     }
 
     /// A listener's name and VIP address.

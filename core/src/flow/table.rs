@@ -42,11 +42,19 @@ impl FlowTable {
     }
 
     /// The live, non-retired flow of `client` on `listener`, if any.
-    pub(crate) fn find(&self, hash: u64, listener: ListenerId, client: SocketAddr, affinity: Affinity) -> Option<u32> {
+    pub(crate) fn find(
+        &self,
+        hash: u64,
+        listener: ListenerId,
+        client: SocketAddr,
+        affinity: Affinity,
+    ) -> Option<u32> {
         let slots = &self.slots;
         self.index
             .find(hash, |&slot| match &slots[slot as usize] {
-                Slot::Occupied(flow) => flow.listener == listener && same_client(flow.client, client, affinity),
+                Slot::Occupied(flow) => {
+                    flow.listener == listener && same_client(flow.client, client, affinity)
+                }
                 Slot::Vacant { .. } => false,
             })
             .copied()

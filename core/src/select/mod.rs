@@ -51,21 +51,14 @@ pub struct Selector {
 impl Selector {
     /// Picks a backend among `candidates` (in canonical order, by backend id) for `request`.
     /// Returns `None` when no candidate is eligible, weighted above zero and not excluded.
-    pub fn select(
-        &mut self,
-        candidates: &[Candidate],
-        request: SelectionRequest<'_>,
-    ) -> Option<Selection> {
+    pub fn select(&mut self, candidates: &[Candidate], request: SelectionRequest<'_>) -> Option<Selection> {
         if self.scores.len() != candidates.len() {
             self.scores = vec![0; candidates.len()];
         }
         let mut total_weight: i64 = 0;
         let mut best: Option<usize> = None;
         for (index, candidate) in candidates.iter().enumerate() {
-            if !candidate.eligible
-                || candidate.weight == 0
-                || request.exclude.contains(&candidate.backend)
-            {
+            if !candidate.eligible || candidate.weight == 0 || request.exclude.contains(&candidate.backend) {
                 continue;
             }
             let weight = i64::from(candidate.weight);

@@ -72,7 +72,13 @@ impl Harness {
         self.client_on(listener, client, payload, false)
     }
 
-    pub fn client_on(&mut self, listener: ListenerId, client: &str, payload: &[u8], truncated: bool) -> ClientVerdict {
+    pub fn client_on(
+        &mut self,
+        listener: ListenerId,
+        client: &str,
+        payload: &[u8],
+        truncated: bool,
+    ) -> ClientVerdict {
         let mut buffer = vec![0u8; DATAGRAM_HEADROOM + payload.len()];
         buffer[DATAGRAM_HEADROOM..].copy_from_slice(payload);
         let verdict = self.core.handle_client_datagram(
