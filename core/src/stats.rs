@@ -52,12 +52,17 @@ impl DatagramCounters {
     }
 
     /// A datagram the core passed was then lost by the shell (send or upstream open
-    /// failed): it moves from `passed` to `drops[reason]`, so it is still counted once.
-    pub(crate) fn reclassify_as_dropped(&mut self, bytes: usize, reason: DropReason) {
-        debug_assert!(self.passed > 0, "reclassifying a datagram that was never passed");
-        self.passed = self.passed.saturating_sub(1);
+    /// failed): it moves from `passed` to `drops[reason]`, so it is still counted once. A
+    /// report with nothing passed to take back (a caller bug) changes nothing, so the books
+    /// stay balanced whatever the caller does; returns whether it was applied.
+    pub(crate) fn reclassify_as_dropped(&mut self, bytes: usize, reason: DropReason) -> bool {
+        if self.passed == 0 {
+            return false;
+        }
+        self.passed -= 1;
         self.bytes_passed = self.bytes_passed.saturating_sub(bytes as u64);
         self.drops[reason.index()] += 1;
+        true
     }
 }
 

@@ -353,3 +353,18 @@ fn oversized_backend_datagram_is_dropped_as_truncated_and_counted_once() {
     let backend = &h.core.stats().listeners[0].backend;
     assert_eq!((backend.received, backend.passed, backend.dropped(DropReason::Truncated)), (2, 0, 2));
 }
+
+#[test]
+fn a_late_open_failure_closes_the_flow_without_rewriting_the_books() {
+    let mut h = Harness::new(&one_listener(1, "", ""));
+    let flow = h.forward("192.0.2.1:1", b"q");
+    h.forward("192.0.2.1:1", b"q");
+    // Another input came in between: the first datagram was already sent, so it stays
+    // counted as forwarded; only the flow ends.
+    h.core.handle_upstream_open_failed(h.now, flow);
+    h.core.check_invariants().unwrap();
+    let stats = h.core.stats();
+    assert_eq!(stats.listeners[0].client.passed, 2);
+    assert_eq!(stats.listeners[0].client.dropped(DropReason::UpstreamOpenFailed), 0);
+    assert_eq!(stats.flows.closed_for(CloseReason::UpstreamOpenFailed), 1);
+}

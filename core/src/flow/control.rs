@@ -122,18 +122,23 @@ impl FlowManager {
     }
 
     /// The shell could not open the upstream the core asked for (EMFILE, EADDRINUSE, ...).
-    /// The flow closes (`UpstreamOpenFailed`, with no `CloseUpstream`: nothing was opened)
-    /// and the datagram that opened it counts as dropped instead of forwarded: the shell must
-    /// not send it.
+    /// The flow closes (`UpstreamOpenFailed`, with no `CloseUpstream`: nothing was opened).
+    /// Reported in the same turn as the `OpenUpstream` (before any other input), the datagram
+    /// that opened the flow counts as dropped instead of forwarded, and the shell must not
+    /// send it; reported later, only the flow closes.
     pub fn handle_upstream_open_failed(&mut self, now: Instant, flow: FlowId) {
+        let opened_this_turn = self.opened_this_turn.take() == Some(flow);
         self.observe(now);
         if let Some(slot) = self.table.resolve(flow) {
             let flow = self.table.remove(slot);
             self.timers.remove(flow.timer);
             let listener = flow.listener;
-            self.stats.listeners[listener.0 as usize]
-                .client
-                .reclassify_as_dropped(flow.first_datagram_bytes as usize, DropReason::UpstreamOpenFailed);
+            if opened_this_turn {
+                self.stats.listeners[listener.0 as usize].client.reclassify_as_dropped(
+                    flow.first_datagram_bytes as usize,
+                    DropReason::UpstreamOpenFailed,
+                );
+            }
             self.book_close(&flow, CloseReason::UpstreamOpenFailed);
             self.finish_drain_if_empty(listener);
         }

@@ -118,6 +118,7 @@ impl FlowManager {
         self.stats.flows.created += 1;
         self.stats.flows.active += 1;
         let id = FlowId { slot, serial };
+        self.opened_this_turn = Some(id);
         self.outputs.push_back(Output::OpenUpstream {
             upstream: UpstreamId(serial),
             flow: id,

@@ -263,6 +263,8 @@ pub struct FlowManager {
     now: Instant,
     /// The `now` of the latest `handle_timeout`: nothing may be due at or before it.
     timeouts_handled_until: Option<Instant>,
+    /// The flow whose upstream the latest input asked to open (cleared by the next input).
+    opened_this_turn: Option<FlowId>,
 }
 
 impl FlowManager {
@@ -323,6 +325,7 @@ impl FlowManager {
             next_serial: 1,
             now: Instant::ZERO,
             timeouts_handled_until: None,
+            opened_this_turn: None,
         })
     }
 
@@ -416,7 +419,9 @@ impl FlowManager {
     }
 
     /// Moves the core's clock forward (never backward) and returns the time to use.
+    /// Every input calls it first; it also ends the previous turn.
     fn observe(&mut self, now: Instant) -> Instant {
+        self.opened_this_turn = None;
         self.now = self.now.max(now);
         self.now
     }

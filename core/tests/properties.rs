@@ -1,0 +1,255 @@
+//! Property tests: arbitrary input sequences with monotone time never panic, keep every
+//! invariant, and give identical outputs for identical seeds and inputs.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use udplb_core::{
+    AdminCommand, BackendId, ClientDatagram, Config, DATAGRAM_HEADROOM, FlowId, FlowManager, Instant, Keys,
+    ListenerId, UpstreamError,
+};
+
+#[derive(Clone, Debug)]
+enum Step {
+    Advance {
+        millis: u16,
+    },
+    Client {
+        listener: u8,
+        host: u8,
+        port: u8,
+        len: u16,
+        truncated: bool,
+    },
+    /// A backend datagram on the `nth` flow handed out so far (possibly closed by now).
+    Backend {
+        nth: u8,
+        len: u16,
+    },
+    UpstreamError {
+        nth: u8,
+        error: u8,
+    },
+    OpenFailed {
+        nth: u8,
+    },
+    Drain {
+        listener: u8,
+    },
+    Resume {
+        listener: u8,
+    },
+    Eligibility {
+        backend: u8,
+        eligible: bool,
+    },
+    CloseAll,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => any::<u16>().prop_map(|millis| Step::Advance { millis: millis % 5_000 }),
+        8 => (0u8..3, 0u8..6, 0u8..4, 0u16..80, proptest::bool::weighted(0.05))
+            .prop_map(|(listener, host, port, len, truncated)| Step::Client { listener, host, port, len, truncated }),
+        6 => (any::<u8>(), 0u16..80).prop_map(|(nth, len)| Step::Backend { nth, len }),
+        1 => (any::<u8>(), 0u8..3).prop_map(|(nth, error)| Step::UpstreamError { nth, error }),
+        1 => any::<u8>().prop_map(|nth| Step::OpenFailed { nth }),
+        1 => (0u8..3).prop_map(|listener| Step::Drain { listener }),
+        1 => (0u8..3).prop_map(|listener| Step::Resume { listener }),
+        1 => (0u8..4, any::<bool>()).prop_map(|(backend, eligible)| Step::Eligibility { backend, eligible }),
+        1 => Just(Step::CloseAll),
+    ]
+}
+
+/// A configuration drawn from the knobs that change teardown and admission.
+fn config() -> impl Strategy<Value = Config> {
+    (
+        prop::option::of(0u32..3),
+        any::<bool>(),
+        prop::option::of(1u32..4),
+        1u64..4_000,
+        1u64..4_000,
+        prop::option::of(1u64..10_000),
+        1u32..8,
+        any::<bool>(),
+        prop::option::of(0u64..3_000),
+        0u8..3,
+    )
+        .prop_map(
+            |(responses, per_flow, requests, front, back, lifetime, max_flows, by_address, drain, proxy)| {
+                let mut text = format!(
+                    "[process]\nmax_flows = {max_flows}\n\
+                     [listeners.a]\naddress = \"10.0.0.1:53\"\ncluster = \"c\"\nmax_datagram_size = 64\n{}{}\
+                     [listeners.b]\naddress = \"[2001:db8::1]:53\"\ncluster = \"c\"\n\
+                     [clusters.c]\nbackends = [{{ id = \"b1\", address = \"10.1.0.1:53\" }}, {{ id = \"b2\", address = \"10.1.0.2:53\", weight = 2 }}]\n\
+                     idle_timeout = {{ front = \"{front}ms\", back = \"{back}ms\" }}\n",
+                    if by_address { "affinity = \"client_address\"\n" } else { "" },
+                    drain.map(|d| format!("drain_timeout = \"{d}ms\"\n")).unwrap_or_default(),
+                );
+                if let Some(responses) = responses {
+                    text.push_str(&format!("responses = {responses}\n"));
+                }
+                if per_flow {
+                    text.push_str("responses_mode = \"per_flow\"\n");
+                }
+                if let Some(requests) = requests {
+                    text.push_str(&format!("requests = {requests}\n"));
+                }
+                if let Some(lifetime) = lifetime {
+                    text.push_str(&format!("lifetime = \"{lifetime}ms\"\n"));
+                }
+                match proxy {
+                    1 => text.push_str("proxy_protocol = { mode = \"first\", crc32c = true }\n"),
+                    2 => text.push_str("proxy_protocol = { mode = \"every\", unique_id = true }\n"),
+                    _ => {}
+                }
+                Config::from_toml_str(&text).expect("generated config is valid")
+            },
+        )
+}
+
+fn client_address(host: u8, port: u8) -> SocketAddr {
+    if host % 2 == 0 {
+        SocketAddr::from(([192, 0, 2, host], 1000 + u16::from(port)))
+    } else {
+        SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(host)], 1000 + u16::from(port)))
+    }
+}
+
+/// Runs `steps` and returns a transcript of every verdict and output.
+fn run(config: &Config, seed: u64, steps: &[Step]) -> Vec<String> {
+    let mut core = FlowManager::new(config, Keys::from_seed(seed)).expect("valid");
+    let mut now = Instant::ZERO;
+    let mut flows: Vec<FlowId> = Vec::new();
+    let mut transcript = Vec::new();
+    for step in steps {
+        let line = match *step {
+            Step::Advance { millis } => {
+                now = now + Duration::from_millis(u64::from(millis));
+                core.handle_timeout(now);
+                if let Some(next) = core.poll_timeout() {
+                    assert!(next > now, "next deadline {next} not after {now}");
+                }
+                format!("{now} timeout")
+            }
+            Step::Client { listener, host, port, len, truncated } => {
+                let mut buffer = vec![0xAB; DATAGRAM_HEADROOM + usize::from(len)];
+                let verdict = core.handle_client_datagram(
+                    now,
+                    ClientDatagram {
+                        listener: ListenerId(u32::from(listener)),
+                        client: client_address(host, port),
+                        buffer: &mut buffer,
+                        headroom: DATAGRAM_HEADROOM,
+                        truncated,
+                    },
+                );
+                if let udplb_core::ClientVerdict::Forward { flow, prefix_len, .. } = verdict {
+                    flows.push(flow);
+                    assert!(buffer[DATAGRAM_HEADROOM..].iter().all(|&b| b == 0xAB), "payload untouched");
+                    assert!(prefix_len <= DATAGRAM_HEADROOM);
+                }
+                format!("{now} client {verdict:?}")
+            }
+            Step::Backend { nth, len } => match flows.get(usize::from(nth) % flows.len().max(1)) {
+                Some(&flow) => {
+                    let verdict = core.handle_backend_datagram(now, flow, &vec![1; usize::from(len)], false);
+                    format!("{now} backend {verdict:?}")
+                }
+                None => continue,
+            },
+            Step::UpstreamError { nth, error } => match flows.get(usize::from(nth) % flows.len().max(1)) {
+                Some(&flow) => {
+                    let error =
+                        [UpstreamError::Refused, UpstreamError::Unreachable, UpstreamError::SendFailed]
+                            [usize::from(error)];
+                    // A send failure is only reported for a datagram that was forwarded.
+                    if error == UpstreamError::SendFailed && core.flow(flow).is_none() {
+                        continue;
+                    }
+                    core.handle_upstream_error(now, flow, error);
+                    format!("{now} upstream error {error:?}")
+                }
+                None => continue,
+            },
+            Step::OpenFailed { nth } => {
+                // The shell reports an open failure right after the open it failed, i.e. for
+                // the newest flow, in the same turn.
+                let _ = nth;
+                match flows.last() {
+                    Some(&flow) if core.flow(flow).is_some_and(|f| f.requests == 1 && f.responses == 0) => {
+                        core.handle_upstream_open_failed(now, flow);
+                        format!("{now} open failed")
+                    }
+                    _ => continue,
+                }
+            }
+            Step::Drain { listener } => {
+                let result =
+                    core.handle_admin(now, AdminCommand::DrainListener(ListenerId(u32::from(listener))));
+                format!("{now} drain {result:?}")
+            }
+            Step::Resume { listener } => {
+                let result =
+                    core.handle_admin(now, AdminCommand::ResumeListener(ListenerId(u32::from(listener))));
+                format!("{now} resume {result:?}")
+            }
+            Step::Eligibility { backend, eligible } => {
+                core.handle_backend_eligibility(now, BackendId(u32::from(backend)), eligible);
+                format!("{now} eligible {backend} {eligible}")
+            }
+            Step::CloseAll => {
+                core.handle_admin(now, AdminCommand::CloseAll).expect("close all");
+                format!("{now} close all")
+            }
+        };
+        transcript.push(line);
+        while let Some(output) = core.poll_output() {
+            transcript.push(format!("  {output:?}"));
+        }
+        if let Err(violation) = core.check_invariants() {
+            panic!("{violation}\ntranscript:\n{}", transcript.join("\n"));
+        }
+    }
+    transcript.push(format!("{:?}", core.stats()));
+    transcript
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_input_sequences_keep_every_invariant(config in config(), seed in any::<u64>(), steps in prop::collection::vec(step(), 1..200)) {
+        run(&config, seed, &steps);
+    }
+
+    #[test]
+    fn the_same_seed_and_inputs_give_identical_outputs(config in config(), seed in any::<u64>(), steps in prop::collection::vec(step(), 1..120)) {
+        prop_assert_eq!(run(&config, seed, &steps), run(&config, seed, &steps));
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_transcript_on_a_fixed_scenario() {
+    let config = common::one_listener(3, "responses = 1\nrequests = 2", "");
+    let steps: Vec<Step> = (0..300u16)
+        .map(|i| match i % 5 {
+            0 | 1 => Step::Client {
+                listener: 0,
+                host: (i % 7) as u8,
+                port: (i % 3) as u8,
+                len: 20,
+                truncated: false,
+            },
+            2 | 3 => Step::Backend { nth: (i % 11) as u8, len: 30 },
+            _ => Step::Advance { millis: 700 },
+        })
+        .collect();
+    let first = run(&config, 42, &steps);
+    let second = run(&config, 42, &steps);
+    assert_eq!(first, second);
+    assert!(first.len() > 300);
+}
