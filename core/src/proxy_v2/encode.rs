@@ -1,12 +1,15 @@
 //! The hot-path encoder: writes the PROXY header of one forwarded datagram straight into the
 //! headroom the shell left in front of it. Allocation-free, and the length is known before
 //! anything is written, so the flow manager can check `max_datagram_size` first.
+//!
+//! The field writers here (fixed header, TLVs, checksum) are also what
+//! [`Header::emit`](super::Header::emit) uses, so the two encoders cannot drift apart.
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use super::error::BufferTooSmall;
 use super::repr::{
-    Addresses, Command, IPV4_ADDRESS_BLOCK_LEN, IPV6_ADDRESS_BLOCK_LEN, write_checksum,
+    AddressFamily, Addresses, Command, IPV4_ADDRESS_BLOCK_LEN, IPV6_ADDRESS_BLOCK_LEN, Transport,
 };
 use super::tlv::{CRC32C_VALUE_LEN, Tlv, TlvKind};
 use super::wire::{FIXED_HEADER_LEN, SIGNATURE, TLV_HEADER_LEN, VERSION};
@@ -24,15 +27,25 @@ pub const MAX_PROXY_HEADER_LEN: usize =
     FIXED_HEADER_LEN + IPV6_ADDRESS_BLOCK_LEN + CRC32C_TLV_LEN + UNIQUE_ID_TLV_LEN;
 
 /// The version/command byte of a PROXY header: version 2, command PROXY.
-const PROXY_VERSION_COMMAND: u8 = VERSION << 4 | Command::Proxy.nibble();
+const PROXY_VERSION_COMMAND: u8 = version_command(Command::Proxy);
 /// The version/command byte of a LOCAL header: version 2, command LOCAL.
-const LOCAL_VERSION_COMMAND: u8 = VERSION << 4 | Command::Local.nibble();
+const LOCAL_VERSION_COMMAND: u8 = version_command(Command::Local);
 /// Family/transport byte for UDP over IPv4 (PPv2 §2.2: `\x12`).
-const INET_DGRAM: u8 = 0x12;
+const INET_DGRAM: u8 = family_transport(AddressFamily::Inet, Transport::Dgram);
 /// Family/transport byte for UDP over IPv6 (PPv2 §2.2: `\x22`).
-const INET6_DGRAM: u8 = 0x22;
+const INET6_DGRAM: u8 = family_transport(AddressFamily::Inet6, Transport::Dgram);
 /// Family/transport byte of a LOCAL header: AF_UNSPEC, UNSPEC (PPv2 §2.2: `\x00`).
-const UNSPEC: u8 = 0x00;
+const UNSPEC: u8 = family_transport(AddressFamily::Unspec, Transport::Unspec);
+
+/// The 13th byte: version 2 in the high nibble, the command in the low one.
+pub(super) const fn version_command(command: Command) -> u8 {
+    VERSION << 4 | command.nibble()
+}
+
+/// The 14th byte: the address family in the high nibble, the transport in the low one.
+pub(super) const fn family_transport(family: AddressFamily, transport: Transport) -> u8 {
+    family.nibble() << 4 | transport.nibble()
+}
 
 /// TLVs the encoder can add.
 ///
@@ -97,14 +110,17 @@ pub fn write_proxy_header(
         AddressPair::V4(..) => INET_DGRAM,
         AddressPair::V6(..) => INET6_DGRAM,
     };
-    let header_len = FIXED_HEADER_LEN + addresses.block_len() + tlvs.len();
+    let payload_len = addresses.block_len() + tlvs.len();
+    let header_len = FIXED_HEADER_LEN + payload_len;
     let header = out.get_mut(..header_len).ok_or(BufferTooSmall)?;
     let mut writer = Writer::new(header);
+    // Cannot truncate: the payload is at most 54 bytes.
+    let payload_len = payload_len as u16;
     write_fixed(
         &mut writer,
         PROXY_VERSION_COMMAND,
         family_transport,
-        header_len,
+        payload_len,
     )?;
     addresses.write(&mut writer)?;
     let checksum_offset = write_tlvs(&mut writer, tlvs)?;
@@ -127,7 +143,9 @@ pub fn write_local_header(out: &mut [u8], tlvs: TlvOptions) -> Result<usize, Buf
     let header_len = local_header_len(tlvs);
     let header = out.get_mut(..header_len).ok_or(BufferTooSmall)?;
     let mut writer = Writer::new(header);
-    write_fixed(&mut writer, LOCAL_VERSION_COMMAND, UNSPEC, header_len)?;
+    // Cannot truncate: the payload is at most 18 bytes.
+    let payload_len = tlvs.len() as u16;
+    write_fixed(&mut writer, LOCAL_VERSION_COMMAND, UNSPEC, payload_len)?;
     let checksum_offset = write_tlvs(&mut writer, tlvs)?;
     if let Some(offset) = checksum_offset {
         write_checksum(header, offset)?;
@@ -135,15 +153,13 @@ pub fn write_local_header(out: &mut [u8], tlvs: TlvOptions) -> Result<usize, Buf
     Ok(header_len)
 }
 
-/// Writes the 16-byte fixed header of a `header_len`-byte header.
-fn write_fixed(
+/// Writes the 16-byte fixed header (PPv2 §2.2) of a header with `payload_len` bytes after it.
+pub(super) fn write_fixed(
     writer: &mut Writer<'_>,
     version_command: u8,
     family_transport: u8,
-    header_len: usize,
+    payload_len: u16,
 ) -> Result<(), BufferTooSmall> {
-    // Cannot truncate: these headers are at most MAX_PROXY_HEADER_LEN bytes.
-    let payload_len = (header_len - FIXED_HEADER_LEN) as u16;
     writer.put(&SIGNATURE)?;
     writer.put(&[version_command, family_transport])?;
     writer.put(&payload_len.to_be_bytes())
@@ -151,18 +167,47 @@ fn write_fixed(
 
 /// Writes the optional TLVs, the checksum's value zeroed, and returns that value's offset.
 fn write_tlvs(writer: &mut Writer<'_>, tlvs: TlvOptions) -> Result<Option<usize>, BufferTooSmall> {
-    let mut checksum_offset = None;
-    if tlvs.crc32c {
-        writer.put(&[TlvKind::CRC32C, 0, CRC32C_VALUE_LEN as u8])?;
-        checksum_offset = Some(writer.position());
-        writer.put(&[0; CRC32C_VALUE_LEN])?;
-    }
+    let checksum_offset = if tlvs.crc32c {
+        Some(write_checksum_placeholder(writer)?)
+    } else {
+        None
+    };
     if let Some(id) = tlvs.unique_id {
-        let id = id.to_be_bytes();
-        writer.put(&[TlvKind::UNIQUE_ID, 0, id.len() as u8])?;
-        writer.put(&id)?;
+        write_tlv(writer, TlvKind::UNIQUE_ID, &id.to_be_bytes())?;
     }
     Ok(checksum_offset)
+}
+
+/// Writes a CRC32C TLV with its value zeroed and returns the value's offset, where
+/// [`write_checksum`] puts the checksum once the rest of the header is written.
+pub(super) fn write_checksum_placeholder(writer: &mut Writer<'_>) -> Result<usize, BufferTooSmall> {
+    writer.put(&[TlvKind::CRC32C, 0, CRC32C_VALUE_LEN as u8])?;
+    let offset = writer.position();
+    writer.put(&[0; CRC32C_VALUE_LEN])?;
+    Ok(offset)
+}
+
+/// Writes one TLV. Callers keep `value` under 65536 bytes (the whole payload must fit the
+/// 16-bit length field), so its length cannot truncate.
+pub(super) fn write_tlv(
+    writer: &mut Writer<'_>,
+    kind: u8,
+    value: &[u8],
+) -> Result<(), BufferTooSmall> {
+    writer.put(&[kind])?;
+    writer.put(&(value.len() as u16).to_be_bytes())?;
+    writer.put(value)
+}
+
+/// Fills the zeroed checksum field at `offset` with the CRC32C of the whole `header`
+/// (PPv2 §2.2.3), big-endian as every multi-byte PPv2 field.
+pub(super) fn write_checksum(header: &mut [u8], offset: usize) -> Result<(), BufferTooSmall> {
+    let checksum = crc32c::crc32c(header);
+    let field = header
+        .get_mut(offset..offset + CRC32C_VALUE_LEN)
+        .ok_or(BufferTooSmall)?;
+    field.copy_from_slice(&checksum.to_be_bytes());
+    Ok(())
 }
 
 /// A source/destination pair as it goes on the wire: both IPv4 after canonicalisation, or
@@ -190,8 +235,7 @@ impl AddressPair {
         }
     }
 
-    /// Writes the block; the same code as [`Header::emit`](super::Header::emit) uses, so the
-    /// two encoders cannot drift apart.
+    /// Writes the block with the same code as [`Header::emit`](super::Header::emit).
     fn write(self, writer: &mut Writer<'_>) -> Result<(), BufferTooSmall> {
         Addresses::from(self).write(writer)
     }

@@ -3,10 +3,13 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::encode::{AddressPair, TlvOptions, Writer};
+use super::encode::{
+    AddressPair, TlvOptions, Writer, family_transport, version_command, write_checksum,
+    write_checksum_placeholder, write_fixed, write_tlv,
+};
 use super::error::{BufferTooSmall, DecodeError, EmitError};
 use super::tlv::{CRC32C_VALUE_LEN, Tlv, TlvKind, UNIQUE_ID_MAX_LEN};
-use super::wire::{self, FIXED_HEADER_LEN, Packet, SIGNATURE};
+use super::wire::{self, FIXED_HEADER_LEN, Packet};
 
 /// Bytes of an AF_INET address block: two 4-byte addresses and two ports (PPv2 §2.2).
 pub const IPV4_ADDRESS_BLOCK_LEN: usize = 12;
@@ -425,25 +428,20 @@ impl Header {
         let header_len = FIXED_HEADER_LEN + payload_len;
         let header = out.get_mut(..header_len).ok_or(BufferTooSmall)?;
         let mut writer = Writer::new(header);
-        writer.put(&SIGNATURE)?;
-        writer.put(&[
-            wire::VERSION << 4 | self.command.nibble(),
-            self.family().nibble() << 4 | self.transport.nibble(),
-        ])?;
-        writer.put(&length_field.to_be_bytes())?;
+        write_fixed(
+            &mut writer,
+            version_command(self.command),
+            family_transport(self.family(), self.transport),
+            length_field,
+        )?;
         self.addresses.write(&mut writer)?;
         let mut checksum_offset = None;
         for tlv in &self.tlvs {
             if tlv.kind == TlvKind::Crc32c {
-                writer.put(&[TlvKind::CRC32C, 0, CRC32C_VALUE_LEN as u8])?;
-                checksum_offset = Some(writer.position());
-                writer.put(&[0; CRC32C_VALUE_LEN])?;
+                checksum_offset = Some(write_checksum_placeholder(&mut writer)?);
             } else {
-                // Cannot truncate: the whole payload fits in 16 bits, checked above.
-                let value_len = tlv.value.len() as u16;
-                writer.put(&[tlv.kind.byte()])?;
-                writer.put(&value_len.to_be_bytes())?;
-                writer.put(&tlv.value)?;
+                // The payload, this value included, fits the length field: checked above.
+                write_tlv(&mut writer, tlv.kind.byte(), &tlv.value)?;
             }
         }
         if let Some(offset) = checksum_offset {
@@ -515,17 +513,6 @@ fn parse_tlvs(packet: &Packet<'_>, address_block_len: usize) -> Result<Vec<Tlv>,
         }
     }
     Ok(tlvs)
-}
-
-/// Fills the zeroed checksum field at `offset` with the CRC32C of the whole `header`
-/// (PPv2 §2.2.3), big-endian as every multi-byte PPv2 field.
-pub(super) fn write_checksum(header: &mut [u8], offset: usize) -> Result<(), BufferTooSmall> {
-    let checksum = crc32c::crc32c(header);
-    let field = header
-        .get_mut(offset..offset + CRC32C_VALUE_LEN)
-        .ok_or(BufferTooSmall)?;
-    field.copy_from_slice(&checksum.to_be_bytes());
-    Ok(())
 }
 
 /// Reads fixed-size arrays off the front of a slice; `None` once it runs out.
