@@ -245,21 +245,19 @@ impl Addresses {
             Addresses::Ipv4 {
                 source,
                 destination,
-            } => {
-                writer.put(&source.ip().octets())?;
-                writer.put(&destination.ip().octets())?;
-                writer.put(&source.port().to_be_bytes())?;
-                writer.put(&destination.port().to_be_bytes())
-            }
+            } => write_ip_block(
+                writer,
+                (&source.ip().octets(), source.port()),
+                (&destination.ip().octets(), destination.port()),
+            ),
             Addresses::Ipv6 {
                 source,
                 destination,
-            } => {
-                writer.put(&source.ip().octets())?;
-                writer.put(&destination.ip().octets())?;
-                writer.put(&source.port().to_be_bytes())?;
-                writer.put(&destination.port().to_be_bytes())
-            }
+            } => write_ip_block(
+                writer,
+                (&source.ip().octets(), source.port()),
+                (&destination.ip().octets(), destination.port()),
+            ),
             Addresses::Unix {
                 source,
                 destination,
@@ -269,6 +267,19 @@ impl Addresses {
             }
         }
     }
+}
+
+/// Writes an AF_INET or AF_INET6 block from (address octets, port) pairs: both addresses
+/// first, then both ports (PPv2 §2.2, `union proxy_addr`).
+fn write_ip_block(
+    writer: &mut Writer<'_>,
+    (source_ip, source_port): (&[u8], u16),
+    (destination_ip, destination_port): (&[u8], u16),
+) -> Result<(), BufferTooSmall> {
+    writer.put(source_ip)?;
+    writer.put(destination_ip)?;
+    writer.put(&source_port.to_be_bytes())?;
+    writer.put(&destination_port.to_be_bytes())
 }
 
 /// A PROXY protocol v2 header (PPv2 §2.2).

@@ -3,24 +3,12 @@
 
 use std::net::SocketAddr;
 
-use super::{UNIQUE_ID, client_v4, client_v6, emit, encode, vip_v4, vip_v6};
+use super::{IPV4_BLOCK, UNIQUE_ID, client_v4, client_v6, emit, encode, raw, vip_v4, vip_v6};
 use crate::proxy_v2::wire::RawTlv;
 use crate::proxy_v2::{
-    AddressFamily, Addresses, Command, DecodeError, Header, Packet, SIGNATURE, Tlv, TlvKind,
-    TlvOptions, Transport, local_header_len, write_local_header,
+    AddressFamily, Addresses, Command, DecodeError, Header, Packet, Tlv, TlvKind, TlvOptions,
+    Transport, local_header_len, write_local_header,
 };
-
-/// A header with these two field bytes and `payload`, its length field set to match.
-fn raw(version_command: u8, family_transport: u8, payload: &[u8]) -> Vec<u8> {
-    let length = u16::try_from(payload.len()).expect("test payloads are short");
-    let mut header = SIGNATURE.to_vec();
-    header.extend([version_command, family_transport]);
-    header.extend(length.to_be_bytes());
-    header.extend(payload);
-    header
-}
-
-const IPV4_BLOCK: [u8; 12] = [192, 0, 2, 1, 198, 51, 100, 7, 0xCF, 0x08, 0x00, 0x35];
 
 /// Parses, checks the whole input was the header, re-emits and checks the bytes match.
 fn parse_exact(bytes: &[u8]) -> Header {

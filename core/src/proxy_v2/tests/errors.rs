@@ -1,23 +1,10 @@
 //! Every [`DecodeError`] and [`EmitError`] variant, each reached by a concrete input.
 
-use super::{assert_snapshot, client_v4, crc32c_bitwise, encode, vip_v4};
+use super::{IPV4_BLOCK, assert_snapshot, client_v4, crc32c_bitwise, encode, raw, vip_v4};
 use crate::proxy_v2::{
     AddressFamily, Addresses, BufferTooSmall, Command, DecodeError, EmitError, Header, Tlv,
     TlvKind, TlvOptions, Transport,
 };
-
-/// The IPv4 address block of `client_v4()` → `vip_v4()`.
-const IPV4_BLOCK: [u8; 12] = [192, 0, 2, 1, 198, 51, 100, 7, 0xCF, 0x08, 0x00, 0x35];
-
-/// A header with these two field bytes and `payload`, its length field set to match.
-fn raw(version_command: u8, family_transport: u8, payload: &[u8]) -> Vec<u8> {
-    let length = u16::try_from(payload.len()).expect("test payloads are short");
-    let mut header = crate::proxy_v2::SIGNATURE.to_vec();
-    header.extend([version_command, family_transport]);
-    header.extend(length.to_be_bytes());
-    header.extend(payload);
-    header
-}
 
 /// An IPv4 DGRAM PROXY header whose TLV bytes are `tlvs`.
 fn ipv4_with_tlv_bytes(tlvs: &[u8]) -> Vec<u8> {

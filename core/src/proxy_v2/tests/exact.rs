@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 
 use super::{
-    TLV_COMBINATIONS, client_v4, client_v6, crc32_ieee_bitwise, crc32c_bitwise, emit, encode,
-    vip_v4, vip_v6,
+    IPV4_BLOCK, TLV_COMBINATIONS, client_v4, client_v6, crc32_ieee_bitwise, crc32c_bitwise, emit,
+    encode, vip_v4, vip_v6,
 };
 use crate::proxy_v2::{
     BufferTooSmall, Header, MAX_PROXY_HEADER_LEN, TlvOptions, local_header_len, proxy_header_len,
@@ -18,9 +18,6 @@ use crate::proxy_v2::{
 const SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
 ];
-
-/// 192.0.2.1 → 198.51.100.7, then ports 53000 (0xCF08) → 53 (0x0035).
-const IPV4_BLOCK: [u8; 12] = [192, 0, 2, 1, 198, 51, 100, 7, 0xCF, 0x08, 0x00, 0x35];
 
 /// 2001:db8::1 → 2001:db8::7, then ports 53000 → 53.
 const IPV6_BLOCK: [u8; 36] = [

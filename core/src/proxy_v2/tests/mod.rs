@@ -49,6 +49,20 @@ fn vip_v6() -> SocketAddr {
     "[2001:db8::7]:53".parse().expect("literal address")
 }
 
+/// The address block of `client_v4()` → `vip_v4()`: 192.0.2.1 → 198.51.100.7, then ports
+/// 53000 (0xCF08) → 53 (0x0035), as PPv2 §2.2 lays it out.
+const IPV4_BLOCK: [u8; 12] = [192, 0, 2, 1, 198, 51, 100, 7, 0xCF, 0x08, 0x00, 0x35];
+
+/// A header with these two field bytes and `payload`, its length field set to match.
+fn raw(version_command: u8, family_transport: u8, payload: &[u8]) -> Vec<u8> {
+    let length = u16::try_from(payload.len()).expect("test payloads are short");
+    let mut header = super::SIGNATURE.to_vec();
+    header.extend([version_command, family_transport]);
+    header.extend(length.to_be_bytes());
+    header.extend(payload);
+    header
+}
+
 /// The unique id the tests send, chosen so that every byte differs.
 const UNIQUE_ID: u64 = 0x0102_0304_0506_0708;
 
