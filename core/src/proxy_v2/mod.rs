@@ -1,40 +1,64 @@
-//! PROXY protocol v2 (placeholder: being replaced by the full codec).
+//! PROXY protocol version 2 (haproxy.org `proxy-protocol.txt`, cited here as "PPv2 §n").
+//!
+//! udplb prefixes datagrams it forwards to a backend with a binary PROXY header so the
+//! backend learns the real client (source) and the VIP it reached (destination). Which
+//! datagrams of a flow carry it (the first, or every one) is a cluster setting decided by
+//! the flow manager; this module only writes and reads headers.
+//!
+//! # Layout
+//!
+//! - [`wire`]: the checked view ([`Packet`]): framing of one header and accessors that
+//!   cannot panic, plus a TLV iterator.
+//! - [`repr`]: the representation ([`Header`]) with `parse` / `buffer_len` / `emit`, as
+//!   smoltcp does for its wire formats. The simulator's backends and the fuzzers decode with
+//!   it; every malformed field is a [`DecodeError`] variant.
+//! - [`tlv`]: the TLV registry ([`TlvKind`]) and owned TLVs ([`Tlv`]).
+//! - `encode`: the datapath's allocation-free encoder, [`write_proxy_header`] (and
+//!   [`write_local_header`] for health probes), which writes into the headroom in front of
+//!   a received datagram. It shares address and checksum code with `Header::emit`, and the
+//!   tests check that both produce the same bytes.
+//!
+//! # What udplb sends
+//!
+//! PROXY command, DGRAM transport, 0x12 (IPv4) when both endpoints are IPv4 after
+//! canonicalising IPv4-mapped addresses, otherwise 0x22 (IPv6) with any IPv4 endpoint
+//! mapped. Optional TLVs, always in this order: CRC32C (Castagnoli, computed over the whole
+//! header with its own field zeroed, PPv2 §2.2.3), then UNIQUE_ID (the flow serial, 8 bytes
+//! big-endian, PPv2 §2.2.5).
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use udplb_core::proxy_v2::{Header, TlvOptions, MAX_PROXY_HEADER_LEN, write_proxy_header};
+//!
+//! let client: SocketAddr = "192.0.2.1:53000".parse().unwrap();
+//! let vip: SocketAddr = "198.51.100.7:53".parse().unwrap();
+//! let tlvs = TlvOptions { crc32c: true, unique_id: Some(7) };
+//! let mut headroom = [0u8; MAX_PROXY_HEADER_LEN];
+//! let len = write_proxy_header(&mut headroom, client, vip, tlvs).unwrap();
+//!
+//! let (header, consumed) = Header::parse(&headroom[..len]).unwrap();
+//! assert_eq!(consumed, len);
+//! assert_eq!(header.proxied_endpoints(), Some((client, vip)));
+//! ```
 
-use std::net::SocketAddr;
+mod encode;
+mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+mod fuzz;
+pub mod repr;
+pub mod tlv;
+pub mod wire;
 
-/// TLVs the encoder can add.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlvOptions {
-    pub crc32c: bool,
-    pub unique_id: Option<u64>,
-}
+pub use encode::{
+    CRC32C_TLV_LEN, MAX_PROXY_HEADER_LEN, TlvOptions, UNIQUE_ID_TLV_LEN, local_header_len,
+    proxy_header_len, write_local_header, write_proxy_header,
+};
+pub use error::{BufferTooSmall, DecodeError, EmitError};
+#[cfg(any(test, feature = "fuzzing"))]
+pub use fuzz::{fuzz_decode, fuzz_roundtrip};
+pub use repr::{AddressFamily, Addresses, Command, Header, Transport};
+pub use tlv::{Tlv, TlvKind};
+pub use wire::{FIXED_HEADER_LEN, Packet, SIGNATURE};
 
-/// Error writing a header.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct BufferTooSmall;
-
-/// Bytes of a PROXY DGRAM header for these addresses and TLVs.
-pub fn proxy_header_len(source: SocketAddr, destination: SocketAddr, tlvs: TlvOptions) -> usize {
-    let both_v4 = source.is_ipv4() && destination.is_ipv4();
-    16 + if both_v4 { 12 } else { 36 }
-        + if tlvs.crc32c { 7 } else { 0 }
-        + if tlvs.unique_id.is_some() { 11 } else { 0 }
-}
-
-/// Writes the header into `out[..len]`.
-pub fn write_proxy_header(
-    out: &mut [u8],
-    source: SocketAddr,
-    destination: SocketAddr,
-    tlvs: TlvOptions,
-) -> Result<usize, BufferTooSmall> {
-    let len = proxy_header_len(source, destination, tlvs);
-    if out.len() < len {
-        return Err(BufferTooSmall);
-    }
-    out[..len].fill(0);
-    Ok(len)
-}
-
-/// Largest header `write_proxy_header` can produce.
-pub const MAX_PROXY_HEADER_LEN: usize = 16 + 36 + 7 + 11;
+#[cfg(test)]
+mod tests;
