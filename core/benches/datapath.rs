@@ -153,7 +153,8 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             next_client += 1;
             now = now + Duration::from_nanos(100);
-            let ClientVerdict::Forward { flow, .. } = send(&mut core, now, &mut buffer, client(next_client)) else {
+            let ClientVerdict::Forward { flow, .. } = send(&mut core, now, &mut buffer, client(next_client))
+            else {
                 panic!("admission failed")
             };
             let verdict = core.handle_backend_datagram(now, flow, &buffer[..64], false);

@@ -56,7 +56,13 @@ impl Demo {
         let listener = self.core.listener_id("dns").expect("listener");
         let verdict = self.core.handle_client_datagram(
             self.now,
-            ClientDatagram { listener, client, buffer: &mut buffer, headroom: DATAGRAM_HEADROOM, truncated: false },
+            ClientDatagram {
+                listener,
+                client,
+                buffer: &mut buffer,
+                headroom: DATAGRAM_HEADROOM,
+                truncated: false,
+            },
         );
         println!("{:>14} client {client} sends {} bytes", self.now, payload.len());
         self.outputs();

@@ -65,11 +65,7 @@ impl TlvOptions {
     /// Bytes these TLVs take.
     pub const fn len(self) -> usize {
         let crc32c = if self.crc32c { CRC32C_TLV_LEN } else { 0 };
-        let unique_id = if self.unique_id.is_some() {
-            UNIQUE_ID_TLV_LEN
-        } else {
-            0
-        };
+        let unique_id = if self.unique_id.is_some() { UNIQUE_ID_TLV_LEN } else { 0 };
         crc32c + unique_id
     }
 
@@ -116,12 +112,7 @@ pub fn write_proxy_header(
     let mut writer = Writer::new(header);
     // Cannot truncate: the payload is at most 54 bytes.
     let payload_len = payload_len as u16;
-    write_fixed(
-        &mut writer,
-        PROXY_VERSION_COMMAND,
-        family_transport,
-        payload_len,
-    )?;
+    write_fixed(&mut writer, PROXY_VERSION_COMMAND, family_transport, payload_len)?;
     addresses.write(&mut writer)?;
     let checksum_offset = write_tlvs(&mut writer, tlvs)?;
     if let Some(offset) = checksum_offset {
@@ -167,11 +158,7 @@ pub(super) fn write_fixed(
 
 /// Writes the optional TLVs, the checksum's value zeroed, and returns that value's offset.
 fn write_tlvs(writer: &mut Writer<'_>, tlvs: TlvOptions) -> Result<Option<usize>, BufferTooSmall> {
-    let checksum_offset = if tlvs.crc32c {
-        Some(write_checksum_placeholder(writer)?)
-    } else {
-        None
-    };
+    let checksum_offset = if tlvs.crc32c { Some(write_checksum_placeholder(writer)?) } else { None };
     if let Some(id) = tlvs.unique_id {
         write_tlv(writer, TlvKind::UNIQUE_ID, &id.to_be_bytes())?;
     }
@@ -189,11 +176,7 @@ pub(super) fn write_checksum_placeholder(writer: &mut Writer<'_>) -> Result<usiz
 
 /// Writes one TLV. Callers keep `value` under 65536 bytes (the whole payload must fit the
 /// 16-bit length field), so its length cannot truncate.
-pub(super) fn write_tlv(
-    writer: &mut Writer<'_>,
-    kind: u8,
-    value: &[u8],
-) -> Result<(), BufferTooSmall> {
+pub(super) fn write_tlv(writer: &mut Writer<'_>, kind: u8, value: &[u8]) -> Result<(), BufferTooSmall> {
     writer.put(&[kind])?;
     writer.put(&(value.len() as u16).to_be_bytes())?;
     writer.put(value)
@@ -203,9 +186,7 @@ pub(super) fn write_tlv(
 /// (PPv2 §2.2.3), big-endian as every multi-byte PPv2 field.
 pub(super) fn write_checksum(header: &mut [u8], offset: usize) -> Result<(), BufferTooSmall> {
     let checksum = crc32c::crc32c(header);
-    let field = header
-        .get_mut(offset..offset + CRC32C_VALUE_LEN)
-        .ok_or(BufferTooSmall)?;
+    let field = header.get_mut(offset..offset + CRC32C_VALUE_LEN).ok_or(BufferTooSmall)?;
     field.copy_from_slice(&checksum.to_be_bytes());
     Ok(())
 }
@@ -221,9 +202,7 @@ pub(super) enum AddressPair {
 impl AddressPair {
     pub(super) fn new(source: SocketAddr, destination: SocketAddr) -> Self {
         match (canonical(source), canonical(destination)) {
-            (SocketAddr::V4(source), SocketAddr::V4(destination)) => {
-                AddressPair::V4(source, destination)
-            }
+            (SocketAddr::V4(source), SocketAddr::V4(destination)) => AddressPair::V4(source, destination),
             (source, destination) => AddressPair::V6(mapped(source), mapped(destination)),
         }
     }
@@ -244,14 +223,10 @@ impl AddressPair {
 impl From<AddressPair> for Addresses {
     fn from(pair: AddressPair) -> Self {
         match pair {
-            AddressPair::V4(source, destination) => Addresses::Ipv4 {
-                source,
-                destination,
-            },
-            AddressPair::V6(source, destination) => Addresses::Ipv6 {
-                source: without_scope(source),
-                destination: without_scope(destination),
-            },
+            AddressPair::V4(source, destination) => Addresses::Ipv4 { source, destination },
+            AddressPair::V6(source, destination) => {
+                Addresses::Ipv6 { source: without_scope(source), destination: without_scope(destination) }
+            }
         }
     }
 }
@@ -292,10 +267,7 @@ impl<'a> Writer<'a> {
     }
 
     pub(super) fn put(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
-        let end = self
-            .position
-            .checked_add(bytes.len())
-            .ok_or(BufferTooSmall)?;
+        let end = self.position.checked_add(bytes.len()).ok_or(BufferTooSmall)?;
         let target = self.out.get_mut(self.position..end).ok_or(BufferTooSmall)?;
         target.copy_from_slice(bytes);
         self.position = end;

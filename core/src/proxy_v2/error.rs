@@ -57,9 +57,7 @@ pub enum DecodeError {
     /// family requires (12 bytes for AF_INET, 36 for AF_INET6, 216 for AF_UNIX; PPv2 §2.2).
     /// A LOCAL-command header is not rejected for this: its address block is discarded
     /// (see [`super::Header::parse`]).
-    #[error(
-        "PROXY v2 address block too short for {family}: {needed} bytes needed, length is {length}"
-    )]
+    #[error("PROXY v2 address block too short for {family}: {needed} bytes needed, length is {length}")]
     AddressBlockTooShort {
         /// The family the header announced.
         family: AddressFamily,
@@ -78,9 +76,7 @@ pub enum DecodeError {
     },
     /// A TLV's length runs past the end of the header (PPv2 §2.2: the length field bounds
     /// the whole header, TLVs included).
-    #[error(
-        "PROXY v2 TLV at offset {offset} declares {length} value bytes, only {available} remain"
-    )]
+    #[error("PROXY v2 TLV at offset {offset} declares {length} value bytes, only {available} remain")]
     TlvLengthOverrun {
         /// Offset of the TLV.
         offset: usize,
@@ -107,9 +103,7 @@ pub enum DecodeError {
     /// The CRC32C (Castagnoli) of the header, computed with the checksum field zeroed,
     /// differs from the value carried in the TLV; PPv2 §2.2.3 says the receiver must then
     /// treat the connection as invalid.
-    #[error(
-        "PROXY v2 checksum mismatch: header carries {expected:#010x}, computed {computed:#010x}"
-    )]
+    #[error("PROXY v2 checksum mismatch: header carries {expected:#010x}, computed {computed:#010x}")]
     ChecksumMismatch {
         /// The checksum carried in the header.
         expected: u32,

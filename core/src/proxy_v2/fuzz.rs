@@ -19,22 +19,15 @@ pub fn fuzz_decode(data: &[u8]) {
     };
     assert!(consumed <= data.len(), "consumed more than the input");
     let mut emitted = vec![0; header.buffer_len()];
-    let written = header
-        .emit(&mut emitted)
-        .expect("a decoded header always re-emits");
+    let written = header.emit(&mut emitted).expect("a decoded header always re-emits");
     assert_eq!(written, emitted.len(), "emit wrote other than buffer_len");
     let (again, again_len) = Header::parse(&emitted).expect("an emitted header always decodes");
     assert_eq!(again, header, "decode ∘ emit ∘ decode is not a fixpoint");
     assert_eq!(again_len, written);
-    let discarded_local_block = header.command == Command::Local
-        && header.addresses == Addresses::Unspec
-        && header.tlvs.is_empty();
+    let discarded_local_block =
+        header.command == Command::Local && header.addresses == Addresses::Unspec && header.tlvs.is_empty();
     if !discarded_local_block {
-        assert_eq!(
-            Some(emitted.as_slice()),
-            data.get(..consumed),
-            "emit is not byte-exact"
-        );
+        assert_eq!(Some(emitted.as_slice()), data.get(..consumed), "emit is not byte-exact");
     }
 }
 
@@ -71,16 +64,12 @@ pub fn fuzz_roundtrip(data: &[u8]) {
     assert_eq!(decoded, expected);
 
     let mut emitted = vec![0; expected.buffer_len()];
-    expected
-        .emit(&mut emitted)
-        .expect("Header::proxy always emits");
+    expected.emit(&mut emitted).expect("Header::proxy always emits");
     assert_eq!(emitted, written, "the two encoders disagree");
 
-    let canonical =
-        |address: SocketAddr| SocketAddr::new(address.ip().to_canonical(), address.port());
-    let (decoded_source, decoded_destination) = decoded
-        .proxied_endpoints()
-        .expect("a PROXY header with IP addresses");
+    let canonical = |address: SocketAddr| SocketAddr::new(address.ip().to_canonical(), address.port());
+    let (decoded_source, decoded_destination) =
+        decoded.proxied_endpoints().expect("a PROXY header with IP addresses");
     assert_eq!(canonical(decoded_source), canonical(source));
     assert_eq!(canonical(decoded_destination), canonical(destination));
 }
@@ -98,10 +87,7 @@ impl Input<'_> {
         let mut array = [0; N];
         let taken = self.0.len().min(N);
         let (head, rest) = self.0.split_at(taken);
-        array
-            .get_mut(..taken)
-            .expect("taken is at most N")
-            .copy_from_slice(head);
+        array.get_mut(..taken).expect("taken is at most N").copy_from_slice(head);
         self.0 = rest;
         array
     }

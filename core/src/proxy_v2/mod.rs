@@ -50,8 +50,8 @@ pub mod tlv;
 pub mod wire;
 
 pub use encode::{
-    CRC32C_TLV_LEN, MAX_PROXY_HEADER_LEN, TlvOptions, UNIQUE_ID_TLV_LEN, local_header_len,
-    proxy_header_len, write_local_header, write_proxy_header,
+    CRC32C_TLV_LEN, MAX_PROXY_HEADER_LEN, TlvOptions, UNIQUE_ID_TLV_LEN, local_header_len, proxy_header_len,
+    write_local_header, write_proxy_header,
 };
 pub use error::{BufferTooSmall, DecodeError, EmitError};
 #[cfg(any(test, feature = "fuzzing"))]

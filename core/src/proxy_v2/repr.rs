@@ -230,10 +230,7 @@ impl Addresses {
                     destination: SocketAddrV6::new(destination_ip, destination_port, 0, 0),
                 }
             }
-            AddressFamily::Unix => Addresses::Unix {
-                source: reader.take()?,
-                destination: reader.take()?,
-            },
+            AddressFamily::Unix => Addresses::Unix { source: reader.take()?, destination: reader.take()? },
         })
     }
 
@@ -242,26 +239,17 @@ impl Addresses {
     pub(super) fn write(&self, writer: &mut Writer<'_>) -> Result<(), BufferTooSmall> {
         match self {
             Addresses::Unspec => Ok(()),
-            Addresses::Ipv4 {
-                source,
-                destination,
-            } => write_ip_block(
+            Addresses::Ipv4 { source, destination } => write_ip_block(
                 writer,
                 (&source.ip().octets(), source.port()),
                 (&destination.ip().octets(), destination.port()),
             ),
-            Addresses::Ipv6 {
-                source,
-                destination,
-            } => write_ip_block(
+            Addresses::Ipv6 { source, destination } => write_ip_block(
                 writer,
                 (&source.ip().octets(), source.port()),
                 (&destination.ip().octets(), destination.port()),
             ),
-            Addresses::Unix {
-                source,
-                destination,
-            } => {
+            Addresses::Unix { source, destination } => {
                 writer.put(source)?;
                 writer.put(destination)
             }
@@ -340,10 +328,7 @@ impl Header {
 
     /// The value of the first TLV of this kind.
     pub fn tlv(&self, kind: TlvKind) -> Option<&[u8]> {
-        self.tlvs
-            .iter()
-            .find(|tlv| tlv.kind == kind)
-            .map(|tlv| tlv.value.as_slice())
+        self.tlvs.iter().find(|tlv| tlv.kind == kind).map(|tlv| tlv.value.as_slice())
     }
 
     /// The carried checksum, if the header has a well-formed CRC32C TLV.
@@ -382,22 +367,17 @@ impl Header {
     /// Allocation is bounded by the 16-bit length: at most 65535 value bytes in all.
     pub fn parse(bytes: &[u8]) -> Result<(Header, usize), DecodeError> {
         let packet = Packet::new_checked(bytes)?;
-        let command = Command::from_nibble(packet.command())
-            .ok_or(DecodeError::UnknownCommand(packet.command()))?;
-        let family = AddressFamily::from_nibble(packet.family())
-            .ok_or(DecodeError::UnknownFamily(packet.family()))?;
+        let command =
+            Command::from_nibble(packet.command()).ok_or(DecodeError::UnknownCommand(packet.command()))?;
+        let family =
+            AddressFamily::from_nibble(packet.family()).ok_or(DecodeError::UnknownFamily(packet.family()))?;
         let transport = Transport::from_nibble(packet.transport())
             .ok_or(DecodeError::UnknownTransport(packet.transport()))?;
 
         let Some(addresses) = Addresses::parse(family, packet.payload()) else {
             return match command {
                 Command::Local => Ok((
-                    Header {
-                        command,
-                        transport,
-                        addresses: Addresses::Unspec,
-                        tlvs: Vec::new(),
-                    },
+                    Header { command, transport, addresses: Addresses::Unspec, tlvs: Vec::new() },
                     packet.header_len(),
                 )),
                 Command::Proxy => Err(DecodeError::AddressBlockTooShort {
@@ -409,12 +389,7 @@ impl Header {
         };
 
         let tlvs = parse_tlvs(&packet, family.address_block_len())?;
-        let header = Header {
-            command,
-            transport,
-            addresses,
-            tlvs,
-        };
+        let header = Header { command, transport, addresses, tlvs };
         Ok((header, packet.header_len()))
     }
 
@@ -431,9 +406,8 @@ impl Header {
     /// ([`EmitError`]), so whatever emit writes, [`Header::parse`] reads back.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, EmitError> {
         let payload_len = self.payload_len();
-        let length_field = u16::try_from(payload_len).map_err(|_| EmitError::PayloadTooLong {
-            length: payload_len,
-        })?;
+        let length_field =
+            u16::try_from(payload_len).map_err(|_| EmitError::PayloadTooLong { length: payload_len })?;
         self.check_tlvs()?;
 
         let header_len = FIXED_HEADER_LEN + payload_len;
@@ -473,9 +447,7 @@ impl Header {
             match tlv.kind {
                 TlvKind::Crc32c => checksums += 1,
                 TlvKind::UniqueId if tlv.value.len() > UNIQUE_ID_MAX_LEN => {
-                    return Err(EmitError::UniqueIdTooLong {
-                        length: tlv.value.len(),
-                    });
+                    return Err(EmitError::UniqueIdTooLong { length: tlv.value.len() });
                 }
                 _ => {}
             }
@@ -500,18 +472,14 @@ fn parse_tlvs(packet: &Packet<'_>, address_block_len: usize) -> Result<Vec<Tlv>,
                 if checksum.is_some() {
                     return Err(DecodeError::DuplicateChecksum { offset: raw.offset });
                 }
-                let value: [u8; CRC32C_VALUE_LEN] =
-                    raw.value
-                        .try_into()
-                        .map_err(|_| DecodeError::ChecksumLength {
-                            length: raw.value.len(),
-                        })?;
+                let value: [u8; CRC32C_VALUE_LEN] = raw
+                    .value
+                    .try_into()
+                    .map_err(|_| DecodeError::ChecksumLength { length: raw.value.len() })?;
                 checksum = Some((raw.value_offset(), u32::from_be_bytes(value)));
             }
             TlvKind::UniqueId if raw.value.len() > UNIQUE_ID_MAX_LEN => {
-                return Err(DecodeError::UniqueIdTooLong {
-                    length: raw.value.len(),
-                });
+                return Err(DecodeError::UniqueIdTooLong { length: raw.value.len() });
             }
             _ => {}
         }

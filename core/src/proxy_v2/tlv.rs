@@ -104,10 +104,7 @@ pub struct Tlv {
 impl Tlv {
     /// A TLV of any type.
     pub fn new(kind: TlvKind, value: impl Into<Vec<u8>>) -> Self {
-        Tlv {
-            kind,
-            value: value.into(),
-        }
+        Tlv { kind, value: value.into() }
     }
 
     /// A CRC32C TLV; emit fills in the checksum.

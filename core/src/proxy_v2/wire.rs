@@ -75,10 +75,7 @@ impl<'a> Packet<'a> {
             return Err(DecodeError::BadSignature);
         }
         let Some(fixed) = bytes.first_chunk::<FIXED_HEADER_LEN>().copied() else {
-            return Err(DecodeError::Truncated {
-                needed: FIXED_HEADER_LEN,
-                available: bytes.len(),
-            });
+            return Err(DecodeError::Truncated { needed: FIXED_HEADER_LEN, available: bytes.len() });
         };
         let version = fixed[field::VERSION_COMMAND] >> 4;
         if version != VERSION {
@@ -86,17 +83,10 @@ impl<'a> Packet<'a> {
         }
         let payload_len = u16::from_be_bytes([fixed[field::LENGTH_HIGH], fixed[field::LENGTH_LOW]]);
         let header_len = FIXED_HEADER_LEN + usize::from(payload_len);
-        let truncated = DecodeError::Truncated {
-            needed: header_len,
-            available: bytes.len(),
-        };
+        let truncated = DecodeError::Truncated { needed: header_len, available: bytes.len() };
         let header = bytes.get(..header_len).ok_or(truncated)?;
         let payload = header.get(FIXED_HEADER_LEN..).ok_or(truncated)?;
-        Ok(Packet {
-            fixed,
-            header,
-            payload,
-        })
+        Ok(Packet { fixed, header, payload })
     }
 
     /// The protocol version (the high nibble of the 13th byte); always [`VERSION`].
@@ -121,10 +111,7 @@ impl<'a> Packet<'a> {
 
     /// The length field: bytes after the fixed header (address block plus TLVs).
     pub fn payload_len(&self) -> u16 {
-        u16::from_be_bytes([
-            self.fixed[field::LENGTH_HIGH],
-            self.fixed[field::LENGTH_LOW],
-        ])
+        u16::from_be_bytes([self.fixed[field::LENGTH_HIGH], self.fixed[field::LENGTH_LOW]])
     }
 
     /// The whole header's length, `16 + payload_len()`; what a receiver strips.
@@ -192,8 +179,7 @@ impl<'a> Iterator for Tlvs<'a> {
             return None;
         }
         let offset = self.offset;
-        let Some((&[kind, length_high, length_low], after)) =
-            self.rest.split_first_chunk::<TLV_HEADER_LEN>()
+        let Some((&[kind, length_high, length_low], after)) = self.rest.split_first_chunk::<TLV_HEADER_LEN>()
         else {
             self.failed = true;
             return Some(Err(DecodeError::TlvTruncated { offset }));
@@ -201,19 +187,11 @@ impl<'a> Iterator for Tlvs<'a> {
         let length = usize::from(u16::from_be_bytes([length_high, length_low]));
         let Some((value, rest)) = after.split_at_checked(length) else {
             self.failed = true;
-            return Some(Err(DecodeError::TlvLengthOverrun {
-                offset,
-                length,
-                available: after.len(),
-            }));
+            return Some(Err(DecodeError::TlvLengthOverrun { offset, length, available: after.len() }));
         };
         self.rest = rest;
         self.offset = offset + TLV_HEADER_LEN + length;
-        Some(Ok(RawTlv {
-            kind,
-            value,
-            offset,
-        }))
+        Some(Ok(RawTlv { kind, value, offset }))
     }
 }
 
@@ -221,9 +199,7 @@ impl<'a> Iterator for Tlvs<'a> {
 /// as PPv2 §2.2.3 defines the checksum. Computed in three pieces so that a received header
 /// can be verified without copying it.
 pub(super) fn checksum_with_zeroed_field(header: &[u8], field_offset: usize) -> u32 {
-    let (before, field_and_after) = header
-        .split_at_checked(field_offset)
-        .unwrap_or((header, &[]));
+    let (before, field_and_after) = header.split_at_checked(field_offset).unwrap_or((header, &[]));
     let after = field_and_after.get(4..).unwrap_or_default();
     let crc = crc32c::crc32c_append(0, before);
     let crc = crc32c::crc32c_append(crc, &[0; 4]);

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use super::{IPV4_BLOCK, UNIQUE_ID, client_v4, client_v6, emit, encode, raw, vip_v4, vip_v6};
 use crate::proxy_v2::wire::RawTlv;
 use crate::proxy_v2::{
-    AddressFamily, Addresses, Command, DecodeError, Header, Packet, Tlv, TlvKind, TlvOptions,
-    Transport, local_header_len, write_local_header,
+    AddressFamily, Addresses, Command, DecodeError, Header, Packet, Tlv, TlvKind, TlvOptions, Transport,
+    local_header_len, write_local_header,
 };
 
 /// Parses, checks the whole input was the header, re-emits and checks the bytes match.
@@ -20,26 +20,15 @@ fn parse_exact(bytes: &[u8]) -> Header {
 
 #[test]
 fn proxy_header_decodes_to_the_client_and_the_vip() {
-    for (client, vip) in [
-        (client_v4(), vip_v4()),
-        (client_v6(), vip_v6()),
-        (client_v4(), vip_v6()),
-    ] {
-        let tlvs = TlvOptions {
-            crc32c: true,
-            unique_id: Some(UNIQUE_ID),
-        };
+    for (client, vip) in [(client_v4(), vip_v4()), (client_v6(), vip_v6()), (client_v4(), vip_v6())] {
+        let tlvs = TlvOptions { crc32c: true, unique_id: Some(UNIQUE_ID) };
         let header = parse_exact(&encode(client, vip, tlvs));
         assert_eq!(header.command, Command::Proxy);
         assert_eq!(header.transport, Transport::Dgram);
         let (source, destination) = header.proxied_endpoints().expect("IP endpoints");
-        let canonical =
-            |address: SocketAddr| SocketAddr::new(address.ip().to_canonical(), address.port());
+        let canonical = |address: SocketAddr| SocketAddr::new(address.ip().to_canonical(), address.port());
         assert_eq!((canonical(source), canonical(destination)), (client, vip));
-        assert_eq!(
-            header.tlv(TlvKind::UniqueId),
-            Some(&UNIQUE_ID.to_be_bytes()[..])
-        );
+        assert_eq!(header.tlv(TlvKind::UniqueId), Some(&UNIQUE_ID.to_be_bytes()[..]));
         assert!(header.checksum().is_some());
     }
 }
@@ -54,10 +43,7 @@ fn the_datagram_after_the_header_is_not_consumed() {
 
 #[test]
 fn local_header_decodes_without_endpoints() {
-    let tlvs = TlvOptions {
-        crc32c: true,
-        unique_id: Some(9),
-    };
+    let tlvs = TlvOptions { crc32c: true, unique_id: Some(9) };
     let mut out = [0; 64];
     let len = write_local_header(&mut out, tlvs).expect("fits");
     assert_eq!(len, local_header_len(tlvs));
@@ -96,20 +82,12 @@ fn local_header_with_a_short_address_block_is_accepted_and_the_block_discarded()
 
 #[test]
 fn local_header_keeps_a_full_address_block_and_its_tlvs() {
-    let input = raw(
-        0x20,
-        0x12,
-        &[&IPV4_BLOCK[..], &[0x05, 0x00, 0x01, 0x2A]].concat(),
-    );
+    let input = raw(0x20, 0x12, &[&IPV4_BLOCK[..], &[0x05, 0x00, 0x01, 0x2A]].concat());
     let header = parse_exact(&input);
     assert_eq!(header.command, Command::Local);
     assert_eq!(header.family(), AddressFamily::Inet);
     assert_eq!(header.addresses.source(), Some(client_v4()));
-    assert_eq!(
-        header.proxied_endpoints(),
-        None,
-        "LOCAL uses the real endpoints"
-    );
+    assert_eq!(header.proxied_endpoints(), None, "LOCAL uses the real endpoints");
     assert_eq!(header.tlvs, vec![Tlv::new(TlvKind::UniqueId, [0x2A])]);
 }
 
@@ -144,11 +122,7 @@ fn unix_addresses_decode_and_reemit() {
     block[..9].copy_from_slice(b"/run/a.so");
     block[108..117].copy_from_slice(b"/run/b.so");
     let header = parse_exact(&raw(0x21, 0x32, &block));
-    let Addresses::Unix {
-        source,
-        destination,
-    } = header.addresses
-    else {
+    let Addresses::Unix { source, destination } = header.addresses else {
         panic!("expected AF_UNIX, got {:?}", header.addresses);
     };
     assert_eq!(&source[..9], b"/run/a.so");
@@ -161,10 +135,7 @@ fn unique_ids_up_to_128_bytes_decode() {
     for length in [0u8, 1, 8, 128] {
         let tlv = [&[0x05, 0x00, length][..], &vec![0xAB; usize::from(length)]].concat();
         let header = parse_exact(&raw(0x21, 0x12, &[&IPV4_BLOCK[..], &tlv].concat()));
-        assert_eq!(
-            header.tlv(TlvKind::UniqueId).map(<[u8]>::len),
-            Some(usize::from(length))
-        );
+        assert_eq!(header.tlv(TlvKind::UniqueId).map(<[u8]>::len), Some(usize::from(length)));
     }
 }
 
@@ -220,12 +191,8 @@ fn noop_padding_is_kept() {
 
 #[test]
 fn emit_recomputes_a_stale_checksum() {
-    let tlvs = TlvOptions {
-        crc32c: true,
-        unique_id: None,
-    };
-    let (mut header, _) =
-        Header::parse(&encode(client_v4(), vip_v4(), tlvs)).expect("valid header");
+    let tlvs = TlvOptions { crc32c: true, unique_id: None };
+    let (mut header, _) = Header::parse(&encode(client_v4(), vip_v4(), tlvs)).expect("valid header");
     header.addresses = Addresses::from_socket_addrs(client_v6(), vip_v6());
     let emitted = emit(&header);
     assert_eq!(emitted, encode(client_v6(), vip_v6(), tlvs));
@@ -244,10 +211,7 @@ fn a_checksum_placeholder_of_any_length_is_emitted_as_four_bytes() {
 
 #[test]
 fn packet_view_reads_the_fixed_fields() {
-    let tlvs = TlvOptions {
-        crc32c: true,
-        unique_id: Some(UNIQUE_ID),
-    };
+    let tlvs = TlvOptions { crc32c: true, unique_id: Some(UNIQUE_ID) };
     let bytes = [&encode(client_v4(), vip_v4(), tlvs)[..], b"datagram"].concat();
     let packet = Packet::new_checked(&bytes).expect("valid framing");
     assert_eq!(packet.version(), 2);
@@ -258,19 +222,10 @@ fn packet_view_reads_the_fixed_fields() {
     assert_eq!(packet.header_len(), 46);
     assert_eq!(packet.payload().len(), 30);
     assert_eq!(packet.as_bytes(), &bytes[..46]);
-    let tlvs: Vec<RawTlv<'_>> = packet
-        .tlvs(12)
-        .collect::<Result<_, _>>()
-        .expect("valid TLVs");
+    let tlvs: Vec<RawTlv<'_>> = packet.tlvs(12).collect::<Result<_, _>>().expect("valid TLVs");
     assert_eq!(tlvs.len(), 2);
-    assert_eq!(
-        (tlvs[0].kind, tlvs[0].offset, tlvs[0].value_offset()),
-        (0x03, 28, 31)
-    );
-    assert_eq!(
-        (tlvs[1].kind, tlvs[1].offset, tlvs[1].value),
-        (0x05, 35, &UNIQUE_ID.to_be_bytes()[..])
-    );
+    assert_eq!((tlvs[0].kind, tlvs[0].offset, tlvs[0].value_offset()), (0x03, 28, 31));
+    assert_eq!((tlvs[1].kind, tlvs[1].offset, tlvs[1].value), (0x05, 35, &UNIQUE_ID.to_be_bytes()[..]));
 }
 
 #[test]
@@ -278,33 +233,15 @@ fn packet_view_frames_without_judging_fields() {
     // Command, family and transport are the representation's business.
     let bytes = raw(0x2F, 0xFF, &[]);
     let packet = Packet::new_checked(&bytes).expect("framing is fine");
-    assert_eq!(
-        (packet.command(), packet.family(), packet.transport()),
-        (0xF, 0xF, 0xF)
-    );
+    assert_eq!((packet.command(), packet.family(), packet.transport()), (0xF, 0xF, 0xF));
 }
 
 #[test]
 fn tlv_iteration_stops_after_the_first_error() {
-    let bytes = raw(
-        0x21,
-        0x12,
-        &[&IPV4_BLOCK[..], &[0x04, 0x00, 0x09, 1]].concat(),
-    );
+    let bytes = raw(0x21, 0x12, &[&IPV4_BLOCK[..], &[0x04, 0x00, 0x09, 1]].concat());
     let packet = Packet::new_checked(&bytes).expect("valid framing");
     let mut tlvs = packet.tlvs(12);
-    assert_eq!(
-        tlvs.next(),
-        Some(Err(DecodeError::TlvLengthOverrun {
-            offset: 28,
-            length: 9,
-            available: 1
-        }))
-    );
+    assert_eq!(tlvs.next(), Some(Err(DecodeError::TlvLengthOverrun { offset: 28, length: 9, available: 1 })));
     assert_eq!(tlvs.next(), None);
-    assert_eq!(
-        packet.tlvs(500).next(),
-        None,
-        "past the payload there is nothing"
-    );
+    assert_eq!(packet.tlvs(500).next(), None, "past the payload there is nothing");
 }

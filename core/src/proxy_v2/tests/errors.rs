@@ -2,8 +2,8 @@
 
 use super::{IPV4_BLOCK, assert_snapshot, client_v4, crc32c_bitwise, encode, raw, vip_v4};
 use crate::proxy_v2::{
-    AddressFamily, Addresses, BufferTooSmall, Command, DecodeError, EmitError, Header, Tlv,
-    TlvKind, TlvOptions, Transport,
+    AddressFamily, Addresses, BufferTooSmall, Command, DecodeError, EmitError, Header, Tlv, TlvKind,
+    TlvOptions, Transport,
 };
 
 /// An IPv4 DGRAM PROXY header whose TLV bytes are `tlvs`.
@@ -18,10 +18,7 @@ fn plain() -> Vec<u8> {
 
 /// One input per variant (and a few more), with the error it must produce.
 fn cases() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
-    let with_checksum = TlvOptions {
-        crc32c: true,
-        unique_id: None,
-    };
+    let with_checksum = TlvOptions { crc32c: true, unique_id: None };
     let valid_checksummed = encode(client_v4(), vip_v4(), with_checksum);
     let mut corrupted = valid_checksummed.clone();
     corrupted[27] ^= 0x01; // the destination port's low byte
@@ -38,29 +35,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
     let crc = [0x03, 0x00, 0x04, 0, 0, 0, 0];
 
     vec![
-        (
-            "empty input",
-            Vec::new(),
-            DecodeError::Truncated {
-                needed: 16,
-                available: 0,
-            },
-        ),
+        ("empty input", Vec::new(), DecodeError::Truncated { needed: 16, available: 0 }),
         (
             "shorter than the fixed header",
             plain()[..15].to_vec(),
-            DecodeError::Truncated {
-                needed: 16,
-                available: 15,
-            },
+            DecodeError::Truncated { needed: 16, available: 15 },
         ),
         (
             "shorter than 16 + length",
             plain()[..27].to_vec(),
-            DecodeError::Truncated {
-                needed: 28,
-                available: 27,
-            },
+            DecodeError::Truncated { needed: 28, available: 27 },
         ),
         (
             "a PROXY v1 line",
@@ -72,35 +56,19 @@ fn cases() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
             vec![0x0D, 0x0A, 0x0D, 0x0A, 0x01],
             DecodeError::BadSignature,
         ),
-        (
-            "version 1 in the version nibble",
-            wrong_version,
-            DecodeError::UnsupportedVersion(1),
-        ),
+        ("version 1 in the version nibble", wrong_version, DecodeError::UnsupportedVersion(1)),
         ("command 2", wrong_command, DecodeError::UnknownCommand(2)),
         ("family 4", wrong_family, DecodeError::UnknownFamily(4)),
-        (
-            "transport 3",
-            wrong_transport,
-            DecodeError::UnknownTransport(3),
-        ),
+        ("transport 3", wrong_transport, DecodeError::UnknownTransport(3)),
         (
             "AF_INET with an 11-byte payload",
             raw(0x21, 0x12, &IPV4_BLOCK[..11]),
-            DecodeError::AddressBlockTooShort {
-                family: AddressFamily::Inet,
-                needed: 12,
-                length: 11,
-            },
+            DecodeError::AddressBlockTooShort { family: AddressFamily::Inet, needed: 12, length: 11 },
         ),
         (
             "AF_UNIX with only an AF_INET6-sized payload",
             raw(0x21, 0x32, &[0; 36]),
-            DecodeError::AddressBlockTooShort {
-                family: AddressFamily::Unix,
-                needed: 216,
-                length: 36,
-            },
+            DecodeError::AddressBlockTooShort { family: AddressFamily::Unix, needed: 216, length: 36 },
         ),
         (
             "two bytes after the address block",
@@ -110,11 +78,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
         (
             "a TLV declaring 5 value bytes with 2 left",
             ipv4_with_tlv_bytes(&[0x04, 0x00, 0x05, 1, 2]),
-            DecodeError::TlvLengthOverrun {
-                offset: 28,
-                length: 5,
-                available: 2,
-            },
+            DecodeError::TlvLengthOverrun { offset: 28, length: 5, available: 2 },
         ),
         (
             "a 3-byte CRC32C value",
@@ -130,9 +94,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, DecodeError)> {
             "a flipped bit in a checksummed header",
             corrupted,
             DecodeError::ChecksumMismatch {
-                expected: u32::from_be_bytes(
-                    valid_checksummed[31..35].try_into().expect("4 bytes"),
-                ),
+                expected: u32::from_be_bytes(valid_checksummed[31..35].try_into().expect("4 bytes")),
                 computed: crc32c_bitwise(&zeroed),
             },
         ),
@@ -177,23 +139,15 @@ fn every_decode_error_variant_is_reached() {
 
 #[test]
 fn decode_error_messages() {
-    let messages: String = cases()
-        .into_iter()
-        .map(|(name, _, error)| format!("{name}:\n    {error}\n"))
-        .collect();
+    let messages: String =
+        cases().into_iter().map(|(name, _, error)| format!("{name}:\n    {error}\n")).collect();
     assert_snapshot("decode_error_messages", &messages);
 }
 
 #[test]
 fn a_signature_prefix_is_truncated_not_foreign() {
     let prefix = &crate::proxy_v2::SIGNATURE[..5];
-    assert_eq!(
-        Header::parse(prefix),
-        Err(DecodeError::Truncated {
-            needed: 16,
-            available: 5
-        })
-    );
+    assert_eq!(Header::parse(prefix), Err(DecodeError::Truncated { needed: 16, available: 5 }));
 }
 
 #[test]
@@ -223,10 +177,7 @@ fn proxy_header(tlvs: Vec<Tlv>) -> Header {
 fn emit_refuses_a_payload_over_65535_bytes() {
     let header = proxy_header(vec![Tlv::new(TlvKind::Noop, vec![0; 65535 - 12 - 3 + 1])]);
     let mut out = vec![0; header.buffer_len()];
-    assert_eq!(
-        header.emit(&mut out),
-        Err(EmitError::PayloadTooLong { length: 65536 })
-    );
+    assert_eq!(header.emit(&mut out), Err(EmitError::PayloadTooLong { length: 65536 }));
     let largest = proxy_header(vec![Tlv::new(TlvKind::Noop, vec![0; 65535 - 12 - 3])]);
     let mut out = vec![0; largest.buffer_len()];
     assert_eq!(largest.emit(&mut out), Ok(16 + 65535));
@@ -237,10 +188,7 @@ fn emit_refuses_a_payload_over_65535_bytes() {
 fn emit_refuses_a_unique_id_over_128_bytes() {
     let header = proxy_header(vec![Tlv::new(TlvKind::UniqueId, vec![1; 129])]);
     let mut out = vec![0; header.buffer_len()];
-    assert_eq!(
-        header.emit(&mut out),
-        Err(EmitError::UniqueIdTooLong { length: 129 })
-    );
+    assert_eq!(header.emit(&mut out), Err(EmitError::UniqueIdTooLong { length: 129 }));
 }
 
 #[test]
@@ -254,10 +202,7 @@ fn emit_refuses_two_checksums() {
 fn emit_into_a_short_buffer_is_an_error() {
     let header = proxy_header(vec![Tlv::crc32c()]);
     let mut out = vec![0; header.buffer_len() - 1];
-    assert_eq!(
-        header.emit(&mut out),
-        Err(EmitError::BufferTooSmall(BufferTooSmall))
-    );
+    assert_eq!(header.emit(&mut out), Err(EmitError::BufferTooSmall(BufferTooSmall)));
 }
 
 #[test]

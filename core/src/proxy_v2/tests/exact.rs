@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 
 use super::{
-    IPV4_BLOCK, TLV_COMBINATIONS, client_v4, client_v6, crc32_ieee_bitwise, crc32c_bitwise, emit,
-    encode, vip_v4, vip_v6,
+    IPV4_BLOCK, TLV_COMBINATIONS, client_v4, client_v6, crc32_ieee_bitwise, crc32c_bitwise, emit, encode,
+    vip_v4, vip_v6,
 };
 use crate::proxy_v2::{
     BufferTooSmall, Header, MAX_PROXY_HEADER_LEN, TlvOptions, local_header_len, proxy_header_len,
@@ -15,9 +15,7 @@ use crate::proxy_v2::{
 };
 
 /// PPv2 §2.2: `\x0D \x0A \x0D \x0A \x00 \x0D \x0A \x51 \x55 \x49 \x54 \x0A`.
-const SIGNATURE: [u8; 12] = [
-    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-];
+const SIGNATURE: [u8; 12] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A];
 
 /// 2001:db8::1 → 2001:db8::7, then ports 53000 → 53.
 const IPV6_BLOCK: [u8; 36] = [
@@ -77,12 +75,7 @@ fn ipv4_headers_are_byte_exact() {
         vip_v4(),
         [
             concat(&[&SIGNATURE, &fixed(12), &IPV4_BLOCK]),
-            concat(&[
-                &SIGNATURE,
-                &fixed(19),
-                &IPV4_BLOCK,
-                &crc_tlv([0x85, 0x5C, 0x53, 0xE2]),
-            ]),
+            concat(&[&SIGNATURE, &fixed(19), &IPV4_BLOCK, &crc_tlv([0x85, 0x5C, 0x53, 0xE2])]),
             concat(&[&SIGNATURE, &fixed(23), &IPV4_BLOCK, &UNIQUE_ID_TLV]),
             concat(&[
                 &SIGNATURE,
@@ -103,12 +96,7 @@ fn ipv6_headers_are_byte_exact() {
         vip_v6(),
         [
             concat(&[&SIGNATURE, &fixed(36), &IPV6_BLOCK]),
-            concat(&[
-                &SIGNATURE,
-                &fixed(43),
-                &IPV6_BLOCK,
-                &crc_tlv([0x14, 0x0D, 0x2E, 0x7F]),
-            ]),
+            concat(&[&SIGNATURE, &fixed(43), &IPV6_BLOCK, &crc_tlv([0x14, 0x0D, 0x2E, 0x7F])]),
             concat(&[&SIGNATURE, &fixed(47), &IPV6_BLOCK, &UNIQUE_ID_TLV]),
             concat(&[
                 &SIGNATURE,
@@ -129,12 +117,7 @@ fn mixed_families_are_written_as_ipv6_with_the_ipv4_side_mapped() {
         vip_v6(),
         [
             concat(&[&SIGNATURE, &fixed(36), &MIXED_BLOCK]),
-            concat(&[
-                &SIGNATURE,
-                &fixed(43),
-                &MIXED_BLOCK,
-                &crc_tlv([0x8D, 0x8F, 0x04, 0x5A]),
-            ]),
+            concat(&[&SIGNATURE, &fixed(43), &MIXED_BLOCK, &crc_tlv([0x8D, 0x8F, 0x04, 0x5A])]),
             concat(&[&SIGNATURE, &fixed(47), &MIXED_BLOCK, &UNIQUE_ID_TLV]),
             concat(&[
                 &SIGNATURE,
@@ -152,14 +135,8 @@ fn mapped_ipv4_on_both_sides_is_canonicalised_to_ipv4() {
     let client: SocketAddr = "[::ffff:192.0.2.1]:53000".parse().expect("literal");
     let vip: SocketAddr = "[::ffff:198.51.100.7]:53".parse().expect("literal");
     for tlvs in TLV_COMBINATIONS {
-        assert_eq!(
-            encode(client, vip, tlvs),
-            encode(client_v4(), vip_v4(), tlvs)
-        );
-        assert_eq!(
-            encode(client, vip_v4(), tlvs),
-            encode(client_v4(), vip_v4(), tlvs)
-        );
+        assert_eq!(encode(client, vip, tlvs), encode(client_v4(), vip_v4(), tlvs));
+        assert_eq!(encode(client, vip_v4(), tlvs), encode(client_v4(), vip_v4(), tlvs));
     }
 }
 
@@ -167,10 +144,7 @@ fn mapped_ipv4_on_both_sides_is_canonicalised_to_ipv4() {
 fn mapped_ipv4_beside_ipv6_is_written_as_mapped() {
     let client: SocketAddr = "[::ffff:192.0.2.1]:53000".parse().expect("literal");
     for tlvs in TLV_COMBINATIONS {
-        assert_eq!(
-            encode(client, vip_v6(), tlvs),
-            encode(client_v4(), vip_v6(), tlvs)
-        );
+        assert_eq!(encode(client, vip_v6(), tlvs), encode(client_v4(), vip_v6(), tlvs));
     }
 }
 
@@ -179,14 +153,8 @@ fn ipv6_scope_and_flow_info_are_not_carried() {
     let scoped: SocketAddr = "[fe80::1%3]:53000".parse().expect("literal");
     let unscoped: SocketAddr = "[fe80::1]:53000".parse().expect("literal");
     let tlvs = TlvOptions::default();
-    assert_eq!(
-        encode(scoped, vip_v6(), tlvs),
-        encode(unscoped, vip_v6(), tlvs)
-    );
-    assert_eq!(
-        Header::proxy(scoped, vip_v6(), tlvs),
-        Header::proxy(unscoped, vip_v6(), tlvs)
-    );
+    assert_eq!(encode(scoped, vip_v6(), tlvs), encode(unscoped, vip_v6(), tlvs));
+    assert_eq!(Header::proxy(scoped, vip_v6(), tlvs), Header::proxy(unscoped, vip_v6(), tlvs));
 }
 
 #[test]
@@ -196,23 +164,14 @@ fn local_headers_are_byte_exact() {
         concat(&[&SIGNATURE, &fixed(0)]),
         concat(&[&SIGNATURE, &fixed(7), &crc_tlv([0xA9, 0xB8, 0x7E, 0x8F])]),
         concat(&[&SIGNATURE, &fixed(11), &UNIQUE_ID_TLV]),
-        concat(&[
-            &SIGNATURE,
-            &fixed(18),
-            &crc_tlv([0xB7, 0x49, 0x0C, 0x6B]),
-            &UNIQUE_ID_TLV,
-        ]),
+        concat(&[&SIGNATURE, &fixed(18), &crc_tlv([0xB7, 0x49, 0x0C, 0x6B]), &UNIQUE_ID_TLV]),
     ];
     for (tlvs, expected) in TLV_COMBINATIONS.into_iter().zip(expected) {
         let mut out = [0; MAX_PROXY_HEADER_LEN];
         let len = write_local_header(&mut out, tlvs).expect("fits");
         assert_eq!(&out[..len], expected.as_slice(), "{tlvs:?}");
         assert_eq!(local_header_len(tlvs), expected.len());
-        assert_eq!(
-            emit(&Header::local(tlvs)),
-            expected,
-            "Header::emit, {tlvs:?}"
-        );
+        assert_eq!(emit(&Header::local(tlvs)), expected, "Header::emit, {tlvs:?}");
     }
 }
 
@@ -239,10 +198,7 @@ fn checksum_literals_match_an_independent_crc32c() {
 
 #[test]
 fn max_proxy_header_len_is_the_ipv6_header_with_both_tlvs() {
-    let both = TlvOptions {
-        crc32c: true,
-        unique_id: Some(u64::MAX),
-    };
+    let both = TlvOptions { crc32c: true, unique_id: Some(u64::MAX) };
     assert_eq!(MAX_PROXY_HEADER_LEN, 70);
     assert_eq!(proxy_header_len(client_v6(), vip_v6(), both), 70);
     assert_eq!(proxy_header_len(client_v4(), vip_v6(), both), 70);
@@ -251,33 +207,18 @@ fn max_proxy_header_len_is_the_ipv6_header_with_both_tlvs() {
 
 #[test]
 fn short_buffer_is_an_error_and_left_untouched() {
-    let tlvs = TlvOptions {
-        crc32c: true,
-        unique_id: Some(1),
-    };
+    let tlvs = TlvOptions { crc32c: true, unique_id: Some(1) };
     let len = proxy_header_len(client_v4(), vip_v4(), tlvs);
     let mut out = vec![0xAA; len - 1];
-    assert_eq!(
-        write_proxy_header(&mut out, client_v4(), vip_v4(), tlvs),
-        Err(BufferTooSmall)
-    );
+    assert_eq!(write_proxy_header(&mut out, client_v4(), vip_v4(), tlvs), Err(BufferTooSmall));
     assert!(out.iter().all(|&byte| byte == 0xAA));
-    assert_eq!(
-        write_local_header(&mut [0; 15], TlvOptions::default()),
-        Err(BufferTooSmall)
-    );
-    assert_eq!(
-        write_proxy_header(&mut [], client_v6(), vip_v6(), tlvs),
-        Err(BufferTooSmall)
-    );
+    assert_eq!(write_local_header(&mut [0; 15], TlvOptions::default()), Err(BufferTooSmall));
+    assert_eq!(write_proxy_header(&mut [], client_v6(), vip_v6(), tlvs), Err(BufferTooSmall));
 }
 
 #[test]
 fn bytes_after_the_header_are_left_untouched() {
-    let tlvs = TlvOptions {
-        crc32c: true,
-        unique_id: None,
-    };
+    let tlvs = TlvOptions { crc32c: true, unique_id: None };
     let mut out = [0xAA; 100];
     let len = write_proxy_header(&mut out, client_v4(), vip_v4(), tlvs).expect("fits");
     assert_eq!(len, 35);

@@ -15,8 +15,7 @@ use proptest::prelude::*;
 use super::properties::strategies::{addresses, endpoint, header, tlv, tlv_options};
 use super::{TLV_COMBINATIONS, client_v4, client_v6, emit, encode, vip_v4, vip_v6};
 use crate::proxy_v2::{
-    Addresses, Command, Header, MAX_PROXY_HEADER_LEN, Tlv, TlvOptions, Transport,
-    write_local_header,
+    Addresses, Command, Header, MAX_PROXY_HEADER_LEN, Tlv, TlvOptions, Transport, write_local_header,
 };
 
 /// Asserts that `ppp` reads `bytes` as `ours` (which this codec decoded from them).
@@ -38,48 +37,27 @@ fn assert_ppp_agrees(bytes: &[u8], ours: &Header) {
 
     match (&ours.addresses, header.addresses) {
         (Addresses::Unspec, theirs::Addresses::Unspecified) => {}
-        (
-            Addresses::Ipv4 {
-                source,
-                destination,
-            },
-            theirs::Addresses::IPv4(addresses),
-        ) => {
+        (Addresses::Ipv4 { source, destination }, theirs::Addresses::IPv4(addresses)) => {
             assert_eq!(*source.ip(), addresses.source_address);
             assert_eq!(source.port(), addresses.source_port);
             assert_eq!(*destination.ip(), addresses.destination_address);
             assert_eq!(destination.port(), addresses.destination_port);
         }
-        (
-            Addresses::Ipv6 {
-                source,
-                destination,
-            },
-            theirs::Addresses::IPv6(addresses),
-        ) => {
+        (Addresses::Ipv6 { source, destination }, theirs::Addresses::IPv6(addresses)) => {
             assert_eq!(*source.ip(), addresses.source_address);
             assert_eq!(source.port(), addresses.source_port);
             assert_eq!(*destination.ip(), addresses.destination_address);
             assert_eq!(destination.port(), addresses.destination_port);
         }
-        (
-            Addresses::Unix {
-                source,
-                destination,
-            },
-            theirs::Addresses::Unix(addresses),
-        ) => {
+        (Addresses::Unix { source, destination }, theirs::Addresses::Unix(addresses)) => {
             assert_eq!(*source, addresses.source);
             assert_eq!(*destination, addresses.destination);
         }
         (ours, theirs) => panic!("addresses differ: ours {ours:?}, ppp {theirs:?}"),
     }
 
-    let our_tlvs: Vec<(u8, Vec<u8>)> = ours
-        .tlvs
-        .iter()
-        .map(|tlv| (tlv.kind.byte(), tlv.value.clone()))
-        .collect();
+    let our_tlvs: Vec<(u8, Vec<u8>)> =
+        ours.tlvs.iter().map(|tlv| (tlv.kind.byte(), tlv.value.clone())).collect();
     if ours.addresses == Addresses::Unspec {
         // The known difference: ppp takes the whole AF_UNSPEC payload as address bytes.
         assert_eq!(header.tlvs().count(), 0);
@@ -108,11 +86,7 @@ fn decode_and_compare(bytes: &[u8]) {
 
 #[test]
 fn ppp_reads_the_byte_exact_examples_as_we_do() {
-    let pairs = [
-        (client_v4(), vip_v4()),
-        (client_v6(), vip_v6()),
-        (client_v4(), vip_v6()),
-    ];
+    let pairs = [(client_v4(), vip_v4()), (client_v6(), vip_v6()), (client_v4(), vip_v6())];
     for (client, vip) in pairs {
         for tlvs in TLV_COMBINATIONS {
             decode_and_compare(&encode(client, vip, tlvs));
@@ -147,18 +121,13 @@ fn we_read_a_ppp_built_header_as_ppp_does() {
 fn ppp_addresses(addresses: &Addresses) -> theirs::Addresses {
     match *addresses {
         Addresses::Unspec => theirs::Addresses::Unspecified,
-        Addresses::Ipv4 {
-            source,
-            destination,
-        } => (SocketAddr::from(source), SocketAddr::from(destination)).into(),
-        Addresses::Ipv6 {
-            source,
-            destination,
-        } => (SocketAddr::from(source), SocketAddr::from(destination)).into(),
-        Addresses::Unix {
-            source,
-            destination,
-        } => theirs::Unix::new(source, destination).into(),
+        Addresses::Ipv4 { source, destination } => {
+            (SocketAddr::from(source), SocketAddr::from(destination)).into()
+        }
+        Addresses::Ipv6 { source, destination } => {
+            (SocketAddr::from(source), SocketAddr::from(destination)).into()
+        }
+        Addresses::Unix { source, destination } => theirs::Unix::new(source, destination).into(),
     }
 }
 

@@ -68,22 +68,10 @@ const UNIQUE_ID: u64 = 0x0102_0304_0506_0708;
 
 /// The four TLV combinations, in a fixed order.
 const TLV_COMBINATIONS: [TlvOptions; 4] = [
-    TlvOptions {
-        crc32c: false,
-        unique_id: None,
-    },
-    TlvOptions {
-        crc32c: true,
-        unique_id: None,
-    },
-    TlvOptions {
-        crc32c: false,
-        unique_id: Some(UNIQUE_ID),
-    },
-    TlvOptions {
-        crc32c: true,
-        unique_id: Some(UNIQUE_ID),
-    },
+    TlvOptions { crc32c: false, unique_id: None },
+    TlvOptions { crc32c: true, unique_id: None },
+    TlvOptions { crc32c: false, unique_id: Some(UNIQUE_ID) },
+    TlvOptions { crc32c: true, unique_id: Some(UNIQUE_ID) },
 ];
 
 /// Encodes with the datapath encoder into a fresh buffer.
@@ -154,11 +142,7 @@ fn hex_dump(bytes: &[u8]) -> String {
         }
         dump.push_str("  |");
         for &byte in chunk {
-            let shown = if byte.is_ascii_graphic() || byte == b' ' {
-                char::from(byte)
-            } else {
-                '.'
-            };
+            let shown = if byte.is_ascii_graphic() || byte == b' ' { char::from(byte) } else { '.' };
             dump.push(shown);
         }
         dump.push_str("|\n");

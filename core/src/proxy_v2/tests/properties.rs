@@ -8,9 +8,8 @@ use proptest::prelude::*;
 use super::{crc32c_bitwise, emit, encode, zero_checksums};
 use crate::proxy_v2::repr::UNIX_ADDRESS_LEN;
 use crate::proxy_v2::{
-    AddressFamily, Addresses, Command, Header, MAX_PROXY_HEADER_LEN, Packet, SIGNATURE, Tlv,
-    TlvKind, TlvOptions, Transport, fuzz_decode, fuzz_roundtrip, proxy_header_len,
-    write_proxy_header,
+    AddressFamily, Addresses, Command, Header, MAX_PROXY_HEADER_LEN, Packet, SIGNATURE, Tlv, TlvKind,
+    TlvOptions, Transport, fuzz_decode, fuzz_roundtrip, proxy_header_len, write_proxy_header,
 };
 
 /// Strategies shared with the `ppp` cross-check.
@@ -25,9 +24,8 @@ pub(super) mod strategies {
                 .prop_map(|(ip, port)| SocketAddr::new(Ipv4Addr::from(ip).into(), port)),
             (any::<[u8; 16]>(), any::<u16>())
                 .prop_map(|(ip, port)| SocketAddr::new(Ipv6Addr::from(ip).into(), port)),
-            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| {
-                SocketAddr::new(Ipv4Addr::from(ip).to_ipv6_mapped().into(), port)
-            }),
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(ip, port)| { SocketAddr::new(Ipv4Addr::from(ip).to_ipv6_mapped().into(), port) }),
             (any::<[u8; 16]>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(
                 |(ip, port, flow_info, scope_id)| {
                     SocketAddrV6::new(Ipv6Addr::from(ip), port, flow_info, scope_id).into()
@@ -48,9 +46,7 @@ pub(super) mod strategies {
             prop::sample::select(vec![0x01u8, 0x02, 0x04, 0x05, 0x20, 0x30, 0xE0, 0xF8]),
             any::<u8>(),
         ]
-        .prop_filter("CRC32C is placed separately", |&byte| {
-            byte != TlvKind::CRC32C
-        });
+        .prop_filter("CRC32C is placed separately", |&byte| byte != TlvKind::CRC32C);
         (kind, prop::collection::vec(any::<u8>(), 0..48))
             .prop_map(|(kind, value)| Tlv::new(TlvKind::from_byte(kind), value))
     }
@@ -66,34 +62,24 @@ pub(super) mod strategies {
     pub fn addresses() -> impl Strategy<Value = Addresses> {
         prop_oneof![
             Just(Addresses::Unspec),
-            (
-                any::<[u8; 4]>(),
-                any::<u16>(),
-                any::<[u8; 4]>(),
-                any::<u16>()
-            )
-                .prop_map(|(source, source_port, destination, destination_port)| {
+            (any::<[u8; 4]>(), any::<u16>(), any::<[u8; 4]>(), any::<u16>()).prop_map(
+                |(source, source_port, destination, destination_port)| {
                     Addresses::Ipv4 {
                         source: SocketAddrV4::new(source.into(), source_port),
                         destination: SocketAddrV4::new(destination.into(), destination_port),
                     }
-                }),
-            (
-                any::<[u8; 16]>(),
-                any::<u16>(),
-                any::<[u8; 16]>(),
-                any::<u16>()
-            )
-                .prop_map(|(source, source_port, destination, destination_port)| {
+                }
+            ),
+            (any::<[u8; 16]>(), any::<u16>(), any::<[u8; 16]>(), any::<u16>()).prop_map(
+                |(source, source_port, destination, destination_port)| {
                     Addresses::Ipv6 {
                         source: SocketAddrV6::new(source.into(), source_port, 0, 0),
                         destination: SocketAddrV6::new(destination.into(), destination_port, 0, 0),
                     }
-                }),
-            (unix_path(), unix_path()).prop_map(|(source, destination)| Addresses::Unix {
-                source,
-                destination
-            }),
+                }
+            ),
+            (unix_path(), unix_path())
+                .prop_map(|(source, destination)| Addresses::Unix { source, destination }),
         ]
     }
 
@@ -111,12 +97,7 @@ pub(super) mod strategies {
                 if let Some(index) = checksum_at {
                     tlvs.insert(index.index(tlvs.len() + 1), Tlv::crc32c());
                 }
-                Header {
-                    command,
-                    transport,
-                    addresses,
-                    tlvs,
-                }
+                Header { command, transport, addresses, tlvs }
             })
     }
 }

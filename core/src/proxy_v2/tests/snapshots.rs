@@ -29,20 +29,11 @@ fn describe(title: &str, bytes: &[u8]) -> String {
     text
 }
 
-fn snapshot_proxy(
-    name: &str,
-    title: &str,
-    source: SocketAddr,
-    destination: SocketAddr,
-    tlvs: TlvOptions,
-) {
+fn snapshot_proxy(name: &str, title: &str, source: SocketAddr, destination: SocketAddr, tlvs: TlvOptions) {
     assert_snapshot(name, &describe(title, &encode(source, destination, tlvs)));
 }
 
-const BOTH_TLVS: TlvOptions = TlvOptions {
-    crc32c: true,
-    unique_id: Some(UNIQUE_ID),
-};
+const BOTH_TLVS: TlvOptions = TlvOptions { crc32c: true, unique_id: Some(UNIQUE_ID) };
 
 #[test]
 fn snapshot_ipv4_plain() {
@@ -84,26 +75,17 @@ fn snapshot_mixed_families() {
         "PROXY, UDP over IPv6 (0x22), IPv4 client 192.0.2.1:53000 mapped -> [2001:db8::7]:53, UNIQUE_ID",
         client_v4(),
         vip_v6(),
-        TlvOptions {
-            crc32c: false,
-            unique_id: Some(UNIQUE_ID),
-        },
+        TlvOptions { crc32c: false, unique_id: Some(UNIQUE_ID) },
     );
 }
 
 #[test]
 fn snapshot_local_crc32c() {
-    let tlvs = TlvOptions {
-        crc32c: true,
-        unique_id: None,
-    };
+    let tlvs = TlvOptions { crc32c: true, unique_id: None };
     let mut out = [0; MAX_PROXY_HEADER_LEN];
     let len = write_local_header(&mut out, tlvs).expect("fits");
     assert_snapshot(
         "local_crc32c",
-        &describe(
-            "LOCAL (health probe), AF_UNSPEC/UNSPEC (0x00), CRC32C",
-            &out[..len],
-        ),
+        &describe("LOCAL (health probe), AF_UNSPEC/UNSPEC (0x00), CRC32C", &out[..len]),
     );
 }
