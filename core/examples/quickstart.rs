@@ -16,7 +16,7 @@ const CONFIG: &str = r#"
 [listeners.dns]
 address = "192.0.2.53:53"
 cluster = "resolvers"
-drain_timeout = "10s"
+drain_timeout = "1s"
 
 [clusters.resolvers]
 responses = 1                                   # a DNS query gets one answer
