@@ -1,9 +1,11 @@
 //! Durations in configuration files: an integer followed by a unit, optionally repeated
 //! (`"250ms"`, `"30s"`, `"1m30s"`, `"2h"`). Units: `ns`, `us`, `ms`, `s`, `m`, `h`.
 
+use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::de::{self, Visitor};
+use serde::{Deserializer, Serializer};
 
 /// Parses a duration such as `"1m30s"`. Returns a message suitable for a config error.
 pub fn parse(text: &str) -> Result<Duration, String> {
@@ -52,13 +54,61 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_nanos as u64))
 }
 
+/// Formats a duration in the syntax [`parse`] reads, largest unit first, without zero parts:
+/// 90 seconds is `"1m30s"`, 1.5 milliseconds `"1ms500us"`, zero `"0s"`. `parse(&format(d))`
+/// gives `d` back for every duration `parse` can produce.
+pub fn format(duration: Duration) -> String {
+    const UNITS: [(&str, u128); 6] = [
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    let mut remaining_nanos = duration.as_nanos();
+    if remaining_nanos == 0 {
+        return "0s".into();
+    }
+    let mut text = String::new();
+    for (unit, nanos_per_unit) in UNITS {
+        let count = remaining_nanos / nanos_per_unit;
+        if count > 0 {
+            text.push_str(&count.to_string());
+            text.push_str(unit);
+            remaining_nanos %= nanos_per_unit;
+        }
+    }
+    text
+}
+
+/// Reads a duration string. A visitor rather than `String::deserialize` so that a number
+/// where a duration belongs (`front = 30`) is reported as "expected a duration such as
+/// \"30s\"", not as "expected a string".
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a duration such as \"30s\" or \"1m30s\"")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse(text).map_err(E::custom)
+    }
+}
+
 /// `#[serde(with = "duration::required")]` for `Duration` fields.
 pub mod required {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse(&text).map_err(serde::de::Error::custom)
+        deserializer.deserialize_str(DurationVisitor)
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*duration))
     }
 }
 
@@ -68,8 +118,14 @@ pub mod optional {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse(&text).map(Some).map_err(serde::de::Error::custom)
+        deserializer.deserialize_str(DurationVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => serializer.serialize_str(&format(*duration)),
+            None => serializer.serialize_none(),
+        }
     }
 }
 
@@ -94,5 +150,22 @@ mod tests {
         assert!(parse("s").unwrap_err().contains("expected a number"));
         assert!(parse("").is_err());
         assert!(parse("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn formats_largest_unit_first_without_zero_parts() {
+        assert_eq!(format(Duration::ZERO), "0s");
+        assert_eq!(format(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format(Duration::from_secs(7200)), "2h");
+        assert_eq!(format(Duration::from_micros(1_500)), "1ms500us");
+        assert_eq!(format(Duration::from_nanos(3_600_000_000_001)), "1h1ns");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn format_then_parse_gives_the_same_duration(nanos in proptest::prelude::any::<u64>()) {
+            let duration = Duration::from_nanos(nanos);
+            proptest::prop_assert_eq!(parse(&format(duration)), Ok(duration));
+        }
     }
 }

@@ -14,32 +14,39 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+mod address;
 pub mod duration;
+mod error;
+mod locate;
 mod parse;
+#[cfg(test)]
+mod tests;
 mod validate;
 
-pub use parse::{ConfigError, ConfigErrorKind, ConfigErrors, Location};
-pub use validate::ValidationError;
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
+pub use validate::{
+    IdleSide, MAX_FLOWS_LIMIT, MAX_NAME_BYTES, MAX_WEIGHT, NameProblem, ProxyProtocolOption, ValidationError,
+};
 
 /// A whole configuration: process settings, listeners and clusters.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Settings for the whole process.
     #[serde(default)]
     pub process: ProcessConfig,
-    /// Listeners by name.
+    /// Listeners by name. A name is 1 to 64 bytes of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`.
     #[serde(default)]
     pub listeners: BTreeMap<String, ListenerConfig>,
-    /// Clusters by name.
+    /// Clusters by name, with the same rules as listener names.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
 }
 
 /// Settings for the whole process.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessConfig {
     /// Most flows alive at once across every listener, retired flows included. `None` lets
@@ -60,10 +67,11 @@ impl ProcessConfig {
 }
 
 /// A listener: a VIP address that receives client datagrams and routes them to one cluster.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// The address to receive on (the VIP). It is part of every flow key.
+    #[serde(deserialize_with = "address::deserialize")]
     pub address: SocketAddr,
     /// Name of the cluster that serves this listener.
     pub cluster: String,
@@ -90,7 +98,7 @@ fn default_max_datagram_size() -> u32 {
 }
 
 /// Which parts of the client address key a flow (and, later, select its backend).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Affinity {
     /// Client address and port: each client socket is its own flow. The default.
@@ -102,7 +110,7 @@ pub enum Affinity {
 }
 
 /// A cluster: a set of backends and the rules that end its flows.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The backends, in any order (the core orders them by id).
@@ -130,7 +138,7 @@ pub struct ClusterConfig {
 }
 
 /// How the `responses` count is applied.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponsesMode {
     /// `responses` replies per client datagram forwarded: a flow with several requests in
@@ -142,7 +150,7 @@ pub enum ResponsesMode {
 }
 
 /// Idle deadlines. Each side has its own.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdleTimeout {
     /// The flow closes (`IdleFront`) when the client has sent nothing for this long.
@@ -171,7 +179,7 @@ impl Default for IdleTimeout {
 }
 
 /// PROXY protocol v2 towards a cluster's backends.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyProtocolConfig {
     /// Which datagrams of a flow carry the header.
@@ -186,7 +194,7 @@ pub struct ProxyProtocolConfig {
 }
 
 /// Which datagrams of a flow carry the PROXY v2 header.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProxyProtocolMode {
     /// No header.
@@ -199,13 +207,14 @@ pub enum ProxyProtocolMode {
 }
 
 /// A backend of a cluster.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Identifier, unique within the cluster. With the address, it is the backend's identity:
     /// a changed address is a new backend.
     pub id: String,
     /// Where datagrams are sent.
+    #[serde(deserialize_with = "address::deserialize")]
     pub address: SocketAddr,
     /// Relative share of new flows; 0 takes no new flows.
     #[serde(default = "default_weight")]
