@@ -5,7 +5,7 @@
 //! seen on a dual-stack socket as `::ffff:a.b.c.d` is the IPv4 client `a.b.c.d`), so one
 //! client is one key whichever socket family saw it. The hash is SipHash-1-3 under a 128-bit
 //! key: keyed, so spoofed sources cannot aim at collisions, and a fixed algorithm, so the
-//! value never changes across Rust releases or machines (std's `DefaultHasher` promises
+//! value never changes across Rust releases or machines (std's default hasher promises
 //! neither).
 
 use core::hash::Hasher;
