@@ -92,6 +92,8 @@ counted_enum! {
         Drained = "drained",
         /// Its backend was removed from the configuration.
         BackendRemoved = "backend_removed",
+        /// Its backend went Down and the cluster has `on_backend_down = "close"`.
+        BackendDown = "backend_down",
         /// The backend refused a datagram (ICMP port unreachable, ECONNREFUSED).
         UpstreamRefused = "upstream_refused",
         /// The backend's host or network was unreachable (ICMP host/net unreachable).

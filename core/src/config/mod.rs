@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 mod address;
 pub mod duration;
 mod error;
+pub mod health;
 mod locate;
 mod parse;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod tests;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
+pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel};
 pub use validate::{
     IdleSide, MAX_FLOWS_LIMIT, MAX_NAME_BYTES, MAX_WEIGHT, NameProblem, ProxyProtocolOption, ValidationError,
 };
@@ -54,11 +56,24 @@ pub struct ProcessConfig {
     /// range); the core then uses [`ProcessConfig::DEFAULT_MAX_FLOWS`].
     #[serde(default)]
     pub max_flows: Option<u32>,
+    /// Bytes of client datagrams kept, across all flows, so a request refused by one backend
+    /// can be re-sent to another (`retry_on_refused`); absent = 4 MiB. A flow keeps at most
+    /// its last datagram, and only until its first reply.
+    #[serde(default)]
+    pub retry_buffer_bytes: Option<u32>,
 }
 
 impl ProcessConfig {
     /// The process-wide flow cap when neither the file nor the caller sets one.
     pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+
+    /// The retry buffer's budget when the file does not set one.
+    pub const DEFAULT_RETRY_BUFFER_BYTES: u32 = 4 << 20;
+
+    /// The effective retry buffer budget, in bytes.
+    pub fn retry_buffer_bytes(&self) -> u32 {
+        self.retry_buffer_bytes.unwrap_or(Self::DEFAULT_RETRY_BUFFER_BYTES)
+    }
 
     /// The effective process-wide flow cap.
     pub fn max_flows(&self) -> u32 {
@@ -109,8 +124,9 @@ pub enum Affinity {
     ClientAddress,
 }
 
-/// A cluster: a set of backends and the rules that end its flows.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A cluster: a set of backends, how new flows are spread over them, how their health is
+/// judged, and the rules that end flows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The backends, in any order (the core orders them by id).
@@ -135,6 +151,88 @@ pub struct ClusterConfig {
     /// PROXY protocol v2 towards the backends.
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolConfig,
+    /// How a new flow's backend is chosen.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Entries in a Maglev table; must be a prime. Larger tables balance better and cost
+    /// more memory and build time.
+    #[serde(default = "default_maglev_table_size")]
+    pub maglev_table_size: u32,
+    /// When no backend is eligible, route new flows over every administratively enabled
+    /// backend instead of dropping them.
+    #[serde(default = "default_true")]
+    pub fail_open: bool,
+    /// What happens to a backend's flows when it goes Down.
+    #[serde(default)]
+    pub on_backend_down: OnBackendDown,
+    /// When the backend refuses a flow that has had no reply yet, re-send its last datagram
+    /// once on another backend.
+    #[serde(default = "default_true")]
+    pub retry_on_refused: bool,
+    /// Active probes, hysteresis and passive health.
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            backends: Vec::new(),
+            responses: None,
+            responses_mode: ResponsesMode::default(),
+            requests: None,
+            idle_timeout: IdleTimeout::default(),
+            lifetime: None,
+            proxy_protocol: ProxyProtocolConfig::default(),
+            algorithm: Algorithm::default(),
+            maglev_table_size: default_maglev_table_size(),
+            fail_open: true,
+            on_backend_down: OnBackendDown::default(),
+            retry_on_refused: true,
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// The Maglev paper's default table size, a prime.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
+
+fn default_maglev_table_size() -> u32 {
+    DEFAULT_MAGLEV_TABLE_SIZE
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a new flow's backend is chosen among the eligible ones.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Weighted random (seeded by the shared selection key).
+    Random,
+    /// The backend with the fewest flows relative to its weight.
+    LeastFlows,
+    /// Two weighted random candidates; the one with fewer flows relative to its weight.
+    PowerOfTwo,
+    /// Weighted rendezvous hashing on the affinity key: consistent, no table.
+    Hrw,
+    /// Weighted Maglev consistent hashing on the affinity key.
+    Maglev,
+}
+
+/// What happens to a backend's flows when it goes Down.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendDown {
+    /// Flows stay pinned until their own teardown; only new flows avoid the backend.
+    #[default]
+    Keep,
+    /// Flows close at once (`BackendDown`); the client's next datagram starts a new flow.
+    Close,
 }
 
 /// How the `responses` count is applied.
@@ -219,6 +317,12 @@ pub struct BackendConfig {
     /// Relative share of new flows; 0 takes no new flows.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Priority: new flows go to the lowest-numbered pool that has an eligible backend.
+    #[serde(default)]
+    pub pool: u32,
+    /// Used only when no primary (non-backup) backend of the cluster is eligible.
+    #[serde(default)]
+    pub backup: bool,
 }
 
 fn default_weight() -> u32 {

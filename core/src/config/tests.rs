@@ -107,7 +107,7 @@ address = "10.0.1.1:514"
 #[test]
 fn full_config_parses_to_the_expected_struct() {
     let expected = Config {
-        process: ProcessConfig { max_flows: Some(100_000) },
+        process: ProcessConfig { max_flows: Some(100_000), retry_buffer_bytes: None },
         listeners: BTreeMap::from([
             (
                 "dns".to_owned(),
@@ -137,8 +137,20 @@ fn full_config_parses_to_the_expected_struct() {
                 "dns".to_owned(),
                 ClusterConfig {
                     backends: vec![
-                        BackendConfig { id: "dns-1".into(), address: address("10.0.0.1:53"), weight: 3 },
-                        BackendConfig { id: "dns-2".into(), address: address("[2001:db8::2]:53"), weight: 0 },
+                        BackendConfig {
+                            id: "dns-1".into(),
+                            address: address("10.0.0.1:53"),
+                            weight: 3,
+                            pool: 0,
+                            backup: false,
+                        },
+                        BackendConfig {
+                            id: "dns-2".into(),
+                            address: address("[2001:db8::2]:53"),
+                            weight: 0,
+                            pool: 0,
+                            backup: false,
+                        },
                     ],
                     responses: Some(1),
                     responses_mode: ResponsesMode::PerFlow,
@@ -153,6 +165,7 @@ fn full_config_parses_to_the_expected_struct() {
                         crc32c: true,
                         unique_id: true,
                     },
+                    ..ClusterConfig::default()
                 },
             ),
             (
@@ -162,6 +175,8 @@ fn full_config_parses_to_the_expected_struct() {
                         id: "log-1".into(),
                         address: address("10.0.1.1:514"),
                         weight: 1,
+                        pool: 0,
+                        backup: false,
                     }],
                     responses: Some(0),
                     ..ClusterConfig::default()
@@ -185,7 +200,7 @@ fn absent_fields_take_their_defaults() {
         "[listeners.dns]\naddress = \"127.0.0.1:53\"\ncluster = \"dns\"\n\
          [clusters.dns]\nbackends = [{ id = \"a\", address = \"127.0.0.1:5301\" }]\n",
     );
-    assert_eq!(config.process, ProcessConfig { max_flows: None });
+    assert_eq!(config.process, ProcessConfig { max_flows: None, retry_buffer_bytes: None });
     assert_eq!(config.process.max_flows(), ProcessConfig::DEFAULT_MAX_FLOWS);
     let listener = &config.listeners["dns"];
     assert_eq!(listener.affinity, Affinity::ClientAddressPort);
@@ -283,7 +298,7 @@ backends = [
         error.kind,
         ConfigErrorKind::UnknownField {
             field: "wieght".into(),
-            expected: vec!["id".into(), "address".into(), "weight".into()],
+            expected: vec!["id".into(), "address".into(), "weight".into(), "pool".into(), "backup".into()],
         }
     );
     assert_eq!(error.path.to_string(), "clusters.dns.backends[1].wieght");
@@ -599,7 +614,7 @@ fn any_config() -> impl Strategy<Value = Config> {
     let address = (any::<std::net::IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port));
     let duration = any::<u64>().prop_map(Duration::from_nanos);
     let backend = ("\\PC{0,8}", address.clone(), any::<u32>())
-        .prop_map(|(id, address, weight)| BackendConfig { id, address, weight });
+        .prop_map(|(id, address, weight)| BackendConfig { id, address, weight, pool: 0, backup: false });
     let cluster = (
         prop::collection::vec(backend, 0..3),
         (any::<Option<u32>>(), any::<bool>(), any::<Option<u32>>()),
@@ -622,6 +637,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 crc32c: proxy.1,
                 unique_id: proxy.2,
             },
+            ..ClusterConfig::default()
         });
     let listener =
         (address, "\\PC{0,8}", any::<bool>(), any::<Option<u32>>(), any::<u32>(), prop::option::of(duration))
@@ -641,7 +657,7 @@ fn any_config() -> impl Strategy<Value = Config> {
         prop::collection::btree_map("\\PC{0,8}", cluster, 0..3),
     )
         .prop_map(|(max_flows, listeners, clusters)| Config {
-            process: ProcessConfig { max_flows },
+            process: ProcessConfig { max_flows, retry_buffer_bytes: None },
             listeners,
             clusters,
         })

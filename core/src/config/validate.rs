@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::{
-    BackendConfig, ClusterConfig, Config, FieldPath, ListenerConfig, MAX_UDP_PAYLOAD, ProcessConfig,
-    ProxyProtocolMode,
+    BackendConfig, ClusterConfig, Config, FieldPath, HealthProblem, ListenerConfig, MAX_UDP_PAYLOAD,
+    ProcessConfig, ProxyProtocolMode,
 };
 
 /// Longest listener name, cluster name or backend id, in bytes. Names appear in metrics
@@ -247,6 +247,24 @@ pub enum ValidationError {
         /// The first backend's position.
         first_index: usize,
     },
+    /// A problem in a cluster's `health` block.
+    #[error("{problem}")]
+    Health {
+        /// The cluster.
+        cluster: String,
+        /// What is wrong, and with which key.
+        problem: HealthProblem,
+    },
+    /// `maglev_table_size` is not a prime in range.
+    #[error(
+        "maglev_table_size = {size} must be a prime between {MIN_MAGLEV_TABLE_SIZE} and {MAX_MAGLEV_TABLE_SIZE} (65537 is the usual choice)"
+    )]
+    MaglevTableSize {
+        /// The cluster.
+        cluster: String,
+        /// The configured value.
+        size: u32,
+    },
     /// `weight` above [`MAX_WEIGHT`].
     #[error("weight = {weight} is over the maximum of {MAX_WEIGHT}")]
     WeightTooLarge {
@@ -317,6 +335,8 @@ impl ValidationError {
             | BackendAddressUnspecified { cluster, index, .. }
             | DuplicateBackendAddress { cluster, index, .. } => backend_path(cluster, *index).key("address"),
             WeightTooLarge { cluster, index, .. } => backend_path(cluster, *index).key("weight"),
+            Health { cluster, problem } => cluster_path(cluster).key("health").key(problem.key()),
+            MaglevTableSize { cluster, .. } => cluster_path(cluster).key("maglev_table_size"),
         }
     }
 }
@@ -438,7 +458,30 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, errors: &mut Vec<Valida
             }
         }
     }
+    if !valid_maglev_table_size(cluster.maglev_table_size) {
+        errors.push(ValidationError::MaglevTableSize {
+            cluster: cluster_name(),
+            size: cluster.maglev_table_size,
+        });
+    }
+    for problem in cluster.health.problems() {
+        errors.push(ValidationError::Health { cluster: cluster_name(), problem });
+    }
     validate_backends(name, &cluster.backends, errors);
+}
+
+/// Smallest Maglev table: a table needs many entries per backend to balance at all.
+pub const MIN_MAGLEV_TABLE_SIZE: u32 = 251;
+/// Largest Maglev table: about 4 MB of entries, and a build time in the tens of milliseconds.
+pub const MAX_MAGLEV_TABLE_SIZE: u32 = 1_000_003;
+
+fn valid_maglev_table_size(size: u32) -> bool {
+    (MIN_MAGLEV_TABLE_SIZE..=MAX_MAGLEV_TABLE_SIZE).contains(&size) && is_prime(size)
+}
+
+/// Trial division: at most ~1,000 steps for the sizes allowed.
+fn is_prime(n: u32) -> bool {
+    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| n % d != 0)
 }
 
 /// The checks on a cluster's backends. A cluster without backends is valid: every new flow
@@ -827,7 +870,7 @@ mod tests {
     #[test]
     fn every_violation_is_reported_not_just_the_first() {
         let config = Config {
-            process: ProcessConfig { max_flows: Some(0) },
+            process: ProcessConfig { max_flows: Some(0), retry_buffer_bytes: None },
             listeners: BTreeMap::from([(
                 "bad name".to_owned(),
                 ListenerConfig {
