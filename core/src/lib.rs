@@ -37,7 +37,7 @@ mod timer;
 pub use config::Config;
 pub use flow::{
     AdminCommand, AdminError, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM, Event,
-    FlowInfo, FlowManager, InvariantViolation, Keys, Output, UpstreamError,
+    FlowInfo, FlowManager, InvariantViolation, Keys, Output, ReloadSummary, UpstreamError,
 };
 pub use id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
 pub use outcome::{CloseReason, DropReason};

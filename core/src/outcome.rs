@@ -92,6 +92,9 @@ counted_enum! {
         Drained = "drained",
         /// Its backend was removed from the configuration.
         BackendRemoved = "backend_removed",
+        /// Its listener was removed from the configuration (or changed address or affinity,
+        /// which makes it a new listener).
+        ListenerRemoved = "listener_removed",
         /// Its backend went Down and the cluster has `on_backend_down = "close"`.
         BackendDown = "backend_down",
         /// The backend refused a datagram (ICMP port unreachable, ECONNREFUSED).

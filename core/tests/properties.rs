@@ -47,6 +47,10 @@ enum Step {
         eligible: bool,
     },
     CloseAll,
+    /// Apply the `index`th of the case's alternative configurations.
+    Reload {
+        index: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -61,11 +65,27 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..3).prop_map(|listener| Step::Resume { listener }),
         1 => (0u8..4, any::<bool>()).prop_map(|(backend, eligible)| Step::Eligibility { backend, eligible }),
         1 => Just(Step::CloseAll),
+        1 => (0u8..3).prop_map(|index| Step::Reload { index }),
     ]
 }
 
 /// A configuration drawn from the knobs that change teardown and admission.
 fn config() -> impl Strategy<Value = Config> {
+    (knobs(), 0u8..4).prop_map(|(text, variant)| {
+        // Variants change membership and identities: a backend removed, one moved to another
+        // address, one added, listener b moved to another address.
+        let (backends, address_b) = match variant {
+            0 => (r#"{ id = "b1", address = "10.1.0.1:53" }, { id = "b2", address = "10.1.0.2:53", weight = 2 }"#, "[2001:db8::1]:53"),
+            1 => (r#"{ id = "b1", address = "10.1.0.1:53" }"#, "[2001:db8::1]:53"),
+            2 => (r#"{ id = "b1", address = "10.1.0.9:53" }, { id = "b2", address = "10.1.0.2:53" }, { id = "b3", address = "10.1.0.3:53" }"#, "[2001:db8::1]:53"),
+            _ => (r#"{ id = "b2", address = "10.1.0.2:53", weight = 3 }"#, "[2001:db8::2]:53"),
+        };
+        let text = text.replace("BACKENDS", backends).replace("ADDRESS_B", address_b);
+        Config::from_toml_str(&text).expect("generated config is valid")
+    })
+}
+
+fn knobs() -> impl Strategy<Value = String> {
     (
         prop::option::of(0u32..3),
         any::<bool>(),
@@ -83,8 +103,8 @@ fn config() -> impl Strategy<Value = Config> {
                 let mut text = format!(
                     "[process]\nmax_flows = {max_flows}\n\
                      [listeners.a]\naddress = \"10.0.0.1:53\"\ncluster = \"c\"\nmax_datagram_size = 64\n{}{}\
-                     [listeners.b]\naddress = \"[2001:db8::1]:53\"\ncluster = \"c\"\n\
-                     [clusters.c]\nbackends = [{{ id = \"b1\", address = \"10.1.0.1:53\" }}, {{ id = \"b2\", address = \"10.1.0.2:53\", weight = 2 }}]\n\
+                     [listeners.b]\naddress = \"ADDRESS_B\"\ncluster = \"c\"\n\
+                     [clusters.c]\nbackends = [BACKENDS]\n\
                      idle_timeout = {{ front = \"{front}ms\", back = \"{back}ms\" }}\n",
                     if by_address { "affinity = \"client_address\"\n" } else { "" },
                     drain.map(|d| format!("drain_timeout = \"{d}ms\"\n")).unwrap_or_default(),
@@ -106,7 +126,7 @@ fn config() -> impl Strategy<Value = Config> {
                     2 => text.push_str("proxy_protocol = { mode = \"every\", unique_id = true }\n"),
                     _ => {}
                 }
-                Config::from_toml_str(&text).expect("generated config is valid")
+                text
             },
         )
 }
@@ -119,8 +139,9 @@ fn client_address(host: u8, port: u8) -> SocketAddr {
     }
 }
 
-/// Runs `steps` and returns a transcript of every verdict and output.
-fn run(config: &Config, seed: u64, steps: &[Step]) -> Vec<String> {
+/// Runs `steps` and returns a transcript of every verdict and output. `reloads` are the
+/// configurations `Step::Reload` switches between.
+fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<String> {
     let mut core = FlowManager::new(config, Keys::from_seed(seed)).expect("valid");
     let mut now = Instant::ZERO;
     let mut flows: Vec<FlowId> = Vec::new();
@@ -201,6 +222,13 @@ fn run(config: &Config, seed: u64, steps: &[Step]) -> Vec<String> {
                 core.handle_backend_eligibility(now, BackendId(u32::from(backend)), eligible);
                 format!("{now} eligible {backend} {eligible}")
             }
+            Step::Reload { index } => match reloads.get(usize::from(index)) {
+                Some(next) => {
+                    let summary = core.apply_config(now, next).expect("generated configs are valid");
+                    format!("{now} reload {summary:?}")
+                }
+                None => continue,
+            },
             Step::CloseAll => {
                 core.handle_admin(now, AdminCommand::CloseAll).expect("close all");
                 format!("{now} close all")
@@ -222,13 +250,23 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_input_sequences_keep_every_invariant(config in config(), seed in any::<u64>(), steps in prop::collection::vec(step(), 1..200)) {
-        run(&config, seed, &steps);
+    fn random_input_sequences_keep_every_invariant(
+        config in config(),
+        reloads in prop::collection::vec(config(), 3),
+        seed in any::<u64>(),
+        steps in prop::collection::vec(step(), 1..200),
+    ) {
+        run(&config, &reloads, seed, &steps);
     }
 
     #[test]
-    fn the_same_seed_and_inputs_give_identical_outputs(config in config(), seed in any::<u64>(), steps in prop::collection::vec(step(), 1..120)) {
-        prop_assert_eq!(run(&config, seed, &steps), run(&config, seed, &steps));
+    fn the_same_seed_and_inputs_give_identical_outputs(
+        config in config(),
+        reloads in prop::collection::vec(config(), 3),
+        seed in any::<u64>(),
+        steps in prop::collection::vec(step(), 1..120),
+    ) {
+        prop_assert_eq!(run(&config, &reloads, seed, &steps), run(&config, &reloads, seed, &steps));
     }
 }
 
@@ -248,8 +286,8 @@ fn the_same_seed_gives_the_same_transcript_on_a_fixed_scenario() {
             _ => Step::Advance { millis: 700 },
         })
         .collect();
-    let first = run(&config, 42, &steps);
-    let second = run(&config, 42, &steps);
+    let first = run(&config, &[], 42, &steps);
+    let second = run(&config, &[], 42, &steps);
     assert_eq!(first, second);
     assert!(first.len() > 300);
 }

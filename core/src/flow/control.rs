@@ -25,11 +25,10 @@ impl FlowManager {
     }
 
     fn flow_timer_fired(&mut self, now: Instant, slot: u32) {
-        let flow = self.table.get_mut(slot);
         // The entry was popped; the flow has no armed timer until re-armed below.
-        flow.timer = TimerHandle::DISARMED;
-        let cluster = self.listeners[flow.listener.0 as usize].cluster;
-        let (deadline, reason) = self.clusters[cluster.0 as usize].teardown.deadline(flow);
+        self.table.get_mut(slot).timer = TimerHandle::DISARMED;
+        let flow = self.table.get(slot);
+        let (deadline, reason) = self.teardown_of(flow).deadline(flow);
         if deadline <= now {
             self.close_flow(slot, reason);
         } else {
@@ -41,8 +40,7 @@ impl FlowManager {
     /// Replaces the flow's timer entry with one at its arm time.
     pub(super) fn rearm_flow(&mut self, now: Instant, slot: u32) {
         let flow = self.table.get(slot);
-        let cluster = self.listeners[flow.listener.0 as usize].cluster;
-        let at = self.clusters[cluster.0 as usize].teardown.arm_time(flow, now);
+        let at = self.teardown_of(flow).arm_time(flow, now);
         let old = flow.timer;
         self.timers.remove(old);
         let handle = self.timers.insert(at, TimerKey::Flow { slot });

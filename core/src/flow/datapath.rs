@@ -3,7 +3,7 @@
 
 use super::entry::Flow;
 use super::{BackendVerdict, ClientDatagram, ClientVerdict, DrainState, FlowManager, Output};
-use crate::config::ProxyProtocolMode;
+use crate::config::{ProxyProtocolConfig, ProxyProtocolMode};
 use crate::id::{FlowId, ListenerId, UpstreamId};
 use crate::outcome::{CloseReason, DropReason};
 use crate::proxy_v2::{self, TlvOptions};
@@ -26,7 +26,7 @@ impl FlowManager {
 
     fn admit_client_datagram(&mut self, now: Instant, datagram: ClientDatagram<'_>) -> ClientVerdict {
         let ClientDatagram { listener: listener_id, client, buffer, headroom, truncated } = datagram;
-        let Some(listener) = self.listeners.get(listener_id.0 as usize) else {
+        let Some(listener) = self.listeners.get(listener_id.0 as usize).filter(|l| !l.removed) else {
             self.stats.unattributed.receive(buffer.len().saturating_sub(headroom));
             return self.drop_unattributed(DropReason::UnknownListener);
         };
@@ -52,9 +52,14 @@ impl FlowManager {
         let hash = self.table.hash(vip, client, affinity);
 
         if let Some(slot) = self.table.find(hash, listener_id, client, affinity) {
-            let serial = self.table.get(slot).serial;
+            let flow = self.table.get(slot);
+            let serial = flow.serial;
+            // The flow's own cluster (its backend's), which a reload may have made differ
+            // from the listener's.
+            let proxy =
+                self.clusters[self.backends[flow.backend.0 as usize].cluster.0 as usize].proxy_protocol;
             let prefix_len = if proxy.mode == ProxyProtocolMode::Every {
-                match self.write_proxy_header(listener_id, client, serial, buffer, headroom) {
+                match self.write_proxy_header(listener_id, proxy, client, serial, buffer, headroom) {
                     Ok(len) => len,
                     Err(reason) => return self.drop_client(listener_id, reason),
                 }
@@ -81,7 +86,7 @@ impl FlowManager {
         let prefix_len = if proxy.mode == ProxyProtocolMode::Off {
             0
         } else {
-            match self.write_proxy_header(listener_id, client, serial, buffer, headroom) {
+            match self.write_proxy_header(listener_id, proxy, client, serial, buffer, headroom) {
                 Ok(len) => len,
                 Err(reason) => return self.drop_client(listener_id, reason),
             }
@@ -135,10 +140,10 @@ impl FlowManager {
     /// if it was just created; otherwise the armed entry stays (it is never late, see
     /// `Teardown::arm_time`).
     fn forward_on_flow(&mut self, now: Instant, slot: u32, client: std::net::SocketAddr, payload_len: usize) {
+        let cluster = self.backends[self.table.get(slot).backend.0 as usize].cluster;
+        let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get_mut(slot);
         let listener = flow.listener;
-        let cluster = self.listeners[listener.0 as usize].cluster;
-        let teardown = &self.clusters[cluster.0 as usize].teardown;
         let is_new = flow.requests == 0;
         flow.client = client;
         flow.last_client = now;
@@ -150,10 +155,7 @@ impl FlowManager {
         let owes_nothing = teardown.owes_replies(flow) == Some(false);
         self.stats.listeners[listener.0 as usize].client.pass(payload_len);
         if retires {
-            flow.retired = true;
-            self.table.unindex(slot);
-            self.stats.listeners[listener.0 as usize].flows.retired += 1;
-            self.stats.flows.retired += 1;
+            self.retire_flow(slot);
             if owes_nothing {
                 // `responses = 0`: no reply will come, so the flow is done once it has sent.
                 self.close_flow(slot, CloseReason::RequestsReached);
@@ -165,17 +167,28 @@ impl FlowManager {
         }
     }
 
+    /// Takes a flow out of the key index: the client's next datagram starts a new flow, and
+    /// this one only waits for the replies it is owed.
+    pub(super) fn retire_flow(&mut self, slot: u32) {
+        let flow = self.table.get_mut(slot);
+        flow.retired = true;
+        let listener = flow.listener;
+        self.table.unindex(slot);
+        self.stats.listeners[listener.0 as usize].flows.retired += 1;
+        self.stats.flows.retired += 1;
+    }
+
     /// Writes the PROXY v2 header for this client into the end of the headroom.
     fn write_proxy_header(
         &self,
         listener: ListenerId,
+        config: ProxyProtocolConfig,
         client: std::net::SocketAddr,
         serial: u64,
         buffer: &mut [u8],
         headroom: usize,
     ) -> Result<usize, DropReason> {
         let listener = &self.listeners[listener.0 as usize];
-        let config = self.clusters[listener.cluster.0 as usize].proxy_protocol;
         let tlvs = TlvOptions { crc32c: config.crc32c, unique_id: config.unique_id.then_some(serial) };
         let header_len = proxy_v2::proxy_header_len(client, listener.address, tlvs);
         let payload_len = buffer.len() - headroom;
@@ -225,7 +238,8 @@ impl FlowManager {
             return BackendVerdict::Drop(DropReason::Truncated);
         }
         counters.pass(payload_len);
-        let teardown = &self.clusters[listener.cluster.0 as usize].teardown;
+        let cluster = self.backends[self.table.get(slot).backend.0 as usize].cluster;
+        let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get_mut(slot);
         flow.last_backend = now;
         flow.responses = flow.responses.saturating_add(1);

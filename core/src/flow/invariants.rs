@@ -48,8 +48,7 @@ impl FlowManager {
                 "flow #{} (slot {slot}) has no armed timer",
                 flow.serial
             );
-            let cluster = self.listeners[flow.listener.0 as usize].cluster;
-            let teardown = &self.clusters[cluster.0 as usize].teardown;
+            let teardown = self.teardown_of(flow);
             let (deadline, reason) = teardown.deadline(flow);
             ensure!(
                 flow.timer.deadline <= deadline,
@@ -133,7 +132,7 @@ impl FlowManager {
             ensure!(next > handled, "deadline {next} is due but timeouts were handled up to {handled}");
         }
         ensure!(
-            flows.active <= u64::from(self.max_flows),
+            flows.active <= u64::from(self.max_flows).max(self.flows_at_cap_change),
             "{} flows over the cap {}",
             flows.active,
             self.max_flows
@@ -146,7 +145,7 @@ impl FlowManager {
                 listener.name
             );
             ensure!(
-                stats.flows.active <= u64::from(listener.max_flows),
+                stats.flows.active <= u64::from(listener.max_flows).max(listener.flows_at_cap_change),
                 "listener {}: {} flows over its cap {}",
                 listener.name,
                 stats.flows.active,

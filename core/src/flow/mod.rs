@@ -23,9 +23,11 @@ mod datapath;
 mod entry;
 mod invariants;
 mod key;
+mod reload;
 mod table;
 
 pub use invariants::InvariantViolation;
+pub use reload::ReloadSummary;
 
 use entry::Teardown;
 use key::KeyedHasher;
@@ -205,6 +207,11 @@ struct Listener {
     max_datagram_size: usize,
     drain_timeout: Option<Duration>,
     drain: DrainState,
+    /// Gone from the configuration; the id is never reused.
+    removed: bool,
+    /// Flows alive when a reload last set `max_flows`: a lowered cap sheds new flows but
+    /// never closes existing ones, so until they end the count may exceed the cap.
+    flows_at_cap_change: u64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -227,13 +234,19 @@ struct Cluster {
     selector: Selector,
     teardown: Teardown,
     proxy_protocol: ProxyProtocolConfig,
+    /// Gone from the configuration; the id is never reused.
+    removed: bool,
 }
 
-/// Runtime state of a backend.
+/// Runtime state of a backend. Its identity is (cluster, id, address): a reload that keeps
+/// all three keeps the `BackendId`, its flows and its health.
 #[derive(Debug)]
 struct Backend {
     name: String,
     address: SocketAddr,
+    cluster: ClusterId,
+    /// Gone from the configuration; the id is never reused.
+    removed: bool,
 }
 
 /// What a timer entry belongs to.
@@ -258,6 +271,8 @@ pub struct FlowManager {
     outputs: VecDeque<Output>,
     stats: Stats,
     max_flows: u32,
+    /// As `Listener::flows_at_cap_change`, for the process-wide cap.
+    flows_at_cap_change: u64,
     next_serial: u64,
     /// The latest time seen; time never runs backwards inside the core.
     now: Instant,
@@ -268,65 +283,30 @@ pub struct FlowManager {
 }
 
 impl FlowManager {
-    /// Builds a flow manager for a validated configuration.
+    /// Builds a flow manager for a configuration (validated first).
     pub fn new(config: &Config, keys: Keys) -> Result<FlowManager, Vec<ValidationError>> {
-        config.validate()?;
-        let cluster_ids: Vec<&String> = config.clusters.keys().collect();
-        let mut backends = Vec::new();
-        let mut clusters = Vec::new();
-        for (name, cluster) in &config.clusters {
-            let mut members: Vec<_> = cluster.backends.iter().collect();
-            members.sort_by(|a, b| a.id.cmp(&b.id));
-            let mut candidates = Vec::with_capacity(members.len());
-            for member in members {
-                let id = BackendId(backends.len() as u32);
-                backends.push(Backend { name: member.id.clone(), address: member.address });
-                candidates.push(Candidate { backend: id, weight: member.weight, eligible: true });
-            }
-            clusters.push(Cluster {
-                name: name.clone(),
-                candidates,
-                selector: Selector::default(),
-                teardown: Teardown::from_config(cluster),
-                proxy_protocol: cluster.proxy_protocol,
-            });
-        }
-        let max_flows = config.process.max_flows();
-        let listeners = config
-            .listeners
-            .iter()
-            .map(|(name, listener)| Listener {
-                name: name.clone(),
-                address: listener.address,
-                cluster: ClusterId(
-                    // validate() guarantees the cluster exists.
-                    cluster_ids.iter().position(|c| **c == listener.cluster).unwrap_or(0) as u32,
-                ),
-                affinity: listener.affinity,
-                max_flows: listener.max_flows.unwrap_or(max_flows).min(max_flows),
-                max_datagram_size: listener.max_datagram_size as usize,
-                drain_timeout: listener.drain_timeout,
-                drain: DrainState::Active,
-            })
-            .collect::<Vec<_>>();
-        let stats = Stats { listeners: vec![Default::default(); listeners.len()], ..Default::default() };
         let mut selection_key = [0u8; 16];
         selection_key.copy_from_slice(&keys.selection[..16]);
-        Ok(FlowManager {
-            listeners,
-            clusters,
-            backends,
+        let mut manager = FlowManager {
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+            backends: Vec::new(),
             selection_hasher: KeyedHasher::new(selection_key),
             table: FlowTable::new(KeyedHasher::new(keys.table)),
             timers: DeadlineIndex::new(),
             outputs: VecDeque::new(),
-            stats,
-            max_flows,
+            stats: Stats::default(),
+            max_flows: config.process.max_flows(),
+            flows_at_cap_change: 0,
             next_serial: 1,
             now: Instant::ZERO,
             timeouts_handled_until: None,
             opened_this_turn: None,
-        })
+        };
+        manager.apply_config(Instant::ZERO, config)?;
+        // Building is not a reload: nothing to report.
+        manager.outputs.clear();
+        Ok(manager)
     }
 
     /// The next control output, or `None` when there is nothing left. Call after every input
@@ -349,12 +329,12 @@ impl FlowManager {
 
     /// The listener with this name.
     pub fn listener_id(&self, name: &str) -> Option<ListenerId> {
-        self.listeners.iter().position(|l| l.name == name).map(|i| ListenerId(i as u32))
+        self.listeners.iter().position(|l| l.name == name && !l.removed).map(|i| ListenerId(i as u32))
     }
 
     /// The backend with this id in this cluster.
     pub fn backend_id(&self, cluster: &str, backend: &str) -> Option<BackendId> {
-        let cluster = self.clusters.iter().find(|c| c.name == cluster)?;
+        let cluster = self.clusters.iter().find(|c| c.name == cluster && !c.removed)?;
         cluster.candidates.iter().map(|c| c.backend).find(|id| self.backends[id.0 as usize].name == backend)
     }
 
@@ -416,6 +396,12 @@ impl FlowManager {
             }
         }
         self.debug_check();
+    }
+
+    /// The teardown rules of a flow: those of its backend's cluster (a reload may point the
+    /// flow's listener at another cluster; the flow stays with the backend it has).
+    fn teardown_of(&self, flow: &entry::Flow) -> &Teardown {
+        &self.clusters[self.backends[flow.backend.0 as usize].cluster.0 as usize].teardown
     }
 
     /// Moves the core's clock forward (never backward) and returns the time to use.

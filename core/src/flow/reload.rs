@@ -1,0 +1,271 @@
+//! Applying a whole configuration: at start, and on every reload.
+//!
+//! Identities decide what survives a reload. A listener is its (name, address, affinity): the
+//! address and affinity are part of every flow key, so changing either makes a new listener.
+//! A cluster is its name. A backend is its (cluster, id, address): a changed address is a new
+//! backend. Whatever keeps its identity keeps its id, its flows and (in the health monitor)
+//! its health; ids of removed things are never reused, so a stale handle stays unknown.
+//! Everything else (weights, teardown knobs, caps, PROXY settings) is updated in place, and
+//! every live flow is re-armed once, since its deadline may have moved either way.
+
+use super::{Backend, Cluster, DrainState, FlowManager, Listener};
+use crate::config::{ClusterConfig, Config, ValidationError};
+use crate::id::{BackendId, ClusterId, ListenerId};
+use crate::outcome::CloseReason;
+use crate::select::{Candidate, Selector};
+use crate::stats::ListenerStats;
+use crate::time::Instant;
+
+use super::entry::Teardown;
+
+/// What a configuration change did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub listeners_added: Vec<ListenerId>,
+    pub listeners_removed: Vec<ListenerId>,
+    /// Kept listeners whose cluster, caps or drain timeout changed.
+    pub listeners_updated: Vec<ListenerId>,
+    pub clusters_added: Vec<ClusterId>,
+    pub clusters_removed: Vec<ClusterId>,
+    pub backends_added: Vec<BackendId>,
+    pub backends_removed: Vec<BackendId>,
+    /// Backends that kept their identity (and so their flows and health).
+    pub backends_kept: Vec<BackendId>,
+    /// Flows closed because their backend or listener went away.
+    pub flows_closed: u64,
+}
+
+impl ReloadSummary {
+    /// Whether the reload changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.listeners_added.is_empty()
+            && self.listeners_removed.is_empty()
+            && self.listeners_updated.is_empty()
+            && self.clusters_added.is_empty()
+            && self.clusters_removed.is_empty()
+            && self.backends_added.is_empty()
+            && self.backends_removed.is_empty()
+            && self.flows_closed == 0
+    }
+}
+
+impl FlowManager {
+    /// Replaces the configuration. An invalid configuration changes nothing and returns its
+    /// errors. Listeners, clusters and backends that keep their identity keep their ids and
+    /// flows; flows of removed backends close (`BackendRemoved`), flows of removed listeners
+    /// close (`ListenerRemoved`).
+    pub fn apply_config(
+        &mut self,
+        now: Instant,
+        config: &Config,
+    ) -> Result<ReloadSummary, Vec<ValidationError>> {
+        config.validate()?;
+        let now = self.observe(now);
+        let mut summary = ReloadSummary::default();
+        self.max_flows = config.process.max_flows();
+        self.flows_at_cap_change = self.stats.flows.active;
+
+        for (name, cluster) in &config.clusters {
+            self.apply_cluster(name, cluster, &mut summary);
+        }
+        for index in 0..self.clusters.len() {
+            let cluster = &mut self.clusters[index];
+            if !cluster.removed && !config.clusters.contains_key(&cluster.name) {
+                cluster.removed = true;
+                for candidate in std::mem::take(&mut cluster.candidates) {
+                    self.backends[candidate.backend.0 as usize].removed = true;
+                    summary.backends_removed.push(candidate.backend);
+                }
+                summary.clusters_removed.push(ClusterId(index as u32));
+            }
+        }
+
+        for (name, listener) in &config.listeners {
+            let cluster = self.cluster_named(&listener.cluster);
+            let existing = self.listeners.iter().position(|l| {
+                !l.removed
+                    && l.name == *name
+                    && l.address == listener.address
+                    && l.affinity == listener.affinity
+            });
+            let max_flows = listener.max_flows.unwrap_or(self.max_flows).min(self.max_flows);
+            match existing {
+                Some(index) => {
+                    let kept = &mut self.listeners[index];
+                    let before = (kept.cluster, kept.max_flows, kept.max_datagram_size, kept.drain_timeout);
+                    kept.cluster = cluster;
+                    kept.max_flows = max_flows;
+                    kept.max_datagram_size = listener.max_datagram_size as usize;
+                    kept.drain_timeout = listener.drain_timeout;
+                    kept.flows_at_cap_change = self.stats.listeners[index].flows.active;
+                    if before != (kept.cluster, kept.max_flows, kept.max_datagram_size, kept.drain_timeout) {
+                        summary.listeners_updated.push(ListenerId(index as u32));
+                    }
+                }
+                None => {
+                    // A listener with this name but another address or affinity is replaced.
+                    self.remove_listener_named(name, &mut summary);
+                    summary.listeners_added.push(ListenerId(self.listeners.len() as u32));
+                    self.listeners.push(Listener {
+                        name: name.clone(),
+                        address: listener.address,
+                        cluster,
+                        affinity: listener.affinity,
+                        max_flows,
+                        max_datagram_size: listener.max_datagram_size as usize,
+                        drain_timeout: listener.drain_timeout,
+                        drain: DrainState::Active,
+                        removed: false,
+                        flows_at_cap_change: 0,
+                    });
+                    self.stats.listeners.push(ListenerStats::default());
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|l| !l.removed && !config.listeners.contains_key(&l.name))
+            .map(|l| l.name.clone())
+            .collect();
+        for name in gone {
+            self.remove_listener_named(&name, &mut summary);
+        }
+
+        self.settle_flows_after_reload(now, &mut summary);
+        self.debug_check();
+        Ok(summary)
+    }
+
+    fn cluster_named(&self, name: &str) -> ClusterId {
+        // validate() guarantees every listener's cluster exists.
+        let index = self.clusters.iter().position(|c| !c.removed && c.name == name).unwrap_or(0);
+        ClusterId(index as u32)
+    }
+
+    fn apply_cluster(&mut self, name: &str, config: &ClusterConfig, summary: &mut ReloadSummary) {
+        let index = match self.clusters.iter().position(|c| !c.removed && c.name == name) {
+            Some(index) => index,
+            None => {
+                summary.clusters_added.push(ClusterId(self.clusters.len() as u32));
+                self.clusters.push(Cluster {
+                    name: name.to_owned(),
+                    candidates: Vec::new(),
+                    selector: Selector::default(),
+                    teardown: Teardown::from_config(config),
+                    proxy_protocol: config.proxy_protocol,
+                    removed: false,
+                });
+                self.clusters.len() - 1
+            }
+        };
+        let cluster_id = ClusterId(index as u32);
+        let previous = std::mem::take(&mut self.clusters[index].candidates);
+        let mut members: Vec<_> = config.backends.iter().collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut candidates = Vec::with_capacity(members.len());
+        for member in members {
+            let kept = previous.iter().find(|c| {
+                let backend = &self.backends[c.backend.0 as usize];
+                backend.name == member.id && backend.address == member.address
+            });
+            let candidate = match kept {
+                Some(old) => {
+                    summary.backends_kept.push(old.backend);
+                    Candidate { weight: member.weight, ..old.clone() }
+                }
+                None => {
+                    let id = BackendId(self.backends.len() as u32);
+                    self.backends.push(Backend {
+                        name: member.id.clone(),
+                        address: member.address,
+                        cluster: cluster_id,
+                        removed: false,
+                    });
+                    summary.backends_added.push(id);
+                    Candidate { backend: id, weight: member.weight, eligible: true }
+                }
+            };
+            candidates.push(candidate);
+        }
+        for old in &previous {
+            if !candidates.iter().any(|c| c.backend == old.backend) {
+                self.backends[old.backend.0 as usize].removed = true;
+                summary.backends_removed.push(old.backend);
+            }
+        }
+        let cluster = &mut self.clusters[index];
+        if candidates != previous {
+            cluster.selector.reset();
+        }
+        cluster.candidates = candidates;
+        cluster.teardown = Teardown::from_config(config);
+        cluster.proxy_protocol = config.proxy_protocol;
+    }
+
+    /// Marks the live listener called `name` removed and cancels its drain timer. Its flows
+    /// are closed by `settle_flows_after_reload`.
+    fn remove_listener_named(&mut self, name: &str, summary: &mut ReloadSummary) {
+        if let Some(index) = self.listeners.iter().position(|l| !l.removed && l.name == name) {
+            let listener = &mut self.listeners[index];
+            listener.removed = true;
+            if let DrainState::Draining { timer: Some(handle), .. } = listener.drain {
+                self.timers.remove(handle);
+            }
+            listener.drain = DrainState::Active;
+            summary.listeners_removed.push(ListenerId(index as u32));
+        }
+    }
+
+    /// Re-applies the (possibly changed) teardown rules to a kept flow: a reply count now met
+    /// or a request count now reached ends or retires it, and its wait for a reply is
+    /// re-derived (a flow that now owes replies gets a full `back` from now). Returns the
+    /// reason to close it now, if any.
+    fn rejudge_flow(&mut self, now: Instant, slot: u32) -> Option<CloseReason> {
+        let teardown = self.teardown_of(self.table.get(slot)).clone();
+        let flow = self.table.get(slot);
+        if teardown.responses_reached(flow) {
+            return Some(CloseReason::ResponsesReached);
+        }
+        let owes = teardown.owes_replies(flow);
+        if !flow.retired && teardown.requests_reached(flow) {
+            self.retire_flow(slot);
+        }
+        let flow = self.table.get_mut(slot);
+        if flow.retired && owes == Some(false) {
+            return Some(CloseReason::RequestsReached);
+        }
+        match owes {
+            Some(true) if !flow.is_awaiting() => flow.awaiting_since = now,
+            Some(false) => flow.awaiting_since = Instant::MAX,
+            _ => {}
+        }
+        let (deadline, reason) = teardown.deadline(flow);
+        (deadline <= now).then_some(reason)
+    }
+
+    /// One pass over the table: close flows whose backend or listener is gone, and re-arm the
+    /// rest at their (possibly changed) deadlines, closing any that are already due.
+    fn settle_flows_after_reload(&mut self, now: Instant, summary: &mut ReloadSummary) {
+        let slots: Vec<u32> = self.table.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let flow = self.table.get(slot);
+            let close = if self.backends[flow.backend.0 as usize].removed {
+                Some(CloseReason::BackendRemoved)
+            } else if self.listeners[flow.listener.0 as usize].removed {
+                Some(CloseReason::ListenerRemoved)
+            } else {
+                self.rejudge_flow(now, slot)
+            };
+            match close {
+                Some(reason) => {
+                    if matches!(reason, CloseReason::BackendRemoved | CloseReason::ListenerRemoved) {
+                        summary.flows_closed += 1;
+                    }
+                    self.close_flow(slot, reason);
+                }
+                None => self.rearm_flow(now, slot),
+            }
+        }
+    }
+}
