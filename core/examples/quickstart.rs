@@ -45,6 +45,13 @@ impl Demo {
                     println!("{:>14}   close {flow}: {reason}", self.now)
                 }
                 Output::Event(event) => println!("{:>14}   event {event:?}", self.now),
+                Output::Resend { flow, datagram, .. } => {
+                    println!("{:>14}   re-send {} bytes on {flow}", self.now, datagram.len())
+                }
+                Output::PassiveFailure { backend, failure } => {
+                    let (name, _) = self.core.backend(backend).expect("backend");
+                    println!("{:>14}   passive health: {name} {failure:?}", self.now)
+                }
             }
         }
     }

@@ -40,6 +40,6 @@ pub use flow::{
     FlowInfo, FlowManager, InvariantViolation, Keys, Output, ReloadSummary, UpstreamError,
 };
 pub use id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
-pub use outcome::{CloseReason, DropReason};
+pub use outcome::{CloseReason, DropReason, PassiveFailure};
 pub use stats::Stats;
 pub use time::Instant;

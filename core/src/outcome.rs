@@ -110,6 +110,18 @@ counted_enum! {
     }
 }
 
+/// What the datapath saw that says something about a backend's health. The flow manager
+/// reports it (`Output::PassiveFailure`); the health monitor decides whether it counts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PassiveFailure {
+    /// ICMP port unreachable (ECONNREFUSED) on a flow's upstream.
+    Refused,
+    /// ICMP host or network unreachable on a flow's upstream.
+    Unreachable,
+    /// A flow closed `IdleBack` while `responses` said replies were owed.
+    Unanswered,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,6 +113,21 @@ pub struct Stats {
     pub unattributed: DatagramCounters,
     /// Flow counters summed over every listener.
     pub flows: FlowCounters,
+    /// Re-sends after a refusal (`retry_on_refused`).
+    pub retries: RetryCounters,
+}
+
+/// What happened to requests refused by a backend before any reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryCounters {
+    /// Re-sent once on another backend.
+    pub resent: u64,
+    /// Not re-sent: no other backend could take the flow.
+    pub no_other_backend: u64,
+    /// Datagrams not kept for a retry because `retry_buffer_bytes` was spent.
+    pub not_kept_over_budget: u64,
+    /// Bytes held in retry slots now.
+    pub bytes_kept: u64,
 }
 
 impl Stats {

@@ -3,7 +3,9 @@
 
 use super::{AdminCommand, AdminError, DrainState, Event, FlowManager, Output, TimerKey, UpstreamError};
 use crate::id::{FlowId, ListenerId, UpstreamId};
-use crate::outcome::{CloseReason, DropReason};
+use crate::outcome::{CloseReason, DropReason, PassiveFailure};
+use crate::proxy_v2::{self, TlvOptions};
+use crate::select::SelectionRequest;
 use crate::time::Instant;
 use crate::timer::TimerHandle;
 
@@ -30,7 +32,14 @@ impl FlowManager {
         let flow = self.table.get(slot);
         let (deadline, reason) = self.teardown_of(flow).deadline(flow);
         if deadline <= now {
+            let backend = flow.backend;
+            let replies_were_owed =
+                reason == CloseReason::IdleBack && self.teardown_of(flow).responses.is_some();
             self.close_flow(slot, reason);
+            if replies_were_owed {
+                let failure = PassiveFailure::Unanswered;
+                self.outputs.push_back(Output::PassiveFailure { backend, failure });
+            }
         } else {
             // Fired early relative to the flow's activity: re-arm once, at the real deadline.
             self.rearm_flow(now, slot);
@@ -50,8 +59,10 @@ impl FlowManager {
     /// Closes a live flow: frees its slot and timer, books the reason, tells the shell to
     /// close its upstream, and finishes a drain that was waiting for it.
     pub(super) fn close_flow(&mut self, slot: u32, reason: CloseReason) {
-        let flow = self.table.remove(slot);
+        let mut flow = self.table.remove(slot);
         self.timers.remove(flow.timer);
+        self.retry_slots.release(&mut flow.retry);
+        self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
         self.book_close(&flow, reason);
         self.outputs.push_back(Output::CloseUpstream {
             upstream: UpstreamId(flow.serial),
@@ -105,8 +116,13 @@ impl FlowManager {
         self.observe(now);
         if let Some(slot) = self.table.resolve(flow) {
             match error {
-                UpstreamError::Refused => self.close_flow(slot, CloseReason::UpstreamRefused),
-                UpstreamError::Unreachable => self.close_flow(slot, CloseReason::UpstreamUnreachable),
+                UpstreamError::Refused => self.upstream_refused(now, slot),
+                UpstreamError::Unreachable => {
+                    let backend = self.table.get(slot).backend;
+                    self.close_flow(slot, CloseReason::UpstreamUnreachable);
+                    let failure = PassiveFailure::Unreachable;
+                    self.outputs.push_back(Output::PassiveFailure { backend, failure });
+                }
                 UpstreamError::SendFailed => {
                     let listener = self.table.get(slot).listener;
                     // The byte count of the lost datagram is not known here; bytes stay booked.
@@ -119,6 +135,68 @@ impl FlowManager {
         self.debug_check();
     }
 
+    /// The backend refused a flow: the flow closes, the refusal is reported to the health
+    /// monitor, and if the flow has had no reply yet its kept datagram is re-sent once, on a
+    /// new flow to a backend selected without the refusing one.
+    fn upstream_refused(&mut self, now: Instant, slot: u32) {
+        let flow = self.table.get_mut(slot);
+        let (backend, listener, client, hash) = (flow.backend, flow.listener, flow.client, flow.hash);
+        let retry = if !flow.retried && !flow.retired && flow.responses == 0 {
+            self.retry_slots.take(&mut flow.retry)
+        } else {
+            Vec::new()
+        };
+        // Closing the flow syncs the retry bytes in the stats.
+        self.close_flow(slot, CloseReason::UpstreamRefused);
+        self.outputs.push_back(Output::PassiveFailure { backend, failure: PassiveFailure::Refused });
+        if retry.is_empty() {
+            return;
+        }
+        let (vip, affinity) =
+            (self.listeners[listener.0 as usize].address, self.listeners[listener.0 as usize].affinity);
+        let cluster_id = self.backends[backend.0 as usize].cluster;
+        let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
+        let cluster = &mut self.clusters[cluster_id.0 as usize];
+        let request = SelectionRequest { affinity_hash, exclude: &[backend] };
+        let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
+            self.stats.retries.no_other_backend += 1;
+            return;
+        };
+        let proxy = cluster.proxy_protocol;
+        let new_slot = self.open_flow(now, listener, client, hash, selection.backend);
+        let flow = self.table.get_mut(new_slot);
+        flow.retried = true;
+        let id = FlowId { slot: new_slot, serial: flow.serial };
+        // Order matters to the shell: open the upstream, send on it, and only then anything
+        // booking the datagram may cause (a close, if the flow ends at once).
+        let datagram = self.datagram_with_header(vip, client, id.serial, proxy, &retry);
+        self.outputs.push_back(Output::Resend { upstream: UpstreamId(id.serial), flow: id, datagram });
+        self.forward_on_flow(now, new_slot, client, &retry, false);
+        self.stats.retries.resent += 1;
+    }
+
+    /// A re-sent datagram: the PROXY header a new flow's first datagram carries (if the
+    /// cluster sends one), then the payload.
+    fn datagram_with_header(
+        &self,
+        vip: std::net::SocketAddr,
+        client: std::net::SocketAddr,
+        serial: u64,
+        proxy: crate::config::ProxyProtocolConfig,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        if proxy.mode == crate::config::ProxyProtocolMode::Off {
+            return payload.to_vec();
+        }
+        let tlvs = TlvOptions { crc32c: proxy.crc32c, unique_id: proxy.unique_id.then_some(serial) };
+        let header_len = proxy_v2::proxy_header_len(client, vip, tlvs);
+        let mut datagram = vec![0; header_len + payload.len()];
+        // The buffer is exactly the header's length, so writing cannot fail.
+        let _ = proxy_v2::write_proxy_header(&mut datagram[..header_len], client, vip, tlvs);
+        datagram[header_len..].copy_from_slice(payload);
+        datagram
+    }
+
     /// The shell could not open the upstream the core asked for (EMFILE, EADDRINUSE, ...).
     /// The flow closes (`UpstreamOpenFailed`, with no `CloseUpstream`: nothing was opened).
     /// Reported in the same turn as the `OpenUpstream` (before any other input), the datagram
@@ -128,8 +206,10 @@ impl FlowManager {
         let opened_this_turn = self.opened_this_turn.take() == Some(flow);
         self.observe(now);
         if let Some(slot) = self.table.resolve(flow) {
-            let flow = self.table.remove(slot);
+            let mut flow = self.table.remove(slot);
             self.timers.remove(flow.timer);
+            self.retry_slots.release(&mut flow.retry);
+            self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
             let listener = flow.listener;
             if opened_this_turn {
                 self.stats.listeners[listener.0 as usize].client.reclassify_as_dropped(

@@ -66,7 +66,7 @@ impl FlowManager {
             } else {
                 0
             };
-            self.forward_on_flow(now, slot, client, payload_len);
+            self.forward_on_flow(now, slot, client, &buffer[headroom..], true);
             return ClientVerdict::Forward {
                 flow: FlowId { slot, serial },
                 upstream: UpstreamId(serial),
@@ -98,53 +98,89 @@ impl FlowManager {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
         };
 
+        let slot = self.open_flow(now, listener_id, client, hash, selection.backend);
+        let id = FlowId { slot, serial };
+        self.opened_this_turn = Some(id);
+        self.forward_on_flow(now, slot, client, &buffer[headroom..], true);
+        ClientVerdict::Forward { flow: id, upstream: UpstreamId(serial), prefix_len }
+    }
+
+    /// Creates a flow of `client` on `listener` to `backend`, indexes it under `hash`, books
+    /// it and asks the shell to open its upstream. The caller forwards its first datagram.
+    pub(super) fn open_flow(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        client: std::net::SocketAddr,
+        hash: u64,
+        backend: crate::id::BackendId,
+    ) -> u32 {
+        let serial = self.next_serial;
         self.next_serial += 1;
-        let flow = Flow {
+        let slot = self.table.insert(Flow {
             serial,
             hash,
-            listener: listener_id,
-            backend: selection.backend,
+            listener,
+            backend,
             client,
             created: now,
             last_client: now,
             last_backend: now,
             awaiting_since: Instant::MAX,
-            // Armed by `forward_on_flow` below, before this call returns.
+            // Armed by `forward_on_flow`, before the call that opened the flow returns.
             timer: TimerHandle::DISARMED,
             requests: 0,
             responses: 0,
-            first_datagram_bytes: payload_len as u32,
+            first_datagram_bytes: 0,
             retired: false,
-        };
-        let slot = self.table.insert(flow);
-        let listener_stats = &mut self.stats.listeners[listener_id.0 as usize].flows;
-        listener_stats.created += 1;
-        listener_stats.active += 1;
-        self.stats.flows.created += 1;
-        self.stats.flows.active += 1;
-        let id = FlowId { slot, serial };
-        self.opened_this_turn = Some(id);
+            retried: false,
+            retry: Vec::new(),
+        });
+        for counters in [&mut self.stats.listeners[listener.0 as usize].flows, &mut self.stats.flows] {
+            counters.created += 1;
+            counters.active += 1;
+        }
         self.outputs.push_back(Output::OpenUpstream {
             upstream: UpstreamId(serial),
-            flow: id,
-            listener: listener_id,
-            backend: selection.backend,
-            address: self.backends[selection.backend.0 as usize].address,
+            flow: FlowId { slot, serial },
+            listener,
+            backend,
+            address: self.backends[backend.0 as usize].address,
         });
-        self.forward_on_flow(now, slot, client, payload_len);
-        ClientVerdict::Forward { flow: id, upstream: UpstreamId(serial), prefix_len }
+        slot
     }
 
     /// Books one forwarded client datagram on an established (or just created) flow: the
-    /// counters, the wait for a reply, retirement at `requests`. Re-arms the flow's timer only
-    /// if it was just created; otherwise the armed entry stays (it is never late, see
+    /// counters (unless `count` is false: a re-sent datagram was counted when it arrived), the
+    /// retry slot, the wait for a reply, retirement at `requests`. Re-arms the flow's timer
+    /// only if it was just created; otherwise the armed entry stays (it is never late, see
     /// `Teardown::arm_time`).
-    fn forward_on_flow(&mut self, now: Instant, slot: u32, client: std::net::SocketAddr, payload_len: usize) {
-        let cluster = self.backends[self.table.get(slot).backend.0 as usize].cluster;
-        let teardown = &self.clusters[cluster.0 as usize].teardown;
+    pub(super) fn forward_on_flow(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        client: std::net::SocketAddr,
+        payload: &[u8],
+        count: bool,
+    ) {
+        let payload_len = payload.len();
+        let cluster =
+            &self.clusters[self.backends[self.table.get(slot).backend.0 as usize].cluster.0 as usize];
+        let keep_for_retry = cluster.retry_on_refused && cluster.teardown.responses != Some(0);
+        let keep_for_retry = keep_for_retry && !self.table.get(slot).retried;
+        let teardown = &cluster.teardown;
         let flow = self.table.get_mut(slot);
         let listener = flow.listener;
         let is_new = flow.requests == 0;
+        if is_new {
+            flow.first_datagram_bytes = payload_len as u32;
+        }
+        if keep_for_retry && flow.responses == 0 {
+            if !self.retry_slots.keep(&mut flow.retry, payload) {
+                self.stats.retries.not_kept_over_budget += 1;
+            }
+            self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
+        }
         flow.client = client;
         flow.last_client = now;
         flow.requests = flow.requests.saturating_add(1);
@@ -153,7 +189,9 @@ impl FlowManager {
         }
         let retires = teardown.requests_reached(flow);
         let owes_nothing = teardown.owes_replies(flow) == Some(false);
-        self.stats.listeners[listener.0 as usize].client.pass(payload_len);
+        if count {
+            self.stats.listeners[listener.0 as usize].client.pass(payload_len);
+        }
         if retires {
             self.retire_flow(slot);
             if owes_nothing {
@@ -243,6 +281,11 @@ impl FlowManager {
         let flow = self.table.get_mut(slot);
         flow.last_backend = now;
         flow.responses = flow.responses.saturating_add(1);
+        // A flow that has had a reply is never retried: its kept datagram can go.
+        if flow.responses == 1 {
+            self.retry_slots.release(&mut flow.retry);
+            self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
+        }
         flow.awaiting_since = if teardown.owes_replies(flow) == Some(true) { now } else { Instant::MAX };
         let client = flow.client;
         if teardown.responses_reached(flow) {

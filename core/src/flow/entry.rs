@@ -45,6 +45,10 @@ pub(crate) struct Flow {
     pub(crate) first_datagram_bytes: u32,
     /// Reached `requests`: out of the index, waiting only for owed replies.
     pub(crate) retired: bool,
+    /// This flow is itself a retry after a refusal: it is not retried again.
+    pub(crate) retried: bool,
+    /// The last client datagram, until the first reply (see `retry.rs`).
+    pub(crate) retry: Vec<u8>,
 }
 
 impl Flow {

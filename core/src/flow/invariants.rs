@@ -39,10 +39,17 @@ impl FlowManager {
             self.stats.flows.active
         );
         let mut retired = 0u64;
+        let mut retry_bytes = 0u64;
         let mut per_listener = vec![0u64; self.listeners.len()];
         for (slot, flow) in self.table.iter() {
             per_listener[flow.listener.0 as usize] += 1;
             retired += u64::from(flow.retired);
+            retry_bytes += flow.retry.capacity() as u64;
+            ensure!(
+                flow.retry.is_empty() || flow.responses == 0,
+                "flow #{} keeps a datagram for a retry after a reply",
+                flow.serial
+            );
             ensure!(
                 self.timers.contains(flow.timer),
                 "flow #{} (slot {slot}) has no armed timer",
@@ -61,6 +68,11 @@ impl FlowManager {
                 ensure!(flow.is_awaiting(), "flow #{} owes replies but is not waiting for them", flow.serial);
             }
         }
+        ensure!(
+            retry_bytes == self.retry_slots.bytes_kept() && retry_bytes == self.stats.retries.bytes_kept,
+            "retry slots hold {retry_bytes} bytes, the budget says {}",
+            self.retry_slots.bytes_kept()
+        );
         ensure!(
             retired == self.stats.flows.retired,
             "{retired} retired flows, stats say {}",

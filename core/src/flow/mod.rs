@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::config::{Affinity, Config, ProxyProtocolConfig, ValidationError};
 use crate::id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
-use crate::outcome::{CloseReason, DropReason};
+use crate::outcome::{CloseReason, DropReason, PassiveFailure};
 use crate::select::{Candidate, Selector};
 use crate::stats::Stats;
 use crate::time::Instant;
@@ -24,6 +24,7 @@ mod entry;
 mod invariants;
 mod key;
 mod reload;
+mod retry;
 mod table;
 
 pub use invariants::InvariantViolation;
@@ -127,6 +128,11 @@ pub enum Output {
     },
     /// Close an upstream; its flow has ended for `reason`.
     CloseUpstream { upstream: UpstreamId, flow: FlowId, reason: CloseReason },
+    /// Send `datagram` (PROXY header included, if due) on `upstream`, a new flow's upstream
+    /// opened just before: a request refused by another backend, re-sent once.
+    Resend { upstream: UpstreamId, flow: FlowId, datagram: Vec<u8> },
+    /// Evidence about a backend's health, for the health monitor.
+    PassiveFailure { backend: BackendId, failure: PassiveFailure },
     /// Something an operator may want to see.
     Event(Event),
 }
@@ -234,6 +240,7 @@ struct Cluster {
     selector: Selector,
     teardown: Teardown,
     proxy_protocol: ProxyProtocolConfig,
+    retry_on_refused: bool,
     /// Gone from the configuration; the id is never reused.
     removed: bool,
 }
@@ -273,6 +280,7 @@ pub struct FlowManager {
     max_flows: u32,
     /// As `Listener::flows_at_cap_change`, for the process-wide cap.
     flows_at_cap_change: u64,
+    retry_slots: retry::RetryBudget,
     next_serial: u64,
     /// The latest time seen; time never runs backwards inside the core.
     now: Instant,
@@ -298,6 +306,7 @@ impl FlowManager {
             stats: Stats::default(),
             max_flows: config.process.max_flows(),
             flows_at_cap_change: 0,
+            retry_slots: retry::RetryBudget::new(u64::from(config.process.retry_buffer_bytes())),
             next_serial: 1,
             now: Instant::ZERO,
             timeouts_handled_until: None,

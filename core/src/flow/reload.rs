@@ -64,6 +64,7 @@ impl FlowManager {
         let mut summary = ReloadSummary::default();
         self.max_flows = config.process.max_flows();
         self.flows_at_cap_change = self.stats.flows.active;
+        self.retry_slots.set_limit(u64::from(config.process.retry_buffer_bytes()));
 
         for (name, cluster) in &config.clusters {
             self.apply_cluster(name, cluster, &mut summary);
@@ -154,6 +155,7 @@ impl FlowManager {
                     selector: Selector::default(),
                     teardown: Teardown::from_config(config),
                     proxy_protocol: config.proxy_protocol,
+                    retry_on_refused: config.retry_on_refused,
                     removed: false,
                 });
                 self.clusters.len() - 1
@@ -201,6 +203,7 @@ impl FlowManager {
         cluster.candidates = candidates;
         cluster.teardown = Teardown::from_config(config);
         cluster.proxy_protocol = config.proxy_protocol;
+        cluster.retry_on_refused = config.retry_on_refused;
     }
 
     /// Marks the live listener called `name` removed and cancels its drain timer. Its flows
