@@ -19,6 +19,14 @@ pub struct BackendId(pub u32);
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UpstreamId(pub u64);
 
+/// A health probe: one TCP connect or one UDP datagram the health monitor asked for.
+///
+/// Numbers are handed out in increasing order and never reused, so a result that arrives
+/// after its probe timed out (or after its backend was paused, restarted or removed) names a
+/// probe the monitor no longer waits for, and is ignored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProbeId(pub u64);
+
 /// A flow: a slot in the flow table plus the flow's serial number.
 ///
 /// The serial is unique for the life of the process (it is never reused), so a handle to a
@@ -58,6 +66,12 @@ impl fmt::Display for BackendId {
 impl fmt::Display for UpstreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "upstream#{}", self.0)
+    }
+}
+
+impl fmt::Display for ProbeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "probe#{}", self.0)
     }
 }
 

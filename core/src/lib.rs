@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod flow;
+pub mod health;
 pub mod id;
 pub mod outcome;
 pub mod proxy_v2;
@@ -39,7 +40,10 @@ pub use flow::{
     AdminCommand, AdminError, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM, Event,
     FlowInfo, FlowManager, InvariantViolation, Keys, Output, ReloadSummary, UpstreamError,
 };
-pub use id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
+pub use health::{
+    AdminState, Health, HealthEvent, HealthMonitor, HealthOutput, MonitoredBackend, ProbeResult,
+};
+pub use id::{BackendId, ClusterId, FlowId, ListenerId, ProbeId, UpstreamId};
 pub use outcome::{CloseReason, DropReason, PassiveFailure};
 pub use stats::Stats;
 pub use time::Instant;

@@ -1,0 +1,79 @@
+//! The per-backend history: a bounded ring of the last transitions, for `ctl show backends`.
+//!
+//! It keeps health transitions (with the check code that caused them), admin changes and
+//! restarts, each with its time. Its length is the cluster's `health.history` (validated to at
+//! most 100): an old transition falls off when a new one arrives, so a flapping backend
+//! cannot grow it.
+
+use std::collections::VecDeque;
+
+use super::{AdminState, CheckCode, Health};
+use crate::time::Instant;
+
+/// One remembered change of a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// When it happened.
+    pub at: Instant,
+    /// What changed.
+    pub change: HistoryChange,
+}
+
+/// What a [`HistoryEntry`] records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryChange {
+    /// The health state changed because of a check, a passive failure or passive recovery.
+    Health { from: Health, to: Health, code: CheckCode },
+    /// An operator changed the admin state.
+    Admin { from: AdminState, to: AdminState },
+    /// A reload changed the backend's probe settings: its counters were reset and it
+    /// restarted in `to` (Unknown, or Up with `mode = "off"`).
+    Restarted { from: Health, to: Health },
+}
+
+/// A ring of at most `capacity` entries, oldest first.
+#[derive(Clone, Debug)]
+pub(crate) struct History {
+    entries: VecDeque<HistoryEntry>,
+    capacity: usize,
+}
+
+impl History {
+    pub(crate) fn new(capacity: u32) -> Self {
+        let capacity = capacity as usize;
+        History { entries: VecDeque::with_capacity(capacity.min(16)), capacity }
+    }
+
+    /// Appends an entry, dropping the oldest one if the ring is full.
+    pub(crate) fn push(&mut self, at: Instant, change: HistoryChange) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(HistoryEntry { at, change });
+    }
+
+    /// Changes the bound (a reload changed `history`), keeping the newest entries.
+    pub(crate) fn set_capacity(&mut self, capacity: u32) {
+        self.capacity = capacity as usize;
+        while self.entries.len() > self.capacity {
+            self.entries.pop_front();
+        }
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<HistoryEntry> {
+        self.entries.iter().cloned().collect()
+    }
+
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.entries.len() > self.capacity {
+            return Err(format!("history holds {} entries, bound {}", self.entries.len(), self.capacity));
+        }
+        if self.entries.iter().zip(self.entries.iter().skip(1)).any(|(a, b)| a.at > b.at) {
+            return Err("history is not in time order".to_string());
+        }
+        Ok(())
+    }
+}
