@@ -3,9 +3,7 @@
 mod common;
 
 use common::{Harness, addr, config, one_listener};
-use udplb_core::{
-    AdminCommand, BackendId, ClientVerdict, DropReason, Instant, ListenerId, Output, UpstreamId,
-};
+use udplb_core::{AdminCommand, BackendId, ClientVerdict, DropReason, ListenerId, Output, UpstreamId};
 
 #[test]
 fn first_datagram_opens_a_flow_and_its_upstream_before_the_verdict_is_acted_on() {
@@ -138,11 +136,11 @@ fn listener_max_flows_is_its_own_cap_under_the_process_cap() {
 
 #[test]
 fn no_eligible_backend_drops_as_no_healthy_backend() {
-    let mut h = Harness::new(&one_listener(2, "", ""));
-    h.core.handle_backend_eligibility(Instant::ZERO, BackendId(0), false);
-    h.core.handle_backend_eligibility(Instant::ZERO, BackendId(1), false);
+    let mut h = Harness::new(&one_listener(2, "fail_open = false", ""));
+    h.set_eligible(BackendId(0), false);
+    h.set_eligible(BackendId(1), false);
     assert_eq!(h.client("192.0.2.1:1", b"x"), ClientVerdict::Drop(DropReason::NoHealthyBackend));
-    h.core.handle_backend_eligibility(Instant::ZERO, BackendId(1), true);
+    h.set_eligible(BackendId(1), true);
     let flow = h.forward("192.0.2.1:1", b"x");
     assert_eq!(h.core.flow(flow).unwrap().backend, BackendId(1));
     // A cluster with no backends at all is valid configuration, and drops the same way.

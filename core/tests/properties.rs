@@ -219,7 +219,9 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
                 format!("{now} resume {result:?}")
             }
             Step::Eligibility { backend, eligible } => {
-                core.handle_backend_eligibility(now, BackendId(u32::from(backend)), eligible);
+                let health = if eligible { udplb_core::Health::Up } else { udplb_core::Health::Down };
+                let admin = udplb_core::AdminState::Enabled;
+                core.handle_backend_state(now, BackendId(u32::from(backend)), eligible, health, admin);
                 format!("{now} eligible {backend} {eligible}")
             }
             Step::Reload { index } => match reloads.get(usize::from(index)) {

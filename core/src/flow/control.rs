@@ -73,6 +73,7 @@ impl FlowManager {
     }
 
     fn book_close(&mut self, flow: &super::entry::Flow, reason: CloseReason) {
+        self.backend_flow_closed(flow.backend);
         for counters in [&mut self.stats.flows, &mut self.stats.listeners[flow.listener.0 as usize].flows] {
             counters.closed[reason.index()] += 1;
             counters.active -= 1;

@@ -140,6 +140,7 @@ impl FlowManager {
             counters.created += 1;
             counters.active += 1;
         }
+        self.backend_flow_opened(backend);
         self.outputs.push_back(Output::OpenUpstream {
             upstream: UpstreamId(serial),
             flow: FlowId { slot, serial },

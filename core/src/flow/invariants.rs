@@ -41,8 +41,10 @@ impl FlowManager {
         let mut retired = 0u64;
         let mut retry_bytes = 0u64;
         let mut per_listener = vec![0u64; self.listeners.len()];
+        let mut per_backend = vec![0u64; self.backends.len()];
         for (slot, flow) in self.table.iter() {
             per_listener[flow.listener.0 as usize] += 1;
+            per_backend[flow.backend.0 as usize] += 1;
             retired += u64::from(flow.retired);
             retry_bytes += flow.retry.capacity() as u64;
             ensure!(
@@ -78,6 +80,10 @@ impl FlowManager {
             "{retired} retired flows, stats say {}",
             self.stats.flows.retired
         );
+        for (index, count) in per_backend.iter().enumerate() {
+            let booked = self.backends[index].flows;
+            ensure!(*count == booked, "backend {index} has {count} flows, its count says {booked}");
+        }
         for (index, count) in per_listener.iter().enumerate() {
             let stats = &self.stats.listeners[index].flows;
             ensure!(*count == stats.active, "listener {index} has {count} flows, stats say {}", stats.active);

@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{Affinity, Config, ProxyProtocolConfig, ValidationError};
+use crate::config::{Affinity, Config, OnBackendDown, ProxyProtocolConfig, ValidationError};
+use crate::health::{AdminState, Health};
 use crate::id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
 use crate::outcome::{CloseReason, DropReason, PassiveFailure};
 use crate::select::{Candidate, Selector};
@@ -18,6 +19,7 @@ use crate::stats::Stats;
 use crate::time::Instant;
 use crate::timer::{DeadlineIndex, TimerHandle};
 
+mod backends;
 mod control;
 mod datapath;
 mod entry;
@@ -146,6 +148,8 @@ pub enum Event {
     ListenerDrained { listener: ListenerId },
     /// A draining listener takes new flows again.
     ListenerResumed { listener: ListenerId },
+    /// A draining backend has no flows left.
+    BackendDrained { backend: BackendId },
 }
 
 /// Errors on the path from the backend side that the shell reports for a flow.
@@ -241,6 +245,8 @@ struct Cluster {
     teardown: Teardown,
     proxy_protocol: ProxyProtocolConfig,
     retry_on_refused: bool,
+    on_backend_down: OnBackendDown,
+    fail_open: bool,
     /// Gone from the configuration; the id is never reused.
     removed: bool,
 }
@@ -254,6 +260,13 @@ struct Backend {
     cluster: ClusterId,
     /// Gone from the configuration; the id is never reused.
     removed: bool,
+    /// The health view, as the health monitor last reported it.
+    health: Health,
+    admin: AdminState,
+    /// Live flows pinned to this backend.
+    flows: u64,
+    /// A draining backend whose last flow ended has been reported drained.
+    drained_reported: bool,
 }
 
 /// What a timer entry belongs to.
@@ -391,20 +404,6 @@ impl FlowManager {
         self.listeners
             .get(listener.0 as usize)
             .is_some_and(|l| matches!(l.drain, DrainState::Draining { .. }))
-    }
-
-    /// Health view input: whether `backend` may take new flows. Flows already pinned to it
-    /// stay. (The health monitor drives this; until it exists, every backend is eligible.)
-    pub fn handle_backend_eligibility(&mut self, now: Instant, backend: BackendId, eligible: bool) {
-        self.observe(now);
-        for cluster in &mut self.clusters {
-            for candidate in &mut cluster.candidates {
-                if candidate.backend == backend {
-                    candidate.eligible = eligible;
-                }
-            }
-        }
-        self.debug_check();
     }
 
     /// The teardown rules of a flow: those of its backend's cluster (a reload may point the

@@ -10,6 +10,7 @@
 
 use super::{Backend, Cluster, DrainState, FlowManager, Listener};
 use crate::config::{ClusterConfig, Config, ValidationError};
+use crate::health::{AdminState, Health};
 use crate::id::{BackendId, ClusterId, ListenerId};
 use crate::outcome::CloseReason;
 use crate::select::{Candidate, Selector};
@@ -156,6 +157,8 @@ impl FlowManager {
                     teardown: Teardown::from_config(config),
                     proxy_protocol: config.proxy_protocol,
                     retry_on_refused: config.retry_on_refused,
+                    on_backend_down: config.on_backend_down,
+                    fail_open: config.fail_open,
                     removed: false,
                 });
                 self.clusters.len() - 1
@@ -183,6 +186,11 @@ impl FlowManager {
                         address: member.address,
                         cluster: cluster_id,
                         removed: false,
+                        // New backends are Unknown, which is eligible: see the health module.
+                        health: Health::Unknown,
+                        admin: AdminState::Enabled,
+                        flows: 0,
+                        drained_reported: false,
                     });
                     summary.backends_added.push(id);
                     Candidate { backend: id, weight: member.weight, eligible: true }
@@ -204,6 +212,8 @@ impl FlowManager {
         cluster.teardown = Teardown::from_config(config);
         cluster.proxy_protocol = config.proxy_protocol;
         cluster.retry_on_refused = config.retry_on_refused;
+        cluster.on_backend_down = config.on_backend_down;
+        cluster.fail_open = config.fail_open;
     }
 
     /// Marks the live listener called `name` removed and cancels its drain timer. Its flows

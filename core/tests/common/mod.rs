@@ -140,6 +140,14 @@ impl Harness {
         self.advance_to(until.max(self.now));
     }
 
+    /// Tells the flow manager what a health monitor would: `eligible` backends are Up, the
+    /// others Down (admin Enabled either way).
+    pub fn set_eligible(&mut self, backend: udplb_core::BackendId, eligible: bool) {
+        let health = if eligible { udplb_core::Health::Up } else { udplb_core::Health::Down };
+        self.core.handle_backend_state(self.now, backend, eligible, health, udplb_core::AdminState::Enabled);
+        self.after_call();
+    }
+
     pub fn take_outputs(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.outputs)
     }

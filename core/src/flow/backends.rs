@@ -1,0 +1,86 @@
+//! The health view: what the health monitor says about each backend, and what the flow
+//! manager does about it.
+//!
+//! The flow manager never judges health itself. It takes `handle_backend_state` inputs (the
+//! composed `Balancer` routes them from the monitor's `BackendChanged` outputs; with several
+//! workers, the shell does) and keeps, per backend: whether it may take new flows, its health
+//! and admin state, and its live flow count. A backend that goes Down keeps its flows unless
+//! its cluster says `on_backend_down = "close"`; a draining backend takes no new flows and is
+//! reported drained when its last flow ends.
+
+use super::{Event, FlowManager, Output};
+use crate::config::OnBackendDown;
+use crate::health::{AdminState, Health};
+use crate::id::BackendId;
+use crate::outcome::CloseReason;
+use crate::time::Instant;
+
+impl FlowManager {
+    /// Health-view input: the monitor's latest word on `backend`. `eligible` says whether it
+    /// may take new flows (health Up or Unknown, and admin Enabled). Unknown backends are
+    /// ignored (a report may race with a reload that removed the backend).
+    pub fn handle_backend_state(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        eligible: bool,
+        health: Health,
+        admin: AdminState,
+    ) {
+        self.observe(now);
+        let Some(state) = self.backends.get_mut(backend.0 as usize).filter(|b| !b.removed) else {
+            return;
+        };
+        let went_down = health == Health::Down && state.health != Health::Down;
+        let started_draining = admin == AdminState::Draining && state.admin != AdminState::Draining;
+        state.health = health;
+        state.admin = admin;
+        if admin != AdminState::Draining {
+            state.drained_reported = false;
+        }
+        let cluster_id = state.cluster;
+        let cluster = &mut self.clusters[cluster_id.0 as usize];
+        if let Some(candidate) = cluster.candidates.iter_mut().find(|c| c.backend == backend) {
+            candidate.eligible = eligible;
+        }
+        if went_down && cluster.on_backend_down == OnBackendDown::Close {
+            let pinned: Vec<u32> =
+                self.table.iter().filter(|(_, flow)| flow.backend == backend).map(|(slot, _)| slot).collect();
+            for slot in pinned {
+                self.close_flow(slot, CloseReason::BackendDown);
+            }
+        }
+        if started_draining {
+            self.report_backend_drained_if_empty(backend);
+        }
+        self.debug_check();
+    }
+
+    /// Books a flow opening on `backend`.
+    pub(super) fn backend_flow_opened(&mut self, backend: BackendId) {
+        self.backends[backend.0 as usize].flows += 1;
+    }
+
+    /// Books a flow ending on `backend`; a draining backend's last flow reports it drained.
+    pub(super) fn backend_flow_closed(&mut self, backend: BackendId) {
+        self.backends[backend.0 as usize].flows -= 1;
+        self.report_backend_drained_if_empty(backend);
+    }
+
+    fn report_backend_drained_if_empty(&mut self, backend: BackendId) {
+        let state = &mut self.backends[backend.0 as usize];
+        if state.admin == AdminState::Draining
+            && state.flows == 0
+            && !state.drained_reported
+            && !state.removed
+        {
+            state.drained_reported = true;
+            self.outputs.push_back(Output::Event(Event::BackendDrained { backend }));
+        }
+    }
+
+    /// Live flows pinned to `backend`.
+    pub fn backend_flows(&self, backend: BackendId) -> u64 {
+        self.backends.get(backend.0 as usize).map_or(0, |b| b.flows)
+    }
+}
