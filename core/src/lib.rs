@@ -24,6 +24,7 @@
 //!
 //! `docs/architecture.md` has the whole contract and the reasoning behind it.
 
+pub mod balancer;
 pub mod config;
 pub mod flow;
 pub mod health;
@@ -35,6 +36,7 @@ pub mod stats;
 pub mod time;
 mod timer;
 
+pub use balancer::{BackendCommand, Balancer, FrontendState, Reload};
 pub use config::Config;
 pub use flow::{
     AdminCommand, AdminError, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM, Event,

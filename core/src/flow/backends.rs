@@ -8,10 +8,10 @@
 //! its cluster says `on_backend_down = "close"`; a draining backend takes no new flows and is
 //! reported drained when its last flow ends.
 
-use super::{Event, FlowManager, Output};
+use super::{AdminError, Event, FlowManager, Output};
 use crate::config::OnBackendDown;
 use crate::health::{AdminState, Health};
-use crate::id::BackendId;
+use crate::id::{BackendId, ClusterId, ListenerId};
 use crate::outcome::CloseReason;
 use crate::time::Instant;
 
@@ -82,5 +82,69 @@ impl FlowManager {
     /// Live flows pinned to `backend`.
     pub fn backend_flows(&self, backend: BackendId) -> u64 {
         self.backends.get(backend.0 as usize).map_or(0, |b| b.flows)
+    }
+}
+
+impl FlowManager {
+    /// Operator command: a backend's weight until the next reload (which restores the file's).
+    pub fn set_backend_weight(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        weight: u32,
+    ) -> Result<(), AdminError> {
+        self.observe(now);
+        if weight > crate::config::MAX_WEIGHT {
+            return Err(AdminError::WeightTooLarge(weight));
+        }
+        let state = self.backends.get(backend.0 as usize).filter(|b| !b.removed);
+        let cluster = state.ok_or(AdminError::UnknownBackend(backend))?.cluster;
+        let cluster = &mut self.clusters[cluster.0 as usize];
+        if let Some(candidate) = cluster.candidates.iter_mut().find(|c| c.backend == backend) {
+            candidate.weight = weight;
+        }
+        cluster.selector.reset();
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Live backends, in id order.
+    pub fn backend_ids(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.backends.iter().enumerate().filter(|(_, b)| !b.removed).map(|(i, _)| BackendId(i as u32))
+    }
+
+    /// Live listeners, in id order.
+    pub fn listener_ids(&self) -> impl Iterator<Item = ListenerId> + '_ {
+        self.listeners.iter().enumerate().filter(|(_, l)| !l.removed).map(|(i, _)| ListenerId(i as u32))
+    }
+
+    /// The cluster a live listener routes new flows to.
+    pub fn listener_cluster(&self, listener: ListenerId) -> Option<ClusterId> {
+        self.listeners.get(listener.0 as usize).filter(|l| !l.removed).map(|l| l.cluster)
+    }
+
+    /// A live cluster's name.
+    pub fn cluster_name(&self, cluster: ClusterId) -> Option<&str> {
+        self.clusters.get(cluster.0 as usize).filter(|c| !c.removed).map(|c| c.name.as_str())
+    }
+
+    /// A live cluster's backends, in canonical (id) order.
+    pub fn cluster_backends(&self, cluster: ClusterId) -> impl Iterator<Item = BackendId> + '_ {
+        self.clusters
+            .get(cluster.0 as usize)
+            .filter(|c| !c.removed)
+            .into_iter()
+            .flat_map(|c| c.candidates.iter().map(|candidate| candidate.backend))
+    }
+
+    /// The cluster of a live backend.
+    pub fn backend_cluster(&self, backend: BackendId) -> Option<ClusterId> {
+        self.backends.get(backend.0 as usize).filter(|b| !b.removed).map(|b| b.cluster)
+    }
+
+    /// Whether the flow manager would give a live backend new flows (its health view).
+    pub fn backend_eligible(&self, backend: BackendId) -> Option<bool> {
+        let cluster = self.backend_cluster(backend)?;
+        self.clusters[cluster.0 as usize].candidates.iter().find(|c| c.backend == backend).map(|c| c.eligible)
     }
 }

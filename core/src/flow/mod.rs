@@ -187,6 +187,12 @@ pub enum AdminError {
     UnknownFlow(FlowId),
     #[error("{0} is not draining")]
     NotDraining(ListenerId),
+    #[error("no such backend: {0}")]
+    UnknownBackend(BackendId),
+    #[error("weight {0} is over the maximum of {max}", max = crate::config::MAX_WEIGHT)]
+    WeightTooLarge(u32),
+    #[error("{backend} is {state:?}; only a paused backend can be resumed")]
+    NotPaused { backend: BackendId, state: crate::health::AdminState },
 }
 
 /// What the core knows about one live flow (for status output and tests).

@@ -1,0 +1,383 @@
+//! The core for one worker: a health monitor and a flow manager behind one type.
+//!
+//! The two halves are separate so that several workers can share one monitor later: the flow
+//! manager reports what the datapath saw (`PassiveFailure`), the monitor reports what it
+//! concluded (`BackendChanged`), and nothing else passes between them. [`Balancer`] routes
+//! those two kinds of output internally, so its caller sees only what the shell must act on:
+//! upstreams to open, close or send on, probes to start, and events.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use crate::config::{Config, ValidationError};
+use crate::flow::{self, AdminCommand, AdminError, FlowManager, Keys, ReloadSummary};
+use crate::health::{
+    AdminState, Health, HealthEvent, HealthMonitor, HealthOutput, MonitorInvariantViolation,
+    MonitoredBackend, ProbeRequest, ProbeResult,
+};
+use crate::id::{BackendId, ListenerId, ProbeId};
+use crate::time::Instant;
+
+/// What the caller (the shell, the simulator) acts on or shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Datapath control and flow events (never `PassiveFailure`: that goes to the monitor).
+    Flow(flow::Output),
+    /// Start a probe; report its outcome with `handle_probe_result` / `handle_probe_reply`.
+    Probe(ProbeRequest),
+    /// A health event: transitions, admin changes, cluster all-down and recovered.
+    Health(HealthEvent),
+    /// A listener's state, derived from its cluster's backends, changed.
+    Frontend { listener: ListenerId, state: FrontendState },
+}
+
+/// A listener's state as its clients would see it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FrontendState {
+    /// No check result yet for any eligible backend (right after start or reload).
+    Unknown,
+    /// At least one eligible backend is Up.
+    Up,
+    /// No backend is eligible: new flows fail open or are dropped.
+    Down,
+}
+
+/// An operator command for one backend.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BackendCommand {
+    /// Freeze health: no probes, passive failures ignored; it stays routable as it was.
+    Pause,
+    /// Undo `Pause`.
+    Resume,
+    /// Take new flows again (after `Disable` or `Drain`).
+    Enable,
+    /// No new flows; existing flows continue.
+    Disable,
+    /// No new flows; existing flows finish, then `BackendDrained` is reported.
+    Drain,
+    /// Set the weight until the next reload.
+    Weight(u32),
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reload {
+    /// Listeners, clusters, backends and flows.
+    pub flows: ReloadSummary,
+    /// Kept backends whose health settings (or probe target) changed: back to Unknown.
+    pub health_restarted: Vec<BackendId>,
+}
+
+/// Bound on the routing loop between the halves. Each pass can only cause the next one to do
+/// less (a passive failure may change a backend's state; a state change may close flows,
+/// which report nothing further), so three passes always settle; the bound is a safety net.
+const MAX_ROUTING_PASSES: usize = 8;
+
+/// The sans-io core for one worker.
+#[derive(Debug)]
+pub struct Balancer {
+    flows: FlowManager,
+    monitor: HealthMonitor,
+    outputs: VecDeque<Output>,
+    frontends: BTreeMap<ListenerId, FrontendState>,
+}
+
+impl Balancer {
+    /// Builds the core for a configuration (validated first).
+    pub fn new(config: &Config, keys: Keys) -> Result<Balancer, Vec<ValidationError>> {
+        let flows = FlowManager::new(config, keys.clone())?;
+        let monitor = HealthMonitor::new(&keys.selection);
+        let mut balancer = Balancer { flows, monitor, outputs: VecDeque::new(), frontends: BTreeMap::new() };
+        let everything = ReloadSummary {
+            backends_added: balancer.flows.backend_ids().collect(),
+            ..ReloadSummary::default()
+        };
+        balancer.sync_monitor(Instant::ZERO, config, &everything);
+        balancer.route(Instant::ZERO);
+        // The starting states are not news.
+        balancer.frontends = balancer.frontend_states();
+        balancer.outputs.clear();
+        Ok(balancer)
+    }
+
+    // ----- inputs -----------------------------------------------------------------------
+
+    /// See [`FlowManager::handle_client_datagram`].
+    pub fn handle_client_datagram(
+        &mut self,
+        now: Instant,
+        datagram: flow::ClientDatagram<'_>,
+    ) -> flow::ClientVerdict {
+        let verdict = self.flows.handle_client_datagram(now, datagram);
+        self.route(now);
+        verdict
+    }
+
+    /// See [`FlowManager::handle_backend_datagram`].
+    pub fn handle_backend_datagram(
+        &mut self,
+        now: Instant,
+        flow: crate::id::FlowId,
+        payload: &[u8],
+        truncated: bool,
+    ) -> flow::BackendVerdict {
+        let verdict = self.flows.handle_backend_datagram(now, flow, payload, truncated);
+        self.route(now);
+        verdict
+    }
+
+    /// See [`FlowManager::handle_upstream_error`]; refusals also reach the health monitor.
+    pub fn handle_upstream_error(
+        &mut self,
+        now: Instant,
+        flow: crate::id::FlowId,
+        error: flow::UpstreamError,
+    ) {
+        self.flows.handle_upstream_error(now, flow, error);
+        self.route(now);
+    }
+
+    /// See [`FlowManager::handle_upstream_open_failed`].
+    pub fn handle_upstream_open_failed(&mut self, now: Instant, flow: crate::id::FlowId) {
+        self.flows.handle_upstream_open_failed(now, flow);
+        self.route(now);
+    }
+
+    /// See [`FlowManager::handle_return_failed`].
+    pub fn handle_return_failed(&mut self, now: Instant, listener: ListenerId, bytes: usize) {
+        self.flows.handle_return_failed(now, listener, bytes);
+        self.route(now);
+    }
+
+    /// The outcome of a probe the core asked for (TCP, or a UDP failure).
+    pub fn handle_probe_result(&mut self, now: Instant, probe: ProbeId, result: ProbeResult) {
+        self.monitor.handle_probe_result(now, probe, result);
+        self.route(now);
+    }
+
+    /// A UDP probe's reply; the core compares it with the expected one.
+    pub fn handle_probe_reply(&mut self, now: Instant, probe: ProbeId, reply: &[u8]) {
+        self.monitor.handle_probe_reply(now, probe, reply);
+        self.route(now);
+    }
+
+    /// Runs every deadline of both halves due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.flows.handle_timeout(now);
+        self.monitor.handle_timeout(now);
+        self.route(now);
+    }
+
+    /// A listener or flow command (drain, resume, close).
+    pub fn handle_admin(&mut self, now: Instant, command: AdminCommand) -> Result<(), AdminError> {
+        let result = self.flows.handle_admin(now, command);
+        self.route(now);
+        result
+    }
+
+    /// A backend command.
+    pub fn handle_backend_command(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        command: BackendCommand,
+    ) -> Result<(), AdminError> {
+        let unknown = |_| AdminError::UnknownBackend(backend);
+        let admin = self
+            .monitor
+            .backend(backend)
+            .map(|status| status.admin)
+            .ok_or(AdminError::UnknownBackend(backend))?;
+        let result = match command {
+            BackendCommand::Weight(weight) => self.flows.set_backend_weight(now, backend, weight),
+            BackendCommand::Resume if admin != AdminState::Paused => {
+                Err(AdminError::NotPaused { backend, state: admin })
+            }
+            BackendCommand::Pause => {
+                self.monitor.set_admin(now, backend, AdminState::Paused).map_err(unknown)
+            }
+            BackendCommand::Resume | BackendCommand::Enable => {
+                self.monitor.set_admin(now, backend, AdminState::Enabled).map_err(unknown)
+            }
+            BackendCommand::Disable => {
+                self.monitor.set_admin(now, backend, AdminState::Disabled).map_err(unknown)
+            }
+            BackendCommand::Drain => {
+                self.monitor.set_admin(now, backend, AdminState::Draining).map_err(unknown)
+            }
+        };
+        self.route(now);
+        result
+    }
+
+    /// Replaces the configuration. Invalid: nothing changes. Backends that keep their
+    /// identity keep their flows, and their health unless their health settings changed.
+    pub fn apply_config(&mut self, now: Instant, config: &Config) -> Result<Reload, Vec<ValidationError>> {
+        let summary = self.flows.apply_config(now, config)?;
+        let health_restarted = self.sync_monitor(now, config, &summary);
+        self.route(now);
+        Ok(Reload { flows: summary, health_restarted })
+    }
+
+    // ----- outputs ----------------------------------------------------------------------
+
+    /// The next output, or `None`. Drain after every call, before acting on its verdict.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest deadline of either half.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.flows.poll_timeout(), self.monitor.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The datapath half (flows, counters).
+    pub fn flows(&self) -> &FlowManager {
+        &self.flows
+    }
+
+    /// The health half (backend states, history).
+    pub fn monitor(&self) -> &HealthMonitor {
+        &self.monitor
+    }
+
+    /// A listener's current state.
+    pub fn frontend(&self, listener: ListenerId) -> Option<FrontendState> {
+        self.frontends.get(&listener).copied()
+    }
+
+    /// Both halves' invariants, and that they agree on every backend's eligibility.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.flows.check_invariants().map_err(|e| e.to_string())?;
+        self.monitor.check_invariants().map_err(|e: MonitorInvariantViolation| e.to_string())?;
+        for backend in self.monitor.backend_ids() {
+            let monitor = self.monitor.is_eligible(backend);
+            if let Some(flows) = self.flows.backend_eligible(backend)
+                && flows != monitor
+            {
+                return Err(format!(
+                    "{backend}: the monitor says eligible = {monitor}, the flow manager {flows}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- internals --------------------------------------------------------------------
+
+    /// Tells the monitor about added, removed and kept backends. Returns the kept backends
+    /// whose health restarted.
+    fn sync_monitor(&mut self, now: Instant, config: &Config, summary: &ReloadSummary) -> Vec<BackendId> {
+        for backend in &summary.backends_removed {
+            self.monitor.remove_backend(now, *backend);
+        }
+        let mut restarted = Vec::new();
+        let mut health_by_cluster = BTreeMap::new();
+        for backend in summary.backends_added.iter().chain(&summary.backends_kept) {
+            let Some(spec) = self.monitored(config, *backend, &mut health_by_cluster) else { continue };
+            if summary.backends_added.contains(backend) {
+                self.monitor.add_backend(now, *backend, spec);
+            } else if self.monitor.update_backend(now, *backend, spec) {
+                restarted.push(*backend);
+            }
+        }
+        restarted
+    }
+
+    fn monitored(
+        &self,
+        config: &Config,
+        backend: BackendId,
+        health_by_cluster: &mut BTreeMap<String, Arc<crate::config::HealthConfig>>,
+    ) -> Option<MonitoredBackend> {
+        let cluster = self.flows.backend_cluster(backend)?;
+        let cluster_name = self.flows.cluster_name(cluster)?.to_owned();
+        let (id, address) = self.flows.backend(backend)?;
+        let cluster_config = config.clusters.get(&cluster_name)?;
+        let health = health_by_cluster
+            .entry(cluster_name.clone())
+            .or_insert_with(|| Arc::new(cluster_config.health.clone()))
+            .clone();
+        Some(MonitoredBackend {
+            cluster,
+            cluster_name,
+            id: id.to_owned(),
+            address,
+            health,
+            proxy_v2_local: cluster_config.proxy_protocol.mode != crate::config::ProxyProtocolMode::Off,
+        })
+    }
+
+    /// Moves outputs between the halves until both are drained; queues the rest for the
+    /// caller.
+    fn route(&mut self, now: Instant) {
+        let mut backends_changed = false;
+        for _ in 0..MAX_ROUTING_PASSES {
+            let mut moved = false;
+            while let Some(output) = self.flows.poll_output() {
+                moved = true;
+                match output {
+                    flow::Output::PassiveFailure { backend, failure } => {
+                        self.monitor.handle_passive_failure(now, backend, failure)
+                    }
+                    other => self.outputs.push_back(Output::Flow(other)),
+                }
+            }
+            while let Some(output) = self.monitor.poll_output() {
+                moved = true;
+                match output {
+                    HealthOutput::BackendChanged { backend, eligible, health, admin } => {
+                        backends_changed = true;
+                        if admin != AdminState::Removed {
+                            self.flows.handle_backend_state(now, backend, eligible, health, admin);
+                        }
+                    }
+                    HealthOutput::StartProbe(probe) => self.outputs.push_back(Output::Probe(probe)),
+                    HealthOutput::Event(event) => self.outputs.push_back(Output::Health(event)),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        if backends_changed {
+            self.update_frontends();
+        }
+    }
+
+    fn update_frontends(&mut self) {
+        let current = self.frontend_states();
+        for (listener, state) in &current {
+            if self.frontends.get(listener) != Some(state) {
+                self.outputs.push_back(Output::Frontend { listener: *listener, state: *state });
+            }
+        }
+        self.frontends = current;
+    }
+
+    fn frontend_states(&self) -> BTreeMap<ListenerId, FrontendState> {
+        let mut states = BTreeMap::new();
+        for listener in self.flows.listener_ids() {
+            let Some(cluster) = self.flows.listener_cluster(listener) else { continue };
+            let mut state = FrontendState::Down;
+            for backend in self.flows.cluster_backends(cluster) {
+                if !self.monitor.is_eligible(backend) {
+                    continue;
+                }
+                match self.monitor.backend(backend).map(|status| status.health) {
+                    Some(Health::Up) => {
+                        state = FrontendState::Up;
+                        break;
+                    }
+                    Some(Health::Unknown) => state = FrontendState::Unknown,
+                    _ => {}
+                }
+            }
+            states.insert(listener, state);
+        }
+        states
+    }
+}
