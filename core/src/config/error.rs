@@ -2,7 +2,7 @@
 //! a line and column.
 //!
 //! [`ConfigErrors::render`] is the operator-facing form (`udplb check` prints it): one line
-//! per error, `<file>:<line>:<column>: field `<path>`: <message>`, which editors and CI logs
+//! per error, ``<file>:<line>:<column>: field `<path>`: <message>``, which editors and CI logs
 //! turn into links.
 
 use std::fmt;
@@ -275,7 +275,7 @@ impl ConfigErrors {
         self.0.is_empty()
     }
 
-    /// One line per error, `<file>:<line>:<column>: field `<path>`: <message>`, joined by
+    /// One line per error, ``<file>:<line>:<column>: field `<path>`: <message>``, joined by
     /// newlines, without a trailing newline. `file` is printed as given.
     pub fn render(&self, file: &str) -> String {
         self.0
