@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::{Affinity, Config, ProxyProtocolConfig, ValidationError};
 use crate::id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
 use crate::outcome::{CloseReason, DropReason};
-use crate::select::{Candidate, Selector};
+use crate::select::{Candidate, Selector, identity_hash};
 use crate::stats::Stats;
 use crate::time::Instant;
 use crate::timer::{DeadlineIndex, TimerHandle};
@@ -281,12 +281,24 @@ impl FlowManager {
             for member in members {
                 let id = BackendId(backends.len() as u32);
                 backends.push(Backend { name: member.id.clone(), address: member.address });
-                candidates.push(Candidate { backend: id, weight: member.weight, eligible: true });
+                candidates.push(Candidate {
+                    backend: id,
+                    identity: identity_hash(&keys.selection, &member.id, member.address),
+                    weight: member.weight,
+                    pool: member.pool,
+                    backup: member.backup,
+                    eligible: true,
+                    enabled: true,
+                    flows: 0,
+                });
             }
+            let mut selector =
+                Selector::new(cluster.algorithm, cluster.maglev_table_size, &keys.selection, name);
+            selector.update(&candidates);
             clusters.push(Cluster {
                 name: name.clone(),
                 candidates,
-                selector: Selector::default(),
+                selector,
                 teardown: Teardown::from_config(cluster),
                 proxy_protocol: cluster.proxy_protocol,
             });
@@ -414,6 +426,7 @@ impl FlowManager {
                     candidate.eligible = eligible;
                 }
             }
+            cluster.selector.update(&cluster.candidates);
         }
         self.debug_check();
     }
