@@ -100,6 +100,8 @@ pub struct ListenerStats {
     pub backend: DatagramCounters,
     /// Flows of this listener.
     pub flows: FlowCounters,
+    /// New flows routed by fail-open: no backend was eligible, so an enabled one was used.
+    pub fail_open_flows: u64,
 }
 
 /// A snapshot of every counter the core keeps.

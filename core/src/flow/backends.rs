@@ -42,7 +42,9 @@ impl FlowManager {
         let cluster = &mut self.clusters[cluster_id.0 as usize];
         if let Some(candidate) = cluster.candidates.iter_mut().find(|c| c.backend == backend) {
             candidate.eligible = eligible;
+            candidate.enabled = admin == AdminState::Enabled;
         }
+        cluster.selector.update(&cluster.candidates);
         if went_down && cluster.on_backend_down == OnBackendDown::Close {
             let pinned: Vec<u32> =
                 self.table.iter().filter(|(_, flow)| flow.backend == backend).map(|(slot, _)| slot).collect();
@@ -59,12 +61,25 @@ impl FlowManager {
     /// Books a flow opening on `backend`.
     pub(super) fn backend_flow_opened(&mut self, backend: BackendId) {
         self.backends[backend.0 as usize].flows += 1;
+        self.mirror_flow_count(backend);
     }
 
     /// Books a flow ending on `backend`; a draining backend's last flow reports it drained.
     pub(super) fn backend_flow_closed(&mut self, backend: BackendId) {
         self.backends[backend.0 as usize].flows -= 1;
+        self.mirror_flow_count(backend);
         self.report_backend_drained_if_empty(backend);
+    }
+
+    /// Copies a live backend's flow count into its candidate (a removed backend has none).
+    fn mirror_flow_count(&mut self, backend: BackendId) {
+        let state = &self.backends[backend.0 as usize];
+        if !state.removed
+            && let Some(candidate) =
+                self.clusters[state.cluster.0 as usize].candidates.get_mut(state.candidate)
+        {
+            candidate.flows = state.flows;
+        }
     }
 
     fn report_backend_drained_if_empty(&mut self, backend: BackendId) {
@@ -103,7 +118,7 @@ impl FlowManager {
         if let Some(candidate) = cluster.candidates.iter_mut().find(|c| c.backend == backend) {
             candidate.weight = weight;
         }
-        cluster.selector.reset();
+        cluster.selector.update(&cluster.candidates);
         self.debug_check();
         Ok(())
     }

@@ -158,12 +158,15 @@ impl FlowManager {
         let cluster_id = self.backends[backend.0 as usize].cluster;
         let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
         let cluster = &mut self.clusters[cluster_id.0 as usize];
-        let request = SelectionRequest { affinity_hash, exclude: &[backend] };
+        let request = SelectionRequest { affinity_hash, exclude: &[backend], fail_open: cluster.fail_open };
         let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
             self.stats.retries.no_other_backend += 1;
             return;
         };
         let proxy = cluster.proxy_protocol;
+        if selection.fail_open {
+            self.stats.listeners[listener.0 as usize].fail_open_flows += 1;
+        }
         let new_slot = self.open_flow(now, listener, client, hash, selection.backend);
         let flow = self.table.get_mut(new_slot);
         flow.retried = true;

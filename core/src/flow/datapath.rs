@@ -93,7 +93,7 @@ impl FlowManager {
         };
         let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
         let cluster = &mut self.clusters[cluster_id.0 as usize];
-        let request = SelectionRequest { affinity_hash, exclude: &[] };
+        let request = SelectionRequest { affinity_hash, exclude: &[], fail_open: false };
         let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
         };

@@ -245,6 +245,8 @@ enum DrainState {
 #[derive(Debug)]
 struct Cluster {
     name: String,
+    algorithm: crate::config::Algorithm,
+    maglev_table_size: u32,
     /// Backends in canonical order (by id), as the selector sees them.
     candidates: Vec<Candidate>,
     selector: Selector,
@@ -269,8 +271,11 @@ struct Backend {
     /// The health view, as the health monitor last reported it.
     health: Health,
     admin: AdminState,
-    /// Live flows pinned to this backend.
+    /// Live flows pinned to this backend (mirrored into its candidate, which the
+    /// least-flows algorithms read).
     flows: u64,
+    /// Position of its candidate in its cluster's list.
+    candidate: usize,
     /// A draining backend whose last flow ended has been reported drained.
     drained_reported: bool,
 }
@@ -290,8 +295,10 @@ pub struct FlowManager {
     listeners: Vec<Listener>,
     clusters: Vec<Cluster>,
     backends: Vec<Backend>,
-    /// Selection key; the consistent-hash algorithms will need it.
+    /// Keys the affinity hash that consistent-hash selection uses.
     selection_hasher: KeyedHasher,
+    /// The shared selection key, for building selectors.
+    selection_key: [u8; 32],
     table: FlowTable,
     timers: DeadlineIndex<TimerKey>,
     outputs: VecDeque<Output>,
@@ -319,6 +326,7 @@ impl FlowManager {
             clusters: Vec::new(),
             backends: Vec::new(),
             selection_hasher: KeyedHasher::new(selection_key),
+            selection_key: keys.selection,
             table: FlowTable::new(KeyedHasher::new(keys.table)),
             timers: DeadlineIndex::new(),
             outputs: VecDeque::new(),

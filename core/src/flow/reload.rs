@@ -13,7 +13,7 @@ use crate::config::{ClusterConfig, Config, ValidationError};
 use crate::health::{AdminState, Health};
 use crate::id::{BackendId, ClusterId, ListenerId};
 use crate::outcome::CloseReason;
-use crate::select::{Candidate, Selector};
+use crate::select::{Candidate, Selector, identity_hash};
 use crate::stats::ListenerStats;
 use crate::time::Instant;
 
@@ -152,8 +152,15 @@ impl FlowManager {
                 summary.clusters_added.push(ClusterId(self.clusters.len() as u32));
                 self.clusters.push(Cluster {
                     name: name.to_owned(),
+                    algorithm: config.algorithm,
+                    maglev_table_size: config.maglev_table_size,
                     candidates: Vec::new(),
-                    selector: Selector::default(),
+                    selector: Selector::new(
+                        config.algorithm,
+                        config.maglev_table_size,
+                        &self.selection_key,
+                        name,
+                    ),
                     teardown: Teardown::from_config(config),
                     proxy_protocol: config.proxy_protocol,
                     retry_on_refused: config.retry_on_refused,
@@ -177,7 +184,7 @@ impl FlowManager {
             let candidate = match kept {
                 Some(old) => {
                     summary.backends_kept.push(old.backend);
-                    Candidate { weight: member.weight, ..old.clone() }
+                    Candidate { weight: member.weight, pool: member.pool, backup: member.backup, ..*old }
                 }
                 None => {
                     let id = BackendId(self.backends.len() as u32);
@@ -190,10 +197,20 @@ impl FlowManager {
                         health: Health::Unknown,
                         admin: AdminState::Enabled,
                         flows: 0,
+                        candidate: 0,
                         drained_reported: false,
                     });
                     summary.backends_added.push(id);
-                    Candidate { backend: id, weight: member.weight, eligible: true }
+                    Candidate {
+                        backend: id,
+                        identity: identity_hash(&self.selection_key, &member.id, member.address),
+                        weight: member.weight,
+                        pool: member.pool,
+                        backup: member.backup,
+                        eligible: true,
+                        enabled: true,
+                        flows: 0,
+                    }
                 }
             };
             candidates.push(candidate);
@@ -204,10 +221,18 @@ impl FlowManager {
                 summary.backends_removed.push(old.backend);
             }
         }
-        let cluster = &mut self.clusters[index];
-        if candidates != previous {
-            cluster.selector.reset();
+        for (position, candidate) in candidates.iter().enumerate() {
+            self.backends[candidate.backend.0 as usize].candidate = position;
         }
+        let cluster = &mut self.clusters[index];
+        if cluster.algorithm != config.algorithm || cluster.maglev_table_size != config.maglev_table_size {
+            cluster.selector =
+                Selector::new(config.algorithm, config.maglev_table_size, &self.selection_key, name);
+            cluster.algorithm = config.algorithm;
+            cluster.maglev_table_size = config.maglev_table_size;
+        }
+        // Rebuilds tables only if the routable set or weights changed.
+        cluster.selector.update(&candidates);
         cluster.candidates = candidates;
         cluster.teardown = Teardown::from_config(config);
         cluster.proxy_protocol = config.proxy_protocol;
