@@ -164,3 +164,20 @@ fn reload_keeps_health_unless_the_health_settings_change() {
     h.run_until(h.now);
     h.core.check_invariants().unwrap();
 }
+
+#[test]
+fn when_every_backend_is_down_fail_open_still_routes_and_counts() {
+    let mut h = BalancerHarness::new(&cluster(TCP, ""));
+    let (b1, b2) = (h.backend("pool", "b1"), h.backend("pool", "b2"));
+    h.answers.insert(b1, Answer::Refuse);
+    h.answers.insert(b2, Answer::Refuse);
+    h.run_until(secs(10));
+    assert!(h.new_flow_backend("192.0.2.1:1000").is_some());
+    assert_eq!(h.core.flows().stats().listeners[0].fail_open_flows, 1);
+
+    let mut closed = BalancerHarness::new(&cluster(TCP, "fail_open = false"));
+    closed.answers.insert(b1, Answer::Refuse);
+    closed.answers.insert(b2, Answer::Refuse);
+    closed.run_until(secs(10));
+    assert_eq!(closed.new_flow_backend("192.0.2.1:1000"), None);
+}

@@ -71,16 +71,18 @@ fn step() -> impl Strategy<Value = Step> {
 
 /// A configuration drawn from the knobs that change teardown and admission.
 fn config() -> impl Strategy<Value = Config> {
-    (knobs(), 0u8..4).prop_map(|(text, variant)| {
+    (knobs(), 0u8..12).prop_map(|(text, variant)| {
         // Variants change membership and identities: a backend removed, one moved to another
         // address, one added, listener b moved to another address.
-        let (backends, address_b) = match variant {
+        let (backends, address_b) = match variant % 4 {
             0 => (r#"{ id = "b1", address = "10.1.0.1:53" }, { id = "b2", address = "10.1.0.2:53", weight = 2 }"#, "[2001:db8::1]:53"),
             1 => (r#"{ id = "b1", address = "10.1.0.1:53" }"#, "[2001:db8::1]:53"),
             2 => (r#"{ id = "b1", address = "10.1.0.9:53" }, { id = "b2", address = "10.1.0.2:53" }, { id = "b3", address = "10.1.0.3:53" }"#, "[2001:db8::1]:53"),
             _ => (r#"{ id = "b2", address = "10.1.0.2:53", weight = 3 }"#, "[2001:db8::2]:53"),
         };
-        let text = text.replace("BACKENDS", backends).replace("ADDRESS_B", address_b);
+        let algorithm = ["round_robin", "random", "least_flows", "power_of_two", "hrw", "maglev"][usize::from(variant) % 6];
+        let text = text.replace("BACKENDS", backends).replace("ADDRESS_B", address_b)
+            + &format!("algorithm = \"{algorithm}\"\n");
         Config::from_toml_str(&text).expect("generated config is valid")
     })
 }

@@ -93,10 +93,13 @@ impl FlowManager {
         };
         let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
         let cluster = &mut self.clusters[cluster_id.0 as usize];
-        let request = SelectionRequest { affinity_hash, exclude: &[], fail_open: false };
+        let request = SelectionRequest { affinity_hash, exclude: &[], fail_open: cluster.fail_open };
         let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
         };
+        if selection.fail_open {
+            self.stats.listeners[listener_id.0 as usize].fail_open_flows += 1;
+        }
 
         let slot = self.open_flow(now, listener_id, client, hash, selection.backend);
         let id = FlowId { slot, serial };

@@ -81,8 +81,19 @@ impl FlowManager {
             self.stats.flows.retired
         );
         for (index, count) in per_backend.iter().enumerate() {
-            let booked = self.backends[index].flows;
-            ensure!(*count == booked, "backend {index} has {count} flows, its count says {booked}");
+            let backend = &self.backends[index];
+            ensure!(
+                *count == backend.flows,
+                "backend {index} has {count} flows, its count says {}",
+                backend.flows
+            );
+            if !backend.removed {
+                let candidate = self.clusters[backend.cluster.0 as usize].candidates.get(backend.candidate);
+                ensure!(
+                    candidate.is_some_and(|c| c.backend.0 as usize == index && c.flows == backend.flows),
+                    "backend {index}'s candidate does not mirror it"
+                );
+            }
         }
         for (index, count) in per_listener.iter().enumerate() {
             let stats = &self.stats.listeners[index].flows;
