@@ -51,7 +51,7 @@ fn the_first_pool_with_an_eligible_backend_wins_and_backups_come_last() {
     let mut h = Harness::new(&cluster("round_robin", "", backends));
     let [primary, second, spare] =
         ["primary", "second", "spare"].map(|id| h.core.backend_id("pool", id).unwrap());
-    let mut backend_of_new_flow = |h: &mut Harness, port: u16| {
+    let backend_of_new_flow = |h: &mut Harness, port: u16| {
         let flow = h.forward(&format!("192.0.2.9:{port}"), b"q");
         h.core.flow(flow).unwrap().backend
     };
