@@ -124,3 +124,21 @@ fn source_ip_affinity_keeps_a_client_host_on_one_backend_across_flows() {
     assert_eq!(backends_seen(&with("client_address")), 1, "source-IP stickiness");
     assert!(backends_seen(&with("client_address_port")) > 1, "ports spread the host's flows");
 }
+
+#[test]
+fn instances_with_the_same_key_publish_the_same_fingerprint_and_it_tracks_health() {
+    let config = cluster("maglev", "", THREE);
+    let mut a = Harness::with_seed(&config, 5);
+    let b = Harness::with_seed(&config, 5);
+    let other_key = Harness::with_seed(&config, 6);
+    let pool = a.core.listener_cluster(a.listener("dns")).unwrap();
+    let fingerprint = |h: &Harness| h.core.cluster_fingerprint(pool).unwrap();
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+    assert_ne!(fingerprint(&a), fingerprint(&other_key));
+    let before = fingerprint(&a);
+    let b2 = a.core.backend_id("pool", "b2").unwrap();
+    a.set_eligible(b2, false);
+    assert_ne!(fingerprint(&a), before, "the table changed");
+    a.set_eligible(b2, true);
+    assert_eq!(fingerprint(&a), before, "and changed back");
+}

@@ -152,6 +152,12 @@ impl FlowManager {
             .flat_map(|c| c.candidates.iter().map(|candidate| candidate.backend))
     }
 
+    /// A live cluster's selection fingerprint: instances with the same selection key and the
+    /// same backends in the same states publish the same value (`udplb ctl show clusters`).
+    pub fn cluster_fingerprint(&self, cluster: ClusterId) -> Option<u64> {
+        self.clusters.get(cluster.0 as usize).filter(|c| !c.removed).map(|c| c.selector.fingerprint())
+    }
+
     /// The cluster of a live backend.
     pub fn backend_cluster(&self, backend: BackendId) -> Option<ClusterId> {
         self.backends.get(backend.0 as usize).filter(|b| !b.removed).map(|b| b.cluster)
