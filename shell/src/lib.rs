@@ -1,8 +1,9 @@
 //! The udplb shell: everything that touches the operating system, and nothing that decides.
 //!
-//! This crate will hold the driver that turns the core's verdicts and control outputs into
-//! socket actions (generic over a small platform trait: receive, send, open/close upstream,
-//! start probe, now), its mio platform, the control socket, metrics, signals and the `udplb`
-//! binary. Every load-balancing decision stays in `udplb-core`; see `docs/architecture.md`.
-//!
-//! Nothing lives here yet: the shell is a later issue (see the tracker).
+//! [`driver`] turns the core's verdicts and control outputs into socket actions, generic over a
+//! small [`driver::Platform`] trait (send, open/close upstream, start probe, now). The simulator
+//! runs it on simulated sockets today; the mio platform, the control socket, metrics, signals
+//! and the `udplb` binary come with the shell issue (see the tracker). Every load-balancing
+//! decision stays in `udplb-core`; see `docs/architecture.md`.
+
+pub mod driver;
