@@ -194,28 +194,46 @@ impl<P: Platform> Driver<P> {
             match &output {
                 Output::Flow(udplb_core::Output::OpenUpstream {
                     upstream, flow, listener, address, ..
-                }) => {
-                    if self.platform.open_upstream(*upstream, *flow, *listener, *address).is_err() {
-                        // Reported at once, before any other input, so the core un-counts the
-                        // datagram that opened the flow; the verdict's send is skipped.
-                        self.failed_opens.insert(*upstream);
-                        self.core.handle_upstream_open_failed(now, *flow);
-                    }
-                }
+                }) => self.open_upstream(now, *upstream, *flow, *listener, *address),
                 Output::Flow(udplb_core::Output::CloseUpstream { upstream, .. }) => {
-                    if !self.failed_opens.contains(upstream) {
-                        self.platform.close_upstream(*upstream);
-                    }
+                    self.close_upstream(*upstream)
                 }
                 Output::Flow(udplb_core::Output::Resend { upstream, flow, datagram }) => {
-                    if self.platform.send_upstream(*upstream, datagram).is_err() {
-                        self.core.handle_upstream_error(now, *flow, UpstreamError::SendFailed);
-                    }
+                    self.resend(now, *upstream, *flow, datagram);
                 }
                 Output::Probe(request) => self.platform.start_probe(request),
                 _ => {}
             }
             self.platform.notify(&output);
+        }
+    }
+
+    fn open_upstream(
+        &mut self,
+        now: Instant,
+        upstream: UpstreamId,
+        flow: FlowId,
+        listener: ListenerId,
+        address: SocketAddr,
+    ) {
+        if self.platform.open_upstream(upstream, flow, listener, address).is_err() {
+            // Reported at once, before any other input, so the core un-counts the datagram
+            // that opened the flow; the verdict's send is skipped.
+            self.failed_opens.insert(upstream);
+            self.core.handle_upstream_open_failed(now, flow);
+        }
+    }
+
+    fn close_upstream(&mut self, upstream: UpstreamId) {
+        // An upstream whose open failed was never opened.
+        if !self.failed_opens.contains(&upstream) {
+            self.platform.close_upstream(upstream);
+        }
+    }
+
+    fn resend(&mut self, now: Instant, upstream: UpstreamId, flow: FlowId, datagram: &[u8]) {
+        if self.platform.send_upstream(upstream, datagram).is_err() {
+            self.core.handle_upstream_error(now, flow, UpstreamError::SendFailed);
         }
     }
 }

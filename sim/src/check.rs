@@ -1,0 +1,139 @@
+//! Expectations: what a scenario says must hold, checked against what the run recorded.
+
+use udplb_core::{CloseReason, Health, Instant};
+
+use crate::scenario::{Expectation, parse_drop_reason};
+use crate::world::World;
+
+/// One checked expectation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub what: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Checks every expectation of the scenario against a finished run.
+pub fn check(world: &World) -> Vec<Verdict> {
+    world.scenario.expectations.iter().map(|expectation| check_one(world, expectation)).collect()
+}
+
+fn range_ok(value: u64, at_least: Option<u64>, at_most: Option<u64>) -> bool {
+    at_least.is_none_or(|low| value >= low) && at_most.is_none_or(|high| value <= high)
+}
+
+fn range_text(at_least: Option<u64>, at_most: Option<u64>) -> String {
+    match (at_least, at_most) {
+        (Some(low), Some(high)) => format!("in {low}..={high}"),
+        (Some(low), None) => format!(">= {low}"),
+        (None, Some(high)) => format!("<= {high}"),
+        (None, None) => "any".into(),
+    }
+}
+
+fn check_one(world: &World, expectation: &Expectation) -> Verdict {
+    let record = &world.record;
+    let stats = world.driver.core().flows().stats();
+    match expectation {
+        Expectation::Health { backend, state, by } => {
+            let by = Instant::ZERO + by.0;
+            let state_at = record
+                .health
+                .iter()
+                .rfind(|(at, name, _)| name == backend && *at <= by)
+                .map(|(_, _, health)| *health)
+                .unwrap_or(Health::Unknown);
+            let got = format!("{state_at:?}").to_lowercase();
+            Verdict {
+                what: format!("{backend} is {state} by {by}"),
+                passed: got == *state,
+                detail: format!("{got} at {by}"),
+            }
+        }
+        Expectation::NoNewFlows { backend, from, to } => {
+            let (from, to) = (Instant::ZERO + from.0, Instant::ZERO + to.0);
+            let count = record
+                .new_flows
+                .iter()
+                .filter(|(at, name)| name == backend && *at >= from && *at <= to)
+                .count();
+            Verdict {
+                what: format!("no new flow to {backend} between {from} and {to}"),
+                passed: count == 0,
+                detail: format!("{count} new flows"),
+            }
+        }
+        Expectation::NewFlowsAtLeast { backend, count } => {
+            let got = record.new_flows.iter().filter(|(_, name)| name == backend).count() as u64;
+            Verdict {
+                what: format!("at least {count} new flows to {backend}"),
+                passed: got >= *count,
+                detail: format!("{got} new flows"),
+            }
+        }
+        Expectation::Answered { at_least } => {
+            let (sent, answered) = world.answered();
+            let fraction = if sent == 0 { 1.0 } else { answered as f64 / sent as f64 };
+            Verdict {
+                what: format!("at least {:.2}% of requests answered", at_least * 100.0),
+                passed: fraction >= *at_least,
+                detail: format!("{answered} of {sent} ({:.2}%)", fraction * 100.0),
+            }
+        }
+        Expectation::Drops { reason, at_least, at_most } => {
+            let count = parse_drop_reason(reason).map_or(0, |r| stats.client_drops(r));
+            Verdict {
+                what: format!("client drops {reason} {}", range_text(*at_least, *at_most)),
+                passed: range_ok(count, *at_least, *at_most),
+                detail: format!("{count}"),
+            }
+        }
+        Expectation::Closes { reason, at_least, at_most } => {
+            let count = CloseReason::ALL
+                .iter()
+                .find(|r| r.as_str() == reason)
+                .map_or(0, |r| stats.flows.closed_for(*r));
+            Verdict {
+                what: format!("flows closed {reason} {}", range_text(*at_least, *at_most)),
+                passed: range_ok(count, *at_least, *at_most),
+                detail: format!("{count}"),
+            }
+        }
+        Expectation::Events { event, count } => {
+            let got = record.events.get(event).copied().unwrap_or(0);
+            Verdict {
+                what: format!("{event} happens {count} times"),
+                passed: got == *count,
+                detail: format!("{got}"),
+            }
+        }
+    }
+}
+
+/// The end-of-run summary appended to the trace: what the run did, in numbers.
+pub fn summary(world: &World) -> Vec<String> {
+    let stats = world.driver.core().flows().stats();
+    let (sent, answered) = world.answered();
+    let mut lines = vec![format!("requests: {sent} sent, {answered} answered")];
+    lines.push(format!("flows: {} created, {} active at the end", stats.flows.created, stats.flows.active));
+    let closes: Vec<String> = CloseReason::ALL
+        .iter()
+        .filter(|r| stats.flows.closed_for(**r) > 0)
+        .map(|r| format!("{r} {}", stats.flows.closed_for(*r)))
+        .collect();
+    if !closes.is_empty() {
+        lines.push(format!("closed: {}", closes.join(", ")));
+    }
+    let drops: Vec<String> = udplb_core::DropReason::ALL
+        .iter()
+        .filter(|r| stats.client_drops(**r) + stats.backend_drops(**r) > 0)
+        .map(|r| format!("{r} {}", stats.client_drops(*r) + stats.backend_drops(*r)))
+        .collect();
+    if !drops.is_empty() {
+        lines.push(format!("drops: {}", drops.join(", ")));
+    }
+    if stats.retries.resent > 0 {
+        lines.push(format!("retries: {} re-sent", stats.retries.resent));
+    }
+    lines
+}

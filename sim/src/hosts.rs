@@ -1,0 +1,247 @@
+//! Client and backend hosts: small state machines that turn datagrams into datagrams.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use udplb_core::proxy_v2::{Command, Header};
+
+use crate::scenario::{BackendModel, BackendSpec, ClientModel, ClientSpec, ProxyExpectation};
+
+/// What a backend's UDP port does right now.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// Answers.
+    Up,
+    /// Process dead: UDP and TCP ports closed (ICMP port unreachable, TCP RST).
+    Killed,
+    /// UDP port closed, companion TCP port still open.
+    RefusingUdp,
+    /// A firewall drops everything silently.
+    Blackholed,
+}
+
+/// A backend host.
+#[derive(Debug)]
+pub struct BackendHost {
+    pub spec: BackendSpec,
+    pub state: BackendState,
+    /// Datagrams received on its UDP port (probes included).
+    pub received: u64,
+    /// Upstream ports that already delivered a PROXY header (for `first` mode checks).
+    proxied_ports: BTreeMap<u16, u64>,
+    /// Broken PROXY expectations, described.
+    pub proxy_violations: Vec<String>,
+}
+
+/// What a backend does with one datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BackendReaction {
+    /// Answer with these payloads after `delay`.
+    Reply { payloads: Vec<Vec<u8>>, delay: Duration },
+    /// Nothing comes back.
+    Nothing,
+    /// The port is closed: ICMP port unreachable goes back.
+    PortUnreachable,
+    /// A firewall swallowed it.
+    Dropped,
+}
+
+impl BackendHost {
+    pub fn new(spec: BackendSpec) -> Self {
+        BackendHost {
+            spec,
+            state: BackendState::Up,
+            received: 0,
+            proxied_ports: BTreeMap::new(),
+            proxy_violations: Vec::new(),
+        }
+    }
+
+    /// Whether a TCP connect to its companion port gets through and what it meets:
+    /// `Some(true)` accepted, `Some(false)` refused (RST), `None` no answer at all.
+    pub fn tcp_answer(&self) -> Option<bool> {
+        match self.state {
+            BackendState::Blackholed => None,
+            BackendState::Killed => Some(false),
+            BackendState::Up | BackendState::RefusingUdp => Some(self.spec.tcp_open),
+        }
+    }
+
+    /// A datagram from `from` arrived on its UDP port. `vips` are the balancer's listener
+    /// addresses and `clients` the IPs a PROXY header may name as the source.
+    pub fn receive(
+        &mut self,
+        from: SocketAddr,
+        payload: &[u8],
+        vips: &[SocketAddr],
+        is_client: impl Fn(IpAddr) -> bool,
+    ) -> BackendReaction {
+        match self.state {
+            BackendState::Blackholed => return BackendReaction::Dropped,
+            BackendState::Killed | BackendState::RefusingUdp => return BackendReaction::PortUnreachable,
+            BackendState::Up => {}
+        }
+        self.received += 1;
+        let body = match self.spec.expect_proxy {
+            Some(mode) => match self.check_proxy(from, payload, mode, vips, is_client) {
+                Some(body) => body,
+                None => return BackendReaction::Nothing,
+            },
+            None => payload.to_vec(),
+        };
+        let payloads = match self.spec.model {
+            BackendModel::Echo | BackendModel::Dns => vec![body],
+            BackendModel::TwoReplies => vec![body.clone(), body],
+            BackendModel::Silent => return BackendReaction::Nothing,
+        };
+        BackendReaction::Reply { payloads, delay: self.spec.delay }
+    }
+
+    /// Decodes and checks the PROXY header a datagram should (or should not) carry; returns
+    /// the payload after it, or `None` if the datagram is unusable.
+    fn check_proxy(
+        &mut self,
+        from: SocketAddr,
+        payload: &[u8],
+        mode: ProxyExpectation,
+        vips: &[SocketAddr],
+        is_client: impl Fn(IpAddr) -> bool,
+    ) -> Option<Vec<u8>> {
+        let seen_before = self.proxied_ports.get(&from.port()).copied().unwrap_or(0);
+        let parsed = Header::parse(payload);
+        match parsed {
+            Ok((header, length)) => {
+                let body = payload[length..].to_vec();
+                if header.command == Command::Local {
+                    // Health probes: a LOCAL header, accepted, nothing to check.
+                    return Some(body);
+                }
+                match header.proxied_endpoints() {
+                    Some((source, destination)) => {
+                        if !is_client(source.ip().to_canonical()) {
+                            self.violation(format!("header names {source}, which is not a client"));
+                        }
+                        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+                        if !vips.iter().any(|vip| canonical(*vip) == canonical(destination)) {
+                            self.violation(format!(
+                                "header names destination {destination}, which is not a VIP"
+                            ));
+                        }
+                    }
+                    None => self.violation("PROXY header without addresses".into()),
+                }
+                if mode == ProxyExpectation::First && seen_before > 0 {
+                    self.violation(format!("a second header on the flow from port {}", from.port()));
+                }
+                self.proxied_ports.insert(from.port(), seen_before + 1);
+                Some(body)
+            }
+            Err(error) => {
+                let needs_header = mode == ProxyExpectation::Every || seen_before == 0;
+                if needs_header {
+                    self.violation(format!("datagram from {from} without a valid header: {error}"));
+                    return None;
+                }
+                Some(payload.to_vec())
+            }
+        }
+    }
+
+    fn violation(&mut self, what: String) {
+        // Bounded: the first few say enough.
+        if self.proxy_violations.len() < 10 {
+            self.proxy_violations.push(format!("{}: {what}", self.spec.name));
+        }
+    }
+}
+
+/// A client host.
+#[derive(Debug)]
+pub struct ClientHost {
+    pub spec: ClientSpec,
+    /// Requests sent so far.
+    pub sent: u32,
+    /// Replies still expected, by request number.
+    pub pending: BTreeMap<u32, u32>,
+    /// Requests that got all their replies.
+    pub answered: u32,
+}
+
+impl ClientHost {
+    pub fn new(spec: ClientSpec) -> Self {
+        ClientHost { spec, sent: 0, pending: BTreeMap::new(), answered: 0 }
+    }
+
+    pub fn start(&self) -> Duration {
+        match self.spec.model {
+            ClientModel::RequestResponse { start, .. } | ClientModel::Flood { start, .. } => start,
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        match self.spec.model {
+            ClientModel::RequestResponse { interval, .. } | ClientModel::Flood { interval, .. } => interval,
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        match self.spec.model {
+            ClientModel::RequestResponse { count, .. } | ClientModel::Flood { count, .. } => count,
+        }
+    }
+
+    /// The next datagram: its source and payload. `None` when the client is done.
+    pub fn next_request(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.sent >= self.count() {
+            return None;
+        }
+        let number = self.sent;
+        self.sent += 1;
+        match self.spec.model {
+            ClientModel::RequestResponse { replies, new_port_per_request, port, size, .. } => {
+                let port =
+                    if new_port_per_request { port.wrapping_add((number % 20_000) as u16) } else { port };
+                let mut payload = format!("{}#{number}", self.spec.name).into_bytes();
+                if payload.len() < size {
+                    payload.resize(size, b'.');
+                }
+                self.pending.insert(number, replies);
+                Some((SocketAddr::new(self.spec.address, port), payload))
+            }
+            ClientModel::Flood { sources, .. } => {
+                // Spoofed: each datagram from another address of 198.18.0.0/15.
+                let index = number % sources.max(1);
+                let address =
+                    IpAddr::from([198, 18 + (index >> 16) as u8 % 2, (index >> 8) as u8, index as u8]);
+                Some((SocketAddr::new(address, 1024 + (number % 50_000) as u16), b"flood".to_vec()))
+            }
+        }
+    }
+
+    /// A reply arrived; matches it to its request by the request's tag.
+    pub fn receive(&mut self, payload: &[u8]) {
+        let text = String::from_utf8_lossy(payload);
+        let tag = text.trim_end_matches('.');
+        let Some(number) =
+            tag.strip_prefix(&format!("{}#", self.spec.name)).and_then(|n| n.parse::<u32>().ok())
+        else {
+            return;
+        };
+        if let Some(remaining) = self.pending.get_mut(&number) {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                self.pending.remove(&number);
+                self.answered += 1;
+            }
+        }
+    }
+
+    /// Requests this client expects answers to (floods expect none).
+    pub fn requests(&self) -> u32 {
+        match self.spec.model {
+            ClientModel::RequestResponse { .. } => self.sent,
+            ClientModel::Flood { .. } => 0,
+        }
+    }
+}

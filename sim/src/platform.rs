@@ -1,0 +1,133 @@
+//! The simulated platform under the shell's driver: sockets are entries in maps, and every
+//! send becomes an effect the world carries out on its network after the driver returns.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use udplb::driver::{OpenError, Platform, SendError};
+use udplb_core::balancer::Output;
+use udplb_core::health::{ProbeKind, ProbeRequest};
+use udplb_core::{FlowId, Instant, ListenerId, ProbeId, UpstreamId};
+
+/// The balancer's address for its upstream sockets.
+pub const UPSTREAM_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 254));
+/// The balancer's address for UDP probes.
+pub const PROBE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 253));
+
+/// Something the driver asked the world to do.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// A datagram from one of the balancer's sockets.
+    Send { from: SocketAddr, to: SocketAddr, payload: Vec<u8> },
+    /// A datagram from a listener's socket (the world knows the listener's address).
+    SendFromListener { listener: ListenerId, to: SocketAddr, payload: Vec<u8> },
+    /// A TCP connect probe.
+    TcpProbe { probe: ProbeId, address: SocketAddr },
+    /// An output worth recording (events, opens, closes).
+    Notify(Output),
+}
+
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub flow: FlowId,
+    pub port: u16,
+    pub backend: SocketAddr,
+}
+
+/// Simulated sockets of one balancer instance.
+#[derive(Debug, Default)]
+pub struct SimPlatform {
+    pub now: Instant,
+    pub upstreams: BTreeMap<UpstreamId, Upstream>,
+    pub upstream_by_port: BTreeMap<u16, UpstreamId>,
+    next_port: u16,
+    /// UDP probes waiting for a reply, by local port, with the time they may be forgotten.
+    pub probes_by_port: BTreeMap<u16, (ProbeId, Instant)>,
+    next_probe_port: u16,
+    pub effects: Vec<Effect>,
+}
+
+/// Ephemeral ports, as Linux hands them out by default.
+const FIRST_PORT: u16 = 32_768;
+const LAST_PORT: u16 = 60_999;
+
+impl SimPlatform {
+    /// A free port after `next` in the ephemeral range, skipping used ones.
+    fn allocate(next: &mut u16, used: impl Fn(u16) -> bool) -> Option<u16> {
+        for _ in FIRST_PORT..=LAST_PORT {
+            let port = if *next < FIRST_PORT || *next > LAST_PORT { FIRST_PORT } else { *next };
+            *next = port.wrapping_add(1);
+            if !used(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+impl Platform for SimPlatform {
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn open_upstream(
+        &mut self,
+        upstream: UpstreamId,
+        flow: FlowId,
+        _listener: ListenerId,
+        address: SocketAddr,
+    ) -> Result<(), OpenError> {
+        let used = &self.upstream_by_port;
+        let port = Self::allocate(&mut self.next_port, |p| used.contains_key(&p))
+            .ok_or_else(|| OpenError("ephemeral ports exhausted".into()))?;
+        self.upstream_by_port.insert(port, upstream);
+        self.upstreams.insert(upstream, Upstream { flow, port, backend: address });
+        Ok(())
+    }
+
+    fn close_upstream(&mut self, upstream: UpstreamId) {
+        if let Some(closed) = self.upstreams.remove(&upstream) {
+            self.upstream_by_port.remove(&closed.port);
+        }
+    }
+
+    fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
+        let socket = self.upstreams.get(&upstream).ok_or_else(|| SendError("no such upstream".into()))?;
+        let from = SocketAddr::new(UPSTREAM_IP, socket.port);
+        self.effects.push(Effect::Send { from, to: socket.backend, payload: datagram.to_vec() });
+        Ok(())
+    }
+
+    fn send_to_client(
+        &mut self,
+        listener: ListenerId,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), SendError> {
+        self.effects.push(Effect::SendFromListener { listener, to: client, payload: datagram.to_vec() });
+        Ok(())
+    }
+
+    fn start_probe(&mut self, probe: &ProbeRequest) {
+        match &probe.kind {
+            ProbeKind::Tcp { address } => {
+                self.effects.push(Effect::TcpProbe { probe: probe.probe, address: *address });
+            }
+            ProbeKind::Udp { address, datagram } => {
+                let now = self.now;
+                self.probes_by_port.retain(|_, (_, forget_at)| *forget_at > now);
+                let used = &self.probes_by_port;
+                let Some(port) = Self::allocate(&mut self.next_probe_port, |p| used.contains_key(&p)) else {
+                    return;
+                };
+                self.probes_by_port.insert(port, (probe.probe, probe.deadline));
+                let from = SocketAddr::new(PROBE_IP, port);
+                self.effects.push(Effect::Send { from, to: *address, payload: datagram.clone() });
+            }
+        }
+    }
+
+    fn notify(&mut self, output: &Output) {
+        self.effects.push(Effect::Notify(output.clone()));
+    }
+}

@@ -1,0 +1,604 @@
+//! The discrete-event world: one balancer (running the shell's driver on simulated sockets),
+//! clients, backends, and the network between them.
+//!
+//! Virtual time jumps from event to event; events are ordered by (time, sequence number), and
+//! every random draw comes from one ChaCha stream seeded by the scenario's seed, so a seed is
+//! a complete description of a run. There is no wall clock anywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use udplb::driver::Driver;
+use udplb_core::balancer::Output;
+use udplb_core::health::{HealthEvent, ProbeFailure};
+use udplb_core::{
+    AdminCommand, BackendCommand, Balancer, DATAGRAM_HEADROOM, Health, Instant, Keys, ProbeId, ProbeResult,
+    UpstreamError,
+};
+
+use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
+use crate::platform::{Effect, PROBE_IP, SimPlatform, UPSTREAM_IP};
+use crate::scenario::{Action, NetworkSpec, Scenario};
+use crate::trace::Trace;
+
+/// A datagram (or an ICMP error about one) in flight.
+#[derive(Clone, Debug)]
+struct Packet {
+    from: SocketAddr,
+    to: SocketAddr,
+    payload: Vec<u8>,
+    /// An ICMP port unreachable about a datagram `to` sent earlier from `to`'s address; the
+    /// packet goes back to that sender.
+    icmp: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver(Packet),
+    /// A host puts a packet on the network (a backend answering after its delay).
+    Send(Packet),
+    ClientSends(usize),
+    Timeline(usize),
+    BalancerTimer,
+    TcpProbeAnswer {
+        probe: ProbeId,
+        result: ProbeResult,
+    },
+}
+
+/// What the run saw, for expectations and the trace.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Health transitions: (time, backend name, new state).
+    pub health: Vec<(Instant, String, Health)>,
+    /// New flows: (time, backend name).
+    pub new_flows: Vec<(Instant, String)>,
+    /// Named events and how often they happened.
+    pub events: BTreeMap<String, u64>,
+    /// Broken invariants, described (bounded).
+    pub violations: Vec<String>,
+    pub delivered: u64,
+    pub lost: u64,
+}
+
+impl Record {
+    fn violation(&mut self, what: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(what);
+        }
+    }
+}
+
+/// Bound on events per run: a runaway scenario stops instead of spinning.
+const MAX_EVENTS: u64 = 50_000_000;
+/// Full invariant checks every this many events (and at the end).
+const CHECK_EVERY: u64 = 512;
+
+pub struct World {
+    pub scenario: Scenario,
+    now: Instant,
+    queue: BTreeMap<(Instant, u64), Event>,
+    sequence: u64,
+    rng: ChaCha8Rng,
+    network: NetworkSpec,
+    /// Cut links: (from host, to host).
+    partitions: BTreeSet<(String, String)>,
+    /// ICMP errors sent per host in the current second: (second, count).
+    icmp_sent: BTreeMap<String, (u64, u32)>,
+    pub driver: Driver<SimPlatform>,
+    pub backends: Vec<BackendHost>,
+    pub clients: Vec<ClientHost>,
+    pub trace: Trace,
+    pub record: Record,
+    balancer_timer: Option<Instant>,
+    events_run: u64,
+}
+
+impl World {
+    pub fn new(scenario: Scenario, seed: u64) -> World {
+        let core =
+            Balancer::new(&scenario.lb, Keys::from_seed(seed)).expect("the scenario's [lb] was validated");
+        let driver = Driver::new(core, SimPlatform::default());
+        let mut world = World {
+            network: scenario.network.clone(),
+            backends: scenario.backends.iter().cloned().map(BackendHost::new).collect(),
+            clients: scenario.clients.iter().cloned().map(ClientHost::new).collect(),
+            scenario,
+            now: Instant::ZERO,
+            queue: BTreeMap::new(),
+            sequence: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            partitions: BTreeSet::new(),
+            icmp_sent: BTreeMap::new(),
+            driver,
+            trace: Trace::default(),
+            record: Record::default(),
+            balancer_timer: None,
+            events_run: 0,
+        };
+        for index in 0..world.clients.len() {
+            let at = Instant::ZERO + world.clients[index].start();
+            world.schedule(at, Event::ClientSends(index));
+        }
+        for index in 0..world.scenario.timeline.len() {
+            let at = Instant::ZERO + world.scenario.timeline[index].at;
+            world.schedule(at, Event::Timeline(index));
+        }
+        world.trace.line(Instant::ZERO, format!("start: {}", world.scenario.name));
+        world.rearm_balancer_timer();
+        world
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.sequence += 1;
+        self.queue.insert((at, self.sequence), event);
+    }
+
+    /// Runs until the scenario's duration, then checks the end-state invariants.
+    pub fn run(&mut self) {
+        let end = Instant::ZERO + self.scenario.duration;
+        while let Some(entry) = self.queue.first_entry() {
+            let (at, _) = *entry.key();
+            if at > end || self.events_run >= MAX_EVENTS {
+                break;
+            }
+            let event = entry.remove();
+            self.now = at;
+            self.events_run += 1;
+            self.handle(event);
+            self.rearm_balancer_timer();
+            if self.events_run % CHECK_EVERY == 0 {
+                self.check_invariants();
+            }
+        }
+        if self.events_run >= MAX_EVENTS {
+            self.record.violation(format!("stopped after {MAX_EVENTS} events"));
+        }
+        self.now = end;
+        self.with_driver(|driver| driver.on_timeout());
+        self.check_invariants();
+        for backend in &self.backends {
+            for violation in &backend.proxy_violations {
+                self.record.violations.push(format!("PROXY v2: {violation}"));
+            }
+        }
+    }
+
+    /// Events handled so far.
+    pub fn events_run(&self) -> u64 {
+        self.events_run
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver(packet) => self.deliver(packet),
+            Event::Send(packet) => self.send(packet),
+            Event::ClientSends(index) => self.client_sends(index),
+            Event::Timeline(index) => self.timeline(index),
+            Event::BalancerTimer => {
+                self.balancer_timer = None;
+                self.with_driver(|driver| driver.on_timeout());
+            }
+            Event::TcpProbeAnswer { probe, result } => {
+                self.with_driver(|driver| driver.on_probe_result(probe, result))
+            }
+        }
+    }
+
+    /// Schedules a wake-up at the driver's next deadline (an earlier pending one stays: an
+    /// early wake-up is harmless, and exercising it is part of the test).
+    fn rearm_balancer_timer(&mut self) {
+        if let Some(deadline) = self.driver.next_deadline()
+            && self.balancer_timer.is_none_or(|armed| deadline < armed)
+        {
+            let at = deadline.max(self.now);
+            self.balancer_timer = Some(at);
+            self.schedule(at, Event::BalancerTimer);
+        }
+    }
+
+    /// Calls the driver at the current time, then carries out what it asked for.
+    fn with_driver<T>(&mut self, call: impl FnOnce(&mut Driver<SimPlatform>) -> T) -> T {
+        self.driver.platform_mut().now = self.now;
+        let fail_open_before = self.fail_open_total();
+        let result = call(&mut self.driver);
+        let effects = std::mem::take(&mut self.driver.platform_mut().effects);
+        let fail_open_now = self.fail_open_total();
+        for effect in effects {
+            self.carry_out(effect, fail_open_now > fail_open_before);
+        }
+        result
+    }
+
+    fn fail_open_total(&self) -> u64 {
+        self.driver.core().flows().stats().listeners.iter().map(|l| l.fail_open_flows).sum()
+    }
+
+    fn carry_out(&mut self, effect: Effect, failed_open: bool) {
+        match effect {
+            Effect::Send { from, to, payload } => self.send(Packet { from, to, payload, icmp: false }),
+            Effect::SendFromListener { listener, to, payload } => {
+                if let Some((_, vip)) = self.driver.core().flows().listener(listener) {
+                    self.send(Packet { from: vip, to, payload, icmp: false });
+                }
+            }
+            Effect::TcpProbe { probe, address } => self.tcp_probe(probe, address),
+            Effect::Notify(output) => self.notice(output, failed_open),
+        }
+    }
+
+    fn notice(&mut self, output: Output, failed_open: bool) {
+        let core = self.driver.core();
+        match &output {
+            Output::Flow(udplb_core::Output::OpenUpstream { backend, .. }) => {
+                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
+                // No new flow to an ineligible backend, outside fail-open.
+                if !core.monitor().is_eligible(*backend) && !failed_open {
+                    self.record.violation(format!("{}: new flow to ineligible backend {name}", self.now));
+                }
+                self.record.new_flows.push((self.now, name));
+            }
+            Output::Health(HealthEvent::Transition { backend, from, to, code, .. }) => {
+                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
+                self.trace.line(self.now, format!("health: {name} {from:?} -> {to:?} ({})", code.as_str()));
+                self.record.health.push((self.now, name, *to));
+                self.count("transition");
+            }
+            Output::Health(HealthEvent::ClusterAllDown { cluster, .. }) => {
+                let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
+                self.trace.line(self.now, format!("cluster {name}: all down"));
+                self.count("cluster_all_down");
+            }
+            Output::Health(HealthEvent::ClusterRecovered { cluster, .. }) => {
+                let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
+                self.trace.line(self.now, format!("cluster {name}: recovered"));
+                self.count("cluster_recovered");
+            }
+            Output::Health(HealthEvent::AdminChanged { backend, from, to, .. }) => {
+                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
+                self.trace.line(self.now, format!("admin: {name} {from:?} -> {to:?}"));
+            }
+            Output::Flow(udplb_core::Output::Event(event)) => {
+                let text = format!("{event:?}");
+                self.trace.line(self.now, format!("flow event: {text}"));
+                let name = text.split([' ', '{']).next().unwrap_or("").to_owned();
+                self.count(&snake(&name));
+            }
+            Output::Frontend { listener, state } => {
+                let name = core.flows().listener(*listener).map_or("?", |(name, _)| name).to_owned();
+                self.trace.line(self.now, format!("listener {name}: {state:?}"));
+                self.count(&format!("frontend_{}", snake(&format!("{state:?}"))));
+            }
+            _ => {}
+        }
+    }
+
+    fn count(&mut self, event: &str) {
+        *self.record.events.entry(event.to_owned()).or_default() += 1;
+    }
+
+    /// The host an address belongs to, by name ("lb" for the balancer).
+    fn host_of(&self, address: SocketAddr) -> Option<String> {
+        let ip = address.ip();
+        if ip == UPSTREAM_IP || ip == PROBE_IP || self.is_vip(address) {
+            return Some("lb".into());
+        }
+        if let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == ip) {
+            return Some(backend.spec.name.clone());
+        }
+        self.clients.iter().find(|c| c.spec.address == ip).map(|c| c.spec.name.clone())
+    }
+
+    fn is_vip(&self, address: SocketAddr) -> bool {
+        self.driver
+            .core()
+            .flows()
+            .listener_ids()
+            .any(|l| self.driver.core().flows().listener(l).map(|(_, a)| a) == Some(address))
+    }
+
+    /// Puts a packet on the network: partitions, MTU, loss, latency, jitter, reordering,
+    /// duplication.
+    fn send(&mut self, packet: Packet) {
+        let (from_host, to_host) = (self.host_of(packet.from), self.host_of(packet.to));
+        if let (Some(a), Some(b)) = (&from_host, &to_host)
+            && self.partitions.contains(&(a.clone(), b.clone()))
+        {
+            self.record.lost += 1;
+            return;
+        }
+        if packet.payload.len() > self.network.mtu {
+            self.record.lost += 1;
+            return;
+        }
+        let loss =
+            if packet.icmp { self.network.loss.max(self.network.icmp_loss) } else { self.network.loss };
+        if self.chance(loss) {
+            self.record.lost += 1;
+            return;
+        }
+        let copies = if self.chance(self.network.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let mut delay = self.network.latency + self.uniform(self.network.jitter);
+            if self.chance(self.network.reorder) {
+                delay += self.network.reorder_delay;
+            }
+            let at = self.now + delay;
+            self.schedule(at, Event::Deliver(packet.clone()));
+        }
+    }
+
+    fn chance(&mut self, probability: f64) -> bool {
+        // 53 random bits as a fraction in [0, 1): the same on every machine.
+        probability > 0.0 && ((self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < probability
+    }
+
+    fn uniform(&mut self, up_to: Duration) -> Duration {
+        let nanos = u64::try_from(up_to.as_nanos()).unwrap_or(u64::MAX);
+        if nanos == 0 { Duration::ZERO } else { Duration::from_nanos(self.rng.next_u64() % (nanos + 1)) }
+    }
+
+    fn deliver(&mut self, packet: Packet) {
+        self.record.delivered += 1;
+        if packet.icmp {
+            self.deliver_icmp(packet);
+            return;
+        }
+        let to = packet.to;
+        if self.is_vip(to) {
+            let listener = self
+                .driver
+                .core()
+                .flows()
+                .listener_ids()
+                .find(|l| self.driver.core().flows().listener(*l).map(|(_, a)| a) == Some(to));
+            if let Some(listener) = listener {
+                let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
+                buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
+                let from = packet.from;
+                self.with_driver(|driver| {
+                    driver.on_client_datagram(listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
+                });
+            }
+        } else if to.ip() == UPSTREAM_IP {
+            let upstream = self.driver.platform().upstream_by_port.get(&to.port()).copied();
+            let flow = upstream.and_then(|u| self.driver.platform().upstreams.get(&u)).map(|u| u.flow);
+            if let Some(flow) = flow {
+                self.with_driver(|driver| driver.on_backend_datagram(flow, &packet.payload, false));
+            }
+        } else if to.ip() == PROBE_IP {
+            if let Some((probe, _)) = self.driver.platform_mut().probes_by_port.remove(&to.port()) {
+                self.with_driver(|driver| driver.on_probe_reply(probe, &packet.payload));
+            }
+        } else if let Some(index) = self.backends.iter().position(|b| b.spec.address == to) {
+            self.backend_receives(index, packet);
+        } else if let Some(index) = self.clients.iter().position(|c| c.spec.address == to.ip()) {
+            self.clients[index].receive(&packet.payload);
+        }
+    }
+
+    /// An ICMP port unreachable reached the sender of the refused datagram.
+    fn deliver_icmp(&mut self, packet: Packet) {
+        let sender = packet.to;
+        if sender.ip() == UPSTREAM_IP {
+            let upstream = self.driver.platform().upstream_by_port.get(&sender.port()).copied();
+            let flow = upstream.and_then(|u| self.driver.platform().upstreams.get(&u)).map(|u| u.flow);
+            if let Some(flow) = flow {
+                self.with_driver(|driver| driver.on_upstream_error(flow, UpstreamError::Refused));
+            }
+        } else if sender.ip() == PROBE_IP
+            && let Some((probe, _)) = self.driver.platform_mut().probes_by_port.remove(&sender.port())
+        {
+            self.with_driver(|driver| {
+                driver.on_probe_result(probe, ProbeResult::Fail(ProbeFailure::Refused))
+            });
+        }
+    }
+
+    fn backend_receives(&mut self, index: usize, packet: Packet) {
+        let vips: Vec<SocketAddr> = self
+            .driver
+            .core()
+            .flows()
+            .listener_ids()
+            .filter_map(|l| self.driver.core().flows().listener(l).map(|(_, a)| a))
+            .collect();
+        let client_ips: BTreeSet<IpAddr> = self.clients.iter().map(|c| c.spec.address).collect();
+        let is_client =
+            |ip: IpAddr| client_ips.contains(&ip) || matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 198);
+        let reaction = self.backends[index].receive(packet.from, &packet.payload, &vips, is_client);
+        let address = self.backends[index].spec.address;
+        match reaction {
+            BackendReaction::Reply { payloads, delay } => {
+                for payload in payloads {
+                    let packet = Packet { from: address, to: packet.from, payload, icmp: false };
+                    if delay.is_zero() {
+                        self.send(packet);
+                    } else {
+                        let at = self.now + delay;
+                        self.schedule(at, Event::Send(packet));
+                    }
+                }
+            }
+            BackendReaction::PortUnreachable => self.send_icmp(index, packet),
+            BackendReaction::Nothing | BackendReaction::Dropped => {}
+        }
+    }
+
+    /// A closed port answers with ICMP port unreachable, within the host's ICMP rate limit.
+    fn send_icmp(&mut self, index: usize, refused: Packet) {
+        let host = self.backends[index].spec.name.clone();
+        let second = self.now.as_nanos() / 1_000_000_000;
+        let limit = self.network.icmp_per_second;
+        let entry = self.icmp_sent.entry(host).or_insert((second, 0));
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        if entry.1 >= limit {
+            return;
+        }
+        entry.1 += 1;
+        let to = refused.from;
+        self.send(Packet { from: refused.to, to, payload: Vec::new(), icmp: true });
+    }
+
+    fn tcp_probe(&mut self, probe: ProbeId, address: SocketAddr) {
+        let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == address.ip()) else {
+            return;
+        };
+        let name = backend.spec.name.clone();
+        let path_open = !self.partitions.contains(&("lb".to_owned(), name.clone()))
+            && !self.partitions.contains(&(name, "lb".to_owned()));
+        let answer = if path_open { backend.tcp_answer() } else { None };
+        let result = match answer {
+            Some(true) => ProbeResult::Pass,
+            Some(false) => ProbeResult::Fail(ProbeFailure::Refused),
+            // Silence: the core's own timer turns it into a Timeout failure.
+            None => return,
+        };
+        let at = self.now + self.network.latency * 2;
+        self.schedule(at, Event::TcpProbeAnswer { probe, result });
+    }
+
+    fn client_sends(&mut self, index: usize) {
+        let Some((from, payload)) = self.clients[index].next_request() else { return };
+        let listener = self.clients[index].spec.listener.clone();
+        let vip = self.scenario.lb.listeners.get(&listener).map(|l| l.address);
+        if let Some(vip) = vip {
+            self.send(Packet { from, to: vip, payload, icmp: false });
+        }
+        if self.clients[index].sent < self.clients[index].count() {
+            let at = self.now + self.clients[index].interval();
+            self.schedule(at, Event::ClientSends(index));
+        }
+    }
+
+    fn timeline(&mut self, index: usize) {
+        let action = self.scenario.timeline[index].action.clone();
+        self.trace.line(self.now, format!("timeline: {}", describe(&action)));
+        let set_state = |world: &mut World, name: &str, state: BackendState| match world
+            .backends
+            .iter_mut()
+            .find(|b| b.spec.name == name)
+        {
+            Some(backend) => backend.state = state,
+            None => world.record.violation(format!("timeline names unknown backend {name:?}")),
+        };
+        match action {
+            Action::Kill { backend } => set_state(self, &backend, BackendState::Killed),
+            Action::Restore { backend } => set_state(self, &backend, BackendState::Up),
+            Action::RefuseUdp { backend } => set_state(self, &backend, BackendState::RefusingUdp),
+            Action::Blackhole { backend } => set_state(self, &backend, BackendState::Blackholed),
+            Action::Partition { from, to, one_way } => {
+                self.partitions.insert((from.clone(), to.clone()));
+                if !one_way {
+                    self.partitions.insert((to, from));
+                }
+            }
+            Action::Heal => self.partitions.clear(),
+            Action::Network(network) => self.network = network,
+            Action::DrainListener { listener } => {
+                let id = self.driver.core().flows().listener_id(&listener);
+                match id {
+                    Some(id) => {
+                        let _ = self.with_driver(|driver| driver.on_admin(AdminCommand::DrainListener(id)));
+                    }
+                    None => self.record.violation(format!("no listener {listener:?}")),
+                }
+            }
+            Action::Backend { backend, command } => self.backend_command(&backend, &command),
+            Action::Reload { lb } => {
+                let result = self.with_driver(|driver| driver.on_reload(&lb));
+                if let Err(errors) = result {
+                    self.record.violation(format!("reload rejected: {errors:?}"));
+                }
+            }
+        }
+    }
+
+    fn backend_command(&mut self, name: &str, command: &str) {
+        let command = match command {
+            "pause" => BackendCommand::Pause,
+            "resume" => BackendCommand::Resume,
+            "enable" => BackendCommand::Enable,
+            "disable" => BackendCommand::Disable,
+            "drain" => BackendCommand::Drain,
+            other => match other.strip_prefix("weight ").and_then(|w| w.parse().ok()) {
+                Some(weight) => BackendCommand::Weight(weight),
+                None => {
+                    self.record.violation(format!("unknown backend command {other:?}"));
+                    return;
+                }
+            },
+        };
+        let flows = self.driver.core().flows();
+        let id = flows.backend_ids().find(|b| flows.backend(*b).map(|(n, _)| n) == Some(name));
+        match id {
+            Some(id) => {
+                if let Err(error) = self.with_driver(|driver| driver.on_backend_command(id, command)) {
+                    self.record.violation(format!("backend command refused: {error}"));
+                }
+            }
+            None => self.record.violation(format!("no backend {name:?}")),
+        }
+    }
+
+    /// The core's own invariants, plus what only the world can see: every upstream the core
+    /// believes open is open here, and none more.
+    fn check_invariants(&mut self) {
+        if let Err(violation) = self.driver.core().check_invariants() {
+            self.record.violation(format!("{}: {violation}", self.now));
+        }
+        let live_flows = self.driver.core().flows().stats().flows.active;
+        let open_upstreams = self.driver.platform().upstreams.len() as u64;
+        if live_flows != open_upstreams {
+            self.record.violation(format!(
+                "{}: {live_flows} live flows but {open_upstreams} open upstreams",
+                self.now
+            ));
+        }
+    }
+
+    /// Requests sent and answered over every client.
+    pub fn answered(&self) -> (u64, u64) {
+        self.clients.iter().fold((0, 0), |(sent, answered), c| {
+            (sent + u64::from(c.requests()), answered + u64::from(c.answered))
+        })
+    }
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Kill { backend } => format!("kill {backend}"),
+        Action::Restore { backend } => format!("restore {backend}"),
+        Action::RefuseUdp { backend } => format!("refuse udp on {backend}"),
+        Action::Blackhole { backend } => format!("blackhole {backend}"),
+        Action::Partition { from, to, one_way } => {
+            format!("partition {from} {} {to}", if *one_way { "->" } else { "<->" })
+        }
+        Action::Heal => "heal".into(),
+        Action::Network(n) => format!("network loss {} latency {:?}", n.loss, n.latency),
+        Action::DrainListener { listener } => format!("drain listener {listener}"),
+        Action::Backend { backend, command } => format!("{command} backend {backend}"),
+        Action::Reload { .. } => "reload".into(),
+    }
+}
+
+/// `ListenerDrained` → `listener_drained`.
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,47 @@
+//! Every scenario in `scenarios/` runs, meets its expectations, breaks no invariant, and
+//! produces the trace recorded in `snapshots/scenarios/` (review changes with `cargo insta
+//! review`; CI sets `CI=true`, so a changed trace fails there). The same seed gives the same
+//! trace, byte for byte.
+
+use std::path::{Path, PathBuf};
+
+use udplb_sim::scenario::Scenario;
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let files = udplb_sim::scenario_files(&dir).expect("scenarios/ is readable");
+    assert!(!files.is_empty(), "no scenario files in {}", dir.display());
+    files
+}
+
+#[test]
+fn every_scenario_meets_its_expectations_and_matches_its_trace_snapshot() {
+    let mut failures = Vec::new();
+    for file in scenarios() {
+        let scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let report = udplb_sim::run(&scenario, &file, None);
+        if !report.passed() {
+            failures.push(format!("{}: {:?} {:?}", report.name, report.verdicts, report.violations));
+        }
+        insta::with_settings!({
+            snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots/scenarios"),
+            prepend_module_to_snapshot => false,
+            description => scenario.description.trim(),
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(report.name.clone(), report.trace);
+        });
+    }
+    assert!(failures.is_empty(), "scenarios failed:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_byte_for_byte() {
+    for file in scenarios() {
+        let scenario = Scenario::load(&file).unwrap();
+        let first = udplb_sim::run(&scenario, &file, Some(7));
+        let second = udplb_sim::run(&scenario, &file, Some(7));
+        assert_eq!(first.trace, second.trace, "{}", file.display());
+        assert_eq!(first.events, second.events);
+    }
+}
