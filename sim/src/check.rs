@@ -50,6 +50,26 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 detail: format!("{got} at {by}"),
             }
         }
+        Expectation::Detected { backend, state, after } => {
+            let after = Instant::ZERO + after.0;
+            let target = if state == "down" { Health::Down } else { Health::Up };
+            let bound = detection_bound(world, backend, target);
+            let seen = record
+                .health
+                .iter()
+                .find(|(at, name, health)| name == backend && *at >= after && *health == target);
+            let deadline = after + bound;
+            Verdict {
+                what: format!(
+                    "{backend} detected {state} within {bound:?} of {after} (the scheduler's worst case)"
+                ),
+                passed: seen.is_some_and(|(at, _, _)| *at <= deadline),
+                detail: match seen {
+                    Some((at, _, _)) => format!("{state} at {at}, {:?} after", *at - after),
+                    None => format!("never {state} after {after}"),
+                },
+            }
+        }
         Expectation::NoNewFlows { backend, from, to } => {
             let (from, to) = (Instant::ZERO + from.0, Instant::ZERO + to.0);
             let count = record
@@ -108,6 +128,28 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
     }
+}
+
+/// The longest time the health checker may take to see `backend` reach `target`, from its own
+/// rules, plus the network's share: each probe and its answer cross the network (latency,
+/// jitter, reordering).
+fn detection_bound(world: &World, backend: &str, target: Health) -> std::time::Duration {
+    let scenario = &world.scenario;
+    let health = scenario
+        .lb
+        .clusters
+        .values()
+        .find(|cluster| cluster.backends.iter().any(|b| b.id == backend))
+        .map(|cluster| cluster.health.clone())
+        .unwrap_or_default();
+    let network = &scenario.network;
+    let one_way = network.latency + network.jitter + network.reorder_delay;
+    let probes = u32::max(health.rise, health.fall) + 1;
+    let scheduler = match target {
+        Health::Down => udplb_core::health::worst_case_detection(&health, Health::Up),
+        _ => udplb_core::health::worst_case_recovery(&health, Health::Down),
+    };
+    scheduler + one_way * 2 * probes
 }
 
 /// The end-of-run summary appended to the trace: what the run did, in numbers.

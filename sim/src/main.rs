@@ -25,12 +25,24 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Run every scenario with many seeds, drawing each seed's network faults from the
+    /// scenario's envelope (swarm testing). Prints a reproduction command for every failure.
+    Sweep {
+        path: PathBuf,
+        /// How many seeds per scenario.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { path, seed, trace } => run(&path, seed, trace),
+        Command::Sweep { path, seeds, from } => sweep(&path, from, seeds),
     }
 }
 
@@ -88,4 +100,64 @@ fn run(path: &std::path::Path, seed: Option<u64>, show_trace: bool) -> ExitCode 
     }
     println!("{} scenarios, {} failed", files.len(), failed);
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn sweep(path: &std::path::Path, from: u64, seeds: u64) -> ExitCode {
+    let files = match udplb_sim::scenario_files(path) {
+        Ok(files) if !files.is_empty() => files,
+        _ => {
+            eprintln!("{}: no scenario files", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut scenarios = Vec::new();
+    for file in &files {
+        match Scenario::load(file) {
+            Ok(scenario) => scenarios.push((file.clone(), scenario)),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let total = scenarios.len() as u64 * seeds;
+    let started = std::time::Instant::now();
+    let (mut done, mut failures, mut events, mut delivered) = (0u64, 0u64, 0u64, 0u64);
+    for seed in from..from + seeds {
+        for (file, scenario) in &scenarios {
+            let drawn = scenario.with_faults_drawn(seed);
+            let report = udplb_sim::run(&drawn, file, Some(seed));
+            events += report.events;
+            delivered += report.delivered;
+            done += 1;
+            if !report.passed() {
+                failures += 1;
+                println!("FAILED {} seed {seed}", report.name);
+                for verdict in report.verdicts.iter().filter(|v| !v.passed) {
+                    println!("    expected {}: got {}", verdict.what, verdict.detail);
+                }
+                for violation in &report.violations {
+                    println!("    invariant: {violation}");
+                }
+                println!(
+                    "    reproduce: cargo run --release -p udplb-sim -- sweep {} --seeds 1 --from {seed}",
+                    file.display()
+                );
+            }
+            if done % (total / 10).max(1) == 0 {
+                eprintln!(
+                    "  {done}/{total} runs, {failures} failed, {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{total} runs ({} scenarios x {seeds} seeds), {failures} failed, {seconds:.1}s wall, {events} events, \
+         {delivered} datagrams delivered ({:.0} per second)",
+        scenarios.len(),
+        delivered as f64 / seconds.max(1e-9)
+    );
+    if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

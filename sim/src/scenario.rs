@@ -42,6 +42,29 @@ pub struct Scenario {
     pub timeline: Vec<TimelineEntry>,
     #[serde(default, rename = "expect")]
     pub expectations: Vec<Expectation>,
+    /// The faults `sweep` may draw from: the expectations must hold anywhere in it.
+    #[serde(default)]
+    pub envelope: Envelope,
+}
+
+/// Ranges of network faults within which a scenario's expectations must hold. `sweep` draws
+/// each seed's values from these ranges (swarm testing), so a sweep failure is a real bug,
+/// not an unfair draw. A missing range keeps the `[network]` value.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    #[serde(default)]
+    pub loss: Option<(f64, f64)>,
+    #[serde(default)]
+    pub duplicate: Option<(f64, f64)>,
+    #[serde(default)]
+    pub reorder: Option<(f64, f64)>,
+    #[serde(default)]
+    pub icmp_loss: Option<(f64, f64)>,
+    #[serde(default)]
+    pub latency: Option<(TimeOf, TimeOf)>,
+    #[serde(default)]
+    pub jitter: Option<(TimeOf, TimeOf)>,
 }
 
 fn default_seed() -> u64 {
@@ -273,6 +296,10 @@ pub enum Expectation {
     /// The backend's health state at time `by` (and from then on until the next timeline
     /// action that touches it).
     Health { backend: String, state: String, by: TimeOf },
+    /// After `after`, the backend reaches `state` ("down" or "up") within the worst case the
+    /// health scheduler itself computes for its cluster's settings (intervals per state,
+    /// jitter, per-probe timeout, rise/fall), plus the network's round trips.
+    Detected { backend: String, state: String, after: TimeOf },
     /// No new flow went to the backend between `from` and `to`.
     NoNewFlows { backend: String, from: TimeOf, to: TimeOf },
     /// At least this many new flows went to the backend (in the whole run).
@@ -341,6 +368,43 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// This scenario with its network faults drawn from its envelope by `seed`.
+    pub fn with_faults_drawn(&self, seed: u64) -> Scenario {
+        use rand_chacha::ChaCha8Rng;
+        use rand_chacha::rand_core::{Rng, SeedableRng};
+        // A stream of its own, so the draw does not shift the run's own random numbers.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5757_4545_5050_0001);
+        let mut fraction = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut draw = |range: (f64, f64)| range.0 + (range.1 - range.0) * fraction();
+        let mut scenario = self.clone();
+        let network = &mut scenario.network;
+        let envelope = &self.envelope;
+        if let Some(range) = envelope.loss {
+            network.loss = draw(range);
+        }
+        if let Some(range) = envelope.duplicate {
+            network.duplicate = draw(range);
+        }
+        if let Some(range) = envelope.reorder {
+            network.reorder = draw(range);
+        }
+        if let Some(range) = envelope.icmp_loss {
+            network.icmp_loss = draw(range);
+        }
+        let mut draw_time = |(low, high): (TimeOf, TimeOf)| {
+            let (low, high) = (low.0.as_nanos() as f64, high.0.as_nanos() as f64);
+            Duration::from_nanos(draw((low, high)) as u64)
+        };
+        if let Some(range) = envelope.latency {
+            network.latency = draw_time(range);
+        }
+        if let Some(range) = envelope.jitter {
+            network.jitter = draw_time(range);
+        }
+        scenario.seed = seed;
+        scenario
+    }
+
     fn check(&self) -> Result<(), ScenarioError> {
         let lb_errors = |config: &Config, prefix: &str| {
             config.validate().map_err(|errors| {
@@ -367,6 +431,11 @@ impl Scenario {
             match expectation {
                 Expectation::Drops { reason, .. } if parse_drop_reason(reason).is_none() => {
                     return Err(ScenarioError(format!(" expect: unknown drop reason {reason:?}")));
+                }
+                Expectation::Detected { state, .. } if !matches!(state.as_str(), "up" | "down") => {
+                    return Err(ScenarioError(format!(
+                        " expect: detected state {state:?} is not up or down"
+                    )));
                 }
                 Expectation::Health { state, .. } if !matches!(state.as_str(), "up" | "down" | "unknown") => {
                     return Err(ScenarioError(format!(
