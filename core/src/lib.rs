@@ -35,6 +35,7 @@ pub mod config;
 pub mod flow;
 pub mod health;
 pub mod id;
+pub mod mutants;
 pub mod outcome;
 pub mod proxy_v2;
 pub mod select;

@@ -40,7 +40,7 @@ impl FlowManager {
                 let failure = PassiveFailure::Unanswered;
                 self.outputs.push_back(Output::PassiveFailure { backend, failure });
             }
-        } else {
+        } else if !crate::mutants::active(crate::mutants::Mutant::TimerLostOnEarlyFire) {
             // Fired early relative to the flow's activity: re-arm once, at the real deadline.
             self.rearm_flow(now, slot);
         }

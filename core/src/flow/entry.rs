@@ -84,7 +84,12 @@ impl Teardown {
     /// `responses` count says, `None` when the count is unknown.
     pub(crate) fn owes_replies(&self, flow: &Flow) -> Option<bool> {
         let expected = self.responses?;
-        let owed_total = match self.responses_mode {
+        let mode = if crate::mutants::active(crate::mutants::Mutant::ResponsesPerFlow) {
+            ResponsesMode::PerFlow
+        } else {
+            self.responses_mode
+        };
+        let owed_total = match mode {
             ResponsesMode::PerRequest => u64::from(flow.requests) * u64::from(expected),
             ResponsesMode::PerFlow => u64::from(expected),
         };

@@ -185,7 +185,11 @@ pub(super) fn write_tlv(writer: &mut Writer<'_>, kind: u8, value: &[u8]) -> Resu
 /// Fills the zeroed checksum field at `offset` with the CRC32C of the whole `header`
 /// (PPv2 §2.2.3), big-endian as every multi-byte PPv2 field.
 pub(super) fn write_checksum(header: &mut [u8], offset: usize) -> Result<(), BufferTooSmall> {
-    let checksum = crc32c::crc32c(header);
+    let checksum = if crate::mutants::active(crate::mutants::Mutant::IeeeCrc32) {
+        crate::mutants::ieee_crc32(header)
+    } else {
+        crc32c::crc32c(header)
+    };
     let field = header.get_mut(offset..offset + CRC32C_VALUE_LEN).ok_or(BufferTooSmall)?;
     field.copy_from_slice(&checksum.to_be_bytes());
     Ok(())

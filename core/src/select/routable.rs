@@ -43,7 +43,8 @@ impl Tier {
 
 /// Weighted above zero and, depending on the mode, eligible or merely enabled.
 fn usable(candidate: &Candidate, fail_open: bool) -> bool {
-    candidate.weight > 0 && if fail_open { candidate.enabled } else { candidate.eligible }
+    let ignore_health = crate::mutants::active(crate::mutants::Mutant::SelectionIgnoresHealth);
+    candidate.weight > 0 && if fail_open || ignore_health { candidate.enabled } else { candidate.eligible }
 }
 
 /// One backend of the routable set.
@@ -86,7 +87,9 @@ impl RoutableSet {
                 });
             }
         }
-        self.members.sort_unstable_by_key(|m| (m.identity, m.weight, m.candidate));
+        if !crate::mutants::active(crate::mutants::Mutant::MaglevUnsorted) {
+            self.members.sort_unstable_by_key(|m| (m.identity, m.weight, m.candidate));
+        }
     }
 
     /// Whether both sets route alike: same tier, same identities with the same weights in the
