@@ -11,6 +11,7 @@
 pub mod check;
 pub mod hosts;
 pub mod platform;
+pub mod report;
 pub mod scenario;
 pub mod trace;
 pub mod world;
@@ -35,6 +36,8 @@ pub struct RunReport {
     /// Events the engine handled and datagrams it delivered.
     pub events: u64,
     pub delivered: u64,
+    /// What happened over time, for the HTML report.
+    pub timeline: report::Timeline,
 }
 
 impl RunReport {
@@ -54,7 +57,9 @@ pub fn run(scenario: &Scenario, file: &Path, seed: Option<u64>) -> RunReport {
     for line in check::summary(&world) {
         trace.push_str(&format!("{:>16} {line}\n", "end"));
     }
+    let timeline = report::Timeline::from_world(&world);
     RunReport {
+        timeline,
         name: scenario.name.clone(),
         file: file.to_owned(),
         seed,

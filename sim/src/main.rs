@@ -25,6 +25,13 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Run scenarios and write an HTML page with an SVG timeline for each.
+    Report {
+        path: PathBuf,
+        /// Where to write the page.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Run every scenario with many seeds, drawing each seed's network faults from the
     /// scenario's envelope (swarm testing). Prints a reproduction command for every failure.
     Sweep {
@@ -43,6 +50,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { path, seed, trace } => run(&path, seed, trace),
         Command::Sweep { path, seeds, from } => sweep(&path, from, seeds),
+        Command::Report { path, out } => report(&path, &out),
     }
 }
 
@@ -160,4 +168,28 @@ fn sweep(path: &std::path::Path, from: u64, seeds: u64) -> ExitCode {
         delivered as f64 / seconds.max(1e-9)
     );
     if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn report(path: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    let Ok(files) = udplb_sim::scenario_files(path) else {
+        eprintln!("{}: no scenario files", path.display());
+        return ExitCode::from(2);
+    };
+    let mut reports = Vec::new();
+    for file in &files {
+        match Scenario::load(file) {
+            Ok(scenario) => reports.push(udplb_sim::run(&scenario, file, None)),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Err(error) = std::fs::write(out, udplb_sim::report::html(&reports)) {
+        eprintln!("{}: {error}", out.display());
+        return ExitCode::from(2);
+    }
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    println!("wrote {} ({} scenarios, {failed} failed)", out.display(), reports.len());
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

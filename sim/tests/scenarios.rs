@@ -45,3 +45,19 @@ fn the_same_seed_gives_the_same_trace_byte_for_byte() {
         assert_eq!(first.events, second.events);
     }
 }
+
+#[test]
+fn the_report_has_a_timeline_for_every_scenario() {
+    let mut reports = Vec::new();
+    for file in scenarios() {
+        let scenario = Scenario::load(&file).unwrap();
+        reports.push(udplb_sim::run(&scenario, &file, None));
+    }
+    let page = udplb_sim::report::html(&reports);
+    for report in &reports {
+        assert!(page.contains(&format!("id=\"{}\"", report.name)), "{} has a section", report.name);
+    }
+    assert_eq!(page.matches("<svg").count(), reports.len());
+    // A killed backend's Down band is drawn.
+    assert!(page.contains("#f87171"));
+}
