@@ -33,7 +33,6 @@ fn range_text(at_least: Option<u64>, at_most: Option<u64>) -> String {
 
 fn check_one(world: &World, expectation: &Expectation) -> Verdict {
     let record = &world.record;
-    let stats = world.driver.core().flows().stats();
     match expectation {
         Expectation::Health { backend, state, by } => {
             let by = Instant::ZERO + by.0;
@@ -101,7 +100,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Drops { reason, at_least, at_most } => {
-            let count = parse_drop_reason(reason).map_or(0, |r| stats.client_drops(r));
+            let count = parse_drop_reason(reason).map_or(0, |r| world.client_drops(r));
             Verdict {
                 what: format!("client drops {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
@@ -109,14 +108,33 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Closes { reason, at_least, at_most } => {
-            let count = CloseReason::ALL
-                .iter()
-                .find(|r| r.as_str() == reason)
-                .map_or(0, |r| stats.flows.closed_for(*r));
+            let count =
+                CloseReason::ALL.iter().find(|r| r.as_str() == reason).map_or(0, |r| world.closed_for(*r));
             Verdict {
                 what: format!("flows closed {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
                 detail: format!("{count}"),
+            }
+        }
+        Expectation::ConsistentPlacement { moved_at_least } => {
+            // Per client address: the instances it was placed on, and the backends chosen.
+            let mut placements: std::collections::BTreeMap<
+                _,
+                (std::collections::BTreeSet<usize>, std::collections::BTreeSet<&str>),
+            > = std::collections::BTreeMap::new();
+            for (instance, client, backend) in &record.placements {
+                let entry = placements.entry(*client).or_default();
+                entry.0.insert(*instance);
+                entry.1.insert(backend.as_str());
+            }
+            let moved: Vec<_> = placements.values().filter(|(instances, _)| instances.len() > 1).collect();
+            let disagreeing = moved.iter().filter(|(_, backends)| backends.len() > 1).count();
+            Verdict {
+                what: format!(
+                    "clients moved between instances keep their backend (at least {moved_at_least} moved)"
+                ),
+                passed: disagreeing == 0 && moved.len() as u64 >= *moved_at_least,
+                detail: format!("{} moved, {disagreeing} changed backend", moved.len()),
             }
         }
         Expectation::Events { event, count } => {
@@ -154,28 +172,28 @@ fn detection_bound(world: &World, backend: &str, target: Health) -> std::time::D
 
 /// The end-of-run summary appended to the trace: what the run did, in numbers.
 pub fn summary(world: &World) -> Vec<String> {
-    let stats = world.driver.core().flows().stats();
     let (sent, answered) = world.answered();
+    let (created, active) = world.flow_totals();
     let mut lines = vec![format!("requests: {sent} sent, {answered} answered")];
-    lines.push(format!("flows: {} created, {} active at the end", stats.flows.created, stats.flows.active));
+    lines.push(format!("flows: {created} created, {active} active at the end"));
     let closes: Vec<String> = CloseReason::ALL
         .iter()
-        .filter(|r| stats.flows.closed_for(**r) > 0)
-        .map(|r| format!("{r} {}", stats.flows.closed_for(*r)))
+        .filter(|r| world.closed_for(**r) > 0)
+        .map(|r| format!("{r} {}", world.closed_for(*r)))
         .collect();
     if !closes.is_empty() {
         lines.push(format!("closed: {}", closes.join(", ")));
     }
     let drops: Vec<String> = udplb_core::DropReason::ALL
         .iter()
-        .filter(|r| stats.client_drops(**r) + stats.backend_drops(**r) > 0)
-        .map(|r| format!("{r} {}", stats.client_drops(*r) + stats.backend_drops(*r)))
+        .filter(|r| world.drops(**r) > 0)
+        .map(|r| format!("{r} {}", world.drops(*r)))
         .collect();
     if !drops.is_empty() {
         lines.push(format!("drops: {}", drops.join(", ")));
     }
-    if stats.retries.resent > 0 {
-        lines.push(format!("retries: {} re-sent", stats.retries.resent));
+    if world.resent() > 0 {
+        lines.push(format!("retries: {} re-sent", world.resent()));
     }
     lines
 }

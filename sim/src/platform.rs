@@ -9,10 +9,15 @@ use udplb_core::balancer::Output;
 use udplb_core::health::{ProbeKind, ProbeRequest};
 use udplb_core::{FlowId, Instant, ListenerId, ProbeId, UpstreamId};
 
-/// The balancer's address for its upstream sockets.
-pub const UPSTREAM_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 254));
-/// The balancer's address for UDP probes.
-pub const PROBE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 253));
+/// Balancer instance `instance`'s address for its upstream sockets (10.0.0.254, .252, …).
+pub fn upstream_ip(instance: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 254 - 2 * instance as u8))
+}
+
+/// Balancer instance `instance`'s address for UDP probes (10.0.0.253, .251, …).
+pub fn probe_ip(instance: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 253 - 2 * instance as u8))
+}
 
 /// Something the driver asked the world to do.
 #[derive(Clone, Debug)]
@@ -35,9 +40,11 @@ pub struct Upstream {
 }
 
 /// Simulated sockets of one balancer instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SimPlatform {
     pub now: Instant,
+    pub upstream_ip: IpAddr,
+    pub probe_ip: IpAddr,
     pub upstreams: BTreeMap<UpstreamId, Upstream>,
     pub upstream_by_port: BTreeMap<u16, UpstreamId>,
     next_port: u16,
@@ -52,6 +59,21 @@ const FIRST_PORT: u16 = 32_768;
 const LAST_PORT: u16 = 60_999;
 
 impl SimPlatform {
+    /// The sockets of balancer instance `instance`.
+    pub fn new(instance: usize) -> Self {
+        SimPlatform {
+            now: Instant::ZERO,
+            upstream_ip: upstream_ip(instance),
+            probe_ip: probe_ip(instance),
+            upstreams: BTreeMap::new(),
+            upstream_by_port: BTreeMap::new(),
+            next_port: 0,
+            probes_by_port: BTreeMap::new(),
+            next_probe_port: 0,
+            effects: Vec::new(),
+        }
+    }
+
     /// A free port after `next` in the ephemeral range, skipping used ones.
     fn allocate(next: &mut u16, used: impl Fn(u16) -> bool) -> Option<u16> {
         for _ in FIRST_PORT..=LAST_PORT {
@@ -93,7 +115,7 @@ impl Platform for SimPlatform {
 
     fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
         let socket = self.upstreams.get(&upstream).ok_or_else(|| SendError("no such upstream".into()))?;
-        let from = SocketAddr::new(UPSTREAM_IP, socket.port);
+        let from = SocketAddr::new(self.upstream_ip, socket.port);
         self.effects.push(Effect::Send { from, to: socket.backend, payload: datagram.to_vec() });
         Ok(())
     }
@@ -121,7 +143,7 @@ impl Platform for SimPlatform {
                     return;
                 };
                 self.probes_by_port.insert(port, (probe.probe, probe.deadline));
-                let from = SocketAddr::new(PROBE_IP, port);
+                let from = SocketAddr::new(self.probe_ip, port);
                 self.effects.push(Effect::Send { from, to: *address, payload: datagram.clone() });
             }
         }

@@ -27,10 +27,9 @@ impl Timeline {
         let scenario = &world.scenario;
         let backends =
             scenario.lb.clusters.values().flat_map(|c| c.backends.iter().map(|b| b.id.clone())).collect();
-        let stats = world.driver.core().flows().stats();
         let drops = DropReason::ALL
             .iter()
-            .map(|r| (r.as_str().to_owned(), stats.client_drops(*r) + stats.backend_drops(*r)))
+            .map(|r| (r.as_str().to_owned(), world.drops(*r)))
             .filter(|(_, count)| *count > 0)
             .collect();
         let actions = scenario

@@ -45,6 +45,28 @@ pub struct Scenario {
     /// The faults `sweep` may draw from: the expectations must hold anywhere in it.
     #[serde(default)]
     pub envelope: Envelope,
+    /// Several balancer instances behind an ECMP-like spreader.
+    #[serde(default)]
+    pub ecmp: Ecmp,
+}
+
+/// Balancer instances sharing the listeners' addresses: a spreader hashes each client address
+/// to one of them, as ECMP routing does; `rehash` on the timeline changes the hash.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ecmp {
+    #[serde(default = "one_instance")]
+    pub instances: usize,
+}
+
+fn one_instance() -> usize {
+    1
+}
+
+impl Default for Ecmp {
+    fn default() -> Self {
+        Ecmp { instances: 1 }
+    }
 }
 
 /// Ranges of network faults within which a scenario's expectations must hold. `sweep` draws
@@ -287,6 +309,8 @@ pub enum Action {
     Backend { backend: String, command: String },
     /// Reload the balancer with a new configuration.
     Reload { lb: Config },
+    /// The ECMP spreader rehashes: clients may move to another balancer instance.
+    Rehash,
 }
 
 /// What must hold at the end of a run (or at a time).
@@ -322,6 +346,10 @@ pub enum Expectation {
         #[serde(default)]
         at_most: Option<u64>,
     },
+    /// Every client address whose flows went through more than one balancer instance was
+    /// sent to the same backend by each (consistent hashing agreeing across instances), and
+    /// at least `moved_at_least` clients did move.
+    ConsistentPlacement { moved_at_least: u64 },
     /// A health or flow event happened exactly `count` times.
     Events { event: String, count: u64 },
 }
@@ -406,6 +434,9 @@ impl Scenario {
     }
 
     fn check(&self) -> Result<(), ScenarioError> {
+        if !(1..=8).contains(&self.ecmp.instances) {
+            return Err(ScenarioError(" ecmp.instances must be between 1 and 8".into()));
+        }
         let lb_errors = |config: &Config, prefix: &str| {
             config.validate().map_err(|errors| {
                 let lines: Vec<String> =

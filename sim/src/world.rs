@@ -15,12 +15,12 @@ use udplb::driver::Driver;
 use udplb_core::balancer::Output;
 use udplb_core::health::{HealthEvent, ProbeFailure};
 use udplb_core::{
-    AdminCommand, BackendCommand, Balancer, DATAGRAM_HEADROOM, Health, Instant, Keys, ProbeId, ProbeResult,
-    UpstreamError,
+    AdminCommand, BackendCommand, Balancer, CloseReason, DATAGRAM_HEADROOM, DropReason, Health, Instant,
+    Keys, ProbeId, ProbeResult, UpstreamError,
 };
 
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
-use crate::platform::{Effect, PROBE_IP, SimPlatform, UPSTREAM_IP};
+use crate::platform::{Effect, SimPlatform};
 use crate::scenario::{Action, NetworkSpec, Scenario};
 use crate::trace::Trace;
 
@@ -42,8 +42,10 @@ enum Event {
     Send(Packet),
     ClientSends(usize),
     Timeline(usize),
-    BalancerTimer,
+    /// Balancer instance `n`'s timer.
+    BalancerTimer(usize),
     TcpProbeAnswer {
+        instance: usize,
         probe: ProbeId,
         result: ProbeResult,
     },
@@ -62,6 +64,8 @@ pub struct Record {
     pub violations: Vec<String>,
     pub delivered: u64,
     pub lost: u64,
+    /// Where each new flow went: (instance, client address, backend name).
+    pub placements: Vec<(usize, SocketAddr, String)>,
 }
 
 impl Record {
@@ -88,20 +92,31 @@ pub struct World {
     partitions: BTreeSet<(String, String)>,
     /// ICMP errors sent per host in the current second: (second, count).
     icmp_sent: BTreeMap<String, (u64, u32)>,
-    pub driver: Driver<SimPlatform>,
+    /// One driver per balancer instance (one, unless `[ecmp]` asks for more).
+    pub drivers: Vec<Driver<SimPlatform>>,
+    /// The spreader's current hash salt (changed by `rehash`).
+    ecmp_salt: u64,
     pub backends: Vec<BackendHost>,
     pub clients: Vec<ClientHost>,
     pub trace: Trace,
     pub record: Record,
-    balancer_timer: Option<Instant>,
+    balancer_timers: Vec<Option<Instant>>,
     events_run: u64,
 }
 
 impl World {
     pub fn new(scenario: Scenario, seed: u64) -> World {
-        let core =
-            Balancer::new(&scenario.lb, Keys::from_seed(seed)).expect("the scenario's [lb] was validated");
-        let driver = Driver::new(core, SimPlatform::default());
+        // Instances share the selection key (so consistent hashing agrees) and each has its own
+        // flow-table key, as separate processes would.
+        let instances = scenario.ecmp.instances;
+        let drivers = (0..instances)
+            .map(|instance| {
+                let table = Keys::from_seed(seed ^ ((instance as u64 + 1) << 32)).table;
+                let keys = Keys { table, ..Keys::from_seed(seed) };
+                let core = Balancer::new(&scenario.lb, keys).expect("the scenario's [lb] was validated");
+                Driver::new(core, SimPlatform::new(instance))
+            })
+            .collect();
         let mut world = World {
             network: scenario.network.clone(),
             backends: scenario.backends.iter().cloned().map(BackendHost::new).collect(),
@@ -113,10 +128,11 @@ impl World {
             rng: ChaCha8Rng::seed_from_u64(seed),
             partitions: BTreeSet::new(),
             icmp_sent: BTreeMap::new(),
-            driver,
+            drivers,
+            ecmp_salt: 0,
             trace: Trace::default(),
             record: Record::default(),
-            balancer_timer: None,
+            balancer_timers: vec![None; instances],
             events_run: 0,
         };
         for index in 0..world.clients.len() {
@@ -128,7 +144,7 @@ impl World {
             world.schedule(at, Event::Timeline(index));
         }
         world.trace.line(Instant::ZERO, format!("start: {}", world.scenario.name));
-        world.rearm_balancer_timer();
+        world.rearm_balancer_timers();
         world
     }
 
@@ -149,7 +165,7 @@ impl World {
             self.now = at;
             self.events_run += 1;
             self.handle(event);
-            self.rearm_balancer_timer();
+            self.rearm_balancer_timers();
             if self.events_run % CHECK_EVERY == 0 {
                 self.check_invariants();
             }
@@ -158,7 +174,9 @@ impl World {
             self.record.violation(format!("stopped after {MAX_EVENTS} events"));
         }
         self.now = end;
-        self.with_driver(|driver| driver.on_timeout());
+        self.for_each_instance(|driver| {
+            driver.on_timeout();
+        });
         self.check_invariants();
         for backend in &self.backends {
             for violation in &backend.proxy_violations {
@@ -178,69 +196,90 @@ impl World {
             Event::Send(packet) => self.send(packet),
             Event::ClientSends(index) => self.client_sends(index),
             Event::Timeline(index) => self.timeline(index),
-            Event::BalancerTimer => {
-                self.balancer_timer = None;
-                self.with_driver(|driver| driver.on_timeout());
+            Event::BalancerTimer(instance) => {
+                self.balancer_timers[instance] = None;
+                self.with_driver(instance, |driver| driver.on_timeout());
             }
-            Event::TcpProbeAnswer { probe, result } => {
-                self.with_driver(|driver| driver.on_probe_result(probe, result))
+            Event::TcpProbeAnswer { instance, probe, result } => {
+                self.with_driver(instance, |driver| driver.on_probe_result(probe, result))
             }
         }
     }
 
-    /// Schedules a wake-up at the driver's next deadline (an earlier pending one stays: an
+    /// Schedules a wake-up at each instance's next deadline (an earlier pending one stays: an
     /// early wake-up is harmless, and exercising it is part of the test).
-    fn rearm_balancer_timer(&mut self) {
-        if let Some(deadline) = self.driver.next_deadline()
-            && self.balancer_timer.is_none_or(|armed| deadline < armed)
-        {
-            let at = deadline.max(self.now);
-            self.balancer_timer = Some(at);
-            self.schedule(at, Event::BalancerTimer);
+    fn rearm_balancer_timers(&mut self) {
+        for instance in 0..self.drivers.len() {
+            if let Some(deadline) = self.drivers[instance].next_deadline()
+                && self.balancer_timers[instance].is_none_or(|armed| deadline < armed)
+            {
+                let at = deadline.max(self.now);
+                self.balancer_timers[instance] = Some(at);
+                self.schedule(at, Event::BalancerTimer(instance));
+            }
         }
     }
 
-    /// Calls the driver at the current time, then carries out what it asked for.
-    fn with_driver<T>(&mut self, call: impl FnOnce(&mut Driver<SimPlatform>) -> T) -> T {
-        self.driver.platform_mut().now = self.now;
-        let fail_open_before = self.fail_open_total();
-        let result = call(&mut self.driver);
-        let effects = std::mem::take(&mut self.driver.platform_mut().effects);
-        let fail_open_now = self.fail_open_total();
+    /// Calls one instance's driver at the current time, then carries out what it asked for.
+    fn with_driver<T>(&mut self, instance: usize, call: impl FnOnce(&mut Driver<SimPlatform>) -> T) -> T {
+        self.drivers[instance].platform_mut().now = self.now;
+        let fail_open_before = self.fail_open_total(instance);
+        let result = call(&mut self.drivers[instance]);
+        let effects = std::mem::take(&mut self.drivers[instance].platform_mut().effects);
+        let fail_open_now = self.fail_open_total(instance);
         for effect in effects {
-            self.carry_out(effect, fail_open_now > fail_open_before);
+            self.carry_out(instance, effect, fail_open_now > fail_open_before);
         }
         result
     }
 
-    fn fail_open_total(&self) -> u64 {
-        self.driver.core().flows().stats().listeners.iter().map(|l| l.fail_open_flows).sum()
-    }
-
-    fn carry_out(&mut self, effect: Effect, failed_open: bool) {
-        match effect {
-            Effect::Send { from, to, payload } => self.send(Packet { from, to, payload, icmp: false }),
-            Effect::SendFromListener { listener, to, payload } => {
-                if let Some((_, vip)) = self.driver.core().flows().listener(listener) {
-                    self.send(Packet { from: vip, to, payload, icmp: false });
-                }
-            }
-            Effect::TcpProbe { probe, address } => self.tcp_probe(probe, address),
-            Effect::Notify(output) => self.notice(output, failed_open),
+    /// An operator action or a reload, applied to every instance.
+    fn for_each_instance(&mut self, mut call: impl FnMut(&mut Driver<SimPlatform>)) {
+        for instance in 0..self.drivers.len() {
+            self.with_driver(instance, &mut call);
         }
     }
 
-    fn notice(&mut self, output: Output, failed_open: bool) {
-        let core = self.driver.core();
+    fn fail_open_total(&self, instance: usize) -> u64 {
+        self.drivers[instance].core().flows().stats().listeners.iter().map(|l| l.fail_open_flows).sum()
+    }
+
+    /// The first instance: every instance has the same configuration, so names and addresses
+    /// can be looked up on it.
+    fn first(&self) -> &Driver<SimPlatform> {
+        &self.drivers[0]
+    }
+
+    fn carry_out(&mut self, instance: usize, effect: Effect, failed_open: bool) {
+        match effect {
+            Effect::Send { from, to, payload } => self.send(Packet { from, to, payload, icmp: false }),
+            Effect::SendFromListener { listener, to, payload } => {
+                if let Some((_, vip)) = self.drivers[instance].core().flows().listener(listener) {
+                    self.send(Packet { from: vip, to, payload, icmp: false });
+                }
+            }
+            Effect::TcpProbe { probe, address } => self.tcp_probe(instance, probe, address),
+            Effect::Notify(output) => self.notice(instance, output, failed_open),
+        }
+    }
+
+    fn notice(&mut self, instance: usize, output: Output, failed_open: bool) {
+        let core = self.drivers[instance].core();
+        // With several instances, each reports its own view; the trace names the first one's.
+        let traced = instance == 0;
         match &output {
-            Output::Flow(udplb_core::Output::OpenUpstream { backend, .. }) => {
+            Output::Flow(udplb_core::Output::OpenUpstream { backend, flow, .. }) => {
                 let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
                 // No new flow to an ineligible backend, outside fail-open.
                 if !core.monitor().is_eligible(*backend) && !failed_open {
                     self.record.violation(format!("{}: new flow to ineligible backend {name}", self.now));
                 }
+                if let Some(client) = core.flows().flow(*flow).map(|f| f.client) {
+                    self.record.placements.push((instance, client, name.clone()));
+                }
                 self.record.new_flows.push((self.now, name));
             }
+            _ if !traced => {}
             Output::Health(HealthEvent::Transition { backend, from, to, code, .. }) => {
                 let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
                 self.trace.line(self.now, format!("health: {name} {from:?} -> {to:?} ({})", code.as_str()));
@@ -283,7 +322,9 @@ impl World {
     /// The host an address belongs to, by name ("lb" for the balancer).
     fn host_of(&self, address: SocketAddr) -> Option<String> {
         let ip = address.ip();
-        if ip == UPSTREAM_IP || ip == PROBE_IP || self.is_vip(address) {
+        let balancer =
+            self.drivers.iter().any(|d| d.platform().upstream_ip == ip || d.platform().probe_ip == ip);
+        if balancer || self.is_vip(address) {
             return Some("lb".into());
         }
         if let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == ip) {
@@ -293,11 +334,8 @@ impl World {
     }
 
     fn is_vip(&self, address: SocketAddr) -> bool {
-        self.driver
-            .core()
-            .flows()
-            .listener_ids()
-            .any(|l| self.driver.core().flows().listener(l).map(|(_, a)| a) == Some(address))
+        let flows = self.first().core().flows();
+        flows.listener_ids().any(|l| flows.listener(l).map(|(_, a)| a) == Some(address))
     }
 
     /// Puts a packet on the network: partitions, MTU, loss, latency, jitter, reordering,
@@ -348,30 +386,34 @@ impl World {
             return;
         }
         let to = packet.to;
+        let instance_with = |ip: IpAddr, probe: bool| {
+            self.drivers.iter().position(|d| {
+                if probe { d.platform().probe_ip == ip } else { d.platform().upstream_ip == ip }
+            })
+        };
         if self.is_vip(to) {
-            let listener = self
-                .driver
-                .core()
-                .flows()
-                .listener_ids()
-                .find(|l| self.driver.core().flows().listener(*l).map(|(_, a)| a) == Some(to));
+            let flows = self.first().core().flows();
+            let listener = flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(to));
             if let Some(listener) = listener {
+                let instance = self.spread(packet.from);
                 let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
                 buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
                 let from = packet.from;
-                self.with_driver(|driver| {
+                self.with_driver(instance, |driver| {
                     driver.on_client_datagram(listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
                 });
             }
-        } else if to.ip() == UPSTREAM_IP {
-            let upstream = self.driver.platform().upstream_by_port.get(&to.port()).copied();
-            let flow = upstream.and_then(|u| self.driver.platform().upstreams.get(&u)).map(|u| u.flow);
+        } else if let Some(instance) = instance_with(to.ip(), false) {
+            let platform = self.drivers[instance].platform();
+            let upstream = platform.upstream_by_port.get(&to.port()).copied();
+            let flow = upstream.and_then(|u| platform.upstreams.get(&u)).map(|u| u.flow);
             if let Some(flow) = flow {
-                self.with_driver(|driver| driver.on_backend_datagram(flow, &packet.payload, false));
+                self.with_driver(instance, |driver| driver.on_backend_datagram(flow, &packet.payload, false));
             }
-        } else if to.ip() == PROBE_IP {
-            if let Some((probe, _)) = self.driver.platform_mut().probes_by_port.remove(&to.port()) {
-                self.with_driver(|driver| driver.on_probe_reply(probe, &packet.payload));
+        } else if let Some(instance) = instance_with(to.ip(), true) {
+            if let Some((probe, _)) = self.drivers[instance].platform_mut().probes_by_port.remove(&to.port())
+            {
+                self.with_driver(instance, |driver| driver.on_probe_reply(probe, &packet.payload));
             }
         } else if let Some(index) = self.backends.iter().position(|b| b.spec.address == to) {
             self.backend_receives(index, packet);
@@ -383,29 +425,48 @@ impl World {
     /// An ICMP port unreachable reached the sender of the refused datagram.
     fn deliver_icmp(&mut self, packet: Packet) {
         let sender = packet.to;
-        if sender.ip() == UPSTREAM_IP {
-            let upstream = self.driver.platform().upstream_by_port.get(&sender.port()).copied();
-            let flow = upstream.and_then(|u| self.driver.platform().upstreams.get(&u)).map(|u| u.flow);
-            if let Some(flow) = flow {
-                self.with_driver(|driver| driver.on_upstream_error(flow, UpstreamError::Refused));
+        for instance in 0..self.drivers.len() {
+            let platform = self.drivers[instance].platform();
+            if sender.ip() == platform.upstream_ip {
+                let upstream = platform.upstream_by_port.get(&sender.port()).copied();
+                let flow = upstream.and_then(|u| platform.upstreams.get(&u)).map(|u| u.flow);
+                if let Some(flow) = flow {
+                    self.with_driver(instance, |driver| {
+                        driver.on_upstream_error(flow, UpstreamError::Refused)
+                    });
+                }
+            } else if sender.ip() == platform.probe_ip
+                && let Some((probe, _)) =
+                    self.drivers[instance].platform_mut().probes_by_port.remove(&sender.port())
+            {
+                let refused = ProbeResult::Fail(ProbeFailure::Refused);
+                self.with_driver(instance, |driver| driver.on_probe_result(probe, refused));
             }
-        } else if sender.ip() == PROBE_IP
-            && let Some((probe, _)) = self.driver.platform_mut().probes_by_port.remove(&sender.port())
-        {
-            self.with_driver(|driver| {
-                driver.on_probe_result(probe, ProbeResult::Fail(ProbeFailure::Refused))
-            });
         }
     }
 
+    /// The ECMP spreader: which instance a client address lands on.
+    fn spread(&self, client: SocketAddr) -> usize {
+        let instances = self.drivers.len() as u64;
+        if instances == 1 {
+            return 0;
+        }
+        // SplitMix64 over the address and the salt: fixed, so the same on every machine.
+        let ip = match client.ip().to_canonical() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => (u128::from(v6) as u64) ^ ((u128::from(v6) >> 64) as u64),
+        };
+        let mut z = ip.wrapping_mul(0x1_0000).wrapping_add(u64::from(client.port()))
+            ^ self.ecmp_salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % instances) as usize
+    }
+
     fn backend_receives(&mut self, index: usize, packet: Packet) {
-        let vips: Vec<SocketAddr> = self
-            .driver
-            .core()
-            .flows()
-            .listener_ids()
-            .filter_map(|l| self.driver.core().flows().listener(l).map(|(_, a)| a))
-            .collect();
+        let flows = self.first().core().flows();
+        let vips: Vec<SocketAddr> =
+            flows.listener_ids().filter_map(|l| flows.listener(l).map(|(_, a)| a)).collect();
         let client_ips: BTreeSet<IpAddr> = self.clients.iter().map(|c| c.spec.address).collect();
         let is_client =
             |ip: IpAddr| client_ips.contains(&ip) || matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 198);
@@ -445,7 +506,7 @@ impl World {
         self.send(Packet { from: refused.to, to, payload: Vec::new(), icmp: true });
     }
 
-    fn tcp_probe(&mut self, probe: ProbeId, address: SocketAddr) {
+    fn tcp_probe(&mut self, instance: usize, probe: ProbeId, address: SocketAddr) {
         let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == address.ip()) else {
             return;
         };
@@ -460,7 +521,7 @@ impl World {
             None => return,
         };
         let at = self.now + self.network.latency * 2;
-        self.schedule(at, Event::TcpProbeAnswer { probe, result });
+        self.schedule(at, Event::TcpProbeAnswer { instance, probe, result });
     }
 
     fn client_sends(&mut self, index: usize) {
@@ -501,18 +562,24 @@ impl World {
             Action::Heal => self.partitions.clear(),
             Action::Network(network) => self.network = network,
             Action::DrainListener { listener } => {
-                let id = self.driver.core().flows().listener_id(&listener);
+                let id = self.first().core().flows().listener_id(&listener);
                 match id {
-                    Some(id) => {
-                        let _ = self.with_driver(|driver| driver.on_admin(AdminCommand::DrainListener(id)));
-                    }
+                    Some(id) => self.for_each_instance(|driver| {
+                        let _ = driver.on_admin(AdminCommand::DrainListener(id));
+                    }),
                     None => self.record.violation(format!("no listener {listener:?}")),
                 }
             }
+            Action::Rehash => self.ecmp_salt += 1,
             Action::Backend { backend, command } => self.backend_command(&backend, &command),
             Action::Reload { lb } => {
-                let result = self.with_driver(|driver| driver.on_reload(&lb));
-                if let Err(errors) = result {
+                let mut rejected = None;
+                self.for_each_instance(|driver| {
+                    if let Err(errors) = driver.on_reload(&lb) {
+                        rejected = Some(errors);
+                    }
+                });
+                if let Some(errors) = rejected {
                     self.record.violation(format!("reload rejected: {errors:?}"));
                 }
             }
@@ -534,11 +601,17 @@ impl World {
                 }
             },
         };
-        let flows = self.driver.core().flows();
+        let flows = self.first().core().flows();
         let id = flows.backend_ids().find(|b| flows.backend(*b).map(|(n, _)| n) == Some(name));
         match id {
             Some(id) => {
-                if let Err(error) = self.with_driver(|driver| driver.on_backend_command(id, command)) {
+                let mut refused = None;
+                self.for_each_instance(|driver| {
+                    if let Err(error) = driver.on_backend_command(id, command) {
+                        refused = Some(error);
+                    }
+                });
+                if let Some(error) = refused {
                     self.record.violation(format!("backend command refused: {error}"));
                 }
             }
@@ -549,17 +622,49 @@ impl World {
     /// The core's own invariants, plus what only the world can see: every upstream the core
     /// believes open is open here, and none more.
     fn check_invariants(&mut self) {
-        if let Err(violation) = self.driver.core().check_invariants() {
-            self.record.violation(format!("{}: {violation}", self.now));
+        for instance in 0..self.drivers.len() {
+            let driver = &self.drivers[instance];
+            if let Err(violation) = driver.core().check_invariants() {
+                let text = format!("{} instance {instance}: {violation}", self.now);
+                self.record.violation(text);
+            }
+            let live_flows = driver.core().flows().stats().flows.active;
+            let open_upstreams = driver.platform().upstreams.len() as u64;
+            if live_flows != open_upstreams {
+                let text = format!(
+                    "{} instance {instance}: {live_flows} live flows, {open_upstreams} open upstreams",
+                    self.now
+                );
+                self.record.violation(text);
+            }
         }
-        let live_flows = self.driver.core().flows().stats().flows.active;
-        let open_upstreams = self.driver.platform().upstreams.len() as u64;
-        if live_flows != open_upstreams {
-            self.record.violation(format!(
-                "{}: {live_flows} live flows but {open_upstreams} open upstreams",
-                self.now
-            ));
-        }
+    }
+
+    /// Client datagrams dropped for `reason`, over every instance.
+    pub fn client_drops(&self, reason: DropReason) -> u64 {
+        self.drivers.iter().map(|d| d.core().flows().stats().client_drops(reason)).sum()
+    }
+
+    /// Datagrams dropped for `reason` in either direction, over every instance.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        let stats = self.drivers.iter().map(|d| d.core().flows().stats());
+        stats.map(|s| s.client_drops(reason) + s.backend_drops(reason)).sum()
+    }
+
+    /// Flows closed for `reason`, over every instance.
+    pub fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.drivers.iter().map(|d| d.core().flows().stats().flows.closed_for(reason)).sum()
+    }
+
+    /// Flows created and flows still alive, over every instance.
+    pub fn flow_totals(&self) -> (u64, u64) {
+        let flows = self.drivers.iter().map(|d| &d.core().flows().stats().flows);
+        flows.fold((0, 0), |(created, active), f| (created + f.created, active + f.active))
+    }
+
+    /// Requests re-sent after a refusal, over every instance.
+    pub fn resent(&self) -> u64 {
+        self.drivers.iter().map(|d| d.core().flows().stats().retries.resent).sum()
     }
 
     /// Requests sent and answered over every client.
@@ -584,6 +689,7 @@ fn describe(action: &Action) -> String {
         Action::DrainListener { listener } => format!("drain listener {listener}"),
         Action::Backend { backend, command } => format!("{command} backend {backend}"),
         Action::Reload { .. } => "reload".into(),
+        Action::Rehash => "ecmp rehash".into(),
     }
 }
 

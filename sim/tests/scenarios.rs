@@ -61,3 +61,15 @@ fn the_report_has_a_timeline_for_every_scenario() {
     // A killed backend's Down band is drawn.
     assert!(page.contains("#f87171"));
 }
+
+#[test]
+fn round_robin_instances_disagree_after_a_rehash_so_the_placement_check_can_fail() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/ecmp_rehash.toml");
+    let mut scenario = Scenario::load(&file).unwrap();
+    for cluster in scenario.lb.clusters.values_mut() {
+        cluster.algorithm = udplb_core::config::Algorithm::RoundRobin;
+    }
+    let report = udplb_sim::run(&scenario, &file, None);
+    let placement = report.verdicts.iter().find(|v| v.what.contains("keep their backend")).unwrap();
+    assert!(!placement.passed, "round robin cannot agree across instances: {}", placement.detail);
+}
