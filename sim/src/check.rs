@@ -137,6 +137,14 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 detail: format!("{} moved, {disagreeing} changed backend", moved.len()),
             }
         }
+        Expectation::FlowsCreated { at_least, at_most } => {
+            let (created, _) = world.flow_totals();
+            Verdict {
+                what: format!("flows created {}", range_text(*at_least, *at_most)),
+                passed: range_ok(created, *at_least, *at_most),
+                detail: format!("{created}"),
+            }
+        }
         Expectation::Events { event, count } => {
             let got = record.events.get(event).copied().unwrap_or(0);
             Verdict {

@@ -166,11 +166,15 @@ pub struct ClientHost {
     pub pending: BTreeMap<u32, u32>,
     /// Requests that got all their replies.
     pub answered: u32,
+    /// Added to a single-socket client's port: a NAT rebinding moves it (`rebind`).
+    pub port_shift: u16,
+    /// Replies that reached a port the client no longer uses (the NAT drops them).
+    pub stale_replies: u32,
 }
 
 impl ClientHost {
     pub fn new(spec: ClientSpec) -> Self {
-        ClientHost { spec, sent: 0, pending: BTreeMap::new(), answered: 0 }
+        ClientHost { spec, sent: 0, pending: BTreeMap::new(), answered: 0, port_shift: 0, stale_replies: 0 }
     }
 
     pub fn start(&self) -> Duration {
@@ -200,8 +204,11 @@ impl ClientHost {
         self.sent += 1;
         match self.spec.model {
             ClientModel::RequestResponse { replies, new_port_per_request, port, size, .. } => {
-                let port =
-                    if new_port_per_request { port.wrapping_add((number % 20_000) as u16) } else { port };
+                let port = if new_port_per_request {
+                    port.wrapping_add((number % 20_000) as u16)
+                } else {
+                    port.wrapping_add(self.port_shift)
+                };
                 let mut payload = format!("{}#{number}", self.spec.name).into_bytes();
                 if payload.len() < size {
                     payload.resize(size, b'.');
@@ -216,6 +223,22 @@ impl ClientHost {
                     IpAddr::from([198, 18 + (index >> 16) as u8 % 2, (index >> 8) as u8, index as u8]);
                 Some((SocketAddr::new(address, 1024 + (number % 50_000) as u16), b"flood".to_vec()))
             }
+        }
+    }
+
+    /// A NAT rebinding: the client's single socket now appears from another port.
+    pub fn rebind(&mut self) {
+        self.port_shift = self.port_shift.wrapping_add(1_000);
+    }
+
+    /// Whether a datagram to `port` reaches this client: a single-socket client only listens on
+    /// its current (NAT-mapped) port.
+    pub fn listens_on(&self, port: u16) -> bool {
+        match self.spec.model {
+            ClientModel::RequestResponse { new_port_per_request: false, port: base, .. } => {
+                port == base.wrapping_add(self.port_shift)
+            }
+            _ => true,
         }
     }
 

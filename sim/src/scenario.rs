@@ -311,6 +311,9 @@ pub enum Action {
     Reload { lb: Config },
     /// The ECMP spreader rehashes: clients may move to another balancer instance.
     Rehash,
+    /// A NAT in front of the client maps its socket to a new port; replies to the old port
+    /// are dropped.
+    Rebind { client: String },
 }
 
 /// What must hold at the end of a run (or at a time).
@@ -350,6 +353,13 @@ pub enum Expectation {
     /// sent to the same backend by each (consistent hashing agreeing across instances), and
     /// at least `moved_at_least` clients did move.
     ConsistentPlacement { moved_at_least: u64 },
+    /// Flows created over the run (every instance).
+    FlowsCreated {
+        #[serde(default)]
+        at_least: Option<u64>,
+        #[serde(default)]
+        at_most: Option<u64>,
+    },
     /// A health or flow event happened exactly `count` times.
     Events { event: String, count: u64 },
 }

@@ -418,7 +418,11 @@ impl World {
         } else if let Some(index) = self.backends.iter().position(|b| b.spec.address == to) {
             self.backend_receives(index, packet);
         } else if let Some(index) = self.clients.iter().position(|c| c.spec.address == to.ip()) {
-            self.clients[index].receive(&packet.payload);
+            if self.clients[index].listens_on(to.port()) {
+                self.clients[index].receive(&packet.payload);
+            } else {
+                self.clients[index].stale_replies += 1;
+            }
         }
     }
 
@@ -571,6 +575,10 @@ impl World {
                 }
             }
             Action::Rehash => self.ecmp_salt += 1,
+            Action::Rebind { client } => match self.clients.iter_mut().find(|c| c.spec.name == client) {
+                Some(host) => host.rebind(),
+                None => self.record.violation(format!("timeline names unknown client {client:?}")),
+            },
             Action::Backend { backend, command } => self.backend_command(&backend, &command),
             Action::Reload { lb } => {
                 let mut rejected = None;
@@ -690,6 +698,7 @@ fn describe(action: &Action) -> String {
         Action::Backend { backend, command } => format!("{command} backend {backend}"),
         Action::Reload { .. } => "reload".into(),
         Action::Rehash => "ecmp rehash".into(),
+        Action::Rebind { client } => format!("NAT rebinds {client}"),
     }
 }
 

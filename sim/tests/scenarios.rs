@@ -73,3 +73,15 @@ fn round_robin_instances_disagree_after_a_rehash_so_the_placement_check_can_fail
     let placement = report.verdicts.iter().find(|v| v.what.contains("keep their backend")).unwrap();
     assert!(!placement.passed, "round robin cannot agree across instances: {}", placement.detail);
 }
+
+#[test]
+fn with_per_port_affinity_a_nat_rebinding_opens_a_new_flow() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/nat_rebinding.toml");
+    let mut scenario = Scenario::load(&file).unwrap();
+    for listener in scenario.lb.listeners.values_mut() {
+        listener.affinity = udplb_core::config::Affinity::ClientAddressPort;
+    }
+    let report = udplb_sim::run(&scenario, &file, None);
+    let created = report.verdicts.iter().find(|v| v.what.starts_with("flows created")).unwrap();
+    assert!(!created.passed, "a new port is a new flow under per-port affinity: {}", created.detail);
+}
