@@ -102,6 +102,8 @@ pub struct World {
     pub record: Record,
     balancer_timers: Vec<Option<Instant>>,
     events_run: u64,
+    /// Per instance, listener and client address: the last flow its datagrams rode.
+    affinity: BTreeMap<(usize, udplb_core::ListenerId, SocketAddr), udplb_core::FlowId>,
 }
 
 impl World {
@@ -134,6 +136,7 @@ impl World {
             record: Record::default(),
             balancer_timers: vec![None; instances],
             events_run: 0,
+            affinity: BTreeMap::new(),
         };
         for index in 0..world.clients.len() {
             let at = Instant::ZERO + world.clients[index].start();
@@ -178,6 +181,7 @@ impl World {
             driver.on_timeout();
         });
         self.check_invariants();
+        self.check_liveness();
         for backend in &self.backends {
             for violation in &backend.proxy_violations {
                 self.record.violations.push(format!("PROXY v2: {violation}"));
@@ -399,9 +403,12 @@ impl World {
                 let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
                 buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
                 let from = packet.from;
-                self.with_driver(instance, |driver| {
+                let verdict = self.with_driver(instance, |driver| {
                     driver.on_client_datagram(listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
                 });
+                if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
+                    self.check_affinity(instance, listener, from, flow);
+                }
             }
         } else if let Some(instance) = instance_with(to.ip(), false) {
             let platform = self.drivers[instance].platform();
@@ -446,6 +453,27 @@ impl World {
                 let refused = ProbeResult::Fail(ProbeFailure::Refused);
                 self.with_driver(instance, |driver| driver.on_probe_result(probe, refused));
             }
+        }
+    }
+
+    /// Affinity, seen from outside: a client's datagrams stay on one flow (and so one backend)
+    /// while that flow takes datagrams. Moving to another flow is only allowed once the previous
+    /// one has ended or retired (`requests` reached).
+    fn check_affinity(
+        &mut self,
+        instance: usize,
+        listener: udplb_core::ListenerId,
+        client: SocketAddr,
+        flow: udplb_core::FlowId,
+    ) {
+        let key = (instance, listener, client);
+        if let Some(previous) = self.affinity.insert(key, flow)
+            && previous != flow
+            && let Some(info) = self.drivers[instance].core().flows().flow(previous)
+            && !info.retired
+        {
+            let text = format!("{}: {client} moved from {previous} (still open) to {flow}", self.now);
+            self.record.violation(text);
         }
     }
 
@@ -644,6 +672,43 @@ impl World {
                     self.now
                 );
                 self.record.violation(text);
+            }
+        }
+    }
+
+    /// Liveness after the last heal: if the run ends with every fault removed (backends
+    /// answering, no partition, no loss) and long enough after the last timeline action for
+    /// the slowest recovery the health scheduler allows, every backend the checks can see is
+    /// Up on every instance.
+    fn check_liveness(&mut self) {
+        let fault_free = self.partitions.is_empty()
+            && self.network.loss == 0.0
+            && self.backends.iter().all(|b| b.state == BackendState::Up);
+        let last_action = self.scenario.timeline.iter().map(|t| t.at).max().unwrap_or_default();
+        let settle = self
+            .scenario
+            .lb
+            .clusters
+            .values()
+            .map(|c| udplb_core::health::worst_case_recovery(&c.health, Health::Down))
+            .max()
+            .unwrap_or_default();
+        let end = self.scenario.duration;
+        if !fault_free || settle == Duration::MAX || last_action + settle + Duration::from_secs(1) > end {
+            return;
+        }
+        for instance in 0..self.drivers.len() {
+            let core = self.drivers[instance].core();
+            for backend in core.monitor().backend_ids() {
+                let status = core.monitor().backend(backend);
+                let down = status.as_ref().is_some_and(|s| s.health == Health::Down);
+                let enabled = status.as_ref().is_some_and(|s| s.admin == udplb_core::AdminState::Enabled);
+                if down && enabled {
+                    let name = core.flows().backend(backend).map_or("?", |(n, _)| n).to_owned();
+                    self.record.violation(format!(
+                        "liveness: {name} still Down at the end, after every fault healed"
+                    ));
+                }
             }
         }
     }
