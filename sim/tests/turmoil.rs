@@ -146,6 +146,8 @@ fn the_harness_refuses_scenarios_that_use_what_it_does_not_model() {
         ("flood_shed.toml", "flood"),
         ("partition_heal.toml", "Partition"),
         ("reload_membership.toml", "Reload"),
+        ("ecmp_rehash.toml", "several balancer instances"),
+        ("nat_rebinding.toml", "Rebind"),
     ] {
         let scenario = Scenario::load(&scenario_path(file)).unwrap();
         let why = turmoil_support::unsupported(&scenario).unwrap_or_else(|| panic!("{file} is not refused"));

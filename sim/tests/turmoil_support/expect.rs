@@ -115,6 +115,19 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
                 detail: count.to_string(),
             }
         }
+        Expectation::FlowsCreated { at_least, at_most } => {
+            let created = facts.stats.flows.created;
+            Verdict {
+                what: format!("flows created in {at_least:?}..={at_most:?}"),
+                passed: within(created, *at_least, *at_most),
+                detail: created.to_string(),
+            }
+        }
+        Expectation::ConsistentPlacement { .. } => Verdict {
+            what: "placement across instances".into(),
+            passed: false,
+            detail: "one balancer instance here: `unsupported` refuses such scenarios".into(),
+        },
         Expectation::Events { event, count } => {
             let got = record.events.get(event).copied().unwrap_or(0);
             Verdict {

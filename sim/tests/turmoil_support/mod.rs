@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use udplb::driver::Driver;
 use udplb_core::{Balancer, CloseReason, Health, Instant, Keys};
 use udplb_sim::hosts::{BackendHost, BackendState, ClientHost};
-use udplb_sim::scenario::{Action, BackendSpec, ClientModel, Scenario};
+use udplb_sim::scenario::{Action, BackendSpec, ClientModel, Expectation, Scenario};
 
 use balancer::Shared;
 use expect::{Facts, Verdict};
@@ -124,6 +124,12 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     host_ips.dedup();
     if host_ips.len() != count {
         missing.push("two hosts on one address".to_owned());
+    }
+    if scenario.ecmp.instances != 1 {
+        missing.push("several balancer instances behind a spreader".to_owned());
+    }
+    if scenario.expectations.iter().any(|e| matches!(e, Expectation::ConsistentPlacement { .. })) {
+        missing.push("placement across instances".to_owned());
     }
     for entry in &scenario.timeline {
         match &entry.action {
