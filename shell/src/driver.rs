@@ -88,6 +88,12 @@ impl<P: Platform> Driver<P> {
         &mut self.platform
     }
 
+    /// The core to read and the platform to change, at once (the platform's own bookkeeping
+    /// after a reload: which listeners to open or close).
+    pub fn parts_mut(&mut self) -> (&Balancer, &mut P) {
+        (&self.core, &mut self.platform)
+    }
+
     /// When the loop must call [`Driver::on_timeout`] next (re-read after every call).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.core.poll_timeout()

@@ -2,8 +2,12 @@
 //!
 //! [`driver`] turns the core's verdicts and control outputs into socket actions, generic over a
 //! small [`driver::Platform`] trait (send, open/close upstream, start probe, now). The simulator
-//! runs it on simulated sockets today; the mio platform, the control socket, metrics, signals
-//! and the `udplb` binary come with the shell issue (see the tracker). Every load-balancing
+//! runs it on simulated sockets; [`event_loop`] runs it on mio in the `udplb` binary, with
+//! signals (SIGHUP reload, SIGTERM/SIGINT drain then exit) and [`system`] for descriptor
+//! limits, keys and systemd readiness. The control socket and metrics come next (see the
+//! tracker). Every load-balancing
 //! decision stays in `udplb-core`; see `docs/architecture.md`.
 
 pub mod driver;
+pub mod event_loop;
+pub mod system;

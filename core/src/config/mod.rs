@@ -28,6 +28,7 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
 pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel};
+
 pub use validate::{
     IdleSide, MAX_FLOWS_LIMIT, MAX_NAME_BYTES, MAX_WEIGHT, NameProblem, ProxyProtocolOption, ValidationError,
 };
@@ -61,6 +62,25 @@ pub struct ProcessConfig {
     /// its last datagram, and only until its first reply.
     #[serde(default)]
     pub retry_buffer_bytes: Option<u32>,
+    /// The selection key, 64 hex digits: instances that must place clients identically
+    /// (consistent hashing behind ECMP) share it. Absent: a fixed default, so instances with
+    /// the same file agree. It is not secret; the flow-table key, which is, never appears here.
+    #[serde(default)]
+    pub selection_key: Option<String>,
+    /// How the `udplb` binary writes its log.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// Log line format of the `udplb` binary.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 impl ProcessConfig {
@@ -69,6 +89,19 @@ impl ProcessConfig {
 
     /// The retry buffer's budget when the file does not set one.
     pub const DEFAULT_RETRY_BUFFER_BYTES: u32 = 4 << 20;
+
+    /// The selection key as bytes (the default when absent or, for an unvalidated config,
+    /// malformed).
+    pub fn selection_key_bytes(&self) -> [u8; 32] {
+        let mut key = *b"udplb default selection key v1..";
+        if let Some(text) = &self.selection_key
+            && let Ok(bytes) = health::parse_hex(text)
+            && bytes.len() == 32
+        {
+            key.copy_from_slice(&bytes);
+        }
+        key
+    }
 
     /// The effective retry buffer budget, in bytes.
     pub fn retry_buffer_bytes(&self) -> u32 {

@@ -107,7 +107,11 @@ address = "10.0.1.1:514"
 #[test]
 fn full_config_parses_to_the_expected_struct() {
     let expected = Config {
-        process: ProcessConfig { max_flows: Some(100_000), retry_buffer_bytes: None },
+        process: ProcessConfig {
+            max_flows: Some(100_000),
+            retry_buffer_bytes: None,
+            ..ProcessConfig::default()
+        },
         listeners: BTreeMap::from([
             (
                 "dns".to_owned(),
@@ -200,7 +204,10 @@ fn absent_fields_take_their_defaults() {
         "[listeners.dns]\naddress = \"127.0.0.1:53\"\ncluster = \"dns\"\n\
          [clusters.dns]\nbackends = [{ id = \"a\", address = \"127.0.0.1:5301\" }]\n",
     );
-    assert_eq!(config.process, ProcessConfig { max_flows: None, retry_buffer_bytes: None });
+    assert_eq!(
+        config.process,
+        ProcessConfig { max_flows: None, retry_buffer_bytes: None, ..ProcessConfig::default() }
+    );
     assert_eq!(config.process.max_flows(), ProcessConfig::DEFAULT_MAX_FLOWS);
     let listener = &config.listeners["dns"];
     assert_eq!(listener.affinity, Affinity::ClientAddressPort);
@@ -657,7 +664,7 @@ fn any_config() -> impl Strategy<Value = Config> {
         prop::collection::btree_map("\\PC{0,8}", cluster, 0..3),
     )
         .prop_map(|(max_flows, listeners, clusters)| Config {
-            process: ProcessConfig { max_flows, retry_buffer_bytes: None },
+            process: ProcessConfig { max_flows, retry_buffer_bytes: None, ..ProcessConfig::default() },
             listeners,
             clusters,
         })

@@ -247,6 +247,11 @@ pub enum ValidationError {
         /// The first backend's position.
         first_index: usize,
     },
+    /// `process.selection_key` is not 64 hex digits.
+    #[error(
+        "selection_key must be 64 hexadecimal digits (32 bytes), such as the output of `openssl rand -hex 32`"
+    )]
+    SelectionKey,
     /// A problem in a cluster's `health` block.
     #[error("{problem}")]
     Health {
@@ -336,6 +341,7 @@ impl ValidationError {
             | DuplicateBackendAddress { cluster, index, .. } => backend_path(cluster, *index).key("address"),
             WeightTooLarge { cluster, index, .. } => backend_path(cluster, *index).key("weight"),
             Health { cluster, problem } => cluster_path(cluster).key("health").key(problem.key()),
+            SelectionKey => FieldPath::root().key("process").key("selection_key"),
             MaglevTableSize { cluster, .. } => cluster_path(cluster).key("maglev_table_size"),
         }
     }
@@ -410,6 +416,11 @@ impl Config {
 fn validate_process(process: &ProcessConfig, errors: &mut Vec<ValidationError>) {
     if let Some(max_flows) = process.max_flows.filter(|max_flows| !max_flows_in_range(*max_flows)) {
         errors.push(ValidationError::ProcessMaxFlowsOutOfRange { max_flows });
+    }
+    if let Some(key) = &process.selection_key
+        && super::health::parse_hex(key).map_or(true, |bytes| bytes.len() != 32)
+    {
+        errors.push(ValidationError::SelectionKey);
     }
 }
 

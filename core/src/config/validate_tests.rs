@@ -320,7 +320,7 @@ fn cluster_without_backends_is_valid() {
 #[test]
 fn every_violation_is_reported_not_just_the_first() {
     let config = Config {
-        process: ProcessConfig { max_flows: Some(0), retry_buffer_bytes: None },
+        process: ProcessConfig { max_flows: Some(0), retry_buffer_bytes: None, ..ProcessConfig::default() },
         listeners: BTreeMap::from([(
             "bad name".to_owned(),
             ListenerConfig {

@@ -1,0 +1,101 @@
+//! `udplb`: run the balancer, or check a configuration file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use udplb::event_loop::EventLoop;
+use udplb::system;
+use udplb_core::config::LogFormat;
+use udplb_core::{Balancer, Config, Keys};
+
+#[derive(Parser)]
+#[command(name = "udplb", version, about = "A UDP load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer with a configuration file.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file: exit 0 if valid; otherwise print every error with file,
+    /// line, column and field, and exit 1.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check { config } => match load(&config) {
+            Ok(loaded) => {
+                let backends: usize = loaded.clusters.values().map(|c| c.backends.len()).sum();
+                println!(
+                    "{}: ok ({} listeners, {} clusters, {backends} backends)",
+                    config.display(),
+                    loaded.listeners.len(),
+                    loaded.clusters.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => match run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("udplb: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Reads and validates a configuration file; the error is the rendered list of problems.
+fn load(path: &Path) -> Result<Config, String> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| format!("{file}: {error}"))?;
+    Config::from_toml_str(&text).map_err(|errors| errors.render(&file))
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let mut config = load(path).map_err(|message| anyhow::anyhow!("invalid configuration:\n{message}"))?;
+    init_logging(config.process.log_format);
+    let nofile = system::raise_nofile_limit();
+    if config.process.max_flows.is_none() {
+        config.process.max_flows = Some(system::default_max_flows(nofile));
+    }
+    tracing::info!(
+        file = %path.display(),
+        max_flows = config.process.max_flows(),
+        nofile,
+        "starting"
+    );
+    let keys = Keys { selection: config.process.selection_key_bytes(), table: system::random_table_key() };
+    let core = Balancer::new(&config, keys)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration: {errors:?}"))?;
+    EventLoop::new(path, core)?.run()
+}
+
+/// Logs go to stderr (journald picks them up under systemd); `UDPLB_LOG` sets the level
+/// (`error`, `warn`, `info` (default), `debug`, `trace`).
+fn init_logging(format: LogFormat) {
+    let level = std::env::var("UDPLB_LOG")
+        .ok()
+        .and_then(|text| text.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let builder =
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).with_max_level(level);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
