@@ -19,22 +19,44 @@ struct Backend {
     thread: Option<JoinHandle<()>>,
     /// The PROXY v2 source addresses it saw (when decoding).
     sources: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    /// The balancer-side ports datagrams came from: one per upstream, so one per flow.
+    peer_ports: Arc<std::sync::Mutex<Vec<u16>>>,
 }
 
 impl Backend {
     fn echo(decode_proxy: bool) -> Backend {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind backend");
+        Backend::with_delay(decode_proxy, Duration::ZERO)
+    }
+
+    /// An echo server that waits `delay` before each answer.
+    fn with_delay(decode_proxy: bool, delay: Duration) -> Backend {
+        Backend::serve(UdpSocket::bind("127.0.0.1:0").expect("bind backend"), decode_proxy, delay)
+    }
+
+    /// An echo server on another loopback address (127.0.0.0/8 is all loopback on Linux).
+    fn echo_at(ip: &str) -> Backend {
+        let socket = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        Backend::serve(socket, false, Duration::ZERO)
+    }
+
+    fn serve(socket: UdpSocket, decode_proxy: bool, delay: Duration) -> Backend {
         socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let address = socket.local_addr().unwrap();
         let received = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (counter, flag, seen) = (received.clone(), stop.clone(), sources.clone());
+        let peer_ports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counter, flag, seen, ports) =
+            (received.clone(), stop.clone(), sources.clone(), peer_ports.clone());
         let thread = std::thread::spawn(move || {
             let mut buffer = [0u8; 2048];
             while !flag.load(Ordering::Relaxed) {
                 let Ok((length, from)) = socket.recv_from(&mut buffer) else { continue };
                 counter.fetch_add(1, Ordering::Relaxed);
+                ports.lock().unwrap().push(from.port());
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
                 let mut payload = &buffer[..length];
                 if decode_proxy && let Ok((header, consumed)) = Header::parse(payload) {
                     if let Some((source, _)) = header.proxied_endpoints() {
@@ -45,7 +67,17 @@ impl Backend {
                 let _ = socket.send_to(payload, from);
             }
         });
-        Backend { address, received, stop, thread: Some(thread), sources }
+        Backend { address, received, stop, thread: Some(thread), sources, peer_ports }
+    }
+}
+
+impl Backend {
+    /// Distinct balancer-side ports seen so far: the number of flows (upstreams) used.
+    fn distinct_peer_ports(&self) -> usize {
+        let mut ports = self.peer_ports.lock().unwrap().clone();
+        ports.sort_unstable();
+        ports.dedup();
+        ports.len()
     }
 }
 
@@ -253,4 +285,139 @@ fn check_reports_each_error_with_file_line_column_and_field() {
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_udplb")).args(["check", "-c"]).arg(&good).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn responses_1_closes_each_dns_like_flow_after_its_answer() {
+    let backend = Backend::echo(false);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _balancer = Balancer::start(&config(listen, "responses = 1", &[backend.address]), listen);
+    let before = backend.distinct_peer_ports();
+    let socket = client();
+    for i in 0..5 {
+        assert!(ask(&socket, listen, format!("q{i}").as_bytes()).is_some());
+    }
+    // One socket, five queries: each answer closed its flow, so each query opened a new one.
+    assert_eq!(backend.distinct_peer_ports() - before, 5);
+
+    let kept = Backend::echo(false);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _balancer = Balancer::start(&config(listen, "", &[kept.address]), listen);
+    let before = kept.distinct_peer_ports();
+    let socket = client();
+    for i in 0..5 {
+        assert!(ask(&socket, listen, format!("q{i}").as_bytes()).is_some());
+    }
+    assert_eq!(kept.distinct_peer_ports() - before, 1, "without a reply count the flow stays");
+}
+
+#[test]
+fn an_idle_flow_closes_after_its_front_idle_timeout() {
+    let backend = Backend::echo(false);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let extra = "idle_timeout = { front = \"300ms\", back = \"300ms\" }";
+    let _balancer = Balancer::start(&config(listen, extra, &[backend.address]), listen);
+    let socket = client();
+    assert!(ask(&socket, listen, b"a").is_some());
+    assert!(ask(&socket, listen, b"b").is_some());
+    let busy = backend.distinct_peer_ports();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(ask(&socket, listen, b"c").is_some());
+    assert_eq!(backend.distinct_peer_ports(), busy + 1, "the idle flow closed; a new one opened");
+}
+
+#[test]
+fn a_closed_companion_tcp_port_takes_a_backend_down_and_reopening_it_brings_it_back() {
+    // Both backends answer UDP; the health checks (mode tcp) connect to each one's companion
+    // TCP port, which is open for `good` and closed for `flaky` until the end of the test.
+    let good = Backend::echo_at("127.0.0.1");
+    let flaky = Backend::echo_at("127.0.0.2");
+    let good_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_port = good_tcp.local_addr().unwrap().port();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = format!(
+        "[listeners.test]\naddress = \"{listen}\"\ncluster = \"pool\"\n\n[clusters.pool]\n\
+         health = {{ mode = \"tcp\", tcp_port = {tcp_port}, interval = \"100ms\", timeout = \"100ms\", rise = 2, fall = 2, jitter = 0 }}\n\
+         backends = [{{ id = \"good\", address = \"{}\" }}, {{ id = \"flaky\", address = \"{}\" }}]\n",
+        good.address, flaky.address
+    );
+    let _balancer = Balancer::start(&text, listen);
+    std::thread::sleep(Duration::from_millis(600));
+    let flaky_before = flaky.received.load(Ordering::Relaxed);
+    for i in 0..20 {
+        assert!(ask(&client(), listen, format!("{i}").as_bytes()).is_some(), "query {i}");
+    }
+    assert_eq!(flaky.received.load(Ordering::Relaxed), flaky_before, "a Down backend gets no new flows");
+    // Its companion port opens: two passing checks bring it back, and it takes flows again.
+    let _flaky_tcp =
+        std::net::TcpListener::bind(("127.0.0.2", tcp_port)).expect("bind 127.0.0.2 companion port");
+    std::thread::sleep(Duration::from_millis(800));
+    for i in 0..20 {
+        assert!(ask(&client(), listen, format!("again {i}").as_bytes()).is_some(), "query {i}");
+    }
+    assert!(flaky.received.load(Ordering::Relaxed) > flaky_before, "recovered: it takes new flows again");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_flow_finish_before_exiting() {
+    let slow = Backend::with_delay(false, Duration::from_millis(400));
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let extra = "responses = 1";
+    let mut balancer = Balancer::start(&config(listen, extra, &[slow.address]), listen);
+    let socket = client();
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket.send_to(b"slow question", listen).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    balancer.signal(libc::SIGTERM);
+    let mut buffer = [0u8; 64];
+    let (length, _) = socket.recv_from(&mut buffer).expect("the in-flight answer still arrives");
+    assert_eq!(&buffer[..length], b"slow question");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = balancer.child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not exit after draining");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_reload_adds_and_removes_backends_without_touching_unrelated_flows() {
+    let (b1, b2, b3) = (Backend::echo(false), Backend::echo(false), Backend::echo(false));
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let balancer = Balancer::start(&config(listen, "", &[b1.address, b2.address]), listen);
+    // A session: find which backend it landed on.
+    let counts = |backends: &[&Backend]| {
+        backends.iter().map(|b| b.received.load(Ordering::Relaxed)).collect::<Vec<_>>()
+    };
+    let before = counts(&[&b1, &b2]);
+    let session = client();
+    assert!(ask(&session, listen, b"hello").is_some());
+    let after = counts(&[&b1, &b2]);
+    let (kept, removed) = if after[0] > before[0] { (&b1, &b2) } else { (&b2, &b1) };
+    let kept_received = kept.received.load(Ordering::Relaxed);
+    let kept_ports = kept.distinct_peer_ports();
+    // Reload: the other backend is replaced by b3; the session's backend keeps its identity
+    // (same id, same address: ids are positional in this helper).
+    let next = if std::ptr::eq(kept, &b1) { [b1.address, b3.address] } else { [b3.address, b2.address] };
+    std::fs::write(&balancer.config, config(listen, "", &next)).unwrap();
+    balancer.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        assert!(ask(&session, listen, format!("more {i}").as_bytes()).is_some());
+    }
+    assert_eq!(kept.received.load(Ordering::Relaxed), kept_received + 5, "the session stayed on its backend");
+    assert_eq!(kept.distinct_peer_ports(), kept_ports, "on the same flow");
+    let before = b3.received.load(Ordering::Relaxed);
+    for i in 0..6 {
+        assert!(ask(&client(), listen, format!("new {i}").as_bytes()).is_some());
+    }
+    assert!(b3.received.load(Ordering::Relaxed) > before, "the added backend takes new flows");
+    let removed_count = removed.received.load(Ordering::Relaxed);
+    for i in 0..4 {
+        assert!(ask(&client(), listen, format!("late {i}").as_bytes()).is_some());
+    }
+    assert_eq!(removed.received.load(Ordering::Relaxed), removed_count, "the removed backend gets nothing");
 }
