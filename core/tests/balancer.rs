@@ -135,7 +135,9 @@ fn backend_commands_drain_disable_pause_and_weight() {
     assert!(h.core.handle_backend_command(h.now, pinned, BackendCommand::Resume).is_err(), "not paused");
     h.core.handle_backend_command(h.now, other, BackendCommand::Resume).unwrap();
     assert!(h.core.handle_backend_command(h.now, other, BackendCommand::Weight(70_000)).is_err());
+    assert_eq!(h.core.flows().backend_weight(other), Some(1), "the file's weight");
     h.core.handle_backend_command(h.now, other, BackendCommand::Weight(0)).unwrap();
+    assert_eq!(h.core.flows().backend_weight(other), Some(0), "the operator's weight");
     for port in 0..4 {
         assert_eq!(
             h.new_flow_backend(&format!("192.0.2.3:{}", 1000 + port)),
@@ -143,6 +145,14 @@ fn backend_commands_drain_disable_pause_and_weight() {
             "weight 0: no new flows"
         );
     }
+}
+
+#[test]
+fn the_status_accessors_list_live_clusters() {
+    let h = BalancerHarness::new(&cluster(TCP, ""));
+    let clusters: Vec<_> = h.core.flows().cluster_ids().collect();
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(h.core.flows().cluster_name(clusters[0]), Some("pool"));
 }
 
 #[test]

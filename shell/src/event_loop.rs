@@ -5,7 +5,9 @@
 //! datagrams (SO_REUSEPORT, a large receive buffer); each flow has a connected upstream socket,
 //! whose ECONNREFUSED (the kernel's report of an ICMP port unreachable) becomes the core's
 //! upstream-error input; probes are non-blocking TCP connects and connected UDP sockets.
-//! SIGHUP reloads the configuration file; SIGTERM and SIGINT drain and then exit.
+//! SIGHUP (or `udplb ctl reload`) reloads the configuration file; SIGTERM and SIGINT drain
+//! and then exit. The control socket ([`crate::control`]) and the metrics endpoint
+//! ([`crate::metrics`]) are served in the same loop, between datagrams, by `commands.rs`.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -19,13 +21,16 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::{Domain, Protocol, Socket, Type};
 use udplb_core::balancer::Output;
-use udplb_core::health::{ProbeFailure, ProbeKind, ProbeRequest};
+use udplb_core::health::{HealthEvent, ProbeFailure, ProbeKind, ProbeRequest};
 use udplb_core::{
-    AdminCommand, Balancer, Config, DATAGRAM_HEADROOM, FlowId, Instant, ListenerId, ProbeId, ProbeResult,
-    UpstreamError, UpstreamId,
+    AdminCommand, BackendId, Balancer, Config, DATAGRAM_HEADROOM, FlowId, Instant, ListenerId, ProbeId,
+    ProbeResult, UpstreamError, UpstreamId,
 };
 
+use crate::control::ControlServer;
 use crate::driver::{Driver, OpenError, Platform, SendError};
+use crate::metrics::ShellCounters;
+use crate::metrics::http::MetricsServer;
 
 /// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
 /// tens of thousands of datagrams per second in bursts.
@@ -35,14 +40,26 @@ const RECEIVE_CAPACITY: usize = 65_536;
 /// Datagrams read from one socket per readiness event before serving the others.
 const READS_PER_EVENT: usize = 256;
 
+/// Events waiting for `watch`ers between two turns of the loop; more are counted as lost.
+const MAX_QUEUED_WATCH_EVENTS: usize = 4096;
+/// Longest sleep while a control or metrics connection waits on a deadline of its own.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
 const SIGNALS: Token = Token(0);
 
+/// What a token names.
 #[derive(Copy, Clone, Debug)]
-enum Source {
+pub(crate) enum Source {
     Listener(ListenerId),
     Upstream(UpstreamId),
     TcpProbe(ProbeId),
     UdpProbe(ProbeId),
+    ControlListener,
+    /// A control connection (the control server knows it by its token).
+    Control,
+    MetricsListener,
+    /// A metrics connection (the metrics server knows it by its token).
+    Metrics,
 }
 
 struct Probe {
@@ -60,6 +77,9 @@ struct Upstream {
     socket: UdpSocket,
     flow: FlowId,
     token: Token,
+    /// Its backend, for per-backend traffic counters (learnt from the `OpenUpstream` output
+    /// right after the open, since the platform's open call is not told).
+    backend: Option<BackendId>,
 }
 
 /// Sockets and the clock, for the driver.
@@ -73,6 +93,13 @@ pub struct MioPlatform {
     next_token: usize,
     /// Refusals seen while sending, reported to the core after the call that sent.
     deferred_refusals: Vec<FlowId>,
+    /// Counts the core does not keep (per-backend traffic, transitions by code).
+    pub(crate) counters: ShellCounters,
+    /// Set while a control connection watches: events are then queued for it.
+    pub(crate) watching: bool,
+    pub(crate) watch_queue: Vec<Output>,
+    /// Events not queued since the last turn because the queue was full.
+    pub(crate) watch_lost: u64,
 }
 
 impl std::fmt::Debug for MioPlatform {
@@ -86,7 +113,7 @@ impl std::fmt::Debug for MioPlatform {
 }
 
 impl MioPlatform {
-    fn token(&mut self, source: Source) -> Token {
+    pub(crate) fn token(&mut self, source: Source) -> Token {
         // Tokens are never reused within a run: a stale event can only name a closed source.
         self.next_token += 1;
         let token = Token(self.next_token);
@@ -94,8 +121,26 @@ impl MioPlatform {
         token
     }
 
+    /// Forgets a token whose socket is closed.
+    pub(crate) fn forget(&mut self, token: Token) {
+        self.sources.remove(&token);
+    }
+
+    pub(crate) fn source(&self, token: Token) -> Option<Source> {
+        self.sources.get(&token).copied()
+    }
+
+    /// The kernel's drop count of every listener socket (see [`crate::system::socket_drops`]).
+    pub(crate) fn kernel_drops(&self) -> Vec<(ListenerId, u64)> {
+        use std::os::fd::AsRawFd;
+        self.listeners
+            .iter()
+            .filter_map(|(id, (socket, _, _))| Some((*id, crate::system::socket_drops(socket.as_raw_fd())?)))
+            .collect()
+    }
+
     /// Opens the listeners the core has and the platform lacks, closes the others.
-    fn sync_listeners(&mut self, core: &Balancer) -> anyhow::Result<()> {
+    pub(crate) fn sync_listeners(&mut self, core: &Balancer) -> anyhow::Result<()> {
         let wanted: BTreeMap<ListenerId, SocketAddr> = core
             .flows()
             .listener_ids()
@@ -186,7 +231,7 @@ impl Platform for MioPlatform {
         self.registry
             .register(&mut socket, token, Interest::READABLE)
             .map_err(|e| OpenError(e.to_string()))?;
-        self.upstreams.insert(upstream, Upstream { socket, flow, token });
+        self.upstreams.insert(upstream, Upstream { socket, flow, token, backend: None });
         Ok(())
     }
 
@@ -200,7 +245,12 @@ impl Platform for MioPlatform {
     fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
         let socket = self.upstreams.get(&upstream).ok_or_else(|| SendError("no such upstream".into()))?;
         match socket.socket.send(datagram) {
-            Ok(_) => Ok(()),
+            Ok(sent) => {
+                if let Some(backend) = socket.backend {
+                    self.counters.sent_to_backend(backend, sent);
+                }
+                Ok(())
+            }
             Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
                 // An earlier datagram drew an ICMP port unreachable; this one was not sent.
                 self.deferred_refusals.push(socket.flow);
@@ -246,6 +296,25 @@ impl Platform for MioPlatform {
 
     fn notify(&mut self, output: &Output) {
         match output {
+            Output::Flow(udplb_core::Output::OpenUpstream { upstream, backend, .. }) => {
+                if let Some(opened) = self.upstreams.get_mut(upstream) {
+                    opened.backend = Some(*backend);
+                }
+            }
+            Output::Health(HealthEvent::Transition { backend, to, code, .. }) => {
+                self.counters.transition(*backend, *to, *code);
+            }
+            _ => {}
+        }
+        if self.watching && crate::status::is_watch_event(output) {
+            if self.watch_queue.len() < MAX_QUEUED_WATCH_EVENTS {
+                self.watch_queue.push(output.clone());
+            } else {
+                self.watch_lost += 1;
+                self.counters.watch_events_lost += 1;
+            }
+        }
+        match output {
             Output::Health(event) => tracing::info!(?event, "health"),
             Output::Frontend { listener, state } => tracing::info!(%listener, ?state, "listener state"),
             Output::Flow(udplb_core::Output::Event(event)) => tracing::info!(?event, "flow event"),
@@ -263,17 +332,32 @@ impl Platform for MioPlatform {
 /// The running balancer: the driver on mio, the configuration file it reloads.
 pub struct EventLoop {
     poll: Poll,
-    driver: Driver<MioPlatform>,
+    pub(crate) driver: Driver<MioPlatform>,
     signals: Signals,
-    config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
+    /// The configuration running now (the core does not expose every setting: a cluster's
+    /// algorithm, a listener's affinity), as the file gave it.
+    pub(crate) config: Config,
+    /// The flow cap derived from the descriptor limit and port range, used whenever the
+    /// file sets none: at start and on every reload.
+    pub(crate) default_max_flows: u32,
+    pub(crate) control: Option<ControlServer>,
+    pub(crate) metrics: Option<MetricsServer>,
     /// Set by SIGTERM/SIGINT: listeners are draining, and the loop ends when no flow is left.
     stopping: bool,
     buffer: Vec<u8>,
 }
 
 impl EventLoop {
-    /// Binds every listener and starts the core.
-    pub fn new(config_path: &Path, core: Balancer) -> anyhow::Result<EventLoop> {
+    /// Binds every listener, the control socket and the metrics endpoint (when configured),
+    /// and starts the core. `config` is the file as read (`max_flows` may be unset: the core
+    /// then runs with `default_max_flows`, now and after every reload).
+    pub fn new(
+        config_path: &Path,
+        config: Config,
+        core: Balancer,
+        default_max_flows: u32,
+    ) -> anyhow::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -286,15 +370,41 @@ impl EventLoop {
             sources: BTreeMap::new(),
             next_token: 0,
             deferred_refusals: Vec::new(),
+            counters: ShellCounters::default(),
+            watching: false,
+            watch_queue: Vec::new(),
+            watch_lost: 0,
         };
         let mut driver = Driver::new(core, platform);
         let (core, platform) = driver.parts_mut();
         platform.sync_listeners(core)?;
+        let control = match &config.process.control_socket {
+            Some(path) => {
+                let token = driver.platform_mut().token(Source::ControlListener);
+                let server = ControlServer::bind(path, poll.registry(), token)?;
+                tracing::info!(path = %path.display(), "control socket ready");
+                Some(server)
+            }
+            None => None,
+        };
+        let metrics = match config.process.metrics_addr {
+            Some(address) => {
+                let token = driver.platform_mut().token(Source::MetricsListener);
+                let server = MetricsServer::bind(address, poll.registry(), token)?;
+                tracing::info!(%address, "metrics at /metrics");
+                Some(server)
+            }
+            None => None,
+        };
         Ok(EventLoop {
             poll,
             driver,
             signals,
             config_path: config_path.to_owned(),
+            config,
+            default_max_flows,
+            control,
+            metrics,
             stopping: false,
             buffer: vec![0u8; DATAGRAM_HEADROOM + RECEIVE_CAPACITY],
         })
@@ -305,10 +415,13 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         crate::system::sd_notify("READY=1");
         loop {
-            let timeout = self.driver.next_deadline().map(|deadline| {
+            let mut timeout = self.driver.next_deadline().map(|deadline| {
                 let now = self.driver.platform().now();
                 Duration::from_nanos(deadline.as_nanos().saturating_sub(now.as_nanos()))
             });
+            if self.needs_housekeeping() {
+                timeout = Some(timeout.map_or(HOUSEKEEPING_INTERVAL, |t| t.min(HOUSEKEEPING_INTERVAL)));
+            }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
@@ -319,12 +432,16 @@ impl EventLoop {
                     self.handle_signals()?;
                     continue;
                 }
-                let source = self.driver.platform().sources.get(&event.token()).copied();
+                let source = self.driver.platform().source(event.token());
                 match source {
                     Some(Source::Listener(listener)) => self.read_listener(listener),
                     Some(Source::Upstream(upstream)) => self.read_upstream(upstream),
                     Some(Source::TcpProbe(probe)) => self.finish_tcp_probe(probe),
                     Some(Source::UdpProbe(probe)) => self.read_udp_probe(probe),
+                    Some(Source::ControlListener) => self.accept_control(),
+                    Some(Source::Control) => self.serve_control(event.token()),
+                    Some(Source::MetricsListener) => self.accept_metrics(),
+                    Some(Source::Metrics) => self.serve_metrics(event.token()),
                     None => {}
                 }
                 self.report_deferred_refusals();
@@ -333,6 +450,8 @@ impl EventLoop {
             self.driver.on_timeout();
             self.report_deferred_refusals();
             self.driver.platform_mut().expire_probes();
+            self.publish_events();
+            self.sweep_connections();
             if self.stopping && self.driver.core().flows().stats().flows.active == 0 {
                 tracing::info!("drained; exiting");
                 return Ok(());
@@ -344,7 +463,10 @@ impl EventLoop {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             match signal {
-                SIGHUP => self.reload(),
+                SIGHUP => {
+                    // The outcome is logged by `reload`; there is no one else to tell.
+                    let _ = self.reload();
+                }
                 SIGTERM | SIGINT if !self.stopping => {
                     crate::system::sd_notify("STOPPING=1");
                     tracing::info!("stop requested: draining listeners");
@@ -358,29 +480,6 @@ impl EventLoop {
             }
         }
         Ok(())
-    }
-
-    /// Re-reads the configuration file. An invalid file keeps the running configuration.
-    fn reload(&mut self) {
-        crate::system::sd_notify("RELOADING=1");
-        let file = self.config_path.display().to_string();
-        let config = std::fs::read_to_string(&self.config_path)
-            .map_err(|error| format!("{file}: {error}"))
-            .and_then(|text| Config::from_toml_str(&text).map_err(|errors| errors.render(&file)));
-        match config {
-            Ok(config) => match self.driver.on_reload(&config) {
-                Ok(reload) => {
-                    let (core, platform) = self.driver.parts_mut();
-                    if let Err(error) = platform.sync_listeners(core) {
-                        tracing::error!(%error, "reload: a new listener could not be opened");
-                    }
-                    tracing::info!(?reload, "configuration reloaded");
-                }
-                Err(errors) => tracing::error!(?errors, "reload rejected; keeping the running configuration"),
-            },
-            Err(message) => tracing::error!("reload rejected; keeping the running configuration:\n{message}"),
-        }
-        crate::system::sd_notify("READY=1");
     }
 
     fn read_listener(&mut self, listener: ListenerId) {
@@ -413,12 +512,15 @@ impl EventLoop {
 
     fn read_upstream(&mut self, upstream: UpstreamId) {
         for _ in 0..READS_PER_EVENT {
-            let (received, flow) = {
+            let (received, flow, backend) = {
                 let Some(socket) = self.driver.platform().upstreams.get(&upstream) else { return };
-                (socket.socket.recv(&mut self.buffer[..RECEIVE_CAPACITY]), socket.flow)
+                (socket.socket.recv(&mut self.buffer[..RECEIVE_CAPACITY]), socket.flow, socket.backend)
             };
             match received {
                 Ok(length) => {
+                    if let Some(backend) = backend {
+                        self.driver.platform_mut().counters.received_from_backend(backend, length);
+                    }
                     let truncated = length >= RECEIVE_CAPACITY;
                     let payload = self.buffer[..length].to_vec();
                     self.driver.on_backend_datagram(flow, &payload, truncated);

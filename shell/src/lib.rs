@@ -4,10 +4,18 @@
 //! small [`driver::Platform`] trait (send, open/close upstream, start probe, now). The simulator
 //! runs it on simulated sockets; [`event_loop`] runs it on mio in the `udplb` binary, with
 //! signals (SIGHUP reload, SIGTERM/SIGINT drain then exit) and [`system`] for descriptor
-//! limits, keys and systemd readiness. The control socket and metrics come next (see the
-//! tracker). Every load-balancing
-//! decision stays in `udplb-core`; see `docs/architecture.md`.
+//! limits, keys, kernel drop counters and systemd readiness. The same loop serves the control
+//! socket ([`control`], speaking [`protocol`]; `udplb ctl` is [`ctl`]) and Prometheus metrics
+//! ([`metrics`]); `commands.rs` joins them to the driver and [`status`] renders the core's
+//! state for them. Every load-balancing decision stays in `udplb-core`; see
+//! `docs/architecture.md`.
 
+mod commands;
+pub mod control;
+pub mod ctl;
 pub mod driver;
 pub mod event_loop;
+pub mod metrics;
+pub mod protocol;
+pub mod status;
 pub mod system;

@@ -1,11 +1,12 @@
-//! `udplb`: run the balancer, or check a configuration file.
+//! `udplb`: run the balancer, check a configuration file, or talk to a running balancer.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use udplb::ctl::CtlCommand;
 use udplb::event_loop::EventLoop;
-use udplb::system;
+use udplb::{ctl, system};
 use udplb_core::config::LogFormat;
 use udplb_core::{Balancer, Config, Keys};
 
@@ -29,6 +30,21 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Talk to a running udplb over its control socket: show state, change backends,
+    /// reload, watch events. Prints tables for people; `--json` prints the server's JSON.
+    Ctl {
+        /// The control socket (default: /run/udplb/control.sock).
+        #[arg(long, conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        /// Read the socket's path from this configuration file's `process.control_socket`.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print the server's JSON lines instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +65,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ctl { socket, config, json, command } => {
+            let socket = match (socket, config) {
+                (Some(socket), _) => socket,
+                (None, Some(config)) => match ctl::socket_from_config(&config) {
+                    Ok(socket) => socket,
+                    Err(error) => {
+                        eprintln!("udplb ctl: {error:#}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                (None, None) => PathBuf::from(ctl::DEFAULT_SOCKET),
+            };
+            ctl::run(&socket, json, &command)
+        }
         Command::Run { config } => match run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -67,22 +97,22 @@ fn load(path: &Path) -> Result<Config, String> {
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
-    let mut config = load(path).map_err(|message| anyhow::anyhow!("invalid configuration:\n{message}"))?;
+    let config = load(path).map_err(|message| anyhow::anyhow!("invalid configuration:\n{message}"))?;
     init_logging(config.process.log_format);
     let nofile = system::raise_nofile_limit();
-    if config.process.max_flows.is_none() {
-        config.process.max_flows = Some(system::default_max_flows(nofile));
-    }
+    let default_max_flows = system::default_max_flows(nofile);
+    let mut effective = config.clone();
+    effective.process.max_flows = effective.process.max_flows.or(Some(default_max_flows));
     tracing::info!(
         file = %path.display(),
-        max_flows = config.process.max_flows(),
+        max_flows = effective.process.max_flows(),
         nofile,
         "starting"
     );
     let keys = Keys { selection: config.process.selection_key_bytes(), table: system::random_table_key() };
-    let core = Balancer::new(&config, keys)
+    let core = Balancer::new(&effective, keys)
         .map_err(|errors| anyhow::anyhow!("invalid configuration: {errors:?}"))?;
-    EventLoop::new(path, core)?.run()
+    EventLoop::new(path, config, core, default_max_flows)?.run()
 }
 
 /// Logs go to stderr (journald picks them up under systemd); `UDPLB_LOG` sets the level

@@ -60,3 +60,67 @@ pub fn sd_notify(state: &str) {
     let path = std::path::PathBuf::from(path);
     let _ = socket.send_to(state.as_bytes(), path);
 }
+
+/// Datagrams the kernel dropped for a socket before anyone read them (mostly a full receive
+/// queue): the socket's `sk_drops`, the same counter `SO_RXQ_OVFL` reports with each datagram
+/// and `/proc/net/udp` shows in its `drops` column. Read with `getsockopt(SO_MEMINFO)`, one
+/// cheap call per listener per scrape (Linux 4.12 and later); on older kernels, from the
+/// `/proc/net/udp` line whose inode is the socket's. The kernel keeps it in 32 bits, so it
+/// wraps, which Prometheus treats as a counter reset.
+pub fn socket_drops(fd: std::os::fd::RawFd) -> Option<u64> {
+    const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
+    let mut meminfo = [0u32; DROPS + 1];
+    let mut length = std::mem::size_of_val(&meminfo) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `length` bytes into `meminfo` and updates `length`.
+    let status = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_MEMINFO, meminfo.as_mut_ptr().cast(), &mut length)
+    };
+    if status == 0 && length as usize >= std::mem::size_of_val(&meminfo) {
+        return Some(u64::from(meminfo[DROPS]));
+    }
+    // SAFETY: fstat fills the struct we pass.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return None;
+    }
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .find_map(|table| proc_net_udp_drops(&table, stat.st_ino))
+}
+
+/// The `drops` column of the `/proc/net/udp` line for socket inode `inode`.
+fn proc_net_udp_drops(table: &str, inode: u64) -> Option<u64> {
+    // Columns: sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+    // timeout inode ref pointer drops.
+    table.lines().skip(1).find_map(|line| {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        let line_inode = columns.get(9)?.parse::<u64>().ok()?;
+        if line_inode != inode {
+            return None;
+        }
+        columns.get(12)?.parse::<u64>().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_udp_drops_are_found_by_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            \x20 123: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+            \x20 124: 0100007F:14EA 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4343 2 0000000000000000 0\n";
+        assert_eq!(proc_net_udp_drops(table, 4242), Some(17));
+        assert_eq!(proc_net_udp_drops(table, 4343), Some(0));
+        assert_eq!(proc_net_udp_drops(table, 1), None);
+    }
+
+    #[test]
+    fn a_fresh_socket_has_dropped_nothing() {
+        use std::os::fd::AsRawFd;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(socket_drops(socket.as_raw_fd()), Some(0));
+    }
+}

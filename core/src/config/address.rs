@@ -15,6 +15,14 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketA
     deserializer.deserialize_str(SocketAddrVisitor)
 }
 
+/// `#[serde(default, deserialize_with = "address::deserialize_optional")]` for
+/// `Option<SocketAddr>` fields: absent is `None` (by the default), present must be an address.
+pub fn deserialize_optional<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    deserialize(deserializer).map(Some)
+}
+
 struct SocketAddrVisitor;
 
 impl Visitor<'_> for SocketAddrVisitor {

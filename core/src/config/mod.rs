@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,8 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location,
 pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel};
 
 pub use validate::{
-    IdleSide, MAX_FLOWS_LIMIT, MAX_NAME_BYTES, MAX_WEIGHT, NameProblem, ProxyProtocolOption, ValidationError,
+    IdleSide, MAX_CONTROL_SOCKET_PATH_BYTES, MAX_FLOWS_LIMIT, MAX_NAME_BYTES, MAX_WEIGHT, NameProblem,
+    ProxyProtocolOption, ValidationError,
 };
 
 /// A whole configuration: process settings, listeners and clusters.
@@ -70,6 +72,15 @@ pub struct ProcessConfig {
     /// How the `udplb` binary writes its log.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where the `udplb` binary creates its control socket (a unix stream socket, mode 0600,
+    /// for `udplb ctl`). Absent: no control socket. `/run/udplb/control.sock` is the usual
+    /// choice under systemd (`RuntimeDirectory=udplb`).
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    /// Where the `udplb` binary serves Prometheus metrics (`GET /metrics`). Absent: no
+    /// metrics endpoint.
+    #[serde(default, deserialize_with = "address::deserialize_optional")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Log line format of the `udplb` binary.

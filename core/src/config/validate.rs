@@ -30,6 +30,11 @@ pub const MAX_WEIGHT: u32 = 65_535;
 /// the flow table preallocate gigabytes.
 pub const MAX_FLOWS_LIMIT: u32 = 1 << 24;
 
+/// Longest `control_socket` path, in bytes: a unix socket address holds 108 bytes of path on
+/// Linux (`sun_path`), the last of them the terminating NUL. A longer path would only fail at
+/// start, with a less helpful message.
+pub const MAX_CONTROL_SOCKET_PATH_BYTES: usize = 107;
+
 /// Why a name (listener, cluster or backend id) is not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NameProblem {
@@ -252,6 +257,22 @@ pub enum ValidationError {
         "selection_key must be 64 hexadecimal digits (32 bytes), such as the output of `openssl rand -hex 32`"
     )]
     SelectionKey,
+    /// `process.metrics_addr` has port 0.
+    #[error("port 0 would bind a port chosen by the system, which Prometheus cannot know; give a port")]
+    MetricsPortZero,
+    /// `process.control_socket` is the empty path.
+    #[error(
+        "is empty; give a path such as \"/run/udplb/control.sock\", or remove the key for no control socket"
+    )]
+    ControlSocketEmpty,
+    /// `process.control_socket` is longer than a unix socket address can hold.
+    #[error(
+        "is {length} bytes long; a unix socket path holds at most {MAX_CONTROL_SOCKET_PATH_BYTES} bytes (choose a shorter path)"
+    )]
+    ControlSocketTooLong {
+        /// The path's length in bytes.
+        length: usize,
+    },
     /// A problem in a cluster's `health` block.
     #[error("{problem}")]
     Health {
@@ -342,6 +363,10 @@ impl ValidationError {
             WeightTooLarge { cluster, index, .. } => backend_path(cluster, *index).key("weight"),
             Health { cluster, problem } => cluster_path(cluster).key("health").key(problem.key()),
             SelectionKey => FieldPath::root().key("process").key("selection_key"),
+            MetricsPortZero => FieldPath::root().key("process").key("metrics_addr"),
+            ControlSocketEmpty | ControlSocketTooLong { .. } => {
+                FieldPath::root().key("process").key("control_socket")
+            }
             MaglevTableSize { cluster, .. } => cluster_path(cluster).key("maglev_table_size"),
         }
     }
@@ -421,6 +446,17 @@ fn validate_process(process: &ProcessConfig, errors: &mut Vec<ValidationError>) 
         && super::health::parse_hex(key).map_or(true, |bytes| bytes.len() != 32)
     {
         errors.push(ValidationError::SelectionKey);
+    }
+    if process.metrics_addr.is_some_and(|address| address.port() == 0) {
+        errors.push(ValidationError::MetricsPortZero);
+    }
+    if let Some(path) = &process.control_socket {
+        let length = path.as_os_str().len();
+        if length == 0 {
+            errors.push(ValidationError::ControlSocketEmpty);
+        } else if length > MAX_CONTROL_SOCKET_PATH_BYTES {
+            errors.push(ValidationError::ControlSocketTooLong { length });
+        }
     }
 }
 

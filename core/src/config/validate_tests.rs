@@ -256,6 +256,26 @@ fn process_max_flows_is_at_least_one_when_set() {
 }
 
 #[test]
+fn metrics_addr_needs_a_port_and_control_socket_a_usable_path() {
+    let config = valid(&format!(
+        "[process]\nmetrics_addr = \"127.0.0.1:9100\"\ncontrol_socket = \"/run/udplb/control.sock\"\n{}",
+        with("", "")
+    ));
+    assert_eq!(config.process.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+    assert_eq!(
+        config.process.control_socket.as_deref(),
+        Some(std::path::Path::new("/run/udplb/control.sock"))
+    );
+    let absent = valid(&with("", ""));
+    assert_eq!((absent.process.metrics_addr, absent.process.control_socket), (None, None));
+    let text = format!("[process]\nmetrics_addr = \"127.0.0.1:0\"\ncontrol_socket = \"\"\n{}", with("", ""));
+    assert_eq!(invalid(&text), [ValidationError::MetricsPortZero, ValidationError::ControlSocketEmpty]);
+    let long = format!("/{}", "s".repeat(MAX_CONTROL_SOCKET_PATH_BYTES));
+    let text = format!("[process]\ncontrol_socket = \"{long}\"\n{}", with("", ""));
+    assert_eq!(invalid(&text), [ValidationError::ControlSocketTooLong { length: long.len() }]);
+}
+
+#[test]
 fn requests_is_at_least_one_when_set_and_zero_responses_is_valid() {
     let config = valid(&with("", "requests = 1\nresponses = 0"));
     assert_eq!(config.clusters["dns"].requests, Some(1));

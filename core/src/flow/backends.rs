@@ -133,6 +133,18 @@ impl FlowManager {
         self.listeners.iter().enumerate().filter(|(_, l)| !l.removed).map(|(i, _)| ListenerId(i as u32))
     }
 
+    /// Live clusters, in id order.
+    pub fn cluster_ids(&self) -> impl Iterator<Item = ClusterId> + '_ {
+        self.clusters.iter().enumerate().filter(|(_, c)| !c.removed).map(|(i, _)| ClusterId(i as u32))
+    }
+
+    /// A live backend's weight as selection uses it now: the file's, or the one an operator
+    /// set since the last reload.
+    pub fn backend_weight(&self, backend: BackendId) -> Option<u32> {
+        let cluster = self.backend_cluster(backend)?;
+        self.clusters[cluster.0 as usize].candidates.iter().find(|c| c.backend == backend).map(|c| c.weight)
+    }
+
     /// The cluster a live listener routes new flows to.
     pub fn listener_cluster(&self, listener: ListenerId) -> Option<ClusterId> {
         self.listeners.get(listener.0 as usize).filter(|l| !l.removed).map(|l| l.cluster)

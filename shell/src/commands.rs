@@ -1,0 +1,265 @@
+//! The event loop's side of the control socket and the metrics endpoint: accepting their
+//! connections, executing control commands through the driver (the same inputs the loop's
+//! own events use, so a command from `udplb ctl` is handled exactly like SIGHUP or a probe
+//! result), streaming events to watchers, answering scrapes, and the reload that SIGHUP and
+//! `ctl reload` share.
+//!
+//! Everything runs between two readiness events of the loop, never blocks, and is bounded by
+//! the servers' own limits ([`crate::control`], [`crate::metrics::http`]).
+
+use mio::Token;
+use udplb_core::{AdminCommand, AdminError, BackendCommand, Config};
+
+use crate::driver::Platform;
+use crate::event_loop::{EventLoop, Source};
+use crate::metrics::http::{CONTENT_TYPE, Request as HttpRequest};
+use crate::protocol::{
+    BackendAction, DEFAULT_FLOW_LIMIT, ListenerAction, ReloadView, Request, Response, ShowWhat, WatchEvent,
+};
+use crate::status;
+
+/// Largest `limit` a `show flows` request may ask for: one answer stays a few megabytes.
+const MAX_FLOW_LIMIT: usize = 10_000;
+/// Requests answered per readiness event of one connection before serving the others.
+const REQUESTS_PER_EVENT: usize = 16;
+
+impl EventLoop {
+    pub(crate) fn accept_control(&mut self) {
+        let Some(control) = &mut self.control else { return };
+        let platform = self.driver.platform_mut();
+        control.accept(|| platform.token(Source::Control));
+    }
+
+    pub(crate) fn serve_control(&mut self, token: Token) {
+        for _ in 0..REQUESTS_PER_EVENT {
+            let Some(request) = self.control.as_mut().and_then(|control| control.next_request(token)) else {
+                break;
+            };
+            let response = self.execute(token, request);
+            if let Some(control) = &mut self.control {
+                control.respond(token, &response);
+            }
+        }
+    }
+
+    /// Executes one command. Changes go through the driver, so their outputs (events,
+    /// closed flows) are acted on before the answer is written.
+    fn execute(&mut self, token: Token, request: Request) -> Response {
+        let now = self.driver.platform().now();
+        let core = self.driver.core();
+        match request {
+            Request::Show { what: ShowWhat::Listeners, .. } => {
+                Response { listeners: Some(status::listeners(core, &self.config)), ..Response::ok() }
+            }
+            Request::Show { what: ShowWhat::Clusters, .. } => {
+                Response { clusters: Some(status::clusters(core, &self.config)), ..Response::ok() }
+            }
+            Request::Show { what: ShowWhat::Backends, .. } => {
+                Response { backends: Some(status::backends(core, now)), ..Response::ok() }
+            }
+            Request::Show { what: ShowWhat::Flows, limit, .. } => {
+                let limit = limit.unwrap_or(DEFAULT_FLOW_LIMIT).min(MAX_FLOW_LIMIT);
+                let (flows, total) = status::flows(core, now, limit);
+                Response { flows: Some(flows), flows_total: Some(total), ..Response::ok() }
+            }
+            Request::Show { what: ShowWhat::Flow, client: Some(client), .. } => {
+                match status::flows_of_client(core, &self.config, now, &client) {
+                    Ok((flows, explanations)) => {
+                        Response { flows: Some(flows), explanations: Some(explanations), ..Response::ok() }
+                    }
+                    Err(message) => Response::error(message),
+                }
+            }
+            Request::Show { what: ShowWhat::Flow, client: None, .. } => {
+                Response::error("show flow needs a \"client\" address")
+            }
+            Request::Backend { cluster, id, action, weight } => {
+                self.backend_command(&cluster, &id, action, weight)
+            }
+            Request::Listener { name, action } => self.listener_command(&name, action),
+            Request::Reload => match self.reload() {
+                Ok(view) => Response { reload: Some(view), ..Response::ok() },
+                Err(message) => {
+                    Response::error(format!("reload rejected; the running configuration is kept:\n{message}"))
+                }
+            },
+            Request::Watch => {
+                if let Some(control) = &mut self.control {
+                    control.watch(token);
+                }
+                self.driver.platform_mut().watching = true;
+                Response { watching: Some(true), ..Response::ok() }
+            }
+        }
+    }
+
+    fn backend_command(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        action: BackendAction,
+        weight: Option<u32>,
+    ) -> Response {
+        let Some(backend) = self.driver.core().flows().backend_id(cluster, id) else {
+            return Response::error(format!("no backend {id:?} in cluster {cluster:?}"));
+        };
+        let (command, done) = match (action, weight) {
+            (BackendAction::Weight, Some(weight)) => {
+                (BackendCommand::Weight(weight), format!("weight {weight}"))
+            }
+            (BackendAction::Weight, None) => return Response::error("action \"weight\" needs a \"weight\""),
+            (_, Some(_)) => return Response::error("\"weight\" goes only with action \"weight\""),
+            (BackendAction::Pause, None) => (BackendCommand::Pause, "paused".to_owned()),
+            (BackendAction::Resume, None) => (BackendCommand::Resume, "resumed".to_owned()),
+            (BackendAction::Enable, None) => (BackendCommand::Enable, "enabled".to_owned()),
+            (BackendAction::Disable, None) => (BackendCommand::Disable, "disabled".to_owned()),
+            (BackendAction::Drain, None) => (BackendCommand::Drain, "draining".to_owned()),
+        };
+        match self.driver.on_backend_command(backend, command) {
+            Ok(()) => {
+                tracing::info!(cluster, backend = id, %done, "backend command");
+                Response::message(format!("{cluster}/{id}: {done}"))
+            }
+            // The core names backends by number; the operator named it by cluster and id.
+            Err(AdminError::NotPaused { state, .. }) => {
+                Response::error(format!("{cluster}/{id} is {state}; only a paused backend can be resumed"))
+            }
+            Err(error) => Response::error(format!("{cluster}/{id}: {error}")),
+        }
+    }
+
+    fn listener_command(&mut self, name: &str, action: ListenerAction) -> Response {
+        let Some(listener) = self.driver.core().flows().listener_id(name) else {
+            return Response::error(format!("no listener {name:?}"));
+        };
+        let command = match action {
+            ListenerAction::Drain => AdminCommand::DrainListener(listener),
+            ListenerAction::Resume => AdminCommand::ResumeListener(listener),
+        };
+        match self.driver.on_admin(command) {
+            Ok(()) => {
+                let remaining = self.driver.core().flows().listener_flows(listener);
+                let done = match action {
+                    ListenerAction::Drain => format!("draining, {remaining} flows remaining"),
+                    ListenerAction::Resume => "taking new flows".to_owned(),
+                };
+                tracing::info!(listener = name, %done, "listener command");
+                Response::message(format!("{name}: {done}"))
+            }
+            Err(error) => Response::error(format!("{name}: {error}")),
+        }
+    }
+
+    /// Streams the events queued since the last turn to every watcher.
+    pub(crate) fn publish_events(&mut self) {
+        let platform = self.driver.platform_mut();
+        let Some(control) = &mut self.control else { return };
+        platform.watching = control.has_watchers();
+        if !platform.watching {
+            platform.watch_queue.clear();
+            platform.watch_lost = 0;
+            return;
+        }
+        let queued = std::mem::take(&mut platform.watch_queue);
+        let lost = std::mem::take(&mut platform.watch_lost);
+        let now = platform.now();
+        if lost > 0 {
+            control.broadcast(&WatchEvent::EventsLost { count: lost });
+        }
+        for output in &queued {
+            if let Some(event) = status::watch_event(self.driver.core(), output, now) {
+                control.broadcast(&event);
+            }
+        }
+    }
+
+    pub(crate) fn accept_metrics(&mut self) {
+        let Some(metrics) = &mut self.metrics else { return };
+        let platform = self.driver.platform_mut();
+        metrics.accept(|| platform.token(Source::Metrics));
+    }
+
+    pub(crate) fn serve_metrics(&mut self, token: Token) {
+        let Some(request) = self.metrics.as_mut().and_then(|metrics| metrics.ready(token)) else { return };
+        let (status, content_type, body) = match request {
+            HttpRequest::Get(path) if path == "/metrics" => {
+                let platform = self.driver.platform();
+                let text =
+                    crate::metrics::render(self.driver.core(), &platform.counters, &platform.kernel_drops());
+                ("200 OK", CONTENT_TYPE, text)
+            }
+            HttpRequest::Get(_) => {
+                ("404 Not Found", "text/plain", "not found; metrics are at /metrics\n".to_owned())
+            }
+            HttpRequest::Invalid(status) => (status, "text/plain", String::new()),
+        };
+        if let Some(metrics) = &mut self.metrics {
+            metrics.answer(token, status, content_type, body.as_bytes());
+        }
+    }
+
+    /// Closes finished or timed-out connections and forgets their tokens.
+    pub(crate) fn sweep_connections(&mut self) {
+        let mut closed = Vec::new();
+        if let Some(control) = &mut self.control {
+            control.sweep();
+            closed.extend(control.take_closed());
+        }
+        if let Some(metrics) = &mut self.metrics {
+            metrics.sweep();
+            closed.extend(metrics.take_closed());
+        }
+        for token in closed {
+            self.driver.platform_mut().forget(token);
+        }
+    }
+
+    /// Whether a connection has a deadline of its own, so the loop must wake up for it even
+    /// when the core has nothing due.
+    pub(crate) fn needs_housekeeping(&self) -> bool {
+        self.control.as_ref().is_some_and(|c| c.has_closing())
+            || self.metrics.as_ref().is_some_and(|m| m.has_connections())
+    }
+
+    /// Re-reads the configuration file and applies it: the one path for SIGHUP and
+    /// `udplb ctl reload`. An invalid file keeps the running configuration; the error is the
+    /// rendered list of problems (file, line, column, field).
+    pub(crate) fn reload(&mut self) -> Result<ReloadView, String> {
+        crate::system::sd_notify("RELOADING=1");
+        let result = self.apply_config_file();
+        match &result {
+            Ok(view) => tracing::info!(?view, "configuration reloaded"),
+            Err(message) => tracing::error!("reload rejected; keeping the running configuration:\n{message}"),
+        }
+        crate::system::sd_notify("READY=1");
+        result
+    }
+
+    fn apply_config_file(&mut self) -> Result<ReloadView, String> {
+        let file = self.config_path.display().to_string();
+        let text = std::fs::read_to_string(&self.config_path).map_err(|error| format!("{file}: {error}"))?;
+        let config = Config::from_toml_str(&text).map_err(|errors| errors.render(&file))?;
+        let mut effective = config.clone();
+        effective.process.max_flows = effective.process.max_flows.or(Some(self.default_max_flows));
+        let reload = self.driver.on_reload(&effective).map_err(|errors| {
+            let lines: Vec<String> =
+                errors.iter().map(|e| format!("{file}: field `{}`: {e}", e.path())).collect();
+            lines.join("\n")
+        })?;
+        let mut warnings = Vec::new();
+        let (core, platform) = self.driver.parts_mut();
+        if let Err(error) = platform.sync_listeners(core) {
+            warnings.push(format!("a new listener could not be opened: {error:#}"));
+        }
+        platform.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
+        if config.process.control_socket != self.config.process.control_socket {
+            warnings.push("process.control_socket changed; it takes effect at the next start".to_owned());
+        }
+        if config.process.metrics_addr != self.config.process.metrics_addr {
+            warnings.push("process.metrics_addr changed; it takes effect at the next start".to_owned());
+        }
+        let view = crate::status::reload_view(core, &reload, warnings);
+        self.config = config;
+        Ok(view)
+    }
+}

@@ -1,0 +1,483 @@
+//! `udplb ctl`: the client side of the control socket. It sends one request
+//! ([`crate::protocol`]), prints the answer as a table for people or, with `--json`, as the
+//! server's JSON line for scripts, and exits 0 on success, 1 on a refused command or a
+//! connection problem. `watch` prints events until interrupted.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::protocol::{BackendAction, ListenerAction, Request, Response, ShowWhat, WatchEvent};
+
+/// Where `udplb ctl` looks when neither `--socket` nor `-c` is given.
+pub const DEFAULT_SOCKET: &str = "/run/udplb/control.sock";
+/// How long `ctl` waits for an answer (every command is answered within one loop turn).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `ctl` command line.
+#[derive(Clone, Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Show listeners, clusters, backends, flows, or one client's flows and why.
+    Show {
+        #[command(subcommand)]
+        what: ShowCommand,
+    },
+    /// Change a backend: pause, resume, enable, disable, drain, or weight N.
+    Backend {
+        /// The cluster's name.
+        cluster: String,
+        /// The backend's id within the cluster.
+        id: String,
+        #[command(subcommand)]
+        action: ActionCommand,
+    },
+    /// Drain a listener (no new flows; existing ones end by their own teardown) or resume it.
+    Listener {
+        /// The listener's name.
+        name: String,
+        #[command(subcommand)]
+        action: ListenerActionCommand,
+    },
+    /// Re-read the configuration file (as SIGHUP does) and report what changed or why not.
+    Reload,
+    /// Print events (health transitions, admin changes, drains, listener states) as they happen.
+    Watch,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum ShowCommand {
+    Listeners,
+    Clusters,
+    Backends,
+    Flows {
+        /// Most flows to list.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// One client's live flows: which backend, and why.
+    Flow {
+        /// The client's address, with a port (one socket) or without (every socket of the host).
+        client: String,
+    },
+}
+
+#[derive(Copy, Clone, Debug, Subcommand)]
+pub enum ActionCommand {
+    /// Stop probing and take no new flows; the last health state is kept as it was.
+    Pause,
+    /// Undo pause.
+    Resume,
+    /// Take new flows again.
+    Enable,
+    /// Take no new flows; existing flows continue.
+    Disable,
+    /// Take no new flows; existing flows end by their own teardown.
+    Drain,
+    /// Set the weight until the next reload.
+    Weight { weight: u32 },
+}
+
+#[derive(Copy, Clone, Debug, Subcommand)]
+pub enum ListenerActionCommand {
+    /// Take no new flows; existing flows end by their own teardown or at `drain_timeout`.
+    Drain,
+    /// Take new flows again.
+    Resume,
+}
+
+impl CtlCommand {
+    pub fn to_request(&self) -> Request {
+        match self {
+            CtlCommand::Show { what } => {
+                let (what, client, limit) = match what {
+                    ShowCommand::Listeners => (ShowWhat::Listeners, None, None),
+                    ShowCommand::Clusters => (ShowWhat::Clusters, None, None),
+                    ShowCommand::Backends => (ShowWhat::Backends, None, None),
+                    ShowCommand::Flows { limit } => (ShowWhat::Flows, None, *limit),
+                    ShowCommand::Flow { client } => (ShowWhat::Flow, Some(client.clone()), None),
+                };
+                Request::Show { what, client, limit }
+            }
+            CtlCommand::Backend { cluster, id, action } => {
+                let (action, weight) = match action {
+                    ActionCommand::Pause => (BackendAction::Pause, None),
+                    ActionCommand::Resume => (BackendAction::Resume, None),
+                    ActionCommand::Enable => (BackendAction::Enable, None),
+                    ActionCommand::Disable => (BackendAction::Disable, None),
+                    ActionCommand::Drain => (BackendAction::Drain, None),
+                    ActionCommand::Weight { weight } => (BackendAction::Weight, Some(*weight)),
+                };
+                Request::Backend { cluster: cluster.clone(), id: id.clone(), action, weight }
+            }
+            CtlCommand::Listener { name, action } => Request::Listener {
+                name: name.clone(),
+                action: match action {
+                    ListenerActionCommand::Drain => ListenerAction::Drain,
+                    ListenerActionCommand::Resume => ListenerAction::Resume,
+                },
+            },
+            CtlCommand::Reload => Request::Reload,
+            CtlCommand::Watch => Request::Watch,
+        }
+    }
+}
+
+/// Connects, explaining the usual failures in words.
+pub fn connect(path: &Path) -> anyhow::Result<UnixStream> {
+    UnixStream::connect(path).map_err(|error| {
+        let why = match error.kind() {
+            std::io::ErrorKind::NotFound => {
+                "no such socket: is udplb running, with process.control_socket set to this path?"
+            }
+            std::io::ErrorKind::ConnectionRefused => {
+                "nothing is listening (a socket left by a stopped udplb?)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied: the socket is mode 0600; run as udplb's user"
+            }
+            _ => "cannot connect",
+        };
+        anyhow::anyhow!("{}: {why} ({error})", path.display())
+    })
+}
+
+/// Runs one `ctl` command against the socket at `path`.
+pub fn run(path: &Path, json: bool, command: &CtlCommand) -> ExitCode {
+    match exchange(path, json, command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("udplb ctl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exchange(path: &Path, json: bool, command: &CtlCommand) -> anyhow::Result<ExitCode> {
+    let mut stream = connect(path)?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let mut line = serde_json::to_vec(&command.to_request())?;
+    line.push(b'\n');
+    stream.write_all(&line).context("sending the request")?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let answer = read_line(&mut reader)?.context("udplb closed the connection without answering")?;
+    let response: Response = serde_json::from_str(&answer).context("reading the answer")?;
+    if json {
+        println!("{answer}");
+    } else if response.ok {
+        print!("{}", render(&response));
+    }
+    if !response.ok {
+        if !json {
+            eprintln!("udplb ctl: {}", response.error.as_deref().unwrap_or("refused"));
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if matches!(command, CtlCommand::Watch) {
+        stream.set_read_timeout(None)?;
+        while let Some(line) = read_line(&mut reader)? {
+            if json {
+                println!("{line}");
+            } else if let Ok(event) = serde_json::from_str::<WatchEvent>(&line) {
+                println!("{}", render_event(&event));
+            }
+            std::io::stdout().flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_line(reader: &mut impl BufRead) -> anyhow::Result<Option<String>> {
+    let mut line = String::new();
+    let read = reader.read_line(&mut line).context("reading from udplb")?;
+    Ok((read > 0).then(|| line.trim_end().to_owned()))
+}
+
+/// The socket path from a configuration file's `process.control_socket`. Only that key is
+/// read: `ctl -c FILE reload` must still find the socket when the rest of the file has just
+/// been broken (the reload then reports what is wrong).
+pub fn socket_from_config(config: &Path) -> anyhow::Result<PathBuf> {
+    let file = config.display().to_string();
+    let text = std::fs::read_to_string(config).with_context(|| file.clone())?;
+    let table: toml::Table = text.parse().with_context(|| format!("{file}: not valid TOML"))?;
+    let path = table.get("process").and_then(|process| process.get("control_socket"));
+    match path {
+        Some(toml::Value::String(path)) => Ok(PathBuf::from(path)),
+        Some(_) => anyhow::bail!("{file}: process.control_socket is not a string"),
+        None => anyhow::bail!("{file} sets no process.control_socket"),
+    }
+}
+
+/// A duration for people: `0.4s`, `12.0s`, `3m05s`, `2h07m`.
+pub fn age(milliseconds: u64) -> String {
+    let seconds = milliseconds / 1000;
+    match seconds {
+        0..60 => format!("{}.{}s", seconds, (milliseconds % 1000) / 100),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// A successful answer for people.
+pub fn render(response: &Response) -> String {
+    if let Some(listeners) = &response.listeners {
+        let rows: Vec<Vec<String>> = listeners
+            .iter()
+            .map(|l| {
+                vec![
+                    l.name.clone(),
+                    l.address.clone(),
+                    l.cluster.clone(),
+                    l.state.clone(),
+                    yes_no(l.draining),
+                    l.flows.to_string(),
+                    l.flows_retired.to_string(),
+                    l.affinity.clone(),
+                ]
+            })
+            .collect();
+        let headers = ["LISTENER", "ADDRESS", "CLUSTER", "STATE", "DRAINING", "FLOWS", "RETIRED", "AFFINITY"];
+        return table(&headers, &rows);
+    }
+    if let Some(clusters) = &response.clusters {
+        let rows: Vec<Vec<String>> = clusters
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.algorithm.clone(),
+                    c.fingerprint.clone(),
+                    format!("{}/{}", c.eligible, c.backends),
+                    yes_no(c.all_down),
+                    yes_no(c.fail_open),
+                    c.listeners.join(","),
+                ]
+            })
+            .collect();
+        let headers =
+            ["CLUSTER", "ALGORITHM", "FINGERPRINT", "ELIGIBLE", "ALL-DOWN", "FAIL-OPEN", "LISTENERS"];
+        return table(&headers, &rows);
+    }
+    if let Some(backends) = &response.backends {
+        let rows: Vec<Vec<String>> = backends
+            .iter()
+            .map(|b| {
+                let last = match (&b.last_code, b.last_check_ms_ago) {
+                    (Some(code), Some(ago)) => format!("{code} {} ago", age(ago)),
+                    (Some(code), None) => code.clone(),
+                    (None, _) => "-".to_owned(),
+                };
+                vec![
+                    b.cluster.clone(),
+                    b.id.clone(),
+                    b.address.clone(),
+                    b.health.clone(),
+                    b.admin.clone(),
+                    yes_no(b.eligible),
+                    b.weight.to_string(),
+                    b.flows.to_string(),
+                    b.counter.clone(),
+                    last,
+                ]
+            })
+            .collect();
+        let headers = [
+            "CLUSTER",
+            "BACKEND",
+            "ADDRESS",
+            "HEALTH",
+            "ADMIN",
+            "ELIGIBLE",
+            "WEIGHT",
+            "FLOWS",
+            "COUNTER",
+            "LAST CHECK",
+        ];
+        return table(&headers, &rows);
+    }
+    if let Some(explanations) = &response.explanations {
+        return render_explanations(response, explanations);
+    }
+    if let Some(flows) = &response.flows {
+        let rows: Vec<Vec<String>> = flows
+            .iter()
+            .map(|f| {
+                vec![
+                    f.flow.to_string(),
+                    f.listener.clone(),
+                    f.client.clone(),
+                    format!("{}/{}", f.cluster, f.backend),
+                    age(f.age_ms),
+                    f.requests.to_string(),
+                    f.responses.to_string(),
+                    yes_no(f.retired),
+                ]
+            })
+            .collect();
+        let headers = ["FLOW", "LISTENER", "CLIENT", "BACKEND", "AGE", "REQUESTS", "RESPONSES", "RETIRED"];
+        let mut text = table(&headers, &rows);
+        if let Some(total) = response.flows_total.filter(|total| *total > flows.len() as u64) {
+            text.push_str(&format!("({} of {total} flows shown; --limit shows more)\n", flows.len()));
+        }
+        return text;
+    }
+    if let Some(reload) = &response.reload {
+        let mut lines = vec!["configuration reloaded".to_owned()];
+        for (what, names) in [
+            ("listeners added", &reload.listeners_added),
+            ("listeners removed", &reload.listeners_removed),
+            ("listeners updated", &reload.listeners_updated),
+            ("clusters added", &reload.clusters_added),
+            ("clusters removed", &reload.clusters_removed),
+            ("backends added", &reload.backends_added),
+            ("backends removed", &reload.backends_removed),
+            ("health restarted", &reload.health_restarted),
+        ] {
+            if !names.is_empty() {
+                lines.push(format!("  {what}: {}", names.join(", ")));
+            }
+        }
+        if reload.flows_closed > 0 {
+            lines.push(format!("  flows closed: {}", reload.flows_closed));
+        }
+        lines.extend(reload.warnings.iter().map(|w| format!("  warning: {w}")));
+        return lines.join("\n") + "\n";
+    }
+    if response.watching == Some(true) {
+        return "watching; events follow (interrupt to stop)\n".to_owned();
+    }
+    response.message.as_ref().map_or_else(String::new, |m| format!("{m}\n"))
+}
+
+fn render_explanations(response: &Response, explanations: &[crate::protocol::FlowExplanation]) -> String {
+    let flows = response.flows.as_deref().unwrap_or_default();
+    if flows.is_empty() {
+        return "no live flow for this client\n".to_owned();
+    }
+    let mut text = String::new();
+    for (flow, why) in flows.iter().zip(explanations) {
+        text.push_str(&format!(
+            "flow {} on listener {}: client {} -> backend {}/{} ({})\n\
+             \x20 age {}, {} requests, {} responses, retired: {}\n\
+             \x20 chosen by {} on key [{}] (affinity {}), table fingerprint {}\n\
+             \x20 backend now: health {}, admin {}, eligible: {} (its state at admission is not recorded)\n",
+            flow.flow,
+            flow.listener,
+            flow.client,
+            flow.cluster,
+            flow.backend,
+            flow.backend_address,
+            age(flow.age_ms),
+            flow.requests,
+            flow.responses,
+            yes_no(flow.retired),
+            why.algorithm,
+            why.key,
+            why.affinity,
+            why.fingerprint,
+            why.backend_health_now,
+            why.backend_admin_now,
+            yes_no(why.backend_eligible_now),
+        ));
+    }
+    text
+}
+
+/// One event for people.
+pub fn render_event(event: &WatchEvent) -> String {
+    let at = |uptime_ms: &u64| format!("[{:>10}]", age(*uptime_ms));
+    match event {
+        WatchEvent::BackendHealth { cluster, backend, from, to, code, uptime_ms } => {
+            format!("{} backend {cluster}/{backend} health {from} -> {to} ({code})", at(uptime_ms))
+        }
+        WatchEvent::BackendAdmin { cluster, backend, from, to, uptime_ms } => {
+            format!("{} backend {cluster}/{backend} admin {from} -> {to}", at(uptime_ms))
+        }
+        WatchEvent::BackendDrained { cluster, backend, uptime_ms } => {
+            format!("{} backend {cluster}/{backend} drained", at(uptime_ms))
+        }
+        WatchEvent::ClusterAllDown { cluster, uptime_ms } => {
+            format!("{} cluster {cluster}: every backend down", at(uptime_ms))
+        }
+        WatchEvent::ClusterRecovered { cluster, uptime_ms } => {
+            format!("{} cluster {cluster} recovered", at(uptime_ms))
+        }
+        WatchEvent::ListenerState { listener, state, uptime_ms } => {
+            format!("{} listener {listener} {state}", at(uptime_ms))
+        }
+        WatchEvent::ListenerDraining { listener, flows_remaining, uptime_ms } => {
+            format!("{} listener {listener} draining, {flows_remaining} flows remaining", at(uptime_ms))
+        }
+        WatchEvent::ListenerDrained { listener, uptime_ms } => {
+            format!("{} listener {listener} drained", at(uptime_ms))
+        }
+        WatchEvent::ListenerResumed { listener, uptime_ms } => {
+            format!("{} listener {listener} resumed", at(uptime_ms))
+        }
+        WatchEvent::EventsLost { count } => format!("({count} events lost)"),
+        WatchEvent::WatcherDropped { reason } => format!("(dropped by udplb: {reason})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(age(0), "0.0s");
+        assert_eq!(age(430), "0.4s");
+        assert_eq!(age(59_999), "59.9s");
+        assert_eq!(age(185_000), "3m05s");
+        assert_eq!(age(7_650_000), "2h07m");
+    }
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        let weight = CtlCommand::Backend {
+            cluster: "dns".into(),
+            id: "a".into(),
+            action: ActionCommand::Weight { weight: 5 },
+        };
+        assert_eq!(
+            serde_json::to_string(&weight.to_request()).unwrap(),
+            r#"{"command":"backend","cluster":"dns","id":"a","action":"weight","weight":5}"#
+        );
+        let show = CtlCommand::Show { what: ShowCommand::Backends };
+        assert_eq!(
+            serde_json::to_string(&show.to_request()).unwrap(),
+            r#"{"command":"show","what":"backends"}"#
+        );
+        let unknown = serde_json::from_str::<Request>(r#"{"command":"show","what":"backends","colour":1}"#);
+        assert!(unknown.is_err(), "unknown fields are refused");
+    }
+}

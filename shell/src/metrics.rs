@@ -1,0 +1,471 @@
+//! Prometheus metrics: what the core counts, what the shell counts, and the kernel's own
+//! drop counter, encoded at scrape time by `prometheus-client` (OpenMetrics text).
+//!
+//! Nothing here is updated per datagram except [`ShellCounters`] (plain integers): the
+//! registry is built from scratch on each scrape from the core's [`udplb_core::Stats`] and the
+//! health monitor's state, so the datapath pays nothing for metrics it is not asked for, and a
+//! backend removed by a reload simply stops appearing. The HTTP side lives in
+//! [`crate::metrics::http`].
+
+pub mod http;
+
+use std::collections::BTreeMap;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use udplb_core::health::CheckCode;
+use udplb_core::stats::DatagramCounters;
+use udplb_core::{
+    AdminState, BackendId, Balancer, CloseReason, DropReason, FrontendState, Health, ListenerId,
+};
+
+/// The reason label of datagrams the kernel dropped before udplb could read them (a full
+/// listener receive queue): counted beside the core's reasons, but never in `received`.
+pub const KERNEL_DROP_REASON: &str = "kernel_receive_queue";
+
+/// Traffic on one backend's upstream sockets, as the shell sent and received it.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendTraffic {
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+}
+
+/// What the shell counts itself, because the core counts it otherwise or not at all: traffic
+/// per backend (the core books datagrams per listener) and health transitions per backend
+/// and check code (the core keeps only the last few in each backend's history).
+#[derive(Debug, Default)]
+pub struct ShellCounters {
+    /// Indexed by `BackendId`: ids are dense and never reused, so this grows only with the
+    /// backends a reload adds.
+    traffic: Vec<BackendTraffic>,
+    transitions: BTreeMap<(BackendId, Health, CheckCode), u64>,
+    /// Events that could not be queued for `watch`ers.
+    pub watch_events_lost: u64,
+}
+
+impl ShellCounters {
+    fn traffic_mut(&mut self, backend: BackendId) -> &mut BackendTraffic {
+        let index = backend.0 as usize;
+        if self.traffic.len() <= index {
+            self.traffic.resize(index + 1, BackendTraffic::default());
+        }
+        &mut self.traffic[index]
+    }
+
+    pub fn sent_to_backend(&mut self, backend: BackendId, bytes: usize) {
+        let traffic = self.traffic_mut(backend);
+        traffic.datagrams_sent += 1;
+        traffic.bytes_sent += bytes as u64;
+    }
+
+    pub fn received_from_backend(&mut self, backend: BackendId, bytes: usize) {
+        let traffic = self.traffic_mut(backend);
+        traffic.datagrams_received += 1;
+        traffic.bytes_received += bytes as u64;
+    }
+
+    pub fn transition(&mut self, backend: BackendId, to: Health, code: CheckCode) {
+        *self.transitions.entry((backend, to, code)).or_default() += 1;
+    }
+
+    pub fn traffic(&self, backend: BackendId) -> BackendTraffic {
+        self.traffic.get(backend.0 as usize).copied().unwrap_or_default()
+    }
+
+    /// Forgets transitions of backends that no longer exist (after a reload), so the map
+    /// stays bounded by the live backends.
+    pub fn retain_backends(&mut self, live: impl Fn(BackendId) -> bool) {
+        self.transitions.retain(|(backend, _, _), _| live(*backend));
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A scrape in the making: families are created on first use, so a metric with no sample
+/// (no listener yet) is left out rather than shown empty.
+struct Scrape {
+    registry: Registry,
+    counters: BTreeMap<&'static str, Family<Labels, Counter>>,
+    gauges: BTreeMap<&'static str, Family<Labels, Gauge>>,
+}
+
+impl Scrape {
+    fn new() -> Scrape {
+        Scrape {
+            registry: Registry::with_prefix("udplb"),
+            counters: BTreeMap::new(),
+            gauges: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a counter sample. `name` has no prefix and no `_total` (the encoder adds both);
+    /// `help` has no final period (the encoder adds one).
+    fn counter(&mut self, name: &'static str, help: &str, labels: Labels, value: u64) {
+        if labels.is_empty() {
+            // A metric without labels is a plain counter: a family would print `name{}`.
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            self.registry.register(name, help, counter);
+            return;
+        }
+        let registry = &mut self.registry;
+        let family = self.counters.entry(name).or_insert_with(|| {
+            let family = Family::<Labels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        });
+        family.get_or_create(&labels).inc_by(value);
+    }
+
+    /// As [`Scrape::counter`], for a gauge.
+    fn gauge(&mut self, name: &'static str, help: &str, labels: Labels, value: i64) {
+        if labels.is_empty() {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(value);
+            self.registry.register(name, help, gauge);
+            return;
+        }
+        let registry = &mut self.registry;
+        let family = self.gauges.entry(name).or_insert_with(|| {
+            let family = Family::<Labels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        });
+        family.get_or_create(&labels).set(value);
+    }
+
+    fn finish(self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn gauge_bool(value: bool) -> i64 {
+    i64::from(value)
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The whole exposition: core counters, health state, shell counters and, per listener,
+/// the kernel's drop count (`kernel_drops`, read by the caller from the listener sockets).
+pub fn render(core: &Balancer, shell: &ShellCounters, kernel_drops: &[(ListenerId, u64)]) -> String {
+    let mut scrape = Scrape::new();
+    listener_metrics(&mut scrape, core, kernel_drops);
+    backend_metrics(&mut scrape, core, shell);
+    health_metrics(&mut scrape, core);
+    scrape.counter(
+        "watch_events_lost",
+        "Events that could not be queued for control-socket watchers",
+        vec![],
+        shell.watch_events_lost,
+    );
+    scrape.finish()
+}
+
+const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
+
+fn datagram_metrics(
+    scrape: &mut Scrape,
+    listener: &str,
+    direction: &'static str,
+    counters: &DatagramCounters,
+) {
+    let labels = || vec![("listener", listener.to_owned()), ("direction", direction.to_owned())];
+    scrape.counter("datagrams_received", "Datagrams handed to the core", labels(), counters.received);
+    scrape.counter("bytes_received", "Payload bytes handed to the core", labels(), counters.bytes_received);
+    scrape.counter(
+        "datagrams_passed",
+        "Datagrams forwarded to a backend or returned to a client",
+        labels(),
+        counters.passed,
+    );
+    scrape.counter("bytes_passed", "Payload bytes forwarded or returned", labels(), counters.bytes_passed);
+    for reason in DropReason::ALL {
+        let mut labels = labels();
+        labels.push(("reason", reason.as_str().to_owned()));
+        scrape.counter("datagrams_dropped", DROPPED_HELP, labels, counters.dropped(*reason));
+    }
+}
+
+const DROPPED_HELP: &str = "Datagrams dropped, by reason; kernel_receive_queue drops never reached udplb";
+
+fn listener_metrics(scrape: &mut Scrape, core: &Balancer, kernel_drops: &[(ListenerId, u64)]) {
+    let flows = core.flows();
+    let stats = flows.stats();
+    for id in flows.listener_ids() {
+        let (Some((name, _)), Some(listener)) = (flows.listener(id), stats.listeners.get(id.0 as usize))
+        else {
+            continue;
+        };
+        let labels = || vec![("listener", name.to_owned())];
+        datagram_metrics(scrape, name, DIRECTIONS[0], &listener.client);
+        datagram_metrics(scrape, name, DIRECTIONS[1], &listener.backend);
+        if let Some((_, drops)) = kernel_drops.iter().find(|(listener, _)| *listener == id) {
+            let mut labels = labels();
+            labels
+                .extend([("direction", DIRECTIONS[0].to_owned()), ("reason", KERNEL_DROP_REASON.to_owned())]);
+            scrape.counter("datagrams_dropped", DROPPED_HELP, labels, *drops);
+        }
+        scrape.counter("flows_created", "Flows created", labels(), listener.flows.created);
+        for reason in CloseReason::ALL {
+            let mut labels = labels();
+            labels.push(("reason", reason.as_str().to_owned()));
+            scrape.counter(
+                "flows_closed",
+                "Flows closed, by reason",
+                labels,
+                listener.flows.closed_for(*reason),
+            );
+        }
+        scrape.gauge(
+            "flows_active",
+            "Flows alive, retired ones included",
+            labels(),
+            saturating_i64(listener.flows.active),
+        );
+        scrape.gauge(
+            "flows_retired",
+            "Flows that reached requests and only wait for replies",
+            labels(),
+            saturating_i64(listener.flows.retired),
+        );
+        scrape.counter(
+            "fail_open_flows",
+            "New flows routed by fail-open: no backend was eligible",
+            labels(),
+            listener.fail_open_flows,
+        );
+        scrape.gauge(
+            "listener_draining",
+            "1 while the listener drains",
+            labels(),
+            gauge_bool(flows.is_draining(id)),
+        );
+        let state = core.frontend(id);
+        for (value, text) in
+            [(FrontendState::Unknown, "unknown"), (FrontendState::Up, "up"), (FrontendState::Down, "down")]
+        {
+            let mut labels = labels();
+            labels.push(("state", text.to_owned()));
+            scrape.gauge(
+                "listener_state",
+                "1 for the listener's current state",
+                labels,
+                gauge_bool(state == Some(value)),
+            );
+        }
+    }
+    // One set of counters for both directions: the reason says which (an unknown listener
+    // is a client datagram, an ended flow a backend one).
+    for (direction, reason) in
+        [(DIRECTIONS[0], DropReason::UnknownListener), (DIRECTIONS[1], DropReason::UnknownFlow)]
+    {
+        scrape.counter(
+            "unattributed_datagrams_dropped",
+            "Datagrams for an unknown listener or an ended flow",
+            vec![("direction", direction.to_owned()), ("reason", reason.as_str().to_owned())],
+            stats.unattributed.dropped(reason),
+        );
+    }
+    let retries = &stats.retries;
+    for (outcome, value) in [("resent", retries.resent), ("no_other_backend", retries.no_other_backend)] {
+        scrape.counter(
+            "retries",
+            "Requests refused before any reply, by outcome",
+            vec![("outcome", outcome.to_owned())],
+            value,
+        );
+    }
+    scrape.counter(
+        "retry_datagrams_not_kept",
+        "Datagrams not kept for a retry: retry_buffer_bytes was spent",
+        vec![],
+        retries.not_kept_over_budget,
+    );
+    scrape.gauge(
+        "retry_buffer_bytes",
+        "Bytes held for retries now",
+        vec![],
+        saturating_i64(retries.bytes_kept),
+    );
+}
+
+fn backend_metrics(scrape: &mut Scrape, core: &Balancer, shell: &ShellCounters) {
+    let flows = core.flows();
+    for cluster in flows.cluster_ids() {
+        let cluster_name = flows.cluster_name(cluster).unwrap_or("?").to_owned();
+        let mut eligible = 0;
+        for backend in flows.cluster_backends(cluster) {
+            let (Some((id, _)), Some(status)) = (flows.backend(backend), core.monitor().backend(backend))
+            else {
+                continue;
+            };
+            eligible += i64::from(status.eligible);
+            let labels = || vec![("cluster", cluster_name.clone()), ("backend", id.to_owned())];
+            let with = |key: &'static str, value: &str| {
+                let mut labels = labels();
+                labels.push((key, value.to_owned()));
+                labels
+            };
+            let traffic = shell.traffic(backend);
+            for (direction, datagrams, bytes) in [
+                ("to_backend", traffic.datagrams_sent, traffic.bytes_sent),
+                ("from_backend", traffic.datagrams_received, traffic.bytes_received),
+            ] {
+                let help = "Datagrams on the backend's upstream sockets (PROXY headers included)";
+                scrape.counter("backend_datagrams", help, with("direction", direction), datagrams);
+                scrape.counter(
+                    "backend_bytes",
+                    "Bytes on the backend's upstream sockets",
+                    with("direction", direction),
+                    bytes,
+                );
+            }
+            scrape.gauge(
+                "backend_flows",
+                "Flows pinned to the backend",
+                labels(),
+                saturating_i64(flows.backend_flows(backend)),
+            );
+            scrape.gauge(
+                "backend_weight",
+                "The backend's weight now",
+                labels(),
+                i64::from(flows.backend_weight(backend).unwrap_or(0)),
+            );
+            scrape.gauge(
+                "backend_eligible",
+                "1 if the backend may take new flows",
+                labels(),
+                gauge_bool(status.eligible),
+            );
+            for health in [Health::Unknown, Health::Up, Health::Down] {
+                let value = gauge_bool(status.health == health);
+                scrape.gauge(
+                    "backend_health",
+                    "1 for the backend's health state",
+                    with("state", health.as_str()),
+                    value,
+                );
+            }
+            for admin in [AdminState::Enabled, AdminState::Paused, AdminState::Disabled, AdminState::Draining]
+            {
+                let value = gauge_bool(status.admin == admin);
+                scrape.gauge(
+                    "backend_admin",
+                    "1 for the backend's admin state",
+                    with("state", admin.as_str()),
+                    value,
+                );
+            }
+            if let Some(code) = status.last_code {
+                scrape.gauge(
+                    "backend_last_check",
+                    "1 for the code of the backend's last check",
+                    with("code", code.as_str()),
+                    1,
+                );
+            }
+        }
+        let labels = vec![("cluster", cluster_name.clone())];
+        scrape.gauge(
+            "cluster_eligible_backends",
+            "Backends that may take new flows",
+            labels.clone(),
+            eligible,
+        );
+        scrape.gauge(
+            "cluster_all_down",
+            "1 while no enabled backend is eligible",
+            labels,
+            gauge_bool(core.monitor().cluster_all_down(cluster)),
+        );
+    }
+    for ((backend, to, code), count) in &shell.transitions {
+        let (Some(cluster), Some((id, _))) = (flows.backend_cluster(*backend), flows.backend(*backend))
+        else {
+            continue;
+        };
+        let labels = vec![
+            ("cluster", flows.cluster_name(cluster).unwrap_or("?").to_owned()),
+            ("backend", id.to_owned()),
+            ("to", to.as_str().to_owned()),
+            ("code", code.as_str().to_owned()),
+        ];
+        scrape.counter(
+            "backend_transitions",
+            "Health transitions since start, by new state and check code",
+            labels,
+            *count,
+        );
+    }
+}
+
+fn health_metrics(scrape: &mut Scrape, core: &Balancer) {
+    let stats = core.monitor().stats();
+    scrape.counter(
+        "probes_started",
+        "Probes started (a tcp+udp check starts two)",
+        vec![],
+        stats.probes_started,
+    );
+    for (result, value) in [("pass", stats.checks_passed), ("fail", stats.checks_failed)] {
+        scrape.counter(
+            "checks",
+            "Health checks completed, by result",
+            vec![("result", result.to_owned())],
+            value,
+        );
+    }
+    for (cause, value) in [
+        ("refused", stats.probes_refused),
+        ("timeout", stats.probes_timed_out),
+        ("mismatch", stats.probes_mismatched),
+        ("error", stats.probes_errored),
+    ] {
+        scrape.counter(
+            "probe_failures",
+            "Probes that failed, by cause",
+            vec![("cause", cause.to_owned())],
+            value,
+        );
+    }
+    for (why, value) in [
+        ("late", stats.results_late),
+        ("unknown_probe", stats.results_unknown),
+        ("duplicate", stats.results_duplicate),
+        ("reply_to_tcp_probe", stats.replies_to_tcp_probes),
+        ("unknown_backend", stats.unknown_backend),
+    ] {
+        scrape.counter(
+            "health_inputs_ignored",
+            "Probe results and inputs ignored, by why",
+            vec![("why", why.to_owned())],
+            value,
+        );
+    }
+    for (outcome, value) in [("counted", stats.passive_counted), ("ignored", stats.passive_ignored)] {
+        scrape.counter(
+            "passive_failures",
+            "Datapath evidence against a backend, by outcome",
+            vec![("outcome", outcome.to_owned())],
+            value,
+        );
+    }
+    scrape.counter("health_transitions", "Health transitions of every backend", vec![], stats.transitions);
+    scrape.counter(
+        "health_events_dropped",
+        "Health events dropped: the core's queue was full",
+        vec![],
+        stats.events_dropped,
+    );
+}

@@ -1,0 +1,335 @@
+//! Read-only views of the running balancer for the control socket: what `udplb ctl show`
+//! prints and what `watch` streams. Everything here reads the core (and the configuration
+//! it runs, for settings the core does not expose, such as a cluster's algorithm) and
+//! changes nothing.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+use udplb_core::balancer::Output;
+use udplb_core::config::Affinity;
+use udplb_core::health::{CounterView, HealthEvent, HistoryChange};
+use udplb_core::{
+    BackendId, Balancer, ClusterId, Config, FlowInfo, FrontendState, Instant, ListenerId, Reload,
+};
+
+use crate::protocol::{
+    BackendView, ClusterView, FlowExplanation, FlowView, HistoryView, ListenerView, ReloadView, WatchEvent,
+};
+
+/// The snake_case name serde gives a configuration enum (`round_robin`, `client_address`).
+fn config_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "?".to_owned(),
+    }
+}
+
+fn millis_between(now: Instant, earlier: Instant) -> u64 {
+    u64::try_from((now - earlier).as_millis()).unwrap_or(u64::MAX)
+}
+
+fn frontend_name(state: FrontendState) -> &'static str {
+    match state {
+        FrontendState::Unknown => "unknown",
+        FrontendState::Up => "up",
+        FrontendState::Down => "down",
+    }
+}
+
+fn cluster_name(core: &Balancer, cluster: ClusterId) -> String {
+    core.flows().cluster_name(cluster).map_or_else(|| cluster.to_string(), str::to_owned)
+}
+
+fn listener_name(core: &Balancer, listener: ListenerId) -> String {
+    core.flows().listener(listener).map_or_else(|| listener.to_string(), |(name, _)| name.to_owned())
+}
+
+/// `cluster` and `id` of a backend; a removed backend keeps its id, its cluster may be gone.
+fn backend_names(core: &Balancer, backend: BackendId) -> (String, String) {
+    let cluster =
+        core.flows().backend_cluster(backend).map_or_else(|| "?".to_owned(), |c| cluster_name(core, c));
+    let id = core.flows().backend(backend).map_or_else(|| backend.to_string(), |(id, _)| id.to_owned());
+    (cluster, id)
+}
+
+pub fn listeners(core: &Balancer, config: &Config) -> Vec<ListenerView> {
+    let flows = core.flows();
+    flows
+        .listener_ids()
+        .filter_map(|id| {
+            let (name, address) = flows.listener(id)?;
+            let settings = config.listeners.get(name);
+            let stats = flows.stats().listeners.get(id.0 as usize).map(|s| &s.flows);
+            Some(ListenerView {
+                name: name.to_owned(),
+                address: address.to_string(),
+                cluster: flows.listener_cluster(id).map_or_else(String::new, |c| cluster_name(core, c)),
+                affinity: settings.map_or_else(|| "?".to_owned(), |l| config_name(&l.affinity)),
+                state: core.frontend(id).map_or("unknown", frontend_name).to_owned(),
+                draining: flows.is_draining(id),
+                flows: stats.map_or(0, |s| s.active),
+                flows_retired: stats.map_or(0, |s| s.retired),
+                max_flows: settings.and_then(|l| l.max_flows),
+            })
+        })
+        .collect()
+}
+
+pub fn clusters(core: &Balancer, config: &Config) -> Vec<ClusterView> {
+    let flows = core.flows();
+    flows
+        .cluster_ids()
+        .map(|id| {
+            let name = cluster_name(core, id);
+            let settings = config.clusters.get(&name);
+            let backends: Vec<BackendId> = flows.cluster_backends(id).collect();
+            ClusterView {
+                algorithm: settings.map_or_else(|| "?".to_owned(), |c| config_name(&c.algorithm)),
+                fingerprint: format!("{:016x}", flows.cluster_fingerprint(id).unwrap_or(0)),
+                eligible: backends.iter().filter(|b| core.monitor().is_eligible(**b)).count(),
+                backends: backends.len(),
+                all_down: core.monitor().cluster_all_down(id),
+                fail_open: settings.is_some_and(|c| c.fail_open),
+                listeners: flows
+                    .listener_ids()
+                    .filter(|l| flows.listener_cluster(*l) == Some(id))
+                    .map(|l| listener_name(core, l))
+                    .collect(),
+                name,
+            }
+        })
+        .collect()
+}
+
+fn counter_text(counter: CounterView) -> String {
+    match counter {
+        CounterView::Haproxy { health, rise, fall } => format!("{health}/{}", rise + fall - 1),
+        CounterView::Consecutive { failures, fall, .. } if failures > 0 => format!("-{failures}/{fall}"),
+        CounterView::Consecutive { passes, rise, .. } => format!("+{passes}/{rise}"),
+    }
+}
+
+fn history_text(change: &HistoryChange) -> String {
+    match change {
+        HistoryChange::Health { from, to, code } => format!("health {from} -> {to} ({code})"),
+        HistoryChange::Admin { from, to } => format!("admin {from} -> {to}"),
+        HistoryChange::Restarted { from, to } => format!("restarted {from} -> {to}"),
+    }
+}
+
+pub fn backends(core: &Balancer, now: Instant) -> Vec<BackendView> {
+    let flows = core.flows();
+    flows
+        .backend_ids()
+        .filter_map(|id| {
+            let status = core.monitor().backend(id)?;
+            let (name, address) = flows.backend(id)?;
+            Some(BackendView {
+                cluster: cluster_name(core, status.cluster),
+                id: name.to_owned(),
+                address: address.to_string(),
+                health: status.health.to_string(),
+                admin: status.admin.to_string(),
+                eligible: status.eligible,
+                weight: flows.backend_weight(id).unwrap_or(0),
+                flows: flows.backend_flows(id),
+                counter: counter_text(status.counter),
+                last_code: status.last_code.map(|code| code.to_string()),
+                last_check_ms_ago: status.last_check_at.map(|at| millis_between(now, at)),
+                history: status
+                    .history
+                    .iter()
+                    .map(|entry| HistoryView {
+                        ms_ago: millis_between(now, entry.at),
+                        change: history_text(&entry.change),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+fn flow_view(core: &Balancer, now: Instant, flow: &FlowInfo) -> FlowView {
+    let (cluster, backend) = backend_names(core, flow.backend);
+    FlowView {
+        flow: flow.flow.serial(),
+        listener: listener_name(core, flow.listener),
+        client: flow.client.to_string(),
+        cluster,
+        backend,
+        backend_address: core.flows().backend(flow.backend).map_or_else(String::new, |(_, a)| a.to_string()),
+        age_ms: millis_between(now, flow.created),
+        requests: flow.requests,
+        responses: flow.responses,
+        retired: flow.retired,
+    }
+}
+
+/// At most `limit` live flows (in table order), and how many there are in all.
+pub fn flows(core: &Balancer, now: Instant, limit: usize) -> (Vec<FlowView>, u64) {
+    let listed = core.flows().flows().take(limit).map(|flow| flow_view(core, now, &flow)).collect();
+    (listed, core.flows().stats().flows.active)
+}
+
+/// A client as `show flow` takes it: one socket (`ip:port`) or every socket of a host (`ip`).
+enum ClientPattern {
+    Socket(SocketAddr),
+    Host(IpAddr),
+}
+
+impl ClientPattern {
+    fn parse(text: &str) -> Result<ClientPattern, String> {
+        if let Ok(socket) = text.parse::<SocketAddr>() {
+            return Ok(ClientPattern::Socket(socket));
+        }
+        text.parse::<IpAddr>().map(ClientPattern::Host).map_err(|_| {
+            format!("{text:?} is not a client address: write an IP address, with or without a port")
+        })
+    }
+
+    fn matches(&self, client: SocketAddr) -> bool {
+        match self {
+            ClientPattern::Socket(socket) => *socket == client,
+            ClientPattern::Host(ip) => *ip == client.ip(),
+        }
+    }
+}
+
+/// The client's live flows and why each went where it went. A scan of the flow table: fine
+/// for an operator's command, never done on the datapath.
+pub fn flows_of_client(
+    core: &Balancer,
+    config: &Config,
+    now: Instant,
+    client: &str,
+) -> Result<(Vec<FlowView>, Vec<FlowExplanation>), String> {
+    let pattern = ClientPattern::parse(client)?;
+    let matching: Vec<FlowInfo> = core.flows().flows().filter(|flow| pattern.matches(flow.client)).collect();
+    let views = matching.iter().map(|flow| flow_view(core, now, flow)).collect();
+    let explanations = matching.iter().map(|flow| explain(core, config, flow)).collect();
+    Ok((views, explanations))
+}
+
+fn explain(core: &Balancer, config: &Config, flow: &FlowInfo) -> FlowExplanation {
+    let flows = core.flows();
+    let (listener, vip) = flows.listener(flow.listener).map_or(("?", None), |(name, vip)| (name, Some(vip)));
+    let affinity = config.listeners.get(listener).map_or(Affinity::default(), |l| l.affinity);
+    let client = match affinity {
+        Affinity::ClientAddressPort => flow.client.to_string(),
+        Affinity::ClientAddress => flow.client.ip().to_string(),
+    };
+    let vip = vip.map_or_else(|| "?".to_owned(), |vip| vip.to_string());
+    // The cluster that chose the backend is the backend's own: a reload may have pointed the
+    // listener at another cluster since, and the flow stays where it was placed.
+    let cluster = flows.backend_cluster(flow.backend);
+    let cluster_settings =
+        cluster.and_then(|c| flows.cluster_name(c)).and_then(|name| config.clusters.get(name));
+    let status = core.monitor().backend(flow.backend);
+    FlowExplanation {
+        flow: flow.flow.serial(),
+        algorithm: cluster_settings.map_or_else(|| "?".to_owned(), |c| config_name(&c.algorithm)),
+        affinity: config_name(&affinity),
+        key: format!("vip {vip} + client {client}"),
+        fingerprint: format!("{:016x}", cluster.and_then(|c| flows.cluster_fingerprint(c)).unwrap_or(0)),
+        backend_health_now: status.as_ref().map_or_else(|| "?".to_owned(), |s| s.health.to_string()),
+        backend_admin_now: status.as_ref().map_or_else(|| "?".to_owned(), |s| s.admin.to_string()),
+        backend_eligible_now: status.is_some_and(|s| s.eligible),
+    }
+}
+
+/// What a reload did, by name.
+pub fn reload_view(core: &Balancer, reload: &Reload, warnings: Vec<String>) -> ReloadView {
+    let listeners = |ids: &[ListenerId]| ids.iter().map(|id| listener_name(core, *id)).collect();
+    let clusters = |ids: &[ClusterId]| ids.iter().map(|id| cluster_name(core, *id)).collect();
+    let backends = |ids: &[BackendId]| {
+        ids.iter()
+            .map(|id| match backend_names(core, *id) {
+                (cluster, backend) if cluster != "?" => format!("{cluster}/{backend}"),
+                (_, backend) => backend,
+            })
+            .collect()
+    };
+    let summary = &reload.flows;
+    ReloadView {
+        listeners_added: listeners(&summary.listeners_added),
+        listeners_removed: listeners(&summary.listeners_removed),
+        listeners_updated: listeners(&summary.listeners_updated),
+        clusters_added: clusters(&summary.clusters_added),
+        clusters_removed: clusters(&summary.clusters_removed),
+        backends_added: backends(&summary.backends_added),
+        backends_removed: backends(&summary.backends_removed),
+        health_restarted: backends(&reload.health_restarted),
+        flows_closed: summary.flows_closed,
+        warnings,
+    }
+}
+
+/// Whether an output is something `watch` streams (see [`watch_event`]); checked before an
+/// output is queued, so flow openings and closings never fill the queue.
+pub fn is_watch_event(output: &Output) -> bool {
+    matches!(output, Output::Health(_) | Output::Frontend { .. } | Output::Flow(udplb_core::Output::Event(_)))
+}
+
+/// The `watch` line for an output, or `None` for outputs that are not events (upstreams,
+/// probes) or too frequent to stream (every flow opening and closing).
+pub fn watch_event(core: &Balancer, output: &Output, now: Instant) -> Option<WatchEvent> {
+    let uptime_ms = |at: Instant| at.as_nanos() / 1_000_000;
+    let event = match output {
+        Output::Health(HealthEvent::Transition { backend, from, to, code, at, .. }) => {
+            let (cluster, backend) = backend_names(core, *backend);
+            WatchEvent::BackendHealth {
+                cluster,
+                backend,
+                from: from.to_string(),
+                to: to.to_string(),
+                code: code.to_string(),
+                uptime_ms: uptime_ms(*at),
+            }
+        }
+        Output::Health(HealthEvent::AdminChanged { cluster, backend, from, to, at }) => {
+            WatchEvent::BackendAdmin {
+                cluster: cluster_name(core, *cluster),
+                backend: backend_names(core, *backend).1,
+                from: from.to_string(),
+                to: to.to_string(),
+                uptime_ms: uptime_ms(*at),
+            }
+        }
+        Output::Health(HealthEvent::ClusterAllDown { cluster, at }) => {
+            WatchEvent::ClusterAllDown { cluster: cluster_name(core, *cluster), uptime_ms: uptime_ms(*at) }
+        }
+        Output::Health(HealthEvent::ClusterRecovered { cluster, at }) => {
+            WatchEvent::ClusterRecovered { cluster: cluster_name(core, *cluster), uptime_ms: uptime_ms(*at) }
+        }
+        Output::Frontend { listener, state } => WatchEvent::ListenerState {
+            listener: listener_name(core, *listener),
+            state: frontend_name(*state).to_owned(),
+            uptime_ms: uptime_ms(now),
+        },
+        Output::Flow(udplb_core::Output::Event(event)) => flow_event(core, event, uptime_ms(now)),
+        _ => return None,
+    };
+    Some(event)
+}
+
+fn flow_event(core: &Balancer, event: &udplb_core::Event, uptime_ms: u64) -> WatchEvent {
+    use udplb_core::Event;
+    match event {
+        Event::ListenerDraining { listener, flows_remaining } => WatchEvent::ListenerDraining {
+            listener: listener_name(core, *listener),
+            flows_remaining: *flows_remaining,
+            uptime_ms,
+        },
+        Event::ListenerDrained { listener } => {
+            WatchEvent::ListenerDrained { listener: listener_name(core, *listener), uptime_ms }
+        }
+        Event::ListenerResumed { listener } => {
+            WatchEvent::ListenerResumed { listener: listener_name(core, *listener), uptime_ms }
+        }
+        Event::BackendDrained { backend } => {
+            let (cluster, backend) = backend_names(core, *backend);
+            WatchEvent::BackendDrained { cluster, backend, uptime_ms }
+        }
+    }
+}

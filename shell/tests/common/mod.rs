@@ -1,0 +1,268 @@
+//! Helpers for tests that run the `udplb` binary on loopback: echo backends, clients, a
+//! balancer with a control socket (and optionally a metrics endpoint), `udplb ctl`, scrapes.
+//! Every wait is bounded; traffic goes to 127.0.0.1 only.
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A UDP echo server on a free loopback port, counting what it receives (probes included)
+/// and which client sockets it has served (by the balancer's upstream port).
+pub struct Backend {
+    pub address: SocketAddr,
+    pub received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn echo() -> Backend {
+        Backend::echo_on(UdpSocket::bind("127.0.0.1:0").expect("bind backend"))
+    }
+
+    pub fn echo_on(socket: UdpSocket) -> Backend {
+        socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let address = socket.local_addr().unwrap();
+        let received = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counter, flag) = (received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buffer = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((length, from)) = socket.recv_from(&mut buffer) else { continue };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let _ = socket.send_to(&buffer[..length], from);
+            }
+        });
+        Backend { address, received, stop, thread: Some(thread) }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Backend {
+    /// Stops the thread and closes the socket: the port then answers with ICMP unreachable.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A loopback UDP port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+pub fn free_udp_address() -> SocketAddr {
+    closed_port()
+}
+
+pub fn free_tcp_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A client socket. Replies on loopback take microseconds; the generous timeout only matters
+/// on a machine loaded by other work, where a short one would fail tests for nothing.
+pub fn client() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    socket
+}
+
+/// Sends `payload` and waits (bounded) for the reply.
+pub fn ask(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    socket.send_to(payload, to).ok()?;
+    let mut buffer = [0u8; 2048];
+    let (length, _) = socket.recv_from(&mut buffer).ok()?;
+    Some(buffer[..length].to_vec())
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One listener `test` on `listen` routed to cluster `pool` with these backends (ids b0, b1…).
+pub fn listener_and_pool(listen: SocketAddr, cluster_extra: &str, backends: &[SocketAddr]) -> String {
+    let list: Vec<String> =
+        backends.iter().enumerate().map(|(i, a)| format!("{{ id = \"b{i}\", address = \"{a}\" }}")).collect();
+    format!(
+        "[listeners.test]\naddress = \"{listen}\"\ncluster = \"pool\"\n\n[clusters.pool]\n{cluster_extra}\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// UDP probes every 100 ms that pass on any reply (the echo backends reply); a closed port
+/// fails them at once through ICMP, long before the timeout.
+pub const UDP_HEALTH: &str = "health = { mode = \"udp\", udp_payload = \"probe\", interval = \"100ms\", down_interval = \"200ms\", timeout = \"300ms\", rise = 2, fall = 2, model = \"haproxy\", jitter = 0 }";
+
+fn write_config_file(
+    config: &std::path::Path,
+    socket: &std::path::Path,
+    metrics: Option<SocketAddr>,
+    body: &str,
+) {
+    let mut process = format!("[process]\ncontrol_socket = \"{}\"\n", socket.display());
+    if let Some(metrics) = metrics {
+        process.push_str(&format!("metrics_addr = \"{metrics}\"\n"));
+    }
+    std::fs::write(config, format!("{process}\n{body}")).unwrap();
+}
+
+/// What `udplb ctl` printed.
+pub struct CtlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A running `udplb run` with a control socket, killed when dropped.
+pub struct Balancer {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Balancer {
+    /// Starts udplb with `body` (listeners and clusters) under a `[process]` table naming a
+    /// fresh control socket and, when `metrics`, a metrics address; waits until `listen`
+    /// answers through it.
+    pub fn start(body: &str, listen: SocketAddr, metrics: bool) -> Balancer {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = std::env::temp_dir().join(format!("udplb-ctl-test-{}-{n}", std::process::id()));
+        let socket = base.with_extension("sock");
+        let config = base.with_extension("toml");
+        let metrics = metrics.then(free_tcp_address);
+        let balancer = Balancer::spawn(config, socket, metrics, listen, body);
+        balancer.wait_until_answering();
+        balancer
+    }
+
+    /// Starts udplb without waiting for traffic to pass (for configurations that drop it).
+    pub fn spawn(
+        config: PathBuf,
+        socket: PathBuf,
+        metrics: Option<SocketAddr>,
+        listen: SocketAddr,
+        body: &str,
+    ) -> Balancer {
+        write_config_file(&config, &socket, metrics, body);
+        let child = Command::new(env!("CARGO_BIN_EXE_udplb"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start udplb");
+        let balancer = Balancer { child, listen, config, socket, metrics };
+        let socket = balancer.socket.clone();
+        assert!(wait_for(Duration::from_secs(10), || socket.exists()), "no control socket within 10s");
+        balancer
+    }
+
+    /// Rewrites the configuration file (the same `[process]` table, a new `body`).
+    pub fn write_config(&self, body: &str) {
+        write_config_file(&self.config, &self.socket, self.metrics, body);
+    }
+
+    fn wait_until_answering(&self) {
+        let client = client();
+        let answered = wait_for(Duration::from_secs(10), || ask(&client, self.listen, b"ping").is_some());
+        assert!(answered, "udplb did not answer on {} within 10s", self.listen);
+    }
+
+    /// Runs `udplb ctl --socket … ARGS` and waits for it (bounded by ctl's own timeout).
+    pub fn ctl(&self, args: &[&str]) -> CtlOutput {
+        let output = Command::new(env!("CARGO_BIN_EXE_udplb"))
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run udplb ctl");
+        CtlOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// `udplb ctl --json ARGS`, parsed; panics unless it succeeded.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let output = self.ctl(&all);
+        assert!(output.success, "ctl {args:?} failed: {}{}", output.stdout, output.stderr);
+        serde_json::from_str(output.stdout.trim()).expect("ctl --json prints one JSON line")
+    }
+
+    /// The backends as `show backends` lists them, by id: (health, admin).
+    pub fn backend_states(&self) -> Vec<(String, String, String)> {
+        let answer = self.ctl_json(&["show", "backends"]);
+        answer["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let text = |key: &str| b[key].as_str().unwrap().to_owned();
+                (text("id"), text("health"), text("admin"))
+            })
+            .collect()
+    }
+
+    /// Waits until backend `id` has health `health`.
+    pub fn wait_for_health(&self, id: &str, health: &str) -> bool {
+        wait_for(Duration::from_secs(10), || {
+            self.backend_states().iter().any(|(b, h, _)| b == id && h == health)
+        })
+    }
+
+    /// `GET path` on the metrics endpoint: (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let address = self.metrics.expect("started with metrics");
+        let mut stream =
+            TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect to metrics");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read the response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+        (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

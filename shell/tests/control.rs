@@ -1,0 +1,331 @@
+//! `udplb ctl` against a running `udplb` on loopback: every command changes (or shows) what
+//! the balancer really does to real traffic.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{
+    Backend, Balancer, UDP_HEALTH, ask, client, closed_port, free_udp_address, listener_and_pool, wait_for,
+};
+
+/// The backend id `show flow` names for this client socket.
+fn backend_of(balancer: &Balancer, client: &std::net::UdpSocket) -> String {
+    let address = client.local_addr().unwrap().to_string();
+    let answer = balancer.ctl_json(&["show", "flow", &address]);
+    let flows = answer["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 1, "one flow for {address}: {answer}");
+    flows[0]["backend"].as_str().unwrap().to_owned()
+}
+
+/// A new client socket, one request answered; returns its backend.
+fn new_client_backend(balancer: &Balancer) -> String {
+    let socket = client();
+    assert!(ask(&socket, balancer.listen, b"hello").is_some(), "a new client is answered");
+    backend_of(balancer, &socket)
+}
+
+/// Replaces what varies between runs by text of the same length, so columns stay aligned:
+/// each address by `127.0.0.1:PORTn`, and the digits of each `… ago` age by `#`.
+fn normalise(text: &str, addresses: &[SocketAddr]) -> String {
+    let mut text = text.to_owned();
+    for (n, address) in addresses.iter().enumerate() {
+        let shown = address.to_string();
+        let placeholder = format!("127.0.0.1:PORT{n}");
+        assert_eq!(shown.len(), placeholder.len(), "ports from the ephemeral range have five digits");
+        text = text.replace(&shown, &placeholder);
+    }
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        let mut normalised: Vec<String> = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            if words.get(i + 1) == Some(&"ago") {
+                normalised.push(word.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect());
+            } else {
+                normalised.push((*word).to_owned());
+            }
+        }
+        out.push_str(&normalised.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn show_backends_lists_every_backend_with_its_health_and_admin_state() {
+    let (b0, b1, dead) = (Backend::echo(), Backend::echo(), closed_port());
+    let listen = free_udp_address();
+    let body = listener_and_pool(listen, UDP_HEALTH, &[b0.address, b1.address, dead]);
+    let balancer = Balancer::start(&body, listen, false);
+    let settled = wait_for(Duration::from_secs(10), || {
+        let answer = balancer.ctl_json(&["show", "backends"]);
+        let backends = answer["backends"].as_array().unwrap().clone();
+        let state =
+            |b: &serde_json::Value| (b["health"].clone(), b["counter"].clone(), b["last_code"].clone());
+        backends.len() == 3
+            && state(&backends[0]) == ("up".into(), "3/3".into(), "L7OK".into())
+            && state(&backends[1]) == ("up".into(), "3/3".into(), "L7OK".into())
+            && state(&backends[2]) == ("down".into(), "0/3".into(), "L4CON".into())
+    });
+    assert!(settled, "backends settle: {:?}", balancer.backend_states());
+    assert!(balancer.ctl(&["backend", "pool", "b0", "pause"]).success);
+    assert!(balancer.ctl(&["backend", "pool", "b1", "weight", "3"]).success);
+    // Probes go on between the wait above and the table below; on a loaded machine one may
+    // time out and move a counter. Take the table once it shows the settled states itself.
+    let settled_row = |line: &str, id: &str, expected: [&str; 3]| {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        cells.get(1) == Some(&id)
+            && [cells.get(3), cells.get(8), cells.get(9)] == expected.each_ref().map(Some)
+    };
+    let mut shown = String::new();
+    let settled = wait_for(Duration::from_secs(10), || {
+        let output = balancer.ctl(&["show", "backends"]);
+        assert!(output.success, "{}", output.stderr);
+        shown = output.stdout;
+        let lines: Vec<&str> = shown.lines().collect();
+        lines.len() == 4
+            && settled_row(lines[1], "b0", ["up", "3/3", "L7OK"])
+            && settled_row(lines[2], "b1", ["up", "3/3", "L7OK"])
+            && settled_row(lines[3], "b2", ["down", "0/3", "L4CON"])
+    });
+    assert!(settled, "{shown}");
+    let shown = normalise(&shown, &[b0.address, b1.address, dead]);
+    insta::with_settings!({
+        snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots/shell"),
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("ctl_show_backends", shown);
+    });
+}
+
+#[test]
+fn drain_weight_and_pause_change_what_the_balancer_does() {
+    let (first, second) = (Backend::echo(), Backend::echo());
+    let listen = free_udp_address();
+    let balancer = Balancer::start(
+        &listener_and_pool(listen, UDP_HEALTH, &[first.address, second.address]),
+        listen,
+        false,
+    );
+    assert!(balancer.wait_for_health("b0", "up") && balancer.wait_for_health("b1", "up"));
+    let backends = [("b0", &first), ("b1", &second)];
+
+    // Drain: the pinned client keeps its backend; every new client goes to the other one.
+    let pinned_client = client();
+    assert!(ask(&pinned_client, listen, b"first").is_some());
+    let pinned = backend_of(&balancer, &pinned_client);
+    let other = if pinned == "b0" { "b1" } else { "b0" };
+    let drained = balancer.ctl(&["backend", "pool", &pinned, "drain"]);
+    assert!(drained.success && drained.stdout.contains("draining"), "{}{}", drained.stdout, drained.stderr);
+    for _ in 0..6 {
+        assert_eq!(new_client_backend(&balancer), other, "no new flow goes to a draining backend");
+    }
+    assert!(ask(&pinned_client, listen, b"again").is_some());
+    assert_eq!(backend_of(&balancer, &pinned_client), pinned, "a drain keeps existing flows");
+    assert!(balancer.backend_states().iter().any(|(id, _, admin)| *id == pinned && admin == "draining"));
+
+    // Weight 0 on the other backend: new flows go to the re-enabled one.
+    assert!(balancer.ctl(&["backend", "pool", &pinned, "enable"]).success);
+    assert!(balancer.ctl(&["backend", "pool", other, "weight", "0"]).success);
+    for _ in 0..6 {
+        assert_eq!(new_client_backend(&balancer), pinned, "weight 0 takes no new flows");
+    }
+
+    // Pause: no more probes reach the backend; resume starts them again.
+    let (_, paused) = backends.iter().find(|(id, _)| *id == other).unwrap();
+    assert!(balancer.ctl(&["backend", "pool", other, "pause"]).success);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = paused.count();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(paused.count(), before, "a paused backend is not probed");
+    assert!(balancer.backend_states().iter().any(|(id, _, admin)| id == other && admin == "paused"));
+    assert!(balancer.ctl(&["backend", "pool", other, "resume"]).success);
+    assert!(wait_for(Duration::from_secs(5), || paused.count() > before), "probes resume");
+
+    // Refusals are explained and exit 1.
+    let unknown = balancer.ctl(&["backend", "pool", "nope", "pause"]);
+    assert!(
+        !unknown.success && unknown.stderr.contains("no backend \"nope\" in cluster \"pool\""),
+        "{}",
+        unknown.stderr
+    );
+    let not_paused = balancer.ctl(&["backend", "pool", other, "resume"]);
+    assert!(
+        !not_paused.success && not_paused.stderr.contains("only a paused backend"),
+        "{}",
+        not_paused.stderr
+    );
+}
+
+#[test]
+fn a_drained_listener_takes_no_new_clients_until_resumed() {
+    let backend = Backend::echo();
+    let listen = free_udp_address();
+    let balancer = Balancer::start(&listener_and_pool(listen, "", &[backend.address]), listen, false);
+    let existing = client();
+    assert!(ask(&existing, listen, b"before").is_some());
+    let drained = balancer.ctl(&["listener", "test", "drain"]);
+    assert!(
+        drained.success && drained.stdout.contains("test: draining, 2 flows remaining"),
+        "{}",
+        drained.stdout
+    );
+    assert!(ask(&client(), listen, b"new").is_none(), "a new client is dropped while draining");
+    assert!(ask(&existing, listen, b"during").is_some(), "an existing flow keeps working");
+    let listed = balancer.ctl_json(&["show", "listeners"]);
+    assert_eq!(listed["listeners"][0]["draining"], true);
+    assert!(balancer.ctl(&["listener", "test", "resume"]).success);
+    assert!(ask(&client(), listen, b"new again").is_some(), "resumed");
+    let unknown = balancer.ctl(&["listener", "nope", "drain"]);
+    assert!(!unknown.success && unknown.stderr.contains("no listener \"nope\""), "{}", unknown.stderr);
+}
+
+#[test]
+fn reload_reports_a_bad_file_keeps_serving_and_applies_a_good_one() {
+    let (first, second) = (Backend::echo(), Backend::echo());
+    let listen = free_udp_address();
+    let balancer = Balancer::start(&listener_and_pool(listen, "", &[first.address]), listen, false);
+
+    balancer.write_config("[listeners.test]\naddress = \"127.0.0.1:1\"\ncluster = \"nope\"\n");
+    let rejected = balancer.ctl(&["reload"]);
+    assert!(!rejected.success, "a bad file fails the command");
+    assert!(
+        rejected.stderr.contains("reload rejected")
+            && rejected.stderr.contains("field `listeners.test.cluster`"),
+        "the rendered error names the field: {}",
+        rejected.stderr
+    );
+    assert!(ask(&client(), listen, b"still serving").is_some(), "the running configuration is kept");
+
+    balancer.write_config(&listener_and_pool(listen, "", &[first.address, second.address]));
+    let applied = balancer.ctl(&["reload"]);
+    assert!(applied.success, "{}", applied.stderr);
+    assert!(applied.stdout.contains("backends added: pool/b1"), "{}", applied.stdout);
+    let before = second.count();
+    for _ in 0..6 {
+        assert!(ask(&client(), listen, b"spread").is_some());
+    }
+    assert!(second.count() >= before + 3, "the added backend takes its share of new flows");
+}
+
+#[test]
+fn watch_streams_a_health_transition_when_a_backend_port_closes() {
+    let (stays, goes) = (Backend::echo(), Backend::echo());
+    let listen = free_udp_address();
+    let balancer = Balancer::start(
+        &listener_and_pool(listen, UDP_HEALTH, &[stays.address, goes.address]),
+        listen,
+        false,
+    );
+    assert!(balancer.wait_for_health("b1", "up"));
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_udplb"))
+        .args(["ctl", "--json", "--socket"])
+        .arg(&balancer.socket)
+        .arg("watch")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start ctl watch");
+    let (lines, received) = mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = received.recv_timeout(Duration::from_secs(10)).expect("the watch answer");
+    assert!(first.contains("\"watching\":true"), "{first}");
+    drop(goes); // Its port closes: probes draw ICMP port unreachable.
+    let mut seen = Vec::new();
+    let transition = loop {
+        let Ok(line) = received.recv_timeout(Duration::from_secs(10)) else { break None };
+        let event: serde_json::Value = serde_json::from_str(&line).expect("events are JSON lines");
+        seen.push(line);
+        if event["event"] == "backend_health" && event["backend"] == "b1" && event["to"] == "down" {
+            break Some(event);
+        }
+    };
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let transition = transition.unwrap_or_else(|| panic!("no transition to down; saw {seen:?}"));
+    assert_eq!(transition["cluster"], "pool");
+    assert_eq!(transition["from"], "up");
+    assert_eq!(transition["code"], "L4CON", "refused by ICMP port unreachable");
+}
+
+#[test]
+fn show_flow_names_the_backend_a_client_is_on_and_why() {
+    let (first, second) = (Backend::echo(), Backend::echo());
+    let listen = free_udp_address();
+    let body = listener_and_pool(listen, "algorithm = \"maglev\"", &[first.address, second.address]);
+    let balancer = Balancer::start(&body, listen, false);
+    let socket = client();
+    let (before_first, before_second) = (first.count(), second.count());
+    for _ in 0..3 {
+        assert!(ask(&socket, listen, b"where am i").is_some());
+    }
+    let on_first = first.count() - before_first == 3;
+    assert!(on_first || second.count() - before_second == 3, "one backend took all three");
+    let expected = if on_first { ("b0", first.address) } else { ("b1", second.address) };
+
+    let address = socket.local_addr().unwrap().to_string();
+    let shown = balancer.ctl(&["show", "flow", &address]);
+    assert!(shown.success, "{}", shown.stderr);
+    let names = format!("client {address} -> backend pool/{} ({})", expected.0, expected.1);
+    assert!(shown.stdout.contains(&names), "{}", shown.stdout);
+    assert!(shown.stdout.contains("3 requests, 3 responses"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains(&format!("chosen by maglev on key [vip {listen} + client {address}]")),
+        "{}",
+        shown.stdout
+    );
+
+    let why = balancer.ctl_json(&["show", "flow", &address]);
+    let clusters = balancer.ctl_json(&["show", "clusters"]);
+    assert_eq!(why["explanations"][0]["fingerprint"], clusters["clusters"][0]["fingerprint"]);
+    assert_eq!(why["explanations"][0]["affinity"], "client_address_port");
+    let host = balancer.ctl_json(&["show", "flow", "127.0.0.1"]);
+    assert!(host["flows"].as_array().unwrap().len() >= 2, "by host: this client and the start-up ping");
+
+    let listeners = balancer.ctl(&["show", "listeners"]);
+    assert!(listeners.stdout.starts_with("LISTENER") && listeners.stdout.contains(&listen.to_string()));
+    let flows = balancer.ctl(&["show", "flows"]);
+    assert!(flows.stdout.contains(&address), "{}", flows.stdout);
+}
+
+#[test]
+fn the_control_socket_is_private_replaces_a_stale_file_and_goes_away_on_exit() {
+    let backend = Backend::echo();
+    let listen = free_udp_address();
+    let body = listener_and_pool(listen, "", &[backend.address]);
+    let socket = std::env::temp_dir().join(format!("udplb-stale-{}.sock", std::process::id()));
+    // A socket file nobody listens on, as a killed udplb leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let config = socket.with_extension("toml");
+    let mut balancer = Balancer::spawn(config, socket.clone(), None, listen, &body);
+    assert!(
+        wait_for(Duration::from_secs(10), || balancer.ctl(&["show", "listeners"]).success),
+        "serving over the replaced socket"
+    );
+    let metadata = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+
+    balancer.signal(libc::SIGTERM);
+    assert!(
+        wait_for(Duration::from_secs(10), || balancer.child.try_wait().unwrap().is_some()),
+        "exits on SIGTERM"
+    );
+    assert!(!socket.exists(), "the socket file is removed on exit");
+    let absent = balancer.ctl(&["show", "backends"]);
+    assert!(!absent.success);
+    assert!(absent.stderr.contains("no such socket: is udplb running"), "{}", absent.stderr);
+}

@@ -1,0 +1,195 @@
+//! The metrics endpoint of a running `udplb` on loopback: counters move with real traffic,
+//! the text parses as Prometheus exposition, and the kernel's receive-queue drops show up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Backend, Balancer, ask, client, free_udp_address, listener_and_pool, wait_for};
+
+/// One sample: metric name and labels, as written.
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+/// Parses the exposition strictly enough to catch a malformed line: every sample belongs to
+/// a family declared by `# TYPE` (counters as `<family>_total`), names and label names are
+/// valid identifiers, label values are quoted, values are numbers, and the text ends with
+/// `# EOF` (OpenMetrics, which Prometheus reads).
+fn parse(text: &str) -> Samples {
+    let mut families = BTreeMap::new();
+    let mut samples = Samples::new();
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+    };
+    assert!(text.ends_with("# EOF\n"), "ends with # EOF");
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    assert!(valid_name(name) && ["counter", "gauge"].contains(&kind), "{line}");
+                    families.insert(name.to_owned(), kind.to_owned());
+                }
+                (Some("HELP"), Some(name), Some(_)) => assert!(valid_name(name), "{line}"),
+                (Some("EOF"), None, None) => {}
+                _ => panic!("unexpected comment: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                (name, rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}")))
+            }
+            None => (series, ""),
+        };
+        let family = name.strip_suffix("_total").filter(|f| families.get(*f).is_some_and(|k| k == "counter"));
+        let family = family.unwrap_or(name);
+        assert!(families.contains_key(family), "sample of an undeclared family: {line}");
+        let mut parsed = BTreeMap::new();
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (key, quoted) = pair.split_once('=').unwrap_or_else(|| panic!("bad label: {line}"));
+            assert!(valid_name(key) && quoted.starts_with('"'), "bad label {pair:?} in {line}");
+            parsed.insert(key.to_owned(), quoted.trim_start_matches('"').trim_end_matches('"').to_owned());
+        }
+        samples.insert((name.to_owned(), parsed), value);
+    }
+    samples
+}
+
+/// The value of `name` with exactly these labels (0 when absent).
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels: BTreeMap<String, String> =
+        labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    samples.get(&(name.to_owned(), labels)).copied().unwrap_or(0.0)
+}
+
+fn has(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> bool {
+    let labels: BTreeMap<String, String> =
+        labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    samples.contains_key(&(name.to_owned(), labels))
+}
+
+#[test]
+fn counters_move_with_traffic_and_parse_as_prometheus_text() {
+    let backend = Backend::echo();
+    let listen = free_udp_address();
+    let balancer = Balancer::start(&listener_and_pool(listen, "", &[backend.address]), listen, true);
+    let (status, body) = balancer.http_get("/metrics");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    let before = parse(&body);
+
+    for i in 0..5 {
+        let socket = client();
+        assert!(ask(&socket, listen, format!("request {i}").as_bytes()).is_some());
+    }
+    client().send_to(b"", listen).unwrap(); // Empty: dropped as `invalid`.
+    let after = wait_for(Duration::from_secs(5), || {
+        let samples = parse(&balancer.http_get("/metrics").1);
+        value(
+            &samples,
+            "udplb_datagrams_dropped_total",
+            &[("listener", "test"), ("direction", "client_to_backend"), ("reason", "invalid")],
+        ) == 1.0
+    });
+    assert!(after, "the empty datagram is counted as an invalid drop");
+    let after = parse(&balancer.http_get("/metrics").1);
+
+    let delta =
+        |name: &str, labels: &[(&str, &str)]| value(&after, name, labels) - value(&before, name, labels);
+    let client_side = [("listener", "test"), ("direction", "client_to_backend")];
+    let backend_side = [("listener", "test"), ("direction", "backend_to_client")];
+    assert_eq!(
+        delta("udplb_datagrams_received_total", &client_side),
+        6.0,
+        "five requests and one empty datagram"
+    );
+    assert_eq!(delta("udplb_datagrams_passed_total", &client_side), 5.0);
+    assert_eq!(delta("udplb_datagrams_passed_total", &backend_side), 5.0, "five replies returned");
+    assert_eq!(delta("udplb_flows_created_total", &[("listener", "test")]), 5.0);
+    assert!(value(&after, "udplb_flows_active", &[("listener", "test")]) >= 5.0);
+    let to_backend = [("cluster", "pool"), ("backend", "b0"), ("direction", "to_backend")];
+    let from_backend = [("cluster", "pool"), ("backend", "b0"), ("direction", "from_backend")];
+    assert_eq!(delta("udplb_backend_datagrams_total", &to_backend), 5.0);
+    assert_eq!(delta("udplb_backend_datagrams_total", &from_backend), 5.0);
+    assert_eq!(
+        value(&after, "udplb_backend_health", &[("cluster", "pool"), ("backend", "b0"), ("state", "up")]),
+        1.0
+    );
+    let kernel =
+        [("listener", "test"), ("direction", "client_to_backend"), ("reason", "kernel_receive_queue")];
+    assert!(
+        has(&after, "udplb_datagrams_dropped_total", &kernel),
+        "kernel drops are listed beside the core's reasons"
+    );
+
+    let (status, _) = balancer.http_get("/elsewhere");
+    assert_eq!(status, "HTTP/1.0 404 Not Found");
+}
+
+#[test]
+fn a_backend_going_down_shows_in_health_gauges_and_transitions() {
+    let (stays, goes) = (Backend::echo(), Backend::echo());
+    let listen = free_udp_address();
+    let body = listener_and_pool(listen, common::UDP_HEALTH, &[stays.address, goes.address]);
+    let balancer = Balancer::start(&body, listen, true);
+    assert!(balancer.wait_for_health("b1", "up"));
+    drop(goes);
+    assert!(balancer.wait_for_health("b1", "down"));
+    let samples = parse(&balancer.http_get("/metrics").1);
+    let b1 = |extra: (&'static str, &'static str)| [("cluster", "pool"), ("backend", "b1"), extra];
+    assert_eq!(value(&samples, "udplb_backend_health", &b1(("state", "down"))), 1.0);
+    assert_eq!(value(&samples, "udplb_backend_eligible", &[("cluster", "pool"), ("backend", "b1")]), 0.0);
+    let to_down = [("cluster", "pool"), ("backend", "b1"), ("to", "down"), ("code", "L4CON")];
+    assert_eq!(value(&samples, "udplb_backend_transitions_total", &to_down), 1.0);
+    assert!(value(&samples, "udplb_probe_failures_total", &[("cause", "refused")]) >= 1.0);
+    assert!(value(&samples, "udplb_checks_total", &[("result", "pass")]) >= 2.0);
+}
+
+/// Stops udplb, fills its listener's receive queue until the kernel drops, lets it run again:
+/// the scrape reports the kernel's count for that socket.
+#[test]
+fn kernel_receive_queue_drops_are_counted() {
+    let backend = Backend::echo();
+    let listen = free_udp_address();
+    let balancer = Balancer::start(&listener_and_pool(listen, "", &[backend.address]), listen, true);
+    balancer.signal(libc::SIGSTOP);
+    let flood = client();
+    let payload = [0u8; 512];
+    // Bounded: the queue holds at most net.core.rmem_max × 2 bytes (8 MiB on this machine),
+    // far less than 200,000 datagrams take.
+    let mut dropped = false;
+    for round in 0..200 {
+        for _ in 0..1000 {
+            let _ = flood.send_to(&payload, listen);
+        }
+        if round % 10 == 9 && kernel_drops_on(listen) > 0 {
+            dropped = true;
+            break;
+        }
+    }
+    balancer.signal(libc::SIGCONT);
+    assert!(dropped, "the kernel dropped datagrams for the stopped listener");
+    let counted = wait_for(Duration::from_secs(10), || {
+        let samples = parse(&balancer.http_get("/metrics").1);
+        let kernel =
+            [("listener", "test"), ("direction", "client_to_backend"), ("reason", "kernel_receive_queue")];
+        value(&samples, "udplb_datagrams_dropped_total", &kernel) > 0.0
+    });
+    assert!(counted, "the scrape shows the kernel's drops");
+}
+
+/// The `drops` column of `/proc/net/udp` for the socket bound to `address` (the test's own
+/// view, independent of how udplb reads it).
+fn kernel_drops_on(address: std::net::SocketAddr) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let local = format!("0100007F:{:04X}", address.port());
+    table
+        .lines()
+        .filter(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
+        .filter_map(|line| line.split_whitespace().nth(12)?.parse::<u64>().ok())
+        .sum()
+}
