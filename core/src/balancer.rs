@@ -45,7 +45,8 @@ pub enum FrontendState {
 /// An operator command for one backend.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BackendCommand {
-    /// Freeze health: no probes, passive failures ignored; it stays routable as it was.
+    /// Freeze health: no probes, passive failures ignored, its health state kept as it was;
+    /// it takes no new flows until resumed (existing flows continue).
     Pause,
     /// Undo `Pause`.
     Resume,
