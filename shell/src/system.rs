@@ -51,14 +51,28 @@ pub fn random_table_key() -> [u8; 16] {
 
 /// Tells systemd (when it started us with `Type=notify`) about a state change:
 /// `READY=1`, `RELOADING=1`, `STOPPING=1`. Does nothing outside systemd.
+///
+/// `RELOADING=1` carries `MONOTONIC_USEC`, which `Type=notify-reload` and newer systemd use to
+/// tell this reload from an earlier one. An abstract socket (`@name`) is addressed as such.
 pub fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let socket = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(socket) => socket,
-        Err(_) => return,
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let mut message = state.to_owned();
+    if state.starts_with("RELOADING=") {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime only writes the struct we pass.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } == 0 {
+            let micros = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+            message.push_str(&format!("\nMONOTONIC_USEC={micros}"));
+        }
+    }
+    let path = path.to_string_lossy().into_owned();
+    let _ = match path.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|address| socket.send_to_addr(message.as_bytes(), &address)),
+        None => socket.send_to(message.as_bytes(), &path),
     };
-    let path = std::path::PathBuf::from(path);
-    let _ = socket.send_to(state.as_bytes(), path);
 }
 
 /// Datagrams the kernel dropped for a socket before anyone read them (mostly a full receive
