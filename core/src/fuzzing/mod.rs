@@ -21,9 +21,12 @@ pub use config_parse::config_parse;
 pub use datagram_path::datagram_path;
 pub use proxy_v2::{proxy_v2_decode, proxy_v2_roundtrip};
 
+/// A target body: the fuzzer's bytes in, a panic out when a promise is broken.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its directory under `fuzz/corpus/` and `fuzz/regressions/`
 /// and of its cargo-fuzz binary.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("datagram_path", datagram_path),
     ("proxy_v2_decode", proxy_v2_decode),
     ("proxy_v2_roundtrip", proxy_v2_roundtrip),
