@@ -38,8 +38,12 @@ const LISTENER_ADDRESSES: [&str; 6] = [
 pub(super) struct ConfigSpec {
     process_max_flows: Option<u8>,
     retry_buffer_bytes: Option<u16>,
-    listeners: [Option<ListenerSpec>; 3],
-    clusters: [Option<ClusterSpec>; 3],
+    /// Listener `l0` and cluster `c0` always exist: a configuration without a listener
+    /// spends the whole run on `UnknownListener` drops.
+    first_listener: ListenerSpec,
+    more_listeners: [Option<ListenerSpec>; 2],
+    first_cluster: ClusterSpec,
+    more_clusters: [Option<ClusterSpec>; 2],
 }
 
 #[derive(Arbitrary, Debug)]
@@ -109,7 +113,9 @@ fn millis(ms: u16) -> Duration {
 impl ConfigSpec {
     pub(super) fn to_config(&self) -> Config {
         let mut clusters = BTreeMap::new();
-        for (index, cluster) in self.clusters.iter().enumerate() {
+        let all_clusters =
+            std::iter::once(Some(&self.first_cluster)).chain(self.more_clusters.iter().map(Option::as_ref));
+        for (index, cluster) in all_clusters.enumerate() {
             if let Some(cluster) = cluster {
                 clusters.insert(format!("c{index}"), cluster.to_config());
             }
@@ -117,10 +123,12 @@ impl ConfigSpec {
         let cluster_names: Vec<String> = clusters.keys().cloned().collect();
         let mut listeners = BTreeMap::new();
         let mut addresses_taken = Vec::new();
-        for (index, listener) in self.listeners.iter().enumerate() {
+        let all_listeners =
+            std::iter::once(Some(&self.first_listener)).chain(self.more_listeners.iter().map(Option::as_ref));
+        for (index, listener) in all_listeners.enumerate() {
             let Some(listener) = listener else { continue };
             let address = LISTENER_ADDRESSES[usize::from(listener.address) % LISTENER_ADDRESSES.len()];
-            if cluster_names.is_empty() || addresses_taken.contains(&address) {
+            if addresses_taken.contains(&address) {
                 continue;
             }
             addresses_taken.push(address);
@@ -147,11 +155,13 @@ impl ListenerSpec {
             affinity: if self.by_address { Affinity::ClientAddress } else { Affinity::ClientAddressPort },
             // 0 is out of range: a rare refusal.
             max_flows: self.max_flows.map(|flows| if flows == 0 { 0 } else { u32::from(flows % 16) + 1 }),
-            // Small sizes make `Truncated` and `ProxyHeaderTooLarge` reachable with the
-            // datagrams `datagram_path` sends (at most 2 KiB); one value in eight is the
-            // default, and 0 (refused) is rare.
+            // Half the listeners take any datagram; the other half have sizes around the
+            // datagrams `datagram_path` sends (at most 2 KiB), so that `Truncated` and
+            // `ProxyHeaderTooLarge` are reachable without being most verdicts. 0 (refused)
+            // is rare.
             max_datagram_size: match self.max_datagram_size % 8 {
-                0 => MAX_UDP_PAYLOAD,
+                0..=3 => MAX_UDP_PAYLOAD,
+                4 | 5 => 512 + u32::from(self.max_datagram_size % 2_048),
                 _ => u32::from(self.max_datagram_size % 2_200),
             },
             drain_timeout: self.drain_timeout_ms.map(millis),

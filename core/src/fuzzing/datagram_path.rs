@@ -35,9 +35,9 @@ const REMEMBERED_IDS: usize = 64;
 /// covers the ones a run creates plus a few that never exist.
 const BACKEND_IDS: u8 = 24;
 
-/// One input to the core. Variants are drawn uniformly; fields are small so that the input
-/// is spent on sequences rather than on values.
-#[derive(Arbitrary, Debug)]
+/// One input to the core. Fields are small so that the input is spent on sequences rather
+/// than on values; variants are drawn with the weights in `Step::arbitrary`.
+#[derive(Debug)]
 enum Step {
     /// Time passes and the timer fires.
     Advance {
@@ -88,6 +88,41 @@ enum Step {
     Reload(Box<ConfigSpec>),
 }
 
+impl<'a> Arbitrary<'a> for Step {
+    /// Datagrams are most of what a load balancer sees, and only they create flows for the
+    /// other inputs to act on, so they get 13 draws in 32; time 6; each other kind 1 or 2.
+    fn arbitrary(input: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match input.int_in_range(0..=31u8)? {
+            0..=7 => Step::Client(input.arbitrary()?),
+            8..=12 => Step::Backend {
+                flow: input.arbitrary()?,
+                size: input.arbitrary()?,
+                fill: input.arbitrary()?,
+                truncated: input.arbitrary()?,
+            },
+            13..=15 => Step::Advance { millis: input.arbitrary()? },
+            16 => Step::Sleep { millis: input.arbitrary()? },
+            17 | 18 => Step::NextDeadline,
+            19 => Step::UpstreamError { flow: input.arbitrary()?, error: input.arbitrary()? },
+            20 => Step::OpenFailed { flow: input.arbitrary()? },
+            21 => Step::ReturnFailed { listener: input.arbitrary()?, bytes: input.arbitrary()? },
+            22 | 23 => Step::ProbeResult { probe: input.arbitrary()?, result: input.arbitrary()? },
+            24 | 25 => Step::ProbeReply { probe: input.arbitrary()?, reply: input.arbitrary()? },
+            26 | 27 => Step::Admin {
+                command: input.arbitrary()?,
+                listener: input.arbitrary()?,
+                flow: input.arbitrary()?,
+            },
+            28 | 29 => Step::BackendCommand {
+                backend: input.arbitrary()?,
+                command: input.arbitrary()?,
+                weight: input.arbitrary()?,
+            },
+            _ => Step::Reload(input.arbitrary()?),
+        })
+    }
+}
+
 #[derive(Arbitrary, Debug)]
 struct ClientStep {
     listener: u8,
@@ -98,11 +133,12 @@ struct ClientStep {
     headroom: u8,
 }
 
-/// Which flow or probe a step names: one the core handed out (possibly ended since), or a
-/// made-up one.
+/// Which flow or probe a step names: one the core handed out (possibly ended since), a live
+/// one (for probes, the same as `Remembered`), or a made-up one.
 #[derive(Arbitrary, Debug)]
 enum IdPick {
     Newest,
+    Live(u8),
     Remembered(u8),
     MadeUp { slot: u8, serial: u16 },
 }
@@ -165,11 +201,11 @@ impl Run {
         let mut timer_fired = false;
         match step {
             Step::Advance { millis } => {
-                self.now = self.now + Duration::from_millis(u64::from(millis));
+                self.now = self.now + time_step(millis);
                 self.core.handle_timeout(self.now);
                 timer_fired = true;
             }
-            Step::Sleep { millis } => self.now = self.now + Duration::from_millis(u64::from(millis)),
+            Step::Sleep { millis } => self.now = self.now + time_step(millis),
             Step::NextDeadline => {
                 if let Some(deadline) = self.core.poll_timeout() {
                     self.now = self.now.max(deadline);
@@ -229,8 +265,7 @@ impl Run {
                     // 255 is over `MAX_WEIGHT`, which the core must refuse.
                     _ => BackendCommand::Weight(if weight == 255 { 70_000 } else { u32::from(weight % 8) }),
                 };
-                let backend = BackendId(u32::from(backend % BACKEND_IDS));
-                let _ = self.core.handle_backend_command(self.now, backend, command);
+                let _ = self.core.handle_backend_command(self.now, self.backend(backend), command);
             }
             Step::Reload(spec) => self.reload(&spec),
         }
@@ -354,17 +389,42 @@ impl Run {
         }
     }
 
-    /// A listener id: one of those the core has numbered (removed ones included), or the
-    /// first one it has not.
+    /// A listener id: mostly a live one (reloads remove listeners and number new ones, so
+    /// after a few reloads most numbered ids are removed ones); one pick in eight, any
+    /// numbered id; one in sixteen, an id never numbered.
     fn listener(&self, pick: u8) -> ListenerId {
-        let known = self.core.flows().stats().listeners.len();
-        ListenerId((usize::from(pick) % (known + 1)) as u32)
+        let numbered = self.core.flows().stats().listeners.len();
+        let live: Vec<ListenerId> = self.core.flows().listener_ids().collect();
+        let index = match pick {
+            240.. => numbered + usize::from(pick % 4),
+            208..=239 => usize::from(pick) % numbered.max(1),
+            _ => match live.get(usize::from(pick) % live.len().max(1)) {
+                Some(listener) => return *listener,
+                None => numbered,
+            },
+        };
+        ListenerId(index as u32)
+    }
+
+    /// A backend id: mostly a live one; one pick in eight, any id in a small range (removed
+    /// ones and ones never numbered included).
+    fn backend(&self, pick: u8) -> BackendId {
+        let live: Vec<BackendId> = self.core.flows().backend_ids().collect();
+        match live.get(usize::from(pick) % live.len().max(1)) {
+            Some(backend) if pick < 224 => *backend,
+            _ => BackendId(u32::from(pick % BACKEND_IDS)),
+        }
     }
 
     fn flow(&self, pick: &IdPick) -> FlowId {
         match *pick {
             IdPick::MadeUp { slot, serial } => {
                 FlowId { slot: u32::from(slot % 8), serial: u64::from(serial) }
+            }
+            IdPick::Live(nth) => {
+                let live = self.core.flows().flows().count();
+                let flow = self.core.flows().flows().nth(usize::from(nth) % live.max(1));
+                flow.map_or(FlowId { slot: 0, serial: 0 }, |flow| flow.flow)
             }
             _ => pick_remembered(&self.flows, pick).unwrap_or(FlowId { slot: 0, serial: 0 }),
         }
@@ -384,10 +444,18 @@ impl Run {
     }
 }
 
+/// Mostly up to about two seconds, the scale of the generated timeouts and intervals, so
+/// that flows and probes live across several steps; one step in sixteen, up to about 17
+/// minutes, past every deadline.
+fn time_step(millis: u16) -> Duration {
+    let millis = if millis >= 0xF000 { u64::from(millis) * 16 } else { u64::from(millis % 2_048) };
+    Duration::from_millis(millis)
+}
+
 fn pick_remembered<T: Copy>(ids: &[T], pick: &IdPick) -> Option<T> {
     match *pick {
         IdPick::Newest => ids.last().copied(),
-        IdPick::Remembered(nth) => ids.get(usize::from(nth) % ids.len().max(1)).copied(),
+        IdPick::Live(nth) | IdPick::Remembered(nth) => ids.get(usize::from(nth) % ids.len().max(1)).copied(),
         IdPick::MadeUp { .. } => None,
     }
 }
