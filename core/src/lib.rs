@@ -33,6 +33,8 @@
 pub mod balancer;
 pub mod config;
 pub mod flow;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod health;
 pub mod id;
 pub mod mutants;
