@@ -140,6 +140,9 @@ impl ConfigSpec {
                 // 0 is out of range: a rare refusal.
                 max_flows: self.process_max_flows.map(u32::from),
                 retry_buffer_bytes: self.retry_buffer_bytes.map(u32::from),
+                // The shell's own settings (log format, control socket, metrics, key) do not
+                // reach the datapath.
+                ..ProcessConfig::default()
             },
             listeners,
             clusters,
