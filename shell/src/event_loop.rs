@@ -522,8 +522,8 @@ impl EventLoop {
                         self.driver.platform_mut().counters.received_from_backend(backend, length);
                     }
                     let truncated = length >= RECEIVE_CAPACITY;
-                    let payload = self.buffer[..length].to_vec();
-                    self.driver.on_backend_datagram(flow, &payload, truncated);
+                    // The buffer and the driver are separate fields: no copy per datagram.
+                    self.driver.on_backend_datagram(flow, &self.buffer[..length], truncated);
                 }
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
@@ -580,9 +580,8 @@ impl EventLoop {
         };
         match received {
             Ok(length) => {
-                let reply = self.buffer[..length].to_vec();
                 self.driver.platform_mut().drop_probe(probe);
-                self.driver.on_probe_reply(probe, &reply);
+                self.driver.on_probe_reply(probe, &self.buffer[..length]);
             }
             Err(error) if error.kind() == ErrorKind::WouldBlock => {}
             Err(error) => {
