@@ -10,12 +10,14 @@
 //! state for them. Every load-balancing decision stays in `udplb-core`; see
 //! `docs/architecture.md`.
 
+mod batch;
 mod commands;
 pub mod control;
 pub mod ctl;
 pub mod driver;
 pub mod event_loop;
 pub mod metrics;
+mod pool;
 pub mod protocol;
 pub mod status;
 pub mod system;

@@ -81,6 +81,29 @@ pub struct ProcessConfig {
     /// metrics endpoint.
     #[serde(default, deserialize_with = "address::deserialize_optional")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Worker threads of the `udplb` binary, each with its own SO_REUSEPORT listener sockets,
+    /// flow table and upstream sockets; one health monitor serves them all. Absent: 1.
+    /// `max_flows` is split evenly between them. Changing it needs a restart.
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// How the `udplb` binary reaches backends: `"pool"` (default) shares each local port
+    /// between flows to different backends; `"per_flow"` gives every flow its own connected
+    /// socket. Changing it needs a restart. See docs/architecture.md, "Upstream sockets".
+    #[serde(default)]
+    pub upstream_mode: UpstreamMode,
+}
+
+/// How the `udplb` binary's upstream sockets are shared between flows.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamMode {
+    /// A pool of unconnected sockets: a local port serves at most one flow per backend, and
+    /// replies are told apart by (local port, backend address). Few descriptors and ports, and
+    /// datagrams to one socket go out in batches.
+    #[default]
+    Pool,
+    /// One connected socket (and one ephemeral port) per flow.
+    PerFlow,
 }
 
 /// Log line format of the `udplb` binary.
@@ -117,6 +140,14 @@ impl ProcessConfig {
     /// The effective retry buffer budget, in bytes.
     pub fn retry_buffer_bytes(&self) -> u32 {
         self.retry_buffer_bytes.unwrap_or(Self::DEFAULT_RETRY_BUFFER_BYTES)
+    }
+
+    /// Most worker threads a process may run.
+    pub const MAX_WORKERS: u32 = 256;
+
+    /// The effective number of worker threads.
+    pub fn workers(&self) -> u32 {
+        self.workers.unwrap_or(1)
     }
 
     /// The effective process-wide flow cap.

@@ -252,6 +252,12 @@ pub enum ValidationError {
         /// The first backend's position.
         first_index: usize,
     },
+    /// `process.workers` is 0 or above [`ProcessConfig::MAX_WORKERS`].
+    #[error("workers = {workers} is out of range: it must be between 1 and {max} (one per core is the usual choice)", max = ProcessConfig::MAX_WORKERS)]
+    WorkersOutOfRange {
+        /// The configured value.
+        workers: u32,
+    },
     /// `process.selection_key` is not 64 hex digits.
     #[error(
         "selection_key must be 64 hexadecimal digits (32 bytes), such as the output of `openssl rand -hex 32`"
@@ -340,6 +346,7 @@ impl ValidationError {
         use ValidationError::*;
         match self {
             ProcessMaxFlowsOutOfRange { .. } => FieldPath::root().key("process").key("max_flows"),
+            WorkersOutOfRange { .. } => FieldPath::root().key("process").key("workers"),
             InvalidListenerName { listener, .. } => listener_path(listener),
             UnknownCluster { listener, .. } => listener_path(listener).key("cluster"),
             DuplicateListenerAddress { listener, .. } | ListenerPortZero { listener } => {
@@ -441,6 +448,9 @@ impl Config {
 fn validate_process(process: &ProcessConfig, errors: &mut Vec<ValidationError>) {
     if let Some(max_flows) = process.max_flows.filter(|max_flows| !max_flows_in_range(*max_flows)) {
         errors.push(ValidationError::ProcessMaxFlowsOutOfRange { max_flows });
+    }
+    if let Some(workers) = process.workers.filter(|w| !(1..=ProcessConfig::MAX_WORKERS).contains(w)) {
+        errors.push(ValidationError::WorkersOutOfRange { workers });
     }
     if let Some(key) = &process.selection_key
         && super::health::parse_hex(key).map_or(true, |bytes| bytes.len() != 32)

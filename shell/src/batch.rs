@@ -1,0 +1,410 @@
+//! Batched datagram I/O on Linux: `recvmmsg` fills many buffers in one system call,
+//! `sendmmsg` sends a queue of datagrams (each with its own destination) in one, and the
+//! `IP_RECVERR` error queue tells which destination an ICMP error was about.
+//!
+//! On loopback, most of a datagram's cost is the kernel's own path (the sender's system call
+//! also delivers it to the receiving socket), so batching saves the per-call part: the entry
+//! and exit, the file lookup, the wake-ups. The event loop receives a batch, lets the driver
+//! decide about every datagram of it (queueing what must be sent), then flushes each queue.
+
+use std::io;
+use std::mem::{MaybeUninit, size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Datagrams received or sent per system call (the kernel accepts up to 1024).
+pub(crate) const BATCH: usize = 32;
+
+/// Buffers for one `recvmmsg`: `BATCH` slots, each with `headroom` free bytes in front of the
+/// datagram (for a PROXY header) and room for `capacity` bytes.
+pub(crate) struct RecvBatch {
+    buffer: Vec<u8>,
+    headroom: usize,
+    capacity: usize,
+    received: Vec<Received>,
+}
+
+/// One received datagram: where it came from, its length, whether it was cut.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Received {
+    pub source: Option<SocketAddr>,
+    pub length: usize,
+    pub truncated: bool,
+}
+
+impl RecvBatch {
+    pub(crate) fn new(headroom: usize, capacity: usize) -> RecvBatch {
+        RecvBatch {
+            buffer: vec![0u8; BATCH * (headroom + capacity)],
+            headroom,
+            capacity,
+            received: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn stride(&self) -> usize {
+        self.headroom + self.capacity
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking. `Ok(0)` never happens: no
+    /// datagram waiting is `WouldBlock`.
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let stride = self.stride();
+        let base = self.buffer.as_mut_ptr();
+        // SAFETY: zeroed sockaddr_storage, iovec and mmsghdr are valid (null pointers, zero
+        // lengths); every pointer set below points into `self.buffer` (each iovec inside its own
+        // slot) or into these local arrays, all of which outlive the call.
+        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for i in 0..BATCH {
+            iovecs[i] = libc::iovec {
+                // SAFETY: `i * stride + headroom` is within the buffer (BATCH * stride bytes).
+                iov_base: unsafe { base.add(i * stride + self.headroom) }.cast(),
+                iov_len: self.capacity,
+            };
+            let header = &mut headers[i].msg_hdr;
+            header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        // SAFETY: the headers describe BATCH valid, writable buffers and name slots.
+        let count = unsafe {
+            libc::recvmmsg(fd, headers.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if count < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received.clear();
+        for (header, name) in headers.iter().zip(&names).take(count as usize) {
+            let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.received.push(Received {
+                source: socket_addr(name, header.msg_hdr.msg_namelen),
+                length: (header.msg_len as usize).min(self.capacity),
+                truncated,
+            });
+        }
+        Ok(self.received.len())
+    }
+
+    /// What the last `recv` got.
+    pub(crate) fn received(&self) -> &[Received] {
+        &self.received
+    }
+
+    /// Slot `i`: the headroom followed by its datagram (`headroom + length` bytes).
+    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        let stride = self.stride();
+        let end = i * stride + self.headroom + self.received[i].length;
+        &mut self.buffer[i * stride..end]
+    }
+
+    /// Slot `i`'s datagram alone.
+    pub(crate) fn datagram(&self, i: usize) -> &[u8] {
+        let start = i * self.stride() + self.headroom;
+        &self.buffer[start..start + self.received[i].length]
+    }
+
+    pub(crate) fn headroom(&self) -> usize {
+        self.headroom
+    }
+}
+
+/// Datagrams waiting to be sent from one socket, each to its own destination, with a tag the
+/// caller uses to learn which ones failed.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue<T> {
+    bytes: Vec<u8>,
+    entries: Vec<(usize, usize, SocketAddr, T)>,
+}
+
+/// A datagram of a queue that could not be sent, and why.
+#[derive(Debug)]
+pub(crate) struct SendFailure<T> {
+    pub tag: T,
+    pub length: usize,
+    pub error: io::Error,
+}
+
+impl<T: Copy> SendQueue<T> {
+    pub(crate) fn push(&mut self, destination: SocketAddr, datagram: &[u8], tag: T) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(datagram);
+        self.entries.push((start, datagram.len(), destination, tag));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Sends everything queued with as few `sendmmsg` calls as the kernel allows, and empties
+    /// the queue. A datagram the kernel refuses is skipped and reported to `failed`; `retry`
+    /// says whether an error is worth one more attempt of the same datagram (a pending ICMP
+    /// error reported on an unconnected socket's next send is about an *earlier* datagram).
+    pub(crate) fn flush(
+        &mut self,
+        fd: RawFd,
+        mut retry: impl FnMut(&io::Error) -> bool,
+        mut failed: impl FnMut(SendFailure<T>),
+    ) {
+        let mut next = 0;
+        let mut retried_at = usize::MAX;
+        while next < self.entries.len() {
+            let end = (next + BATCH).min(self.entries.len());
+            match self.send_some(fd, next, end) {
+                Ok(sent) => next += sent,
+                Err(error) => {
+                    if retried_at != next && retry(&error) {
+                        retried_at = next;
+                        continue;
+                    }
+                    let (_, length, _, tag) = self.entries[next];
+                    failed(SendFailure { tag, length, error });
+                    next += 1;
+                }
+            }
+        }
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// One `sendmmsg` of entries `start..end`; how many went out (at least one), or the
+    /// error of the first.
+    fn send_some(&self, fd: RawFd, start: usize, end: usize) -> io::Result<usize> {
+        let count = end - start;
+        let mut names: [MaybeUninit<(libc::sockaddr_storage, libc::socklen_t)>; BATCH] =
+            [const { MaybeUninit::uninit() }; BATCH];
+        // SAFETY: zeroed iovec and mmsghdr are valid; the pointers set below point into
+        // `self.bytes` (read only by the kernel) and into `names`, which outlive the call.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for (i, (offset, length, destination, _)) in self.entries[start..end].iter().enumerate() {
+            let name = names[i].write(sockaddr(*destination));
+            iovecs[i] = libc::iovec {
+                iov_base: self.bytes[*offset..].as_ptr().cast_mut().cast(),
+                iov_len: *length,
+            };
+            let header = &mut headers[i].msg_hdr;
+            header.msg_name = (&mut name.0 as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = name.1;
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        // SAFETY: `count` headers are initialised and describe readable buffers and names.
+        let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+        if sent <= 0 {
+            // 0 cannot happen for a non-empty batch; treat it as an error rather than spin.
+            let error = io::Error::last_os_error();
+            return Err(if sent == 0 { io::Error::from(io::ErrorKind::WriteZero) } else { error });
+        }
+        Ok(sent as usize)
+    }
+}
+
+/// An ICMP error the kernel queued on a socket with `IP_RECVERR`: the destination of the
+/// datagram it was about, and the error (`ECONNREFUSED` for port unreachable).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct QueuedError {
+    pub destination: SocketAddr,
+    pub errno: i32,
+}
+
+/// Asks the kernel to queue ICMP errors on an unconnected UDP socket (`IP_RECVERR`, or
+/// `IPV6_RECVERR`), so that they can be read back with the destination they concern.
+pub(crate) fn enable_recverr(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let (level, name) = if ipv6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) } else { (libc::IPPROTO_IP, libc::IP_RECVERR) };
+    // SAFETY: a valid c_int option value and its size.
+    let result = unsafe {
+        libc::setsockopt(fd, level, name, (&on as *const libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+    };
+    if result != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Reads one error from a socket's error queue (`MSG_ERRQUEUE`), or `None` once it is empty.
+pub(crate) fn recv_error(fd: RawFd) -> Option<QueuedError> {
+    let mut payload = [0u8; 64];
+    let mut control = [0u64; 64];
+    // SAFETY: zeroed sockaddr_storage and msghdr are valid; the pointers below point into
+    // these locals, which outlive the call.
+    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut iovec = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
+    let mut header: libc::msghdr = unsafe { zeroed() };
+    header.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    header.msg_iov = &mut iovec;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = size_of::<[u64; 64]>() as _;
+    // SAFETY: the header describes valid, writable buffers.
+    let received = unsafe { libc::recvmsg(fd, &mut header, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if received < 0 {
+        return None;
+    }
+    let destination = socket_addr(&name, header.msg_namelen)?;
+    // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
+    let mut errno = None;
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&header);
+        while !cmsg.is_null() {
+            let level = (*cmsg).cmsg_level;
+            let kind = (*cmsg).cmsg_type;
+            if (level == libc::IPPROTO_IP && kind == libc::IP_RECVERR)
+                || (level == libc::IPPROTO_IPV6 && kind == libc::IPV6_RECVERR)
+            {
+                let error: libc::sock_extended_err = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                errno = Some(error.ee_errno as i32);
+            }
+            cmsg = libc::CMSG_NXTHDR(&header, cmsg);
+        }
+    }
+    // An entry without the extended error is still an error about `destination`.
+    Some(QueuedError { destination, errno: errno.unwrap_or(libc::EIO) })
+}
+
+/// A `sockaddr_storage` the kernel filled, as a Rust address (`None` for other families).
+fn socket_addr(storage: &libc::sockaddr_storage, length: libc::socklen_t) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if length as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let v4: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
+        }
+        libc::AF_INET6 if length as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let v6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(v6.sin6_port),
+                v6.sin6_flowinfo,
+                v6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A Rust address as a `sockaddr_storage` and its length.
+fn sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let length = match address {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let sin: &mut libc::sockaddr_in = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above.
+            let sin6: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, length as libc::socklen_t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        for text in ["127.0.0.1:53", "[::1]:5353", "[fe80::1%3]:9", "0.0.0.0:0"] {
+            let address: SocketAddr = text.parse().unwrap();
+            let (storage, length) = sockaddr(address);
+            assert_eq!(socket_addr(&storage, length), Some(address), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_queue_arrives_in_order_with_sources_and_headroom() {
+        let (a, b) = pair();
+        let mut queue = SendQueue::default();
+        for i in 0..(BATCH + 7) as u32 {
+            queue.push(b.local_addr().unwrap(), &i.to_be_bytes(), i);
+        }
+        assert_eq!(queue.len(), BATCH + 7);
+        queue.flush(a.as_raw_fd(), |_| false, |failure| panic!("{failure:?}"));
+        assert!(queue.is_empty());
+        let mut batch = RecvBatch::new(16, 100);
+        let mut seen = Vec::new();
+        while seen.len() < BATCH + 7 {
+            let count = batch.recv(b.as_raw_fd()).expect("loopback delivers at once");
+            for i in 0..count {
+                let received = batch.received()[i];
+                assert_eq!(received.source, Some(a.local_addr().unwrap()));
+                assert!(!received.truncated);
+                assert_eq!(batch.slot_mut(i).len(), 16 + 4);
+                seen.push(u32::from_be_bytes(batch.datagram(i).try_into().unwrap()));
+            }
+        }
+        assert_eq!(seen, (0..(BATCH + 7) as u32).collect::<Vec<_>>());
+        assert_eq!(batch.recv(b.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_datagram_larger_than_the_slot_is_marked_truncated() {
+        let (a, b) = pair();
+        a.send_to(&[7u8; 300], b.local_addr().unwrap()).unwrap();
+        let mut batch = RecvBatch::new(0, 100);
+        assert_eq!(batch.recv(b.as_raw_fd()).unwrap(), 1);
+        assert!(batch.received()[0].truncated);
+        assert_eq!(batch.datagram(0).len(), 100);
+    }
+
+    #[test]
+    fn a_refusal_names_the_destination_and_fails_the_next_send_once() {
+        let (a, _) = pair();
+        enable_recverr(a.as_raw_fd(), false).unwrap();
+        let closed = {
+            let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap()
+        };
+        let (_, alive) = pair();
+        a.send_to(b"x", closed).unwrap();
+        // The ICMP port unreachable comes back through loopback at once.
+        let error = recv_error(a.as_raw_fd()).expect("an error is queued");
+        assert_eq!(error, QueuedError { destination: closed, errno: libc::ECONNREFUSED });
+        assert_eq!(recv_error(a.as_raw_fd()), None);
+        // The pending socket error makes one send fail; the queue retries it once.
+        a.send_to(b"y", closed).unwrap();
+        let mut queue = SendQueue::default();
+        queue.push(alive.local_addr().unwrap(), b"z", 1u8);
+        let mut retries = 0;
+        queue.flush(
+            a.as_raw_fd(),
+            |error| {
+                retries += 1;
+                error.raw_os_error() == Some(libc::ECONNREFUSED)
+            },
+            |failure| panic!("{failure:?}"),
+        );
+        assert_eq!(retries, 1);
+        let mut buffer = [0u8; 8];
+        assert_eq!(alive.recv_from(&mut buffer).unwrap().0, 1);
+    }
+}

@@ -1,0 +1,336 @@
+//! The upstream socket pool's bookkeeping: which local socket carries which flow to which
+//! backend (see docs/architecture.md, "Upstream sockets").
+//!
+//! A flow to backend B needs a local port that no other live flow to B uses, because B's
+//! replies are told apart by (local port, B's address) alone. So the pool's sockets are
+//! shared by flows to *different* backends: with N backends, N flows can share one port.
+//! Each backend address has a *lane*: the pool sockets it has used, the ones free for it again
+//! (oldest first), and how many it has taken so far. A socket released by a flow to B is not
+//! given to the next flow to B at once: it waits [`QUARANTINE`] (unless the pool cannot grow),
+//! so that a late reply to the old flow is not taken for one to the new flow.
+//!
+//! This module decides; the event loop owns the sockets and asks it. It holds no sockets,
+//! so it is tested without any.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+
+use udplb_core::{BackendId, Instant, UpstreamId};
+
+/// How long a socket released by a flow to backend B stays unused for B (if the pool may
+/// grow instead): a reply arriving later than this after its flow closed could otherwise
+/// reach the client of a new flow. Replies that late are already lost to the old flow's
+/// client; per-flow sockets have the same exposure when the kernel reuses a port.
+pub(crate) const QUARANTINE_NANOS: u64 = 1_000_000_000;
+
+/// A fast hasher for the pool's small keys (ids and addresses), which are not chosen by a
+/// remote peer in a way that could collide on purpose: backend addresses come from the
+/// configuration, and upstream ids from the core.
+#[derive(Default)]
+pub(crate) struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+    fn write_u16(&mut self, value: u16) {
+        self.write_u64(u64::from(value));
+    }
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(u64::from(value));
+    }
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// One flow's place in the pool.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Binding<F> {
+    /// The pool socket (index into the event loop's socket list).
+    pub socket: u32,
+    /// The backend's address.
+    pub address: SocketAddr,
+    /// The flow (a `FlowId` in the event loop).
+    pub flow: F,
+    /// Learnt right after the open (for per-backend traffic counters).
+    pub backend: Option<BackendId>,
+}
+
+/// What [`Pool::acquire`] found for a new flow.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Acquire {
+    /// Use this existing socket.
+    Socket(u32),
+    /// Every existing socket of this address family is busy (or quarantined) for this
+    /// backend: open a new one and call [`Pool::add_socket`], or, if that fails,
+    /// [`Pool::acquire_quarantined`].
+    Grow,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    /// Sockets free for this backend, released oldest first, with when.
+    free: VecDeque<(u32, Instant)>,
+    /// The family's sockets `0..taken` have served this backend at some time; each is either
+    /// busy with a flow to it or in `free`.
+    taken: u32,
+}
+
+/// The pool's bookkeeping (no sockets).
+#[derive(Debug)]
+pub(crate) struct Pool<F> {
+    /// Pool sockets by family: `[IPv4, IPv6]`, each a list of indices into the socket list.
+    families: [Vec<u32>; 2],
+    lanes: FastMap<SocketAddr, Lane>,
+    bindings: FastMap<UpstreamId, Binding<F>>,
+    /// Who receives a datagram from `address` on `socket`.
+    occupants: FastMap<(u32, SocketAddr), UpstreamId>,
+    sockets: u32,
+}
+
+fn family(address: SocketAddr) -> usize {
+    usize::from(address.is_ipv6())
+}
+
+impl<F> Default for Pool<F> {
+    fn default() -> Self {
+        Pool {
+            families: [Vec::new(), Vec::new()],
+            lanes: FastMap::default(),
+            bindings: FastMap::default(),
+            occupants: FastMap::default(),
+            sockets: 0,
+        }
+    }
+}
+
+impl<F: Copy> Pool<F> {
+    /// Where a new flow to `address` goes.
+    pub(crate) fn acquire(&mut self, address: SocketAddr, now: Instant) -> Acquire {
+        let sockets = &self.families[family(address)];
+        let lane = self.lanes.entry(address).or_default();
+        if let Some(&(socket, released)) = lane.free.front()
+            && now.as_nanos().saturating_sub(released.as_nanos()) >= QUARANTINE_NANOS
+        {
+            lane.free.pop_front();
+            return Acquire::Socket(socket);
+        }
+        if let Some(&socket) = sockets.get(lane.taken as usize) {
+            lane.taken += 1;
+            return Acquire::Socket(socket);
+        }
+        Acquire::Grow
+    }
+
+    /// The pool could not grow: the socket released longest ago for `address`, quarantine or
+    /// not, if there is one.
+    pub(crate) fn acquire_quarantined(&mut self, address: SocketAddr) -> Option<u32> {
+        self.lanes.get_mut(&address)?.free.pop_front().map(|(socket, _)| socket)
+    }
+
+    /// Registers a socket just opened for `address`'s family after [`Acquire::Grow`] and
+    /// takes it for `address`. Returns its index.
+    pub(crate) fn add_socket(&mut self, address: SocketAddr) -> u32 {
+        let socket = self.sockets;
+        self.sockets += 1;
+        self.families[family(address)].push(socket);
+        let lane = self.lanes.entry(address).or_default();
+        // Every other socket of the family is already busy or quarantined for this lane.
+        lane.taken = self.families[family(address)].len() as u32;
+        socket
+    }
+
+    /// Records that `upstream` (of `flow`, to `address`) uses `socket`.
+    pub(crate) fn bind(&mut self, upstream: UpstreamId, socket: u32, address: SocketAddr, flow: F) {
+        self.occupants.insert((socket, address), upstream);
+        self.bindings.insert(upstream, Binding { socket, address, flow, backend: None });
+    }
+
+    /// Ends `upstream`'s use of its socket; the socket waits in its lane's quarantine.
+    pub(crate) fn release(&mut self, upstream: UpstreamId, now: Instant) -> Option<Binding<F>> {
+        let binding = self.bindings.remove(&upstream)?;
+        self.occupants.remove(&(binding.socket, binding.address));
+        if let Some(lane) = self.lanes.get_mut(&binding.address) {
+            lane.free.push_back((binding.socket, now));
+        }
+        Some(binding)
+    }
+
+    pub(crate) fn binding(&self, upstream: UpstreamId) -> Option<&Binding<F>> {
+        self.bindings.get(&upstream)
+    }
+
+    pub(crate) fn binding_mut(&mut self, upstream: UpstreamId) -> Option<&mut Binding<F>> {
+        self.bindings.get_mut(&upstream)
+    }
+
+    /// The flow a datagram from `source` on `socket` belongs to.
+    pub(crate) fn occupant(&self, socket: u32, source: SocketAddr) -> Option<&Binding<F>> {
+        self.bindings.get(self.occupants.get(&(socket, source))?)
+    }
+
+    /// Flows currently placed.
+    pub(crate) fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// Pool sockets opened (never closed while the process runs).
+    pub(crate) fn sockets(&self) -> u32 {
+        self.sockets
+    }
+
+    /// Every binding is in the reply index and vice versa; no socket serves two flows to one
+    /// backend; every lane accounts for each socket it took exactly once.
+    #[cfg(test)]
+    fn check(&self) -> Result<(), String> {
+        if self.bindings.len() != self.occupants.len() {
+            return Err(format!("{} bindings, {} occupants", self.bindings.len(), self.occupants.len()));
+        }
+        for (upstream, binding) in &self.bindings {
+            if self.occupants.get(&(binding.socket, binding.address)) != Some(upstream) {
+                return Err(format!("{upstream} is not the occupant of its own place"));
+            }
+        }
+        for (address, lane) in &self.lanes {
+            let busy = self.bindings.values().filter(|b| b.address == *address).count();
+            if busy + lane.free.len() != lane.taken as usize {
+                return Err(format!("{address}: {busy} busy + {} free != {} taken", lane.free.len(), lane.taken));
+            }
+            let mut seen: Vec<u32> = lane.free.iter().map(|(s, _)| *s).collect();
+            seen.extend(self.bindings.values().filter(|b| b.address == *address).map(|b| b.socket));
+            seen.sort_unstable();
+            if seen.windows(2).any(|w| w[0] == w[1]) {
+                return Err(format!("{address}: a socket is both busy and free, or twice free"));
+            }
+        }
+        for (index, sockets) in self.families.iter().enumerate() {
+            let busiest = self.lanes.iter().filter(|(a, _)| family(**a) == index).map(|(_, l)| l.taken).max();
+            if sockets.len() as u32 != busiest.unwrap_or(0) {
+                return Err(format!("{} sockets, but the busiest lane took {busiest:?}", sockets.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn backend(i: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7000 + u16::from(i)))
+    }
+
+    fn flow(serial: u64) -> u64 {
+        serial
+    }
+
+    /// Opens a flow the way the event loop does (growing when asked).
+    fn open(pool: &mut Pool<u64>, serial: u64, address: SocketAddr, now: Instant) -> u32 {
+        let socket = match pool.acquire(address, now) {
+            Acquire::Socket(socket) => socket,
+            Acquire::Grow => pool.add_socket(address),
+        };
+        pool.bind(UpstreamId(serial), socket, address, flow(serial));
+        socket
+    }
+
+    #[test]
+    fn flows_to_different_backends_share_a_port_and_to_one_backend_do_not() {
+        let mut pool = Pool::<u64>::default();
+        let now = Instant::ZERO;
+        let sockets: Vec<u32> = (0..4).map(|i| open(&mut pool, i, backend(i as u8), now)).collect();
+        assert_eq!(sockets, [0, 0, 0, 0]);
+        assert_eq!(open(&mut pool, 10, backend(0), now), 1);
+        assert_eq!(open(&mut pool, 11, backend(0), now), 2);
+        assert_eq!(open(&mut pool, 12, backend(1), now), 1);
+        assert_eq!(pool.sockets(), 3);
+        assert_eq!(pool.occupant(1, backend(1)).map(|b| b.flow), Some(flow(12)));
+        assert_eq!(pool.occupant(2, backend(1)), None);
+        pool.check().unwrap();
+    }
+
+    #[test]
+    fn a_released_socket_waits_out_its_quarantine_before_serving_the_same_backend() {
+        let mut pool = Pool::<u64>::default();
+        let t0 = Instant::ZERO;
+        open(&mut pool, 1, backend(0), t0);
+        open(&mut pool, 2, backend(1), t0);
+        pool.release(UpstreamId(1), t0);
+        // Within the quarantine a new flow to backend 0 gets a new socket...
+        assert_eq!(pool.acquire(backend(0), Instant::from_nanos(QUARANTINE_NANOS - 1)), Acquire::Grow);
+        assert_eq!(pool.add_socket(backend(0)), 1);
+        pool.bind(UpstreamId(3), 1, backend(0), flow(3));
+        // ...after it, the released one; and when the pool cannot grow, the oldest anyway.
+        let later = Instant::from_nanos(QUARANTINE_NANOS);
+        assert_eq!(pool.acquire(backend(0), later), Acquire::Socket(0));
+        pool.bind(UpstreamId(4), 0, backend(0), flow(4));
+        pool.release(UpstreamId(3), later);
+        assert_eq!(pool.acquire(backend(0), later), Acquire::Grow);
+        assert_eq!(pool.acquire_quarantined(backend(0)), Some(1));
+        pool.bind(UpstreamId(5), 1, backend(0), flow(5));
+        pool.check().unwrap();
+        // Backend 1's lane never saw socket 1: it takes it fresh.
+        assert_eq!(pool.acquire(backend(1), later), Acquire::Socket(1));
+    }
+
+    #[test]
+    fn families_have_their_own_sockets() {
+        let mut pool = Pool::<u64>::default();
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        assert_eq!(open(&mut pool, 1, backend(0), Instant::ZERO), 0);
+        assert_eq!(open(&mut pool, 2, v6, Instant::ZERO), 1);
+        assert_eq!(open(&mut pool, 3, backend(1), Instant::ZERO), 0);
+        pool.check().unwrap();
+    }
+
+    proptest! {
+        /// Under any sequence of opens and closes over a few backends: no socket ever serves
+        /// two live flows to one backend, every reply finds its own flow, and the pool never
+        /// holds more sockets than the busiest backend has taken (its peak of live plus
+        /// quarantined flows).
+        #[test]
+        fn the_pool_never_mixes_flows(ops in proptest::collection::vec((0u8..4, any::<bool>(), 0u64..3), 1..300)) {
+            let mut pool = Pool::<u64>::default();
+            let mut live: Vec<(u64, SocketAddr)> = Vec::new();
+            let mut now = 0u64;
+            let mut serial = 0u64;
+            for (b, close, advance) in ops {
+                now += advance * QUARANTINE_NANOS / 2;
+                let t = Instant::from_nanos(now);
+                if close && !live.is_empty() {
+                    let (s, _) = live.remove(usize::from(b) % live.len());
+                    prop_assert!(pool.release(UpstreamId(s), t).is_some());
+                } else {
+                    serial += 1;
+                    open(&mut pool, serial, backend(b), t);
+                    live.push((serial, backend(b)));
+                }
+                pool.check().map_err(TestCaseError::fail)?;
+                for (s, address) in &live {
+                    let binding = *pool.binding(UpstreamId(*s)).unwrap();
+                    prop_assert_eq!(pool.occupant(binding.socket, *address).map(|b| b.flow), Some(flow(*s)));
+                }
+                prop_assert_eq!(pool.len(), live.len());
+            }
+        }
+    }
+}
