@@ -113,10 +113,16 @@ impl RecvBatch {
 
 /// Datagrams waiting to be sent from one socket, each to its own destination, with a tag the
 /// caller uses to learn which ones failed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SendQueue<T> {
     bytes: Vec<u8>,
     entries: Vec<(usize, usize, SocketAddr, T)>,
+}
+
+impl<T> Default for SendQueue<T> {
+    fn default() -> Self {
+        SendQueue { bytes: Vec::new(), entries: Vec::new() }
+    }
 }
 
 /// A datagram of a queue that could not be sent, and why.
@@ -138,6 +144,7 @@ impl<T: Copy> SendQueue<T> {
         self.entries.is_empty()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

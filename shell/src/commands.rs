@@ -183,6 +183,8 @@ impl EventLoop {
         let Some(request) = self.metrics.as_mut().and_then(|metrics| metrics.ready(token)) else { return };
         let (status, content_type, body) = match request {
             HttpRequest::Get(path) if path == "/metrics" => {
+                let platform = self.driver.platform_mut();
+                platform.counters.upstream_sockets = platform.upstream_sockets();
                 let platform = self.driver.platform();
                 let text =
                     crate::metrics::render(self.driver.core(), &platform.counters, &platform.kernel_drops());

@@ -145,6 +145,14 @@ impl<P: Platform> Driver<P> {
         self.drain(now);
     }
 
+    /// A reply the platform had accepted for `listener` could not be sent after all (a
+    /// batched send failed).
+    pub fn on_return_failed(&mut self, listener: ListenerId, bytes: usize) {
+        let now = self.platform.now();
+        self.core.handle_return_failed(now, listener, bytes);
+        self.drain(now);
+    }
+
     /// The outcome of a TCP probe, or a UDP probe's failure.
     pub fn on_probe_result(&mut self, probe: ProbeId, result: ProbeResult) {
         let now = self.platform.now();

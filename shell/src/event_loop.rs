@@ -1,333 +1,44 @@
-//! The mio event loop: the production platform under the shared driver.
+//! The mio event loop: the production platform ([`crate::mio_platform`]) under the shared
+//! driver.
 //!
-//! Every socket is non-blocking and registered with one `mio::Poll`; the poll timeout comes
-//! from the core after every call (`Driver::next_deadline`). Listener sockets receive client
-//! datagrams (SO_REUSEPORT, a large receive buffer); each flow has a connected upstream socket,
-//! whose ECONNREFUSED (the kernel's report of an ICMP port unreachable) becomes the core's
-//! upstream-error input; probes are non-blocking TCP connects and connected UDP sockets.
+//! The poll timeout comes from the core after every call (`Driver::next_deadline`). Listener
+//! and upstream sockets are read in batches (`recvmmsg`); the driver decides about each
+//! datagram of a batch, and what it sends is queued and flushed once per batch (`sendmmsg`).
 //! SIGHUP (or `udplb ctl reload`) reloads the configuration file; SIGTERM and SIGINT drain
 //! and then exit. The control socket ([`crate::control`]) and the metrics endpoint
 //! ([`crate::metrics`]) are served in the same loop, between datagrams, by `commands.rs`.
 
-use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mio::net::{TcpStream, UdpSocket};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use socket2::{Domain, Protocol, Socket, Type};
-use udplb_core::balancer::Output;
-use udplb_core::health::{HealthEvent, ProbeFailure, ProbeKind, ProbeRequest};
+use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, BackendId, Balancer, Config, DATAGRAM_HEADROOM, FlowId, Instant, ListenerId, ProbeId,
-    ProbeResult, UpstreamError, UpstreamId,
+    AdminCommand, Balancer, Config, DATAGRAM_HEADROOM, ListenerId, ProbeId, ProbeResult, UpstreamError,
+    UpstreamId,
 };
 
+use crate::batch::RecvBatch;
 use crate::control::ControlServer;
-use crate::driver::{Driver, OpenError, Platform, SendError};
-use crate::metrics::ShellCounters;
+use crate::driver::{Driver, Platform};
 use crate::metrics::http::MetricsServer;
+pub(crate) use crate::mio_platform::Source;
+use crate::mio_platform::{MioPlatform, Probe, ProbeSocket};
 
-/// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
-/// tens of thousands of datagrams per second in bursts.
-const LISTENER_RECEIVE_BUFFER: usize = 8 << 20;
 /// Largest UDP payload plus one, so a datagram that fills it is known to be truncated.
 const RECEIVE_CAPACITY: usize = 65_536;
-/// Datagrams read from one socket per readiness event before serving the others.
-const READS_PER_EVENT: usize = 256;
-
-/// Events waiting for `watch`ers between two turns of the loop; more are counted as lost.
-const MAX_QUEUED_WATCH_EVENTS: usize = 4096;
+/// Batches read from one socket per readiness event before serving the others.
+const BATCHES_PER_EVENT: usize = 8;
 /// Longest sleep while a control or metrics connection waits on a deadline of its own.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Rounds of reporting deferred failures per turn (each may cause a re-send, which may fail).
+const DEFERRED_ROUNDS: usize = 4;
 
 const SIGNALS: Token = Token(0);
-
-/// What a token names.
-#[derive(Copy, Clone, Debug)]
-pub(crate) enum Source {
-    Listener(ListenerId),
-    Upstream(UpstreamId),
-    TcpProbe(ProbeId),
-    UdpProbe(ProbeId),
-    ControlListener,
-    /// A control connection (the control server knows it by its token).
-    Control,
-    MetricsListener,
-    /// A metrics connection (the metrics server knows it by its token).
-    Metrics,
-}
-
-struct Probe {
-    token: Token,
-    deadline: Instant,
-    socket: ProbeSocket,
-}
-
-enum ProbeSocket {
-    Tcp(TcpStream),
-    Udp(UdpSocket),
-}
-
-struct Upstream {
-    socket: UdpSocket,
-    flow: FlowId,
-    token: Token,
-    /// Its backend, for per-backend traffic counters (learnt from the `OpenUpstream` output
-    /// right after the open, since the platform's open call is not told).
-    backend: Option<BackendId>,
-}
-
-/// Sockets and the clock, for the driver.
-pub struct MioPlatform {
-    registry: Registry,
-    origin: std::time::Instant,
-    listeners: BTreeMap<ListenerId, (UdpSocket, Token, SocketAddr)>,
-    upstreams: BTreeMap<UpstreamId, Upstream>,
-    probes: BTreeMap<ProbeId, Probe>,
-    sources: BTreeMap<Token, Source>,
-    next_token: usize,
-    /// Refusals seen while sending, reported to the core after the call that sent.
-    deferred_refusals: Vec<FlowId>,
-    /// Counts the core does not keep (per-backend traffic, transitions by code).
-    pub(crate) counters: ShellCounters,
-    /// Set while a control connection watches: events are then queued for it.
-    pub(crate) watching: bool,
-    pub(crate) watch_queue: Vec<Output>,
-    /// Events not queued since the last turn because the queue was full.
-    pub(crate) watch_lost: u64,
-}
-
-impl std::fmt::Debug for MioPlatform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MioPlatform")
-            .field("listeners", &self.listeners.len())
-            .field("upstreams", &self.upstreams.len())
-            .field("probes", &self.probes.len())
-            .finish()
-    }
-}
-
-impl MioPlatform {
-    pub(crate) fn token(&mut self, source: Source) -> Token {
-        // Tokens are never reused within a run: a stale event can only name a closed source.
-        self.next_token += 1;
-        let token = Token(self.next_token);
-        self.sources.insert(token, source);
-        token
-    }
-
-    /// Forgets a token whose socket is closed.
-    pub(crate) fn forget(&mut self, token: Token) {
-        self.sources.remove(&token);
-    }
-
-    pub(crate) fn source(&self, token: Token) -> Option<Source> {
-        self.sources.get(&token).copied()
-    }
-
-    /// The kernel's drop count of every listener socket (see [`crate::system::socket_drops`]).
-    pub(crate) fn kernel_drops(&self) -> Vec<(ListenerId, u64)> {
-        use std::os::fd::AsRawFd;
-        self.listeners
-            .iter()
-            .filter_map(|(id, (socket, _, _))| Some((*id, crate::system::socket_drops(socket.as_raw_fd())?)))
-            .collect()
-    }
-
-    /// Opens the listeners the core has and the platform lacks, closes the others.
-    pub(crate) fn sync_listeners(&mut self, core: &Balancer) -> anyhow::Result<()> {
-        let wanted: BTreeMap<ListenerId, SocketAddr> = core
-            .flows()
-            .listener_ids()
-            .filter_map(|id| core.flows().listener(id).map(|(_, a)| (id, a)))
-            .collect();
-        let stale: Vec<ListenerId> =
-            self.listeners.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
-        for id in stale {
-            if let Some((mut socket, token, address)) = self.listeners.remove(&id) {
-                let _ = self.registry.deregister(&mut socket);
-                self.sources.remove(&token);
-                tracing::info!(%address, "listener closed");
-            }
-        }
-        for (id, address) in wanted {
-            if self.listeners.contains_key(&id) {
-                continue;
-            }
-            let mut socket = bind_listener(address)
-                .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
-            let token = self.token(Source::Listener(id));
-            self.registry.register(&mut socket, token, Interest::READABLE)?;
-            self.listeners.insert(id, (socket, token, address));
-            tracing::info!(%address, "listening");
-        }
-        Ok(())
-    }
-
-    /// Drops probe sockets past their deadline: the core has already timed them out.
-    fn expire_probes(&mut self) {
-        let now = self.now();
-        let expired: Vec<ProbeId> =
-            self.probes.iter().filter(|(_, probe)| probe.deadline <= now).map(|(id, _)| *id).collect();
-        for id in expired {
-            self.drop_probe(id);
-        }
-    }
-
-    fn drop_probe(&mut self, id: ProbeId) {
-        if let Some(mut probe) = self.probes.remove(&id) {
-            match &mut probe.socket {
-                ProbeSocket::Tcp(stream) => drop(self.registry.deregister(stream)),
-                ProbeSocket::Udp(socket) => drop(self.registry.deregister(socket)),
-            }
-            self.sources.remove(&probe.token);
-        }
-    }
-}
-
-fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    // Best effort: the kernel caps it at net.core.rmem_max unless we may exceed it.
-    let _ = socket.set_recv_buffer_size(LISTENER_RECEIVE_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
-}
-
-fn connected_udp(address: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_nonblocking(true)?;
-    let any: SocketAddr = if address.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    socket.bind(&any.into())?;
-    socket.connect(&address.into())?;
-    Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
-}
-
-impl Platform for MioPlatform {
-    fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    fn open_upstream(
-        &mut self,
-        upstream: UpstreamId,
-        flow: FlowId,
-        _listener: ListenerId,
-        address: SocketAddr,
-    ) -> Result<(), OpenError> {
-        let mut socket = connected_udp(address).map_err(|e| OpenError(e.to_string()))?;
-        let token = self.token(Source::Upstream(upstream));
-        self.registry
-            .register(&mut socket, token, Interest::READABLE)
-            .map_err(|e| OpenError(e.to_string()))?;
-        self.upstreams.insert(upstream, Upstream { socket, flow, token, backend: None });
-        Ok(())
-    }
-
-    fn close_upstream(&mut self, upstream: UpstreamId) {
-        if let Some(mut closed) = self.upstreams.remove(&upstream) {
-            let _ = self.registry.deregister(&mut closed.socket);
-            self.sources.remove(&closed.token);
-        }
-    }
-
-    fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
-        let socket = self.upstreams.get(&upstream).ok_or_else(|| SendError("no such upstream".into()))?;
-        match socket.socket.send(datagram) {
-            Ok(sent) => {
-                if let Some(backend) = socket.backend {
-                    self.counters.sent_to_backend(backend, sent);
-                }
-                Ok(())
-            }
-            Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
-                // An earlier datagram drew an ICMP port unreachable; this one was not sent.
-                self.deferred_refusals.push(socket.flow);
-                Err(SendError(error.to_string()))
-            }
-            Err(error) => Err(SendError(error.to_string())),
-        }
-    }
-
-    fn send_to_client(
-        &mut self,
-        listener: ListenerId,
-        client: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<(), SendError> {
-        let (socket, _, _) =
-            self.listeners.get(&listener).ok_or_else(|| SendError("no such listener".into()))?;
-        socket.send_to(datagram, client).map(|_| ()).map_err(|e| SendError(e.to_string()))
-    }
-
-    fn start_probe(&mut self, probe: &ProbeRequest) {
-        let started = match &probe.kind {
-            ProbeKind::Tcp { address } => TcpStream::connect(*address).map(ProbeSocket::Tcp),
-            ProbeKind::Udp { address, datagram } => connected_udp(*address).and_then(|socket| {
-                socket.send(datagram)?;
-                Ok(ProbeSocket::Udp(socket))
-            }),
-        };
-        // A probe that cannot even start is left to the core's timer: it fails as a timeout.
-        let Ok(mut socket) = started else { return };
-        let token = match socket {
-            ProbeSocket::Tcp(_) => self.token(Source::TcpProbe(probe.probe)),
-            ProbeSocket::Udp(_) => self.token(Source::UdpProbe(probe.probe)),
-        };
-        let registered = match &mut socket {
-            ProbeSocket::Tcp(stream) => self.registry.register(stream, token, Interest::WRITABLE),
-            ProbeSocket::Udp(udp) => self.registry.register(udp, token, Interest::READABLE),
-        };
-        if registered.is_ok() {
-            self.probes.insert(probe.probe, Probe { token, deadline: probe.deadline, socket });
-        }
-    }
-
-    fn notify(&mut self, output: &Output) {
-        match output {
-            Output::Flow(udplb_core::Output::OpenUpstream { upstream, backend, .. }) => {
-                if let Some(opened) = self.upstreams.get_mut(upstream) {
-                    opened.backend = Some(*backend);
-                }
-            }
-            Output::Health(HealthEvent::Transition { backend, to, code, .. }) => {
-                self.counters.transition(*backend, *to, *code);
-            }
-            _ => {}
-        }
-        if self.watching && crate::status::is_watch_event(output) {
-            if self.watch_queue.len() < MAX_QUEUED_WATCH_EVENTS {
-                self.watch_queue.push(output.clone());
-            } else {
-                self.watch_lost += 1;
-                self.counters.watch_events_lost += 1;
-            }
-        }
-        match output {
-            Output::Health(event) => tracing::info!(?event, "health"),
-            Output::Frontend { listener, state } => tracing::info!(%listener, ?state, "listener state"),
-            Output::Flow(udplb_core::Output::Event(event)) => tracing::info!(?event, "flow event"),
-            Output::Flow(udplb_core::Output::CloseUpstream { flow, reason, .. }) => {
-                tracing::debug!(%flow, %reason, "flow closed")
-            }
-            Output::Flow(udplb_core::Output::OpenUpstream { flow, address, .. }) => {
-                tracing::debug!(%flow, %address, "flow opened")
-            }
-            _ => {}
-        }
-    }
-}
 
 /// The running balancer: the driver on mio, the configuration file it reloads.
 pub struct EventLoop {
@@ -345,7 +56,10 @@ pub struct EventLoop {
     pub(crate) metrics: Option<MetricsServer>,
     /// Set by SIGTERM/SIGINT: listeners are draining, and the loop ends when no flow is left.
     stopping: bool,
-    buffer: Vec<u8>,
+    /// Client datagrams land here, each with headroom for a PROXY header.
+    client_batch: RecvBatch,
+    /// Backend replies and probe replies land here.
+    backend_batch: RecvBatch,
 }
 
 impl EventLoop {
@@ -361,20 +75,8 @@ impl EventLoop {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let platform = MioPlatform {
-            registry: poll.registry().try_clone()?,
-            origin: std::time::Instant::now(),
-            listeners: BTreeMap::new(),
-            upstreams: BTreeMap::new(),
-            probes: BTreeMap::new(),
-            sources: BTreeMap::new(),
-            next_token: 0,
-            deferred_refusals: Vec::new(),
-            counters: ShellCounters::default(),
-            watching: false,
-            watch_queue: Vec::new(),
-            watch_lost: 0,
-        };
+        let platform =
+            MioPlatform::new(poll.registry().try_clone()?, std::time::Instant::now(), config.process.upstream_mode);
         let mut driver = Driver::new(core, platform);
         let (core, platform) = driver.parts_mut();
         platform.sync_listeners(core)?;
@@ -406,7 +108,8 @@ impl EventLoop {
             control,
             metrics,
             stopping: false,
-            buffer: vec![0u8; DATAGRAM_HEADROOM + RECEIVE_CAPACITY],
+            client_batch: RecvBatch::new(DATAGRAM_HEADROOM, RECEIVE_CAPACITY),
+            backend_batch: RecvBatch::new(0, RECEIVE_CAPACITY),
         })
     }
 
@@ -436,19 +139,20 @@ impl EventLoop {
                 match source {
                     Some(Source::Listener(listener)) => self.read_listener(listener),
                     Some(Source::Upstream(upstream)) => self.read_upstream(upstream),
+                    Some(Source::PoolSocket(index)) => self.read_pool_socket(index, event.is_error()),
                     Some(Source::TcpProbe(probe)) => self.finish_tcp_probe(probe),
                     Some(Source::UdpProbe(probe)) => self.read_udp_probe(probe),
                     Some(Source::ControlListener) => self.accept_control(),
                     Some(Source::Control) => self.serve_control(event.token()),
                     Some(Source::MetricsListener) => self.accept_metrics(),
                     Some(Source::Metrics) => self.serve_metrics(event.token()),
-                    None => {}
+                    Some(Source::Waker) | None => {}
                 }
-                self.report_deferred_refusals();
+                self.settle();
             }
             // Always: a wake-up before the deadline is harmless, and one after it is due.
             self.driver.on_timeout();
-            self.report_deferred_refusals();
+            self.settle();
             self.driver.platform_mut().expire_probes();
             self.publish_events();
             self.sweep_connections();
@@ -483,64 +187,111 @@ impl EventLoop {
     }
 
     fn read_listener(&mut self, listener: ListenerId) {
-        for _ in 0..READS_PER_EVENT {
+        for _ in 0..BATCHES_PER_EVENT {
             let received = {
-                let Some((socket, _, _)) = self.driver.platform().listeners.get(&listener) else { return };
-                socket.recv_from(&mut self.buffer[DATAGRAM_HEADROOM..])
+                let Some(socket) = self.driver.platform().listeners.get(&listener) else { return };
+                self.client_batch.recv(socket.socket.as_raw_fd())
             };
-            match received {
-                Ok((length, client)) => {
-                    let truncated = length >= RECEIVE_CAPACITY;
-                    let end = DATAGRAM_HEADROOM + length;
-                    self.driver.on_client_datagram(
-                        listener,
-                        client,
-                        &mut self.buffer[..end],
-                        DATAGRAM_HEADROOM,
-                        truncated,
-                    );
-                    self.report_deferred_refusals();
-                }
+            let count = match received {
+                Ok(count) => count,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
                 Err(error) => {
                     tracing::warn!(%error, "listener receive failed");
                     return;
                 }
+            };
+            let headroom = self.client_batch.headroom();
+            for i in 0..count {
+                let received = self.client_batch.received()[i];
+                let Some(client) = received.source else { continue };
+                // The batch and the driver are separate fields: no copy per datagram.
+                let slot = self.client_batch.slot_mut(i);
+                self.driver.on_client_datagram(listener, client, slot, headroom, received.truncated);
+            }
+            self.settle();
+            if count < crate::batch::BATCH {
+                return;
             }
         }
     }
 
+    /// Replies on a flow's own connected socket.
     fn read_upstream(&mut self, upstream: UpstreamId) {
-        for _ in 0..READS_PER_EVENT {
+        for _ in 0..BATCHES_PER_EVENT {
             let (received, flow, backend) = {
-                let Some(socket) = self.driver.platform().upstreams.get(&upstream) else { return };
-                (socket.socket.recv(&mut self.buffer[..RECEIVE_CAPACITY]), socket.flow, socket.backend)
+                let Some(socket) = self.driver.platform().flow_sockets.get(&upstream) else { return };
+                (self.backend_batch.recv(socket.socket.as_raw_fd()), socket.flow, socket.backend)
             };
-            match received {
-                Ok(length) => {
-                    if let Some(backend) = backend {
-                        self.driver.platform_mut().counters.received_from_backend(backend, length);
-                    }
-                    let truncated = length >= RECEIVE_CAPACITY;
-                    // The buffer and the driver are separate fields: no copy per datagram.
-                    self.driver.on_backend_datagram(flow, &self.buffer[..length], truncated);
-                }
+            let count = match received {
+                Ok(count) => count,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
-                    // The kernel's report of an ICMP port unreachable for this socket.
-                    self.driver.on_upstream_error(flow, UpstreamError::Refused);
-                    return;
-                }
                 Err(error) => {
-                    let unreachable =
-                        matches!(error.raw_os_error(), Some(libc::EHOSTUNREACH | libc::ENETUNREACH));
-                    if unreachable {
-                        self.driver.on_upstream_error(flow, UpstreamError::Unreachable);
-                    }
+                    // ECONNREFUSED is the kernel's report of an ICMP port unreachable.
+                    let kind = match error.raw_os_error() {
+                        Some(libc::ECONNREFUSED) => UpstreamError::Refused,
+                        Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => UpstreamError::Unreachable,
+                        _ => return,
+                    };
+                    self.driver.on_upstream_error(flow, kind);
                     return;
                 }
+            };
+            for i in 0..count {
+                let length = self.backend_batch.received()[i].length;
+                if let Some(backend) = backend {
+                    self.driver.platform_mut().counters.received_from_backend(backend, length);
+                }
+                let truncated = self.backend_batch.received()[i].truncated;
+                self.driver.on_backend_datagram(flow, self.backend_batch.datagram(i), truncated);
+            }
+            self.settle();
+            if count < crate::batch::BATCH {
+                return;
             }
         }
+    }
+
+    /// Replies (and ICMP errors) on a shared pool socket: each is told apart by the backend
+    /// address it came from.
+    fn read_pool_socket(&mut self, index: u32, error_raised: bool) {
+        if error_raised {
+            self.driver.platform_mut().read_pool_errors(index);
+        }
+        for _ in 0..BATCHES_PER_EVENT {
+            let received = {
+                let Some(pool_socket) = self.driver.platform().pool_sockets.get(index as usize) else { return };
+                self.backend_batch.recv(pool_socket.socket.as_raw_fd())
+            };
+            let count = match received {
+                Ok(count) => count,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    // The socket's pending ICMP error; the error queue says which backend.
+                    self.driver.platform_mut().read_pool_errors(index);
+                    continue;
+                }
+            };
+            for i in 0..count {
+                let received = self.backend_batch.received()[i];
+                let Some(source) = received.source else { continue };
+                let platform = self.driver.platform_mut();
+                // A datagram from an address with no flow on this socket (a late reply to a
+                // flow that ended, or a stranger) is not anyone's.
+                let Some(binding) = platform.pool.occupant(index, source).copied() else {
+                    platform.counters.stray_upstream_datagrams += 1;
+                    continue;
+                };
+                if let Some(backend) = binding.backend {
+                    platform.counters.received_from_backend(backend, received.length);
+                }
+                self.driver.on_backend_datagram(binding.flow, self.backend_batch.datagram(i), received.truncated);
+            }
+            self.settle();
+            if count < crate::batch::BATCH {
+                break;
+            }
+        }
+        self.settle();
     }
 
     fn finish_tcp_probe(&mut self, probe: ProbeId) {
@@ -576,12 +327,12 @@ impl EventLoop {
             else {
                 return;
             };
-            socket.recv(&mut self.buffer[..RECEIVE_CAPACITY])
+            self.backend_batch.recv(socket.as_raw_fd())
         };
         match received {
-            Ok(length) => {
+            Ok(_) => {
                 self.driver.platform_mut().drop_probe(probe);
-                self.driver.on_probe_reply(probe, &self.buffer[..length]);
+                self.driver.on_probe_reply(probe, self.backend_batch.datagram(0));
             }
             Err(error) if error.kind() == ErrorKind::WouldBlock => {}
             Err(error) => {
@@ -596,10 +347,21 @@ impl EventLoop {
         }
     }
 
-    fn report_deferred_refusals(&mut self) {
-        let refused = std::mem::take(&mut self.driver.platform_mut().deferred_refusals);
-        for flow in refused {
-            self.driver.on_upstream_error(flow, UpstreamError::Refused);
+    /// Sends what the last calls queued, then reports to the core what failed meanwhile
+    /// (which may queue re-sends: a refused request retried on another backend).
+    fn settle(&mut self) {
+        for _ in 0..DEFERRED_ROUNDS {
+            self.driver.platform_mut().flush();
+            let deferred = self.driver.platform_mut().take_deferred();
+            if deferred.is_empty() {
+                return;
+            }
+            for (flow, error) in deferred.upstream_errors {
+                self.driver.on_upstream_error(flow, error);
+            }
+            for (listener, bytes) in deferred.return_failures {
+                self.driver.on_return_failed(listener, bytes);
+            }
         }
     }
 }

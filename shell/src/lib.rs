@@ -17,6 +17,7 @@ pub mod ctl;
 pub mod driver;
 pub mod event_loop;
 pub mod metrics;
+mod mio_platform;
 mod pool;
 pub mod protocol;
 pub mod status;

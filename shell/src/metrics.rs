@@ -46,6 +46,11 @@ pub struct ShellCounters {
     transitions: BTreeMap<(BackendId, Health, CheckCode), u64>,
     /// Events that could not be queued for `watch`ers.
     pub watch_events_lost: u64,
+    /// Datagrams on a pool socket from an address with no flow on it (a reply later than
+    /// its flow, or a stranger): dropped.
+    pub stray_upstream_datagrams: u64,
+    /// Sockets carrying flows to backends (set before each scrape).
+    pub upstream_sockets: u64,
 }
 
 impl ShellCounters {
@@ -167,6 +172,18 @@ pub fn render(core: &Balancer, shell: &ShellCounters, kernel_drops: &[(ListenerI
         "Events that could not be queued for control-socket watchers",
         vec![],
         shell.watch_events_lost,
+    );
+    scrape.counter(
+        "stray_upstream_datagrams",
+        "Datagrams on a pool socket from an address with no flow on that socket (dropped)",
+        vec![],
+        shell.stray_upstream_datagrams,
+    );
+    scrape.gauge(
+        "upstream_sockets",
+        "Sockets carrying flows to backends: shared pool sockets, or one per flow",
+        vec![],
+        saturating_i64(shell.upstream_sockets),
     );
     scrape.finish()
 }

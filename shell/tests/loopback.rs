@@ -421,3 +421,45 @@ fn a_reload_adds_and_removes_backends_without_touching_unrelated_flows() {
     }
     assert_eq!(removed.received.load(Ordering::Relaxed), removed_count, "the removed backend gets nothing");
 }
+
+/// `upstream_mode = "per_flow"`: the same service over one connected socket per flow,
+/// refusals included.
+#[test]
+fn per_flow_upstreams_forward_and_retry_refused_queries_too() {
+    let live = Backend::echo(false);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let extra = "responses = 1\nhealth = { mode = \"off\" }";
+    let text = format!(
+        "[process]\nupstream_mode = \"per_flow\"\n\n{}",
+        config(listen, extra, &[live.address, closed_port()])
+    );
+    let _balancer = Balancer::start(&text, listen);
+    for i in 0..40 {
+        let socket = client();
+        let payload = format!("query {i}");
+        assert_eq!(ask(&socket, listen, payload.as_bytes()).as_deref(), Some(payload.as_bytes()), "query {i}");
+    }
+}
+
+/// The pool: 300 live flows over 3 backends need about 100 upstream sockets, not 300, and
+/// every reply still reaches the client that asked.
+#[test]
+fn pooled_flows_to_different_backends_share_sockets_and_replies_reach_their_own_clients() {
+    let backends = [Backend::echo(false), Backend::echo(false), Backend::echo(false)];
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addresses: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let balancer = Balancer::start(&config(listen, "algorithm = \"round_robin\"", &addresses), listen);
+    let clients: Vec<UdpSocket> = (0..300).map(|_| client()).collect();
+    for (i, socket) in clients.iter().enumerate() {
+        let payload = format!("client {i}");
+        assert_eq!(ask(socket, listen, payload.as_bytes()).as_deref(), Some(payload.as_bytes()), "client {i}");
+    }
+    // Every flow is still open (30 s idle timeout): count the balancer's sockets.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", balancer.child.id())).unwrap().count();
+    assert!(fds < 100 + 40, "{fds} descriptors for 300 flows over 3 backends");
+    // A second round on the same flows: each reply still comes back to its own client.
+    for (i, socket) in clients.iter().enumerate() {
+        let payload = format!("again {i}");
+        assert_eq!(ask(socket, listen, payload.as_bytes()).as_deref(), Some(payload.as_bytes()), "client {i}");
+    }
+}

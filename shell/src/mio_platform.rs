@@ -1,0 +1,520 @@
+//! The production platform under the shared driver: real sockets registered with one
+//! `mio::Poll`, and the monotonic clock.
+//!
+//! Listener sockets (SO_REUSEPORT, a large receive buffer) receive client datagrams in batches
+//! and send replies in batches. Upstreams are either shared pool sockets (the default, see
+//! [`crate::pool`]: unconnected, `IP_RECVERR` so that an ICMP error names the backend it is
+//! about) or one connected socket per flow (`upstream_mode = "per_flow"`, whose
+//! `ECONNREFUSED` is the kernel's report of an ICMP port unreachable). Sends to pool sockets
+//! and listeners are queued during a batch and go out with `sendmmsg` when the event loop
+//! calls [`MioPlatform::flush`]; what fails there is reported back to the core afterwards
+//! (`take_deferred`). Probes are non-blocking TCP connects and connected UDP sockets.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+use udplb_core::balancer::Output;
+use udplb_core::config::UpstreamMode;
+use udplb_core::health::{HealthEvent, ProbeKind, ProbeRequest};
+use udplb_core::{BackendId, Balancer, FlowId, Instant, ListenerId, ProbeId, UpstreamError, UpstreamId};
+
+use crate::batch::{self, SendQueue};
+use crate::driver::{OpenError, Platform, SendError};
+use crate::metrics::ShellCounters;
+use crate::pool::{Acquire, FastMap, Pool};
+
+/// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
+/// tens of thousands of datagrams per second in bursts.
+const LISTENER_RECEIVE_BUFFER: usize = 8 << 20;
+/// Bytes a pool socket's receive queue may hold: it carries the replies of many flows.
+const POOL_RECEIVE_BUFFER: usize = 4 << 20;
+/// Events waiting for `watch`ers between two turns of the loop; more are counted as lost.
+const MAX_QUEUED_WATCH_EVENTS: usize = 4096;
+
+/// What a token names.
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Source {
+    Listener(ListenerId),
+    /// A flow's own connected socket (`upstream_mode = "per_flow"`).
+    Upstream(UpstreamId),
+    /// A shared pool socket, by index.
+    PoolSocket(u32),
+    TcpProbe(ProbeId),
+    UdpProbe(ProbeId),
+    ControlListener,
+    /// A control connection (the control server knows it by its token).
+    Control,
+    MetricsListener,
+    /// A metrics connection (the metrics server knows it by its token).
+    Metrics,
+    /// The worker's wake-up (messages from the process's health monitor, or to it).
+    Waker,
+}
+
+pub(crate) struct Probe {
+    token: Token,
+    deadline: Instant,
+    pub(crate) socket: ProbeSocket,
+}
+
+pub(crate) enum ProbeSocket {
+    Tcp(TcpStream),
+    Udp(UdpSocket),
+}
+
+pub(crate) struct Listener {
+    pub(crate) socket: UdpSocket,
+    token: Token,
+    address: SocketAddr,
+    /// Replies waiting for the next flush.
+    queue: SendQueue<()>,
+}
+
+/// A flow's own connected socket.
+pub(crate) struct FlowSocket {
+    pub(crate) socket: UdpSocket,
+    pub(crate) flow: FlowId,
+    token: Token,
+    /// Its backend, for per-backend traffic counters (learnt from the `OpenUpstream` output
+    /// right after the open, since the platform's open call is not told).
+    pub(crate) backend: Option<BackendId>,
+}
+
+/// A shared pool socket.
+pub(crate) struct PoolSocket {
+    pub(crate) socket: UdpSocket,
+    /// Datagrams to backends waiting for the next flush, tagged with their upstream.
+    queue: SendQueue<UpstreamId>,
+}
+
+/// Failures found after the call that caused them (a queued send, a refusal reported on a
+/// later send), for the event loop to report to the core.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub(crate) upstream_errors: Vec<(FlowId, UpstreamError)>,
+    pub(crate) return_failures: Vec<(ListenerId, usize)>,
+}
+
+impl Deferred {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.upstream_errors.is_empty() && self.return_failures.is_empty()
+    }
+}
+
+/// Sockets and the clock, for the driver.
+pub struct MioPlatform {
+    registry: Registry,
+    origin: std::time::Instant,
+    pub(crate) listeners: BTreeMap<ListenerId, Listener>,
+    mode: UpstreamMode,
+    pub(crate) flow_sockets: FastMap<UpstreamId, FlowSocket>,
+    pub(crate) pool: Pool<FlowId>,
+    pub(crate) pool_sockets: Vec<PoolSocket>,
+    /// Queues with something to flush.
+    dirty_pool: Vec<u32>,
+    dirty_listeners: Vec<ListenerId>,
+    pub(crate) probes: BTreeMap<ProbeId, Probe>,
+    sources: BTreeMap<Token, Source>,
+    next_token: usize,
+    deferred: Deferred,
+    /// Counts the core does not keep (per-backend traffic, transitions by code).
+    pub(crate) counters: ShellCounters,
+    /// Set while a control connection watches: events are then queued for it.
+    pub(crate) watching: bool,
+    pub(crate) watch_queue: Vec<Output>,
+    /// Events not queued since the last turn because the queue was full.
+    pub(crate) watch_lost: u64,
+}
+
+impl std::fmt::Debug for MioPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MioPlatform")
+            .field("listeners", &self.listeners.len())
+            .field("mode", &self.mode)
+            .field("flow_sockets", &self.flow_sockets.len())
+            .field("pool_flows", &self.pool.len())
+            .field("pool_sockets", &self.pool_sockets.len())
+            .field("probes", &self.probes.len())
+            .finish()
+    }
+}
+
+impl MioPlatform {
+    pub(crate) fn new(registry: Registry, origin: std::time::Instant, mode: UpstreamMode) -> MioPlatform {
+        MioPlatform {
+            registry,
+            origin,
+            listeners: BTreeMap::new(),
+            mode,
+            flow_sockets: FastMap::default(),
+            pool: Pool::default(),
+            pool_sockets: Vec::new(),
+            dirty_pool: Vec::new(),
+            dirty_listeners: Vec::new(),
+            probes: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            next_token: 0,
+            deferred: Deferred::default(),
+            counters: ShellCounters::default(),
+            watching: false,
+            watch_queue: Vec::new(),
+            watch_lost: 0,
+        }
+    }
+
+    pub(crate) fn token(&mut self, source: Source) -> Token {
+        // Tokens are never reused within a run: a stale event can only name a closed source.
+        self.next_token += 1;
+        let token = Token(self.next_token);
+        self.sources.insert(token, source);
+        token
+    }
+
+    /// Forgets a token whose socket is closed.
+    pub(crate) fn forget(&mut self, token: Token) {
+        self.sources.remove(&token);
+    }
+
+    pub(crate) fn source(&self, token: Token) -> Option<Source> {
+        self.sources.get(&token).copied()
+    }
+
+    /// The kernel's drop count of every listener socket (see [`crate::system::socket_drops`]).
+    pub(crate) fn kernel_drops(&self) -> Vec<(ListenerId, u64)> {
+        self.listeners
+            .iter()
+            .filter_map(|(id, listener)| Some((*id, crate::system::socket_drops(listener.socket.as_raw_fd())?)))
+            .collect()
+    }
+
+    /// Opens the listeners the core has and the platform lacks, closes the others.
+    pub(crate) fn sync_listeners(&mut self, core: &Balancer) -> anyhow::Result<()> {
+        let wanted: BTreeMap<ListenerId, SocketAddr> = core
+            .flows()
+            .listener_ids()
+            .filter_map(|id| core.flows().listener(id).map(|(_, a)| (id, a)))
+            .collect();
+        let stale: Vec<ListenerId> =
+            self.listeners.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+        for id in stale {
+            if let Some(mut listener) = self.listeners.remove(&id) {
+                let _ = self.registry.deregister(&mut listener.socket);
+                self.sources.remove(&listener.token);
+                tracing::info!(address = %listener.address, "listener closed");
+            }
+        }
+        for (id, address) in wanted {
+            if self.listeners.contains_key(&id) {
+                continue;
+            }
+            let mut socket = bind_listener(address)
+                .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
+            let token = self.token(Source::Listener(id));
+            self.registry.register(&mut socket, token, Interest::READABLE)?;
+            self.listeners.insert(id, Listener { socket, token, address, queue: SendQueue::default() });
+            tracing::info!(%address, "listening");
+        }
+        Ok(())
+    }
+
+    /// Drops probe sockets past their deadline: the core has already timed them out.
+    pub(crate) fn expire_probes(&mut self) {
+        if self.probes.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let expired: Vec<ProbeId> =
+            self.probes.iter().filter(|(_, probe)| probe.deadline <= now).map(|(id, _)| *id).collect();
+        for id in expired {
+            self.drop_probe(id);
+        }
+    }
+
+    pub(crate) fn drop_probe(&mut self, id: ProbeId) {
+        if let Some(mut probe) = self.probes.remove(&id) {
+            match &mut probe.socket {
+                ProbeSocket::Tcp(stream) => drop(self.registry.deregister(stream)),
+                ProbeSocket::Udp(socket) => drop(self.registry.deregister(socket)),
+            }
+            self.sources.remove(&probe.token);
+        }
+    }
+
+    /// Sends everything queued during the last batch (one `sendmmsg` per socket and up to
+    /// [`batch::BATCH`] datagrams); failures wait in [`MioPlatform::take_deferred`].
+    pub(crate) fn flush(&mut self) {
+        for index in std::mem::take(&mut self.dirty_pool) {
+            let Some(pool_socket) = self.pool_sockets.get_mut(index as usize) else { continue };
+            let fd = pool_socket.socket.as_raw_fd();
+            let pool = &self.pool;
+            let deferred = &mut self.deferred;
+            pool_socket.queue.flush(fd, is_pending_icmp_error, |failure| {
+                tracing::debug!(error = %failure.error, "send to a backend failed");
+                if let Some(binding) = pool.binding(failure.tag) {
+                    deferred.upstream_errors.push((binding.flow, UpstreamError::SendFailed));
+                }
+            });
+        }
+        for id in std::mem::take(&mut self.dirty_listeners) {
+            let Some(listener) = self.listeners.get_mut(&id) else { continue };
+            let fd = listener.socket.as_raw_fd();
+            let deferred = &mut self.deferred;
+            listener.queue.flush(fd, |_| false, |failure| {
+                tracing::debug!(error = %failure.error, "send to a client failed");
+                deferred.return_failures.push((id, failure.length));
+            });
+        }
+    }
+
+    /// Sockets that carry flows to backends now: pool sockets (never closed) and per-flow
+    /// sockets.
+    pub(crate) fn upstream_sockets(&self) -> u64 {
+        u64::from(self.pool.sockets()) + self.flow_sockets.len() as u64
+    }
+
+    /// What went wrong since the last call, for the core.
+    pub(crate) fn take_deferred(&mut self) -> Deferred {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Reads a pool socket's ICMP errors (each names the backend address it is about) and
+    /// queues them for the core as errors of the flows they concern.
+    pub(crate) fn read_pool_errors(&mut self, index: u32) {
+        let Some(pool_socket) = self.pool_sockets.get(index as usize) else { return };
+        let fd = pool_socket.socket.as_raw_fd();
+        while let Some(error) = batch::recv_error(fd) {
+            let Some(binding) = self.pool.occupant(index, error.destination) else { continue };
+            let kind = match error.errno {
+                libc::ECONNREFUSED => UpstreamError::Refused,
+                libc::EHOSTUNREACH | libc::ENETUNREACH => UpstreamError::Unreachable,
+                _ => continue,
+            };
+            self.deferred.upstream_errors.push((binding.flow, kind));
+        }
+    }
+
+    fn open_pool_socket(&mut self, address: SocketAddr) -> std::io::Result<u32> {
+        let mut socket = unconnected_udp(address)?;
+        let index = self.pool_sockets.len() as u32;
+        let token = self.token(Source::PoolSocket(index));
+        if let Err(error) = self.registry.register(&mut socket, token, Interest::READABLE) {
+            self.forget(token);
+            return Err(error);
+        }
+        self.pool_sockets.push(PoolSocket { socket, queue: SendQueue::default() });
+        Ok(index)
+    }
+
+    fn open_pooled(&mut self, upstream: UpstreamId, flow: FlowId, address: SocketAddr) -> Result<(), OpenError> {
+        let now = self.now();
+        let socket = match self.pool.acquire(address, now) {
+            Acquire::Socket(socket) => socket,
+            Acquire::Grow => match self.open_pool_socket(address) {
+                Ok(opened) => {
+                    let index = self.pool.add_socket(address);
+                    debug_assert_eq!(index, opened, "the pool and the socket list grow together");
+                    index
+                }
+                Err(error) => match self.pool.acquire_quarantined(address) {
+                    Some(socket) => socket,
+                    None => return Err(OpenError(error.to_string())),
+                },
+            },
+        };
+        self.pool.bind(upstream, socket, address, flow);
+        Ok(())
+    }
+
+    fn open_flow_socket(&mut self, upstream: UpstreamId, flow: FlowId, address: SocketAddr) -> Result<(), OpenError> {
+        let mut socket = connected_udp(address).map_err(|e| OpenError(e.to_string()))?;
+        let token = self.token(Source::Upstream(upstream));
+        if let Err(error) = self.registry.register(&mut socket, token, Interest::READABLE) {
+            self.forget(token);
+            return Err(OpenError(error.to_string()));
+        }
+        self.flow_sockets.insert(upstream, FlowSocket { socket, flow, token, backend: None });
+        Ok(())
+    }
+}
+
+/// An error a send on an unconnected socket returns for an ICMP error about an *earlier*
+/// datagram (the socket's pending error): the datagram itself was not sent and deserves one
+/// more attempt; the error is in the error queue, read on the readiness it raises.
+fn is_pending_icmp_error(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH))
+}
+
+fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    // Best effort: the kernel caps it at net.core.rmem_max unless we may exceed it.
+    let _ = socket.set_recv_buffer_size(LISTENER_RECEIVE_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
+}
+
+fn wildcard(address: SocketAddr) -> SocketAddr {
+    if address.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") }
+}
+
+pub(crate) fn connected_udp(address: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&wildcard(address).into())?;
+    socket.connect(&address.into())?;
+    Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
+}
+
+/// A pool socket for backends of `address`'s family: bound to an ephemeral port, not
+/// connected, with ICMP errors queued.
+fn unconnected_udp(address: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    let _ = socket.set_recv_buffer_size(POOL_RECEIVE_BUFFER);
+    socket.bind(&wildcard(address).into())?;
+    batch::enable_recverr(socket.as_raw_fd(), address.is_ipv6())?;
+    Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
+}
+
+impl Platform for MioPlatform {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn open_upstream(
+        &mut self,
+        upstream: UpstreamId,
+        flow: FlowId,
+        _listener: ListenerId,
+        address: SocketAddr,
+    ) -> Result<(), OpenError> {
+        match self.mode {
+            UpstreamMode::Pool => self.open_pooled(upstream, flow, address),
+            UpstreamMode::PerFlow => self.open_flow_socket(upstream, flow, address),
+        }
+    }
+
+    fn close_upstream(&mut self, upstream: UpstreamId) {
+        if let Some(mut closed) = self.flow_sockets.remove(&upstream) {
+            let _ = self.registry.deregister(&mut closed.socket);
+            self.sources.remove(&closed.token);
+            return;
+        }
+        let now = self.now();
+        self.pool.release(upstream, now);
+    }
+
+    fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
+        if let Some(binding) = self.pool.binding(upstream) {
+            let pool_socket = &mut self.pool_sockets[binding.socket as usize];
+            if pool_socket.queue.is_empty() {
+                self.dirty_pool.push(binding.socket);
+            }
+            pool_socket.queue.push(binding.address, datagram, upstream);
+            if let Some(backend) = binding.backend {
+                self.counters.sent_to_backend(backend, datagram.len());
+            }
+            return Ok(());
+        }
+        let socket = self.flow_sockets.get(&upstream).ok_or_else(|| SendError("no such upstream".into()))?;
+        match socket.socket.send(datagram) {
+            Ok(sent) => {
+                if let Some(backend) = socket.backend {
+                    self.counters.sent_to_backend(backend, sent);
+                }
+                Ok(())
+            }
+            Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
+                // An earlier datagram drew an ICMP port unreachable; this one was not sent.
+                self.deferred.upstream_errors.push((socket.flow, UpstreamError::Refused));
+                Err(SendError(error.to_string()))
+            }
+            Err(error) => Err(SendError(error.to_string())),
+        }
+    }
+
+    fn send_to_client(
+        &mut self,
+        listener: ListenerId,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), SendError> {
+        let queued = self.listeners.get_mut(&listener).ok_or_else(|| SendError("no such listener".into()))?;
+        if queued.queue.is_empty() {
+            self.dirty_listeners.push(listener);
+        }
+        queued.queue.push(client, datagram, ());
+        Ok(())
+    }
+
+    fn start_probe(&mut self, probe: &ProbeRequest) {
+        let started = match &probe.kind {
+            ProbeKind::Tcp { address } => TcpStream::connect(*address).map(ProbeSocket::Tcp),
+            ProbeKind::Udp { address, datagram } => connected_udp(*address).and_then(|socket| {
+                socket.send(datagram)?;
+                Ok(ProbeSocket::Udp(socket))
+            }),
+        };
+        // A probe that cannot even start is left to the core's timer: it fails as a timeout.
+        let Ok(mut socket) = started else { return };
+        let token = match socket {
+            ProbeSocket::Tcp(_) => self.token(Source::TcpProbe(probe.probe)),
+            ProbeSocket::Udp(_) => self.token(Source::UdpProbe(probe.probe)),
+        };
+        let registered = match &mut socket {
+            ProbeSocket::Tcp(stream) => self.registry.register(stream, token, Interest::WRITABLE),
+            ProbeSocket::Udp(udp) => self.registry.register(udp, token, Interest::READABLE),
+        };
+        if registered.is_ok() {
+            self.probes.insert(probe.probe, Probe { token, deadline: probe.deadline, socket });
+        } else {
+            self.forget(token);
+        }
+    }
+
+    fn notify(&mut self, output: &Output) {
+        match output {
+            Output::Flow(udplb_core::Output::OpenUpstream { upstream, backend, .. }) => {
+                if let Some(opened) = self.flow_sockets.get_mut(upstream) {
+                    opened.backend = Some(*backend);
+                } else if let Some(binding) = self.pool.binding_mut(*upstream) {
+                    binding.backend = Some(*backend);
+                }
+            }
+            Output::Health(HealthEvent::Transition { backend, to, code, .. }) => {
+                self.counters.transition(*backend, *to, *code);
+            }
+            _ => {}
+        }
+        if self.watching && crate::status::is_watch_event(output) {
+            if self.watch_queue.len() < MAX_QUEUED_WATCH_EVENTS {
+                self.watch_queue.push(output.clone());
+            } else {
+                self.watch_lost += 1;
+                self.counters.watch_events_lost += 1;
+            }
+        }
+        match output {
+            Output::Health(event) => tracing::info!(?event, "health"),
+            Output::Frontend { listener, state } => tracing::info!(%listener, ?state, "listener state"),
+            Output::Flow(udplb_core::Output::Event(event)) => tracing::info!(?event, "flow event"),
+            Output::Flow(udplb_core::Output::CloseUpstream { flow, reason, .. }) => {
+                tracing::debug!(%flow, %reason, "flow closed")
+            }
+            Output::Flow(udplb_core::Output::OpenUpstream { flow, address, .. }) => {
+                tracing::debug!(%flow, %address, "flow opened")
+            }
+            _ => {}
+        }
+    }
+}
