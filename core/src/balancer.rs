@@ -29,6 +29,29 @@ pub enum Output {
     Health(HealthEvent),
     /// A listener's state, derived from its cluster's backends, changed.
     Frontend { listener: ListenerId, state: FrontendState },
+    /// [`Role::Leader`] only: a backend's state changed; every follower must be told, with
+    /// [`Balancer::handle_backend_state`].
+    BackendState { backend: BackendId, eligible: bool, health: Health, admin: AdminState },
+}
+
+/// Which part of a process's balancing one `Balancer` does. A process with one worker has
+/// one `Whole` balancer. With several workers (threads with their own listener sockets and
+/// flow tables), one is the `Leader`: its health monitor probes and decides for all, and it
+/// reports every backend state change ([`Output::BackendState`]); the others are
+/// `Follower`s: they never probe, take backend states from the leader
+/// ([`Balancer::handle_backend_state`]) and hand their passive failures to the caller
+/// (`Output::Flow(flow::Output::PassiveFailure { .. })`) for the leader's
+/// [`Balancer::handle_passive_failure`]. The same configuration (and reloads in the same
+/// order) gives every worker the same backend ids.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Monitor and flows of a one-worker process.
+    #[default]
+    Whole,
+    /// Monitor for the process, and one worker's flows.
+    Leader,
+    /// One worker's flows; health comes from the leader.
+    Follower,
 }
 
 /// A listener's state as its clients would see it.
@@ -81,14 +104,23 @@ pub struct Balancer {
     monitor: HealthMonitor,
     outputs: VecDeque<Output>,
     frontends: BTreeMap<ListenerId, FrontendState>,
+    role: Role,
+    /// A follower's backend states, as the leader last sent them.
+    followed: BTreeMap<BackendId, (bool, Health, AdminState)>,
 }
 
 impl Balancer {
     /// Builds the core for a configuration (validated first).
     pub fn new(config: &Config, keys: Keys) -> Result<Balancer, Vec<ValidationError>> {
+        Balancer::with_role(config, keys, Role::Whole)
+    }
+
+    /// Builds one worker's core for a configuration (validated first); see [`Role`].
+    pub fn with_role(config: &Config, keys: Keys, role: Role) -> Result<Balancer, Vec<ValidationError>> {
         let flows = FlowManager::new(config, keys.clone())?;
         let monitor = HealthMonitor::new(&keys.selection);
-        let mut balancer = Balancer { flows, monitor, outputs: VecDeque::new(), frontends: BTreeMap::new() };
+        let mut balancer =
+            Balancer { flows, monitor, outputs: VecDeque::new(), frontends: BTreeMap::new(), role, followed: BTreeMap::new() };
         let everything = ReloadSummary {
             backends_added: balancer.flows.backend_ids().collect(),
             ..ReloadSummary::default()
@@ -162,11 +194,44 @@ impl Balancer {
         self.route(now);
     }
 
-    /// Runs every deadline of both halves due at or before `now`.
+    /// Runs every deadline of both halves due at or before `now` (a follower's monitor has
+    /// none: it never probes).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.flows.handle_timeout(now);
-        self.monitor.handle_timeout(now);
+        if self.role != Role::Follower {
+            self.monitor.handle_timeout(now);
+        }
         self.route(now);
+    }
+
+    /// [`Role::Leader`]: a passive failure another worker's datapath saw.
+    pub fn handle_passive_failure(&mut self, now: Instant, backend: BackendId, failure: crate::outcome::PassiveFailure) {
+        if self.role != Role::Follower {
+            self.monitor.handle_passive_failure(now, backend, failure);
+            self.route(now);
+        }
+    }
+
+    /// [`Role::Follower`]: the leader's [`Output::BackendState`]. Unknown backends (a state
+    /// sent before this worker applied the reload that added them) are ignored.
+    pub fn handle_backend_state(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        eligible: bool,
+        health: Health,
+        admin: AdminState,
+    ) {
+        if self.role == Role::Follower && admin != AdminState::Removed && self.flows.backend(backend).is_some() {
+            self.flows.handle_backend_state(now, backend, eligible, health, admin);
+            self.followed.insert(backend, (eligible, health, admin));
+            self.route(now);
+        }
+    }
+
+    /// This balancer's part (see [`Role`]).
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// A listener or flow command (drain, resume, close).
@@ -229,7 +294,8 @@ impl Balancer {
 
     /// The earliest deadline of either half.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.flows.poll_timeout(), self.monitor.poll_timeout()) {
+        let monitor = if self.role == Role::Follower { None } else { self.monitor.poll_timeout() };
+        match (self.flows.poll_timeout(), monitor) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -254,6 +320,10 @@ impl Balancer {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.flows.check_invariants().map_err(|e| e.to_string())?;
         self.monitor.check_invariants().map_err(|e: MonitorInvariantViolation| e.to_string())?;
+        if self.role == Role::Follower {
+            // Its monitor only registers backends; eligibility is the leader's.
+            return Ok(());
+        }
         for backend in self.monitor.backend_ids() {
             let monitor = self.monitor.is_eligible(backend);
             if let Some(flows) = self.flows.backend_eligible(backend)
@@ -321,7 +391,7 @@ impl Balancer {
             while let Some(output) = self.flows.poll_output() {
                 moved = true;
                 match output {
-                    flow::Output::PassiveFailure { backend, failure } => {
+                    flow::Output::PassiveFailure { backend, failure } if self.role != Role::Follower => {
                         self.monitor.handle_passive_failure(now, backend, failure)
                     }
                     other => self.outputs.push_back(Output::Flow(other)),
@@ -332,10 +402,22 @@ impl Balancer {
                 match output {
                     HealthOutput::BackendChanged { backend, eligible, health, admin } => {
                         backends_changed = true;
+                        if self.role == Role::Leader {
+                            self.outputs.push_back(Output::BackendState { backend, eligible, health, admin });
+                        }
+                        // A follower's own monitor only registers backends (Unknown, as the
+                        // leader's start them); a state the leader sent for a kept one wins.
+                        let (eligible, health, admin) = match self.followed.get(&backend) {
+                            Some(followed) if self.role == Role::Follower && admin != AdminState::Removed => *followed,
+                            _ => (eligible, health, admin),
+                        };
                         if admin != AdminState::Removed {
                             self.flows.handle_backend_state(now, backend, eligible, health, admin);
+                        } else {
+                            self.followed.remove(&backend);
                         }
                     }
+                    HealthOutput::StartProbe(_) if self.role == Role::Follower => {}
                     HealthOutput::StartProbe(probe) => self.outputs.push_back(Output::Probe(probe)),
                     HealthOutput::Event(event) => self.outputs.push_back(Output::Health(event)),
                 }
@@ -344,7 +426,8 @@ impl Balancer {
                 break;
             }
         }
-        if backends_changed {
+        // A follower's monitor does not know the health: listener states are the leader's.
+        if backends_changed && self.role != Role::Follower {
             self.update_frontends();
         }
     }

@@ -45,7 +45,7 @@ pub mod stats;
 pub mod time;
 mod timer;
 
-pub use balancer::{BackendCommand, Balancer, FrontendState, Reload};
+pub use balancer::{BackendCommand, Balancer, FrontendState, Reload, Role};
 pub use config::Config;
 pub use flow::{
     AdminCommand, AdminError, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM, Event,
