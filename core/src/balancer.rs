@@ -119,8 +119,14 @@ impl Balancer {
     pub fn with_role(config: &Config, keys: Keys, role: Role) -> Result<Balancer, Vec<ValidationError>> {
         let flows = FlowManager::new(config, keys.clone())?;
         let monitor = HealthMonitor::new(&keys.selection);
-        let mut balancer =
-            Balancer { flows, monitor, outputs: VecDeque::new(), frontends: BTreeMap::new(), role, followed: BTreeMap::new() };
+        let mut balancer = Balancer {
+            flows,
+            monitor,
+            outputs: VecDeque::new(),
+            frontends: BTreeMap::new(),
+            role,
+            followed: BTreeMap::new(),
+        };
         let everything = ReloadSummary {
             backends_added: balancer.flows.backend_ids().collect(),
             ..ReloadSummary::default()
@@ -205,7 +211,12 @@ impl Balancer {
     }
 
     /// [`Role::Leader`]: a passive failure another worker's datapath saw.
-    pub fn handle_passive_failure(&mut self, now: Instant, backend: BackendId, failure: crate::outcome::PassiveFailure) {
+    pub fn handle_passive_failure(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        failure: crate::outcome::PassiveFailure,
+    ) {
         if self.role != Role::Follower {
             self.monitor.handle_passive_failure(now, backend, failure);
             self.route(now);
@@ -222,7 +233,10 @@ impl Balancer {
         health: Health,
         admin: AdminState,
     ) {
-        if self.role == Role::Follower && admin != AdminState::Removed && self.flows.backend(backend).is_some() {
+        if self.role == Role::Follower
+            && admin != AdminState::Removed
+            && self.flows.backend(backend).is_some()
+        {
             self.flows.handle_backend_state(now, backend, eligible, health, admin);
             self.followed.insert(backend, (eligible, health, admin));
             self.route(now);
@@ -408,7 +422,9 @@ impl Balancer {
                         // A follower's own monitor only registers backends (Unknown, as the
                         // leader's start them); a state the leader sent for a kept one wins.
                         let (eligible, health, admin) = match self.followed.get(&backend) {
-                            Some(followed) if self.role == Role::Follower && admin != AdminState::Removed => *followed,
+                            Some(followed) if self.role == Role::Follower && admin != AdminState::Removed => {
+                                *followed
+                            }
                             _ => (eligible, health, admin),
                         };
                         if admin != AdminState::Removed {

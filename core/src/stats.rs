@@ -132,7 +132,50 @@ pub struct RetryCounters {
     pub bytes_kept: u64,
 }
 
+impl DatagramCounters {
+    fn absorb(&mut self, other: &DatagramCounters) {
+        self.received += other.received;
+        self.bytes_received += other.bytes_received;
+        self.passed += other.passed;
+        self.bytes_passed += other.bytes_passed;
+        for (mine, theirs) in self.drops.iter_mut().zip(&other.drops) {
+            *mine += theirs;
+        }
+    }
+}
+
+impl FlowCounters {
+    fn absorb(&mut self, other: &FlowCounters) {
+        self.created += other.created;
+        for (mine, theirs) in self.closed.iter_mut().zip(&other.closed) {
+            *mine += theirs;
+        }
+        self.active += other.active;
+        self.retired += other.retired;
+    }
+}
+
 impl Stats {
+    /// Adds another worker's counters to these (listeners by id: workers of one process
+    /// share their listener ids).
+    pub fn absorb(&mut self, other: &Stats) {
+        if self.listeners.len() < other.listeners.len() {
+            self.listeners.resize(other.listeners.len(), ListenerStats::default());
+        }
+        for (mine, theirs) in self.listeners.iter_mut().zip(&other.listeners) {
+            mine.client.absorb(&theirs.client);
+            mine.backend.absorb(&theirs.backend);
+            mine.flows.absorb(&theirs.flows);
+            mine.fail_open_flows += theirs.fail_open_flows;
+        }
+        self.unattributed.absorb(&other.unattributed);
+        self.flows.absorb(&other.flows);
+        self.retries.resent += other.retries.resent;
+        self.retries.no_other_backend += other.retries.no_other_backend;
+        self.retries.not_kept_over_budget += other.retries.not_kept_over_budget;
+        self.retries.bytes_kept += other.retries.bytes_kept;
+    }
+
     /// Client datagrams dropped for `reason`, summed over every listener.
     pub fn client_drops(&self, reason: DropReason) -> u64 {
         self.listeners.iter().map(|l| l.client.dropped(reason)).sum()

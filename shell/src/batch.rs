@@ -71,7 +71,13 @@ impl RecvBatch {
         }
         // SAFETY: the headers describe BATCH valid, writable buffers and name slots.
         let count = unsafe {
-            libc::recvmmsg(fd, headers.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if count < 0 {
             return Err(io::Error::last_os_error());
@@ -192,10 +198,8 @@ impl<T: Copy> SendQueue<T> {
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         for (i, (offset, length, destination, _)) in self.entries[start..end].iter().enumerate() {
             let name = names[i].write(sockaddr(*destination));
-            iovecs[i] = libc::iovec {
-                iov_base: self.bytes[*offset..].as_ptr().cast_mut().cast(),
-                iov_len: *length,
-            };
+            iovecs[i] =
+                libc::iovec { iov_base: self.bytes[*offset..].as_ptr().cast_mut().cast(), iov_len: *length };
             let header = &mut headers[i].msg_hdr;
             header.msg_name = (&mut name.0 as *mut libc::sockaddr_storage).cast();
             header.msg_namelen = name.1;
@@ -203,7 +207,8 @@ impl<T: Copy> SendQueue<T> {
             header.msg_iovlen = 1;
         }
         // SAFETY: `count` headers are initialised and describe readable buffers and names.
-        let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
+        let sent =
+            unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
         if sent <= 0 {
             // 0 cannot happen for a non-empty batch; treat it as an error rather than spin.
             let error = io::Error::last_os_error();
@@ -225,10 +230,17 @@ pub(crate) struct QueuedError {
 /// `IPV6_RECVERR`), so that they can be read back with the destination they concern.
 pub(crate) fn enable_recverr(fd: RawFd, ipv6: bool) -> io::Result<()> {
     let on: libc::c_int = 1;
-    let (level, name) = if ipv6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) } else { (libc::IPPROTO_IP, libc::IP_RECVERR) };
+    let (level, name) =
+        if ipv6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) } else { (libc::IPPROTO_IP, libc::IP_RECVERR) };
     // SAFETY: a valid c_int option value and its size.
     let result = unsafe {
-        libc::setsockopt(fd, level, name, (&on as *const libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
     };
     if result != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
@@ -305,7 +317,8 @@ fn sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     let length = match address {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            let sin: &mut libc::sockaddr_in = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
+            let sin: &mut libc::sockaddr_in =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = v4.port().to_be();
             sin.sin_addr = libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() };

@@ -17,6 +17,8 @@ use crate::protocol::{
     BackendAction, DEFAULT_FLOW_LIMIT, ListenerAction, ReloadView, Request, Response, ShowWhat, WatchEvent,
 };
 use crate::status;
+use crate::workers::{ToFollower, WorkerView, share};
+use std::sync::Arc;
 
 /// Largest `limit` a `show flows` request may ask for: one answer stays a few megabytes.
 const MAX_FLOW_LIMIT: usize = 10_000;
@@ -117,6 +119,12 @@ impl EventLoop {
         };
         match self.driver.on_backend_command(backend, command) {
             Ok(()) => {
+                // States reach the other workers from the monitor; a weight is theirs to set.
+                if let BackendCommand::Weight(weight) = command {
+                    for follower in &self.followers {
+                        follower.send(ToFollower::Weight(backend, weight));
+                    }
+                }
                 tracing::info!(cluster, backend = id, %done, "backend command");
                 Response::message(format!("{cluster}/{id}: {done}"))
             }
@@ -138,6 +146,9 @@ impl EventLoop {
         };
         match self.driver.on_admin(command) {
             Ok(()) => {
+                for follower in &self.followers {
+                    follower.send(ToFollower::Admin(command));
+                }
                 let remaining = self.driver.core().flows().listener_flows(listener);
                 let done = match action {
                     ListenerAction::Drain => format!("draining, {remaining} flows remaining"),
@@ -186,8 +197,17 @@ impl EventLoop {
                 let platform = self.driver.platform_mut();
                 platform.counters.upstream_sockets = platform.upstream_sockets();
                 let platform = self.driver.platform();
-                let text =
-                    crate::metrics::render(self.driver.core(), &platform.counters, &platform.kernel_drops());
+                let others: Vec<WorkerView> = self
+                    .followers
+                    .iter()
+                    .filter_map(|follower| follower.view.lock().ok().map(|view| view.clone()))
+                    .collect();
+                let text = crate::metrics::render(
+                    self.driver.core(),
+                    &platform.counters,
+                    &platform.kernel_drops(),
+                    &others,
+                );
                 ("200 OK", CONTENT_TYPE, text)
             }
             HttpRequest::Get(_) => {
@@ -241,13 +261,20 @@ impl EventLoop {
         let file = self.config_path.display().to_string();
         let text = std::fs::read_to_string(&self.config_path).map_err(|error| format!("{file}: {error}"))?;
         let config = Config::from_toml_str(&text).map_err(|errors| errors.render(&file))?;
+        // The running worker count holds until a restart; each worker gets its share of flows.
+        let workers = self.followers.len() as u32 + 1;
         let mut effective = config.clone();
-        effective.process.max_flows = effective.process.max_flows.or(Some(self.default_max_flows));
+        effective.process.max_flows =
+            Some(share(effective.process.max_flows.unwrap_or(self.default_max_flows), workers));
         let reload = self.driver.on_reload(&effective).map_err(|errors| {
             let lines: Vec<String> =
                 errors.iter().map(|e| format!("{file}: field `{}`: {e}", e.path())).collect();
             lines.join("\n")
         })?;
+        let shared = Arc::new(effective);
+        for follower in &self.followers {
+            follower.send(ToFollower::Reload(shared.clone()));
+        }
         let mut warnings = Vec::new();
         let (core, platform) = self.driver.parts_mut();
         if let Err(error) = platform.sync_listeners(core) {
@@ -256,6 +283,12 @@ impl EventLoop {
         platform.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
         if config.process.control_socket != self.config.process.control_socket {
             warnings.push("process.control_socket changed; it takes effect at the next start".to_owned());
+        }
+        if config.process.workers() != workers {
+            warnings.push("process.workers changed; it takes effect at the next start".to_owned());
+        }
+        if config.process.upstream_mode != platform.mode() {
+            warnings.push("process.upstream_mode changed; it takes effect at the next start".to_owned());
         }
         if config.process.metrics_addr != self.config.process.metrics_addr {
             warnings.push("process.metrics_addr changed; it takes effect at the next start".to_owned());

@@ -153,6 +153,26 @@ impl<P: Platform> Driver<P> {
         self.drain(now);
     }
 
+    /// A follower: the leader's new state for a backend.
+    pub fn on_backend_state(
+        &mut self,
+        backend: BackendId,
+        eligible: bool,
+        health: udplb_core::Health,
+        admin: udplb_core::health::AdminState,
+    ) {
+        let now = self.platform.now();
+        self.core.handle_backend_state(now, backend, eligible, health, admin);
+        self.drain(now);
+    }
+
+    /// The leader: a passive failure a follower's datapath saw.
+    pub fn on_passive_failure(&mut self, backend: BackendId, failure: udplb_core::PassiveFailure) {
+        let now = self.platform.now();
+        self.core.handle_passive_failure(now, backend, failure);
+        self.drain(now);
+    }
+
     /// The outcome of a TCP probe, or a UDP probe's failure.
     pub fn on_probe_result(&mut self, probe: ProbeId, result: ProbeResult) {
         let now = self.platform.now();

@@ -11,15 +11,18 @@
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use udplb_core::balancer::Output;
 use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, Balancer, Config, DATAGRAM_HEADROOM, ListenerId, ProbeId, ProbeResult, UpstreamError,
-    UpstreamId,
+    AdminCommand, BackendCommand, Balancer, Config, DATAGRAM_HEADROOM, Keys, ListenerId, ProbeId,
+    ProbeResult, Role, UpstreamError, UpstreamId,
 };
 
 use crate::batch::RecvBatch;
@@ -28,6 +31,7 @@ use crate::driver::{Driver, Platform};
 use crate::metrics::http::MetricsServer;
 pub(crate) use crate::mio_platform::Source;
 use crate::mio_platform::{MioPlatform, Probe, ProbeSocket};
+use crate::workers::{Follower, LeaderLink, ToFollower, ToLeader, WorkerView};
 
 /// Largest UDP payload plus one, so a datagram that fills it is known to be truncated.
 const RECEIVE_CAPACITY: usize = 65_536;
@@ -38,13 +42,27 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// Rounds of reporting deferred failures per turn (each may cause a re-send, which may fail).
 const DEFERRED_ROUNDS: usize = 4;
 
+/// How often a follower publishes its counters for the leader's metrics.
+const VIEW_INTERVAL: Duration = Duration::from_millis(200);
+
 const SIGNALS: Token = Token(0);
 
 /// The running balancer: the driver on mio, the configuration file it reloads.
 pub struct EventLoop {
     poll: Poll,
     pub(crate) driver: Driver<MioPlatform>,
-    signals: Signals,
+    /// The leader's (or only worker's): followers leave signals to it.
+    signals: Option<Signals>,
+    /// Wakes this loop when another worker sent it something.
+    waker: Arc<Waker>,
+    /// The leader's followers (none with one worker).
+    pub(crate) followers: Vec<Follower>,
+    /// The leader's messages from its followers.
+    inbox: Option<(Sender<ToLeader>, Receiver<ToLeader>)>,
+    /// A follower's link to the leader.
+    leader: Option<LeaderLink>,
+    /// When a follower last published its view.
+    last_view: std::time::Instant,
     pub(crate) config_path: PathBuf,
     /// The configuration running now (the core does not expose every setting: a cluster's
     /// algorithm, a listener's affinity), as the file gave it.
@@ -72,15 +90,34 @@ impl EventLoop {
         core: Balancer,
         default_max_flows: u32,
     ) -> anyhow::Result<EventLoop> {
+        EventLoop::build(config_path, config, core, default_max_flows, std::time::Instant::now(), true)
+    }
+
+    fn build(
+        config_path: &Path,
+        config: Config,
+        core: Balancer,
+        default_max_flows: u32,
+        origin: std::time::Instant,
+        services: bool,
+    ) -> anyhow::Result<EventLoop> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
-        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let platform =
-            MioPlatform::new(poll.registry().try_clone()?, std::time::Instant::now(), config.process.upstream_mode);
+        let signals = if services {
+            let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+            poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
+        let platform = MioPlatform::new(poll.registry().try_clone()?, origin, config.process.upstream_mode);
         let mut driver = Driver::new(core, platform);
+        driver.platform_mut().relay = driver.core().role() != Role::Whole;
+        let waker_token = driver.platform_mut().token(Source::Waker);
+        let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);
         let (core, platform) = driver.parts_mut();
         platform.sync_listeners(core)?;
         let control = match &config.process.control_socket {
+            Some(_) if !services => None,
             Some(path) => {
                 let token = driver.platform_mut().token(Source::ControlListener);
                 let server = ControlServer::bind(path, poll.registry(), token)?;
@@ -90,6 +127,7 @@ impl EventLoop {
             None => None,
         };
         let metrics = match config.process.metrics_addr {
+            Some(_) if !services => None,
             Some(address) => {
                 let token = driver.platform_mut().token(Source::MetricsListener);
                 let server = MetricsServer::bind(address, poll.registry(), token)?;
@@ -102,6 +140,11 @@ impl EventLoop {
             poll,
             driver,
             signals,
+            waker,
+            followers: Vec::new(),
+            inbox: None,
+            leader: None,
+            last_view: origin,
             config_path: config_path.to_owned(),
             config,
             default_max_flows,
@@ -113,10 +156,52 @@ impl EventLoop {
         })
     }
 
+    /// Starts worker `index` (≥ 1) as a follower of this loop, which must run a
+    /// [`Role::Leader`] core: binds its listeners (SO_REUSEPORT) now, so that a failure stops
+    /// the start, then runs it on its own thread. `effective` is the configuration with the
+    /// worker's share of the flow cap.
+    pub fn spawn_follower(&mut self, index: u32, effective: &Config, keys: Keys) -> anyhow::Result<()> {
+        let core = Balancer::with_role(effective, keys, Role::Follower)
+            .map_err(|errors| anyhow::anyhow!("invalid configuration: {errors:?}"))?;
+        let origin = self.driver.platform().origin();
+        let mut follower = EventLoop::build(
+            &self.config_path,
+            self.config.clone(),
+            core,
+            self.default_max_flows,
+            origin,
+            false,
+        )?;
+        let (to_leader, _) = self.inbox.get_or_insert_with(std::sync::mpsc::channel);
+        let (sender, inbox) = std::sync::mpsc::channel();
+        let view = Arc::new(Mutex::new(WorkerView::default()));
+        follower.leader = Some(LeaderLink {
+            inbox,
+            sender: to_leader.clone(),
+            leader_waker: self.waker.clone(),
+            view: view.clone(),
+            index,
+        });
+        let waker = follower.waker.clone();
+        let thread = std::thread::Builder::new().name(format!("udplb-worker-{index}")).spawn(move || {
+            if let Err(error) = follower.run() {
+                tracing::error!(worker = index, "worker stopped: {error:#}");
+            }
+            // Tell the leader, which may be waiting for the last worker to drain.
+            if let Some(link) = &follower.leader {
+                let _ = link.leader_waker.wake();
+            }
+        })?;
+        self.followers.push(Follower { sender, waker, view, thread: Some(thread) });
+        Ok(())
+    }
+
     /// Serves until a stop signal has drained every flow. Returns normally on a clean stop.
     pub fn run(&mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
-        crate::system::sd_notify("READY=1");
+        if self.leader.is_none() {
+            crate::system::sd_notify("READY=1");
+        }
         loop {
             let mut timeout = self.driver.next_deadline().map(|deadline| {
                 let now = self.driver.platform().now();
@@ -146,7 +231,8 @@ impl EventLoop {
                     Some(Source::Control) => self.serve_control(event.token()),
                     Some(Source::MetricsListener) => self.accept_metrics(),
                     Some(Source::Metrics) => self.serve_metrics(event.token()),
-                    Some(Source::Waker) | None => {}
+                    Some(Source::Waker) => self.read_messages(),
+                    None => {}
                 }
                 self.settle();
             }
@@ -156,15 +242,132 @@ impl EventLoop {
             self.driver.platform_mut().expire_probes();
             self.publish_events();
             self.sweep_connections();
-            if self.stopping && self.driver.core().flows().stats().flows.active == 0 {
-                tracing::info!("drained; exiting");
+            self.relay();
+            if self.stopping
+                && self.driver.core().flows().stats().flows.active == 0
+                && self.followers.iter().all(Follower::finished)
+            {
+                for follower in &mut self.followers {
+                    if let Some(thread) = follower.thread.take() {
+                        let _ = thread.join();
+                    }
+                }
+                match &self.leader {
+                    Some(link) => tracing::info!(worker = link.index, "drained; worker done"),
+                    None => tracing::info!("drained; exiting"),
+                }
                 return Ok(());
             }
         }
     }
 
+    /// Messages from the other workers: passive failures for the leader; backend states,
+    /// reloads, commands and the stop for a follower.
+    fn read_messages(&mut self) {
+        if let Some((_, inbox)) = &self.inbox {
+            let messages: Vec<ToLeader> = inbox.try_iter().collect();
+            for message in messages {
+                match message {
+                    ToLeader::PassiveFailure { backend, failure } => {
+                        self.driver.on_passive_failure(backend, failure)
+                    }
+                }
+            }
+        }
+        let Some(link) = &self.leader else { return };
+        let messages: Vec<ToFollower> = link.inbox.try_iter().collect();
+        for message in messages {
+            match message {
+                ToFollower::BackendState { backend, eligible, health, admin } => {
+                    self.driver.on_backend_state(backend, eligible, health, admin)
+                }
+                ToFollower::Reload(config) => {
+                    if let Err(errors) = self.driver.on_reload(&config) {
+                        // Cannot happen: the leader validated the same file.
+                        tracing::error!(?errors, "worker could not apply the leader's configuration");
+                    }
+                    let (core, platform) = self.driver.parts_mut();
+                    if let Err(error) = platform.sync_listeners(core) {
+                        tracing::error!("a new listener could not be opened: {error:#}");
+                    }
+                }
+                ToFollower::Admin(command) => {
+                    let _ = self.driver.on_admin(command);
+                }
+                ToFollower::Weight(backend, weight) => {
+                    let _ = self.driver.on_backend_command(backend, BackendCommand::Weight(weight));
+                }
+                ToFollower::Stop => self.stop(),
+            }
+        }
+    }
+
+    /// Passes on what the other workers must know: the leader's backend states to every
+    /// follower; a follower's passive failures to the leader, and its view now and then.
+    fn relay(&mut self) {
+        let relayed = std::mem::take(&mut self.driver.platform_mut().relayed);
+        for output in relayed {
+            match output {
+                Output::BackendState { backend, eligible, health, admin } => {
+                    for follower in &self.followers {
+                        follower.send(ToFollower::BackendState { backend, eligible, health, admin });
+                    }
+                }
+                Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) => {
+                    if let Some(link) = &self.leader {
+                        link.send(ToLeader::PassiveFailure { backend, failure });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(link) = &self.leader else { return };
+        if self.last_view.elapsed() < VIEW_INTERVAL && !self.stopping {
+            return;
+        }
+        self.last_view = std::time::Instant::now();
+        let core = self.driver.core();
+        let platform = self.driver.platform();
+        let flows = core.flows();
+        let mut backend_flows = Vec::new();
+        for backend in flows.backend_ids() {
+            let index = backend.0 as usize;
+            if backend_flows.len() <= index {
+                backend_flows.resize(index + 1, 0);
+            }
+            backend_flows[index] = flows.backend_flows(backend);
+        }
+        let view = WorkerView {
+            stats: flows.stats().clone(),
+            backend_flows,
+            traffic: platform.counters.all_traffic().to_vec(),
+            kernel_drops: platform.kernel_drops(),
+            upstream_sockets: platform.upstream_sockets(),
+            stray_upstream_datagrams: platform.counters.stray_upstream_datagrams,
+        };
+        if let Ok(mut shared) = link.view.lock() {
+            *shared = view;
+        }
+    }
+
+    /// SIGTERM: drain every listener (and every follower's); the loop ends when no flow is left.
+    fn stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        for follower in &self.followers {
+            follower.send(ToFollower::Stop);
+        }
+        let listeners: Vec<ListenerId> = self.driver.core().flows().listener_ids().collect();
+        for listener in listeners {
+            let _ = self.driver.on_admin(AdminCommand::DrainListener(listener));
+        }
+    }
+
     fn handle_signals(&mut self) -> anyhow::Result<()> {
-        let pending: Vec<i32> = self.signals.pending().collect();
+        let Some(signals) = &mut self.signals else { return Ok(()) };
+        let pending: Vec<i32> = signals.pending().collect();
         for signal in pending {
             match signal {
                 SIGHUP => {
@@ -174,11 +377,7 @@ impl EventLoop {
                 SIGTERM | SIGINT if !self.stopping => {
                     crate::system::sd_notify("STOPPING=1");
                     tracing::info!("stop requested: draining listeners");
-                    self.stopping = true;
-                    let listeners: Vec<ListenerId> = self.driver.core().flows().listener_ids().collect();
-                    for listener in listeners {
-                        let _ = self.driver.on_admin(AdminCommand::DrainListener(listener));
-                    }
+                    self.stop();
                 }
                 _ => {}
             }
@@ -259,7 +458,9 @@ impl EventLoop {
         }
         for _ in 0..BATCHES_PER_EVENT {
             let received = {
-                let Some(pool_socket) = self.driver.platform().pool_sockets.get(index as usize) else { return };
+                let Some(pool_socket) = self.driver.platform().pool_sockets.get(index as usize) else {
+                    return;
+                };
                 self.backend_batch.recv(pool_socket.socket.as_raw_fd())
             };
             let count = match received {
@@ -284,7 +485,11 @@ impl EventLoop {
                 if let Some(backend) = binding.backend {
                     platform.counters.received_from_backend(backend, received.length);
                 }
-                self.driver.on_backend_datagram(binding.flow, self.backend_batch.datagram(i), received.truncated);
+                self.driver.on_backend_datagram(
+                    binding.flow,
+                    self.backend_batch.datagram(i),
+                    received.truncated,
+                );
             }
             self.settle();
             if count < crate::batch::BATCH {

@@ -22,3 +22,4 @@ mod pool;
 pub mod protocol;
 pub mod status;
 pub mod system;
+mod workers;

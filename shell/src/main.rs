@@ -8,7 +8,7 @@ use udplb::ctl::CtlCommand;
 use udplb::event_loop::EventLoop;
 use udplb::{ctl, system};
 use udplb_core::config::LogFormat;
-use udplb_core::{Balancer, Config, Keys};
+use udplb_core::{Balancer, Config, Keys, Role};
 
 #[derive(Parser)]
 #[command(name = "udplb", version, about = "A UDP load balancer")]
@@ -100,19 +100,29 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let config = load(path).map_err(|message| anyhow::anyhow!("invalid configuration:\n{message}"))?;
     init_logging(config.process.log_format);
     let nofile = system::raise_nofile_limit();
-    let default_max_flows = system::default_max_flows(nofile);
+    let default_max_flows = system::default_max_flows(nofile, &config);
+    let workers = config.process.workers();
     let mut effective = config.clone();
-    effective.process.max_flows = effective.process.max_flows.or(Some(default_max_flows));
+    // `max_flows` is per process: each worker gets its share.
+    let max_flows = effective.process.max_flows.unwrap_or(default_max_flows);
+    effective.process.max_flows = Some(max_flows.div_ceil(workers).max(1));
     tracing::info!(
         file = %path.display(),
-        max_flows = effective.process.max_flows(),
+        max_flows,
+        workers,
+        upstream_mode = ?config.process.upstream_mode,
         nofile,
         "starting"
     );
     let keys = Keys { selection: config.process.selection_key_bytes(), table: system::random_table_key() };
-    let core = Balancer::new(&effective, keys)
+    let role = if workers > 1 { Role::Leader } else { Role::Whole };
+    let core = Balancer::with_role(&effective, keys.clone(), role)
         .map_err(|errors| anyhow::anyhow!("invalid configuration: {errors:?}"))?;
-    EventLoop::new(path, config, core, default_max_flows)?.run()
+    let mut event_loop = EventLoop::new(path, config, core, default_max_flows)?;
+    for index in 1..workers {
+        event_loop.spawn_follower(index, &effective, keys.clone())?;
+    }
+    event_loop.run()
 }
 
 /// Logs go to stderr (journald picks them up under systemd); `UDPLB_LOG` sets the level

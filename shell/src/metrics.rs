@@ -11,6 +11,8 @@ pub mod http;
 
 use std::collections::BTreeMap;
 
+use crate::workers::WorkerView;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -76,6 +78,11 @@ impl ShellCounters {
 
     pub fn transition(&mut self, backend: BackendId, to: Health, code: CheckCode) {
         *self.transitions.entry((backend, to, code)).or_default() += 1;
+    }
+
+    /// Traffic of every backend, indexed by `BackendId`.
+    pub fn all_traffic(&self) -> &[BackendTraffic] {
+        &self.traffic
     }
 
     pub fn traffic(&self, backend: BackendId) -> BackendTraffic {
@@ -162,10 +169,54 @@ fn saturating_i64(value: u64) -> i64 {
 
 /// The whole exposition: core counters, health state, shell counters and, per listener,
 /// the kernel's drop count (`kernel_drops`, read by the caller from the listener sockets).
-pub fn render(core: &Balancer, shell: &ShellCounters, kernel_drops: &[(ListenerId, u64)]) -> String {
+pub(crate) fn render(
+    core: &Balancer,
+    shell: &ShellCounters,
+    kernel_drops: &[(ListenerId, u64)],
+    others: &[WorkerView],
+) -> String {
     let mut scrape = Scrape::new();
-    listener_metrics(&mut scrape, core, kernel_drops);
-    backend_metrics(&mut scrape, core, shell);
+    // Datapath counters are per worker: add up every worker's (the leader's core is `core`).
+    let mut stats = core.flows().stats().clone();
+    let mut kernel_drops = kernel_drops.to_vec();
+    let mut shell_totals = ShellCounters {
+        traffic: shell.traffic.clone(),
+        transitions: BTreeMap::new(),
+        watch_events_lost: shell.watch_events_lost,
+        stray_upstream_datagrams: shell.stray_upstream_datagrams,
+        upstream_sockets: shell.upstream_sockets,
+    };
+    let mut backend_flows: Vec<u64> = Vec::new();
+    for other in others {
+        stats.absorb(&other.stats);
+        for (listener, drops) in &other.kernel_drops {
+            match kernel_drops.iter_mut().find(|(id, _)| id == listener) {
+                Some((_, total)) => *total += drops,
+                None => kernel_drops.push((*listener, *drops)),
+            }
+        }
+        for (index, traffic) in other.traffic.iter().enumerate() {
+            if shell_totals.traffic.len() <= index {
+                shell_totals.traffic.resize(index + 1, BackendTraffic::default());
+            }
+            let total = &mut shell_totals.traffic[index];
+            total.datagrams_sent += traffic.datagrams_sent;
+            total.bytes_sent += traffic.bytes_sent;
+            total.datagrams_received += traffic.datagrams_received;
+            total.bytes_received += traffic.bytes_received;
+        }
+        if backend_flows.len() < other.backend_flows.len() {
+            backend_flows.resize(other.backend_flows.len(), 0);
+        }
+        for (total, flows) in backend_flows.iter_mut().zip(&other.backend_flows) {
+            *total += flows;
+        }
+        shell_totals.stray_upstream_datagrams += other.stray_upstream_datagrams;
+        shell_totals.upstream_sockets += other.upstream_sockets;
+    }
+    let totals = Totals { stats: &stats, backend_flows: &backend_flows, traffic: &shell_totals };
+    listener_metrics(&mut scrape, core, &totals, &kernel_drops);
+    backend_metrics(&mut scrape, core, &totals, shell);
     health_metrics(&mut scrape, core);
     scrape.counter(
         "watch_events_lost",
@@ -177,14 +228,15 @@ pub fn render(core: &Balancer, shell: &ShellCounters, kernel_drops: &[(ListenerI
         "stray_upstream_datagrams",
         "Datagrams on a pool socket from an address with no flow on that socket (dropped)",
         vec![],
-        shell.stray_upstream_datagrams,
+        shell_totals.stray_upstream_datagrams,
     );
     scrape.gauge(
         "upstream_sockets",
         "Sockets carrying flows to backends: shared pool sockets, or one per flow",
         vec![],
-        saturating_i64(shell.upstream_sockets),
+        saturating_i64(shell_totals.upstream_sockets),
     );
+    scrape.gauge("workers", "Worker threads", vec![], 1 + others.len() as i64);
     scrape.finish()
 }
 
@@ -215,9 +267,23 @@ fn datagram_metrics(
 
 const DROPPED_HELP: &str = "Datagrams dropped, by reason; kernel_receive_queue drops never reached udplb";
 
-fn listener_metrics(scrape: &mut Scrape, core: &Balancer, kernel_drops: &[(ListenerId, u64)]) {
+/// Every worker's datapath counters added up.
+struct Totals<'a> {
+    stats: &'a udplb_core::Stats,
+    /// Other workers' flows per backend (the leader's come from its core).
+    backend_flows: &'a [u64],
+    /// Every worker's per-backend traffic.
+    traffic: &'a ShellCounters,
+}
+
+fn listener_metrics(
+    scrape: &mut Scrape,
+    core: &Balancer,
+    totals: &Totals<'_>,
+    kernel_drops: &[(ListenerId, u64)],
+) {
     let flows = core.flows();
-    let stats = flows.stats();
+    let stats = totals.stats;
     for id in flows.listener_ids() {
         let (Some((name, _)), Some(listener)) = (flows.listener(id), stats.listeners.get(id.0 as usize))
         else {
@@ -316,7 +382,7 @@ fn listener_metrics(scrape: &mut Scrape, core: &Balancer, kernel_drops: &[(Liste
     );
 }
 
-fn backend_metrics(scrape: &mut Scrape, core: &Balancer, shell: &ShellCounters) {
+fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &Totals<'_>, shell: &ShellCounters) {
     let flows = core.flows();
     for cluster in flows.cluster_ids() {
         let cluster_name = flows.cluster_name(cluster).unwrap_or("?").to_owned();
@@ -333,7 +399,7 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, shell: &ShellCounters) 
                 labels.push((key, value.to_owned()));
                 labels
             };
-            let traffic = shell.traffic(backend);
+            let traffic = totals.traffic.traffic(backend);
             for (direction, datagrams, bytes) in [
                 ("to_backend", traffic.datagrams_sent, traffic.bytes_sent),
                 ("from_backend", traffic.datagrams_received, traffic.bytes_received),
@@ -351,7 +417,10 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, shell: &ShellCounters) 
                 "backend_flows",
                 "Flows pinned to the backend",
                 labels(),
-                saturating_i64(flows.backend_flows(backend)),
+                saturating_i64(
+                    flows.backend_flows(backend)
+                        + totals.backend_flows.get(backend.0 as usize).copied().unwrap_or(0),
+                ),
             );
             scrape.gauge(
                 "backend_weight",

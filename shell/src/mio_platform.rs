@@ -129,6 +129,9 @@ pub struct MioPlatform {
     pub(crate) watch_queue: Vec<Output>,
     /// Events not queued since the last turn because the queue was full.
     pub(crate) watch_lost: u64,
+    /// Set with several workers: outputs another worker must know are kept in `relayed`.
+    pub(crate) relay: bool,
+    pub(crate) relayed: Vec<Output>,
 }
 
 impl std::fmt::Debug for MioPlatform {
@@ -164,7 +167,19 @@ impl MioPlatform {
             watching: false,
             watch_queue: Vec::new(),
             watch_lost: 0,
+            relay: false,
+            relayed: Vec::new(),
         }
+    }
+
+    /// How upstreams are opened (fixed for the life of the process).
+    pub(crate) fn mode(&self) -> UpstreamMode {
+        self.mode
+    }
+
+    /// When this platform's clock started (workers of one process share it).
+    pub(crate) fn origin(&self) -> std::time::Instant {
+        self.origin
     }
 
     pub(crate) fn token(&mut self, source: Source) -> Token {
@@ -188,7 +203,9 @@ impl MioPlatform {
     pub(crate) fn kernel_drops(&self) -> Vec<(ListenerId, u64)> {
         self.listeners
             .iter()
-            .filter_map(|(id, listener)| Some((*id, crate::system::socket_drops(listener.socket.as_raw_fd())?)))
+            .filter_map(|(id, listener)| {
+                Some((*id, crate::system::socket_drops(listener.socket.as_raw_fd())?))
+            })
             .collect()
     }
 
@@ -264,10 +281,14 @@ impl MioPlatform {
             let Some(listener) = self.listeners.get_mut(&id) else { continue };
             let fd = listener.socket.as_raw_fd();
             let deferred = &mut self.deferred;
-            listener.queue.flush(fd, |_| false, |failure| {
-                tracing::debug!(error = %failure.error, "send to a client failed");
-                deferred.return_failures.push((id, failure.length));
-            });
+            listener.queue.flush(
+                fd,
+                |_| false,
+                |failure| {
+                    tracing::debug!(error = %failure.error, "send to a client failed");
+                    deferred.return_failures.push((id, failure.length));
+                },
+            );
         }
     }
 
@@ -310,7 +331,12 @@ impl MioPlatform {
         Ok(index)
     }
 
-    fn open_pooled(&mut self, upstream: UpstreamId, flow: FlowId, address: SocketAddr) -> Result<(), OpenError> {
+    fn open_pooled(
+        &mut self,
+        upstream: UpstreamId,
+        flow: FlowId,
+        address: SocketAddr,
+    ) -> Result<(), OpenError> {
         let now = self.now();
         let socket = match self.pool.acquire(address, now) {
             Acquire::Socket(socket) => socket,
@@ -330,7 +356,12 @@ impl MioPlatform {
         Ok(())
     }
 
-    fn open_flow_socket(&mut self, upstream: UpstreamId, flow: FlowId, address: SocketAddr) -> Result<(), OpenError> {
+    fn open_flow_socket(
+        &mut self,
+        upstream: UpstreamId,
+        flow: FlowId,
+        address: SocketAddr,
+    ) -> Result<(), OpenError> {
         let mut socket = connected_udp(address).map_err(|e| OpenError(e.to_string()))?;
         let token = self.token(Source::Upstream(upstream));
         if let Err(error) = self.registry.register(&mut socket, token, Interest::READABLE) {
@@ -483,6 +514,15 @@ impl Platform for MioPlatform {
     }
 
     fn notify(&mut self, output: &Output) {
+        if self.relay
+            && matches!(
+                output,
+                Output::BackendState { .. } | Output::Flow(udplb_core::Output::PassiveFailure { .. })
+            )
+        {
+            self.relayed.push(output.clone());
+            return;
+        }
         match output {
             Output::Flow(udplb_core::Output::OpenUpstream { upstream, backend, .. }) => {
                 if let Some(opened) = self.flow_sockets.get_mut(upstream) {

@@ -211,7 +211,11 @@ impl<F: Copy> Pool<F> {
         for (address, lane) in &self.lanes {
             let busy = self.bindings.values().filter(|b| b.address == *address).count();
             if busy + lane.free.len() != lane.taken as usize {
-                return Err(format!("{address}: {busy} busy + {} free != {} taken", lane.free.len(), lane.taken));
+                return Err(format!(
+                    "{address}: {busy} busy + {} free != {} taken",
+                    lane.free.len(),
+                    lane.taken
+                ));
             }
             let mut seen: Vec<u32> = lane.free.iter().map(|(s, _)| *s).collect();
             seen.extend(self.bindings.values().filter(|b| b.address == *address).map(|b| b.socket));

@@ -33,11 +33,21 @@ pub fn ephemeral_ports() -> u64 {
 }
 
 /// The default flow cap for this process: what both the descriptor limit (minus a reserve
-/// for listeners, probes and the control socket) and the ephemeral port range allow.
-pub fn default_max_flows(nofile: u64) -> u32 {
+/// for listeners, probes and the control socket) and the ephemeral port range allow. Each
+/// upstream socket takes one of each. With one socket per flow, that is the cap; with the
+/// pool, a socket serves one flow per backend, so the cap is multiplied by the backends of
+/// the largest cluster at start (flows spread over them; if they crowd onto fewer backends,
+/// the flows the pool cannot place are dropped as `upstream_open_failed`, never worse).
+pub fn default_max_flows(nofile: u64, config: &udplb_core::Config) -> u32 {
     let by_descriptors = nofile.saturating_sub(256);
-    let cap = by_descriptors.min(ephemeral_ports()).max(1);
-    u32::try_from(cap).unwrap_or(u32::MAX)
+    let sockets = by_descriptors.min(ephemeral_ports()).max(1);
+    let per_socket = match config.process.upstream_mode {
+        udplb_core::config::UpstreamMode::PerFlow => 1,
+        udplb_core::config::UpstreamMode::Pool => {
+            config.clusters.values().map(|cluster| cluster.backends.len() as u64).max().unwrap_or(1).max(1)
+        }
+    };
+    u32::try_from(sockets.saturating_mul(per_socket)).unwrap_or(u32::MAX)
 }
 
 /// 16 bytes from the kernel's random source: the per-process flow-table key.

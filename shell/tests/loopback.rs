@@ -437,7 +437,11 @@ fn per_flow_upstreams_forward_and_retry_refused_queries_too() {
     for i in 0..40 {
         let socket = client();
         let payload = format!("query {i}");
-        assert_eq!(ask(&socket, listen, payload.as_bytes()).as_deref(), Some(payload.as_bytes()), "query {i}");
+        assert_eq!(
+            ask(&socket, listen, payload.as_bytes()).as_deref(),
+            Some(payload.as_bytes()),
+            "query {i}"
+        );
     }
 }
 
@@ -452,7 +456,11 @@ fn pooled_flows_to_different_backends_share_sockets_and_replies_reach_their_own_
     let clients: Vec<UdpSocket> = (0..300).map(|_| client()).collect();
     for (i, socket) in clients.iter().enumerate() {
         let payload = format!("client {i}");
-        assert_eq!(ask(socket, listen, payload.as_bytes()).as_deref(), Some(payload.as_bytes()), "client {i}");
+        assert_eq!(
+            ask(socket, listen, payload.as_bytes()).as_deref(),
+            Some(payload.as_bytes()),
+            "client {i}"
+        );
     }
     // Every flow is still open (30 s idle timeout): count the balancer's sockets.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", balancer.child.id())).unwrap().count();
@@ -460,6 +468,51 @@ fn pooled_flows_to_different_backends_share_sockets_and_replies_reach_their_own_
     // A second round on the same flows: each reply still comes back to its own client.
     for (i, socket) in clients.iter().enumerate() {
         let payload = format!("again {i}");
-        assert_eq!(ask(socket, listen, payload.as_bytes()).as_deref(), Some(payload.as_bytes()), "client {i}");
+        assert_eq!(
+            ask(socket, listen, payload.as_bytes()).as_deref(),
+            Some(payload.as_bytes()),
+            "client {i}"
+        );
     }
+}
+
+/// `workers = 2`: clients are spread over two threads with their own sockets and flow tables;
+/// every query is answered (a refused one retried elsewhere), and SIGTERM still drains both
+/// and exits 0.
+#[test]
+fn two_workers_answer_every_client_and_stop_cleanly() {
+    let backends = [Backend::echo(false), Backend::echo(false)];
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let extra = "responses = 1\nhealth = { mode = \"udp\", udp_payload = \"probe\", interval = \"200ms\", timeout = \"100ms\" }";
+    let text = format!(
+        "[process]\nworkers = 2\n\n{}",
+        config(listen, extra, &[backends[0].address, backends[1].address, closed_port()])
+    );
+    let mut balancer = Balancer::start(&text, listen);
+    let pid = balancer.child.id();
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    assert!(names.iter().any(|name| name == "udplb-worker-1"), "threads: {names:?}");
+    for i in 0..200 {
+        let socket = client();
+        let payload = format!("query {i}");
+        assert_eq!(
+            ask(&socket, listen, payload.as_bytes()).as_deref(),
+            Some(payload.as_bytes()),
+            "query {i}"
+        );
+    }
+    balancer.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = balancer.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "udplb did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }

@@ -362,7 +362,10 @@ impl Run {
                     assert!(request.deadline > self.now, "a probe started with its deadline already past");
                     remember(&mut self.probes, request.probe);
                 }
-                Output::Flow(_) | Output::Health(_) | Output::Frontend { .. } | Output::BackendState { .. } => {}
+                Output::Flow(_)
+                | Output::Health(_)
+                | Output::Frontend { .. }
+                | Output::BackendState { .. } => {}
             }
         }
         for flow in closed {

@@ -1,0 +1,110 @@
+//! Several workers in one process (`process.workers = N`): N threads, each an event loop with
+//! its own SO_REUSEPORT listener sockets (the kernel spreads clients over them by 4-tuple),
+//! its own flow table and its own upstream sockets. Worker 0, the *leader*, runs on the main
+//! thread: it alone probes backends, decides their health, serves the control socket,
+//! metrics and signals. The *followers* take every backend state change from it and hand it
+//! the passive failures their datapath sees ([`udplb_core::Role`]). Messages go over
+//! channels, each followed by a wake-up of the receiving loop (`mio::Waker`).
+//!
+//! Followers publish a [`WorkerView`] of their counters a few times per second; the leader's
+//! metrics add them up.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use mio::Waker;
+use udplb_core::health::AdminState;
+use udplb_core::{AdminCommand, BackendId, Config, Health, ListenerId, PassiveFailure, Stats};
+
+use crate::metrics::BackendTraffic;
+
+/// From the leader to a follower.
+#[derive(Debug)]
+pub(crate) enum ToFollower {
+    /// A backend's state changed (health, eligibility, admin).
+    BackendState { backend: BackendId, eligible: bool, health: Health, admin: AdminState },
+    /// The leader applied this configuration (already validated, flow cap already split).
+    Reload(Arc<Config>),
+    /// A listener command (drain, resume).
+    Admin(AdminCommand),
+    /// An operator's weight for a backend, until the next reload.
+    Weight(BackendId, u32),
+    /// SIGTERM: drain every listener, then end the thread once no flow is left.
+    Stop,
+}
+
+/// From a follower to the leader.
+#[derive(Debug)]
+pub(crate) enum ToLeader {
+    PassiveFailure { backend: BackendId, failure: PassiveFailure },
+}
+
+/// What a follower shows of itself to the leader's metrics.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WorkerView {
+    pub stats: Stats,
+    /// Flows per backend, indexed by `BackendId`.
+    pub backend_flows: Vec<u64>,
+    /// Traffic per backend, indexed by `BackendId`.
+    pub traffic: Vec<BackendTraffic>,
+    pub kernel_drops: Vec<(ListenerId, u64)>,
+    pub upstream_sockets: u64,
+    pub stray_upstream_datagrams: u64,
+}
+
+/// The leader's handle on one follower.
+pub(crate) struct Follower {
+    pub sender: Sender<ToFollower>,
+    pub waker: Arc<Waker>,
+    pub view: Arc<Mutex<WorkerView>>,
+    pub thread: Option<JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Sends a message and wakes the follower. A follower that has ended is not told.
+    pub(crate) fn send(&self, message: ToFollower) {
+        if self.sender.send(message).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    pub(crate) fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|thread| thread.is_finished())
+    }
+}
+
+/// A follower's link to its leader.
+pub(crate) struct LeaderLink {
+    pub inbox: Receiver<ToFollower>,
+    pub sender: Sender<ToLeader>,
+    pub leader_waker: Arc<Waker>,
+    pub view: Arc<Mutex<WorkerView>>,
+    /// Worker number, for logs.
+    pub index: u32,
+}
+
+impl LeaderLink {
+    pub(crate) fn send(&self, message: ToLeader) {
+        if self.sender.send(message).is_ok() {
+            let _ = self.leader_waker.wake();
+        }
+    }
+}
+
+/// The flow cap of one of `workers` workers: the process cap split evenly (rounded up, so
+/// that the sum is never below the process cap by more than a flow per worker).
+pub(crate) fn share(max_flows: u32, workers: u32) -> u32 {
+    max_flows.div_ceil(workers.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_flow_cap_is_split_evenly() {
+        assert_eq!(super::share(65_536, 1), 65_536);
+        assert_eq!(super::share(65_536, 2), 32_768);
+        assert_eq!(super::share(10, 3), 4);
+        assert_eq!(super::share(1, 4), 1);
+    }
+}
