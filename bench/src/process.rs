@@ -136,3 +136,38 @@ pub fn raise_nofile(wanted: u64) -> u64 {
     }
     limit.rlim_cur
 }
+
+/// Kills a process group if it is still running when the bound passes; dropping it (or
+/// calling `disarm`) before then does nothing to the group.
+pub struct Watchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    pub fn arm(group: u32, limit: Duration) -> Watchdog {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !flag.load(Ordering::Relaxed) {
+                eprintln!("udplb-compare: a child overran its {limit:?} bound; killing it");
+                // SAFETY: kill has no memory effects.
+                unsafe { libc::kill(-(group as i32), libc::SIGKILL) };
+            }
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -86,7 +86,7 @@ pub fn fd_count(pid: u32) -> Result<u64> {
 
 /// The `UDP:` line of `/proc/net/sockstat`: sockets in use, and pages of memory their
 /// buffers hold (system-wide).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UdpSockstat {
     pub sockets_in_use: u64,
     pub memory_pages: u64,
