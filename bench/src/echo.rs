@@ -6,10 +6,10 @@
 //! decide the tail latency.
 
 use anyhow::{Context, Result};
-use socket2::{Domain, Socket, Type};
-use std::net::{SocketAddr, UdpSocket};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Socket, Type};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 /// Datagrams moved per system call at most.
@@ -30,7 +30,8 @@ pub fn bind_udp(address: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket> {
 pub fn set_buffers(socket: &impl AsRawFd, bytes: usize) {
     let fd = socket.as_raw_fd();
     let value = bytes.min(i32::MAX as usize) as libc::c_int;
-    for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+    for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
+    {
         // SAFETY: setsockopt reads `value` for its size; a failure leaves the socket as it was.
         unsafe {
             let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -87,7 +88,8 @@ impl Batch {
     /// Receives up to a batch without blocking and sends it all back; returns how many came in.
     fn echo(&mut self, fd: RawFd) -> Result<usize> {
         for i in 0..BATCH {
-            self.iovecs[i] = libc::iovec { iov_base: self.buffers[i].as_mut_ptr().cast(), iov_len: DATAGRAM_MAX };
+            self.iovecs[i] =
+                libc::iovec { iov_base: self.buffers[i].as_mut_ptr().cast(), iov_len: DATAGRAM_MAX };
             let header = &mut self.messages[i].msg_hdr;
             header.msg_name = (&mut self.addresses[i] as *mut libc::sockaddr_storage).cast();
             header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -97,7 +99,13 @@ impl Batch {
         }
         // SAFETY: every message points at a live buffer, address and iovec of `self`.
         let received = unsafe {
-            libc::recvmmsg(fd, self.messages.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.messages.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if received < 0 {
             let error = std::io::Error::last_os_error();

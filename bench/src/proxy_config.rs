@@ -49,7 +49,10 @@ impl UdplbVariant {
                 bail!("setting {setting:?} of variant {name:?} has no `=`");
             };
             let (key, value) = (key.trim(), value.trim());
-            if key.is_empty() || value.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if key.is_empty()
+                || value.is_empty()
+                || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 bail!("setting {setting:?} of variant {name:?} must be KEY=VALUE with a bare TOML key");
             }
             process_settings.push((key.to_string(), value.to_string()));
@@ -137,7 +140,9 @@ mod tests {
     fn udplb_default_target_adds_no_process_setting() {
         let listen = "127.0.0.1:17100".parse().unwrap();
         let text = udplb_toml(listen, &backends(), Teardown::Idle, 300_000, &[]);
-        assert!(text.starts_with("[process]\nmax_flows = 300000\nlog_format = \"human\"\n\n[listeners.bench]"));
+        assert!(
+            text.starts_with("[process]\nmax_flows = 300000\nlog_format = \"human\"\n\n[listeners.bench]")
+        );
         assert!(text.contains("address = \"127.0.0.1:17100\""));
         assert!(text.contains("{ id = \"echo-4\", address = \"127.0.0.1:17004\" }"));
         assert!(text.contains("algorithm = \"maglev\""));

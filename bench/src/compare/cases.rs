@@ -31,7 +31,12 @@ pub fn all_cases() -> Vec<Case> {
         cases.push(case("throughput", Teardown::Idle, closed, size));
     }
     for size in [64, 1200] {
-        cases.push(case("dns", Teardown::ResponsesOne, Drive::FreshFlowPerRequest { flows: 64, window: 8 }, size));
+        cases.push(case(
+            "dns",
+            Teardown::ResponsesOne,
+            Drive::FreshFlowPerRequest { flows: 64, window: 8 },
+            size,
+        ));
     }
     for size in [64, 1200] {
         cases.push(case("oneshot", Teardown::OneShot, closed, size));

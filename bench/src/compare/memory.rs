@@ -65,7 +65,9 @@ impl MemoryRow {
 
     fn line(&self) -> String {
         let page = procfs::page_size_bytes();
-        let show = |value: Option<f64>, decimals: usize| value.map_or("–".to_string(), |v| format!("{v:.decimals$}"));
+        let show = |value: Option<f64>, decimals: usize| {
+            value.map_or("–".to_string(), |v| format!("{v:.decimals$}"))
+        };
         let (b, a) = (&self.before, &self.after);
         format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -82,7 +84,12 @@ impl MemoryRow {
     }
 }
 
-pub fn run(options: &CompareOptions, environment: &Environment, targets: &[TargetKind], bin_dir: &Path) -> Result<()> {
+pub fn run(
+    options: &CompareOptions,
+    environment: &Environment,
+    targets: &[TargetKind],
+    bin_dir: &Path,
+) -> Result<()> {
     let mut rows = Vec::new();
     for (index, target) in targets.iter().enumerate() {
         if matches!(target, TargetKind::Direct) {
@@ -96,10 +103,15 @@ pub fn run(options: &CompareOptions, environment: &Environment, targets: &[Targe
         println!("  {}: established {} failed {} {}", row.target, row.established, row.failed, row.note);
         rows.push(row);
     }
-    println!("\nMemory per established flow ({} flows asked, kept alive every 3 s). Process: the", options.memory_flows);
+    println!(
+        "\nMemory per established flow ({} flows asked, kept alive every 3 s). Process: the",
+        options.memory_flows
+    );
     println!("proxy's VmRSS growth (nginx: its worker). Kernel: growth of /proc/net/sockstat's UDP `inuse`");
     println!("and `mem` (buffered data), and of /proc/meminfo `Slab` (socket structures; system-wide).\n");
-    println!("| target | flows asked | established | failed | RSS bytes/flow | fds/flow | UDP sockets/flow | UDP buffer bytes/flow | slab bytes/flow |");
+    println!(
+        "| target | flows asked | established | failed | RSS bytes/flow | fds/flow | UDP sockets/flow | UDP buffer bytes/flow | slab bytes/flow |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{}", row.line());
@@ -147,7 +159,14 @@ fn hold_flows(flows: u32, target: &Running, listen: SocketAddr, bin_dir: &Path) 
         let mut command = Command::new(bin_dir.join("udplb-load"));
         command
             .args(["--target", &listen.to_string(), "--hold", "--sync-stdin", "--json"])
-            .args(["--flows", &share.to_string(), "--source-addresses", "1", "--source-first", &source.to_string()])
+            .args([
+                "--flows",
+                &share.to_string(),
+                "--source-addresses",
+                "1",
+                "--source-first",
+                &source.to_string(),
+            ])
             .args(["--duration", &HOLD_BOUND_SECONDS.to_string(), "--keepalive", "3"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
@@ -156,7 +175,12 @@ fn hold_flows(flows: u32, target: &Running, listen: SocketAddr, bin_dir: &Path) 
         let watchdog = Watchdog::arm(process.pid(), Duration::from_secs(HOLD_BOUND_SECONDS + 30));
         let stdin = process.child_mut().stdin.take();
         let stdout = process.child_mut().stdout.take().context("stdout")?;
-        generators.push(Generator { process, stdin, lines: BufReader::new(stdout).lines(), _watchdog: watchdog });
+        generators.push(Generator {
+            process,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            _watchdog: watchdog,
+        });
     }
     for generator in &mut generators {
         generator.expect("#bound")?;

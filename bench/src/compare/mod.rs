@@ -22,7 +22,10 @@ use std::process::{Command, Stdio};
 use targets::{Environment, TargetKind};
 
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "udplb-compare", about = "udplb against nginx's stream module and a direct path, on loopback")]
+#[command(
+    name = "udplb-compare",
+    about = "udplb against nginx's stream module and a direct path, on loopback"
+)]
 pub struct CompareOptions {
     /// Repetitions of every case on every target.
     #[arg(long, default_value_t = 3)]
@@ -151,7 +154,11 @@ fn compare_cases(
     if cases.is_empty() {
         bail!("no case matches {:?}", options.cases);
     }
-    let timing = Timing { warmup_seconds: options.warmup, duration_seconds: options.duration, load_threads: options.load_threads };
+    let timing = Timing {
+        warmup_seconds: options.warmup,
+        duration_seconds: options.duration,
+        load_threads: options.load_threads,
+    };
     let load_binary = bin_dir.join("udplb-load");
     let mut measurements: Vec<Measurement> = Vec::new();
     let mut faults = Vec::new();
@@ -169,7 +176,13 @@ fn compare_cases(
             for case in &group {
                 for target in &running {
                     let measurement = run::measure(&load_binary, case, target, repetition, &timing)?;
-                    println!("  {:<16} {:<14} #{} {}", case.name, target.name, repetition + 1, measurement.load.human_line());
+                    println!(
+                        "  {:<16} {:<14} #{} {}",
+                        case.name,
+                        target.name,
+                        repetition + 1,
+                        measurement.load.human_line()
+                    );
                     if let Some(fault) = measurement.fault() {
                         eprintln!("FAULT: {fault}\n{}", target.log_tail());
                         faults.push(fault);

@@ -105,5 +105,11 @@ pub fn measure(
         (Some(start), Some(end)) if !pids.is_empty() => Some(end - start),
         _ => None,
     };
-    Ok(Measurement { case: case.name.clone(), target: target.name.clone(), repetition, load: report, proxy_cpu_seconds })
+    Ok(Measurement {
+        case: case.name.clone(),
+        target: target.name.clone(),
+        repetition,
+        load: report,
+        proxy_cpu_seconds,
+    })
 }

@@ -15,8 +15,16 @@ struct Metric {
 fn metrics() -> Vec<Metric> {
     vec![
         Metric { title: "replies/s", value: |m| Some(m.load.replies_per_second), format: thousands },
-        Metric { title: "replies per proxy CPU-s", value: Measurement::replies_per_cpu_second, format: thousands },
-        Metric { title: "proxy CPU µs/datagram", value: Measurement::cpu_us_per_datagram, format: two_decimals },
+        Metric {
+            title: "replies per proxy CPU-s",
+            value: Measurement::replies_per_cpu_second,
+            format: thousands,
+        },
+        Metric {
+            title: "proxy CPU µs/datagram",
+            value: Measurement::cpu_us_per_datagram,
+            format: two_decimals,
+        },
         Metric { title: "proxy CPU %", value: Measurement::cpu_percent, format: whole },
         Metric { title: "p50 µs", value: |m| m.load.p50_us, format: whole },
         Metric { title: "p99 µs", value: |m| m.load.p99_us, format: whole },

@@ -49,12 +49,22 @@ impl TargetKind {
     }
 
     /// Starts the target for `teardown`, listening on `listen`, and waits until it answers.
-    pub fn start(&self, environment: &Environment, teardown: Teardown, listen: SocketAddr) -> Result<Running> {
+    pub fn start(
+        &self,
+        environment: &Environment,
+        teardown: Teardown,
+        listen: SocketAddr,
+    ) -> Result<Running> {
         let name = self.name().to_string();
         let files = environment.temp_dir.join(format!("{name}-{teardown:?}").to_lowercase());
         let (process, log) = match self {
             TargetKind::Direct => {
-                return Ok(Running { name, addresses: environment.backends.clone(), process: None, log: None });
+                return Ok(Running {
+                    name,
+                    addresses: environment.backends.clone(),
+                    process: None,
+                    log: None,
+                });
             }
             TargetKind::Nginx => start_nginx(environment, teardown, listen, &files)?,
             TargetKind::Udplb(variant) => start_udplb(environment, variant, teardown, listen, &files)?,

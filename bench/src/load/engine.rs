@@ -59,7 +59,12 @@ pub(super) struct Worker<'a> {
     pub(super) poll: Poll,
 }
 
-pub(super) fn run_worker(options: &LoadOptions, flows: Range<u32>, threads: u32, phases: Phases) -> Result<Tally> {
+pub(super) fn run_worker(
+    options: &LoadOptions,
+    flows: Range<u32>,
+    threads: u32,
+    phases: Phases,
+) -> Result<Tally> {
     let mut worker = Worker::new(options, phases)?;
     if options.new_flow_per_request {
         worker.run_fresh_flows(flows)?;
@@ -94,7 +99,14 @@ impl<'a> Worker<'a> {
         self.options.targets[index as usize % self.options.targets.len()]
     }
 
-    fn check(&self, datagram: &[u8], from: SocketAddr, target: SocketAddr, index: u32, sent: impl Fn(u64) -> bool) -> Verdict {
+    fn check(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        target: SocketAddr,
+        index: u32,
+        sent: impl Fn(u64) -> bool,
+    ) -> Verdict {
         match Header::parse(datagram) {
             None => Verdict::Malformed,
             Some(_) if from != target => Verdict::WrongSource,
@@ -133,7 +145,13 @@ impl<'a> Worker<'a> {
     }
 
     /// Sends request `sequence` of flow `index`; true when the kernel took it.
-    fn send(&mut self, socket: &mio::net::UdpSocket, target: SocketAddr, index: u32, sequence: u64) -> (bool, u64) {
+    fn send(
+        &mut self,
+        socket: &mio::net::UdpSocket,
+        target: SocketAddr,
+        index: u32,
+        sequence: u64,
+    ) -> (bool, u64) {
         let now_ns = monotonic_ns();
         Header { flow: index, sequence, sent_ns: now_ns }.emit(&mut self.payload);
         match socket.send_to(&self.payload, target) {
@@ -165,8 +183,8 @@ impl<'a> Worker<'a> {
         let mut pacer = match rate_per_second {
             Some(rate) => Some(Pacer::new(&self.poll, rate)?),
             None => {
-                for flow in 0..flows.len() {
-                    self.refill(&mut flows[flow]);
+                for flow in flows.iter_mut() {
+                    self.refill(flow);
                 }
                 None
             }
@@ -262,8 +280,8 @@ impl<'a> Worker<'a> {
                 slots.push(Slot { socket: None, index, target, sequence: 0, sent_ns: 0 });
             }
         }
-        for token in 0..slots.len() {
-            self.open_and_send(&mut slots[token], token);
+        for (token, slot) in slots.iter_mut().enumerate() {
+            self.open_and_send(slot, token);
         }
         let mut events = Events::with_capacity(1024);
         let mut next_scan_ns = monotonic_ns() + SCAN_INTERVAL_NS;
@@ -286,8 +304,7 @@ impl<'a> Worker<'a> {
             let now_ns = monotonic_ns();
             if now_ns >= next_scan_ns {
                 next_scan_ns = now_ns + SCAN_INTERVAL_NS;
-                for token in 0..slots.len() {
-                    let slot = &mut slots[token];
+                for (token, slot) in slots.iter_mut().enumerate() {
                     if slot.socket.is_some() && now_ns - slot.sent_ns > loss_timeout_ns {
                         self.tally.timeouts += 1;
                         self.in_flight -= 1;
@@ -312,7 +329,8 @@ impl<'a> Worker<'a> {
             };
             let now_ns = monotonic_ns();
             let sequence = slot.sequence;
-            let verdict = self.check(&self.receive[..length], from, slot.target, slot.index, |s| s == sequence);
+            let verdict =
+                self.check(&self.receive[..length], from, slot.target, slot.index, |s| s == sequence);
             if self.count(verdict, now_ns).is_some() {
                 return true;
             }
@@ -326,11 +344,10 @@ impl<'a> Worker<'a> {
     }
 
     fn open_and_send(&mut self, slot: &mut Slot, token: usize) {
-        let socket = sockets::open(Ipv4Addr::LOCALHOST, false)
-            .and_then(|mut socket| {
-                self.poll.registry().register(&mut socket, Token(token), Interest::READABLE)?;
-                Ok(socket)
-            });
+        let socket = sockets::open(Ipv4Addr::LOCALHOST, false).and_then(|mut socket| {
+            self.poll.registry().register(&mut socket, Token(token), Interest::READABLE)?;
+            Ok(socket)
+        });
         let Ok(socket) = socket else {
             // Out of descriptors or ports: counted, and the scan tries again.
             self.tally.send_errors += 1;
@@ -377,7 +394,13 @@ impl Pacer {
             OwnedFd::from_raw_fd(fd)
         };
         poll.registry().register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)?;
-        let pacer = Pacer { timer, interval_ns: 1e9 / rate_per_second, sends: 0, start_ns: monotonic_ns(), cursor: 0 };
+        let pacer = Pacer {
+            timer,
+            interval_ns: 1e9 / rate_per_second,
+            sends: 0,
+            start_ns: monotonic_ns(),
+            cursor: 0,
+        };
         pacer.arm(pacer.start_ns + 1000)?;
         Ok(pacer)
     }
@@ -389,11 +412,19 @@ impl Pacer {
     fn arm(&self, at_ns: u64) -> Result<()> {
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            it_value: libc::timespec { tv_sec: (at_ns / 1_000_000_000) as i64, tv_nsec: (at_ns % 1_000_000_000) as i64 },
+            it_value: libc::timespec {
+                tv_sec: (at_ns / 1_000_000_000) as i64,
+                tv_nsec: (at_ns % 1_000_000_000) as i64,
+            },
         };
         // SAFETY: timerfd_settime reads `spec`; the old value is not asked for.
         let result = unsafe {
-            libc::timerfd_settime(self.timer.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut())
+            libc::timerfd_settime(
+                self.timer.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
         };
         if result != 0 {
             return Err(std::io::Error::last_os_error()).context("timerfd_settime");

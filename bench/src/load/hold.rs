@@ -116,7 +116,8 @@ fn keep_alive(
     keepalive_seconds: f64,
 ) -> Result<()> {
     let mut events = Events::with_capacity(1024);
-    let per_tick = ((flows.len() as f64 * TICK.as_secs_f64() / keepalive_seconds.max(0.1)).ceil() as usize).max(1);
+    let per_tick =
+        ((flows.len() as f64 * TICK.as_secs_f64() / keepalive_seconds.max(0.1)).ceil() as usize).max(1);
     let mut cursor = 0;
     while monotonic_ns() < end_ns && !stop.load(Ordering::Relaxed) {
         for _ in 0..per_tick.min(flows.len()) {

@@ -25,7 +25,10 @@ use std::net::SocketAddr;
 pub use sockets::raise_nofile_for;
 
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "udplb-load", about = "UDP load generator: closed or open loop, per-flow reply checks, latency")]
+#[command(
+    name = "udplb-load",
+    about = "UDP load generator: closed or open loop, per-flow reply checks, latency"
+)]
 pub struct LoadOptions {
     /// Where to send; with several, flow i goes to target i mod N.
     #[arg(long = "target", required = true)]
@@ -217,7 +220,8 @@ fn run_threads(options: &LoadOptions) -> Result<Tally> {
     let start_ns = monotonic_ns();
     let window_start_ns = start_ns + seconds_to_ns(options.warmup);
     let window_end_ns = window_start_ns + seconds_to_ns(options.duration);
-    let phases = Phases { window_start_ns, window_end_ns, grace_end_ns: window_end_ns + seconds_to_ns(options.grace) };
+    let phases =
+        Phases { window_start_ns, window_end_ns, grace_end_ns: window_end_ns + seconds_to_ns(options.grace) };
     let threads = options.threads;
     let mut handles = Vec::new();
     for thread in 0..threads {

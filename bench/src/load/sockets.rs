@@ -13,7 +13,8 @@ const FLOWS_PER_ADDRESS_DEFAULT: u32 = 20_000;
 /// The source address of flow `flow`: 127.0.0.F, 127.0.0.F+1, ... in equal blocks, F being
 /// `--source-first`.
 pub fn source_address(options: &LoadOptions, flow: u32) -> Ipv4Addr {
-    let addresses = options.source_addresses.unwrap_or(options.flows.div_ceil(FLOWS_PER_ADDRESS_DEFAULT)).max(1);
+    let addresses =
+        options.source_addresses.unwrap_or(options.flows.div_ceil(FLOWS_PER_ADDRESS_DEFAULT)).max(1);
     let per_address = options.flows.div_ceil(addresses).max(1);
     let octet = options.source_first + flow / per_address;
     Ipv4Addr::new(127, 0, (octet >> 8) as u8, octet as u8)
@@ -34,8 +35,11 @@ pub fn open(source: Ipv4Addr, large_buffers: bool) -> Result<mio::net::UdpSocket
 
 /// Raises the descriptor limit for the sockets this run opens (flows, or requests in flight).
 pub fn raise_nofile_for(options: &LoadOptions) {
-    let sockets =
-        if options.new_flow_per_request { options.flows as u64 * options.window as u64 } else { options.flows as u64 };
+    let sockets = if options.new_flow_per_request {
+        options.flows as u64 * options.window as u64
+    } else {
+        options.flows as u64
+    };
     crate::process::raise_nofile(sockets + 1024);
 }
 
