@@ -6,8 +6,9 @@
 //! shared by flows to *different* backends: with N backends, N flows can share one port.
 //! Each backend address has a *lane*: the pool sockets it has used, the ones free for it again
 //! (oldest first), and how many it has taken so far. A socket released by a flow to B is not
-//! given to the next flow to B at once: it waits [`QUARANTINE`] (unless the pool cannot grow),
-//! so that a late reply to the old flow is not taken for one to the new flow.
+//! given to the next flow to B at once: it waits [`QUARANTINE_NANOS`] (unless the pool cannot grow,
+//! or is already more than twice the lane's live flows plus [`POOL_SLACK`]), so that a late
+//! reply to the old flow is not taken for one to the new flow.
 //!
 //! This module decides; the event loop owns the sockets and asks it. It holds no sockets,
 //! so it is tested without any.
@@ -22,7 +23,13 @@ use udplb_core::{BackendId, Instant, UpstreamId};
 /// grow instead): a reply arriving later than this after its flow closed could otherwise
 /// reach the client of a new flow. Replies that late are already lost to the old flow's
 /// client; per-flow sockets have the same exposure when the kernel reuses a port.
-pub(crate) const QUARANTINE_NANOS: u64 = 1_000_000_000;
+pub(crate) const QUARANTINE_NANOS: u64 = 250_000_000;
+
+/// Sockets the pool may hold beyond twice the live flows of the lane asking, before it
+/// reuses a quarantined socket instead of opening one: every pool socket holds an ephemeral
+/// port, which the whole machine shares, so churn (a new flow per query at tens of thousands
+/// per second) must not turn the quarantine into thousands of idle ports.
+pub(crate) const POOL_SLACK: usize = 256;
 
 /// A fast hasher for the pool's small keys (ids and addresses), which are not chosen by a
 /// remote peer in a way that could collide on purpose: backend addresses come from the
@@ -134,6 +141,12 @@ impl<F: Copy> Pool<F> {
         }
         if let Some(&socket) = sockets.get(lane.taken as usize) {
             lane.taken += 1;
+            return Acquire::Socket(socket);
+        }
+        let busy = lane.taken as usize - lane.free.len();
+        if sockets.len() >= 2 * (busy + 1) + POOL_SLACK
+            && let Some((socket, _)) = lane.free.pop_front()
+        {
             return Acquire::Socket(socket);
         }
         Acquire::Grow
@@ -294,6 +307,19 @@ mod tests {
         pool.check().unwrap();
         // Backend 1's lane never saw socket 1: it takes it fresh.
         assert_eq!(pool.acquire(backend(1), later), Acquire::Socket(1));
+    }
+
+    #[test]
+    fn churn_within_the_quarantine_does_not_grow_the_pool_without_bound() {
+        let mut pool = Pool::<u64>::default();
+        let now = Instant::ZERO;
+        // A new flow per query, each closed at once, all within one quarantine.
+        for serial in 0..10_000 {
+            open(&mut pool, serial, backend(0), now);
+            pool.release(UpstreamId(serial), now);
+        }
+        assert!(pool.sockets() as usize <= 2 + POOL_SLACK + 1, "{} sockets", pool.sockets());
+        pool.check().unwrap();
     }
 
     #[test]
