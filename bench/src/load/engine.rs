@@ -89,7 +89,11 @@ impl<'a> Worker<'a> {
     }
 
     pub(super) fn open_flow(&mut self, index: u32, token: usize, large_buffers: bool) -> Result<Flow> {
-        let mut socket = sockets::open(sockets::source_address(self.options, index), large_buffers)?;
+        let mut socket = sockets::open(
+            sockets::source_address(self.options, index),
+            sockets::source_port(self.options, index),
+            large_buffers,
+        )?;
         self.poll.registry().register(&mut socket, Token(token), Interest::READABLE)?;
         let target = self.target_of(index);
         Ok(Flow { socket, index, target, next_sequence: 0, outstanding: 0, last_progress_ns: 0 })
@@ -344,7 +348,7 @@ impl<'a> Worker<'a> {
     }
 
     fn open_and_send(&mut self, slot: &mut Slot, token: usize) {
-        let socket = sockets::open(Ipv4Addr::LOCALHOST, false).and_then(|mut socket| {
+        let socket = sockets::open(Ipv4Addr::LOCALHOST, 0, false).and_then(|mut socket| {
             self.poll.registry().register(&mut socket, Token(token), Interest::READABLE)?;
             Ok(socket)
         });

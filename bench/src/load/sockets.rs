@@ -20,16 +20,39 @@ pub fn source_address(options: &LoadOptions, flow: u32) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, (octet >> 8) as u8, octet as u8)
 }
 
-/// A non-blocking UDP socket bound to `source` and an ephemeral port. Large buffers only for
-/// small flow counts: with 100,000 sockets the defaults are what a real client has.
-pub fn open(source: Ipv4Addr, large_buffers: bool) -> Result<mio::net::UdpSocket> {
+/// First port of the fixed ports flows take on a source address other than 127.0.0.1.
+const FIXED_PORT_BASE: u32 = 2_000;
+
+/// The port flow `flow` binds: on 127.0.0.1 an ephemeral one (0); on the other loopback
+/// addresses a fixed port below the ephemeral range (2000 + the flow's place in its block).
+/// The ephemeral range (`ip_local_port_range`, 32768–60999) is one pool for the whole
+/// machine as far as wildcard binds go: a generator holding tens of thousands of ephemeral
+/// ports, even on 127.0.0.2, leaves none for the proxy's own upstream sockets, which bind
+/// 0.0.0.0:0 (seen: udplb's pool failing to open sockets with 36,000 generator flows).
+pub fn source_port(options: &LoadOptions, flow: u32) -> u16 {
+    let addresses =
+        options.source_addresses.unwrap_or(options.flows.div_ceil(FLOWS_PER_ADDRESS_DEFAULT)).max(1);
+    let per_address = options.flows.div_ceil(addresses).max(1);
+    if source_address(options, flow) == Ipv4Addr::LOCALHOST {
+        return 0;
+    }
+    u16::try_from(FIXED_PORT_BASE + flow % per_address).unwrap_or(0)
+}
+
+/// A non-blocking UDP socket bound to `source` and `port` (0: an ephemeral one; a fixed port
+/// already taken falls back to an ephemeral one). Large buffers only for small flow counts:
+/// with 100,000 sockets the defaults are what a real client has.
+pub fn open(source: Ipv4Addr, port: u16, large_buffers: bool) -> Result<mio::net::UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
     socket.set_nonblocking(true)?;
     if large_buffers {
         crate::echo::set_buffers(&socket, 4 << 20);
     }
-    let local: SocketAddr = (source, 0).into();
-    socket.bind(&local.into()).with_context(|| format!("bind {local}"))?;
+    let local: SocketAddr = (source, port).into();
+    if port == 0 || socket.bind(&local.into()).is_err() {
+        let local: SocketAddr = (source, 0).into();
+        socket.bind(&local.into()).with_context(|| format!("bind {local}"))?;
+    }
     Ok(mio::net::UdpSocket::from_std(socket.into()))
 }
 
