@@ -63,6 +63,10 @@ pub struct EventLoop {
     leader: Option<LeaderLink>,
     /// When a follower last published its view.
     last_view: std::time::Instant,
+    /// Sockets left with datagrams unread after their share of a turn: mio's readiness is
+    /// edge-triggered, so they are read again next turn (without sleeping) rather than when
+    /// their next datagram happens to arrive.
+    backlog: Vec<Source>,
     pub(crate) config_path: PathBuf,
     /// The configuration running now (the core does not expose every setting: a cluster's
     /// algorithm, a listener's affinity), as the file gave it.
@@ -145,6 +149,7 @@ impl EventLoop {
             inbox: None,
             leader: None,
             last_view: origin,
+            backlog: Vec::new(),
             config_path: config_path.to_owned(),
             config,
             default_max_flows,
@@ -210,6 +215,9 @@ impl EventLoop {
             if self.needs_housekeeping() {
                 timeout = Some(timeout.map_or(HOUSEKEEPING_INTERVAL, |t| t.min(HOUSEKEEPING_INTERVAL)));
             }
+            if !self.backlog.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
@@ -233,6 +241,15 @@ impl EventLoop {
                     Some(Source::Metrics) => self.serve_metrics(event.token()),
                     Some(Source::Waker) => self.read_messages(),
                     None => {}
+                }
+                self.settle();
+            }
+            for source in std::mem::take(&mut self.backlog) {
+                match source {
+                    Source::Listener(listener) => self.read_listener(listener),
+                    Source::Upstream(upstream) => self.read_upstream(upstream),
+                    Source::PoolSocket(index) => self.read_pool_socket(index, false),
+                    _ => {}
                 }
                 self.settle();
             }
@@ -412,6 +429,7 @@ impl EventLoop {
                 return;
             }
         }
+        self.backlog.push(Source::Listener(listener));
     }
 
     /// Replies on a flow's own connected socket.
@@ -448,6 +466,7 @@ impl EventLoop {
                 return;
             }
         }
+        self.backlog.push(Source::Upstream(upstream));
     }
 
     /// Replies (and ICMP errors) on a shared pool socket: each is told apart by the backend
@@ -465,7 +484,7 @@ impl EventLoop {
             };
             let count = match received {
                 Ok(count) => count,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => {
                     // The socket's pending ICMP error; the error queue says which backend.
                     self.driver.platform_mut().read_pool_errors(index);
@@ -493,10 +512,10 @@ impl EventLoop {
             }
             self.settle();
             if count < crate::batch::BATCH {
-                break;
+                return;
             }
         }
-        self.settle();
+        self.backlog.push(Source::PoolSocket(index));
     }
 
     fn finish_tcp_probe(&mut self, probe: ProbeId) {

@@ -291,7 +291,13 @@ fn check_reports_each_error_with_file_line_column_and_field() {
 fn responses_1_closes_each_dns_like_flow_after_its_answer() {
     let backend = Backend::echo(false);
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _balancer = Balancer::start(&config(listen, "responses = 1", &[backend.address]), listen);
+    // New source ports are the observable: one socket per flow makes each new flow visible
+    // (the pool may hand a port back out once its quarantine is over).
+    let text = format!(
+        "[process]\nupstream_mode = \"per_flow\"\n\n{}",
+        config(listen, "responses = 1", &[backend.address])
+    );
+    let _balancer = Balancer::start(&text, listen);
     let before = backend.distinct_peer_ports();
     let socket = client();
     for i in 0..5 {
@@ -316,7 +322,11 @@ fn an_idle_flow_closes_after_its_front_idle_timeout() {
     let backend = Backend::echo(false);
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let extra = "idle_timeout = { front = \"300ms\", back = \"300ms\" }";
-    let _balancer = Balancer::start(&config(listen, extra, &[backend.address]), listen);
+    // The observable is the backend seeing a new source port for the new flow: with one socket
+    // per flow it must; the pool may reuse a port once its quarantine is over.
+    let text =
+        format!("[process]\nupstream_mode = \"per_flow\"\n\n{}", config(listen, extra, &[backend.address]));
+    let _balancer = Balancer::start(&text, listen);
     let socket = client();
     assert!(ask(&socket, listen, b"a").is_some());
     assert!(ask(&socket, listen, b"b").is_some());
