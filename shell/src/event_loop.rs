@@ -1,4 +1,4 @@
-//! The mio event loop: the production platform ([`crate::mio_platform`]) under the shared
+//! The mio event loop: the production platform (`mio_platform.rs`) under the shared
 //! driver.
 //!
 //! The poll timeout comes from the core after every call (`Driver::next_deadline`). Listener
