@@ -555,3 +555,55 @@ fn health_metrics(scrape: &mut Scrape, core: &Balancer) {
         stats.events_dropped,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use udplb_core::{Config, Keys};
+
+    /// With several workers, the leader's scrape adds every follower's datapath counters to its
+    /// own (workers share listener and backend ids).
+    #[test]
+    fn a_scrape_adds_up_every_workers_counters() {
+        let config = Config::from_toml_str(
+            "[listeners.l]\naddress = \"127.0.0.1:5300\"\ncluster = \"c\"\n\
+             [clusters.c]\nbackends = [{ id = \"b\", address = \"127.0.0.1:5301\" }]\n",
+        )
+        .unwrap();
+        let core = Balancer::new(&config, Keys::from_seed(1)).unwrap();
+        let mut stats = core.flows().stats().clone();
+        stats.listeners[0].client.received = 7;
+        stats.listeners[0].flows.active = 3;
+        let mut shell = ShellCounters::default();
+        shell.sent_to_backend(BackendId(0), 10);
+        let follower = WorkerView {
+            stats,
+            backend_flows: vec![3],
+            traffic: vec![BackendTraffic { datagrams_sent: 4, bytes_sent: 40, ..BackendTraffic::default() }],
+            kernel_drops: vec![(ListenerId(0), 2)],
+            upstream_sockets: 5,
+            stray_upstream_datagrams: 1,
+        };
+        let text = render(&core, &shell, &[(ListenerId(0), 1)], &[follower.clone(), follower]);
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|line| line.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}\n{text}"))
+                .to_owned()
+        };
+        assert!(
+            line("udplb_datagrams_received_total{listener=\"l\",direction=\"client_to_backend\"}")
+                .ends_with(" 14")
+        );
+        assert!(line("udplb_flows_active{listener=\"l\"}").ends_with(" 6"));
+        assert!(line("udplb_backend_flows{cluster=\"c\",backend=\"b\"}").ends_with(" 6"));
+        assert!(
+            line("udplb_backend_datagrams_total{cluster=\"c\",backend=\"b\",direction=\"to_backend\"}")
+                .ends_with(" 9")
+        );
+        assert!(line("udplb_datagrams_dropped_total{listener=\"l\",direction=\"client_to_backend\",reason=\"kernel_receive_queue\"}").ends_with(" 5"));
+        assert!(line("udplb_upstream_sockets").ends_with(" 10"));
+        assert!(line("udplb_stray_upstream_datagrams_total").ends_with(" 2"));
+        assert!(line("udplb_workers").ends_with(" 3"));
+    }
+}
