@@ -48,20 +48,21 @@ impl EventLoop {
     /// closed flows) are acted on before the answer is written.
     fn execute(&mut self, token: Token, request: Request) -> Response {
         let now = self.driver.platform().now();
+        let others = self.worker_views();
         let core = self.driver.core();
         match request {
             Request::Show { what: ShowWhat::Listeners, .. } => {
-                Response { listeners: Some(status::listeners(core, &self.config)), ..Response::ok() }
+                Response { listeners: Some(status::listeners(core, &self.config, &others)), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Clusters, .. } => {
                 Response { clusters: Some(status::clusters(core, &self.config)), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Backends, .. } => {
-                Response { backends: Some(status::backends(core, now)), ..Response::ok() }
+                Response { backends: Some(status::backends(core, now, &others)), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Flows, limit, .. } => {
                 let limit = limit.unwrap_or(DEFAULT_FLOW_LIMIT).min(MAX_FLOW_LIMIT);
-                let (flows, total) = status::flows(core, now, limit);
+                let (flows, total) = status::flows(core, now, limit, &others);
                 Response { flows: Some(flows), flows_total: Some(total), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Flow, client: Some(client), .. } => {
@@ -161,6 +162,14 @@ impl EventLoop {
         }
     }
 
+    /// The followers' latest counters (none with one worker).
+    fn worker_views(&self) -> Vec<WorkerView> {
+        self.followers
+            .iter()
+            .filter_map(|follower| follower.view.lock().ok().map(|view| view.clone()))
+            .collect()
+    }
+
     /// Streams the events queued since the last turn to every watcher.
     pub(crate) fn publish_events(&mut self) {
         let platform = self.driver.platform_mut();
@@ -196,12 +205,8 @@ impl EventLoop {
             HttpRequest::Get(path) if path == "/metrics" => {
                 let platform = self.driver.platform_mut();
                 platform.counters.upstream_sockets = platform.upstream_sockets();
+                let others = self.worker_views();
                 let platform = self.driver.platform();
-                let others: Vec<WorkerView> = self
-                    .followers
-                    .iter()
-                    .filter_map(|follower| follower.view.lock().ok().map(|view| view.clone()))
-                    .collect();
                 let text = crate::metrics::render(
                     self.driver.core(),
                     &platform.counters,

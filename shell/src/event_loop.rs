@@ -215,6 +215,10 @@ impl EventLoop {
             if self.needs_housekeeping() {
                 timeout = Some(timeout.map_or(HOUSEKEEPING_INTERVAL, |t| t.min(HOUSEKEEPING_INTERVAL)));
             }
+            if self.leader.is_some() {
+                // A follower publishes its counters even when idle.
+                timeout = Some(timeout.map_or(VIEW_INTERVAL, |t| t.min(VIEW_INTERVAL)));
+            }
             if !self.backlog.is_empty() {
                 timeout = Some(Duration::ZERO);
             }

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 use udplb_core::balancer::Output;
+
+use crate::workers::WorkerView;
 use udplb_core::config::Affinity;
 use udplb_core::health::{CounterView, HealthEvent, HistoryChange};
 use udplb_core::{
@@ -53,8 +55,12 @@ fn backend_names(core: &Balancer, backend: BackendId) -> (String, String) {
     (cluster, id)
 }
 
-pub fn listeners(core: &Balancer, config: &Config) -> Vec<ListenerView> {
+/// `others`: the followers' counters (several workers), added to the leader's.
+pub(crate) fn listeners(core: &Balancer, config: &Config, others: &[WorkerView]) -> Vec<ListenerView> {
     let flows = core.flows();
+    let elsewhere = |id: ListenerId, pick: fn(&udplb_core::stats::FlowCounters) -> u64| -> u64 {
+        others.iter().filter_map(|o| o.stats.listeners.get(id.0 as usize)).map(|l| pick(&l.flows)).sum()
+    };
     flows
         .listener_ids()
         .filter_map(|id| {
@@ -68,8 +74,8 @@ pub fn listeners(core: &Balancer, config: &Config) -> Vec<ListenerView> {
                 affinity: settings.map_or_else(|| "?".to_owned(), |l| config_name(&l.affinity)),
                 state: core.frontend(id).map_or("unknown", frontend_name).to_owned(),
                 draining: flows.is_draining(id),
-                flows: stats.map_or(0, |s| s.active),
-                flows_retired: stats.map_or(0, |s| s.retired),
+                flows: stats.map_or(0, |s| s.active) + elsewhere(id, |f| f.active),
+                flows_retired: stats.map_or(0, |s| s.retired) + elsewhere(id, |f| f.retired),
                 max_flows: settings.and_then(|l| l.max_flows),
             })
         })
@@ -118,7 +124,8 @@ fn history_text(change: &HistoryChange) -> String {
     }
 }
 
-pub fn backends(core: &Balancer, now: Instant) -> Vec<BackendView> {
+/// `others`: the followers' counters (several workers), added to the leader's.
+pub(crate) fn backends(core: &Balancer, now: Instant, others: &[WorkerView]) -> Vec<BackendView> {
     let flows = core.flows();
     flows
         .backend_ids()
@@ -133,7 +140,8 @@ pub fn backends(core: &Balancer, now: Instant) -> Vec<BackendView> {
                 admin: status.admin.to_string(),
                 eligible: status.eligible,
                 weight: flows.backend_weight(id).unwrap_or(0),
-                flows: flows.backend_flows(id),
+                flows: flows.backend_flows(id)
+                    + others.iter().filter_map(|o| o.backend_flows.get(id.0 as usize)).sum::<u64>(),
                 counter: counter_text(status.counter),
                 last_code: status.last_code.map(|code| code.to_string()),
                 last_check_ms_ago: status.last_check_at.map(|at| millis_between(now, at)),
@@ -166,10 +174,17 @@ fn flow_view(core: &Balancer, now: Instant, flow: &FlowInfo) -> FlowView {
     }
 }
 
-/// At most `limit` live flows (in table order), and how many there are in all.
-pub fn flows(core: &Balancer, now: Instant, limit: usize) -> (Vec<FlowView>, u64) {
+/// At most `limit` live flows of the leader worker (in table order), and how many there are
+/// in all, every worker's included (`others`: the followers' counters).
+pub(crate) fn flows(
+    core: &Balancer,
+    now: Instant,
+    limit: usize,
+    others: &[WorkerView],
+) -> (Vec<FlowView>, u64) {
     let listed = core.flows().flows().take(limit).map(|flow| flow_view(core, now, &flow)).collect();
-    (listed, core.flows().stats().flows.active)
+    let elsewhere: u64 = others.iter().map(|o| o.stats.flows.active).sum();
+    (listed, core.flows().stats().flows.active + elsewhere)
 }
 
 /// A client as `show flow` takes it: one socket (`ip:port`) or every socket of a host (`ip`).

@@ -329,3 +329,38 @@ fn the_control_socket_is_private_replaces_a_stale_file_and_goes_away_on_exit() {
     assert!(!absent.success);
     assert!(absent.stderr.contains("no such socket: is udplb running"), "{}", absent.stderr);
 }
+
+/// Two workers: `show listeners`, `show backends` and the flow total count every worker's
+/// flows (clients are spread over the workers' sockets by the kernel), and metrics add up.
+#[test]
+fn with_two_workers_show_and_metrics_count_every_workers_flows() {
+    let backends = [Backend::echo(), Backend::echo()];
+    let listen = free_udp_address();
+    let body = format!(
+        "[process]\nworkers = 2\n\n{}",
+        listener_and_pool(listen, "", &[backends[0].address, backends[1].address])
+    );
+    let balancer = Balancer::start(&body, listen, true);
+    // Long-lived flows (30 s idle timeout), plus the one `start` opened to check the path.
+    let clients: Vec<_> = (0..40).map(|_| client()).collect();
+    for (i, socket) in clients.iter().enumerate() {
+        assert!(ask(socket, listen, format!("hello {i}").as_bytes()).is_some(), "client {i}");
+    }
+    let total = |answer: &serde_json::Value| -> u64 {
+        answer["listeners"].as_array().unwrap().iter().map(|l| l["flows"].as_u64().unwrap()).sum()
+    };
+    // Followers publish their counters five times a second.
+    assert!(
+        wait_for(Duration::from_secs(5), || total(&balancer.ctl_json(&["show", "listeners"])) == 41),
+        "{}",
+        balancer.ctl_json(&["show", "listeners"])
+    );
+    let backends_view = balancer.ctl_json(&["show", "backends"]);
+    let per_backend: u64 =
+        backends_view["backends"].as_array().unwrap().iter().map(|b| b["flows"].as_u64().unwrap()).sum();
+    assert_eq!(per_backend, 41, "{backends_view}");
+    assert_eq!(balancer.ctl_json(&["show", "flows"])["flows_total"].as_u64(), Some(41));
+    let (_, metrics) = balancer.http_get("/metrics");
+    assert!(metrics.lines().any(|line| line == "udplb_workers 2"), "{metrics}");
+    assert!(metrics.lines().any(|line| line == "udplb_flows_active{listener=\"test\"} 41"), "{metrics}");
+}

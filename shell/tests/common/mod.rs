@@ -125,6 +125,16 @@ fn write_config_file(
     if let Some(metrics) = metrics {
         process.push_str(&format!("metrics_addr = \"{metrics}\"\n"));
     }
+    // A body that opens with its own `[process]` lines (up to a blank line) adds them here.
+    let body = match body.strip_prefix("[process]\n") {
+        Some(rest) => {
+            let (extra, rest) = rest.split_once("\n\n").unwrap_or((rest, ""));
+            process.push_str(extra);
+            process.push('\n');
+            rest
+        }
+        None => body,
+    };
     std::fs::write(config, format!("{process}\n{body}")).unwrap();
 }
 
