@@ -117,6 +117,14 @@ impl RecvBatch {
     }
 }
 
+/// Bytes a send queue keeps allocated between flushes.
+const MAX_KEPT_QUEUE_BYTES: usize = 16 << 10;
+
+/// A send buffer with no room (`EAGAIN`, `ENOBUFS`).
+fn is_full(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::WouldBlock || error.raw_os_error() == Some(libc::ENOBUFS)
+}
+
 /// Datagrams waiting to be sent from one socket, each to its own destination, with a tag the
 /// caller uses to learn which ones failed.
 #[derive(Debug)]
@@ -171,6 +179,13 @@ impl<T: Copy> SendQueue<T> {
             let end = (next + BATCH).min(self.entries.len());
             match self.send_some(fd, next, end) {
                 Ok(sent) => next += sent,
+                Err(error) if is_full(&error) => {
+                    // The socket's send buffer is full: the rest would fail the same way.
+                    for &(_, length, _, tag) in &self.entries[next..] {
+                        failed(SendFailure { tag, length, error: io::Error::from(error.kind()) });
+                    }
+                    break;
+                }
                 Err(error) => {
                     if retried_at != next && retry(&error) {
                         retried_at = next;
@@ -184,6 +199,11 @@ impl<T: Copy> SendQueue<T> {
         }
         self.bytes.clear();
         self.entries.clear();
+        // A burst of large datagrams must not pin its memory on every socket it went through.
+        if self.bytes.capacity() > MAX_KEPT_QUEUE_BYTES {
+            self.bytes.shrink_to(MAX_KEPT_QUEUE_BYTES);
+            self.entries.shrink_to(BATCH);
+        }
     }
 
     /// One `sendmmsg` of entries `start..end`; how many went out (at least one), or the

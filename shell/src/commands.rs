@@ -17,7 +17,7 @@ use crate::protocol::{
     BackendAction, DEFAULT_FLOW_LIMIT, ListenerAction, ReloadView, Request, Response, ShowWhat, WatchEvent,
 };
 use crate::status;
-use crate::workers::{ToFollower, WorkerView, share};
+use crate::workers::{ToFollower, WorkerView, worker_config};
 use std::sync::Arc;
 
 /// Largest `limit` a `show flows` request may ask for: one answer stays a few megabytes.
@@ -268,9 +268,7 @@ impl EventLoop {
         let config = Config::from_toml_str(&text).map_err(|errors| errors.render(&file))?;
         // The running worker count holds until a restart; each worker gets its share of flows.
         let workers = self.followers.len() as u32 + 1;
-        let mut effective = config.clone();
-        effective.process.max_flows =
-            Some(share(effective.process.max_flows.unwrap_or(self.default_max_flows), workers));
+        let effective = worker_config(&config, workers, self.default_max_flows);
         let reload = self.driver.on_reload(&effective).map_err(|errors| {
             let lines: Vec<String> =
                 errors.iter().map(|e| format!("{file}: field `{}`: {e}", e.path())).collect();

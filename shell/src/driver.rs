@@ -69,11 +69,16 @@ pub struct Driver<P> {
     platform: P,
     /// Upstreams whose open failed during the current call: the verdict's datagram is not sent.
     failed_opens: BTreeSet<UpstreamId>,
+    /// The upstream a client datagram's verdict sends on: the core may open *and* close it in
+    /// the same call (`requests = 1` with no reply owed), and it must close after the send.
+    hold_close: Option<UpstreamId>,
+    /// Set when the held upstream's close came during the call.
+    close_held: bool,
 }
 
 impl<P: Platform> Driver<P> {
     pub fn new(core: Balancer, platform: P) -> Self {
-        Driver { core, platform, failed_opens: BTreeSet::new() }
+        Driver { core, platform, failed_opens: BTreeSet::new(), hold_close: None, close_held: false }
     }
 
     pub fn core(&self) -> &Balancer {
@@ -112,6 +117,9 @@ impl<P: Platform> Driver<P> {
         let now = self.platform.now();
         let datagram = ClientDatagram { listener, client, buffer: &mut *buffer, headroom, truncated };
         let verdict = self.core.handle_client_datagram(now, datagram);
+        if let ClientVerdict::Forward { upstream, .. } = verdict {
+            self.hold_close = Some(upstream);
+        }
         self.drain(now);
         if let ClientVerdict::Forward { flow, upstream, prefix_len } = verdict
             && !self.failed_opens.contains(&upstream)
@@ -119,6 +127,12 @@ impl<P: Platform> Driver<P> {
         {
             self.core.handle_upstream_error(now, flow, UpstreamError::SendFailed);
             self.drain(now);
+        }
+        self.hold_close = None;
+        if std::mem::take(&mut self.close_held)
+            && let ClientVerdict::Forward { upstream, .. } = verdict
+        {
+            self.platform.close_upstream(upstream);
         }
         self.failed_opens.clear();
         verdict
@@ -260,9 +274,15 @@ impl<P: Platform> Driver<P> {
 
     fn close_upstream(&mut self, upstream: UpstreamId) {
         // An upstream whose open failed was never opened.
-        if !self.failed_opens.contains(&upstream) {
-            self.platform.close_upstream(upstream);
+        if self.failed_opens.contains(&upstream) {
+            return;
         }
+        if self.hold_close == Some(upstream) {
+            // Closed once the verdict's datagram is sent on it.
+            self.close_held = true;
+            return;
+        }
+        self.platform.close_upstream(upstream);
     }
 
     fn resend(&mut self, now: Instant, upstream: UpstreamId, flow: FlowId, datagram: &[u8]) {

@@ -188,14 +188,22 @@ impl EventLoop {
             index,
         });
         let waker = follower.waker.clone();
+        let leader_waker = self.waker.clone();
         let thread = std::thread::Builder::new().name(format!("udplb-worker-{index}")).spawn(move || {
+            // Wakes the leader once this thread is all but done (its sockets closed), however
+            // it ends, panics included: the leader may be waiting for the last worker to drain,
+            // or must learn that one died.
+            struct WakeOnExit(Arc<Waker>);
+            impl Drop for WakeOnExit {
+                fn drop(&mut self) {
+                    let _ = self.0.wake();
+                }
+            }
+            let _wake = WakeOnExit(leader_waker);
             if let Err(error) = follower.run() {
                 tracing::error!(worker = index, "worker stopped: {error:#}");
             }
-            // Tell the leader, which may be waiting for the last worker to drain.
-            if let Some(link) = &follower.leader {
-                let _ = link.leader_waker.wake();
-            }
+            drop(follower);
         })?;
         self.followers.push(Follower { sender, waker, view, thread: Some(thread) });
         Ok(())
@@ -215,8 +223,9 @@ impl EventLoop {
             if self.needs_housekeeping() {
                 timeout = Some(timeout.map_or(HOUSEKEEPING_INTERVAL, |t| t.min(HOUSEKEEPING_INTERVAL)));
             }
-            if self.leader.is_some() {
-                // A follower publishes its counters even when idle.
+            // A follower publishes its counters even when idle; a stopping leader checks on its
+            // followers until the last has drained.
+            if self.leader.is_some() || (self.stopping && !self.followers.is_empty()) {
                 timeout = Some(timeout.map_or(VIEW_INTERVAL, |t| t.min(VIEW_INTERVAL)));
             }
             if !self.backlog.is_empty() {
@@ -264,6 +273,14 @@ impl EventLoop {
             self.publish_events();
             self.sweep_connections();
             self.relay();
+            if !self.stopping
+                && let Some(index) = self.followers.iter().position(Follower::finished)
+            {
+                // A worker that ends on its own has failed (a panic, a socket error): its
+                // clients are being moved to the others' sockets. Stop, loudly, and let the
+                // service manager restart the process whole.
+                anyhow::bail!("worker {} stopped unexpectedly; exiting", index + 1);
+            }
             if self.stopping
                 && self.driver.core().flows().stats().flows.active == 0
                 && self.followers.iter().all(Follower::finished)
@@ -476,9 +493,13 @@ impl EventLoop {
     /// Replies (and ICMP errors) on a shared pool socket: each is told apart by the backend
     /// address it came from.
     fn read_pool_socket(&mut self, index: u32, error_raised: bool) {
+        // An ICMP error arriving during a `recvmmsg` cuts its batch short: after one, read
+        // until the socket says it is empty rather than trusting a short batch.
+        let mut until_empty = error_raised;
         if error_raised {
             self.driver.platform_mut().read_pool_errors(index);
         }
+        let mut errors = 0;
         for _ in 0..BATCHES_PER_EVENT {
             let received = {
                 let Some(pool_socket) = self.driver.platform().pool_sockets.get(index as usize) else {
@@ -489,9 +510,16 @@ impl EventLoop {
             let count = match received {
                 Ok(count) => count,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => {
+                Err(error) => {
                     // The socket's pending ICMP error; the error queue says which backend.
                     self.driver.platform_mut().read_pool_errors(index);
+                    until_empty = true;
+                    errors += 1;
+                    if errors > 2 {
+                        // Not a pending ICMP error, which a read clears: do not spin on it.
+                        tracing::warn!(%error, "upstream receive failed");
+                        return;
+                    }
                     continue;
                 }
             };
@@ -515,7 +543,7 @@ impl EventLoop {
                 );
             }
             self.settle();
-            if count < crate::batch::BATCH {
+            if count < crate::batch::BATCH && !until_empty {
                 return;
             }
         }

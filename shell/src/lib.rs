@@ -23,3 +23,5 @@ pub mod protocol;
 pub mod status;
 pub mod system;
 mod workers;
+
+pub use workers::worker_config;

@@ -102,10 +102,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let nofile = system::raise_nofile_limit();
     let default_max_flows = system::default_max_flows(nofile, &config);
     let workers = config.process.workers();
-    let mut effective = config.clone();
-    // `max_flows` is per process: each worker gets its share.
-    let max_flows = effective.process.max_flows.unwrap_or(default_max_flows);
-    effective.process.max_flows = Some(max_flows.div_ceil(workers).max(1));
+    let max_flows = config.process.max_flows.unwrap_or(default_max_flows);
+    // Budgets are per process: each worker gets its share.
+    let effective = udplb::worker_config(&config, workers, default_max_flows);
     tracing::info!(
         file = %path.display(),
         max_flows,

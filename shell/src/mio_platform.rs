@@ -33,6 +33,9 @@ use crate::pool::{Acquire, FastMap, Pool};
 const LISTENER_RECEIVE_BUFFER: usize = 8 << 20;
 /// Bytes a pool socket's receive queue may hold: it carries the replies of many flows.
 const POOL_RECEIVE_BUFFER: usize = 4 << 20;
+/// Bytes a listener's or pool socket's send buffer may hold: a batch of many flows' datagrams
+/// goes out through it at once.
+const SEND_BUFFER: usize = 4 << 20;
 /// Events waiting for `watch`ers between two turns of the loop; more are counted as lost.
 const MAX_QUEUED_WATCH_EVENTS: usize = 4096;
 
@@ -337,6 +340,9 @@ impl MioPlatform {
         flow: FlowId,
         address: SocketAddr,
     ) -> Result<(), OpenError> {
+        // An IPv4-mapped IPv6 backend is an IPv4 one for the pool (its IPv6 sockets are
+        // IPv6-only); replies then come from the IPv4 address, which is what the lane holds.
+        let address = SocketAddr::new(address.ip().to_canonical(), address.port());
         let now = self.now();
         let socket = match self.pool.acquire(address, now) {
             Acquire::Socket(socket) => socket,
@@ -373,11 +379,14 @@ impl MioPlatform {
     }
 }
 
-/// An error a send on an unconnected socket returns for an ICMP error about an *earlier*
-/// datagram (the socket's pending error): the datagram itself was not sent and deserves one
-/// more attempt; the error is in the error queue, read on the readiness it raises.
-fn is_pending_icmp_error(error: &std::io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH))
+/// Whether a failed send on a pool socket deserves one more attempt. With `IP_RECVERR`
+/// every ICMP error the socket receives (port or host unreachable, fragmentation needed,
+/// administratively prohibited, ...) is also left pending, and the next send fails once with
+/// it whatever its destination: that datagram was not sent and is tried again; the error
+/// itself is in the error queue, read on the readiness it raises. A full buffer is not
+/// retried (see `SendQueue::flush`).
+fn is_pending_icmp_error(_error: &std::io::Error) -> bool {
+    true
 }
 
 fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -386,6 +395,7 @@ fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.set_reuse_port(true)?;
     // Best effort: the kernel caps it at net.core.rmem_max unless we may exceed it.
     let _ = socket.set_recv_buffer_size(LISTENER_RECEIVE_BUFFER);
+    let _ = socket.set_send_buffer_size(SEND_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
@@ -412,6 +422,7 @@ fn unconnected_udp(address: SocketAddr) -> std::io::Result<UdpSocket> {
         socket.set_only_v6(true)?;
     }
     let _ = socket.set_recv_buffer_size(POOL_RECEIVE_BUFFER);
+    let _ = socket.set_send_buffer_size(SEND_BUFFER);
     socket.bind(&wildcard(address).into())?;
     batch::enable_recverr(socket.as_raw_fd(), address.is_ipv6())?;
     Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
