@@ -63,9 +63,10 @@ pub struct EventLoop {
     leader: Option<LeaderLink>,
     /// When a follower last published its view.
     last_view: std::time::Instant,
-    /// Sockets left with datagrams unread after their share of a turn: mio's readiness is
-    /// edge-triggered, so they are read again next turn (without sleeping) rather than when
-    /// their next datagram happens to arrive.
+    /// Sockets left with datagrams unread after their share of reading: mio's readiness is
+    /// edge-triggered, so they are read again once every ready socket has had its share (and
+    /// the loop does not sleep while any is left), rather than when their next datagram
+    /// happens to arrive.
     backlog: Vec<Source>,
     pub(crate) config_path: PathBuf,
     /// The configuration running now (the core does not expose every setting: a cluster's
