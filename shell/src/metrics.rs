@@ -70,6 +70,13 @@ impl ShellCounters {
         traffic.bytes_sent += bytes as u64;
     }
 
+    /// Takes back a datagram counted by `sent_to_backend` whose batched send failed.
+    pub fn not_sent_to_backend(&mut self, backend: BackendId, bytes: usize) {
+        let traffic = self.traffic_mut(backend);
+        traffic.datagrams_sent = traffic.datagrams_sent.saturating_sub(1);
+        traffic.bytes_sent = traffic.bytes_sent.saturating_sub(bytes as u64);
+    }
+
     pub fn received_from_backend(&mut self, backend: BackendId, bytes: usize) {
         let traffic = self.traffic_mut(backend);
         traffic.datagrams_received += 1;

@@ -273,10 +273,15 @@ impl MioPlatform {
             let fd = pool_socket.socket.as_raw_fd();
             let pool = &self.pool;
             let deferred = &mut self.deferred;
+            let counters = &mut self.counters;
             pool_socket.queue.flush(fd, is_pending_icmp_error, |failure| {
                 tracing::debug!(error = %failure.error, "send to a backend failed");
                 if let Some(binding) = pool.binding(failure.tag) {
                     deferred.upstream_errors.push((binding.flow, UpstreamError::SendFailed));
+                    if let Some(backend) = binding.backend {
+                        // Counted when queued; it did not go out after all.
+                        counters.not_sent_to_backend(backend, failure.length);
+                    }
                 }
             });
         }
