@@ -9,8 +9,10 @@
 
 use std::io;
 use std::mem::{MaybeUninit, size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
+
+use socket2::{SockAddr, SockAddrStorage};
 
 /// Datagrams received or sent per system call (the kernel accepts up to 1024).
 pub(crate) const BATCH: usize = 32;
@@ -210,19 +212,18 @@ impl<T: Copy> SendQueue<T> {
     /// error of the first.
     fn send_some(&self, fd: RawFd, start: usize, end: usize) -> io::Result<usize> {
         let count = end - start;
-        let mut names: [MaybeUninit<(libc::sockaddr_storage, libc::socklen_t)>; BATCH] =
-            [const { MaybeUninit::uninit() }; BATCH];
+        let mut names: [MaybeUninit<SockAddr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
         // SAFETY: zeroed iovec and mmsghdr are valid; the pointers set below point into
         // `self.bytes` (read only by the kernel) and into `names`, which outlive the call.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         for (i, (offset, length, destination, _)) in self.entries[start..end].iter().enumerate() {
-            let name = names[i].write(sockaddr(*destination));
+            let name = names[i].write(SockAddr::from(*destination));
             iovecs[i] =
                 libc::iovec { iov_base: self.bytes[*offset..].as_ptr().cast_mut().cast(), iov_len: *length };
             let header = &mut headers[i].msg_hdr;
-            header.msg_name = (&mut name.0 as *mut libc::sockaddr_storage).cast();
-            header.msg_namelen = name.1;
+            header.msg_name = name.as_ptr().cast_mut().cast();
+            header.msg_namelen = name.len();
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
         }
@@ -308,55 +309,14 @@ pub(crate) fn recv_error(fd: RawFd) -> Option<QueuedError> {
 
 /// A `sockaddr_storage` the kernel filled, as a Rust address (`None` for other families).
 fn socket_addr(storage: &libc::sockaddr_storage, length: libc::socklen_t) -> Option<SocketAddr> {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET if length as usize >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let v4: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
-        }
-        libc::AF_INET6 if length as usize >= size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let v6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(v6.sin6_port),
-                v6.sin6_flowinfo,
-                v6.sin6_scope_id,
-            )))
-        }
-        _ => None,
+    let mut copy = SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_storage` is one of the platform's `sockaddr_*` types, and socket2's
+    // storage is that type; the kernel wrote `length` valid bytes of it.
+    unsafe {
+        *copy.view_as::<libc::sockaddr_storage>() = *storage;
+        SockAddr::new(copy, length)
     }
-}
-
-/// A Rust address as a `sockaddr_storage` and its length.
-fn sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: an all-zero sockaddr_storage is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
-    let length = match address {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            let sin: &mut libc::sockaddr_in =
-                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: as above.
-            let sin6: &mut libc::sockaddr_in6 =
-                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
-            sin6.sin6_flowinfo = v6.flowinfo();
-            sin6.sin6_scope_id = v6.scope_id();
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, length as libc::socklen_t)
+    .as_socket()
 }
 
 #[cfg(test)]
@@ -375,8 +335,10 @@ mod tests {
     fn addresses_round_trip() {
         for text in ["127.0.0.1:53", "[::1]:5353", "[fe80::1%3]:9", "0.0.0.0:0"] {
             let address: SocketAddr = text.parse().unwrap();
-            let (storage, length) = sockaddr(address);
-            assert_eq!(socket_addr(&storage, length), Some(address), "{text}");
+            let name = SockAddr::from(address);
+            // SAFETY: socket2's storage is a `sockaddr_storage`.
+            let storage = unsafe { *name.as_ptr().cast::<libc::sockaddr_storage>() };
+            assert_eq!(socket_addr(&storage, name.len()), Some(address), "{text}");
         }
     }
 
