@@ -268,24 +268,38 @@ impl MioPlatform {
     /// Sends everything queued during the last batch (one `sendmmsg` per socket and up to
     /// [`batch::BATCH`] datagrams); failures wait in [`MioPlatform::take_deferred`].
     pub(crate) fn flush(&mut self) {
-        for index in std::mem::take(&mut self.dirty_pool) {
+        // The dirty lists are taken and handed back empty, keeping their allocations: this
+        // runs after every batch.
+        let mut dirty_pool = std::mem::take(&mut self.dirty_pool);
+        for index in dirty_pool.drain(..) {
             let Some(pool_socket) = self.pool_sockets.get_mut(index as usize) else { continue };
             let fd = pool_socket.socket.as_raw_fd();
             let pool = &self.pool;
             let deferred = &mut self.deferred;
             let counters = &mut self.counters;
-            pool_socket.queue.flush(fd, is_pending_icmp_error, |failure| {
-                tracing::debug!(error = %failure.error, "send to a backend failed");
-                if let Some(binding) = pool.binding(failure.tag) {
-                    deferred.upstream_errors.push((binding.flow, UpstreamError::SendFailed));
-                    if let Some(backend) = binding.backend {
-                        // Counted when queued; it did not go out after all.
-                        counters.not_sent_to_backend(backend, failure.length);
+            // With `IP_RECVERR` every ICMP error the socket receives (port or host
+            // unreachable, fragmentation needed, administratively prohibited, ...) is also left
+            // pending, and the next send fails once with it whatever its destination: that
+            // datagram was not sent, so any error is worth one more attempt (the error itself
+            // is in the error queue, read on the readiness it raises).
+            pool_socket.queue.flush(
+                fd,
+                |_| true,
+                |failure| {
+                    tracing::debug!(error = %failure.error, "send to a backend failed");
+                    if let Some(binding) = pool.binding(failure.tag) {
+                        deferred.upstream_errors.push((binding.flow, UpstreamError::SendFailed));
+                        if let Some(backend) = binding.backend {
+                            // Counted when queued; it did not go out after all.
+                            counters.not_sent_to_backend(backend, failure.length);
+                        }
                     }
-                }
-            });
+                },
+            );
         }
-        for id in std::mem::take(&mut self.dirty_listeners) {
+        self.dirty_pool = dirty_pool;
+        let mut dirty_listeners = std::mem::take(&mut self.dirty_listeners);
+        for id in dirty_listeners.drain(..) {
             let Some(listener) = self.listeners.get_mut(&id) else { continue };
             let fd = listener.socket.as_raw_fd();
             let deferred = &mut self.deferred;
@@ -298,6 +312,7 @@ impl MioPlatform {
                 },
             );
         }
+        self.dirty_listeners = dirty_listeners;
     }
 
     /// Sockets that carry flows to backends now: pool sockets (never closed) and per-flow
@@ -382,16 +397,6 @@ impl MioPlatform {
         self.flow_sockets.insert(upstream, FlowSocket { socket, flow, token, backend: None });
         Ok(())
     }
-}
-
-/// Whether a failed send on a pool socket deserves one more attempt. With `IP_RECVERR`
-/// every ICMP error the socket receives (port or host unreachable, fragmentation needed,
-/// administratively prohibited, ...) is also left pending, and the next send fails once with
-/// it whatever its destination: that datagram was not sent and is tried again; the error
-/// itself is in the error queue, read on the readiness it raises. A full buffer is not
-/// retried (see `SendQueue::flush`).
-fn is_pending_icmp_error(_error: &std::io::Error) -> bool {
-    true
 }
 
 fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
