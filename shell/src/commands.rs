@@ -48,21 +48,21 @@ impl EventLoop {
     /// closed flows) are acted on before the answer is written.
     fn execute(&mut self, token: Token, request: Request) -> Response {
         let now = self.driver.platform().now();
-        let others = self.worker_views();
+        let totals = self.totals();
         let core = self.driver.core();
         match request {
             Request::Show { what: ShowWhat::Listeners, .. } => {
-                Response { listeners: Some(status::listeners(core, &self.config, &others)), ..Response::ok() }
+                Response { listeners: Some(status::listeners(core, &self.config, &totals)), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Clusters, .. } => {
                 Response { clusters: Some(status::clusters(core, &self.config)), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Backends, .. } => {
-                Response { backends: Some(status::backends(core, now, &others)), ..Response::ok() }
+                Response { backends: Some(status::backends(core, now, &totals)), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Flows, limit, .. } => {
                 let limit = limit.unwrap_or(DEFAULT_FLOW_LIMIT).min(MAX_FLOW_LIMIT);
-                let (flows, total) = status::flows(core, now, limit, &others);
+                let (flows, total) = status::flows(core, now, limit, &totals);
                 Response { flows: Some(flows), flows_total: Some(total), ..Response::ok() }
             }
             Request::Show { what: ShowWhat::Flow, client: Some(client), .. } => {
@@ -162,12 +162,16 @@ impl EventLoop {
         }
     }
 
-    /// The followers' latest counters (none with one worker).
-    fn worker_views(&self) -> Vec<WorkerView> {
-        self.followers
-            .iter()
-            .filter_map(|follower| follower.view.lock().ok().map(|view| view.clone()))
-            .collect()
+    /// Every worker's datapath counters added up: this one's now, the followers' as they last
+    /// published them.
+    fn totals(&self) -> WorkerView {
+        let mut totals = self.driver.platform().view(self.driver.core());
+        for follower in &self.followers {
+            if let Ok(view) = follower.view.lock() {
+                totals.absorb(&view);
+            }
+        }
+        totals
     }
 
     /// Streams the events queued since the last turn to every watcher.
@@ -203,16 +207,9 @@ impl EventLoop {
         let Some(request) = self.metrics.as_mut().and_then(|metrics| metrics.ready(token)) else { return };
         let (status, content_type, body) = match request {
             HttpRequest::Get(path) if path == "/metrics" => {
-                let platform = self.driver.platform_mut();
-                platform.counters.upstream_sockets = platform.upstream_sockets();
-                let others = self.worker_views();
-                let platform = self.driver.platform();
-                let text = crate::metrics::render(
-                    self.driver.core(),
-                    &platform.counters,
-                    &platform.kernel_drops(),
-                    &others,
-                );
+                let totals = self.totals();
+                let text =
+                    crate::metrics::render(self.driver.core(), &self.driver.platform().counters, &totals);
                 ("200 OK", CONTENT_TYPE, text)
             }
             HttpRequest::Get(_) => {

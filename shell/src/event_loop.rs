@@ -180,7 +180,8 @@ impl EventLoop {
         )?;
         let (to_leader, _) = self.inbox.get_or_insert_with(std::sync::mpsc::channel);
         let (sender, inbox) = std::sync::mpsc::channel();
-        let view = Arc::new(Mutex::new(WorkerView::default()));
+        // Counted as a worker from the start, with no counters until it first publishes.
+        let view = Arc::new(Mutex::new(WorkerView { workers: 1, ..WorkerView::default() }));
         follower.leader = Some(LeaderLink {
             inbox,
             sender: to_leader.clone(),
@@ -365,25 +366,7 @@ impl EventLoop {
             return;
         }
         self.last_view = std::time::Instant::now();
-        let core = self.driver.core();
-        let platform = self.driver.platform();
-        let flows = core.flows();
-        let mut backend_flows = Vec::new();
-        for backend in flows.backend_ids() {
-            let index = backend.0 as usize;
-            if backend_flows.len() <= index {
-                backend_flows.resize(index + 1, 0);
-            }
-            backend_flows[index] = flows.backend_flows(backend);
-        }
-        let view = WorkerView {
-            stats: flows.stats().clone(),
-            backend_flows,
-            traffic: platform.counters.all_traffic().to_vec(),
-            kernel_drops: platform.kernel_drops(),
-            upstream_sockets: platform.upstream_sockets(),
-            stray_upstream_datagrams: platform.counters.stray_upstream_datagrams,
-        };
+        let view = self.driver.platform().view(self.driver.core());
         if let Ok(mut shared) = link.view.lock() {
             *shared = view;
         }

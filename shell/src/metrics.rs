@@ -20,9 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use udplb_core::health::CheckCode;
 use udplb_core::stats::DatagramCounters;
-use udplb_core::{
-    AdminState, BackendId, Balancer, CloseReason, DropReason, FrontendState, Health, ListenerId,
-};
+use udplb_core::{AdminState, BackendId, Balancer, CloseReason, DropReason, FrontendState, Health};
 
 /// The reason label of datagrams the kernel dropped before udplb could read them (a full
 /// listener receive queue): counted beside the core's reasons, but never in `received`.
@@ -35,6 +33,16 @@ pub struct BackendTraffic {
     pub bytes_sent: u64,
     pub datagrams_received: u64,
     pub bytes_received: u64,
+}
+
+impl BackendTraffic {
+    /// Adds another worker's traffic for the same backend.
+    pub fn absorb(&mut self, other: &BackendTraffic) {
+        self.datagrams_sent += other.datagrams_sent;
+        self.bytes_sent += other.bytes_sent;
+        self.datagrams_received += other.datagrams_received;
+        self.bytes_received += other.bytes_received;
+    }
 }
 
 /// What the shell counts itself, because the core counts it otherwise or not at all: traffic
@@ -51,8 +59,6 @@ pub struct ShellCounters {
     /// Datagrams on a pool socket from an address with no flow on it (a reply later than
     /// its flow, or a stranger): dropped.
     pub stray_upstream_datagrams: u64,
-    /// Sockets carrying flows to backends (set before each scrape).
-    pub upstream_sockets: u64,
 }
 
 impl ShellCounters {
@@ -90,10 +96,6 @@ impl ShellCounters {
     /// Traffic of every backend, indexed by `BackendId`.
     pub fn all_traffic(&self) -> &[BackendTraffic] {
         &self.traffic
-    }
-
-    pub fn traffic(&self, backend: BackendId) -> BackendTraffic {
-        self.traffic.get(backend.0 as usize).copied().unwrap_or_default()
     }
 
     /// Forgets transitions of backends that no longer exist (after a reload), so the map
@@ -174,56 +176,13 @@ fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The whole exposition: core counters, health state, shell counters and, per listener,
-/// the kernel's drop count (`kernel_drops`, read by the caller from the listener sockets).
-pub(crate) fn render(
-    core: &Balancer,
-    shell: &ShellCounters,
-    kernel_drops: &[(ListenerId, u64)],
-    others: &[WorkerView],
-) -> String {
+/// The whole exposition: health state and names from the leader's `core`, its own counters
+/// (`shell`: health transitions, watch events lost), and the datapath counters of every
+/// worker added up (`totals`, the kernel's listener drop counts included).
+pub(crate) fn render(core: &Balancer, shell: &ShellCounters, totals: &WorkerView) -> String {
     let mut scrape = Scrape::new();
-    // Datapath counters are per worker: add up every worker's (the leader's core is `core`).
-    let mut stats = core.flows().stats().clone();
-    let mut kernel_drops = kernel_drops.to_vec();
-    let mut shell_totals = ShellCounters {
-        traffic: shell.traffic.clone(),
-        transitions: BTreeMap::new(),
-        watch_events_lost: shell.watch_events_lost,
-        stray_upstream_datagrams: shell.stray_upstream_datagrams,
-        upstream_sockets: shell.upstream_sockets,
-    };
-    let mut backend_flows: Vec<u64> = Vec::new();
-    for other in others {
-        stats.absorb(&other.stats);
-        for (listener, drops) in &other.kernel_drops {
-            match kernel_drops.iter_mut().find(|(id, _)| id == listener) {
-                Some((_, total)) => *total += drops,
-                None => kernel_drops.push((*listener, *drops)),
-            }
-        }
-        for (index, traffic) in other.traffic.iter().enumerate() {
-            if shell_totals.traffic.len() <= index {
-                shell_totals.traffic.resize(index + 1, BackendTraffic::default());
-            }
-            let total = &mut shell_totals.traffic[index];
-            total.datagrams_sent += traffic.datagrams_sent;
-            total.bytes_sent += traffic.bytes_sent;
-            total.datagrams_received += traffic.datagrams_received;
-            total.bytes_received += traffic.bytes_received;
-        }
-        if backend_flows.len() < other.backend_flows.len() {
-            backend_flows.resize(other.backend_flows.len(), 0);
-        }
-        for (total, flows) in backend_flows.iter_mut().zip(&other.backend_flows) {
-            *total += flows;
-        }
-        shell_totals.stray_upstream_datagrams += other.stray_upstream_datagrams;
-        shell_totals.upstream_sockets += other.upstream_sockets;
-    }
-    let totals = Totals { stats: &stats, backend_flows: &backend_flows, traffic: &shell_totals };
-    listener_metrics(&mut scrape, core, &totals, &kernel_drops);
-    backend_metrics(&mut scrape, core, &totals, shell);
+    listener_metrics(&mut scrape, core, totals);
+    backend_metrics(&mut scrape, core, totals, shell);
     health_metrics(&mut scrape, core);
     scrape.counter(
         "watch_events_lost",
@@ -235,15 +194,15 @@ pub(crate) fn render(
         "stray_upstream_datagrams",
         "Datagrams on a pool socket from an address with no flow on that socket (dropped)",
         vec![],
-        shell_totals.stray_upstream_datagrams,
+        totals.stray_upstream_datagrams,
     );
     scrape.gauge(
         "upstream_sockets",
         "Sockets carrying flows to backends: shared pool sockets, or one per flow",
         vec![],
-        saturating_i64(shell_totals.upstream_sockets),
+        saturating_i64(totals.upstream_sockets),
     );
-    scrape.gauge("workers", "Worker threads", vec![], 1 + others.len() as i64);
+    scrape.gauge("workers", "Worker threads", vec![], i64::from(totals.workers));
     scrape.finish()
 }
 
@@ -274,23 +233,9 @@ fn datagram_metrics(
 
 const DROPPED_HELP: &str = "Datagrams dropped, by reason; kernel_receive_queue drops never reached udplb";
 
-/// Every worker's datapath counters added up.
-struct Totals<'a> {
-    stats: &'a udplb_core::Stats,
-    /// Other workers' flows per backend (the leader's come from its core).
-    backend_flows: &'a [u64],
-    /// Every worker's per-backend traffic.
-    traffic: &'a ShellCounters,
-}
-
-fn listener_metrics(
-    scrape: &mut Scrape,
-    core: &Balancer,
-    totals: &Totals<'_>,
-    kernel_drops: &[(ListenerId, u64)],
-) {
+fn listener_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView) {
     let flows = core.flows();
-    let stats = totals.stats;
+    let stats = &totals.stats;
     for id in flows.listener_ids() {
         let (Some((name, _)), Some(listener)) = (flows.listener(id), stats.listeners.get(id.0 as usize))
         else {
@@ -299,7 +244,7 @@ fn listener_metrics(
         let labels = || vec![("listener", name.to_owned())];
         datagram_metrics(scrape, name, DIRECTIONS[0], &listener.client);
         datagram_metrics(scrape, name, DIRECTIONS[1], &listener.backend);
-        if let Some((_, drops)) = kernel_drops.iter().find(|(listener, _)| *listener == id) {
+        if let Some((_, drops)) = totals.kernel_drops.iter().find(|(listener, _)| *listener == id) {
             let mut labels = labels();
             labels
                 .extend([("direction", DIRECTIONS[0].to_owned()), ("reason", KERNEL_DROP_REASON.to_owned())]);
@@ -389,7 +334,7 @@ fn listener_metrics(
     );
 }
 
-fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &Totals<'_>, shell: &ShellCounters) {
+fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView, shell: &ShellCounters) {
     let flows = core.flows();
     for cluster in flows.cluster_ids() {
         let cluster_name = flows.cluster_name(cluster).unwrap_or("?").to_owned();
@@ -406,7 +351,7 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &Totals<'_>, sh
                 labels.push((key, value.to_owned()));
                 labels
             };
-            let traffic = totals.traffic.traffic(backend);
+            let traffic = totals.traffic.get(backend.0 as usize).copied().unwrap_or_default();
             for (direction, datagrams, bytes) in [
                 ("to_backend", traffic.datagrams_sent, traffic.bytes_sent),
                 ("from_backend", traffic.datagrams_received, traffic.bytes_received),
@@ -424,10 +369,7 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &Totals<'_>, sh
                 "backend_flows",
                 "Flows pinned to the backend",
                 labels(),
-                saturating_i64(
-                    flows.backend_flows(backend)
-                        + totals.backend_flows.get(backend.0 as usize).copied().unwrap_or(0),
-                ),
+                saturating_i64(totals.backend_flows.get(backend.0 as usize).copied().unwrap_or(0)),
             );
             scrape.gauge(
                 "backend_weight",
@@ -566,7 +508,7 @@ fn health_metrics(scrape: &mut Scrape, core: &Balancer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use udplb_core::{Config, Keys};
+    use udplb_core::{Config, Keys, ListenerId};
 
     /// With several workers, the leader's scrape adds every follower's datapath counters to its
     /// own (workers share listener and backend ids).
@@ -584,6 +526,7 @@ mod tests {
         let mut shell = ShellCounters::default();
         shell.sent_to_backend(BackendId(0), 10);
         let follower = WorkerView {
+            workers: 1,
             stats,
             backend_flows: vec![3],
             traffic: vec![BackendTraffic { datagrams_sent: 4, bytes_sent: 40, ..BackendTraffic::default() }],
@@ -591,7 +534,18 @@ mod tests {
             upstream_sockets: 5,
             stray_upstream_datagrams: 1,
         };
-        let text = render(&core, &shell, &[(ListenerId(0), 1)], &[follower.clone(), follower]);
+        // The leader's own counters, as `MioPlatform::view` gives them, then two followers'.
+        let mut totals = WorkerView {
+            workers: 1,
+            stats: core.flows().stats().clone(),
+            backend_flows: vec![0],
+            traffic: shell.all_traffic().to_vec(),
+            kernel_drops: vec![(ListenerId(0), 1)],
+            ..WorkerView::default()
+        };
+        totals.absorb(&follower);
+        totals.absorb(&follower);
+        let text = render(&core, &shell, &totals);
         let line = |prefix: &str| {
             text.lines()
                 .find(|line| line.starts_with(prefix))

@@ -27,6 +27,7 @@ use crate::batch::{self, SendQueue};
 use crate::driver::{OpenError, Platform, SendError};
 use crate::metrics::ShellCounters;
 use crate::pool::{Acquire, FastMap, Pool};
+use crate::workers::WorkerView;
 
 /// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
 /// tens of thousands of datagrams per second in bursts.
@@ -319,6 +320,28 @@ impl MioPlatform {
     /// sockets.
     pub(crate) fn upstream_sockets(&self) -> u64 {
         u64::from(self.pool.sockets()) + self.flow_sockets.len() as u64
+    }
+
+    /// This worker's datapath counters (`core` is this worker's core).
+    pub(crate) fn view(&self, core: &Balancer) -> WorkerView {
+        let flows = core.flows();
+        let mut backend_flows = Vec::new();
+        for backend in flows.backend_ids() {
+            let index = backend.0 as usize;
+            if backend_flows.len() <= index {
+                backend_flows.resize(index + 1, 0);
+            }
+            backend_flows[index] = flows.backend_flows(backend);
+        }
+        WorkerView {
+            workers: 1,
+            stats: flows.stats().clone(),
+            backend_flows,
+            traffic: self.counters.all_traffic().to_vec(),
+            kernel_drops: self.kernel_drops(),
+            upstream_sockets: self.upstream_sockets(),
+            stray_upstream_datagrams: self.counters.stray_upstream_datagrams,
+        }
     }
 
     /// What went wrong since the last call, for the core.

@@ -55,18 +55,15 @@ fn backend_names(core: &Balancer, backend: BackendId) -> (String, String) {
     (cluster, id)
 }
 
-/// `others`: the followers' counters (several workers), added to the leader's.
-pub(crate) fn listeners(core: &Balancer, config: &Config, others: &[WorkerView]) -> Vec<ListenerView> {
+/// `totals`: every worker's counters added up (flow counts come from there).
+pub(crate) fn listeners(core: &Balancer, config: &Config, totals: &WorkerView) -> Vec<ListenerView> {
     let flows = core.flows();
-    let elsewhere = |id: ListenerId, pick: fn(&udplb_core::stats::FlowCounters) -> u64| -> u64 {
-        others.iter().filter_map(|o| o.stats.listeners.get(id.0 as usize)).map(|l| pick(&l.flows)).sum()
-    };
     flows
         .listener_ids()
         .filter_map(|id| {
             let (name, address) = flows.listener(id)?;
             let settings = config.listeners.get(name);
-            let stats = flows.stats().listeners.get(id.0 as usize).map(|s| &s.flows);
+            let stats = totals.stats.listeners.get(id.0 as usize).map(|s| &s.flows);
             Some(ListenerView {
                 name: name.to_owned(),
                 address: address.to_string(),
@@ -74,8 +71,8 @@ pub(crate) fn listeners(core: &Balancer, config: &Config, others: &[WorkerView])
                 affinity: settings.map_or_else(|| "?".to_owned(), |l| config_name(&l.affinity)),
                 state: core.frontend(id).map_or("unknown", frontend_name).to_owned(),
                 draining: flows.is_draining(id),
-                flows: stats.map_or(0, |s| s.active) + elsewhere(id, |f| f.active),
-                flows_retired: stats.map_or(0, |s| s.retired) + elsewhere(id, |f| f.retired),
+                flows: stats.map_or(0, |s| s.active),
+                flows_retired: stats.map_or(0, |s| s.retired),
                 max_flows: settings.and_then(|l| l.max_flows),
             })
         })
@@ -124,8 +121,8 @@ fn history_text(change: &HistoryChange) -> String {
     }
 }
 
-/// `others`: the followers' counters (several workers), added to the leader's.
-pub(crate) fn backends(core: &Balancer, now: Instant, others: &[WorkerView]) -> Vec<BackendView> {
+/// `totals`: every worker's counters added up (flow counts come from there).
+pub(crate) fn backends(core: &Balancer, now: Instant, totals: &WorkerView) -> Vec<BackendView> {
     let flows = core.flows();
     flows
         .backend_ids()
@@ -140,8 +137,7 @@ pub(crate) fn backends(core: &Balancer, now: Instant, others: &[WorkerView]) -> 
                 admin: status.admin.to_string(),
                 eligible: status.eligible,
                 weight: flows.backend_weight(id).unwrap_or(0),
-                flows: flows.backend_flows(id)
-                    + others.iter().filter_map(|o| o.backend_flows.get(id.0 as usize)).sum::<u64>(),
+                flows: totals.backend_flows.get(id.0 as usize).copied().unwrap_or(0),
                 counter: counter_text(status.counter),
                 last_code: status.last_code.map(|code| code.to_string()),
                 last_check_ms_ago: status.last_check_at.map(|at| millis_between(now, at)),
@@ -175,16 +171,15 @@ fn flow_view(core: &Balancer, now: Instant, flow: &FlowInfo) -> FlowView {
 }
 
 /// At most `limit` live flows of the leader worker (in table order), and how many there are
-/// in all, every worker's included (`others`: the followers' counters).
+/// in all, every worker's included (`totals`: every worker's counters added up).
 pub(crate) fn flows(
     core: &Balancer,
     now: Instant,
     limit: usize,
-    others: &[WorkerView],
+    totals: &WorkerView,
 ) -> (Vec<FlowView>, u64) {
     let listed = core.flows().flows().take(limit).map(|flow| flow_view(core, now, &flow)).collect();
-    let elsewhere: u64 = others.iter().map(|o| o.stats.flows.active).sum();
-    (listed, core.flows().stats().flows.active + elsewhere)
+    (listed, totals.stats.flows.active)
 }
 
 /// A client as `show flow` takes it: one socket (`ip:port`) or every socket of a host (`ip`).
