@@ -37,16 +37,13 @@ impl Demo {
     fn outputs(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::OpenUpstream { flow, backend, address, .. } => {
-                    let (name, _) = self.core.backend(backend).expect("backend");
-                    println!("{:>14}   open upstream for {flow} to {name} ({address})", self.now);
-                }
                 Output::CloseUpstream { flow, reason, .. } => {
                     println!("{:>14}   close {flow}: {reason}", self.now)
                 }
                 Output::Event(event) => println!("{:>14}   event {event:?}", self.now),
-                Output::Resend { flow, datagram, .. } => {
-                    println!("{:>14}   re-send {} bytes on {flow}", self.now, datagram.len())
+                Output::Resend { incoming, datagram } => {
+                    println!("{:>14}   re-send {} bytes on {}", self.now, datagram.len(), incoming.flow());
+                    let _ = self.core.accept(self.now, incoming, &datagram);
                 }
                 Output::PassiveFailure { backend, failure } => {
                     let (name, _) = self.core.backend(backend).expect("backend");
@@ -72,8 +69,18 @@ impl Demo {
             },
         );
         println!("{:>14} client {client} sends {} bytes", self.now, payload.len());
-        self.outputs();
-        match verdict {
+        // A new flow is staged: a shell opens its upstream, then confirms it.
+        let verdict = match verdict {
+            ClientVerdict::Open(incoming) => {
+                let (name, _) = self.core.backend(incoming.backend()).expect("backend");
+                let (flow, address) = (incoming.flow(), incoming.address());
+                println!("{:>14}   open upstream for {flow} to {name} ({address})", self.now);
+                let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+                self.core.accept(self.now, incoming, &buffer[start..])
+            }
+            verdict => verdict,
+        };
+        let forwarded = match verdict {
             ClientVerdict::Forward { flow, prefix_len, .. } => {
                 let sent = &buffer[DATAGRAM_HEADROOM - prefix_len..];
                 let header = if prefix_len > 0 {
@@ -89,7 +96,10 @@ impl Demo {
                 println!("{:>14}   drop: {reason}", self.now);
                 None
             }
-        }
+            ClientVerdict::Open(_) => unreachable!("confirmed above"),
+        };
+        self.outputs();
+        forwarded
     }
 
     fn answer(&mut self, flow: udplb_core::FlowId) {

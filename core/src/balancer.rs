@@ -10,12 +10,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::config::{Config, ValidationError};
-use crate::flow::{self, AdminCommand, AdminError, FlowManager, Keys, ReloadSummary};
+use crate::flow::{
+    self, AdminCommand, AdminError, FlowManager, Incoming, Keys, ReloadSummary, UpstreamError,
+};
 use crate::health::{
     AdminState, Health, HealthEvent, HealthMonitor, HealthOutput, MonitorInvariantViolation,
     MonitoredBackend, ProbeRequest, ProbeResult,
 };
-use crate::id::{BackendId, ListenerId, ProbeId};
+use crate::id::{BackendId, FlowId, ListenerId, ProbeId};
+use crate::outcome::PassiveFailure;
 use crate::time::Instant;
 
 /// What the caller (the shell, the simulator) acts on or shows.
@@ -23,15 +26,54 @@ use crate::time::Instant;
 pub enum Output {
     /// Datapath control and flow events (never `PassiveFailure`: that goes to the monitor).
     Flow(flow::Output),
-    /// Start a probe; report its outcome with `handle_probe_result` / `handle_probe_reply`.
+    /// Start a probe; report its outcome with [`Input::ProbeResult`] / [`Input::ProbeReply`].
     Probe(ProbeRequest),
     /// A health event: transitions, admin changes, cluster all-down and recovered.
     Health(HealthEvent),
     /// A listener's state, derived from its cluster's backends, changed.
     Frontend { listener: ListenerId, state: FrontendState },
     /// [`Role::Leader`] only: a backend's state changed; every follower must be told, with
-    /// [`Balancer::handle_backend_state`].
-    BackendState { backend: BackendId, eligible: bool, health: Health, admin: AdminState },
+    /// [`Input::BackendState`].
+    BackendState { backend: BackendId, state: BackendState },
+}
+
+/// A backend's state as selection sees it: the leader's decision that followers apply.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BackendState {
+    /// Whether it may take new flows (health, admin state and fail-open considered).
+    pub eligible: bool,
+    pub health: Health,
+    pub admin: AdminState,
+}
+
+/// Every input to the core that is not a datagram, for [`Balancer::handle`].
+///
+/// The two datagram inputs ([`Balancer::handle_client_datagram`],
+/// [`Balancer::handle_backend_datagram`]) return verdicts and stay separate; a reload
+/// ([`Balancer::apply_config`]) returns what it changed. Everything else is one of these, so a
+/// worker's message, a failure a platform found after the fact and a simulated operator's
+/// action are all the same value, and a run can be recorded and replayed as a list of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The timer fired (early is harmless): run every deadline due at or before `now`.
+    Timeout,
+    /// An error on a flow's upstream: an ICMP refusal or unreachable, or a send that failed.
+    UpstreamError { flow: FlowId, error: UpstreamError },
+    /// A reply for a client of `listener` could not be sent after all (a batched send
+    /// failed): it counts as dropped (`SendFailed`) instead of returned.
+    ReturnFailed { listener: ListenerId, bytes: usize },
+    /// The outcome of a probe (TCP, or a UDP probe's failure).
+    ProbeResult { probe: ProbeId, result: ProbeResult },
+    /// A UDP probe's reply; the core compares it with the expected one.
+    ProbeReply { probe: ProbeId, reply: Vec<u8> },
+    /// [`Role::Leader`]: a passive failure another worker's datapath saw.
+    PassiveFailure { backend: BackendId, failure: PassiveFailure },
+    /// [`Role::Follower`]: the leader's [`Output::BackendState`].
+    BackendState { backend: BackendId, state: BackendState },
+    /// A listener or flow command (drain, resume, close).
+    Admin(AdminCommand),
+    /// An operator command for one backend.
+    Backend { backend: BackendId, command: BackendCommand },
 }
 
 /// Which part of a process's balancing one `Balancer` does. A process with one worker has
@@ -39,9 +81,9 @@ pub enum Output {
 /// flow tables), one is the `Leader`: its health monitor probes and decides for all, and it
 /// reports every backend state change ([`Output::BackendState`]); the others are
 /// `Follower`s: they never probe, take backend states from the leader
-/// ([`Balancer::handle_backend_state`]) and hand their passive failures to the caller
+/// ([`Input::BackendState`]) and hand their passive failures to the caller
 /// (`Output::Flow(flow::Output::PassiveFailure { .. })`) for the leader's
-/// [`Balancer::handle_passive_failure`]. The same configuration (and reloads in the same
+/// [`Input::PassiveFailure`]. The same configuration (and reloads in the same
 /// order) gives every worker the same backend ids.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum Role {
@@ -106,7 +148,7 @@ pub struct Balancer {
     frontends: BTreeMap<ListenerId, FrontendState>,
     role: Role,
     /// A follower's backend states, as the leader last sent them.
-    followed: BTreeMap<BackendId, (bool, Health, AdminState)>,
+    followed: BTreeMap<BackendId, BackendState>,
 }
 
 impl Balancer {
@@ -165,81 +207,73 @@ impl Balancer {
         verdict
     }
 
-    /// See [`FlowManager::handle_upstream_error`]; refusals also reach the health monitor.
-    pub fn handle_upstream_error(
-        &mut self,
-        now: Instant,
-        flow: crate::id::FlowId,
-        error: flow::UpstreamError,
-    ) {
-        self.flows.handle_upstream_error(now, flow, error);
+    /// See [`FlowManager::accept`].
+    pub fn accept(&mut self, now: Instant, incoming: Incoming, datagram: &[u8]) -> flow::ClientVerdict {
+        let verdict = self.flows.accept(now, incoming, datagram);
+        self.route(now);
+        verdict
+    }
+
+    /// See [`FlowManager::refuse`].
+    pub fn refuse(&mut self, now: Instant, incoming: Incoming) {
+        self.flows.refuse(now, incoming);
         self.route(now);
     }
 
-    /// See [`FlowManager::handle_upstream_open_failed`].
-    pub fn handle_upstream_open_failed(&mut self, now: Instant, flow: crate::id::FlowId) {
-        self.flows.handle_upstream_open_failed(now, flow);
+    /// Every other input. Only operator commands can be refused; the rest return `Ok`.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Result<(), AdminError> {
+        let result = match input {
+            Input::Timeout => {
+                self.flows.handle_timeout(now);
+                // A follower's monitor has no deadlines: it never probes.
+                if self.role != Role::Follower {
+                    self.monitor.handle_timeout(now);
+                }
+                Ok(())
+            }
+            // Refusals also reach the health monitor (as passive failures, through `route`).
+            Input::UpstreamError { flow, error } => {
+                self.flows.handle_upstream_error(now, flow, error);
+                Ok(())
+            }
+            Input::ReturnFailed { listener, bytes } => {
+                self.flows.handle_return_failed(now, listener, bytes);
+                Ok(())
+            }
+            Input::ProbeResult { probe, result } => {
+                self.monitor.handle_probe_result(now, probe, result);
+                Ok(())
+            }
+            Input::ProbeReply { probe, reply } => {
+                self.monitor.handle_probe_reply(now, probe, &reply);
+                Ok(())
+            }
+            Input::PassiveFailure { backend, failure } => {
+                if self.role != Role::Follower {
+                    self.monitor.handle_passive_failure(now, backend, failure);
+                }
+                Ok(())
+            }
+            Input::BackendState { backend, state } => {
+                self.follow(now, backend, state);
+                Ok(())
+            }
+            Input::Admin(command) => self.flows.handle_admin(now, command),
+            Input::Backend { backend, command } => self.backend_command(now, backend, command),
+        };
         self.route(now);
+        result
     }
 
-    /// See [`FlowManager::handle_return_failed`].
-    pub fn handle_return_failed(&mut self, now: Instant, listener: ListenerId, bytes: usize) {
-        self.flows.handle_return_failed(now, listener, bytes);
-        self.route(now);
-    }
-
-    /// The outcome of a probe the core asked for (TCP, or a UDP failure).
-    pub fn handle_probe_result(&mut self, now: Instant, probe: ProbeId, result: ProbeResult) {
-        self.monitor.handle_probe_result(now, probe, result);
-        self.route(now);
-    }
-
-    /// A UDP probe's reply; the core compares it with the expected one.
-    pub fn handle_probe_reply(&mut self, now: Instant, probe: ProbeId, reply: &[u8]) {
-        self.monitor.handle_probe_reply(now, probe, reply);
-        self.route(now);
-    }
-
-    /// Runs every deadline of both halves due at or before `now` (a follower's monitor has
-    /// none: it never probes).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.flows.handle_timeout(now);
-        if self.role != Role::Follower {
-            self.monitor.handle_timeout(now);
-        }
-        self.route(now);
-    }
-
-    /// [`Role::Leader`]: a passive failure another worker's datapath saw.
-    pub fn handle_passive_failure(
-        &mut self,
-        now: Instant,
-        backend: BackendId,
-        failure: crate::outcome::PassiveFailure,
-    ) {
-        if self.role != Role::Follower {
-            self.monitor.handle_passive_failure(now, backend, failure);
-            self.route(now);
-        }
-    }
-
-    /// [`Role::Follower`]: the leader's [`Output::BackendState`]. Unknown backends (a state
+    /// [`Role::Follower`]: applies the leader's state for a backend. Unknown backends (a state
     /// sent before this worker applied the reload that added them) are ignored.
-    pub fn handle_backend_state(
-        &mut self,
-        now: Instant,
-        backend: BackendId,
-        eligible: bool,
-        health: Health,
-        admin: AdminState,
-    ) {
+    fn follow(&mut self, now: Instant, backend: BackendId, state: BackendState) {
         if self.role == Role::Follower
-            && admin != AdminState::Removed
+            && state.admin != AdminState::Removed
             && self.flows.backend(backend).is_some()
         {
-            self.flows.handle_backend_state(now, backend, eligible, health, admin);
-            self.followed.insert(backend, (eligible, health, admin));
-            self.route(now);
+            self.flows.handle_backend_state(now, backend, state.eligible, state.health, state.admin);
+            self.followed.insert(backend, state);
         }
     }
 
@@ -248,15 +282,7 @@ impl Balancer {
         self.role
     }
 
-    /// A listener or flow command (drain, resume, close).
-    pub fn handle_admin(&mut self, now: Instant, command: AdminCommand) -> Result<(), AdminError> {
-        let result = self.flows.handle_admin(now, command);
-        self.route(now);
-        result
-    }
-
-    /// A backend command.
-    pub fn handle_backend_command(
+    fn backend_command(
         &mut self,
         now: Instant,
         backend: BackendId,
@@ -286,7 +312,6 @@ impl Balancer {
                 self.monitor.set_admin(now, backend, AdminState::Draining).map_err(unknown)
             }
         };
-        self.route(now);
         result
     }
 
@@ -301,7 +326,7 @@ impl Balancer {
 
     // ----- outputs ----------------------------------------------------------------------
 
-    /// The next output, or `None`. Drain after every call, before acting on its verdict.
+    /// The next output, or `None`. Drain after every call, once its verdict is acted on.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
@@ -417,15 +442,16 @@ impl Balancer {
                     HealthOutput::BackendChanged { backend, eligible, health, admin } => {
                         backends_changed = true;
                         if self.role == Role::Leader {
-                            self.outputs.push_back(Output::BackendState { backend, eligible, health, admin });
+                            let state = BackendState { eligible, health, admin };
+                            self.outputs.push_back(Output::BackendState { backend, state });
                         }
                         // A follower's own monitor only registers backends (Unknown, as the
                         // leader's start them); a state the leader sent for a kept one wins.
-                        let (eligible, health, admin) = match self.followed.get(&backend) {
+                        let BackendState { eligible, health, admin } = match self.followed.get(&backend) {
                             Some(followed) if self.role == Role::Follower && admin != AdminState::Removed => {
                                 *followed
                             }
-                            _ => (eligible, health, admin),
+                            _ => BackendState { eligible, health, admin },
                         };
                         if admin != AdminState::Removed {
                             self.flows.handle_backend_state(now, backend, eligible, health, admin);

@@ -14,11 +14,6 @@ pub struct ClusterId(pub u32);
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackendId(pub u32);
 
-/// An upstream: the socket (or socket share) a flow uses to reach its backend. The core
-/// announces it with `Output::OpenUpstream` and retires it with `Output::CloseUpstream`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UpstreamId(pub u64);
-
 /// A health probe: one TCP connect or one UDP datagram the health monitor asked for.
 ///
 /// Numbers are handed out in increasing order and never reused, so a result that arrives
@@ -60,12 +55,6 @@ impl fmt::Display for ClusterId {
 impl fmt::Display for BackendId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "backend#{}", self.0)
-    }
-}
-
-impl fmt::Display for UpstreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "upstream#{}", self.0)
     }
 }
 

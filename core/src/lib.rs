@@ -32,6 +32,7 @@
 
 pub mod balancer;
 pub mod config;
+pub mod driver;
 pub mod flow;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -45,16 +46,16 @@ pub mod stats;
 pub mod time;
 mod timer;
 
-pub use balancer::{BackendCommand, Balancer, FrontendState, Reload, Role};
+pub use balancer::{BackendCommand, BackendState, Balancer, FrontendState, Input, Reload, Role};
 pub use config::Config;
 pub use flow::{
     AdminCommand, AdminError, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM, Event,
-    FlowInfo, FlowManager, InvariantViolation, Keys, Output, ReloadSummary, UpstreamError,
+    FlowInfo, FlowManager, Incoming, InvariantViolation, Keys, Output, ReloadSummary, UpstreamError,
 };
 pub use health::{
     AdminState, Health, HealthEvent, HealthMonitor, HealthOutput, MonitoredBackend, ProbeResult,
 };
-pub use id::{BackendId, ClusterId, FlowId, ListenerId, ProbeId, UpstreamId};
+pub use id::{BackendId, ClusterId, FlowId, ListenerId, ProbeId};
 pub use outcome::{CloseReason, DropReason, PassiveFailure};
 pub use stats::Stats;
 pub use time::Instant;

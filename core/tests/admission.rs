@@ -3,33 +3,66 @@
 mod common;
 
 use common::{Harness, addr, config, one_listener};
-use udplb_core::{AdminCommand, BackendId, ClientVerdict, DropReason, ListenerId, Output, UpstreamId};
+use udplb_core::{AdminCommand, BackendId, ClientVerdict, DropReason, ListenerId};
 
 #[test]
-fn first_datagram_opens_a_flow_and_its_upstream_before_the_verdict_is_acted_on() {
+fn first_datagram_stages_a_flow_that_is_booked_once_its_upstream_opens() {
     let mut h = Harness::new(&one_listener(2, "", ""));
     let verdict = h.client("192.0.2.1:40000", b"query");
-    let ClientVerdict::Forward { flow, upstream, prefix_len } = verdict else { panic!("{verdict:?}") };
-    assert_eq!(prefix_len, 0);
+    let ClientVerdict::Forward { flow, prefix_len, closes } = verdict else { panic!("{verdict:?}") };
+    assert_eq!((prefix_len, closes), (0, false));
     assert_eq!(h.last_sent, b"query");
-    assert_eq!(
-        h.outputs,
-        vec![Output::OpenUpstream {
-            upstream,
-            flow,
-            listener: h.listener("dns"),
-            backend: BackendId(0),
-            address: addr("10.1.0.1:5300"),
-        }]
-    );
+    assert_eq!(h.opened, vec![(flow, BackendId(0), addr("10.1.0.1:5300"))]);
+    assert!(h.outputs.is_empty(), "opening is the verdict's business, not an output");
     // The next datagram from the same client rides the same flow and opens nothing.
-    h.take_outputs();
     assert_eq!(
         h.client("192.0.2.1:40000", b"again"),
-        ClientVerdict::Forward { flow, upstream, prefix_len: 0 }
+        ClientVerdict::Forward { flow, prefix_len: 0, closes: false }
     );
+    assert_eq!(h.opened.len(), 1);
     assert!(h.outputs.is_empty());
-    assert_eq!(upstream, UpstreamId(flow.serial()));
+}
+
+#[test]
+fn a_flow_whose_upstream_fails_to_open_is_never_booked() {
+    let mut h = Harness::new(&one_listener(2, "", ""));
+    h.fail_opens = true;
+    assert_eq!(h.client("192.0.2.1:40000", b"query"), ClientVerdict::Drop(DropReason::UpstreamOpenFailed));
+    assert_eq!(h.core.flows().count(), 0);
+    let stats = h.core.stats();
+    assert_eq!(stats.flows.active, 0);
+    assert_eq!(stats.flows.closed[udplb_core::CloseReason::UpstreamOpenFailed.index()], 1);
+    let client = &stats.listeners[0].client;
+    assert_eq!((client.received, client.passed, client.dropped(DropReason::UpstreamOpenFailed)), (1, 0, 1));
+    assert!(h.outputs.is_empty(), "nothing was opened, so nothing is closed");
+}
+
+#[test]
+fn an_incoming_confirmed_after_another_input_is_refused() {
+    use udplb_core::{ClientDatagram, DATAGRAM_HEADROOM};
+    let mut h = Harness::new(&one_listener(2, "", ""));
+    let dns = h.listener("dns");
+    let stage = |h: &mut Harness, client: &str| {
+        let mut buffer = vec![0u8; DATAGRAM_HEADROOM + 1];
+        let datagram = ClientDatagram {
+            listener: dns,
+            client: addr(client),
+            buffer: &mut buffer,
+            headroom: DATAGRAM_HEADROOM,
+            truncated: false,
+        };
+        match h.core.handle_client_datagram(h.now, datagram) {
+            ClientVerdict::Open(incoming) => incoming,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = stage(&mut h, "192.0.2.1:1");
+    let second = stage(&mut h, "192.0.2.2:1");
+    assert_eq!(first.flow(), second.flow(), "both would take the next slot and serial");
+    assert!(matches!(h.core.accept(h.now, second, b"x"), ClientVerdict::Forward { .. }));
+    assert_eq!(h.core.accept(h.now, first, b"x"), ClientVerdict::Drop(DropReason::UpstreamOpenFailed));
+    assert_eq!(h.core.flows().count(), 1);
+    h.core.check_invariants().unwrap();
 }
 
 #[test]
@@ -52,11 +85,7 @@ fn truncated_and_oversized_datagrams_drop_as_truncated() {
     assert_eq!(h.client("192.0.2.1:1", b"12345"), ClientVerdict::Drop(DropReason::Truncated));
     assert_eq!(
         h.client("192.0.2.1:1", b"1234"),
-        ClientVerdict::Forward {
-            flow: h.core.flows().next().unwrap().flow,
-            upstream: UpstreamId(1),
-            prefix_len: 0,
-        }
+        ClientVerdict::Forward { flow: h.core.flows().next().unwrap().flow, prefix_len: 0, closes: false }
     );
     let stats = &h.core.stats().listeners[0].client;
     assert_eq!((stats.received, stats.passed, stats.dropped(DropReason::Truncated)), (3, 1, 2));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::balancer::{Answer, BalancerHarness};
 use common::config;
+use udplb_core::Input;
 use udplb_core::balancer::Output;
 use udplb_core::health::HealthEvent;
 use udplb_core::{BackendCommand, Config, FrontendState, Health, Instant, UpstreamError};
@@ -71,7 +72,7 @@ fn data_path_refusals_take_a_backend_down_without_probes_and_it_recovers_later()
         let verdict = h.client(&format!("192.0.2.1:{}", 1000 + port), b"q");
         let flow = h.flow_of(verdict);
         if h.core.flows().flow(flow).unwrap().backend == b1 {
-            h.core.handle_upstream_error(h.now, flow, UpstreamError::Refused);
+            h.core.handle(h.now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused }).unwrap();
         }
     }
     h.run_until(h.now);
@@ -118,25 +119,32 @@ fn backend_commands_drain_disable_pause_and_weight() {
     let flow = h.flow_of(verdict);
     let pinned = h.core.flows().flow(flow).unwrap().backend;
     let other = if pinned == b1 { b2 } else { b1 };
-    h.core.handle_backend_command(h.now, pinned, BackendCommand::Drain).unwrap();
+    h.core.handle(h.now, Input::Backend { backend: pinned, command: BackendCommand::Drain }).unwrap();
     h.run_until(h.now);
     for port in 0..6 {
         assert_eq!(h.new_flow_backend(&format!("192.0.2.2:{}", 1000 + port)), Some(other));
     }
-    h.core.handle_admin(h.now, udplb_core::AdminCommand::CloseFlow(flow)).unwrap();
+    h.core.handle(h.now, Input::Admin(udplb_core::AdminCommand::CloseFlow(flow))).unwrap();
     h.run_until(h.now);
     assert!(h.outputs.iter().any(|o| matches!(o, Output::Flow(udplb_core::Output::Event(udplb_core::Event::BackendDrained { backend })) if *backend == pinned)));
-    h.core.handle_backend_command(h.now, pinned, BackendCommand::Enable).unwrap();
+    h.core.handle(h.now, Input::Backend { backend: pinned, command: BackendCommand::Enable }).unwrap();
     // Pause: no probes while paused.
-    h.core.handle_backend_command(h.now, other, BackendCommand::Pause).unwrap();
+    h.core.handle(h.now, Input::Backend { backend: other, command: BackendCommand::Pause }).unwrap();
     h.outputs.clear();
     h.run_until(h.now + Duration::from_secs(5));
     assert!(!h.outputs.iter().any(|o| matches!(o, Output::Probe(p) if p.backend == other)));
-    assert!(h.core.handle_backend_command(h.now, pinned, BackendCommand::Resume).is_err(), "not paused");
-    h.core.handle_backend_command(h.now, other, BackendCommand::Resume).unwrap();
-    assert!(h.core.handle_backend_command(h.now, other, BackendCommand::Weight(70_000)).is_err());
+    assert!(
+        h.core.handle(h.now, Input::Backend { backend: pinned, command: BackendCommand::Resume }).is_err(),
+        "not paused"
+    );
+    h.core.handle(h.now, Input::Backend { backend: other, command: BackendCommand::Resume }).unwrap();
+    assert!(
+        h.core
+            .handle(h.now, Input::Backend { backend: other, command: BackendCommand::Weight(70_000) })
+            .is_err()
+    );
     assert_eq!(h.core.flows().backend_weight(other), Some(1), "the file's weight");
-    h.core.handle_backend_command(h.now, other, BackendCommand::Weight(0)).unwrap();
+    h.core.handle(h.now, Input::Backend { backend: other, command: BackendCommand::Weight(0) }).unwrap();
     assert_eq!(h.core.flows().backend_weight(other), Some(0), "the operator's weight");
     for port in 0..4 {
         assert_eq!(

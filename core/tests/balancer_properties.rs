@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use udplb_core::Input;
 use udplb_core::balancer::Output;
 use udplb_core::health::{ProbeFailure, ProbeRequest};
 use udplb_core::{
@@ -80,7 +81,7 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
         match *step {
             Step::Advance(ms) => {
                 now = now + Duration::from_millis(u64::from(ms));
-                core.handle_timeout(now);
+                core.handle(now, Input::Timeout).unwrap();
             }
             Step::Client { host, port } => {
                 let Some(listener) = core.flows().listener_id("dns") else { continue };
@@ -96,6 +97,13 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
                         truncated: false,
                     },
                 );
+                let verdict = match verdict {
+                    udplb_core::ClientVerdict::Open(incoming) => {
+                        let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+                        core.accept(now, incoming, &buffer[start..])
+                    }
+                    verdict => verdict,
+                };
                 if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
                     flows.push(flow);
                 }
@@ -109,7 +117,8 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
             }
             Step::Refused { nth } => {
                 if let Some(&flow) = flows.get(usize::from(nth) % flows.len().max(1)) {
-                    core.handle_upstream_error(now, flow, UpstreamError::Refused);
+                    core.handle(now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused })
+                        .unwrap();
                 }
             }
             Step::AnswerProbe { nth, answer } => {
@@ -118,10 +127,24 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
                 }
                 let probe = probes.remove(usize::from(nth) % probes.len()).probe;
                 match answer {
-                    0 => core.handle_probe_result(now, probe, ProbeResult::Pass),
-                    1 => core.handle_probe_result(now, probe, ProbeResult::Fail(ProbeFailure::Refused)),
-                    2 => core.handle_probe_reply(now, probe, b"pong"),
-                    _ => core.handle_probe_reply(now, probe, b"nope"),
+                    0 => core
+                        .handle(now, Input::ProbeResult { probe: probe, result: ProbeResult::Pass })
+                        .unwrap(),
+                    1 => core
+                        .handle(
+                            now,
+                            Input::ProbeResult {
+                                probe: probe,
+                                result: ProbeResult::Fail(ProbeFailure::Refused),
+                            },
+                        )
+                        .unwrap(),
+                    2 => {
+                        core.handle(now, Input::ProbeReply { probe: probe, reply: b"pong".to_vec() }).unwrap()
+                    }
+                    _ => {
+                        core.handle(now, Input::ProbeReply { probe: probe, reply: b"nope".to_vec() }).unwrap()
+                    }
                 }
             }
             Step::Command { backend, command } => {
@@ -134,11 +157,12 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
                     BackendCommand::Weight(0),
                     BackendCommand::Weight(5),
                 ][usize::from(command)];
-                let result = core.handle_backend_command(now, BackendId(u32::from(backend)), command);
+                let result = core
+                    .handle(now, Input::Backend { backend: BackendId(u32::from(backend)), command: command });
                 transcript.push(format!("{now} {command:?} {result:?}"));
             }
             Step::DrainListener => {
-                let result = core.handle_admin(now, AdminCommand::DrainListener(ListenerId(0)));
+                let result = core.handle(now, Input::Admin(AdminCommand::DrainListener(ListenerId(0))));
                 transcript.push(format!("{now} drain {result:?}"));
             }
             Step::Reload { index } => {
@@ -149,6 +173,10 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
         while let Some(output) = core.poll_output() {
             if let Output::Probe(request) = &output {
                 probes.push(request.clone());
+            }
+            if let Output::Flow(udplb_core::Output::Resend { incoming, datagram }) = &output {
+                let verdict = core.accept(now, incoming.clone(), datagram);
+                transcript.push(format!("  resend {verdict:?}"));
             }
             transcript.push(format!("  {output:?}"));
         }

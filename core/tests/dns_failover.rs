@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::balancer::{Answer, BalancerHarness};
+use udplb_core::Input;
 use udplb_core::balancer::Output;
 use udplb_core::{BackendVerdict, ClientVerdict, Health, Instant, UpstreamError};
 
@@ -49,10 +50,10 @@ fn no_query_is_lost_when_one_of_three_dns_servers_stops() {
             // The stopped server's port is closed: the kernel answers with ICMP port
             // unreachable, which the shell reports; the core re-sends on another server.
             let before = h.outputs.len();
-            h.core.handle_upstream_error(h.now, flow, UpstreamError::Refused);
+            h.core.handle(h.now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused }).unwrap();
             h.run_until(h.now);
             let retry = h.outputs[before..].iter().find_map(|o| match o {
-                Output::Flow(udplb_core::Output::Resend { flow, .. }) => Some(*flow),
+                Output::Flow(udplb_core::Output::Resend { incoming, .. }) => Some(incoming.flow()),
                 _ => None,
             });
             flow = retry.expect("the refused query is re-sent");

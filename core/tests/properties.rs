@@ -147,6 +147,8 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
     let mut core = FlowManager::new(config, Keys::from_seed(seed)).expect("valid");
     let mut now = Instant::ZERO;
     let mut flows: Vec<FlowId> = Vec::new();
+    // Set by `OpenFailed`: the next staged open fails.
+    let mut fail_next_open = false;
     let mut transcript = Vec::new();
     for step in steps {
         let line = match *step {
@@ -170,6 +172,17 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
                         truncated,
                     },
                 );
+                let verdict = match verdict {
+                    udplb_core::ClientVerdict::Open(incoming) if std::mem::take(&mut fail_next_open) => {
+                        core.refuse(now, incoming);
+                        udplb_core::ClientVerdict::Drop(udplb_core::DropReason::UpstreamOpenFailed)
+                    }
+                    udplb_core::ClientVerdict::Open(incoming) => {
+                        let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+                        core.accept(now, incoming, &buffer[start..])
+                    }
+                    verdict => verdict,
+                };
                 if let udplb_core::ClientVerdict::Forward { flow, prefix_len, .. } = verdict {
                     flows.push(flow);
                     assert!(buffer[DATAGRAM_HEADROOM..].iter().all(|&b| b == 0xAB), "payload untouched");
@@ -199,16 +212,10 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
                 None => continue,
             },
             Step::OpenFailed { nth } => {
-                // The shell reports an open failure right after the open it failed, i.e. for
-                // the newest flow, in the same turn.
+                // The shell fails the next upstream it is asked to open.
                 let _ = nth;
-                match flows.last() {
-                    Some(&flow) if core.flow(flow).is_some_and(|f| f.requests == 1 && f.responses == 0) => {
-                        core.handle_upstream_open_failed(now, flow);
-                        format!("{now} open failed")
-                    }
-                    _ => continue,
-                }
+                fail_next_open = true;
+                format!("{now} next open fails")
             }
             Step::Drain { listener } => {
                 let result =
@@ -241,6 +248,18 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
         transcript.push(line);
         while let Some(output) = core.poll_output() {
             transcript.push(format!("  {output:?}"));
+            if let udplb_core::Output::Resend { incoming, datagram } = output {
+                let verdict = if std::mem::take(&mut fail_next_open) {
+                    core.refuse(now, incoming);
+                    udplb_core::ClientVerdict::Drop(udplb_core::DropReason::UpstreamOpenFailed)
+                } else {
+                    core.accept(now, incoming, &datagram)
+                };
+                if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
+                    flows.push(flow);
+                }
+                transcript.push(format!("  resend {verdict:?}"));
+            }
         }
         if let Err(violation) = core.check_invariants() {
             panic!("{violation}\ntranscript:\n{}", transcript.join("\n"));

@@ -13,10 +13,8 @@ use udplb_core::{
 
 fn refuse(h: &mut Harness, flow: udplb_core::FlowId) {
     h.core.handle_upstream_error(h.now, flow, UpstreamError::Refused);
-    while let Some(output) = h.core.poll_output() {
-        h.outputs.push(output);
-    }
-    h.core.check_invariants().unwrap();
+    // Drains the outputs, opening and confirming a re-send's new flow as the driver does.
+    h.after_call();
 }
 
 #[test]
@@ -31,12 +29,16 @@ fn a_refused_request_is_resent_once_on_another_backend() {
         matches!(outputs[0], Output::CloseUpstream { flow: f, reason: CloseReason::UpstreamRefused, .. } if f == flow)
     );
     assert_eq!(outputs[1], Output::PassiveFailure { backend: refused_by, failure: PassiveFailure::Refused });
-    let Output::OpenUpstream { flow: retry, backend, upstream: opened, .. } = outputs[2] else {
-        panic!("{outputs:?}")
-    };
-    assert_ne!(backend, refused_by);
-    assert_eq!(outputs[3], Output::Resend { upstream: opened, flow: retry, datagram: b"query".to_vec() });
-    assert_eq!(outputs.len(), 4);
+    let Output::Resend { incoming, datagram } = &outputs[2] else { panic!("{outputs:?}") };
+    let retry = incoming.flow();
+    assert_ne!(incoming.backend(), refused_by);
+    assert_eq!(datagram, b"query");
+    assert_eq!(outputs.len(), 3);
+    assert_eq!(
+        h.opened.last().map(|(flow, backend, _)| (*flow, *backend)),
+        Some((retry, incoming.backend()))
+    );
+    assert!(h.core.flow(retry).is_some(), "booked once its upstream opened");
     // The answer comes back on the retry flow, and the client's next query rides it.
     assert!(matches!(h.backend(retry, b"answer"), BackendVerdict::Return { .. }));
     let stats = h.core.stats();
@@ -120,11 +122,12 @@ fn a_resent_datagram_carries_the_proxy_header_of_its_new_flow() {
     let flow = h.forward("192.0.2.1:5000", b"query");
     h.take_outputs();
     refuse(&mut h, flow);
-    let Some(Output::Resend { flow: retry, datagram, .. }) =
+    let Some(Output::Resend { incoming, datagram }) =
         h.outputs.iter().find(|o| matches!(o, Output::Resend { .. })).cloned()
     else {
         panic!("no resend")
     };
+    let retry = incoming.flow();
     let (header, len) = Header::parse(&datagram).unwrap();
     assert_eq!(&datagram[len..], b"query");
     assert_eq!(

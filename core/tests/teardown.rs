@@ -96,8 +96,8 @@ fn requests_with_no_reply_expected_closes_as_soon_as_the_datagram_is_forwarded()
     let mut h = Harness::new(&one_listener(1, "requests = 1\nresponses = 0", ""));
     let flow = h.forward("192.0.2.1:514", b"<13>syslog line");
     assert_eq!(h.closes(), vec![(flow, CloseReason::RequestsReached)]);
-    // Open came before close, so the shell opens, sends, then closes.
-    assert!(matches!(h.outputs[0], Output::OpenUpstream { .. }));
+    // The confirmation said so: the shell sends, then acts on the close output.
+    assert!(matches!(h.client("192.0.2.2:514", b"<13>again"), ClientVerdict::Forward { closes: true, .. }));
 }
 
 #[test]
@@ -298,10 +298,11 @@ fn send_and_open_failures_move_datagrams_from_passed_to_dropped() {
     let mut h = Harness::new(&one_listener(1, "", ""));
     let flow = h.forward("192.0.2.1:1", b"q");
     h.core.handle_upstream_error(h.now, flow, UpstreamError::SendFailed);
-    let failed_open = h.forward("192.0.2.2:1", b"q");
     h.take_outputs();
-    h.core.handle_upstream_open_failed(h.now, failed_open);
-    assert_eq!(h.core.poll_output(), None, "nothing was opened, so nothing is closed");
+    h.fail_opens = true;
+    assert_eq!(h.client("192.0.2.2:1", b"q"), ClientVerdict::Drop(DropReason::UpstreamOpenFailed));
+    h.fail_opens = false;
+    assert!(h.outputs.is_empty(), "nothing was opened, so nothing is closed");
     h.backend(flow, b"a");
     h.core.handle_return_failed(h.now, h.listener("dns"), 1);
     h.core.check_invariants().unwrap();
@@ -352,19 +353,4 @@ fn oversized_backend_datagram_is_dropped_as_truncated_and_counted_once() {
     );
     let backend = &h.core.stats().listeners[0].backend;
     assert_eq!((backend.received, backend.passed, backend.dropped(DropReason::Truncated)), (2, 0, 2));
-}
-
-#[test]
-fn a_late_open_failure_closes_the_flow_without_rewriting_the_books() {
-    let mut h = Harness::new(&one_listener(1, "", ""));
-    let flow = h.forward("192.0.2.1:1", b"q");
-    h.forward("192.0.2.1:1", b"q");
-    // Another input came in between: the first datagram was already sent, so it stays
-    // counted as forwarded; only the flow ends.
-    h.core.handle_upstream_open_failed(h.now, flow);
-    h.core.check_invariants().unwrap();
-    let stats = h.core.stats();
-    assert_eq!(stats.listeners[0].client.passed, 2);
-    assert_eq!(stats.listeners[0].client.dropped(DropReason::UpstreamOpenFailed), 0);
-    assert_eq!(stats.flows.closed_for(CloseReason::UpstreamOpenFailed), 1);
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use udplb_core::Input;
 use udplb_core::balancer::Output;
 use udplb_core::health::{ProbeFailure, ProbeResult};
 use udplb_core::{
@@ -38,15 +39,21 @@ fn client(core: &mut Balancer, now: Instant, n: u16) -> ClientVerdict {
         headroom: DATAGRAM_HEADROOM,
         truncated: false,
     };
-    core.handle_client_datagram(now, datagram)
+    match core.handle_client_datagram(now, datagram) {
+        ClientVerdict::Open(incoming) => {
+            let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+            core.accept(now, incoming, &buffer[start..])
+        }
+        verdict => verdict,
+    }
 }
 
 /// Hands every backend state the leader reported to the follower.
 fn follow(leader_outputs: &[Output], follower: &mut Balancer, now: Instant) -> usize {
     let mut sent = 0;
     for output in leader_outputs {
-        if let Output::BackendState { backend, eligible, health, admin } = output {
-            follower.handle_backend_state(now, *backend, *eligible, *health, *admin);
+        if let Output::BackendState { backend, state } = output {
+            follower.handle(now, Input::BackendState { backend: *backend, state: *state }).unwrap();
             sent += 1;
         }
     }
@@ -70,9 +77,9 @@ fn only_the_leader_probes_and_every_follower_sees_its_health() {
     while probes.len() < 2 {
         t = leader.poll_timeout().expect("probes are scheduled");
         assert!(t < Instant::from_secs(1), "both probed within the first interval");
-        follower.handle_timeout(t);
+        follower.handle(t, Input::Timeout).unwrap();
         assert!(!drain(&mut follower).iter().any(|o| matches!(o, Output::Probe(_))));
-        leader.handle_timeout(t);
+        leader.handle(t, Input::Timeout).unwrap();
         probes.extend(drain(&mut leader).into_iter().filter_map(|o| match o {
             Output::Probe(p) => Some(p),
             _ => None,
@@ -86,7 +93,7 @@ fn only_the_leader_probes_and_every_follower_sees_its_health() {
     for probe in &probes {
         let result =
             if probe.backend == a { ProbeResult::Fail(ProbeFailure::Refused) } else { ProbeResult::Pass };
-        leader.handle_probe_result(now, probe.probe, result);
+        leader.handle(now, Input::ProbeResult { probe: probe.probe, result: result }).unwrap();
     }
     let outputs = drain(&mut leader);
     assert!(follow(&outputs, &mut follower, now) >= 2, "{outputs:?}");
@@ -101,7 +108,7 @@ fn only_the_leader_probes_and_every_follower_sees_its_health() {
     let ClientVerdict::Forward { flow, .. } = client(&mut follower, now, 100) else { panic!("dropped") };
     let b = follower.flows().flow(flow).unwrap().backend;
     drain(&mut follower);
-    follower.handle_upstream_error(now, flow, UpstreamError::Refused);
+    follower.handle(now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused }).unwrap();
     let failures: Vec<_> = drain(&mut follower)
         .into_iter()
         .filter_map(|o| match o {
@@ -112,7 +119,7 @@ fn only_the_leader_probes_and_every_follower_sees_its_health() {
     assert_eq!(failures.len(), 1);
     assert_eq!(follower.monitor().backend(b).map(|s| s.health), Some(Health::Unknown), "not judged here");
     for (backend, failure) in failures {
-        leader.handle_passive_failure(now, backend, failure);
+        leader.handle(now, Input::PassiveFailure { backend: backend, failure: failure }).unwrap();
     }
     let outputs = drain(&mut leader);
     assert_eq!(leader.monitor().backend(b).map(|s| s.health), Some(Health::Down));

@@ -1,8 +1,10 @@
 //! Every input other than datagrams: timeouts, upstream errors, admin commands; and the one
 //! place a flow is closed.
 
-use super::{AdminCommand, AdminError, DrainState, Event, FlowManager, Output, TimerKey, UpstreamError};
-use crate::id::{FlowId, ListenerId, UpstreamId};
+use super::{
+    AdminCommand, AdminError, DrainState, Event, FlowManager, Incoming, Output, TimerKey, UpstreamError,
+};
+use crate::id::{FlowId, ListenerId};
 use crate::outcome::{CloseReason, DropReason, PassiveFailure};
 use crate::proxy_v2::{self, TlvOptions};
 use crate::select::SelectionRequest;
@@ -64,11 +66,7 @@ impl FlowManager {
         self.retry_slots.release(&mut flow.retry);
         self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
         self.book_close(&flow, reason);
-        self.outputs.push_back(Output::CloseUpstream {
-            upstream: UpstreamId(flow.serial),
-            flow: FlowId { slot, serial: flow.serial },
-            reason,
-        });
+        self.outputs.push_back(Output::CloseUpstream { flow: FlowId { slot, serial: flow.serial }, reason });
         self.finish_drain_if_empty(flow.listener);
     }
 
@@ -117,7 +115,7 @@ impl FlowManager {
         self.observe(now);
         if let Some(slot) = self.table.resolve(flow) {
             match error {
-                UpstreamError::Refused => self.upstream_refused(now, slot),
+                UpstreamError::Refused => self.upstream_refused(slot),
                 UpstreamError::Unreachable => {
                     let backend = self.table.get(slot).backend;
                     self.close_flow(slot, CloseReason::UpstreamUnreachable);
@@ -139,7 +137,7 @@ impl FlowManager {
     /// The backend refused a flow: the flow closes, the refusal is reported to the health
     /// monitor, and if the flow has had no reply yet its kept datagram is re-sent once, on a
     /// new flow to a backend selected without the refusing one.
-    fn upstream_refused(&mut self, now: Instant, slot: u32) {
+    fn upstream_refused(&mut self, slot: u32) {
         let flow = self.table.get_mut(slot);
         let (backend, listener, client, hash) = (flow.backend, flow.listener, flow.client, flow.hash);
         let retry = if !flow.retried && !flow.retired && flow.responses == 0 {
@@ -164,19 +162,22 @@ impl FlowManager {
             return;
         };
         let proxy = cluster.proxy_protocol;
-        if selection.fail_open {
-            self.stats.listeners[listener.0 as usize].fail_open_flows += 1;
-        }
-        let new_slot = self.open_flow(now, listener, client, hash, selection.backend);
-        let flow = self.table.get_mut(new_slot);
-        flow.retried = true;
-        let id = FlowId { slot: new_slot, serial: flow.serial };
-        // Order matters to the shell: open the upstream, send on it, and only then anything
-        // booking the datagram may cause (a close, if the flow ends at once).
-        let datagram = self.datagram_with_header(vip, client, id.serial, proxy, &retry);
-        self.outputs.push_back(Output::Resend { upstream: UpstreamId(id.serial), flow: id, datagram });
-        self.forward_on_flow(now, new_slot, client, &retry, false);
-        self.stats.retries.resent += 1;
+        // Staged like a client's new flow: booked once its upstream is open (`accept`).
+        let flow = FlowId { slot: self.table.next_slot(), serial: self.next_serial };
+        let datagram = self.datagram_with_header(vip, client, flow.serial, proxy, &retry);
+        let incoming = Incoming {
+            flow,
+            listener,
+            backend: selection.backend,
+            address: self.backends[selection.backend.0 as usize].address,
+            client,
+            hash,
+            prefix_len: datagram.len() - retry.len(),
+            payload_len: retry.len(),
+            fail_open: selection.fail_open,
+            resend: true,
+        };
+        self.outputs.push_back(Output::Resend { incoming, datagram });
     }
 
     /// A re-sent datagram: the PROXY header a new flow's first datagram carries (if the
@@ -199,32 +200,6 @@ impl FlowManager {
         let _ = proxy_v2::write_proxy_header(&mut datagram[..header_len], client, vip, tlvs);
         datagram[header_len..].copy_from_slice(payload);
         datagram
-    }
-
-    /// The shell could not open the upstream the core asked for (EMFILE, EADDRINUSE, ...).
-    /// The flow closes (`UpstreamOpenFailed`, with no `CloseUpstream`: nothing was opened).
-    /// Reported in the same turn as the `OpenUpstream` (before any other input), the datagram
-    /// that opened the flow counts as dropped instead of forwarded, and the shell must not
-    /// send it; reported later, only the flow closes.
-    pub fn handle_upstream_open_failed(&mut self, now: Instant, flow: FlowId) {
-        let opened_this_turn = self.opened_this_turn.take() == Some(flow);
-        self.observe(now);
-        if let Some(slot) = self.table.resolve(flow) {
-            let mut flow = self.table.remove(slot);
-            self.timers.remove(flow.timer);
-            self.retry_slots.release(&mut flow.retry);
-            self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
-            let listener = flow.listener;
-            if opened_this_turn {
-                self.stats.listeners[listener.0 as usize].client.reclassify_as_dropped(
-                    flow.first_datagram_bytes as usize,
-                    DropReason::UpstreamOpenFailed,
-                );
-            }
-            self.book_close(&flow, CloseReason::UpstreamOpenFailed);
-            self.finish_drain_if_empty(listener);
-        }
-        self.debug_check();
     }
 
     /// The shell could not send a returned datagram to its client: it counts as dropped

@@ -2,9 +2,9 @@
 //! established flow, and neither touches the deadline index unless a flow opens or closes.
 
 use super::entry::Flow;
-use super::{BackendVerdict, ClientDatagram, ClientVerdict, DrainState, FlowManager, Output};
+use super::{BackendVerdict, ClientDatagram, ClientVerdict, DrainState, FlowManager, Incoming};
 use crate::config::{ProxyProtocolConfig, ProxyProtocolMode};
-use crate::id::{FlowId, ListenerId, UpstreamId};
+use crate::id::{FlowId, ListenerId};
 use crate::outcome::{CloseReason, DropReason};
 use crate::proxy_v2::{self, TlvOptions};
 use crate::select::SelectionRequest;
@@ -12,11 +12,13 @@ use crate::time::Instant;
 use crate::timer::TimerHandle;
 
 impl FlowManager {
-    /// A datagram from a client on a listener: forward it (possibly opening a flow) or drop it.
+    /// A datagram from a client on a listener: forward it on its flow, stage a new flow for it
+    /// ([`ClientVerdict::Open`]), or drop it.
     ///
     /// Admission order for a datagram that would start a flow: `Truncated`, `Invalid`,
     /// `Draining`, `Shed`, `ProxyHeaderTooLarge`, `NoHealthyBackend`; nothing is allocated
-    /// before all pass. A datagram of an established flow is forwarded on that flow.
+    /// before all pass, and nothing is booked until [`FlowManager::accept`]. A datagram of an
+    /// established flow is forwarded on that flow.
     pub fn handle_client_datagram(&mut self, now: Instant, datagram: ClientDatagram<'_>) -> ClientVerdict {
         let now = self.observe(now);
         let verdict = self.admit_client_datagram(now, datagram);
@@ -66,12 +68,8 @@ impl FlowManager {
             } else {
                 0
             };
-            self.forward_on_flow(now, slot, client, &buffer[headroom..], true);
-            return ClientVerdict::Forward {
-                flow: FlowId { slot, serial },
-                upstream: UpstreamId(serial),
-                prefix_len,
-            };
+            let closes = self.forward_on_flow(now, slot, client, &buffer[headroom..], true);
+            return ClientVerdict::Forward { flow: FlowId { slot, serial }, prefix_len, closes };
         }
 
         // A new flow: every check before anything is allocated.
@@ -97,19 +95,96 @@ impl FlowManager {
         let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
         };
-        if selection.fail_open {
-            self.stats.listeners[listener_id.0 as usize].fail_open_flows += 1;
-        }
-
-        let slot = self.open_flow(now, listener_id, client, hash, selection.backend);
-        let id = FlowId { slot, serial };
-        self.opened_this_turn = Some(id);
-        self.forward_on_flow(now, slot, client, &buffer[headroom..], true);
-        ClientVerdict::Forward { flow: id, upstream: UpstreamId(serial), prefix_len }
+        // Counted as forwarded now, so the books balance while the upstream opens; a refused
+        // open re-books it as dropped.
+        self.stats.listeners[listener_id.0 as usize].client.pass(payload_len);
+        ClientVerdict::Open(Incoming {
+            flow: FlowId { slot: self.table.next_slot(), serial },
+            listener: listener_id,
+            backend: selection.backend,
+            address: self.backends[selection.backend.0 as usize].address,
+            client,
+            hash,
+            prefix_len,
+            payload_len,
+            fail_open: selection.fail_open,
+            resend: false,
+        })
     }
 
-    /// Creates a flow of `client` on `listener` to `backend`, indexes it under `hash`, books
-    /// it and asks the shell to open its upstream. The caller forwards its first datagram.
+    /// `incoming`'s upstream is open: book the flow and forward `datagram` (the bytes to send,
+    /// PROXY header included) on it. Returns the `Forward` to act on, or (for an `Incoming`
+    /// made stale by another input since it was handed out) `Drop(UpstreamOpenFailed)`: then
+    /// the caller closes the upstream it opened.
+    pub fn accept(&mut self, now: Instant, incoming: Incoming, datagram: &[u8]) -> ClientVerdict {
+        let now = self.observe(now);
+        let verdict = if self.is_current(&incoming) {
+            self.book_incoming(now, &incoming, datagram)
+        } else {
+            self.refuse_incoming(&incoming);
+            ClientVerdict::Drop(DropReason::UpstreamOpenFailed)
+        };
+        self.debug_check();
+        verdict
+    }
+
+    /// `incoming`'s upstream could not be opened (EMFILE, EADDRINUSE, ...): no flow exists; its
+    /// datagram counts as dropped (`UpstreamOpenFailed`), and as a flow created and closed
+    /// for that reason.
+    pub fn refuse(&mut self, now: Instant, incoming: Incoming) {
+        self.observe(now);
+        self.refuse_incoming(&incoming);
+        self.debug_check();
+    }
+
+    /// Whether nothing has changed since `incoming` was handed out that would give its flow
+    /// another id or key.
+    fn is_current(&self, incoming: &Incoming) -> bool {
+        let Some(listener) = self.listeners.get(incoming.listener.0 as usize).filter(|l| !l.removed) else {
+            return false;
+        };
+        let backend_live = self.backends.get(incoming.backend.0 as usize).is_some_and(|b| !b.removed);
+        backend_live
+            && self.table.next_slot() == incoming.flow.slot
+            && self.next_serial == incoming.flow.serial
+            && self.table.find(incoming.hash, incoming.listener, incoming.client, listener.affinity).is_none()
+    }
+
+    fn book_incoming(&mut self, now: Instant, incoming: &Incoming, datagram: &[u8]) -> ClientVerdict {
+        let listener = incoming.listener;
+        if incoming.fail_open {
+            self.stats.listeners[listener.0 as usize].fail_open_flows += 1;
+        }
+        let slot = self.open_flow(now, listener, incoming.client, incoming.hash, incoming.backend);
+        debug_assert_eq!(slot, incoming.flow.slot, "a current incoming's slot is the next free one");
+        if incoming.resend {
+            self.table.get_mut(slot).retried = true;
+            self.stats.retries.resent += 1;
+        }
+        let payload = datagram.get(incoming.prefix_len..).unwrap_or_default();
+        // Counted when it arrived (a client datagram) or when first forwarded (a re-send).
+        let closes = self.forward_on_flow(now, slot, incoming.client, payload, false);
+        ClientVerdict::Forward { flow: incoming.flow, prefix_len: incoming.prefix_len, closes }
+    }
+
+    fn refuse_incoming(&mut self, incoming: &Incoming) {
+        let listener = incoming.listener.0 as usize;
+        if listener >= self.stats.listeners.len() {
+            return;
+        }
+        if !incoming.resend {
+            self.stats.listeners[listener]
+                .client
+                .reclassify_as_dropped(incoming.payload_len, DropReason::UpstreamOpenFailed);
+        }
+        for counters in [&mut self.stats.listeners[listener].flows, &mut self.stats.flows] {
+            counters.created += 1;
+            counters.closed[CloseReason::UpstreamOpenFailed.index()] += 1;
+        }
+    }
+
+    /// Creates a flow of `client` on `listener` to `backend` (whose upstream is open), indexes
+    /// it under `hash` and books it. The caller forwards its first datagram.
     pub(super) fn open_flow(
         &mut self,
         now: Instant,
@@ -134,7 +209,6 @@ impl FlowManager {
             timer: TimerHandle::DISARMED,
             requests: 0,
             responses: 0,
-            first_datagram_bytes: 0,
             retired: false,
             retried: false,
             retry: Vec::new(),
@@ -144,13 +218,6 @@ impl FlowManager {
             counters.active += 1;
         }
         self.backend_flow_opened(backend);
-        self.outputs.push_back(Output::OpenUpstream {
-            upstream: UpstreamId(serial),
-            flow: FlowId { slot, serial },
-            listener,
-            backend,
-            address: self.backends[backend.0 as usize].address,
-        });
         slot
     }
 
@@ -158,7 +225,7 @@ impl FlowManager {
     /// counters (unless `count` is false: a re-sent datagram was counted when it arrived), the
     /// retry slot, the wait for a reply, retirement at `requests`. Re-arms the flow's timer
     /// only if it was just created; otherwise the armed entry stays (it is never late, see
-    /// `Teardown::arm_time`).
+    /// `Teardown::arm_time`). Returns whether the flow ended with this datagram.
     pub(super) fn forward_on_flow(
         &mut self,
         now: Instant,
@@ -166,7 +233,7 @@ impl FlowManager {
         client: std::net::SocketAddr,
         payload: &[u8],
         count: bool,
-    ) {
+    ) -> bool {
         let payload_len = payload.len();
         let cluster =
             &self.clusters[self.backends[self.table.get(slot).backend.0 as usize].cluster.0 as usize];
@@ -176,9 +243,6 @@ impl FlowManager {
         let flow = self.table.get_mut(slot);
         let listener = flow.listener;
         let is_new = flow.requests == 0;
-        if is_new {
-            flow.first_datagram_bytes = payload_len as u32;
-        }
         if keep_for_retry && flow.responses == 0 {
             if !self.retry_slots.keep(&mut flow.retry, payload) {
                 self.stats.retries.not_kept_over_budget += 1;
@@ -201,12 +265,13 @@ impl FlowManager {
             if owes_nothing {
                 // `responses = 0`: no reply will come, so the flow is done once it has sent.
                 self.close_flow(slot, CloseReason::RequestsReached);
-                return;
+                return true;
             }
         }
         if is_new {
             self.rearm_flow(now, slot);
         }
+        false
     }
 
     /// Takes a flow out of the key index: the client's next datagram starts a new flow, and

@@ -41,8 +41,6 @@ pub(crate) struct Flow {
     pub(crate) requests: u32,
     /// Backend datagrams returned.
     pub(crate) responses: u32,
-    /// Payload bytes of the first datagram (un-counted if its upstream fails to open).
-    pub(crate) first_datagram_bytes: u32,
     /// Reached `requests`: out of the index, waiting only for owed replies.
     pub(crate) retired: bool,
     /// This flow is itself a retry after a refusal: it is not retried again.

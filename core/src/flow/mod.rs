@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::config::{Affinity, Config, OnBackendDown, ProxyProtocolConfig, ValidationError};
 use crate::health::{AdminState, Health};
-use crate::id::{BackendId, ClusterId, FlowId, ListenerId, UpstreamId};
+use crate::id::{BackendId, ClusterId, FlowId, ListenerId};
 use crate::outcome::{CloseReason, DropReason, PassiveFailure};
 use crate::select::{Candidate, Selector};
 use crate::stats::Stats;
@@ -97,13 +97,74 @@ pub struct ClientDatagram<'a> {
     pub truncated: bool,
 }
 
-/// The verdict on a client datagram.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// The verdict on a client datagram (and on [`FlowManager::accept`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientVerdict {
-    /// Send `buffer[headroom - prefix_len..]` on `upstream`.
-    Forward { flow: FlowId, upstream: UpstreamId, prefix_len: usize },
+    /// Send `buffer[headroom - prefix_len..]` on `flow`'s upstream. `closes`: the flow ended
+    /// with this datagram (it owes no reply); its `CloseUpstream` output follows, to act on
+    /// after the send.
+    Forward { flow: FlowId, prefix_len: usize, closes: bool },
+    /// The datagram starts a new flow, not booked yet: open its upstream, then confirm with
+    /// [`FlowManager::accept`] (which returns the `Forward`) or report the failure with
+    /// [`FlowManager::refuse`].
+    Open(Incoming),
     /// Do not send; the reason is counted.
     Drop(DropReason),
+}
+
+/// A new flow the core has decided on (admitted, its backend selected, its PROXY header
+/// written) but not booked: a flow exists only once its upstream does.
+///
+/// The caller opens an upstream for [`Incoming::flow`] towards [`Incoming::address`] and
+/// hands the `Incoming` back, before any other input: to [`FlowManager::accept`] if the
+/// upstream is open, to [`FlowManager::refuse`] if it could not be. An `Incoming` accepted
+/// after another input changed the table is refused as `upstream_open_failed` (and the caller
+/// closes the upstream it opened).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    flow: FlowId,
+    listener: ListenerId,
+    backend: BackendId,
+    address: SocketAddr,
+    client: SocketAddr,
+    hash: u64,
+    prefix_len: usize,
+    payload_len: usize,
+    fail_open: bool,
+    /// A request refused by another backend, re-sent on this new flow.
+    resend: bool,
+}
+
+impl Incoming {
+    /// The id the flow will have; upstreams are named by it.
+    pub fn flow(&self) -> FlowId {
+        self.flow
+    }
+
+    /// The listener the flow's client came through.
+    pub fn listener(&self) -> ListenerId {
+        self.listener
+    }
+
+    /// The backend selected for the flow.
+    pub fn backend(&self) -> BackendId {
+        self.backend
+    }
+
+    /// Where the upstream sends: the backend's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The client the flow serves.
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// Bytes of PROXY header in front of the payload of the datagram to send.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix_len
+    }
 }
 
 /// The verdict on a backend datagram.
@@ -115,24 +176,17 @@ pub enum BackendVerdict {
     Drop(DropReason),
 }
 
-/// Control outputs, drained with [`FlowManager::poll_output`] after every call and before the
-/// caller acts on a verdict.
+/// Control outputs, drained with [`FlowManager::poll_output`] after every call, once the
+/// caller has acted on the call's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Open an upstream towards `address` for `flow`; datagrams the backend sends back on it
-    /// are handed to [`FlowManager::handle_backend_datagram`] with `flow`.
-    OpenUpstream {
-        upstream: UpstreamId,
-        flow: FlowId,
-        listener: ListenerId,
-        backend: BackendId,
-        address: SocketAddr,
-    },
-    /// Close an upstream; its flow has ended for `reason`.
-    CloseUpstream { upstream: UpstreamId, flow: FlowId, reason: CloseReason },
-    /// Send `datagram` (PROXY header included, if due) on `upstream`, a new flow's upstream
-    /// opened just before: a request refused by another backend, re-sent once.
-    Resend { upstream: UpstreamId, flow: FlowId, datagram: Vec<u8> },
+    /// Close `flow`'s upstream; the flow has ended for `reason`.
+    CloseUpstream { flow: FlowId, reason: CloseReason },
+    /// A request refused by another backend, to re-send once on a new flow: open an upstream
+    /// for `incoming` as for [`ClientVerdict::Open`], confirm it with
+    /// [`FlowManager::accept`]`(now, incoming, &datagram)`, and send `datagram` (its PROXY
+    /// header included, if due) on it.
+    Resend { incoming: Incoming, datagram: Vec<u8> },
     /// Evidence about a backend's health, for the health monitor.
     PassiveFailure { backend: BackendId, failure: PassiveFailure },
     /// Something an operator may want to see.
@@ -312,8 +366,6 @@ pub struct FlowManager {
     now: Instant,
     /// The `now` of the latest `handle_timeout`: nothing may be due at or before it.
     timeouts_handled_until: Option<Instant>,
-    /// The flow whose upstream the latest input asked to open (cleared by the next input).
-    opened_this_turn: Option<FlowId>,
 }
 
 impl FlowManager {
@@ -337,7 +389,6 @@ impl FlowManager {
             next_serial: 1,
             now: Instant::ZERO,
             timeouts_handled_until: None,
-            opened_this_turn: None,
         };
         manager.apply_config(Instant::ZERO, config)?;
         // Building is not a reload: nothing to report.
@@ -427,9 +478,8 @@ impl FlowManager {
     }
 
     /// Moves the core's clock forward (never backward) and returns the time to use.
-    /// Every input calls it first; it also ends the previous turn.
+    /// Every input calls it first.
     fn observe(&mut self, now: Instant) -> Instant {
-        self.opened_this_turn = None;
         self.now = self.now.max(now);
         self.now
     }

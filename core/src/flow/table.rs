@@ -60,6 +60,11 @@ impl FlowTable {
             .copied()
     }
 
+    /// The slot the next [`FlowTable::insert`] will use.
+    pub(crate) fn next_slot(&self) -> u32 {
+        if self.free_head != NO_SLOT { self.free_head } else { self.slots.len() as u32 }
+    }
+
     /// Stores a new flow and indexes it under `flow.hash`. The caller checked that no
     /// indexed flow has the same key.
     pub(crate) fn insert(&mut self, flow: Flow) -> u32 {

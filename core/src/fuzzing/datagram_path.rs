@@ -1,10 +1,11 @@
 //! `datagram_path`: an arbitrary configuration and an arbitrary sequence of every input the
 //! composed core takes, with the core's promises checked after every step.
 //!
-//! The driver plays a shell that follows the calling convention (it drains outputs after
-//! every call and keeps time monotone) but is otherwise careless: it sends datagrams to
-//! listeners that never existed, reports errors for flows that ended long ago, answers
-//! probes nobody sent, and reloads to configurations that may be refused. The core must
+//! The driver plays a shell that follows the calling convention (it confirms or refuses every
+//! staged open before the next input, drains outputs after every call and keeps time monotone)
+//! but is otherwise careless: it fails upstream opens, sends datagrams to listeners that never
+//! existed, reports errors for flows that ended long ago, answers probes nobody sent, and
+//! reloads to configurations that may be refused. The core must
 //! take all of it without panicking, keep its invariants and keep its books balanced.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,12 +16,12 @@ use arbitrary::{Arbitrary, Unstructured};
 use super::config_spec::{ConfigSpec, PROBE_REPLIES};
 use crate::balancer::Output;
 use crate::health::ProbeFailure;
-use crate::id::UpstreamId;
 use crate::outcome::DropReason;
 use crate::proxy_v2::{Header, TlvKind};
 use crate::{
     AdminCommand, BackendCommand, BackendId, BackendVerdict, Balancer, ClientDatagram, ClientVerdict,
-    DATAGRAM_HEADROOM, FlowId, Instant, Keys, ListenerId, ProbeId, ProbeResult, UpstreamError, flow,
+    DATAGRAM_HEADROOM, FlowId, Incoming, Input, Instant, Keys, ListenerId, ProbeId, ProbeResult,
+    UpstreamError, flow,
 };
 
 /// Steps per run: long enough for flows to open, retire, time out and be reloaded away,
@@ -60,8 +61,9 @@ enum Step {
         flow: IdPick,
         error: ErrorPick,
     },
+    /// The next upstream open fails (the pick is unused: kept so committed inputs decode).
     OpenFailed {
-        flow: IdPick,
+        _pick: IdPick,
     },
     ReturnFailed {
         listener: u8,
@@ -104,7 +106,7 @@ impl<'a> Arbitrary<'a> for Step {
             16 => Step::Sleep { millis: input.arbitrary()? },
             17 | 18 => Step::NextDeadline,
             19 => Step::UpstreamError { flow: input.arbitrary()?, error: input.arbitrary()? },
-            20 => Step::OpenFailed { flow: input.arbitrary()? },
+            20 => Step::OpenFailed { _pick: input.arbitrary()? },
             21 => Step::ReturnFailed { listener: input.arbitrary()?, bytes: input.arbitrary()? },
             22 | 23 => Step::ProbeResult { probe: input.arbitrary()?, result: input.arbitrary()? },
             24 | 25 => Step::ProbeReply { probe: input.arbitrary()?, reply: input.arbitrary()? },
@@ -176,7 +178,8 @@ pub fn datagram_path(data: &[u8]) {
         return;
     }
     let core = Balancer::new(&config, keys).expect("a validated configuration builds");
-    let mut run = Run { core, now: Instant::ZERO, flows: Vec::new(), probes: Vec::new() };
+    let mut run =
+        Run { core, now: Instant::ZERO, flows: Vec::new(), probes: Vec::new(), fail_next_open: false };
     run.check(false);
     for _ in 0..MAX_STEPS {
         if input.is_empty() {
@@ -194,6 +197,8 @@ struct Run {
     flows: Vec<FlowId>,
     /// Probe ids the core asked for, newest last.
     probes: Vec<ProbeId>,
+    /// The next staged open is refused.
+    fail_next_open: bool,
 }
 
 impl Run {
@@ -202,7 +207,7 @@ impl Run {
         match step {
             Step::Advance { millis } => {
                 self.now = self.now + time_step(millis);
-                self.core.handle_timeout(self.now);
+                let _ = self.core.handle(self.now, Input::Timeout);
                 timer_fired = true;
             }
             Step::Sleep { millis } => self.now = self.now + time_step(millis),
@@ -210,7 +215,7 @@ impl Run {
                 if let Some(deadline) = self.core.poll_timeout() {
                     self.now = self.now.max(deadline);
                 }
-                self.core.handle_timeout(self.now);
+                let _ = self.core.handle(self.now, Input::Timeout);
                 timer_fired = true;
             }
             Step::Client(client) => self.client_datagram(&client),
@@ -224,12 +229,14 @@ impl Run {
                     ErrorPick::Unreachable => UpstreamError::Unreachable,
                     ErrorPick::SendFailed => UpstreamError::SendFailed,
                 };
-                self.core.handle_upstream_error(self.now, self.flow(&flow), error);
+                let flow = self.flow(&flow);
+                let _ = self.core.handle(self.now, Input::UpstreamError { flow, error });
             }
-            Step::OpenFailed { flow } => self.core.handle_upstream_open_failed(self.now, self.flow(&flow)),
+            Step::OpenFailed { .. } => self.fail_next_open = true,
             Step::ReturnFailed { listener, bytes } => {
                 let listener = self.listener(listener);
-                self.core.handle_return_failed(self.now, listener, usize::from(bytes));
+                let _ =
+                    self.core.handle(self.now, Input::ReturnFailed { listener, bytes: usize::from(bytes) });
             }
             Step::ProbeResult { probe, result } => {
                 let result = match result {
@@ -239,11 +246,13 @@ impl Run {
                     ResultPick::Mismatch => ProbeResult::Fail(ProbeFailure::Mismatch),
                     ResultPick::Error => ProbeResult::Fail(ProbeFailure::Error),
                 };
-                self.core.handle_probe_result(self.now, self.probe(&probe), result);
+                let probe = self.probe(&probe);
+                let _ = self.core.handle(self.now, Input::ProbeResult { probe, result });
             }
             Step::ProbeReply { probe, reply } => {
                 let reply: &[u8] = PROBE_REPLIES.get(usize::from(reply % 5)).copied().unwrap_or(b"nope");
-                self.core.handle_probe_reply(self.now, self.probe(&probe), reply);
+                let (probe, reply) = (self.probe(&probe), reply.to_vec());
+                let _ = self.core.handle(self.now, Input::ProbeReply { probe, reply });
             }
             Step::Admin { command, listener, flow } => {
                 let command = match command % 4 {
@@ -253,7 +262,7 @@ impl Run {
                     _ => AdminCommand::CloseAll,
                 };
                 // Refusals (unknown listener or flow, not draining) are answers, not failures.
-                let _ = self.core.handle_admin(self.now, command);
+                let _ = self.core.handle(self.now, Input::Admin(command));
             }
             Step::BackendCommand { backend, command, weight } => {
                 let command = match command % 6 {
@@ -265,7 +274,8 @@ impl Run {
                     // 255 is over `MAX_WEIGHT`, which the core must refuse.
                     _ => BackendCommand::Weight(if weight == 255 { 70_000 } else { u32::from(weight % 8) }),
                 };
-                let _ = self.core.handle_backend_command(self.now, self.backend(backend), command);
+                let backend = self.backend(backend);
+                let _ = self.core.handle(self.now, Input::Backend { backend, command });
             }
             Step::Reload(spec) => self.reload(&spec),
         }
@@ -294,9 +304,17 @@ impl Run {
                 truncated: step.truncated % 16 == 15,
             },
         );
-        let ClientVerdict::Forward { flow, upstream, prefix_len } = verdict else { return };
+        let verdict = match verdict {
+            ClientVerdict::Open(incoming) => {
+                let prefix_len = incoming.prefix_len();
+                assert!(prefix_len <= headroom, "a {prefix_len}-byte prefix does not fit {headroom} bytes");
+                self.confirm(incoming, &buffer[headroom - prefix_len..])
+            }
+            verdict => verdict,
+        };
+        let ClientVerdict::Forward { flow, prefix_len, closes } = verdict else { return };
         self.remember_flow(flow);
-        assert_eq!(upstream, UpstreamId(flow.serial()), "a flow's upstream is named by its serial");
+        assert_eq!(closes, self.core.flows().flow(flow).is_none(), "{flow}: `closes` is wrong");
         assert!(
             prefix_len <= headroom,
             "a {prefix_len}-byte prefix does not fit {headroom} bytes of headroom"
@@ -306,6 +324,28 @@ impl Run {
             let (_, vip) = self.core.flows().listener(listener).expect("forwarded on a listener that exists");
             assert_proxy_header(&buffer[headroom - prefix_len..], prefix_len, client, vip, flow);
         }
+    }
+
+    /// Confirms a staged flow (or refuses it, if the step before said so), checking what the
+    /// core promises about it.
+    fn confirm(&mut self, incoming: Incoming, datagram: &[u8]) -> ClientVerdict {
+        let flow = incoming.flow();
+        let known = self.core.flows().backend(incoming.backend()).map(|(_, address)| address);
+        assert_eq!(known, Some(incoming.address()), "an upstream opened towards the wrong address");
+        assert!(self.core.flows().flow(flow).is_none(), "{flow} was booked before its upstream opened");
+        if std::mem::take(&mut self.fail_next_open) {
+            self.core.refuse(self.now, incoming);
+            assert!(self.core.flows().flow(flow).is_none(), "{flow} exists though its open failed");
+            return ClientVerdict::Drop(DropReason::UpstreamOpenFailed);
+        }
+        let verdict = self.core.accept(self.now, incoming, datagram);
+        match verdict {
+            ClientVerdict::Forward { flow: accepted, .. } => {
+                assert_eq!(accepted, flow, "accepted under another id")
+            }
+            _ => panic!("a current incoming was not accepted: {verdict:?}"),
+        }
+        verdict
     }
 
     fn backend_datagram(&mut self, flow: FlowId, size: usize, fill: u8, truncated: bool) {
@@ -348,12 +388,11 @@ impl Run {
         let mut closed = Vec::new();
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Flow(flow::Output::OpenUpstream { flow, backend, address, .. }) => {
-                    self.remember_flow(flow);
-                    let known = self.core.flows().backend(backend).map(|(_, address)| address);
-                    assert_eq!(known, Some(address), "an upstream opened towards the wrong address");
+                Output::Flow(flow::Output::Resend { incoming, datagram }) => {
+                    if let ClientVerdict::Forward { flow, .. } = self.confirm(incoming, &datagram) {
+                        self.remember_flow(flow);
+                    }
                 }
-                Output::Flow(flow::Output::Resend { flow, .. }) => self.remember_flow(flow),
                 Output::Flow(flow::Output::CloseUpstream { flow, .. }) => closed.push(flow),
                 Output::Flow(flow::Output::PassiveFailure { .. }) => {
                     panic!("a passive failure leaked out of the balancer (it is the monitor's input)")

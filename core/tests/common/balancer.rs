@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use udplb_core::balancer::Output;
 use udplb_core::health::{HealthEvent, ProbeFailure, ProbeRequest};
 use udplb_core::{
-    BackendId, Balancer, ClientDatagram, ClientVerdict, Config, DATAGRAM_HEADROOM, FlowId, Instant, Keys,
-    ProbeResult,
+    BackendId, Balancer, ClientDatagram, ClientVerdict, Config, DATAGRAM_HEADROOM, FlowId, Input, Instant,
+    Keys, ProbeResult,
 };
 
 use super::addr;
@@ -50,6 +50,9 @@ impl BalancerHarness {
             if let Output::Probe(request) = &output {
                 self.pending.push(request.clone());
             }
+            if let Output::Flow(udplb_core::Output::Resend { incoming, datagram }) = &output {
+                let _ = self.core.accept(self.now, incoming.clone(), datagram);
+            }
             self.outputs.push(output);
         }
         if let Err(violation) = self.core.check_invariants() {
@@ -62,12 +65,13 @@ impl BalancerHarness {
         let pending = std::mem::take(&mut self.pending);
         for request in pending {
             match self.answers.get(&request.backend).copied().unwrap_or(Answer::Pass) {
-                Answer::Pass => self.core.handle_probe_result(self.now, request.probe, ProbeResult::Pass),
-                Answer::Refuse => self.core.handle_probe_result(
-                    self.now,
-                    request.probe,
-                    ProbeResult::Fail(ProbeFailure::Refused),
-                ),
+                Answer::Pass => {
+                    self.handle(Input::ProbeResult { probe: request.probe, result: ProbeResult::Pass })
+                }
+                Answer::Refuse => self.handle(Input::ProbeResult {
+                    probe: request.probe,
+                    result: ProbeResult::Fail(ProbeFailure::Refused),
+                }),
                 Answer::Silent => continue,
             }
             self.drain();
@@ -82,7 +86,7 @@ impl BalancerHarness {
             match self.core.poll_timeout() {
                 Some(at) if at <= until => {
                     self.now = at.max(self.now);
-                    self.core.handle_timeout(self.now);
+                    self.handle(Input::Timeout);
                     self.drain();
                     self.answer_probes();
                 }
@@ -90,7 +94,7 @@ impl BalancerHarness {
             }
         }
         self.now = until.max(self.now);
-        self.core.handle_timeout(self.now);
+        self.handle(Input::Timeout);
         self.drain();
     }
 
@@ -108,15 +112,27 @@ impl BalancerHarness {
                 truncated: false,
             },
         );
+        let verdict = match verdict {
+            ClientVerdict::Open(incoming) => {
+                let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+                self.core.accept(self.now, incoming, &buffer[start..])
+            }
+            verdict => verdict,
+        };
         self.drain();
         verdict
+    }
+
+    /// Any other input; an operator command's refusal panics.
+    pub fn handle(&mut self, input: Input) {
+        self.core.handle(self.now, input).expect("input accepted");
     }
 
     /// The backend a new flow from `client` went to.
     pub fn new_flow_backend(&mut self, client: &str) -> Option<BackendId> {
         match self.client(client, b"q") {
             ClientVerdict::Forward { flow, .. } => self.core.flows().flow(flow).map(|f| f.backend),
-            ClientVerdict::Drop(_) => None,
+            _ => None,
         }
     }
 

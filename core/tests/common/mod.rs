@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use udplb_core::{
-    AdminCommand, BackendVerdict, ClientDatagram, ClientVerdict, Config, DATAGRAM_HEADROOM, FlowId,
-    FlowManager, Instant, Keys, ListenerId, Output,
+    AdminCommand, BackendId, BackendVerdict, ClientDatagram, ClientVerdict, Config, DATAGRAM_HEADROOM,
+    FlowId, FlowManager, Incoming, Instant, Keys, ListenerId, Output,
 };
 
 pub fn addr(text: &str) -> SocketAddr {
@@ -43,6 +43,10 @@ pub struct Harness {
     pub outputs: Vec<Output>,
     /// The bytes of the last forwarded datagram, PROXY header included.
     pub last_sent: Vec<u8>,
+    /// Upstreams opened for staged flows, in order: (flow, backend, address).
+    pub opened: Vec<(FlowId, BackendId, SocketAddr)>,
+    /// Staged opens fail (as a shell out of sockets would) while set.
+    pub fail_opens: bool,
 }
 
 impl Harness {
@@ -52,15 +56,39 @@ impl Harness {
 
     pub fn with_seed(config: &Config, seed: u64) -> Harness {
         let core = FlowManager::new(config, Keys::from_seed(seed)).expect("valid config");
-        Harness { core, now: Instant::ZERO, outputs: Vec::new(), last_sent: Vec::new() }
+        Harness {
+            core,
+            now: Instant::ZERO,
+            outputs: Vec::new(),
+            last_sent: Vec::new(),
+            opened: Vec::new(),
+            fail_opens: false,
+        }
     }
 
     pub fn listener(&self, name: &str) -> ListenerId {
         self.core.listener_id(name).expect("listener exists")
     }
 
-    fn after_call(&mut self) {
+    /// Opens (or fails to open) a staged flow's upstream and confirms it, as the driver does.
+    fn open(&mut self, incoming: Incoming, datagram: &[u8]) -> ClientVerdict {
+        if self.fail_opens {
+            self.core.refuse(self.now, incoming);
+            return ClientVerdict::Drop(udplb_core::DropReason::UpstreamOpenFailed);
+        }
+        self.opened.push((incoming.flow(), incoming.backend(), incoming.address()));
+        self.core.accept(self.now, incoming, datagram)
+    }
+
+    /// Drains outputs (confirming re-sends' staged flows) and checks every invariant.
+    pub fn after_call(&mut self) {
         while let Some(output) = self.core.poll_output() {
+            if let Output::Resend { incoming, datagram } = &output {
+                let verdict = self.open(incoming.clone(), datagram);
+                if let ClientVerdict::Forward { .. } = verdict {
+                    self.last_sent = datagram.clone();
+                }
+            }
             self.outputs.push(output);
         }
         if let Err(violation) = self.core.check_invariants() {
@@ -93,6 +121,13 @@ impl Harness {
                 truncated,
             },
         );
+        let verdict = match verdict {
+            ClientVerdict::Open(incoming) => {
+                let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+                self.open(incoming, &buffer[start..])
+            }
+            verdict => verdict,
+        };
         if let ClientVerdict::Forward { prefix_len, .. } = verdict {
             self.last_sent = buffer[DATAGRAM_HEADROOM - prefix_len..].to_vec();
         }
