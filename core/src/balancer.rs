@@ -294,7 +294,7 @@ impl Balancer {
             .backend(backend)
             .map(|status| status.admin)
             .ok_or(AdminError::UnknownBackend(backend))?;
-        let result = match command {
+        match command {
             BackendCommand::Weight(weight) => self.flows.set_backend_weight(now, backend, weight),
             BackendCommand::Resume if admin != AdminState::Paused => {
                 Err(AdminError::NotPaused { backend, state: admin })
@@ -311,8 +311,7 @@ impl Balancer {
             BackendCommand::Drain => {
                 self.monitor.set_admin(now, backend, AdminState::Draining).map_err(unknown)
             }
-        };
-        result
+        }
     }
 
     /// Replaces the configuration. Invalid: nothing changes. Backends that keep their

@@ -72,7 +72,7 @@ fn data_path_refusals_take_a_backend_down_without_probes_and_it_recovers_later()
         let verdict = h.client(&format!("192.0.2.1:{}", 1000 + port), b"q");
         let flow = h.flow_of(verdict);
         if h.core.flows().flow(flow).unwrap().backend == b1 {
-            h.core.handle(h.now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused }).unwrap();
+            h.core.handle(h.now, Input::UpstreamError { flow, error: UpstreamError::Refused }).unwrap();
         }
     }
     h.run_until(h.now);

@@ -117,8 +117,7 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
             }
             Step::Refused { nth } => {
                 if let Some(&flow) = flows.get(usize::from(nth) % flows.len().max(1)) {
-                    core.handle(now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused })
-                        .unwrap();
+                    core.handle(now, Input::UpstreamError { flow, error: UpstreamError::Refused }).unwrap();
                 }
             }
             Step::AnswerProbe { nth, answer } => {
@@ -127,24 +126,15 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
                 }
                 let probe = probes.remove(usize::from(nth) % probes.len()).probe;
                 match answer {
-                    0 => core
-                        .handle(now, Input::ProbeResult { probe: probe, result: ProbeResult::Pass })
-                        .unwrap(),
+                    0 => core.handle(now, Input::ProbeResult { probe, result: ProbeResult::Pass }).unwrap(),
                     1 => core
                         .handle(
                             now,
-                            Input::ProbeResult {
-                                probe: probe,
-                                result: ProbeResult::Fail(ProbeFailure::Refused),
-                            },
+                            Input::ProbeResult { probe, result: ProbeResult::Fail(ProbeFailure::Refused) },
                         )
                         .unwrap(),
-                    2 => {
-                        core.handle(now, Input::ProbeReply { probe: probe, reply: b"pong".to_vec() }).unwrap()
-                    }
-                    _ => {
-                        core.handle(now, Input::ProbeReply { probe: probe, reply: b"nope".to_vec() }).unwrap()
-                    }
+                    2 => core.handle(now, Input::ProbeReply { probe, reply: b"pong".to_vec() }).unwrap(),
+                    _ => core.handle(now, Input::ProbeReply { probe, reply: b"nope".to_vec() }).unwrap(),
                 }
             }
             Step::Command { backend, command } => {
@@ -157,8 +147,8 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
                     BackendCommand::Weight(0),
                     BackendCommand::Weight(5),
                 ][usize::from(command)];
-                let result = core
-                    .handle(now, Input::Backend { backend: BackendId(u32::from(backend)), command: command });
+                let result =
+                    core.handle(now, Input::Backend { backend: BackendId(u32::from(backend)), command });
                 transcript.push(format!("{now} {command:?} {result:?}"));
             }
             Step::DrainListener => {

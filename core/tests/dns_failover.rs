@@ -50,7 +50,7 @@ fn no_query_is_lost_when_one_of_three_dns_servers_stops() {
             // The stopped server's port is closed: the kernel answers with ICMP port
             // unreachable, which the shell reports; the core re-sends on another server.
             let before = h.outputs.len();
-            h.core.handle(h.now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused }).unwrap();
+            h.core.handle(h.now, Input::UpstreamError { flow, error: UpstreamError::Refused }).unwrap();
             h.run_until(h.now);
             let retry = h.outputs[before..].iter().find_map(|o| match o {
                 Output::Flow(udplb_core::Output::Resend { incoming, .. }) => Some(incoming.flow()),

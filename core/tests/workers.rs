@@ -93,7 +93,7 @@ fn only_the_leader_probes_and_every_follower_sees_its_health() {
     for probe in &probes {
         let result =
             if probe.backend == a { ProbeResult::Fail(ProbeFailure::Refused) } else { ProbeResult::Pass };
-        leader.handle(now, Input::ProbeResult { probe: probe.probe, result: result }).unwrap();
+        leader.handle(now, Input::ProbeResult { probe: probe.probe, result }).unwrap();
     }
     let outputs = drain(&mut leader);
     assert!(follow(&outputs, &mut follower, now) >= 2, "{outputs:?}");
@@ -108,7 +108,7 @@ fn only_the_leader_probes_and_every_follower_sees_its_health() {
     let ClientVerdict::Forward { flow, .. } = client(&mut follower, now, 100) else { panic!("dropped") };
     let b = follower.flows().flow(flow).unwrap().backend;
     drain(&mut follower);
-    follower.handle(now, Input::UpstreamError { flow: flow, error: UpstreamError::Refused }).unwrap();
+    follower.handle(now, Input::UpstreamError { flow, error: UpstreamError::Refused }).unwrap();
     let failures: Vec<_> = drain(&mut follower)
         .into_iter()
         .filter_map(|o| match o {
@@ -119,7 +119,7 @@ fn only_the_leader_probes_and_every_follower_sees_its_health() {
     assert_eq!(failures.len(), 1);
     assert_eq!(follower.monitor().backend(b).map(|s| s.health), Some(Health::Unknown), "not judged here");
     for (backend, failure) in failures {
-        leader.handle(now, Input::PassiveFailure { backend: backend, failure: failure }).unwrap();
+        leader.handle(now, Input::PassiveFailure { backend, failure }).unwrap();
     }
     let outputs = drain(&mut leader);
     assert_eq!(leader.monitor().backend(b).map(|s| s.health), Some(Health::Down));

@@ -8,9 +8,8 @@
 //! the servers' own limits ([`crate::control`], [`crate::metrics::http`]).
 
 use mio::Token;
-use udplb_core::{AdminCommand, AdminError, BackendCommand, Config};
+use udplb_core::{AdminCommand, AdminError, BackendCommand, Config, Input};
 
-use crate::driver::Platform;
 use crate::event_loop::{EventLoop, Source};
 use crate::metrics::http::{CONTENT_TYPE, Request as HttpRequest};
 use crate::protocol::{
@@ -118,12 +117,13 @@ impl EventLoop {
             (BackendAction::Disable, None) => (BackendCommand::Disable, "disabled".to_owned()),
             (BackendAction::Drain, None) => (BackendCommand::Drain, "draining".to_owned()),
         };
-        match self.driver.on_backend_command(backend, command) {
+        let now = self.driver.platform().now();
+        match self.driver.handle(now, Input::Backend { backend, command }) {
             Ok(()) => {
                 // States reach the other workers from the monitor; a weight is theirs to set.
-                if let BackendCommand::Weight(weight) = command {
+                if let BackendCommand::Weight(_) = command {
                     for follower in &self.followers {
-                        follower.send(ToFollower::Weight(backend, weight));
+                        follower.send(ToFollower::Input(Input::Backend { backend, command }));
                     }
                 }
                 tracing::info!(cluster, backend = id, %done, "backend command");
@@ -145,10 +145,11 @@ impl EventLoop {
             ListenerAction::Drain => AdminCommand::DrainListener(listener),
             ListenerAction::Resume => AdminCommand::ResumeListener(listener),
         };
-        match self.driver.on_admin(command) {
+        let now = self.driver.platform().now();
+        match self.driver.handle(now, Input::Admin(command)) {
             Ok(()) => {
                 for follower in &self.followers {
-                    follower.send(ToFollower::Admin(command));
+                    follower.send(ToFollower::Input(Input::Admin(command)));
                 }
                 let remaining = self.driver.core().flows().listener_flows(listener);
                 let done = match action {
@@ -266,7 +267,8 @@ impl EventLoop {
         // The running worker count holds until a restart; each worker gets its share of flows.
         let workers = self.followers.len() as u32 + 1;
         let effective = worker_config(&config, workers, self.default_max_flows);
-        let reload = self.driver.on_reload(&effective).map_err(|errors| {
+        let now = self.driver.platform().now();
+        let reload = self.driver.reload(now, &effective).map_err(|errors| {
             let lines: Vec<String> =
                 errors.iter().map(|e| format!("{file}: field `{}`: {e}", e.path())).collect();
             lines.join("\n")

@@ -1,7 +1,8 @@
-//! The mio event loop: the production platform (`mio_platform.rs`) under the shared
-//! driver.
+//! The mio event loop: the production platform (`mio_platform.rs`) under the core's driver
+//! (`udplb_core::driver`).
 //!
-//! The poll timeout comes from the core after every call (`Driver::next_deadline`). Listener
+//! The clock is read once per batch and handed to the driver with every input. The poll
+//! timeout comes from the core after every call (`Driver::next_deadline`). Listener
 //! and upstream sockets are read in batches (`recvmmsg`); the driver decides about each
 //! datagram of a batch, and what it sends is queued and flushed once per batch (`sendmmsg`).
 //! SIGHUP (or `udplb ctl reload`) reloads the configuration file; SIGTERM and SIGINT drain
@@ -19,15 +20,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use udplb_core::balancer::Output;
+use udplb_core::driver::Driver;
 use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, BackendCommand, Balancer, Config, DATAGRAM_HEADROOM, Keys, ListenerId, ProbeId,
-    ProbeResult, Role, UpstreamError, UpstreamId,
+    AdminCommand, Balancer, Config, DATAGRAM_HEADROOM, FlowId, Input, Keys, ListenerId, ProbeId, ProbeResult,
+    Role, UpstreamError,
 };
 
 use crate::batch::RecvBatch;
 use crate::control::ControlServer;
-use crate::driver::{Driver, Platform};
 use crate::metrics::http::MetricsServer;
 pub(crate) use crate::mio_platform::Source;
 use crate::mio_platform::{MioPlatform, Probe, ProbeSocket};
@@ -39,7 +40,7 @@ const RECEIVE_CAPACITY: usize = 65_536;
 const BATCHES_PER_EVENT: usize = 8;
 /// Longest sleep while a control or metrics connection waits on a deadline of its own.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
-/// Rounds of reporting deferred failures per turn (each may cause a re-send, which may fail).
+/// Rounds of reporting failures per turn (each may cause a re-send, which may fail).
 const DEFERRED_ROUNDS: usize = 4;
 
 /// How often a follower publishes its counters for the leader's metrics.
@@ -269,9 +270,10 @@ impl EventLoop {
                 self.settle();
             }
             // Always: a wake-up before the deadline is harmless, and one after it is due.
-            self.driver.on_timeout();
+            let now = self.driver.platform().now();
+            let _ = self.driver.handle(now, Input::Timeout);
             self.settle();
-            self.driver.platform_mut().expire_probes();
+            self.driver.platform_mut().expire_probes(now);
             self.publish_events();
             self.sweep_connections();
             self.relay();
@@ -304,25 +306,22 @@ impl EventLoop {
     /// Messages from the other workers: passive failures for the leader; backend states,
     /// reloads, commands and the stop for a follower.
     fn read_messages(&mut self) {
+        let now = self.driver.platform().now();
         if let Some((_, inbox)) = &self.inbox {
             let messages: Vec<ToLeader> = inbox.try_iter().collect();
-            for message in messages {
-                match message {
-                    ToLeader::PassiveFailure { backend, failure } => {
-                        self.driver.on_passive_failure(backend, failure)
-                    }
-                }
+            for ToLeader::Input(input) in messages {
+                let _ = self.driver.handle(now, input);
             }
         }
         let Some(link) = &self.leader else { return };
         let messages: Vec<ToFollower> = link.inbox.try_iter().collect();
         for message in messages {
             match message {
-                ToFollower::BackendState { backend, eligible, health, admin } => {
-                    self.driver.on_backend_state(backend, eligible, health, admin)
+                ToFollower::Input(input) => {
+                    let _ = self.driver.handle(now, input);
                 }
                 ToFollower::Reload(config) => {
-                    if let Err(errors) = self.driver.on_reload(&config) {
+                    if let Err(errors) = self.driver.reload(now, &config) {
                         // Cannot happen: the leader validated the same file.
                         tracing::error!(?errors, "worker could not apply the leader's configuration");
                     }
@@ -330,12 +329,6 @@ impl EventLoop {
                     if let Err(error) = platform.sync_listeners(core) {
                         tracing::error!("a new listener could not be opened: {error:#}");
                     }
-                }
-                ToFollower::Admin(command) => {
-                    let _ = self.driver.on_admin(command);
-                }
-                ToFollower::Weight(backend, weight) => {
-                    let _ = self.driver.on_backend_command(backend, BackendCommand::Weight(weight));
                 }
                 ToFollower::Stop => self.stop(),
             }
@@ -348,14 +341,14 @@ impl EventLoop {
         let relayed = std::mem::take(&mut self.driver.platform_mut().relayed);
         for output in relayed {
             match output {
-                Output::BackendState { backend, eligible, health, admin } => {
+                Output::BackendState { backend, state } => {
                     for follower in &self.followers {
-                        follower.send(ToFollower::BackendState { backend, eligible, health, admin });
+                        follower.send(ToFollower::Input(Input::BackendState { backend, state }));
                     }
                 }
                 Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) => {
                     if let Some(link) = &self.leader {
-                        link.send(ToLeader::PassiveFailure { backend, failure });
+                        link.send(ToLeader::Input(Input::PassiveFailure { backend, failure }));
                     }
                 }
                 _ => {}
@@ -382,8 +375,9 @@ impl EventLoop {
             follower.send(ToFollower::Stop);
         }
         let listeners: Vec<ListenerId> = self.driver.core().flows().listener_ids().collect();
+        let now = self.driver.platform().now();
         for listener in listeners {
-            let _ = self.driver.on_admin(AdminCommand::DrainListener(listener));
+            let _ = self.driver.handle(now, Input::Admin(AdminCommand::DrainListener(listener)));
         }
     }
 
@@ -422,12 +416,13 @@ impl EventLoop {
                 }
             };
             let headroom = self.client_batch.headroom();
+            let now = self.driver.platform().now();
             for i in 0..count {
                 let received = self.client_batch.received()[i];
                 let Some(client) = received.source else { continue };
                 // The batch and the driver are separate fields: no copy per datagram.
                 let slot = self.client_batch.slot_mut(i);
-                self.driver.on_client_datagram(listener, client, slot, headroom, received.truncated);
+                self.driver.client_datagram(now, listener, client, slot, headroom, received.truncated);
             }
             self.settle();
             if count < crate::batch::BATCH {
@@ -438,12 +433,13 @@ impl EventLoop {
     }
 
     /// Replies on a flow's own connected socket.
-    fn read_upstream(&mut self, upstream: UpstreamId) {
+    fn read_upstream(&mut self, flow: FlowId) {
         for _ in 0..BATCHES_PER_EVENT {
-            let (received, flow, backend) = {
-                let Some(socket) = self.driver.platform().flow_sockets.get(&upstream) else { return };
-                (self.backend_batch.recv(socket.socket.as_raw_fd()), socket.flow, socket.backend)
+            let (received, backend) = {
+                let Some(socket) = self.driver.platform().flow_sockets.get(&flow) else { return };
+                (self.backend_batch.recv(socket.socket.as_raw_fd()), socket.backend)
             };
+            let now = self.driver.platform().now();
             let count = match received {
                 Ok(count) => count,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
@@ -454,24 +450,22 @@ impl EventLoop {
                         Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => UpstreamError::Unreachable,
                         _ => return,
                     };
-                    self.driver.on_upstream_error(flow, kind);
+                    let _ = self.driver.handle(now, Input::UpstreamError { flow, error: kind });
                     return;
                 }
             };
             for i in 0..count {
                 let length = self.backend_batch.received()[i].length;
-                if let Some(backend) = backend {
-                    self.driver.platform_mut().counters.received_from_backend(backend, length);
-                }
+                self.driver.platform_mut().counters.received_from_backend(backend, length);
                 let truncated = self.backend_batch.received()[i].truncated;
-                self.driver.on_backend_datagram(flow, self.backend_batch.datagram(i), truncated);
+                self.driver.backend_datagram(now, flow, self.backend_batch.datagram(i), truncated);
             }
             self.settle();
             if count < crate::batch::BATCH {
                 return;
             }
         }
-        self.backlog.push(Source::Upstream(upstream));
+        self.backlog.push(Source::Upstream(flow));
     }
 
     /// Replies (and ICMP errors) on a shared pool socket: each is told apart by the backend
@@ -507,6 +501,7 @@ impl EventLoop {
                     continue;
                 }
             };
+            let now = self.driver.platform().now();
             for i in 0..count {
                 let received = self.backend_batch.received()[i];
                 let Some(source) = received.source else { continue };
@@ -517,10 +512,9 @@ impl EventLoop {
                     platform.counters.stray_upstream_datagrams += 1;
                     continue;
                 };
-                if let Some(backend) = binding.backend {
-                    platform.counters.received_from_backend(backend, received.length);
-                }
-                self.driver.on_backend_datagram(
+                platform.counters.received_from_backend(binding.backend, received.length);
+                self.driver.backend_datagram(
+                    now,
                     binding.flow,
                     self.backend_batch.datagram(i),
                     received.truncated,
@@ -556,7 +550,8 @@ impl EventLoop {
         };
         if let Some(result) = result {
             self.driver.platform_mut().drop_probe(probe);
-            self.driver.on_probe_result(probe, result);
+            let now = self.driver.platform().now();
+            let _ = self.driver.handle(now, Input::ProbeResult { probe, result });
         }
     }
 
@@ -572,7 +567,9 @@ impl EventLoop {
         match received {
             Ok(_) => {
                 self.driver.platform_mut().drop_probe(probe);
-                self.driver.on_probe_reply(probe, self.backend_batch.datagram(0));
+                let now = self.driver.platform().now();
+                let reply = self.backend_batch.datagram(0).to_vec();
+                let _ = self.driver.handle(now, Input::ProbeReply { probe, reply });
             }
             Err(error) if error.kind() == ErrorKind::WouldBlock => {}
             Err(error) => {
@@ -582,7 +579,9 @@ impl EventLoop {
                     ProbeFailure::Error
                 };
                 self.driver.platform_mut().drop_probe(probe);
-                self.driver.on_probe_result(probe, ProbeResult::Fail(failure));
+                let now = self.driver.platform().now();
+                let _ =
+                    self.driver.handle(now, Input::ProbeResult { probe, result: ProbeResult::Fail(failure) });
             }
         }
     }
@@ -592,15 +591,13 @@ impl EventLoop {
     fn settle(&mut self) {
         for _ in 0..DEFERRED_ROUNDS {
             self.driver.platform_mut().flush();
-            let deferred = self.driver.platform_mut().take_deferred();
-            if deferred.is_empty() {
+            let failures = self.driver.platform_mut().take_failures();
+            if failures.is_empty() {
                 return;
             }
-            for (flow, error) in deferred.upstream_errors {
-                self.driver.on_upstream_error(flow, error);
-            }
-            for (listener, bytes) in deferred.return_failures {
-                self.driver.on_return_failed(listener, bytes);
+            let now = self.driver.platform().now();
+            for input in failures {
+                let _ = self.driver.handle(now, input);
             }
         }
     }

@@ -1,8 +1,9 @@
 //! The udplb shell: everything that touches the operating system, and nothing that decides.
 //!
-//! [`driver`] turns the core's verdicts and control outputs into socket actions, generic over a
-//! small [`driver::Platform`] trait (send, open/close upstream, start probe, now). The simulator
-//! runs it on simulated sockets; [`event_loop`] runs it on mio in the `udplb` binary, with
+//! The core's driver (`udplb_core::driver`) turns verdicts and control outputs into socket
+//! actions, generic over a small `Platform` trait (open/close upstream, send, start probe).
+//! The simulator runs it on simulated sockets; [`event_loop`] runs it on mio in the `udplb`
+//! binary (`mio_platform.rs` is its platform), with
 //! signals (SIGHUP reload, SIGTERM/SIGINT drain then exit) and [`system`] for descriptor
 //! limits, keys, kernel drop counters and systemd readiness. The same loop serves the control
 //! socket ([`control`], speaking [`protocol`]; `udplb ctl` is [`ctl`]) and Prometheus metrics
@@ -14,7 +15,6 @@ mod batch;
 mod commands;
 pub mod control;
 pub mod ctl;
-pub mod driver;
 pub mod event_loop;
 pub mod metrics;
 mod mio_platform;

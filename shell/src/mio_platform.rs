@@ -1,5 +1,5 @@
-//! The production platform under the shared driver: real sockets registered with one
-//! `mio::Poll`, and the monotonic clock.
+//! The production platform under the core's driver: real sockets registered with one
+//! `mio::Poll`.
 //!
 //! Listener sockets (SO_REUSEPORT, a large receive buffer) receive client datagrams in batches
 //! and send replies in batches. Upstreams are either shared pool sockets (the default, see
@@ -7,8 +7,8 @@
 //! about) or one connected socket per flow (`upstream_mode = "per_flow"`, whose
 //! `ECONNREFUSED` is the kernel's report of an ICMP port unreachable). Sends to pool sockets
 //! and listeners are queued during a batch and go out with `sendmmsg` when the event loop
-//! calls [`MioPlatform::flush`]; what fails there is reported back to the core afterwards
-//! (`take_deferred`). Probes are non-blocking TCP connects and connected UDP sockets.
+//! calls [`MioPlatform::flush`]; what fails, there or on a per-flow socket, is reported back
+//! to the core afterwards as an ordinary input (`take_failures`). Probes are non-blocking TCP connects and connected UDP sockets.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -20,11 +20,11 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use udplb_core::balancer::Output;
 use udplb_core::config::UpstreamMode;
+use udplb_core::driver::{OpenError, Platform};
 use udplb_core::health::{HealthEvent, ProbeKind, ProbeRequest};
-use udplb_core::{BackendId, Balancer, FlowId, Instant, ListenerId, ProbeId, UpstreamError, UpstreamId};
+use udplb_core::{BackendId, Balancer, FlowId, Input, Instant, ListenerId, ProbeId, UpstreamError};
 
 use crate::batch::{self, SendQueue};
-use crate::driver::{OpenError, Platform, SendError};
 use crate::metrics::ShellCounters;
 use crate::pool::{Acquire, FastMap, Pool};
 use crate::workers::WorkerView;
@@ -45,7 +45,7 @@ const MAX_QUEUED_WATCH_EVENTS: usize = 4096;
 pub(crate) enum Source {
     Listener(ListenerId),
     /// A flow's own connected socket (`upstream_mode = "per_flow"`).
-    Upstream(UpstreamId),
+    Upstream(FlowId),
     /// A shared pool socket, by index.
     PoolSocket(u32),
     TcpProbe(ProbeId),
@@ -82,41 +82,25 @@ pub(crate) struct Listener {
 /// A flow's own connected socket.
 pub(crate) struct FlowSocket {
     pub(crate) socket: UdpSocket,
-    pub(crate) flow: FlowId,
     token: Token,
-    /// Its backend, for per-backend traffic counters (learnt from the `OpenUpstream` output
-    /// right after the open, since the platform's open call is not told).
-    pub(crate) backend: Option<BackendId>,
+    /// Its backend, for per-backend traffic counters.
+    pub(crate) backend: BackendId,
 }
 
 /// A shared pool socket.
 pub(crate) struct PoolSocket {
     pub(crate) socket: UdpSocket,
-    /// Datagrams to backends waiting for the next flush, tagged with their upstream.
-    queue: SendQueue<UpstreamId>,
+    /// Datagrams to backends waiting for the next flush, tagged with their flow.
+    queue: SendQueue<FlowId>,
 }
 
-/// Failures found after the call that caused them (a queued send, a refusal reported on a
-/// later send), for the event loop to report to the core.
-#[derive(Debug, Default)]
-pub(crate) struct Deferred {
-    pub(crate) upstream_errors: Vec<(FlowId, UpstreamError)>,
-    pub(crate) return_failures: Vec<(ListenerId, usize)>,
-}
-
-impl Deferred {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.upstream_errors.is_empty() && self.return_failures.is_empty()
-    }
-}
-
-/// Sockets and the clock, for the driver.
+/// Sockets, for the driver.
 pub struct MioPlatform {
     registry: Registry,
     origin: std::time::Instant,
     pub(crate) listeners: BTreeMap<ListenerId, Listener>,
     mode: UpstreamMode,
-    pub(crate) flow_sockets: FastMap<UpstreamId, FlowSocket>,
+    pub(crate) flow_sockets: FastMap<FlowId, FlowSocket>,
     pub(crate) pool: Pool<FlowId>,
     pub(crate) pool_sockets: Vec<PoolSocket>,
     /// Queues with something to flush.
@@ -125,7 +109,9 @@ pub struct MioPlatform {
     pub(crate) probes: BTreeMap<ProbeId, Probe>,
     sources: BTreeMap<Token, Source>,
     next_token: usize,
-    deferred: Deferred,
+    /// What failed after the call that caused it (a queued send, a refusal reported on a
+    /// later send, an ICMP error), as inputs for the core.
+    failures: Vec<Input>,
     /// Counts the core does not keep (per-backend traffic, transitions by code).
     pub(crate) counters: ShellCounters,
     /// Set while a control connection watches: events are then queued for it.
@@ -166,7 +152,7 @@ impl MioPlatform {
             probes: BTreeMap::new(),
             sources: BTreeMap::new(),
             next_token: 0,
-            deferred: Deferred::default(),
+            failures: Vec::new(),
             counters: ShellCounters::default(),
             watching: false,
             watch_queue: Vec::new(),
@@ -184,6 +170,11 @@ impl MioPlatform {
     /// When this platform's clock started (workers of one process share it).
     pub(crate) fn origin(&self) -> std::time::Instant {
         self.origin
+    }
+
+    /// The current time on the core's clock: read once per batch by the event loop.
+    pub(crate) fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
     pub(crate) fn token(&mut self, source: Source) -> Token {
@@ -244,11 +235,10 @@ impl MioPlatform {
     }
 
     /// Drops probe sockets past their deadline: the core has already timed them out.
-    pub(crate) fn expire_probes(&mut self) {
+    pub(crate) fn expire_probes(&mut self, now: Instant) {
         if self.probes.is_empty() {
             return;
         }
-        let now = self.now();
         let expired: Vec<ProbeId> =
             self.probes.iter().filter(|(_, probe)| probe.deadline <= now).map(|(id, _)| *id).collect();
         for id in expired {
@@ -267,7 +257,7 @@ impl MioPlatform {
     }
 
     /// Sends everything queued during the last batch (one `sendmmsg` per socket and up to
-    /// [`batch::BATCH`] datagrams); failures wait in [`MioPlatform::take_deferred`].
+    /// [`batch::BATCH`] datagrams); failures wait in [`MioPlatform::take_failures`].
     pub(crate) fn flush(&mut self) {
         // The dirty lists are taken and handed back empty, keeping their allocations: this
         // runs after every batch.
@@ -276,7 +266,7 @@ impl MioPlatform {
             let Some(pool_socket) = self.pool_sockets.get_mut(index as usize) else { continue };
             let fd = pool_socket.socket.as_raw_fd();
             let pool = &self.pool;
-            let deferred = &mut self.deferred;
+            let failures = &mut self.failures;
             let counters = &mut self.counters;
             // With `IP_RECVERR` every ICMP error the socket receives (port or host
             // unreachable, fragmentation needed, administratively prohibited, ...) is also left
@@ -289,11 +279,12 @@ impl MioPlatform {
                 |failure| {
                     tracing::debug!(error = %failure.error, "send to a backend failed");
                     if let Some(binding) = pool.binding(failure.tag) {
-                        deferred.upstream_errors.push((binding.flow, UpstreamError::SendFailed));
-                        if let Some(backend) = binding.backend {
-                            // Counted when queued; it did not go out after all.
-                            counters.not_sent_to_backend(backend, failure.length);
-                        }
+                        failures.push(Input::UpstreamError {
+                            flow: binding.flow,
+                            error: UpstreamError::SendFailed,
+                        });
+                        // Counted when queued; it did not go out after all.
+                        counters.not_sent_to_backend(binding.backend, failure.length);
                     }
                 },
             );
@@ -303,13 +294,13 @@ impl MioPlatform {
         for id in dirty_listeners.drain(..) {
             let Some(listener) = self.listeners.get_mut(&id) else { continue };
             let fd = listener.socket.as_raw_fd();
-            let deferred = &mut self.deferred;
+            let failures = &mut self.failures;
             listener.queue.flush(
                 fd,
                 |_| false,
                 |failure| {
                     tracing::debug!(error = %failure.error, "send to a client failed");
-                    deferred.return_failures.push((id, failure.length));
+                    failures.push(Input::ReturnFailed { listener: id, bytes: failure.length });
                 },
             );
         }
@@ -344,9 +335,9 @@ impl MioPlatform {
         }
     }
 
-    /// What went wrong since the last call, for the core.
-    pub(crate) fn take_deferred(&mut self) -> Deferred {
-        std::mem::take(&mut self.deferred)
+    /// What went wrong since the last call, as inputs for the core.
+    pub(crate) fn take_failures(&mut self) -> Vec<Input> {
+        std::mem::take(&mut self.failures)
     }
 
     /// Reads a pool socket's ICMP errors (each names the backend address it is about) and
@@ -361,7 +352,7 @@ impl MioPlatform {
                 libc::EHOSTUNREACH | libc::ENETUNREACH => UpstreamError::Unreachable,
                 _ => continue,
             };
-            self.deferred.upstream_errors.push((binding.flow, kind));
+            self.failures.push(Input::UpstreamError { flow: binding.flow, error: kind });
         }
     }
 
@@ -379,14 +370,14 @@ impl MioPlatform {
 
     fn open_pooled(
         &mut self,
-        upstream: UpstreamId,
+        now: Instant,
         flow: FlowId,
+        backend: BackendId,
         address: SocketAddr,
     ) -> Result<(), OpenError> {
         // An IPv4-mapped IPv6 backend is an IPv4 one for the pool (its IPv6 sockets are
         // IPv6-only); replies then come from the IPv4 address, which is what the lane holds.
         let address = SocketAddr::new(address.ip().to_canonical(), address.port());
-        let now = self.now();
         let socket = match self.pool.acquire(address, now) {
             Acquire::Socket(socket) => socket,
             Acquire::Grow => match self.open_pool_socket(address) {
@@ -401,23 +392,23 @@ impl MioPlatform {
                 },
             },
         };
-        self.pool.bind(upstream, socket, address, flow);
+        self.pool.bind(flow, socket, address, backend);
         Ok(())
     }
 
     fn open_flow_socket(
         &mut self,
-        upstream: UpstreamId,
         flow: FlowId,
+        backend: BackendId,
         address: SocketAddr,
     ) -> Result<(), OpenError> {
         let mut socket = connected_udp(address).map_err(|e| OpenError(e.to_string()))?;
-        let token = self.token(Source::Upstream(upstream));
+        let token = self.token(Source::Upstream(flow));
         if let Err(error) = self.registry.register(&mut socket, token, Interest::READABLE) {
             self.forget(token);
             return Err(OpenError(error.to_string()));
         }
-        self.flow_sockets.insert(upstream, FlowSocket { socket, flow, token, backend: None });
+        self.flow_sockets.insert(flow, FlowSocket { socket, token, backend });
         Ok(())
     }
 }
@@ -462,77 +453,72 @@ fn unconnected_udp(address: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 impl Platform for MioPlatform {
-    fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
-
     fn open_upstream(
         &mut self,
-        upstream: UpstreamId,
+        now: Instant,
         flow: FlowId,
-        _listener: ListenerId,
+        backend: BackendId,
         address: SocketAddr,
     ) -> Result<(), OpenError> {
-        match self.mode {
-            UpstreamMode::Pool => self.open_pooled(upstream, flow, address),
-            UpstreamMode::PerFlow => self.open_flow_socket(upstream, flow, address),
+        let opened = match self.mode {
+            UpstreamMode::Pool => self.open_pooled(now, flow, backend, address),
+            UpstreamMode::PerFlow => self.open_flow_socket(flow, backend, address),
+        };
+        match &opened {
+            Ok(()) => tracing::debug!(%flow, %address, "flow opened"),
+            Err(error) => tracing::debug!(%flow, %address, %error, "flow not opened"),
         }
+        opened
     }
 
-    fn close_upstream(&mut self, upstream: UpstreamId) {
-        if let Some(mut closed) = self.flow_sockets.remove(&upstream) {
+    fn close_upstream(&mut self, now: Instant, flow: FlowId) {
+        if let Some(mut closed) = self.flow_sockets.remove(&flow) {
             let _ = self.registry.deregister(&mut closed.socket);
             self.sources.remove(&closed.token);
             return;
         }
-        let now = self.now();
-        self.pool.release(upstream, now);
+        self.pool.release(flow, now);
     }
 
-    fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
-        if let Some(binding) = self.pool.binding(upstream) {
+    fn send_upstream(&mut self, flow: FlowId, datagram: &[u8]) {
+        if let Some(binding) = self.pool.binding(flow) {
             let pool_socket = &mut self.pool_sockets[binding.socket as usize];
             if pool_socket.queue.is_empty() {
                 self.dirty_pool.push(binding.socket);
             }
-            pool_socket.queue.push(binding.address, datagram, upstream);
-            if let Some(backend) = binding.backend {
-                self.counters.sent_to_backend(backend, datagram.len());
-            }
-            return Ok(());
+            pool_socket.queue.push(binding.address, datagram, flow);
+            self.counters.sent_to_backend(binding.backend, datagram.len());
+            return;
         }
-        let socket = self.flow_sockets.get(&upstream).ok_or_else(|| SendError("no such upstream".into()))?;
+        let Some(socket) = self.flow_sockets.get(&flow) else {
+            self.failures.push(Input::UpstreamError { flow, error: UpstreamError::SendFailed });
+            return;
+        };
         match socket.socket.send(datagram) {
-            Ok(sent) => {
-                if let Some(backend) = socket.backend {
-                    self.counters.sent_to_backend(backend, sent);
+            Ok(sent) => self.counters.sent_to_backend(socket.backend, sent),
+            Err(error) => {
+                tracing::debug!(%error, "send to a backend failed");
+                self.failures.push(Input::UpstreamError { flow, error: UpstreamError::SendFailed });
+                if error.kind() == ErrorKind::ConnectionRefused {
+                    // An earlier datagram drew an ICMP port unreachable; this one was not sent.
+                    self.failures.push(Input::UpstreamError { flow, error: UpstreamError::Refused });
                 }
-                Ok(())
             }
-            Err(error) if error.kind() == ErrorKind::ConnectionRefused => {
-                // An earlier datagram drew an ICMP port unreachable; this one was not sent.
-                self.deferred.upstream_errors.push((socket.flow, UpstreamError::Refused));
-                Err(SendError(error.to_string()))
-            }
-            Err(error) => Err(SendError(error.to_string())),
         }
     }
 
-    fn send_to_client(
-        &mut self,
-        listener: ListenerId,
-        client: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<(), SendError> {
-        let queued = self.listeners.get_mut(&listener).ok_or_else(|| SendError("no such listener".into()))?;
+    fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]) {
+        let Some(queued) = self.listeners.get_mut(&listener) else {
+            self.failures.push(Input::ReturnFailed { listener, bytes: datagram.len() });
+            return;
+        };
         if queued.queue.is_empty() {
             self.dirty_listeners.push(listener);
         }
         queued.queue.push(client, datagram, ());
-        Ok(())
     }
 
-    fn start_probe(&mut self, probe: &ProbeRequest) {
+    fn start_probe(&mut self, _now: Instant, probe: &ProbeRequest) {
         let started = match &probe.kind {
             ProbeKind::Tcp { address } => TcpStream::connect(*address).map(ProbeSocket::Tcp),
             ProbeKind::Udp { address, datagram } => connected_udp(*address).and_then(|socket| {
@@ -557,7 +543,7 @@ impl Platform for MioPlatform {
         }
     }
 
-    fn notify(&mut self, output: &Output) {
+    fn notify(&mut self, _core: &Balancer, output: &Output) {
         if self.relay
             && matches!(
                 output,
@@ -567,18 +553,8 @@ impl Platform for MioPlatform {
             self.relayed.push(output.clone());
             return;
         }
-        match output {
-            Output::Flow(udplb_core::Output::OpenUpstream { upstream, backend, .. }) => {
-                if let Some(opened) = self.flow_sockets.get_mut(upstream) {
-                    opened.backend = Some(*backend);
-                } else if let Some(binding) = self.pool.binding_mut(*upstream) {
-                    binding.backend = Some(*backend);
-                }
-            }
-            Output::Health(HealthEvent::Transition { backend, to, code, .. }) => {
-                self.counters.transition(*backend, *to, *code);
-            }
-            _ => {}
+        if let Output::Health(HealthEvent::Transition { backend, to, code, .. }) = output {
+            self.counters.transition(*backend, *to, *code);
         }
         if self.watching && crate::status::is_watch_event(output) {
             if self.watch_queue.len() < MAX_QUEUED_WATCH_EVENTS {
@@ -594,9 +570,6 @@ impl Platform for MioPlatform {
             Output::Flow(udplb_core::Output::Event(event)) => tracing::info!(?event, "flow event"),
             Output::Flow(udplb_core::Output::CloseUpstream { flow, reason, .. }) => {
                 tracing::debug!(%flow, %reason, "flow closed")
-            }
-            Output::Flow(udplb_core::Output::OpenUpstream { flow, address, .. }) => {
-                tracing::debug!(%flow, %address, "flow opened")
             }
             _ => {}
         }

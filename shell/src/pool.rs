@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
-use udplb_core::{BackendId, Instant, UpstreamId};
+use udplb_core::{BackendId, Instant};
 
 /// How long a socket released by a flow to backend B stays unused for B (if the pool may
 /// grow instead): a reply arriving later than this after its flow closed could otherwise
@@ -33,7 +33,7 @@ pub(crate) const POOL_SLACK: usize = 256;
 
 /// A fast hasher for the pool's small keys (ids and addresses), which are not chosen by a
 /// remote peer in a way that could collide on purpose: backend addresses come from the
-/// configuration, and upstream ids from the core.
+/// configuration, and flow ids from the core.
 #[derive(Default)]
 pub(crate) struct FastHasher(u64);
 
@@ -76,8 +76,8 @@ pub(crate) struct Binding<F> {
     pub address: SocketAddr,
     /// The flow (a `FlowId` in the event loop).
     pub flow: F,
-    /// Learnt right after the open (for per-backend traffic counters).
-    pub backend: Option<BackendId>,
+    /// For per-backend traffic counters.
+    pub backend: BackendId,
 }
 
 /// What [`Pool::acquire`] found for a new flow.
@@ -106,9 +106,9 @@ pub(crate) struct Pool<F> {
     /// Pool sockets by family: `[IPv4, IPv6]`, each a list of indices into the socket list.
     families: [Vec<u32>; 2],
     lanes: FastMap<SocketAddr, Lane>,
-    bindings: FastMap<UpstreamId, Binding<F>>,
+    bindings: FastMap<F, Binding<F>>,
     /// Who receives a datagram from `address` on `socket`.
-    occupants: FastMap<(u32, SocketAddr), UpstreamId>,
+    occupants: FastMap<(u32, SocketAddr), F>,
     sockets: u32,
 }
 
@@ -128,7 +128,7 @@ impl<F> Default for Pool<F> {
     }
 }
 
-impl<F: Copy> Pool<F> {
+impl<F: Copy + Eq + std::hash::Hash + std::fmt::Debug> Pool<F> {
     /// Where a new flow to `address` goes.
     pub(crate) fn acquire(&mut self, address: SocketAddr, now: Instant) -> Acquire {
         let sockets = &self.families[family(address)];
@@ -170,15 +170,15 @@ impl<F: Copy> Pool<F> {
         socket
     }
 
-    /// Records that `upstream` (of `flow`, to `address`) uses `socket`.
-    pub(crate) fn bind(&mut self, upstream: UpstreamId, socket: u32, address: SocketAddr, flow: F) {
-        self.occupants.insert((socket, address), upstream);
-        self.bindings.insert(upstream, Binding { socket, address, flow, backend: None });
+    /// Records that `flow` (to `backend` at `address`) uses `socket`.
+    pub(crate) fn bind(&mut self, flow: F, socket: u32, address: SocketAddr, backend: BackendId) {
+        self.occupants.insert((socket, address), flow);
+        self.bindings.insert(flow, Binding { socket, address, flow, backend });
     }
 
-    /// Ends `upstream`'s use of its socket; the socket waits in its lane's quarantine.
-    pub(crate) fn release(&mut self, upstream: UpstreamId, now: Instant) -> Option<Binding<F>> {
-        let binding = self.bindings.remove(&upstream)?;
+    /// Ends `flow`'s use of its socket; the socket waits in its lane's quarantine.
+    pub(crate) fn release(&mut self, flow: F, now: Instant) -> Option<Binding<F>> {
+        let binding = self.bindings.remove(&flow)?;
         self.occupants.remove(&(binding.socket, binding.address));
         if let Some(lane) = self.lanes.get_mut(&binding.address) {
             lane.free.push_back((binding.socket, now));
@@ -186,12 +186,8 @@ impl<F: Copy> Pool<F> {
         Some(binding)
     }
 
-    pub(crate) fn binding(&self, upstream: UpstreamId) -> Option<&Binding<F>> {
-        self.bindings.get(&upstream)
-    }
-
-    pub(crate) fn binding_mut(&mut self, upstream: UpstreamId) -> Option<&mut Binding<F>> {
-        self.bindings.get_mut(&upstream)
+    pub(crate) fn binding(&self, flow: F) -> Option<&Binding<F>> {
+        self.bindings.get(&flow)
     }
 
     /// The flow a datagram from `source` on `socket` belongs to.
@@ -216,9 +212,9 @@ impl<F: Copy> Pool<F> {
         if self.bindings.len() != self.occupants.len() {
             return Err(format!("{} bindings, {} occupants", self.bindings.len(), self.occupants.len()));
         }
-        for (upstream, binding) in &self.bindings {
-            if self.occupants.get(&(binding.socket, binding.address)) != Some(upstream) {
-                return Err(format!("{upstream} is not the occupant of its own place"));
+        for (flow, binding) in &self.bindings {
+            if self.occupants.get(&(binding.socket, binding.address)) != Some(flow) {
+                return Err(format!("{flow:?} is not the occupant of its own place"));
             }
         }
         for (address, lane) in &self.lanes {
@@ -266,7 +262,7 @@ mod tests {
             Acquire::Socket(socket) => socket,
             Acquire::Grow => pool.add_socket(address),
         };
-        pool.bind(UpstreamId(serial), socket, address, flow(serial));
+        pool.bind(flow(serial), socket, address, BackendId(0));
         socket
     }
 
@@ -291,19 +287,19 @@ mod tests {
         let t0 = Instant::ZERO;
         open(&mut pool, 1, backend(0), t0);
         open(&mut pool, 2, backend(1), t0);
-        pool.release(UpstreamId(1), t0);
+        pool.release(flow(1), t0);
         // Within the quarantine a new flow to backend 0 gets a new socket...
         assert_eq!(pool.acquire(backend(0), Instant::from_nanos(QUARANTINE_NANOS - 1)), Acquire::Grow);
         assert_eq!(pool.add_socket(backend(0)), 1);
-        pool.bind(UpstreamId(3), 1, backend(0), flow(3));
+        pool.bind(flow(3), 1, backend(0), BackendId(0));
         // ...after it, the released one; and when the pool cannot grow, the oldest anyway.
         let later = Instant::from_nanos(QUARANTINE_NANOS);
         assert_eq!(pool.acquire(backend(0), later), Acquire::Socket(0));
-        pool.bind(UpstreamId(4), 0, backend(0), flow(4));
-        pool.release(UpstreamId(3), later);
+        pool.bind(flow(4), 0, backend(0), BackendId(0));
+        pool.release(flow(3), later);
         assert_eq!(pool.acquire(backend(0), later), Acquire::Grow);
         assert_eq!(pool.acquire_quarantined(backend(0)), Some(1));
-        pool.bind(UpstreamId(5), 1, backend(0), flow(5));
+        pool.bind(flow(5), 1, backend(0), BackendId(0));
         pool.check().unwrap();
         // Backend 1's lane never saw socket 1: it takes it fresh.
         assert_eq!(pool.acquire(backend(1), later), Acquire::Socket(1));
@@ -316,7 +312,7 @@ mod tests {
         // A new flow per query, each closed at once, all within one quarantine.
         for serial in 0..10_000 {
             open(&mut pool, serial, backend(0), now);
-            pool.release(UpstreamId(serial), now);
+            pool.release(flow(serial), now);
         }
         assert!(pool.sockets() as usize <= 2 + POOL_SLACK + 1, "{} sockets", pool.sockets());
         pool.check().unwrap();
@@ -348,7 +344,7 @@ mod tests {
                 let t = Instant::from_nanos(now);
                 if close && !live.is_empty() {
                     let (s, _) = live.remove(usize::from(b) % live.len());
-                    prop_assert!(pool.release(UpstreamId(s), t).is_some());
+                    prop_assert!(pool.release(flow(s), t).is_some());
                 } else {
                     serial += 1;
                     open(&mut pool, serial, backend(b), t);
@@ -356,7 +352,7 @@ mod tests {
                 }
                 pool.check().map_err(TestCaseError::fail)?;
                 for (s, address) in &live {
-                    let binding = *pool.binding(UpstreamId(*s)).unwrap();
+                    let binding = *pool.binding(flow(*s)).unwrap();
                     prop_assert_eq!(pool.occupant(binding.socket, *address).map(|b| b.flow), Some(flow(*s)));
                 }
                 prop_assert_eq!(pool.len(), live.len());

@@ -14,30 +14,27 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::Waker;
-use udplb_core::health::AdminState;
-use udplb_core::{AdminCommand, BackendId, Config, Health, ListenerId, PassiveFailure, Stats};
+use udplb_core::{Config, Input, ListenerId, Stats};
 
 use crate::metrics::BackendTraffic;
 
 /// From the leader to a follower.
 #[derive(Debug)]
 pub(crate) enum ToFollower {
-    /// A backend's state changed (health, eligibility, admin).
-    BackendState { backend: BackendId, eligible: bool, health: Health, admin: AdminState },
+    /// An input for the follower's core: a backend's new state, a listener command, an
+    /// operator's weight for a backend (until the next reload).
+    Input(Input),
     /// The leader applied this configuration (already validated, flow cap already split).
     Reload(Arc<Config>),
-    /// A listener command (drain, resume).
-    Admin(AdminCommand),
-    /// An operator's weight for a backend, until the next reload.
-    Weight(BackendId, u32),
     /// SIGTERM: drain every listener, then end the thread once no flow is left.
     Stop,
 }
 
-/// From a follower to the leader.
+/// From a follower to the leader: an input for the leader's core (a passive failure the
+/// follower's datapath saw).
 #[derive(Debug)]
 pub(crate) enum ToLeader {
-    PassiveFailure { backend: BackendId, failure: PassiveFailure },
+    Input(Input),
 }
 
 /// One or more workers' datapath counters: each follower publishes its own, and the leader

@@ -2,7 +2,7 @@
 //!
 //! A [`scenario::Scenario`] file describes a balancer configuration (the shell's own schema),
 //! clients, backends, a network, a timeline of faults and operator actions, and expectations.
-//! [`run`] plays it: the balancer is the shell's own [`udplb::driver::Driver`] on simulated
+//! [`run`] plays it: the balancer is the core's own [`udplb_core::driver::Driver`] on simulated
 //! sockets ([`platform::SimPlatform`]), so what the simulator tests is the production path.
 //! Time is virtual and jumps from event to event; every random draw comes from one ChaCha
 //! stream seeded by the scenario's seed, so the same seed gives the same trace, byte for byte.

@@ -1,13 +1,13 @@
-//! The simulated platform under the shell's driver: sockets are entries in maps, and every
+//! The simulated platform under the core's driver: sockets are entries in maps, and every
 //! send becomes an effect the world carries out on its network after the driver returns.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use udplb::driver::{OpenError, Platform, SendError};
 use udplb_core::balancer::Output;
+use udplb_core::driver::{OpenError, Platform};
 use udplb_core::health::{ProbeKind, ProbeRequest};
-use udplb_core::{FlowId, Instant, ListenerId, ProbeId, UpstreamId};
+use udplb_core::{BackendId, Balancer, FlowId, Instant, ListenerId, ProbeId};
 
 /// Balancer instance `instance`'s address for its upstream sockets (10.0.0.254, .252, …).
 pub fn upstream_ip(instance: usize) -> IpAddr {
@@ -28,6 +28,8 @@ pub enum Effect {
     SendFromListener { listener: ListenerId, to: SocketAddr, payload: Vec<u8> },
     /// A TCP connect probe.
     TcpProbe { probe: ProbeId, address: SocketAddr },
+    /// An upstream was opened for a new flow to `backend`.
+    Opened { flow: FlowId, backend: BackendId },
     /// An output worth recording (events, opens, closes).
     Notify(Output),
 }
@@ -42,11 +44,10 @@ pub struct Upstream {
 /// Simulated sockets of one balancer instance.
 #[derive(Debug)]
 pub struct SimPlatform {
-    pub now: Instant,
     pub upstream_ip: IpAddr,
     pub probe_ip: IpAddr,
-    pub upstreams: BTreeMap<UpstreamId, Upstream>,
-    pub upstream_by_port: BTreeMap<u16, UpstreamId>,
+    pub upstreams: BTreeMap<FlowId, Upstream>,
+    pub upstream_by_port: BTreeMap<u16, FlowId>,
     next_port: u16,
     /// UDP probes waiting for a reply, by local port, with the time they may be forgotten.
     pub probes_by_port: BTreeMap<u16, (ProbeId, Instant)>,
@@ -62,7 +63,6 @@ impl SimPlatform {
     /// The sockets of balancer instance `instance`.
     pub fn new(instance: usize) -> Self {
         SimPlatform {
-            now: Instant::ZERO,
             upstream_ip: upstream_ip(instance),
             probe_ip: probe_ip(instance),
             upstreams: BTreeMap::new(),
@@ -88,55 +88,46 @@ impl SimPlatform {
 }
 
 impl Platform for SimPlatform {
-    fn now(&self) -> Instant {
-        self.now
-    }
-
     fn open_upstream(
         &mut self,
-        upstream: UpstreamId,
+        _now: Instant,
         flow: FlowId,
-        _listener: ListenerId,
+        backend: BackendId,
         address: SocketAddr,
     ) -> Result<(), OpenError> {
         let used = &self.upstream_by_port;
         let port = Self::allocate(&mut self.next_port, |p| used.contains_key(&p))
             .ok_or_else(|| OpenError("ephemeral ports exhausted".into()))?;
-        self.upstream_by_port.insert(port, upstream);
-        self.upstreams.insert(upstream, Upstream { flow, port, backend: address });
+        self.upstream_by_port.insert(port, flow);
+        self.upstreams.insert(flow, Upstream { flow, port, backend: address });
+        self.effects.push(Effect::Opened { flow, backend });
         Ok(())
     }
 
-    fn close_upstream(&mut self, upstream: UpstreamId) {
-        if let Some(closed) = self.upstreams.remove(&upstream) {
+    fn close_upstream(&mut self, _now: Instant, flow: FlowId) {
+        if let Some(closed) = self.upstreams.remove(&flow) {
             self.upstream_by_port.remove(&closed.port);
         }
     }
 
-    fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
-        let socket = self.upstreams.get(&upstream).ok_or_else(|| SendError("no such upstream".into()))?;
-        let from = SocketAddr::new(self.upstream_ip, socket.port);
-        self.effects.push(Effect::Send { from, to: socket.backend, payload: datagram.to_vec() });
-        Ok(())
+    fn send_upstream(&mut self, flow: FlowId, datagram: &[u8]) {
+        // The simulated kernel never fails a send on an open upstream.
+        if let Some(socket) = self.upstreams.get(&flow) {
+            let from = SocketAddr::new(self.upstream_ip, socket.port);
+            self.effects.push(Effect::Send { from, to: socket.backend, payload: datagram.to_vec() });
+        }
     }
 
-    fn send_to_client(
-        &mut self,
-        listener: ListenerId,
-        client: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<(), SendError> {
+    fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]) {
         self.effects.push(Effect::SendFromListener { listener, to: client, payload: datagram.to_vec() });
-        Ok(())
     }
 
-    fn start_probe(&mut self, probe: &ProbeRequest) {
+    fn start_probe(&mut self, now: Instant, probe: &ProbeRequest) {
         match &probe.kind {
             ProbeKind::Tcp { address } => {
                 self.effects.push(Effect::TcpProbe { probe: probe.probe, address: *address });
             }
             ProbeKind::Udp { address, datagram } => {
-                let now = self.now;
                 self.probes_by_port.retain(|_, (_, forget_at)| *forget_at > now);
                 let used = &self.probes_by_port;
                 let Some(port) = Self::allocate(&mut self.next_probe_port, |p| used.contains_key(&p)) else {
@@ -149,7 +140,7 @@ impl Platform for SimPlatform {
         }
     }
 
-    fn notify(&mut self, output: &Output) {
+    fn notify(&mut self, _core: &Balancer, output: &Output) {
         self.effects.push(Effect::Notify(output.clone()));
     }
 }

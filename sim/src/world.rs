@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
-use udplb::driver::Driver;
 use udplb_core::balancer::Output;
+use udplb_core::driver::Driver;
 use udplb_core::health::{HealthEvent, ProbeFailure};
 use udplb_core::{
-    AdminCommand, BackendCommand, Balancer, CloseReason, DATAGRAM_HEADROOM, DropReason, Health, Instant,
-    Keys, ProbeId, ProbeResult, UpstreamError,
+    AdminCommand, BackendCommand, BackendId, Balancer, CloseReason, DATAGRAM_HEADROOM, DropReason, FlowId,
+    Health, Input, Instant, Keys, ProbeId, ProbeResult, UpstreamError,
 };
 
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
@@ -177,8 +177,8 @@ impl World {
             self.record.violation(format!("stopped after {MAX_EVENTS} events"));
         }
         self.now = end;
-        self.for_each_instance(|driver| {
-            driver.on_timeout();
+        self.for_each_instance(|driver, now| {
+            let _ = driver.handle(now, Input::Timeout);
         });
         self.check_invariants();
         self.check_liveness();
@@ -202,10 +202,12 @@ impl World {
             Event::Timeline(index) => self.timeline(index),
             Event::BalancerTimer(instance) => {
                 self.balancer_timers[instance] = None;
-                self.with_driver(instance, |driver| driver.on_timeout());
+                let _ = self.with_driver(instance, |driver, now| driver.handle(now, Input::Timeout));
             }
             Event::TcpProbeAnswer { instance, probe, result } => {
-                self.with_driver(instance, |driver| driver.on_probe_result(probe, result))
+                let _ = self.with_driver(instance, |driver, now| {
+                    driver.handle(now, Input::ProbeResult { probe, result })
+                });
             }
         }
     }
@@ -225,10 +227,13 @@ impl World {
     }
 
     /// Calls one instance's driver at the current time, then carries out what it asked for.
-    fn with_driver<T>(&mut self, instance: usize, call: impl FnOnce(&mut Driver<SimPlatform>) -> T) -> T {
-        self.drivers[instance].platform_mut().now = self.now;
+    fn with_driver<T>(
+        &mut self,
+        instance: usize,
+        call: impl FnOnce(&mut Driver<SimPlatform>, Instant) -> T,
+    ) -> T {
         let fail_open_before = self.fail_open_total(instance);
-        let result = call(&mut self.drivers[instance]);
+        let result = call(&mut self.drivers[instance], self.now);
         let effects = std::mem::take(&mut self.drivers[instance].platform_mut().effects);
         let fail_open_now = self.fail_open_total(instance);
         for effect in effects {
@@ -238,7 +243,7 @@ impl World {
     }
 
     /// An operator action or a reload, applied to every instance.
-    fn for_each_instance(&mut self, mut call: impl FnMut(&mut Driver<SimPlatform>)) {
+    fn for_each_instance(&mut self, mut call: impl FnMut(&mut Driver<SimPlatform>, Instant)) {
         for instance in 0..self.drivers.len() {
             self.with_driver(instance, &mut call);
         }
@@ -263,26 +268,30 @@ impl World {
                 }
             }
             Effect::TcpProbe { probe, address } => self.tcp_probe(instance, probe, address),
-            Effect::Notify(output) => self.notice(instance, output, failed_open),
+            Effect::Opened { flow, backend } => self.flow_opened(instance, flow, backend, failed_open),
+            Effect::Notify(output) => self.notice(instance, output),
         }
     }
 
-    fn notice(&mut self, instance: usize, output: Output, failed_open: bool) {
+    /// A new flow's upstream opened: the flow is booked once the driver returns.
+    fn flow_opened(&mut self, instance: usize, flow: FlowId, backend: BackendId, failed_open: bool) {
+        let core = self.drivers[instance].core();
+        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+        // No new flow to an ineligible backend, outside fail-open.
+        if !core.monitor().is_eligible(backend) && !failed_open {
+            self.record.violation(format!("{}: new flow to ineligible backend {name}", self.now));
+        }
+        if let Some(client) = core.flows().flow(flow).map(|f| f.client) {
+            self.record.placements.push((instance, client, name.clone()));
+        }
+        self.record.new_flows.push((self.now, name));
+    }
+
+    fn notice(&mut self, instance: usize, output: Output) {
         let core = self.drivers[instance].core();
         // With several instances, each reports its own view; the trace names the first one's.
         let traced = instance == 0;
         match &output {
-            Output::Flow(udplb_core::Output::OpenUpstream { backend, flow, .. }) => {
-                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
-                // No new flow to an ineligible backend, outside fail-open.
-                if !core.monitor().is_eligible(*backend) && !failed_open {
-                    self.record.violation(format!("{}: new flow to ineligible backend {name}", self.now));
-                }
-                if let Some(client) = core.flows().flow(*flow).map(|f| f.client) {
-                    self.record.placements.push((instance, client, name.clone()));
-                }
-                self.record.new_flows.push((self.now, name));
-            }
             _ if !traced => {}
             Output::Health(HealthEvent::Transition { backend, from, to, code, .. }) => {
                 let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
@@ -403,8 +412,8 @@ impl World {
                 let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
                 buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
                 let from = packet.from;
-                let verdict = self.with_driver(instance, |driver| {
-                    driver.on_client_datagram(listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
+                let verdict = self.with_driver(instance, |driver, now| {
+                    driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
                 });
                 if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
                     self.check_affinity(instance, listener, from, flow);
@@ -412,15 +421,18 @@ impl World {
             }
         } else if let Some(instance) = instance_with(to.ip(), false) {
             let platform = self.drivers[instance].platform();
-            let upstream = platform.upstream_by_port.get(&to.port()).copied();
-            let flow = upstream.and_then(|u| platform.upstreams.get(&u)).map(|u| u.flow);
-            if let Some(flow) = flow {
-                self.with_driver(instance, |driver| driver.on_backend_datagram(flow, &packet.payload, false));
+            if let Some(flow) = platform.upstream_by_port.get(&to.port()).copied() {
+                self.with_driver(instance, |driver, now| {
+                    driver.backend_datagram(now, flow, &packet.payload, false)
+                });
             }
         } else if let Some(instance) = instance_with(to.ip(), true) {
             if let Some((probe, _)) = self.drivers[instance].platform_mut().probes_by_port.remove(&to.port())
             {
-                self.with_driver(instance, |driver| driver.on_probe_reply(probe, &packet.payload));
+                let reply = packet.payload.clone();
+                let _ = self.with_driver(instance, |driver, now| {
+                    driver.handle(now, Input::ProbeReply { probe, reply })
+                });
             }
         } else if let Some(index) = self.backends.iter().position(|b| b.spec.address == to) {
             self.backend_receives(index, packet);
@@ -439,11 +451,9 @@ impl World {
         for instance in 0..self.drivers.len() {
             let platform = self.drivers[instance].platform();
             if sender.ip() == platform.upstream_ip {
-                let upstream = platform.upstream_by_port.get(&sender.port()).copied();
-                let flow = upstream.and_then(|u| platform.upstreams.get(&u)).map(|u| u.flow);
-                if let Some(flow) = flow {
-                    self.with_driver(instance, |driver| {
-                        driver.on_upstream_error(flow, UpstreamError::Refused)
+                if let Some(flow) = platform.upstream_by_port.get(&sender.port()).copied() {
+                    let _ = self.with_driver(instance, |driver, now| {
+                        driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::Refused })
                     });
                 }
             } else if sender.ip() == platform.probe_ip
@@ -451,7 +461,9 @@ impl World {
                     self.drivers[instance].platform_mut().probes_by_port.remove(&sender.port())
             {
                 let refused = ProbeResult::Fail(ProbeFailure::Refused);
-                self.with_driver(instance, |driver| driver.on_probe_result(probe, refused));
+                let _ = self.with_driver(instance, |driver, now| {
+                    driver.handle(now, Input::ProbeResult { probe, result: refused })
+                });
             }
         }
     }
@@ -596,8 +608,8 @@ impl World {
             Action::DrainListener { listener } => {
                 let id = self.first().core().flows().listener_id(&listener);
                 match id {
-                    Some(id) => self.for_each_instance(|driver| {
-                        let _ = driver.on_admin(AdminCommand::DrainListener(id));
+                    Some(id) => self.for_each_instance(|driver, now| {
+                        let _ = driver.handle(now, Input::Admin(AdminCommand::DrainListener(id)));
                     }),
                     None => self.record.violation(format!("no listener {listener:?}")),
                 }
@@ -610,8 +622,8 @@ impl World {
             Action::Backend { backend, command } => self.backend_command(&backend, &command),
             Action::Reload { lb } => {
                 let mut rejected = None;
-                self.for_each_instance(|driver| {
-                    if let Err(errors) = driver.on_reload(&lb) {
+                self.for_each_instance(|driver, now| {
+                    if let Err(errors) = driver.reload(now, &lb) {
                         rejected = Some(errors);
                     }
                 });
@@ -642,8 +654,8 @@ impl World {
         match id {
             Some(id) => {
                 let mut refused = None;
-                self.for_each_instance(|driver| {
-                    if let Err(error) = driver.on_backend_command(id, command) {
+                self.for_each_instance(|driver, now| {
+                    if let Err(error) = driver.handle(now, Input::Backend { backend: id, command }) {
                         refused = Some(error);
                     }
                 });

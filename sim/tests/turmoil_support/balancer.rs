@@ -20,12 +20,12 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::{JoinHandle, spawn_local};
 use tokio::time::{sleep_until, timeout_at};
 use turmoil::net::{TcpStream, UdpSocket};
-use udplb::driver::Driver;
 use udplb_core::balancer::Output;
+use udplb_core::driver::Driver;
 use udplb_core::health::{HealthEvent, ProbeFailure, ProbeKind, ProbeRequest};
 use udplb_core::{
-    AdminCommand, BackendCommand, DATAGRAM_HEADROOM, Instant, ListenerId, ProbeId, ProbeResult,
-    UpstreamError, UpstreamId,
+    AdminCommand, BackendCommand, BackendId, DATAGRAM_HEADROOM, FlowId, Input as CoreInput, Instant,
+    ListenerId, ProbeId, ProbeResult, UpstreamError,
 };
 use udplb_sim::scenario::Action;
 
@@ -54,7 +54,7 @@ pub struct Shared {
 #[derive(Debug)]
 enum Input {
     Client { listener: ListenerId, from: SocketAddr, datagram: Vec<u8> },
-    Backend { upstream: UpstreamId, datagram: Vec<u8> },
+    Backend { upstream: FlowId, datagram: Vec<u8> },
     ProbeReply { probe: ProbeId, reply: Vec<u8> },
     ProbeResult { probe: ProbeId, result: ProbeResult },
 }
@@ -70,7 +70,7 @@ struct BalancerHost {
     shared: Rc<Shared>,
     sender: UnboundedSender<Input>,
     listeners: BTreeMap<ListenerId, Rc<UdpSocket>>,
-    upstreams: BTreeMap<UpstreamId, UpstreamSocket>,
+    upstreams: BTreeMap<FlowId, UpstreamSocket>,
     icmp: IcmpStandIn,
     /// Fail-open decisions so far, to tell a fail-open flow from a bug.
     fail_open_flows: u64,
@@ -195,15 +195,18 @@ impl BalancerHost {
             match refused {
                 Some(Refused::Upstream { upstream }) => {
                     // The socket may have closed meanwhile; then the error has nowhere to go.
-                    let flow = self.shared.driver.borrow().platform().upstreams.get(&upstream).copied();
-                    if let Some(flow) = flow {
-                        self.call(|driver| driver.on_upstream_error(flow, UpstreamError::Refused));
+                    let open = self.shared.driver.borrow().platform().upstreams.contains(&upstream);
+                    if open {
+                        let input =
+                            CoreInput::UpstreamError { flow: upstream, error: UpstreamError::Refused };
+                        let _ = self.call(|driver, now| driver.handle(now, input));
                     }
                 }
                 Some(Refused::Probe { probe }) => {
                     // A probe the monitor no longer waits for ignores it, as the driver allows.
                     let result = ProbeResult::Fail(ProbeFailure::Refused);
-                    self.call(|driver| driver.on_probe_result(probe, result));
+                    let _ =
+                        self.call(|driver, now| driver.handle(now, CoreInput::ProbeResult { probe, result }));
                 }
                 None => break,
             }
@@ -211,7 +214,7 @@ impl BalancerHost {
         self.shared.record.borrow_mut().icmp_synthesized = self.icmp.synthesized;
         let due = self.shared.driver.borrow().next_deadline().is_some_and(|deadline| deadline <= now);
         if due {
-            self.call(|driver| driver.on_timeout());
+            let _ = self.call(|driver, now| driver.handle(now, CoreInput::Timeout));
         }
         self.flush().await
     }
@@ -221,22 +224,26 @@ impl BalancerHost {
             Input::Client { listener, from, datagram } => {
                 let mut buffer = vec![0u8; DATAGRAM_HEADROOM + datagram.len()];
                 buffer[DATAGRAM_HEADROOM..].copy_from_slice(&datagram);
-                self.call(|driver| {
-                    driver.on_client_datagram(listener, from, &mut buffer, DATAGRAM_HEADROOM, false);
+                self.call(|driver, now| {
+                    driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false);
                 });
             }
             Input::Backend { upstream, datagram } => {
                 // A datagram read just before its upstream closed finds no flow: dropped, as
                 // a closed socket would.
-                let flow = self.shared.driver.borrow().platform().upstreams.get(&upstream).copied();
-                if let Some(flow) = flow {
-                    self.call(|driver| {
-                        driver.on_backend_datagram(flow, &datagram, false);
+                let open = self.shared.driver.borrow().platform().upstreams.contains(&upstream);
+                if open {
+                    self.call(|driver, now| {
+                        driver.backend_datagram(now, upstream, &datagram, false);
                     });
                 }
             }
-            Input::ProbeReply { probe, reply } => self.call(|driver| driver.on_probe_reply(probe, &reply)),
-            Input::ProbeResult { probe, result } => self.call(|driver| driver.on_probe_result(probe, result)),
+            Input::ProbeReply { probe, reply } => {
+                let _ = self.call(|driver, now| driver.handle(now, CoreInput::ProbeReply { probe, reply }));
+            }
+            Input::ProbeResult { probe, result } => {
+                let _ = self.call(|driver, now| driver.handle(now, CoreInput::ProbeResult { probe, result }));
+            }
         }
     }
 
@@ -246,9 +253,9 @@ impl BalancerHost {
                 let id = self.shared.driver.borrow().core().flows().listener_id(&listener);
                 match id {
                     Some(id) => {
-                        if let Err(error) =
-                            self.call(|driver| driver.on_admin(AdminCommand::DrainListener(id)))
-                        {
+                        if let Err(error) = self.call(|driver, now| {
+                            driver.handle(now, CoreInput::Admin(AdminCommand::DrainListener(id)))
+                        }) {
                             self.violation(format!("drain of {listener} refused: {error}"));
                         }
                     }
@@ -279,7 +286,8 @@ impl BalancerHost {
         };
         match id {
             Some(id) => {
-                if let Err(error) = self.call(|driver| driver.on_backend_command(id, command)) {
+                let input = CoreInput::Backend { backend: id, command };
+                if let Err(error) = self.call(|driver, now| driver.handle(now, input)) {
                     self.violation(format!("backend command refused: {error}"));
                 }
             }
@@ -288,18 +296,21 @@ impl BalancerHost {
     }
 
     /// Calls the driver at turmoil's current time and records what the core reported.
-    fn call<T>(&mut self, call: impl FnOnce(&mut Driver<TurmoilPlatform>) -> T) -> T {
+    fn call<T>(&mut self, call: impl FnOnce(&mut Driver<TurmoilPlatform>, Instant) -> T) -> T {
         let now = core_now();
         let mut driver = self.shared.driver.borrow_mut();
-        driver.platform_mut().now = now;
-        let result = call(&mut driver);
+        let result = call(&mut driver, now);
+        let opened = std::mem::take(&mut driver.platform_mut().opened);
         let notices = std::mem::take(&mut driver.platform_mut().notices);
         let fail_open_flows = fail_open_total(&driver);
         let failed_open = fail_open_flows > self.fail_open_flows;
         self.fail_open_flows = fail_open_flows;
         let mut record = self.shared.record.borrow_mut();
+        for backend in opened {
+            record_opened(&mut record, &driver, now, backend, failed_open);
+        }
         for notice in &notices {
-            record_notice(&mut record, &driver, now, notice, failed_open);
+            record_notice(&mut record, &driver, now, notice);
         }
         self.calls += 1;
         if self.calls % CHECK_EVERY == 0 {
@@ -403,25 +414,28 @@ fn fail_open_total(driver: &Driver<TurmoilPlatform>) -> u64 {
     driver.core().flows().stats().listeners.iter().map(|l| l.fail_open_flows).sum()
 }
 
-/// Records an output the way the simulator's world does, so that both runs are judged on the
-/// same facts: new flows per backend, health transitions, and named events.
-fn record_notice(
+/// Records a new flow the way the simulator's world does.
+fn record_opened(
     record: &mut Record,
     driver: &Driver<TurmoilPlatform>,
     now: Instant,
-    output: &Output,
+    backend: BackendId,
     failed_open: bool,
 ) {
     let core = driver.core();
+    let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+    if !core.monitor().is_eligible(backend) && !failed_open {
+        record.violation(format!("{now}: new flow to ineligible backend {name}"));
+    }
+    record.new_flows.push((now, name));
+}
+
+/// Records an output the way the simulator's world does, so that both runs are judged on the
+/// same facts: new flows per backend, health transitions, and named events.
+fn record_notice(record: &mut Record, driver: &Driver<TurmoilPlatform>, now: Instant, output: &Output) {
+    let core = driver.core();
     let backend_name = |backend| core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
     match output {
-        Output::Flow(udplb_core::Output::OpenUpstream { backend, .. }) => {
-            let name = backend_name(*backend);
-            if !core.monitor().is_eligible(*backend) && !failed_open {
-                record.violation(format!("{now}: new flow to ineligible backend {name}"));
-            }
-            record.new_flows.push((now, name));
-        }
         Output::Health(HealthEvent::Transition { backend, to, .. }) => {
             record.health.push((now, backend_name(*backend), *to));
             record.count("transition");

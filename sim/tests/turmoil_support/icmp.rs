@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use udplb_core::{Instant, ProbeId, UpstreamId};
+use udplb_core::{FlowId, Instant, ProbeId};
 
 /// What a refusal is about: the socket that sent the refused datagram.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Refused {
-    Upstream { upstream: UpstreamId },
+    Upstream { upstream: FlowId },
     Probe { probe: ProbeId },
 }
 

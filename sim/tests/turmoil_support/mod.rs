@@ -1,8 +1,8 @@
 //! A second, independent network for the scenarios: turmoil.
 //!
 //! [`run`] plays a scenario on turmoil's simulated network instead of the simulator's own
-//! discrete-event world. The balancer host runs the same core through the same shell driver
-//! (`udplb::driver`), on a [`platform::TurmoilPlatform`] whose sockets are turmoil's; clients
+//! discrete-event world. The balancer host runs the same core through the same driver
+//! (`udplb_core::driver`), on a [`platform::TurmoilPlatform`] whose sockets are turmoil's; clients
 //! and backends run the simulator's host models on turmoil sockets. The timeline's backend
 //! actions (kill, restore, refuse_udp, blackhole) open and close the backends' ports; its
 //! operator actions (drain_listener, backend commands) go to the balancer. Turmoil has no
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::unbounded_channel;
 use tokio::sync::watch;
-use udplb::driver::Driver;
+use udplb_core::driver::Driver;
 use udplb_core::{Balancer, CloseReason, Health, Instant, Keys};
 use udplb_sim::hosts::{BackendHost, BackendState, ClientHost};
 use udplb_sim::scenario::{Action, BackendSpec, ClientModel, Expectation, Scenario};

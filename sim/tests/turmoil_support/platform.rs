@@ -1,4 +1,4 @@
-//! The shell driver's [`Platform`] on turmoil: a buffer between the driver's synchronous calls
+//! The core driver's [`Platform`] on turmoil: a buffer between the driver's synchronous calls
 //! and turmoil's asynchronous sockets.
 //!
 //! The driver calls the platform in the middle of a core call, where nothing may await. So the
@@ -8,23 +8,23 @@
 //! returns, in the same order, so an upstream is always bound before its first datagram is
 //! sent.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use udplb::driver::{OpenError, Platform, SendError};
 use udplb_core::balancer::Output;
+use udplb_core::driver::{OpenError, Platform};
 use udplb_core::health::ProbeRequest;
-use udplb_core::{FlowId, Instant, ListenerId, UpstreamId};
+use udplb_core::{BackendId, Balancer, FlowId, Instant, ListenerId};
 
 /// Socket work the core asked for during one driver call.
 #[derive(Debug)]
 pub enum SocketWork {
     /// Bind an upstream socket and connect it to `backend`.
-    Open { upstream: UpstreamId, backend: SocketAddr },
+    Open { upstream: FlowId, backend: SocketAddr },
     /// Close an upstream socket.
-    Close { upstream: UpstreamId },
+    Close { upstream: FlowId },
     /// Send a datagram on an upstream socket.
-    SendUpstream { upstream: UpstreamId, datagram: Vec<u8> },
+    SendUpstream { upstream: FlowId, datagram: Vec<u8> },
     /// Send a datagram to a client from a listener's socket.
     SendToClient { listener: ListenerId, client: SocketAddr, datagram: Vec<u8> },
     /// Start a health probe.
@@ -34,10 +34,10 @@ pub enum SocketWork {
 /// The turmoil platform under the driver.
 #[derive(Debug, Default)]
 pub struct TurmoilPlatform {
-    /// Turmoil's simulated time, set by the balancer host before every driver call.
-    pub now: Instant,
-    /// Upstreams open as the core sees them (from the moment it asked), with their flows.
-    pub upstreams: BTreeMap<UpstreamId, FlowId>,
+    /// Upstreams open as the core sees them (from the moment it asked), by flow.
+    pub upstreams: BTreeSet<FlowId>,
+    /// Backends of the flows opened during the last driver call, in order.
+    pub opened: Vec<BackendId>,
     /// Work waiting to be carried out, oldest first.
     pub work: Vec<SocketWork>,
     /// Outputs to record (names are resolved afterwards, with the core at hand).
@@ -45,54 +45,44 @@ pub struct TurmoilPlatform {
 }
 
 impl Platform for TurmoilPlatform {
-    fn now(&self) -> Instant {
-        self.now
-    }
-
     fn open_upstream(
         &mut self,
-        upstream: UpstreamId,
+        _now: Instant,
         flow: FlowId,
-        _listener: ListenerId,
+        backend: BackendId,
         address: SocketAddr,
     ) -> Result<(), OpenError> {
         // Binding cannot fail for want of ports here: the scenarios open far fewer upstreams
         // than turmoil's ephemeral range holds, and the balancer host reports a failed bind as
         // a broken run rather than hiding it.
-        self.upstreams.insert(upstream, flow);
-        self.work.push(SocketWork::Open { upstream, backend: address });
+        self.upstreams.insert(flow);
+        self.opened.push(backend);
+        self.work.push(SocketWork::Open { upstream: flow, backend: address });
         Ok(())
     }
 
-    fn close_upstream(&mut self, upstream: UpstreamId) {
-        if self.upstreams.remove(&upstream).is_some() {
-            self.work.push(SocketWork::Close { upstream });
+    fn close_upstream(&mut self, _now: Instant, flow: FlowId) {
+        if self.upstreams.remove(&flow) {
+            self.work.push(SocketWork::Close { upstream: flow });
         }
     }
 
-    fn send_upstream(&mut self, upstream: UpstreamId, datagram: &[u8]) -> Result<(), SendError> {
-        if !self.upstreams.contains_key(&upstream) {
-            return Err(SendError("no such upstream".into()));
+    fn send_upstream(&mut self, flow: FlowId, datagram: &[u8]) {
+        // The core sends only on upstreams it opened and has not closed.
+        if self.upstreams.contains(&flow) {
+            self.work.push(SocketWork::SendUpstream { upstream: flow, datagram: datagram.to_vec() });
         }
-        self.work.push(SocketWork::SendUpstream { upstream, datagram: datagram.to_vec() });
-        Ok(())
     }
 
-    fn send_to_client(
-        &mut self,
-        listener: ListenerId,
-        client: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<(), SendError> {
+    fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]) {
         self.work.push(SocketWork::SendToClient { listener, client, datagram: datagram.to_vec() });
-        Ok(())
     }
 
-    fn start_probe(&mut self, probe: &ProbeRequest) {
+    fn start_probe(&mut self, _now: Instant, probe: &ProbeRequest) {
         self.work.push(SocketWork::Probe(probe.clone()));
     }
 
-    fn notify(&mut self, output: &Output) {
+    fn notify(&mut self, _core: &Balancer, output: &Output) {
         self.notices.push(output.clone());
     }
 }
