@@ -13,6 +13,7 @@
 mod batch;
 mod commands;
 pub mod control;
+mod counters;
 pub mod ctl;
 pub mod driver;
 pub mod event_loop;
