@@ -14,6 +14,7 @@
 mod batch;
 mod commands;
 pub mod control;
+mod counters;
 pub mod ctl;
 pub mod event_loop;
 pub mod metrics;

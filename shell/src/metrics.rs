@@ -11,7 +11,8 @@ pub mod http;
 
 use std::collections::BTreeMap;
 
-use crate::workers::WorkerView;
+pub use crate::counters::BackendTraffic;
+use crate::counters::WorkerView;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -25,25 +26,6 @@ use udplb_core::{AdminState, BackendId, Balancer, CloseReason, DropReason, Front
 /// The reason label of datagrams the kernel dropped before udplb could read them (a full
 /// listener receive queue): counted beside the core's reasons, but never in `received`.
 pub const KERNEL_DROP_REASON: &str = "kernel_receive_queue";
-
-/// Traffic on one backend's upstream sockets, as the shell sent and received it.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct BackendTraffic {
-    pub datagrams_sent: u64,
-    pub bytes_sent: u64,
-    pub datagrams_received: u64,
-    pub bytes_received: u64,
-}
-
-impl BackendTraffic {
-    /// Adds another worker's traffic for the same backend.
-    pub fn absorb(&mut self, other: &BackendTraffic) {
-        self.datagrams_sent += other.datagrams_sent;
-        self.bytes_sent += other.bytes_sent;
-        self.datagrams_received += other.datagrams_received;
-        self.bytes_received += other.bytes_received;
-    }
-}
 
 /// What the shell counts itself, because the core counts it otherwise or not at all: traffic
 /// per backend (the core books datagrams per listener) and health transitions per backend

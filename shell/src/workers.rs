@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::Waker;
-use udplb_core::{Config, Input, ListenerId, Stats};
+use udplb_core::{Config, Input};
 
-use crate::metrics::BackendTraffic;
+pub(crate) use crate::counters::WorkerView;
 
 /// From the leader to a follower.
 #[derive(Debug)]
@@ -35,51 +35,6 @@ pub(crate) enum ToFollower {
 #[derive(Debug)]
 pub(crate) enum ToLeader {
     Input(Input),
-}
-
-/// One or more workers' datapath counters: each follower publishes its own, and the leader
-/// adds them to its own for metrics and `udplb ctl show` (workers share listener and backend
-/// ids, so the counters add up index by index).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct WorkerView {
-    /// How many workers these counters are of.
-    pub workers: u32,
-    pub stats: Stats,
-    /// Flows per backend, indexed by `BackendId`.
-    pub backend_flows: Vec<u64>,
-    /// Traffic per backend, indexed by `BackendId`.
-    pub traffic: Vec<BackendTraffic>,
-    pub kernel_drops: Vec<(ListenerId, u64)>,
-    pub upstream_sockets: u64,
-    pub stray_upstream_datagrams: u64,
-}
-
-impl WorkerView {
-    /// Adds another worker's (or workers') counters to these.
-    pub(crate) fn absorb(&mut self, other: &WorkerView) {
-        self.workers += other.workers;
-        self.stats.absorb(&other.stats);
-        add_by_index(&mut self.backend_flows, &other.backend_flows, |total, flows| *total += flows);
-        add_by_index(&mut self.traffic, &other.traffic, |total, traffic| total.absorb(traffic));
-        for (listener, drops) in &other.kernel_drops {
-            match self.kernel_drops.iter_mut().find(|(id, _)| id == listener) {
-                Some((_, total)) => *total += drops,
-                None => self.kernel_drops.push((*listener, *drops)),
-            }
-        }
-        self.upstream_sockets += other.upstream_sockets;
-        self.stray_upstream_datagrams += other.stray_upstream_datagrams;
-    }
-}
-
-/// `totals[i] += more[i]` for every `i`, growing `totals` as needed.
-fn add_by_index<T: Default + Clone>(totals: &mut Vec<T>, more: &[T], add: impl Fn(&mut T, &T)) {
-    if totals.len() < more.len() {
-        totals.resize(more.len(), T::default());
-    }
-    for (total, value) in totals.iter_mut().zip(more) {
-        add(total, value);
-    }
 }
 
 /// The leader's handle on one follower.

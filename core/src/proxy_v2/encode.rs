@@ -2,29 +2,23 @@
 //! headroom the shell left in front of it. Allocation-free, and the length is known before
 //! anything is written, so the flow manager can check `max_datagram_size` first.
 //!
-//! The field writers here (fixed header, TLVs, checksum) are also what
-//! [`Header::emit`](super::Header::emit) uses, so the two encoders cannot drift apart.
+//! It writes with the field writers of the emit layer, the ones
+//! [`Header::emit`](super::Header::emit) uses, so the two encoders cannot drift apart; and
+//! [`Header::proxy`] / [`Header::local`] describe, as a representation, what it writes.
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::error::BufferTooSmall;
-use super::repr::{
-    AddressFamily, Addresses, Command, IPV4_ADDRESS_BLOCK_LEN, IPV6_ADDRESS_BLOCK_LEN, Transport,
+use super::emit::{
+    Writer, family_transport, version_command, write_checksum, write_checksum_placeholder, write_fixed,
+    write_tlv,
 };
-use super::tlv::{CRC32C_VALUE_LEN, Tlv, TlvKind};
-use super::wire::{FIXED_HEADER_LEN, SIGNATURE, TLV_HEADER_LEN, VERSION};
-
-/// Bytes of the CRC32C TLV: type, length, 4-byte checksum (PPv2 §2.2.3).
-pub const CRC32C_TLV_LEN: usize = TLV_HEADER_LEN + CRC32C_VALUE_LEN;
-
-/// Bytes of the UNIQUE_ID TLV udplb sends: type, length, the flow serial as a big-endian
-/// u64 (PPv2 §2.2.5 allows up to 128 value bytes; 8 suffice).
-pub const UNIQUE_ID_TLV_LEN: usize = TLV_HEADER_LEN + 8;
-
-/// Largest header [`write_proxy_header`] can produce (both TLVs, IPv6): 70 bytes. The shell
-/// reserves this much headroom in front of every received datagram.
-pub const MAX_PROXY_HEADER_LEN: usize =
-    FIXED_HEADER_LEN + IPV6_ADDRESS_BLOCK_LEN + CRC32C_TLV_LEN + UNIQUE_ID_TLV_LEN;
+use super::error::BufferTooSmall;
+use super::field::{
+    AddressFamily, CRC32C_TLV_LEN, Command, FIXED_HEADER_LEN, IPV4_ADDRESS_BLOCK_LEN, IPV6_ADDRESS_BLOCK_LEN,
+    Transport, UNIQUE_ID_TLV_LEN,
+};
+use super::repr::{Addresses, Header};
+use super::tlv::{Tlv, TlvKind};
 
 /// The version/command byte of a PROXY header: version 2, command PROXY.
 const PROXY_VERSION_COMMAND: u8 = version_command(Command::Proxy);
@@ -36,16 +30,6 @@ const INET_DGRAM: u8 = family_transport(AddressFamily::Inet, Transport::Dgram);
 const INET6_DGRAM: u8 = family_transport(AddressFamily::Inet6, Transport::Dgram);
 /// Family/transport byte of a LOCAL header: AF_UNSPEC, UNSPEC (PPv2 §2.2: `\x00`).
 const UNSPEC: u8 = family_transport(AddressFamily::Unspec, Transport::Unspec);
-
-/// The 13th byte: version 2 in the high nibble, the command in the low one.
-pub(super) const fn version_command(command: Command) -> u8 {
-    VERSION << 4 | command.nibble()
-}
-
-/// The 14th byte: the address family in the high nibble, the transport in the low one.
-pub(super) const fn family_transport(family: AddressFamily, transport: Transport) -> u8 {
-    family.nibble() << 4 | transport.nibble()
-}
 
 /// TLVs the encoder can add.
 ///
@@ -144,18 +128,6 @@ pub fn write_local_header(out: &mut [u8], tlvs: TlvOptions) -> Result<usize, Buf
     Ok(header_len)
 }
 
-/// Writes the 16-byte fixed header (PPv2 §2.2) of a header with `payload_len` bytes after it.
-pub(super) fn write_fixed(
-    writer: &mut Writer<'_>,
-    version_command: u8,
-    family_transport: u8,
-    payload_len: u16,
-) -> Result<(), BufferTooSmall> {
-    writer.put(&SIGNATURE)?;
-    writer.put(&[version_command, family_transport])?;
-    writer.put(&payload_len.to_be_bytes())
-}
-
 /// Writes the optional TLVs, the checksum's value zeroed, and returns that value's offset.
 fn write_tlvs(writer: &mut Writer<'_>, tlvs: TlvOptions) -> Result<Option<usize>, BufferTooSmall> {
     let checksum_offset = if tlvs.crc32c { Some(write_checksum_placeholder(writer)?) } else { None };
@@ -165,46 +137,16 @@ fn write_tlvs(writer: &mut Writer<'_>, tlvs: TlvOptions) -> Result<Option<usize>
     Ok(checksum_offset)
 }
 
-/// Writes a CRC32C TLV with its value zeroed and returns the value's offset, where
-/// [`write_checksum`] puts the checksum once the rest of the header is written.
-pub(super) fn write_checksum_placeholder(writer: &mut Writer<'_>) -> Result<usize, BufferTooSmall> {
-    writer.put(&[TlvKind::CRC32C, 0, CRC32C_VALUE_LEN as u8])?;
-    let offset = writer.position();
-    writer.put(&[0; CRC32C_VALUE_LEN])?;
-    Ok(offset)
-}
-
-/// Writes one TLV. Callers keep `value` under 65536 bytes (the whole payload must fit the
-/// 16-bit length field), so its length cannot truncate.
-pub(super) fn write_tlv(writer: &mut Writer<'_>, kind: u8, value: &[u8]) -> Result<(), BufferTooSmall> {
-    writer.put(&[kind])?;
-    writer.put(&(value.len() as u16).to_be_bytes())?;
-    writer.put(value)
-}
-
-/// Fills the zeroed checksum field at `offset` with the CRC32C of the whole `header`
-/// (PPv2 §2.2.3), big-endian as every multi-byte PPv2 field.
-pub(super) fn write_checksum(header: &mut [u8], offset: usize) -> Result<(), BufferTooSmall> {
-    let checksum = if crate::mutants::active(crate::mutants::Mutant::IeeeCrc32) {
-        crate::mutants::ieee_crc32(header)
-    } else {
-        crc32c::crc32c(header)
-    };
-    let field = header.get_mut(offset..offset + CRC32C_VALUE_LEN).ok_or(BufferTooSmall)?;
-    field.copy_from_slice(&checksum.to_be_bytes());
-    Ok(())
-}
-
 /// A source/destination pair as it goes on the wire: both IPv4 after canonicalisation, or
 /// both IPv6 with any IPv4 side mapped.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) enum AddressPair {
+enum AddressPair {
     V4(SocketAddrV4, SocketAddrV4),
     V6(SocketAddrV6, SocketAddrV6),
 }
 
 impl AddressPair {
-    pub(super) fn new(source: SocketAddr, destination: SocketAddr) -> Self {
+    fn new(source: SocketAddr, destination: SocketAddr) -> Self {
         match (canonical(source), canonical(destination)) {
             (SocketAddr::V4(source), SocketAddr::V4(destination)) => AddressPair::V4(source, destination),
             (source, destination) => AddressPair::V6(mapped(source), mapped(destination)),
@@ -253,28 +195,36 @@ fn without_scope(address: SocketAddrV6) -> SocketAddrV6 {
     SocketAddrV6::new(*address.ip(), address.port(), 0, 0)
 }
 
-/// A cursor that writes byte strings one after another into a slice, failing instead of
-/// panicking when the slice runs out.
-pub(super) struct Writer<'a> {
-    out: &'a mut [u8],
-    position: usize,
+impl Header {
+    /// The header [`write_proxy_header`] writes for these arguments: PROXY, DGRAM,
+    /// addresses as [`Addresses::from_socket_addrs`] chooses, then the CRC32C TLV (first)
+    /// and the UNIQUE_ID TLV if asked for.
+    pub fn proxy(source: SocketAddr, destination: SocketAddr, tlvs: TlvOptions) -> Self {
+        Header {
+            command: Command::Proxy,
+            transport: Transport::Dgram,
+            addresses: Addresses::from_socket_addrs(source, destination),
+            tlvs: tlvs.to_tlvs(),
+        }
+    }
+
+    /// The header [`write_local_header`] writes: LOCAL, UNSPEC family and transport,
+    /// no address block, then the TLVs asked for.
+    pub fn local(tlvs: TlvOptions) -> Self {
+        Header {
+            command: Command::Local,
+            transport: Transport::Unspec,
+            addresses: Addresses::Unspec,
+            tlvs: tlvs.to_tlvs(),
+        }
+    }
 }
 
-impl<'a> Writer<'a> {
-    pub(super) fn new(out: &'a mut [u8]) -> Self {
-        Writer { out, position: 0 }
-    }
-
-    /// Bytes written so far.
-    pub(super) fn position(&self) -> usize {
-        self.position
-    }
-
-    pub(super) fn put(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
-        let end = self.position.checked_add(bytes.len()).ok_or(BufferTooSmall)?;
-        let target = self.out.get_mut(self.position..end).ok_or(BufferTooSmall)?;
-        target.copy_from_slice(bytes);
-        self.position = end;
-        Ok(())
+impl Addresses {
+    /// The addresses `write_proxy_header` puts on the wire for this pair: IPv4-mapped
+    /// inputs are canonicalised to IPv4 first, and a remaining IPv4/IPv6 mix is written as
+    /// IPv6 with the IPv4 side mapped (`::ffff:a.b.c.d`).
+    pub fn from_socket_addrs(source: SocketAddr, destination: SocketAddr) -> Self {
+        AddressPair::new(source, destination).into()
     }
 }

@@ -2,7 +2,7 @@
 //! enum naming every way a received header can be malformed, and one for representations
 //! that cannot be put on the wire.
 
-use super::repr::AddressFamily;
+use super::field::AddressFamily;
 
 /// Error writing a header: the output slice is shorter than the header.
 ///

@@ -7,16 +7,25 @@
 //!
 //! # Layout
 //!
-//! - [`wire`]: the checked view ([`Packet`]): framing of one header and accessors that
-//!   cannot panic, plus a TLV iterator.
-//! - [`repr`]: the representation ([`Header`]) with `parse` / `buffer_len` / `emit`, as
-//!   smoltcp does for its wire formats. The simulator's backends and the fuzzers decode with
-//!   it; every malformed field is a [`DecodeError`] variant.
-//! - [`tlv`]: the TLV registry ([`TlvKind`]) and owned TLVs ([`Tlv`]).
-//! - `encode`: the datapath's allocation-free encoder, [`write_proxy_header`] (and
-//!   [`write_local_header`] for health probes), which writes into the headroom in front of
-//!   a received datagram. It shares address and checksum code with `Header::emit`, and the
-//!   tests check that both produce the same bytes.
+//! The files are layered, the field layout at the bottom and the encoders on top; each
+//! imports only from the layers below it, never from its own layer or one above:
+//!
+//! 1. `field`: the field layout and vocabulary — the signature, lengths, byte offsets and
+//!    the command, address family and transport nibbles ([`Command`], [`AddressFamily`],
+//!    [`Transport`]).
+//! 2. [`tlv`]: the TLV registry ([`TlvKind`]) and owned TLVs ([`Tlv`]); `error`: the error
+//!    vocabulary ([`DecodeError`], [`EmitError`], [`BufferTooSmall`]).
+//! 3. [`wire`]: the checked view ([`Packet`]): framing of one header and accessors that
+//!    cannot panic, plus a TLV iterator. [`repr`]: the representation ([`Header`],
+//!    [`Addresses`]), what a header says independent of its bytes.
+//! 4. `parse`: [`Header::parse`], which reads the representation through the checked view;
+//!    every malformed field is a [`DecodeError`] variant. `emit`: [`Header::buffer_len`] and
+//!    [`Header::emit`], and the field writers they use. The simulator's backends and the
+//!    fuzzers decode and re-emit with these.
+//! 5. `encode`: the datapath's allocation-free encoder, [`write_proxy_header`] (and
+//!    [`write_local_header`] for health probes), which writes into the headroom in front of
+//!    a received datagram. It writes with the emit layer's field writers, and the tests
+//!    check that it and `Header::emit` produce the same bytes.
 //!
 //! # What udplb sends
 //!
@@ -41,19 +50,20 @@
 //! assert_eq!(header.proxied_endpoints(), Some((client, vip)));
 //! ```
 
+mod emit;
 mod encode;
 mod error;
+mod field;
 #[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
+mod parse;
 pub mod repr;
 pub mod tlv;
 pub mod wire;
 
-pub use encode::{
-    CRC32C_TLV_LEN, MAX_PROXY_HEADER_LEN, TlvOptions, UNIQUE_ID_TLV_LEN, local_header_len, proxy_header_len,
-    write_local_header, write_proxy_header,
-};
+pub use encode::{TlvOptions, local_header_len, proxy_header_len, write_local_header, write_proxy_header};
 pub use error::{BufferTooSmall, DecodeError, EmitError};
+pub use field::{CRC32C_TLV_LEN, MAX_PROXY_HEADER_LEN, UNIQUE_ID_TLV_LEN};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use fuzz::{fuzz_decode, fuzz_roundtrip};
 pub use repr::{AddressFamily, Addresses, Command, Header, Transport};

@@ -1,11 +1,7 @@
 //! TLVs (PPv2 §2.2): the type registry and an owned TLV, as the representation keeps them.
 
-use super::wire::TLV_HEADER_LEN;
-
-/// The longest UNIQUE_ID value PPv2 §2.2.5 allows.
-pub const UNIQUE_ID_MAX_LEN: usize = 128;
-/// Value bytes of a CRC32C TLV (PPv2 §2.2.3).
-pub const CRC32C_VALUE_LEN: usize = 4;
+use super::field::TLV_HEADER_LEN;
+pub use super::field::{CRC32C_VALUE_LEN, UNIQUE_ID_MAX_LEN};
 
 /// A TLV type (PPv2 §2.2), with the registered ones named.
 ///

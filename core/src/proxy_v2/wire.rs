@@ -4,8 +4,8 @@
 //! signature, the version and that the buffer holds all `16 + length` bytes. Once it has
 //! succeeded, every accessor reads from a fixed-size array or from the exact payload slice,
 //! so none of them can panic, whatever the bytes say. What the fields *mean* (known command,
-//! family, address block size, TLV rules, checksum) is judged by the representation in
-//! [`super::repr`].
+//! family, address block size, TLV rules, checksum) is judged when the representation in
+//! [`super::repr`] is parsed from the view ([`Header::parse`](super::Header::parse)).
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -22,32 +22,8 @@
 //! ```
 
 use super::error::DecodeError;
-
-/// The 12-byte signature every version 2 header starts with (PPv2 §2.2). It contains a NUL
-/// byte and bare CR/LF, so no text protocol mistakes it for a request line.
-pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
-
-/// Length of the fixed part of the header: signature, version/command, family/transport and
-/// the 16-bit length (PPv2 §2.2, `struct proxy_hdr_v2`).
-pub const FIXED_HEADER_LEN: usize = 16;
-
-/// The only protocol version this specification defines, in the high nibble of the 13th byte.
-pub const VERSION: u8 = 0x2;
-
-/// Bytes of a TLV's type and length, before its value (PPv2 §2.2, `struct pp2_tlv`).
-pub const TLV_HEADER_LEN: usize = 3;
-
-/// Byte offsets of the fixed fields.
-mod field {
-    /// Version (high nibble) and command (low nibble).
-    pub const VERSION_COMMAND: usize = 12;
-    /// Address family (high nibble) and transport protocol (low nibble).
-    pub const FAMILY_TRANSPORT: usize = 13;
-    /// High byte of the big-endian length of what follows the fixed header.
-    pub const LENGTH_HIGH: usize = 14;
-    /// Low byte of the length.
-    pub const LENGTH_LOW: usize = 15;
-}
+use super::field;
+pub use super::field::{FIXED_HEADER_LEN, SIGNATURE, TLV_HEADER_LEN, VERSION};
 
 /// A checked view of one PROXY protocol v2 header at the start of a buffer.
 ///
