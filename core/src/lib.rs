@@ -37,7 +37,12 @@ pub mod flow;
 pub mod fuzzing;
 pub mod health;
 pub mod id;
+// Public with the test-only `mutants` feature; otherwise a private module whose switches are
+// constant `false`, so the core's mutant checks compile away.
+#[cfg(feature = "mutants")]
 pub mod mutants;
+#[cfg(not(feature = "mutants"))]
+mod mutants;
 pub mod outcome;
 pub mod proxy_v2;
 pub mod select;
