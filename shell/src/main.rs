@@ -1,5 +1,7 @@
 //! `udplb`: run the balancer, check a configuration file, or talk to a running balancer.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -131,10 +133,40 @@ fn init_logging(format: LogFormat) {
         .ok()
         .and_then(|text| text.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    let builder =
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).with_max_level(level);
+    let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_max_level(level)
+        .with_ansi(colour);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Whether human log lines carry ANSI colour codes: only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty (<https://no-color.org>). A file, a pipe or journald gets
+/// plain text.
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::use_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        let set = Some(OsStr::new("1"));
+        assert!(use_colour(true, None), "a terminal, NO_COLOR unset");
+        assert!(!use_colour(true, set), "a terminal, NO_COLOR set");
+        assert!(!use_colour(false, None), "not a terminal (a file, a pipe, journald), NO_COLOR unset");
+        assert!(!use_colour(false, set), "not a terminal, NO_COLOR set");
+        // An empty NO_COLOR counts as unset, as the convention says.
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(false, Some(OsStr::new(""))));
     }
 }
