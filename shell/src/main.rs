@@ -146,8 +146,8 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Whether human log lines carry ANSI colour codes: only when stderr is a terminal and
-/// `NO_COLOR` is unset or empty (<https://no-color.org>). A file, a pipe or journald gets
-/// plain text.
+/// `NO_COLOR` is unset or empty (the usual convention: any non-empty value turns colour off).
+/// A file, a pipe or journald gets plain text.
 fn use_colour(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
