@@ -63,3 +63,14 @@ pub use id::{BackendId, ClusterId, FlowId, ListenerId, ProbeId, UpstreamId};
 pub use outcome::{CloseReason, DropReason, PassiveFailure};
 pub use stats::Stats;
 pub use time::Instant;
+
+/// The test-only features this build of the core was compiled with: empty in anything that
+/// ships. `cargo test --workspace` unifies dev-dependency features (`mutants` from the
+/// simulator's tests, `fuzzing` from the core's own) into every crate it builds, the `udplb`
+/// binary included, so the binary reports these (`udplb --version`) to show which build it is.
+pub const TEST_FEATURES: &[&str] = &[
+    #[cfg(feature = "mutants")]
+    "mutants",
+    #[cfg(feature = "fuzzing")]
+    "fuzzing",
+];

@@ -4,6 +4,7 @@ use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
 use udplb::ctl::CtlCommand;
@@ -13,7 +14,7 @@ use udplb_core::config::LogFormat;
 use udplb_core::{Balancer, Config, Keys, Role};
 
 #[derive(Parser)]
-#[command(name = "udplb", version, about = "A UDP load balancer")]
+#[command(name = "udplb", version = VERSION.as_str(), about = "A UDP load balancer")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +48,21 @@ enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+}
+
+/// What `udplb --version` prints after the name.
+static VERSION: LazyLock<String> = LazyLock::new(|| version_text(udplb_core::TEST_FEATURES));
+
+/// The package version, followed by the test-only features the core was built with, if any:
+/// none in a build that ships; `cargo test --workspace` builds one with some
+/// (`docs/testing.md`, "Test-only features and the binary the shell's tests run").
+fn version_text(test_features: &[&str]) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    if test_features.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{version} (test-only features: {})", test_features.join(", "))
+    }
 }
 
 fn main() -> ExitCode {
@@ -107,6 +123,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let max_flows = config.process.max_flows.unwrap_or(default_max_flows);
     // Budgets are per process: each worker gets its share.
     let effective = udplb::worker_config(&config, workers, default_max_flows);
+    if !udplb_core::TEST_FEATURES.is_empty() {
+        tracing::warn!(features = ?udplb_core::TEST_FEATURES, "built with test-only features: not a build to ship");
+    }
     tracing::info!(
         file = %path.display(),
         max_flows,
@@ -156,7 +175,17 @@ fn use_colour(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
 mod tests {
     use std::ffi::OsStr;
 
-    use super::use_colour;
+    use super::{use_colour, version_text};
+
+    #[test]
+    fn the_version_names_test_only_features() {
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(version_text(&[]), version);
+        assert_eq!(
+            version_text(&["mutants", "fuzzing"]),
+            format!("{version} (test-only features: mutants, fuzzing)")
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
