@@ -38,7 +38,12 @@ pub mod flow;
 pub mod fuzzing;
 pub mod health;
 pub mod id;
+// Public with the test-only `mutants` feature; otherwise a private module whose switches are
+// constant `false`, so the core's mutant checks compile away.
+#[cfg(feature = "mutants")]
 pub mod mutants;
+#[cfg(not(feature = "mutants"))]
+mod mutants;
 pub mod outcome;
 pub mod proxy_v2;
 pub mod select;
@@ -59,3 +64,14 @@ pub use id::{BackendId, ClusterId, FlowId, ListenerId, ProbeId};
 pub use outcome::{CloseReason, DropReason, PassiveFailure};
 pub use stats::Stats;
 pub use time::Instant;
+
+/// The test-only features this build of the core was compiled with: empty in anything that
+/// ships. `cargo test --workspace` unifies dev-dependency features (`mutants` from the
+/// simulator's tests, `fuzzing` from the core's own) into every crate it builds, the `udplb`
+/// binary included, so the binary reports these (`udplb --version`) to show which build it is.
+pub const TEST_FEATURES: &[&str] = &[
+    #[cfg(feature = "mutants")]
+    "mutants",
+    #[cfg(feature = "fuzzing")]
+    "fuzzing",
+];

@@ -1,12 +1,15 @@
 //! Named mutants: deliberate bugs behind test-only switches, so tests can prove that the
-//! scenarios and tests around the core would catch them.
+//! scenarios and tests around the core would catch them (`docs/testing.md`, "Mutants").
 //!
-//! Compiled in only with the `mutants` feature, which no release build enables; without it
-//! [`active`] is a constant `false` and every mutant check folds away. With it, a mutant is
-//! switched on for the whole process, so tests that use mutants run in a test binary of their
-//! own (`sim/tests/mutants.rs`), one mutant at a time.
+//! The switches exist only with the `mutants` feature, which no release build enables. With
+//! it, this module is public, a mutant is switched on for the whole process with [`set`], and
+//! tests that use mutants therefore run in a test binary of their own
+//! (`sim/tests/mutants.rs`), one mutant at a time. Without it, the module is private and
+//! `active` is a `const fn` that returns `false`, so every mutant check in the core is a
+//! constant condition and compiles away.
 
-/// The bugs that other UDP proxies shipped (see TRAPS.md) or that would be easy to introduce.
+/// Bugs that UDP proxies have shipped, or that would be easy to introduce here; each variant
+/// describes its bug.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Mutant {
@@ -26,7 +29,9 @@ pub enum Mutant {
     SelectionIgnoresHealth = 32,
 }
 
+#[cfg(feature = "mutants")]
 impl Mutant {
+    /// Every mutant, for tests that go through them all.
     pub const ALL: [Mutant; 6] = [
         Mutant::ResponsesPerFlow,
         Mutant::TimerLostOnEarlyFire,
@@ -41,17 +46,17 @@ impl Mutant {
 static ACTIVE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 /// Whether `mutant` is switched on.
+#[cfg(feature = "mutants")]
 #[inline(always)]
 pub fn active(mutant: Mutant) -> bool {
-    #[cfg(feature = "mutants")]
-    {
-        ACTIVE.load(core::sync::atomic::Ordering::Relaxed) & mutant as u32 != 0
-    }
-    #[cfg(not(feature = "mutants"))]
-    {
-        let _ = mutant;
-        false
-    }
+    ACTIVE.load(core::sync::atomic::Ordering::Relaxed) & mutant as u32 != 0
+}
+
+/// Without the `mutants` feature no mutant is ever on.
+#[cfg(not(feature = "mutants"))]
+#[inline(always)]
+pub(crate) const fn active(_mutant: Mutant) -> bool {
+    false
 }
 
 /// Switches exactly `mutant` on (or every mutant off with `None`).

@@ -1,4 +1,6 @@
-//! Admission: every outcome for a client datagram, in DESIGN.md's order.
+//! Admission: every outcome for a client datagram, in the order admission checks them
+//! (`docs/architecture.md`, "Flow lifecycle"): `Truncated`, `Invalid`, `Draining`, `Shed`,
+//! `ProxyHeaderTooLarge`, `NoHealthyBackend`.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Several workers in one process: one leader probes and decides health for all, followers
-//! take its backend states and hand it their passive failures (DESIGN.md, "Two halves").
+//! take its backend states and hand it their passive failures (`docs/architecture.md`, "Two
+//! halves" and "Workers").
 
 mod common;
 

@@ -1,7 +1,10 @@
 //! `udplb`: run the balancer, check a configuration file, or talk to a running balancer.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
 use udplb::ctl::CtlCommand;
@@ -11,7 +14,7 @@ use udplb_core::config::LogFormat;
 use udplb_core::{Balancer, Config, Keys, Role};
 
 #[derive(Parser)]
-#[command(name = "udplb", version, about = "A UDP load balancer")]
+#[command(name = "udplb", version = VERSION.as_str(), about = "A UDP load balancer")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,6 +48,21 @@ enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+}
+
+/// What `udplb --version` prints after the name.
+static VERSION: LazyLock<String> = LazyLock::new(|| version_text(udplb_core::TEST_FEATURES));
+
+/// The package version, followed by the test-only features the core was built with, if any:
+/// none in a build that ships; `cargo test --workspace` builds one with some
+/// (`docs/testing.md`, "Test-only features and the binary the shell's tests run").
+fn version_text(test_features: &[&str]) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    if test_features.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{version} (test-only features: {})", test_features.join(", "))
+    }
 }
 
 fn main() -> ExitCode {
@@ -105,6 +123,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let max_flows = config.process.max_flows.unwrap_or(default_max_flows);
     // Budgets are per process: each worker gets its share.
     let effective = udplb::worker_config(&config, workers, default_max_flows);
+    if !udplb_core::TEST_FEATURES.is_empty() {
+        tracing::warn!(features = ?udplb_core::TEST_FEATURES, "built with test-only features: not a build to ship");
+    }
     tracing::info!(
         file = %path.display(),
         max_flows,
@@ -131,10 +152,50 @@ fn init_logging(format: LogFormat) {
         .ok()
         .and_then(|text| text.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    let builder =
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).with_max_level(level);
+    let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_max_level(level)
+        .with_ansi(colour);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Whether human log lines carry ANSI colour codes: only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty (the usual convention: any non-empty value turns colour off).
+/// A file, a pipe or journald gets plain text.
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::{use_colour, version_text};
+
+    #[test]
+    fn the_version_names_test_only_features() {
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(version_text(&[]), version);
+        assert_eq!(
+            version_text(&["mutants", "fuzzing"]),
+            format!("{version} (test-only features: mutants, fuzzing)")
+        );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        let set = Some(OsStr::new("1"));
+        assert!(use_colour(true, None), "a terminal, NO_COLOR unset");
+        assert!(!use_colour(true, set), "a terminal, NO_COLOR set");
+        assert!(!use_colour(false, None), "not a terminal (a file, a pipe, journald), NO_COLOR unset");
+        assert!(!use_colour(false, set), "not a terminal, NO_COLOR set");
+        // An empty NO_COLOR counts as unset, as the convention says.
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(false, Some(OsStr::new(""))));
     }
 }

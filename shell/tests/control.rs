@@ -225,7 +225,7 @@ fn watch_streams_a_health_transition_when_a_backend_port_closes() {
         false,
     );
     assert!(balancer.wait_for_health("b1", "up"));
-    let mut watcher = Command::new(env!("CARGO_BIN_EXE_udplb"))
+    let mut watcher = Command::new(common::udplb())
         .args(["ctl", "--json", "--socket"])
         .arg(&balancer.socket)
         .arg("watch")

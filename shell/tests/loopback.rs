@@ -1,6 +1,8 @@
 //! The `udplb` binary on loopback with real sockets: real backends, real clients, real ICMP.
 //! Every wait is bounded; traffic goes to 127.0.0.1 only.
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -120,7 +122,7 @@ impl Balancer {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let config = std::env::temp_dir().join(format!("udplb-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&config, config_text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_udplb"))
+        let child = Command::new(common::udplb())
             .args(["run", "-c"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -264,6 +266,25 @@ fn a_bad_reload_keeps_serving_and_sigterm_drains_then_exits_zero() {
     }
 }
 
+/// The tests run the binary as it ships, whatever features this `cargo test` unified into the
+/// core: `udplb --version` names test-only features, and the one the tests run has none.
+#[test]
+fn the_binary_under_test_has_no_test_only_features() {
+    let shipped = format!("udplb {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(common::version_of(common::udplb()), shipped);
+    // The binary this cargo invocation built links the same core as this test, features and
+    // all; its version says so (under `cargo test --workspace`, `mutants` and `fuzzing`).
+    let tested = common::version_of(std::path::Path::new(env!("CARGO_BIN_EXE_udplb")));
+    if udplb_core::TEST_FEATURES.is_empty() {
+        assert_eq!(tested, shipped);
+    } else {
+        assert_eq!(
+            tested,
+            format!("{shipped} (test-only features: {})", udplb_core::TEST_FEATURES.join(", "))
+        );
+    }
+}
+
 #[test]
 fn check_reports_each_error_with_file_line_column_and_field() {
     let path = std::env::temp_dir().join("udplb-check-bad.toml");
@@ -272,7 +293,7 @@ fn check_reports_each_error_with_file_line_column_and_field() {
         "[listeners.dns]\naddress = \"127.0.0.1:53\"\ncluster = \"nope\"\n\n[clusters.pool]\nbackends = [{ id = \"a\", address = \"10.0.0.1:53\", wieght = 2 }]\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_udplb")).args(["check", "-c"]).arg(&path).output().unwrap();
+    let output = Command::new(common::udplb()).args(["check", "-c"]).arg(&path).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "bad.toml");
     insta::with_settings!({
@@ -288,7 +309,7 @@ fn check_reports_each_error_with_file_line_column_and_field() {
         config("127.0.0.1:5353".parse().unwrap(), "", &["127.0.0.1:5301".parse().unwrap()]),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_udplb")).args(["check", "-c"]).arg(&good).output().unwrap();
+    let output = Command::new(common::udplb()).args(["check", "-c"]).arg(&good).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 

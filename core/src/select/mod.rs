@@ -26,7 +26,9 @@
 //! encodings, table arithmetic is integer, and the one logarithm (weighted rendezvous) comes
 //! from `libm`, whose result does not depend on the platform's C library. Tables are built
 //! from the routable backends sorted by their identity hash, so the order in which a caller
-//! lists its backends cannot change a table (see `TRAPS.md`, "Consistent hashing").
+//! lists its backends cannot change a table: Maglev lets backends claim entries in turn, so
+//! an unsorted input would let two instances that list the same backends differently build
+//! different tables (`docs/architecture.md`, "Tables are built from a canonical order").
 
 use core::fmt;
 use core::hash::Hasher;
@@ -82,8 +84,9 @@ pub struct Candidate {
 ///
 /// The key is the second half of the selection key (the first half keys flow affinity
 /// hashes), so every instance sharing the key agrees, and the value never changes across Rust
-/// releases or machines. A changed address is a new identity, as `DESIGN.md` requires. An
-/// IPv4-mapped IPv6 address hashes as its IPv4 form, as flow keys do.
+/// releases or machines. A backend is its cluster, id and address, so a changed address is a
+/// new identity (`docs/architecture.md`, "A backend is its cluster, its id and its address").
+/// An IPv4-mapped IPv6 address hashes as its IPv4 form, as flow keys do.
 pub fn identity_hash(selection_key: &[u8; 32], id: &str, address: SocketAddr) -> u64 {
     let mut hasher = SipHasher13::new_with_key(&second_half(selection_key));
     hasher.write(b"udplb/backend-identity/v1");

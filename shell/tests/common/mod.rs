@@ -1,16 +1,70 @@
-//! Helpers for tests that run the `udplb` binary on loopback: echo backends, clients, a
-//! balancer with a control socket (and optionally a metrics endpoint), `udplb ctl`, scrapes.
-//! Every wait is bounded; traffic goes to 127.0.0.1 only.
+//! Helpers for tests that run the `udplb` binary on loopback: the binary itself, echo
+//! backends, clients, a balancer with a control socket (and optionally a metrics endpoint),
+//! `udplb ctl`, scrapes. Every wait is bounded; traffic goes to 127.0.0.1 only.
 #![allow(dead_code)] // Each test file uses its own subset.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// The `udplb` binary every test runs: one built without test-only features, as it ships.
+///
+/// Cargo builds each package once per invocation, with the union of the features anything in
+/// that invocation asks for, dev-dependencies included. So under `cargo test --workspace` the
+/// core inside `CARGO_BIN_EXE_udplb` has the simulator's `mutants` and its own `fuzzing`, and is
+/// not the binary that ships. When that binary reports test-only features (`udplb
+/// --version`), this builds the package again with a cargo of its own (`cargo build --locked
+/// -p udplb --bin udplb`, same profile) into `<target dir>/shipped`, where the running
+/// `cargo test` holds no lock, and returns that binary. Once per test process; cargo's own
+/// lock on that directory serialises test processes that build at the same time, and a
+/// second build finds nothing to do. Under `cargo test -p udplb` nothing adds features, and
+/// `CARGO_BIN_EXE_udplb` is used as it is.
+pub fn udplb() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let tested = PathBuf::from(env!("CARGO_BIN_EXE_udplb"));
+        if version_of(&tested) == format!("udplb {}", env!("CARGO_PKG_VERSION")) {
+            return tested;
+        }
+        build_shipped(&tested)
+    })
+}
+
+/// What `BINARY --version` prints, without the line end.
+pub fn version_of(binary: &Path) -> String {
+    let output = Command::new(binary).arg("--version").output().expect("run udplb --version");
+    assert!(output.status.success(), "{} --version failed", binary.display());
+    String::from_utf8(output.stdout).expect("UTF-8").trim_end().to_owned()
+}
+
+/// Builds `udplb` without test-only features into `<target dir>/shipped` and returns it.
+fn build_shipped(tested: &Path) -> PathBuf {
+    // `tested` is <target dir>/<profile>/udplb.
+    let target = tested.parent().and_then(Path::parent).expect("a binary under a target directory");
+    let shipped = target.join("shipped");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let release = !cfg!(debug_assertions);
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(workspace)
+        .args(["build", "--locked", "-p", "udplb", "--bin", "udplb", "--target-dir"])
+        .arg(&shipped);
+    if release {
+        cargo.arg("--release");
+    }
+    let output = cargo.output().expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "building udplb without test-only features failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    shipped.join(if release { "release" } else { "debug" }).join("udplb")
+}
 
 /// A UDP echo server on a free loopback port, counting what it receives (probes included)
 /// and which client sockets it has served (by the balancer's upstream port).
@@ -179,7 +233,7 @@ impl Balancer {
         body: &str,
     ) -> Balancer {
         write_config_file(&config, &socket, metrics, body);
-        let child = Command::new(env!("CARGO_BIN_EXE_udplb"))
+        let child = Command::new(udplb())
             .args(["run", "-c"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -205,7 +259,7 @@ impl Balancer {
 
     /// Runs `udplb ctl --socket … ARGS` and waits for it (bounded by ctl's own timeout).
     pub fn ctl(&self, args: &[&str]) -> CtlOutput {
-        let output = Command::new(env!("CARGO_BIN_EXE_udplb"))
+        let output = Command::new(udplb())
             .arg("ctl")
             .arg("--socket")
             .arg(&self.socket)
