@@ -3,54 +3,106 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use udplb_sim::scenario::Scenario;
 
-#[derive(Parser)]
-#[command(name = "udplb-sim", about = "Deterministic simulator for udplb scenario files")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+const USAGE: &str = "\
+udplb-sim: deterministic simulator for udplb scenario files
+
+usage:
+  udplb-sim run PATH [--seed N] [--trace]
+      Run scenario files (a file, or every *.toml in a directory) and print verdicts.
+      --seed N   run with this seed instead of each scenario's own
+      --trace    print each scenario's trace too
+  udplb-sim report PATH [--out FILE]
+      Run scenarios and write an HTML page with an SVG timeline for each
+      (default FILE: report.html).
+  udplb-sim sweep PATH [--seeds N] [--from N]
+      Run every scenario with many seeds (default 100, from seed 1), drawing each seed's
+      network faults from the scenario's envelope; prints a reproduction command for every
+      failure.
+";
+
+enum Command {
+    Run { path: PathBuf, seed: Option<u64>, trace: bool },
+    Report { path: PathBuf, out: PathBuf },
+    Sweep { path: PathBuf, seeds: u64, from: u64 },
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Run scenario files (a file, or every *.toml in a directory) and print verdicts.
-    Run {
-        path: PathBuf,
-        /// Run with this seed instead of each scenario's own.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Print each scenario's trace too.
-        #[arg(long)]
-        trace: bool,
-    },
-    /// Run scenarios and write an HTML page with an SVG timeline for each.
-    Report {
-        path: PathBuf,
-        /// Where to write the page.
-        #[arg(long, default_value = "report.html")]
-        out: PathBuf,
-    },
-    /// Run every scenario with many seeds, drawing each seed's network faults from the
-    /// scenario's envelope (swarm testing). Prints a reproduction command for every failure.
-    Sweep {
-        path: PathBuf,
-        /// How many seeds per scenario.
-        #[arg(long, default_value_t = 100)]
-        seeds: u64,
-        /// The first seed.
-        #[arg(long, default_value_t = 1)]
-        from: u64,
-    },
+/// Reads the command line: one subcommand, one path, and the subcommand's options (as
+/// `--name value` or `--name=value`, in any order).
+fn parse(args: &[String]) -> Result<Command, String> {
+    let (command, rest) = args.split_first().ok_or("no command given")?;
+    let mut path = None;
+    let mut options: Vec<(String, Option<String>)> = Vec::new();
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        if let Some(name) = word.strip_prefix("--") {
+            let (name, value) = match name.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None if name == "trace" => (name.to_owned(), None),
+                None => (name.to_owned(), Some(words.next().ok_or(format!("--{name} needs a value"))?.clone())),
+            };
+            options.push((name, value));
+        } else if path.replace(PathBuf::from(word)).is_some() {
+            return Err(format!("unexpected argument {word:?}"));
+        }
+    }
+    let path = path.ok_or("no PATH given")?;
+    let number = |name: &str, value: &Option<String>| -> Result<u64, String> {
+        let value = value.as_deref().unwrap_or_default();
+        value.parse().map_err(|_| format!("--{name} takes a whole number, not {value:?}"))
+    };
+    match command.as_str() {
+        "run" => {
+            let (mut seed, mut trace) = (None, false);
+            for (name, value) in &options {
+                match name.as_str() {
+                    "seed" => seed = Some(number(name, value)?),
+                    "trace" if value.is_none() => trace = true,
+                    _ => return Err(format!("run takes no option --{name}")),
+                }
+            }
+            Ok(Command::Run { path, seed, trace })
+        }
+        "report" => {
+            let mut out = PathBuf::from("report.html");
+            for (name, value) in &options {
+                match (name.as_str(), value) {
+                    ("out", Some(value)) => out = PathBuf::from(value),
+                    _ => return Err(format!("report takes no option --{name}")),
+                }
+            }
+            Ok(Command::Report { path, out })
+        }
+        "sweep" => {
+            let (mut seeds, mut from) = (100, 1);
+            for (name, value) in &options {
+                match name.as_str() {
+                    "seeds" => seeds = number(name, value)?,
+                    "from" => from = number(name, value)?,
+                    _ => return Err(format!("sweep takes no option --{name}")),
+                }
+            }
+            Ok(Command::Sweep { path, seeds, from })
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run { path, seed, trace } => run(&path, seed, trace),
-        Command::Sweep { path, seeds, from } => sweep(&path, from, seeds),
-        Command::Report { path, out } => report(&path, &out),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h" || a == "help") {
+        print!("{USAGE}");
+        return if args.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    match parse(&args) {
+        Ok(Command::Run { path, seed, trace }) => run(&path, seed, trace),
+        Ok(Command::Sweep { path, seeds, from }) => sweep(&path, from, seeds),
+        Ok(Command::Report { path, out }) => report(&path, &out),
+        Err(error) => {
+            eprint!("udplb-sim: {error}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
     }
 }
 
