@@ -40,7 +40,9 @@ fn parse(args: &[String]) -> Result<Command, String> {
             let (name, value) = match name.split_once('=') {
                 Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
                 None if name == "trace" => (name.to_owned(), None),
-                None => (name.to_owned(), Some(words.next().ok_or(format!("--{name} needs a value"))?.clone())),
+                None => {
+                    (name.to_owned(), Some(words.next().ok_or(format!("--{name} needs a value"))?.clone()))
+                }
             };
             options.push((name, value));
         } else if path.replace(PathBuf::from(word)).is_some() {

@@ -108,15 +108,10 @@ pub struct World {
 
 impl World {
     pub fn new(scenario: Scenario, seed: u64) -> World {
-        // Instances share the selection key (so consistent hashing agrees) and each has its own
-        // flow-table key, as separate processes would.
         let instances = scenario.ecmp.instances;
         let drivers = (0..instances)
             .map(|instance| {
-                let table = Keys::from_seed(seed ^ ((instance as u64 + 1) << 32)).table;
-                let keys = Keys { table, ..Keys::from_seed(seed) };
-                let core = Balancer::new(&scenario.lb, keys).expect("the scenario's [lb] was validated");
-                Driver::new(core, SimPlatform::new(instance))
+                Driver::new(World::balancer(&scenario, seed, instance), SimPlatform::new(instance))
             })
             .collect();
         let mut world = World {
@@ -149,6 +144,15 @@ impl World {
         world.trace.line(Instant::ZERO, format!("start: {}", world.scenario.name));
         world.rearm_balancer_timers();
         world
+    }
+
+    /// Balancer instance `instance`'s core as a run with `seed` starts it: instances share the
+    /// selection key (so consistent hashing agrees) and each has its own flow-table key, as
+    /// separate processes would. A recorded run replays into a fresh one of these.
+    pub fn balancer(scenario: &Scenario, seed: u64, instance: usize) -> Balancer {
+        let table = Keys::from_seed(seed ^ ((instance as u64 + 1) << 32)).table;
+        let keys = Keys { table, ..Keys::from_seed(seed) };
+        Balancer::new(&scenario.lb, keys).expect("the scenario's [lb] was validated")
     }
 
     fn schedule(&mut self, at: Instant, event: Event) {
