@@ -76,17 +76,26 @@ fn drain(core: &mut FlowManager) {
     }
 }
 
+/// A client datagram as the driver handles it: a new flow is staged, then confirmed (its
+/// upstream "opens" at once).
 fn send(core: &mut FlowManager, now: Instant, buffer: &mut [u8], from: SocketAddr) -> ClientVerdict {
     let verdict = core.handle_client_datagram(
         now,
         ClientDatagram {
             listener: ListenerId(0),
             client: from,
-            buffer,
+            buffer: &mut *buffer,
             headroom: DATAGRAM_HEADROOM,
             truncated: false,
         },
     );
+    let verdict = match verdict {
+        ClientVerdict::Open(incoming) => {
+            let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+            core.accept(now, incoming, &buffer[start..])
+        }
+        verdict => verdict,
+    };
     drain(core);
     verdict
 }
