@@ -13,6 +13,7 @@ use crate::config::{Config, ValidationError};
 use crate::flow::{
     self, AdminCommand, AdminError, FlowManager, Incoming, Keys, ReloadSummary, UpstreamError,
 };
+pub use crate::health::BackendState;
 use crate::health::{
     AdminState, Health, HealthEvent, HealthMonitor, HealthOutput, MonitorInvariantViolation,
     MonitoredBackend, ProbeRequest, ProbeResult,
@@ -35,15 +36,6 @@ pub enum Output {
     /// [`Role::Leader`] only: a backend's state changed; every follower must be told, with
     /// [`Input::BackendState`].
     BackendState { backend: BackendId, state: BackendState },
-}
-
-/// A backend's state as selection sees it: the leader's decision that followers apply.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct BackendState {
-    /// Whether it may take new flows (health, admin state and fail-open considered).
-    pub eligible: bool,
-    pub health: Health,
-    pub admin: AdminState,
 }
 
 /// Every input to the core that is not a datagram, for [`Balancer::handle`].
@@ -272,7 +264,7 @@ impl Balancer {
             && state.admin != AdminState::Removed
             && self.flows.backend(backend).is_some()
         {
-            self.flows.handle_backend_state(now, backend, state.eligible, state.health, state.admin);
+            self.flows.handle_backend_state(now, backend, state);
             self.followed.insert(backend, state);
         }
     }
@@ -438,22 +430,20 @@ impl Balancer {
             while let Some(output) = self.monitor.poll_output() {
                 moved = true;
                 match output {
-                    HealthOutput::BackendChanged { backend, eligible, health, admin } => {
+                    HealthOutput::BackendChanged { backend, state } => {
                         backends_changed = true;
                         if self.role == Role::Leader {
-                            let state = BackendState { eligible, health, admin };
                             self.outputs.push_back(Output::BackendState { backend, state });
                         }
                         // A follower's own monitor only registers backends (Unknown, as the
                         // leader's start them); a state the leader sent for a kept one wins.
-                        let BackendState { eligible, health, admin } = match self.followed.get(&backend) {
-                            Some(followed) if self.role == Role::Follower && admin != AdminState::Removed => {
-                                *followed
-                            }
-                            _ => BackendState { eligible, health, admin },
+                        let removed = state.admin == AdminState::Removed;
+                        let state = match self.followed.get(&backend) {
+                            Some(followed) if self.role == Role::Follower && !removed => *followed,
+                            _ => state,
                         };
-                        if admin != AdminState::Removed {
-                            self.flows.handle_backend_state(now, backend, eligible, health, admin);
+                        if !removed {
+                            self.flows.handle_backend_state(now, backend, state);
                         } else {
                             self.followed.remove(&backend);
                         }

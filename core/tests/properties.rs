@@ -230,7 +230,11 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
             Step::Eligibility { backend, eligible } => {
                 let health = if eligible { udplb_core::Health::Up } else { udplb_core::Health::Down };
                 let admin = udplb_core::AdminState::Enabled;
-                core.handle_backend_state(now, BackendId(u32::from(backend)), eligible, health, admin);
+                core.handle_backend_state(
+                    now,
+                    BackendId(u32::from(backend)),
+                    udplb_core::BackendState { eligible, health, admin },
+                );
                 format!("{now} eligible {backend} {eligible}")
             }
             Step::Reload { index } => match reloads.get(usize::from(index)) {

@@ -1,4 +1,4 @@
-//! The discrete-event world: one balancer (running the shell's driver on simulated sockets),
+//! The discrete-event world: one balancer (running the core's driver on simulated sockets),
 //! clients, backends, and the network between them.
 //!
 //! Virtual time jumps from event to event; events are ordered by (time, sequence number), and

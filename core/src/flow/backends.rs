@@ -10,7 +10,7 @@
 
 use super::{AdminError, Event, FlowManager, Output};
 use crate::config::OnBackendDown;
-use crate::health::{AdminState, Health};
+use crate::health::{AdminState, BackendState, Health};
 use crate::id::{BackendId, ClusterId, ListenerId};
 use crate::outcome::CloseReason;
 use crate::time::Instant;
@@ -19,14 +19,8 @@ impl FlowManager {
     /// Health-view input: the monitor's latest word on `backend`. `eligible` says whether it
     /// may take new flows (health Up or Unknown, and admin Enabled). Unknown backends are
     /// ignored (a report may race with a reload that removed the backend).
-    pub fn handle_backend_state(
-        &mut self,
-        now: Instant,
-        backend: BackendId,
-        eligible: bool,
-        health: Health,
-        admin: AdminState,
-    ) {
+    pub fn handle_backend_state(&mut self, now: Instant, backend: BackendId, new: BackendState) {
+        let BackendState { eligible, health, admin } = new;
         self.observe(now);
         let Some(state) = self.backends.get_mut(backend.0 as usize).filter(|b| !b.removed) else {
             return;

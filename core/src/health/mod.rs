@@ -218,9 +218,19 @@ pub enum HealthOutput {
     /// the flow managers' health view. It carries the state *at the time it is polled*; at most
     /// one per backend waits in the queue, so a caller that falls behind sees the latest state,
     /// never a stale one. A removed backend is reported with `admin: Removed`.
-    BackendChanged { backend: BackendId, eligible: bool, health: Health, admin: AdminState },
+    BackendChanged { backend: BackendId, state: BackendState },
     /// Something to log or show.
     Event(HealthEvent),
+}
+
+/// A backend's state as selection sees it: what the monitor decides, what the flow manager
+/// follows, and what a leader sends its followers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BackendState {
+    /// Whether it may take new flows (health, admin state and fail-open considered).
+    pub eligible: bool,
+    pub health: Health,
+    pub admin: AdminState,
 }
 
 /// Something that happened, for logs, metrics and `ctl watch`.

@@ -10,8 +10,8 @@ use super::hysteresis::{Hysteresis, Phase};
 use super::outputs::{Outputs, Protocol, Queued};
 use super::schedule::{self, Jitter};
 use super::{
-    AdminState, BackendStatus, CheckCode, Health, HealthError, HealthEvent, HealthOutput, HealthStats,
-    MonitoredBackend, ProbeKind, ProbeRequest, ProbeResult,
+    AdminState, BackendState, BackendStatus, CheckCode, Health, HealthError, HealthEvent, HealthOutput,
+    HealthStats, MonitoredBackend, ProbeKind, ProbeRequest, ProbeResult,
 };
 use crate::config::{ExpectMatch, HealthConfig, HealthMode};
 use crate::id::{BackendId, ClusterId, ProbeId};
@@ -365,12 +365,9 @@ impl HealthMonitor {
                             None => continue,
                         },
                     };
-                    return Some(HealthOutput::BackendChanged {
-                        backend,
-                        eligible: view.eligible(),
-                        health: view.health,
-                        admin: view.admin,
-                    });
+                    let state =
+                        BackendState { eligible: view.eligible(), health: view.health, admin: view.admin };
+                    return Some(HealthOutput::BackendChanged { backend, state });
                 }
                 Queued::Start(backend, protocol) => {
                     if let Some(request) = self.announce(backend, protocol) {

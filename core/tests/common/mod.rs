@@ -181,7 +181,12 @@ impl Harness {
     /// others Down (admin Enabled either way).
     pub fn set_eligible(&mut self, backend: udplb_core::BackendId, eligible: bool) {
         let health = if eligible { udplb_core::Health::Up } else { udplb_core::Health::Down };
-        self.core.handle_backend_state(self.now, backend, eligible, health, udplb_core::AdminState::Enabled);
+        let admin = udplb_core::AdminState::Enabled;
+        self.core.handle_backend_state(
+            self.now,
+            backend,
+            udplb_core::BackendState { eligible, health, admin },
+        );
         self.after_call();
     }
 

@@ -9,8 +9,8 @@ fn changed(outputs: &[HealthOutput]) -> Vec<(u32, bool, Health, AdminState)> {
     outputs
         .iter()
         .filter_map(|output| match output {
-            HealthOutput::BackendChanged { backend, eligible, health, admin } => {
-                Some((backend.0, *eligible, *health, *admin))
+            HealthOutput::BackendChanged { backend, state } => {
+                Some((backend.0, state.eligible, state.health, state.admin))
             }
             _ => None,
         })
