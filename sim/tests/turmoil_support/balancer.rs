@@ -1,4 +1,4 @@
-//! The balancer host on turmoil: the shell's own driver around the core, on turmoil sockets.
+//! The balancer host on turmoil: the core's own driver, on turmoil sockets.
 //!
 //! One task owns the driver. Every socket has a small reader task that turns what arrives into
 //! an [`Input`] on one channel, so the driver sees one input at a time, in arrival order, and
