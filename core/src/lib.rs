@@ -38,6 +38,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod id;
 pub mod mutants;
+pub mod names;
 pub mod outcome;
 pub mod proxy_v2;
 pub mod select;
