@@ -16,6 +16,7 @@ pub mod control;
 pub mod ctl;
 pub mod driver;
 pub mod event_loop;
+pub mod log_events;
 pub mod metrics;
 mod mio_platform;
 mod pool;

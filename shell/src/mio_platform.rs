@@ -588,17 +588,8 @@ impl Platform for MioPlatform {
                 self.counters.watch_events_lost += 1;
             }
         }
-        match output {
-            Output::Health(event) => tracing::info!(?event, "health"),
-            Output::Frontend { listener, state } => tracing::info!(%listener, ?state, "listener state"),
-            Output::Flow(udplb_core::Output::Event(event)) => tracing::info!(?event, "flow event"),
-            Output::Flow(udplb_core::Output::CloseUpstream { flow, reason, .. }) => {
-                tracing::debug!(%flow, %reason, "flow closed")
-            }
-            Output::Flow(udplb_core::Output::OpenUpstream { flow, address, .. }) => {
-                tracing::debug!(%flow, %address, "flow opened")
-            }
-            _ => {}
-        }
+        // The platform has no core to name ids with: lines show them as ids until `notify` is
+        // given the core and this becomes `log_output(core, output)`.
+        crate::log_events::log_named(&crate::log_events::Unnamed, output);
     }
 }
