@@ -1,6 +1,7 @@
 //! Stable names: one snake_case name for every event, state and reason the core reports, used
 //! alike by logs, metrics, `udplb ctl`, the simulator's traces and scenario files, and the way
-//! back from a name to its value ([`Named::from_name`], [`std::str::FromStr`], serde).
+//! back from a name to its value ([`Named::from_name`], [`std::str::FromStr`], serde). Each
+//! type also has `as_str()` and `ALL`, as [`DropReason`] and [`CloseReason`] always had.
 //!
 //! | type | names |
 //! |---|---|
@@ -114,9 +115,13 @@ impl<T: Named> Visitor<'_> for NameVisitor<T> {
 macro_rules! named {
     // The type's `as_str` is written beside its definition: use it, and list the variants here.
     ($ty:ident, $what:literal, existing { $($variant:ident = $text:literal,)+ }) => {
+        impl $ty {
+            /// Every value, in declaration order (as [`Named::VALUES`]).
+            pub const ALL: &'static [$ty] = &[$($ty::$variant,)+];
+        }
         impl Named for $ty {
             const WHAT: &'static str = $what;
-            const VALUES: &'static [Self] = &[$($ty::$variant,)+];
+            const VALUES: &'static [Self] = $ty::ALL;
             const NAMES: &'static [&'static str] = &[$($text,)+];
             fn name(self) -> &'static str {
                 // Every variant must be listed above; `as_str` stays the one source.
@@ -150,6 +155,9 @@ macro_rules! named {
     // Names written here: `as_str` and `Display` too.
     ($ty:ident, $what:literal, new { $($variant:ident = $text:literal,)+ }) => {
         impl $ty {
+            /// Every value, in declaration order (as [`Named::VALUES`]).
+            pub const ALL: &'static [$ty] = &[$($ty::$variant,)+];
+
             /// Stable snake_case name (see [`crate::names`]).
             pub const fn as_str(self) -> &'static str {
                 match self {
@@ -164,7 +172,7 @@ macro_rules! named {
         }
         impl Named for $ty {
             const WHAT: &'static str = $what;
-            const VALUES: &'static [Self] = &[$($ty::$variant,)+];
+            const VALUES: &'static [Self] = $ty::ALL;
             const NAMES: &'static [&'static str] = &[$($text,)+];
             fn name(self) -> &'static str {
                 self.as_str()
