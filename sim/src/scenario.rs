@@ -28,7 +28,7 @@ use udplb_core::names::{EventName, Named};
 use udplb_core::{BackendCommand, CloseReason, Config, DropReason, Health};
 
 /// One scenario file. Read it with [`Scenario::parse`] or [`Scenario::load`]: the file's
-/// `kind` and `action` keys are turned into serde's enum form first (see [`retag`]), so that
+/// `kind` and `action` keys are turned into serde's enum form first (see `retag`), so that
 /// every key is deserialized straight from the text and an error points at its own line.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -256,7 +256,7 @@ impl BalancerHost {
                 }
             }
             Action::Backend { backend, command } => self.backend_command(&backend, command.0),
-            other => self.violation(format!("the balancer cannot carry out {other:?}")),
+            other => self.violation(format!("the balancer cannot carry out `{}`", other.name())),
         }
     }
 

@@ -140,11 +140,7 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
             | Action::Blackhole { .. }
             | Action::DrainListener { .. }
             | Action::Backend { .. } => {}
-            other => {
-                let name = format!("{other:?}");
-                let name = name.split([' ', '(', '{']).next().unwrap_or_default().to_owned();
-                missing.push(format!("timeline action {name}"));
-            }
+            other => missing.push(format!("timeline action {}", other.name())),
         }
     }
     (!missing.is_empty()).then(|| missing.join("; "))
@@ -296,7 +292,7 @@ fn conclude(
         .map(|reason| format!("{reason} {}", stats.flows.closed_for(*reason)))
         .collect();
     let transitions: Vec<String> =
-        record.health.iter().map(|(at, name, health)| format!("{name} {health:?} at {at}")).collect();
+        record.health.iter().map(|(at, name, health)| format!("{name} {health} at {at}")).collect();
     let summary = vec![
         format!("requests: {} sent, {} answered", requests.0, requests.1),
         format!("flows: {} created, {} active at the end", stats.flows.created, stats.flows.active),
