@@ -96,6 +96,7 @@ pub mod id;
 pub mod mutants;
 #[cfg(not(feature = "mutants"))]
 mod mutants;
+pub mod names;
 pub mod outcome;
 pub mod proxy_v2;
 pub mod select;

@@ -17,6 +17,7 @@ pub mod control;
 mod counters;
 pub mod ctl;
 pub mod event_loop;
+pub mod log_events;
 pub mod metrics;
 mod mio_platform;
 mod pool;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::util::SubscriberInitExt;
 use udplb::ctl::CtlCommand;
 use udplb::event_loop::EventLoop;
 use udplb::{ctl, system};
@@ -146,22 +147,15 @@ fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Logs go to stderr (journald picks them up under systemd); `UDPLB_LOG` sets the level
-/// (`error`, `warn`, `info` (default), `debug`, `trace`).
+/// (`error`, `warn`, `info` (default), `debug`, `trace`). `udplb::log_events` says what the
+/// lines carry.
 fn init_logging(format: LogFormat) {
     let level = std::env::var("UDPLB_LOG")
         .ok()
         .and_then(|text| text.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
     let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_max_level(level)
-        .with_ansi(colour);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    udplb::log_events::subscriber(format, level, colour, std::io::stderr).init();
 }
 
 /// Whether human log lines carry ANSI colour codes: only when stderr is a terminal and

@@ -464,9 +464,12 @@ impl Platform for MioPlatform {
             UpstreamMode::Pool => self.open_pooled(now, flow, backend, address),
             UpstreamMode::PerFlow => self.open_flow_socket(flow, backend, address),
         };
+        // The flow's names are logged by the core's events; an open is a debug-level line.
         match &opened {
-            Ok(()) => tracing::debug!(%flow, %address, "flow opened"),
-            Err(error) => tracing::debug!(%flow, %address, %error, "flow not opened"),
+            Ok(()) => tracing::debug!(event = %"flow_opened", flow = flow.serial(), %address, "flow opened"),
+            Err(error) => {
+                tracing::debug!(event = %"flow_not_opened", flow = flow.serial(), %address, %error, "flow not opened")
+            }
         }
         opened
     }
@@ -543,7 +546,7 @@ impl Platform for MioPlatform {
         }
     }
 
-    fn notify(&mut self, _core: &Balancer, output: &Output) {
+    fn notify(&mut self, core: &Balancer, output: &Output) {
         if self.relay
             && matches!(
                 output,
@@ -564,14 +567,6 @@ impl Platform for MioPlatform {
                 self.counters.watch_events_lost += 1;
             }
         }
-        match output {
-            Output::Health(event) => tracing::info!(?event, "health"),
-            Output::Frontend { listener, state } => tracing::info!(%listener, ?state, "listener state"),
-            Output::Flow(udplb_core::Output::Event(event)) => tracing::info!(?event, "flow event"),
-            Output::Flow(udplb_core::Output::CloseUpstream { flow, reason, .. }) => {
-                tracing::debug!(%flow, %reason, "flow closed")
-            }
-            _ => {}
-        }
+        crate::log_events::log_output(core, output);
     }
 }

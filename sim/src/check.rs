@@ -2,7 +2,7 @@
 
 use udplb_core::{CloseReason, Health, Instant};
 
-use crate::scenario::{Expectation, parse_drop_reason};
+use crate::scenario::Expectation;
 use crate::world::World;
 
 /// One checked expectation.
@@ -42,16 +42,15 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 .rfind(|(at, name, _)| name == backend && *at <= by)
                 .map(|(_, _, health)| *health)
                 .unwrap_or(Health::Unknown);
-            let got = format!("{state_at:?}").to_lowercase();
             Verdict {
                 what: format!("{backend} is {state} by {by}"),
-                passed: got == *state,
-                detail: format!("{got} at {by}"),
+                passed: state_at == *state,
+                detail: format!("{state_at} at {by}"),
             }
         }
         Expectation::Detected { backend, state, after } => {
             let after = Instant::ZERO + after.0;
-            let target = if state == "down" { Health::Down } else { Health::Up };
+            let target = state.0;
             let bound = detection_bound(world, backend, target);
             let seen = record
                 .health
@@ -100,7 +99,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Drops { reason, at_least, at_most } => {
-            let count = parse_drop_reason(reason).map_or(0, |r| world.client_drops(r));
+            let count = world.client_drops(*reason);
             Verdict {
                 what: format!("client drops {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
@@ -108,8 +107,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Closes { reason, at_least, at_most } => {
-            let count =
-                CloseReason::ALL.iter().find(|r| r.as_str() == reason).map_or(0, |r| world.closed_for(*r));
+            let count = world.closed_for(*reason);
             Verdict {
                 what: format!("flows closed {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
@@ -146,7 +144,8 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Events { event, count } => {
-            let got = record.events.get(event).copied().unwrap_or(0);
+            let got: u64 =
+                record.events.iter().filter(|(name, _)| event.matches(**name)).map(|(_, count)| count).sum();
             Verdict {
                 what: format!("{event} happens {count} times"),
                 passed: got == *count,

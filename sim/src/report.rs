@@ -35,12 +35,7 @@ impl Timeline {
         let actions = scenario
             .timeline
             .iter()
-            .map(|entry| {
-                (
-                    Instant::ZERO + entry.at,
-                    format!("{:?}", entry.action).split([' ', '{', '(']).next().unwrap_or("").to_owned(),
-                )
-            })
+            .map(|entry| (Instant::ZERO + entry.at, entry.action.name().to_owned()))
             .collect();
         Timeline {
             duration: scenario.duration,

@@ -5,16 +5,31 @@
 //! The `[lb]` section is the shell's configuration schema: it deserializes into the core's own
 //! `Config` (same serde types, same `deny_unknown_fields`) and goes through the same
 //! `validate()`, so a scenario tests exactly what an operator deploys.
+//!
+//! Everything a scenario names is typed when it loads, and a name that means nothing is an
+//! error at its line and column, never a count that silently stays zero: health states, drop
+//! and close reasons and events by the core's stable names (`udplb_core::names`; `transition`
+//! counts every health transition), backend commands, and the backends, listeners, clients and
+//! hosts that timeline actions, clients and expectations refer to, checked against `[lb]` (and
+//! every reload's `lb`) and the `[[backend]]` and `[[client]]` hosts.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 use udplb_core::config::duration;
-use udplb_core::{Config, DropReason};
+use udplb_core::names::{EventName, Named};
+use udplb_core::{BackendCommand, CloseReason, Config, DropReason, Health};
 
-/// One scenario file.
+/// One scenario file. Read it with [`Scenario::parse`] or [`Scenario::load`]: the file's
+/// `kind` and `action` keys are turned into serde's enum form first (see `retag`), so that
+/// every key is deserialized straight from the text and an error points at its own line.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -159,22 +174,22 @@ impl Default for NetworkSpec {
     }
 }
 
-/// A client host. (Unknown keys are rejected by the flattened model: serde cannot combine
-/// `deny_unknown_fields` with `flatten` on the same struct.)
+/// A client host.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     pub name: String,
     /// Its IP address.
     pub address: IpAddr,
     /// The listener it talks to (by name).
-    pub listener: String,
-    #[serde(flatten)]
+    pub listener: Name,
+    /// What it does: the file's `kind` and that kind's keys, beside the three above.
     pub model: ClientModel,
 }
 
 /// What a client does.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientModel {
     /// Sends `count` requests, one every `interval` from `start`, and expects `replies` to
     /// each (a request is answered when all have come back).
@@ -270,32 +285,32 @@ pub enum ProxyExpectation {
     Every,
 }
 
-/// Something that happens at a point of virtual time. (Unknown keys are rejected by the
-/// flattened action.)
+/// Something that happens at a point of virtual time.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TimelineEntry {
     #[serde(with = "duration::required")]
     pub at: Duration,
-    #[serde(flatten)]
+    /// The file's `action` and that action's keys.
     pub action: Action,
 }
 
 /// Timeline actions.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// The backend's process dies: its UDP and TCP ports are closed (ICMP refusals, TCP RST).
-    Kill { backend: String },
+    Kill { backend: Name },
     /// The backend answers again.
-    Restore { backend: String },
+    Restore { backend: Name },
     /// Its UDP port is closed but its companion TCP port still accepts.
-    RefuseUdp { backend: String },
+    RefuseUdp { backend: Name },
     /// A firewall drops everything to it silently (no ICMP, no RST).
-    Blackhole { backend: String },
+    Blackhole { backend: Name },
     /// Cut the link between two hosts (by name; "lb" is the balancer), both ways or one way.
     Partition {
-        from: String,
-        to: String,
+        from: Name,
+        to: Name,
         #[serde(default)]
         one_way: bool,
     },
@@ -304,38 +319,110 @@ pub enum Action {
     /// Change link properties.
     Network(NetworkSpec),
     /// Drain a listener.
-    DrainListener { listener: String },
-    /// An operator command on a backend: pause, resume, enable, disable, drain.
-    Backend { backend: String, command: String },
+    DrainListener { listener: Name },
+    /// An operator command on a backend (by its id in `[lb]`).
+    Backend { backend: Name, command: Command },
     /// Reload the balancer with a new configuration.
     Reload { lb: Config },
     /// The ECMP spreader rehashes: clients may move to another balancer instance.
     Rehash,
     /// A NAT in front of the client maps its socket to a new port; replies to the old port
     /// are dropped.
-    Rebind { client: String },
+    Rebind { client: Name },
+}
+
+impl Action {
+    /// Actions that take no key besides `at` and `action`.
+    const UNITS: &[&str] = &["heal", "rehash"];
+
+    /// The action's name, as the file writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Kill { .. } => "kill",
+            Action::Restore { .. } => "restore",
+            Action::RefuseUdp { .. } => "refuse_udp",
+            Action::Blackhole { .. } => "blackhole",
+            Action::Partition { .. } => "partition",
+            Action::Heal => "heal",
+            Action::Network(_) => "network",
+            Action::DrainListener { .. } => "drain_listener",
+            Action::Backend { .. } => "backend",
+            Action::Reload { .. } => "reload",
+            Action::Rehash => "rehash",
+            Action::Rebind { .. } => "rebind",
+        }
+    }
+}
+
+/// An operator command on a backend, as a scenario writes it: `pause`, `resume`, `enable`,
+/// `disable`, `drain` or `weight N`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Command(pub BackendCommand);
+
+impl FromStr for Command {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Command, String> {
+        let command = match text {
+            "pause" => BackendCommand::Pause,
+            "resume" => BackendCommand::Resume,
+            "enable" => BackendCommand::Enable,
+            "disable" => BackendCommand::Disable,
+            "drain" => BackendCommand::Drain,
+            other => match other.strip_prefix("weight ").map(str::parse) {
+                Some(Ok(weight)) => BackendCommand::Weight(weight),
+                _ => {
+                    return Err(format!(
+                        "unknown backend command `{other}`, expected one of `pause`, `resume`, \
+                         `enable`, `disable`, `drain`, `weight N`"
+                    ));
+                }
+            },
+        };
+        Ok(Command(command))
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            BackendCommand::Pause => f.write_str("pause"),
+            BackendCommand::Resume => f.write_str("resume"),
+            BackendCommand::Enable => f.write_str("enable"),
+            BackendCommand::Disable => f.write_str("disable"),
+            BackendCommand::Drain => f.write_str("drain"),
+            BackendCommand::Weight(weight) => write!(f, "weight {weight}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Command, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// What must hold at the end of a run (or at a time).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Expectation {
     /// The backend's health state at time `by` (and from then on until the next timeline
     /// action that touches it).
-    Health { backend: String, state: String, by: TimeOf },
-    /// After `after`, the backend reaches `state` ("down" or "up") within the worst case the
+    Health { backend: Name, state: Health, by: TimeOf },
+    /// After `after`, the backend reaches `state` (`down` or `up`) within the worst case the
     /// health scheduler itself computes for its cluster's settings (intervals per state,
     /// jitter, per-probe timeout, rise/fall), plus the network's round trips.
-    Detected { backend: String, state: String, after: TimeOf },
+    Detected { backend: Name, state: Detectable, after: TimeOf },
     /// No new flow went to the backend between `from` and `to`.
-    NoNewFlows { backend: String, from: TimeOf, to: TimeOf },
+    NoNewFlows { backend: Name, from: TimeOf, to: TimeOf },
     /// At least this many new flows went to the backend (in the whole run).
-    NewFlowsAtLeast { backend: String, count: u64 },
+    NewFlowsAtLeast { backend: Name, count: u64 },
     /// At least this fraction of all requests got all their replies.
     Answered { at_least: f64 },
     /// Client datagrams dropped for `reason` over the run: at least / at most.
     Drops {
-        reason: String,
+        reason: DropReason,
         #[serde(default)]
         at_least: Option<u64>,
         #[serde(default)]
@@ -343,7 +430,7 @@ pub enum Expectation {
     },
     /// Flows closed for `reason`: at least / at most.
     Closes {
-        reason: String,
+        reason: CloseReason,
         #[serde(default)]
         at_least: Option<u64>,
         #[serde(default)]
@@ -361,7 +448,139 @@ pub enum Expectation {
         at_most: Option<u64>,
     },
     /// A health or flow event happened exactly `count` times.
-    Events { event: String, count: u64 },
+    Events { event: EventSelector, count: u64 },
+}
+
+/// The health state a `detected` expectation waits for: `up` or `down` (what probes reach;
+/// a backend is `unknown` only before its first result).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Detectable(pub Health);
+
+impl<'de> Deserialize<'de> for Detectable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Detectable, D::Error> {
+        match Health::deserialize(deserializer)? {
+            Health::Unknown => {
+                Err(serde::de::Error::custom("a backend is detected `up` or `down`, never `unknown`"))
+            }
+            health => Ok(Detectable(health)),
+        }
+    }
+}
+
+impl fmt::Display for Detectable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What an `events` expectation counts: one event by its stable name (`backend_down`,
+/// `cluster_all_down`, `listener_drained`, `frontend_up`, ...), or `transition`: every health
+/// transition (`backend_up`, `backend_down` and `backend_unknown` together).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EventSelector {
+    Event(EventName),
+    Transition,
+}
+
+impl EventSelector {
+    const TRANSITION: &str = "transition";
+
+    /// Whether an event of this name counts.
+    pub fn matches(self, name: EventName) -> bool {
+        match self {
+            EventSelector::Event(selected) => selected == name,
+            EventSelector::Transition => name.transition().is_some(),
+        }
+    }
+}
+
+impl FromStr for EventSelector {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<EventSelector, String> {
+        if name == Self::TRANSITION {
+            return Ok(EventSelector::Transition);
+        }
+        EventName::from_name(name).map(EventSelector::Event).ok_or_else(|| {
+            format!(
+                "unknown event `{name}`, expected `{}` or one of {}",
+                Self::TRANSITION,
+                EventName::name_list()
+            )
+        })
+    }
+}
+
+impl fmt::Display for EventSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventSelector::Event(name) => name.fmt(f),
+            EventSelector::Transition => f.write_str(Self::TRANSITION),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventSelector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EventSelector, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A name that refers to something declared elsewhere in the file (a backend, a listener, a
+/// host), kept with where it was written so that a name that matches nothing is reported at
+/// its own line. It reads as the name itself.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Name(Spanned<String>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        self.0.get_ref()
+    }
+
+    /// Where the name is in the file's text (byte offsets).
+    pub fn span(&self) -> Range<usize> {
+        self.0.span()
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for str {
+    fn eq(&self, other: &Name) -> bool {
+        self == other.as_str()
+    }
 }
 
 /// A point of virtual time written as a duration since the start ("14s").
@@ -390,19 +609,14 @@ impl Scenario {
 
     /// Parses and checks scenario text.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = toml::from_str(text).map_err(|error| {
-            let location = error
-                .span()
-                .map(|span| {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                    format!("{line}:{column}: ")
-                })
-                .unwrap_or_else(|| " ".to_owned());
-            ScenarioError(format!("{location}{}", error.message()))
-        })?;
-        scenario.check()?;
+        let toml_error = |error: toml::de::Error| located(text, error.span(), error.message());
+        let mut root = DeTable::parse(text).map_err(toml_error)?;
+        let table = root.get_mut();
+        retag(text, table, "expect", "kind", &[], None, &[])?;
+        retag(text, table, "timeline", "action", &["at"], Some("action"), Action::UNITS)?;
+        retag(text, table, "client", "kind", &["name", "address", "listener"], Some("model"), &[])?;
+        let scenario = Scenario::deserialize(toml::de::Deserializer::from(root)).map_err(toml_error)?;
+        scenario.check(text)?;
         Ok(scenario)
     }
 
@@ -443,7 +657,9 @@ impl Scenario {
         scenario
     }
 
-    fn check(&self) -> Result<(), ScenarioError> {
+    /// What serde cannot see: settings that depend on each other, and names that must refer
+    /// to something the file declares elsewhere.
+    fn check(&self, text: &str) -> Result<(), ScenarioError> {
         if !(1..=8).contains(&self.ecmp.instances) {
             return Err(ScenarioError(" ecmp.instances must be between 1 and 8".into()));
         }
@@ -455,42 +671,153 @@ impl Scenario {
             })
         };
         lb_errors(&self.lb, "lb")?;
+        let mut configs = vec![&self.lb];
         for (index, entry) in self.timeline.iter().enumerate() {
             if let Action::Reload { lb } = &entry.action {
                 lb_errors(lb, &format!("timeline[{index}].lb"))?;
+                configs.push(lb);
             }
         }
+        // Backends and listeners by their names in `[lb]` or any reload's `lb`.
+        let mut lb_backends: Vec<&str> = configs
+            .iter()
+            .flat_map(|c| c.clusters.values())
+            .flat_map(|c| &c.backends)
+            .map(|b| b.id.as_str())
+            .collect();
+        let mut lb_listeners: Vec<&str> =
+            configs.iter().flat_map(|c| c.listeners.keys()).map(String::as_str).collect();
+        let backend_hosts: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        let clients: Vec<&str> = self.clients.iter().map(|c| c.name.as_str()).collect();
+        let mut hosts: Vec<&str> = std::iter::once("lb").chain(backend_hosts.iter().copied()).collect();
+        hosts.extend(&clients);
+        for names in [&mut lb_backends, &mut lb_listeners] {
+            names.sort_unstable();
+            names.dedup();
+        }
+        // `what` names the kind of thing looked for, `place` where (may be empty).
+        let known = |name: &Name, names: &[&str], what: &str, place: &str| {
+            if names.contains(&name.as_str()) {
+                return Ok(());
+            }
+            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            let list = if list.is_empty() { "none".to_owned() } else { list.join(", ") };
+            let message = format!("no {what} `{name}`{place}; there are: {list}");
+            Err(located(text, Some(name.span()), &message))
+        };
+        let initial_listeners: Vec<&str> = self.lb.listeners.keys().map(String::as_str).collect();
         for client in &self.clients {
-            if !self.lb.listeners.contains_key(&client.listener) {
-                return Err(ScenarioError(format!(
-                    " client {:?}: no listener {:?} in [lb]",
-                    client.name, client.listener
-                )));
+            known(&client.listener, &initial_listeners, "listener", " in [lb]")?;
+        }
+        for entry in &self.timeline {
+            match &entry.action {
+                Action::Kill { backend }
+                | Action::Restore { backend }
+                | Action::RefuseUdp { backend }
+                | Action::Blackhole { backend } => known(backend, &backend_hosts, "[[backend]] host", "")?,
+                Action::Partition { from, to, .. } => {
+                    known(from, &hosts, "host", "")?;
+                    known(to, &hosts, "host", "")?;
+                }
+                Action::DrainListener { listener } => known(listener, &lb_listeners, "listener", " in [lb]")?,
+                Action::Backend { backend, .. } => known(backend, &lb_backends, "backend", " in [lb]")?,
+                Action::Rebind { client } => known(client, &clients, "[[client]]", "")?,
+                Action::Heal | Action::Network(_) | Action::Reload { .. } | Action::Rehash => {}
             }
         }
         for expectation in &self.expectations {
             match expectation {
-                Expectation::Drops { reason, .. } if parse_drop_reason(reason).is_none() => {
-                    return Err(ScenarioError(format!(" expect: unknown drop reason {reason:?}")));
+                Expectation::Health { backend, .. }
+                | Expectation::Detected { backend, .. }
+                | Expectation::NoNewFlows { backend, .. }
+                | Expectation::NewFlowsAtLeast { backend, .. } => {
+                    known(backend, &lb_backends, "backend", " in [lb]")?
                 }
-                Expectation::Detected { state, .. } if !matches!(state.as_str(), "up" | "down") => {
-                    return Err(ScenarioError(format!(
-                        " expect: detected state {state:?} is not up or down"
-                    )));
-                }
-                Expectation::Health { state, .. } if !matches!(state.as_str(), "up" | "down" | "unknown") => {
-                    return Err(ScenarioError(format!(
-                        " expect: health state {state:?} is not up, down or unknown"
-                    )));
-                }
-                _ => {}
+                Expectation::Answered { .. }
+                | Expectation::Drops { .. }
+                | Expectation::Closes { .. }
+                | Expectation::ConsistentPlacement { .. }
+                | Expectation::FlowsCreated { .. }
+                | Expectation::Events { .. } => {}
             }
         }
         Ok(())
     }
 }
 
-/// A drop reason by its metrics name.
-pub fn parse_drop_reason(name: &str) -> Option<DropReason> {
-    DropReason::ALL.iter().copied().find(|r| r.as_str() == name)
+/// A message at a place in the text: `LINE:COLUMN: message` (a leading space alone when the
+/// place is unknown), for [`Scenario::load`] to put the file's path in front of.
+fn located(text: &str, span: Option<Range<usize>>, message: &str) -> ScenarioError {
+    let location = span
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{line}:{column}: ")
+        })
+        .unwrap_or_else(|| " ".to_owned());
+    ScenarioError(format!("{location}{message}"))
+}
+
+/// Turns each table of the array `array` from the file's tagged form into serde's enum form,
+/// keeping every span: `{ TAG = "kind", k = v, .. }` becomes `{ kind = { k = v, .. } }`, and,
+/// with `wrapper`, `{ OUTER.., wrapper = { kind = { .. } } }` where `outer` keys stay where
+/// they were.
+///
+/// serde's own tagged enums (`#[serde(tag = ..)]`, `flatten`) buffer a table before choosing
+/// the variant, which loses every position inside it: an error would point at the array's
+/// first table instead of the key at fault, and `Spanned` names could not be kept at all. In
+/// this form each key is deserialized straight from the text. Tables without the tag, or a
+/// unit kind (`units`) given other keys, are reported here.
+fn retag(
+    text: &str,
+    root: &mut DeTable<'_>,
+    array: &str,
+    tag: &str,
+    outer: &[&str],
+    wrapper: Option<&str>,
+    units: &[&str],
+) -> Result<(), ScenarioError> {
+    let Some(value) = root.get_mut(array) else { return Ok(()) };
+    // Anything but an array of tables is left for serde to reject with its own message.
+    let DeValue::Array(entries) = value.get_mut() else { return Ok(()) };
+    for entry in entries.iter_mut() {
+        let span = entry.span();
+        let DeValue::Table(table) = entry.get_mut() else { continue };
+        let Some(kind) = table.remove(tag) else {
+            return Err(located(text, Some(span), &format!("missing `{tag}` in this [[{array}]]")));
+        };
+        let kind_span = kind.span();
+        let DeValue::String(kind) = kind.into_inner() else {
+            return Err(located(text, Some(kind_span), &format!("`{tag}` must be a string")));
+        };
+        let mut kept = DeTable::new();
+        for key in outer {
+            if let Some((key, value)) = table.remove_entry(*key) {
+                kept.insert(key, value);
+            }
+        }
+        let inner = std::mem::take(table);
+        if units.contains(&kind.as_ref())
+            && let Some((key, _)) = inner.iter().next()
+        {
+            let message =
+                format!("unknown field `{}`: `{tag} = \"{kind}\"` takes no other keys", key.get_ref());
+            return Err(located(text, Some(key.span()), &message));
+        }
+        let variant = Spanned::new(kind_span.clone(), kind);
+        let mut tagged = DeTable::new();
+        tagged.insert(variant, Spanned::new(span.clone(), DeValue::Table(inner)));
+        *table = match wrapper {
+            Some(wrapper) => {
+                kept.insert(
+                    Spanned::new(kind_span, std::borrow::Cow::Owned(wrapper.to_owned())),
+                    Spanned::new(span, DeValue::Table(tagged)),
+                );
+                kept
+            }
+            None => tagged,
+        };
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use udplb_core::balancer::Output;
 use udplb_core::driver::Driver;
 use udplb_core::health::{HealthEvent, ProbeFailure};
+use udplb_core::names::EventName;
 use udplb_core::{
     AdminCommand, BackendCommand, BackendId, Balancer, CloseReason, DATAGRAM_HEADROOM, DropReason, FlowId,
     Health, Input, Instant, Keys, ProbeId, ProbeResult, UpstreamError,
@@ -58,8 +59,8 @@ pub struct Record {
     pub health: Vec<(Instant, String, Health)>,
     /// New flows: (time, backend name).
     pub new_flows: Vec<(Instant, String)>,
-    /// Named events and how often they happened.
-    pub events: BTreeMap<String, u64>,
+    /// Events, by their stable names, and how often they happened.
+    pub events: BTreeMap<EventName, u64>,
     /// Broken invariants, described (bounded).
     pub violations: Vec<String>,
     pub delivered: u64,
@@ -299,41 +300,46 @@ impl World {
             _ if !traced => {}
             Output::Health(HealthEvent::Transition { backend, from, to, code, .. }) => {
                 let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
-                self.trace.line(self.now, format!("health: {name} {from:?} -> {to:?} ({})", code.as_str()));
+                self.trace.line(self.now, format!("health: {name} {from} -> {to} ({code})"));
                 self.record.health.push((self.now, name, *to));
-                self.count("transition");
             }
             Output::Health(HealthEvent::ClusterAllDown { cluster, .. }) => {
                 let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
                 self.trace.line(self.now, format!("cluster {name}: all down"));
-                self.count("cluster_all_down");
             }
             Output::Health(HealthEvent::ClusterRecovered { cluster, .. }) => {
                 let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
                 self.trace.line(self.now, format!("cluster {name}: recovered"));
-                self.count("cluster_recovered");
             }
             Output::Health(HealthEvent::AdminChanged { backend, from, to, .. }) => {
                 let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
-                self.trace.line(self.now, format!("admin: {name} {from:?} -> {to:?}"));
+                self.trace.line(self.now, format!("admin: {name} {from} -> {to}"));
             }
             Output::Flow(udplb_core::Output::Event(event)) => {
-                let text = format!("{event:?}");
-                self.trace.line(self.now, format!("flow event: {text}"));
-                let name = text.split([' ', '{']).next().unwrap_or("").to_owned();
-                self.count(&snake(&name));
+                let flows = core.flows();
+                let listener = |id| flows.listener(id).map_or("?", |(name, _)| name);
+                let subject = match event {
+                    udplb_core::Event::ListenerDraining { listener: id, flows_remaining } => {
+                        format!("{}, {flows_remaining} flows remaining", listener(*id))
+                    }
+                    udplb_core::Event::ListenerDrained { listener: id }
+                    | udplb_core::Event::ListenerResumed { listener: id } => listener(*id).to_owned(),
+                    udplb_core::Event::BackendDrained { backend } => {
+                        flows.backend(*backend).map_or("?", |(name, _)| name).to_owned()
+                    }
+                };
+                self.trace.line(self.now, format!("flow event: {} {subject}", event.name()));
             }
             Output::Frontend { listener, state } => {
                 let name = core.flows().listener(*listener).map_or("?", |(name, _)| name).to_owned();
-                self.trace.line(self.now, format!("listener {name}: {state:?}"));
-                self.count(&format!("frontend_{}", snake(&format!("{state:?}"))));
+                self.trace.line(self.now, format!("listener {name}: {state}"));
             }
             _ => {}
         }
-    }
-
-    fn count(&mut self, event: &str) {
-        *self.record.events.entry(event.to_owned()).or_default() += 1;
+        // Every event the trace follows is counted by its stable name.
+        if traced && let Some(event) = output.event_name() {
+            *self.record.events.entry(event).or_default() += 1;
+        }
     }
 
     /// The host an address belongs to, by name ("lb" for the balancer).
@@ -575,7 +581,7 @@ impl World {
     fn client_sends(&mut self, index: usize) {
         let Some((from, payload)) = self.clients[index].next_request() else { return };
         let listener = self.clients[index].spec.listener.clone();
-        let vip = self.scenario.lb.listeners.get(&listener).map(|l| l.address);
+        let vip = self.scenario.lb.listeners.get(listener.as_str()).map(|l| l.address);
         if let Some(vip) = vip {
             self.send(Packet { from, to: vip, payload, icmp: false });
         }
@@ -602,9 +608,9 @@ impl World {
             Action::RefuseUdp { backend } => set_state(self, &backend, BackendState::RefusingUdp),
             Action::Blackhole { backend } => set_state(self, &backend, BackendState::Blackholed),
             Action::Partition { from, to, one_way } => {
-                self.partitions.insert((from.clone(), to.clone()));
+                self.partitions.insert((from.to_string(), to.to_string()));
                 if !one_way {
-                    self.partitions.insert((to, from));
+                    self.partitions.insert((to.to_string(), from.to_string()));
                 }
             }
             Action::Heal => self.partitions.clear(),
@@ -623,7 +629,7 @@ impl World {
                 Some(host) => host.rebind(),
                 None => self.record.violation(format!("timeline names unknown client {client:?}")),
             },
-            Action::Backend { backend, command } => self.backend_command(&backend, &command),
+            Action::Backend { backend, command } => self.backend_command(&backend, command.0),
             Action::Reload { lb } => {
                 let mut rejected = None;
                 self.for_each_instance(|driver, now| {
@@ -638,21 +644,7 @@ impl World {
         }
     }
 
-    fn backend_command(&mut self, name: &str, command: &str) {
-        let command = match command {
-            "pause" => BackendCommand::Pause,
-            "resume" => BackendCommand::Resume,
-            "enable" => BackendCommand::Enable,
-            "disable" => BackendCommand::Disable,
-            "drain" => BackendCommand::Drain,
-            other => match other.strip_prefix("weight ").and_then(|w| w.parse().ok()) {
-                Some(weight) => BackendCommand::Weight(weight),
-                None => {
-                    self.record.violation(format!("unknown backend command {other:?}"));
-                    return;
-                }
-            },
-        };
+    fn backend_command(&mut self, name: &str, command: BackendCommand) {
         let flows = self.first().core().flows();
         let id = flows.backend_ids().find(|b| flows.backend(*b).map(|(n, _)| n) == Some(name));
         match id {
@@ -781,20 +773,4 @@ fn describe(action: &Action) -> String {
         Action::Rehash => "ecmp rehash".into(),
         Action::Rebind { client } => format!("NAT rebinds {client}"),
     }
-}
-
-/// `ListenerDrained` → `listener_drained`.
-fn snake(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -144,10 +144,10 @@ fn the_harness_refuses_scenarios_that_use_what_it_does_not_model() {
         ("lossy_network.toml", "loss"),
         ("proxy_v2.toml", "PROXY v2"),
         ("flood_shed.toml", "flood"),
-        ("partition_heal.toml", "Partition"),
-        ("reload_membership.toml", "Reload"),
+        ("partition_heal.toml", "timeline action partition"),
+        ("reload_membership.toml", "timeline action reload"),
         ("ecmp_rehash.toml", "several balancer instances"),
-        ("nat_rebinding.toml", "Rebind"),
+        ("nat_rebinding.toml", "timeline action rebind"),
     ] {
         let scenario = Scenario::load(&scenario_path(file)).unwrap();
         let why = turmoil_support::unsupported(&scenario).unwrap_or_else(|| panic!("{file} is not refused"));

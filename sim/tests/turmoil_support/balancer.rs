@@ -262,23 +262,12 @@ impl BalancerHost {
                     None => self.violation(format!("no listener {listener:?}")),
                 }
             }
-            Action::Backend { backend, command } => self.backend_command(&backend, &command),
-            other => self.violation(format!("the balancer cannot carry out {other:?}")),
+            Action::Backend { backend, command } => self.backend_command(&backend, command.0),
+            other => self.violation(format!("the balancer cannot carry out `{}`", other.name())),
         }
     }
 
-    fn backend_command(&mut self, name: &str, command: &str) {
-        let command = match command {
-            "pause" => BackendCommand::Pause,
-            "resume" => BackendCommand::Resume,
-            "enable" => BackendCommand::Enable,
-            "disable" => BackendCommand::Disable,
-            "drain" => BackendCommand::Drain,
-            other => match other.strip_prefix("weight ").and_then(|w| w.parse().ok()) {
-                Some(weight) => BackendCommand::Weight(weight),
-                None => return self.violation(format!("unknown backend command {other:?}")),
-            },
-        };
+    fn backend_command(&mut self, name: &str, command: BackendCommand) {
         let id = {
             let driver = self.shared.driver.borrow();
             let flows = driver.core().flows();
@@ -431,39 +420,14 @@ fn record_opened(
 }
 
 /// Records an output the way the simulator's world does, so that both runs are judged on the
-/// same facts: new flows per backend, health transitions, and named events.
+/// same facts: health transitions and named events (new flows: `record_opened`).
 fn record_notice(record: &mut Record, driver: &Driver<TurmoilPlatform>, now: Instant, output: &Output) {
     let core = driver.core();
     let backend_name = |backend| core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
-    match output {
-        Output::Health(HealthEvent::Transition { backend, to, .. }) => {
-            record.health.push((now, backend_name(*backend), *to));
-            record.count("transition");
-        }
-        Output::Health(HealthEvent::ClusterAllDown { .. }) => record.count("cluster_all_down"),
-        Output::Health(HealthEvent::ClusterRecovered { .. }) => record.count("cluster_recovered"),
-        Output::Flow(udplb_core::Output::Event(event)) => {
-            let text = format!("{event:?}");
-            let name = text.split([' ', '{']).next().unwrap_or("");
-            record.count(&snake(name));
-        }
-        Output::Frontend { state, .. } => record.count(&format!("frontend_{}", snake(&format!("{state:?}")))),
-        _ => {}
+    if let Output::Health(HealthEvent::Transition { backend, to, .. }) = output {
+        record.health.push((now, backend_name(*backend), *to));
     }
-}
-
-/// `ListenerDrained` → `listener_drained`, the names scenario files use for events.
-fn snake(name: &str) -> String {
-    let mut out = String::new();
-    for (index, character) in name.chars().enumerate() {
-        if character.is_ascii_uppercase() {
-            if index > 0 {
-                out.push('_');
-            }
-            out.push(character.to_ascii_lowercase());
-        } else {
-            out.push(character);
-        }
+    if let Some(event) = output.event_name() {
+        record.count(event);
     }
-    out
 }

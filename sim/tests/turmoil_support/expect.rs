@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use udplb_core::{CloseReason, Health, Instant, Stats};
-use udplb_sim::scenario::{Expectation, Scenario, parse_drop_reason};
+use udplb_core::{Health, Instant, Stats};
+use udplb_sim::scenario::{Expectation, Scenario};
 
 use super::Record;
 
@@ -46,12 +46,15 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
                 .iter()
                 .rfind(|(at, name, _)| name == backend && *at <= by)
                 .map_or(Health::Unknown, |(_, _, health)| *health);
-            let got = format!("{health:?}").to_lowercase();
-            Verdict { what: format!("{backend} is {state} by {by}"), passed: got == *state, detail: got }
+            Verdict {
+                what: format!("{backend} is {state} by {by}"),
+                passed: health == *state,
+                detail: health.to_string(),
+            }
         }
         Expectation::Detected { backend, state, after } => {
             let after = Instant::ZERO + after.0;
-            let target = if state == "down" { Health::Down } else { Health::Up };
+            let target = state.0;
             let bound = detection_bound(scenario, backend, target, facts.one_way_max);
             let seen = record
                 .health
@@ -97,7 +100,7 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
             }
         }
         Expectation::Drops { reason, at_least, at_most } => {
-            let count = parse_drop_reason(reason).map_or(0, |r| facts.stats.client_drops(r));
+            let count = facts.stats.client_drops(*reason);
             Verdict {
                 what: format!("client drops {reason} in {at_least:?}..={at_most:?}"),
                 passed: within(count, *at_least, *at_most),
@@ -105,10 +108,7 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
             }
         }
         Expectation::Closes { reason, at_least, at_most } => {
-            let count = CloseReason::ALL
-                .iter()
-                .find(|r| r.as_str() == reason)
-                .map_or(0, |r| facts.stats.flows.closed_for(*r));
+            let count = facts.stats.flows.closed_for(*reason);
             Verdict {
                 what: format!("flows closed {reason} in {at_least:?}..={at_most:?}"),
                 passed: within(count, *at_least, *at_most),
@@ -129,7 +129,8 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
             detail: "one balancer instance here: `unsupported` refuses such scenarios".into(),
         },
         Expectation::Events { event, count } => {
-            let got = record.events.get(event).copied().unwrap_or(0);
+            let got: u64 =
+                record.events.iter().filter(|(name, _)| event.matches(**name)).map(|(_, count)| count).sum();
             Verdict {
                 what: format!("{event} happens {count} times"),
                 passed: got == *count,

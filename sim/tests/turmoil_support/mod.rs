@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::unbounded_channel;
 use tokio::sync::watch;
 use udplb_core::driver::Driver;
+use udplb_core::names::EventName;
 use udplb_core::{Balancer, CloseReason, Health, Instant, Keys};
 use udplb_sim::hosts::{BackendHost, BackendState, ClientHost};
 use udplb_sim::scenario::{Action, BackendSpec, ClientModel, Expectation, Scenario};
@@ -59,8 +60,8 @@ pub struct Record {
     pub health: Vec<(Instant, String, Health)>,
     /// New flows: (time, backend name).
     pub new_flows: Vec<(Instant, String)>,
-    /// Named events and how often they happened.
-    pub events: BTreeMap<String, u64>,
+    /// Events, by their stable names, and how often they happened.
+    pub events: BTreeMap<EventName, u64>,
     /// ICMP port unreachable errors the harness synthesized.
     pub icmp_synthesized: u64,
     /// Broken invariants, described (bounded).
@@ -74,8 +75,8 @@ impl Record {
         }
     }
 
-    fn count(&mut self, event: &str) {
-        *self.events.entry(event.to_owned()).or_default() += 1;
+    fn count(&mut self, event: EventName) {
+        *self.events.entry(event).or_default() += 1;
     }
 }
 
@@ -139,11 +140,7 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
             | Action::Blackhole { .. }
             | Action::DrainListener { .. }
             | Action::Backend { .. } => {}
-            other => {
-                let name = format!("{other:?}");
-                let name = name.split([' ', '(', '{']).next().unwrap_or_default().to_owned();
-                missing.push(format!("timeline action {name}"));
-            }
+            other => missing.push(format!("timeline action {}", other.name())),
         }
     }
     (!missing.is_empty()).then(|| missing.join("; "))
@@ -238,7 +235,7 @@ fn build(scenario: &Scenario, shared: &Rc<Shared>) -> World {
     }
     let mut clients = Vec::new();
     for spec in &scenario.clients {
-        let vip = scenario.lb.listeners[&spec.listener].address;
+        let vip = scenario.lb.listeners[spec.listener.as_str()].address;
         let host = Rc::new(RefCell::new(ClientHost::new(spec.clone())));
         clients.push(host.clone());
         sim.host(spec.address, move || hosts::client(host.clone(), vip));
@@ -295,7 +292,7 @@ fn conclude(
         .map(|reason| format!("{reason} {}", stats.flows.closed_for(*reason)))
         .collect();
     let transitions: Vec<String> =
-        record.health.iter().map(|(at, name, health)| format!("{name} {health:?} at {at}")).collect();
+        record.health.iter().map(|(at, name, health)| format!("{name} {health} at {at}")).collect();
     let summary = vec![
         format!("requests: {} sent, {} answered", requests.0, requests.1),
         format!("flows: {} created, {} active at the end", stats.flows.created, stats.flows.active),

@@ -1,0 +1,230 @@
+//! A scenario that names something that does not exist fails to load, with the file, line and
+//! column of the name at fault: a misspelled backend, state, reason, event, command, listener
+//! or host never turns into a silently zero count or a skipped check.
+
+use std::path::PathBuf;
+
+use udplb_core::names::EventName;
+use udplb_core::{BackendCommand, CloseReason, DropReason, Health};
+use udplb_sim::scenario::{Action, EventSelector, Expectation, Scenario};
+
+/// Every kind of name a scenario can hold, each spelled right. Line numbers matter: the tests
+/// below name the line of each value.
+const VALID: &str = r#"name = "names"
+duration = "10s"
+
+[lb.listeners.game]
+address = "10.0.0.1:7777"
+cluster = "servers"
+
+[lb.clusters.servers]
+backends = [{ id = "s1", address = "10.1.0.1:7777" }, { id = "s2", address = "10.1.0.2:7777" }]
+
+[[backend]]
+name = "s1"
+address = "10.1.0.1:7777"
+
+[[backend]]
+name = "s2"
+address = "10.1.0.2:7777"
+
+[[client]]
+name = "player"
+address = "192.0.2.10"
+listener = "game"
+kind = "request_response"
+interval = "50ms"
+count = 10
+
+[[timeline]]
+at = "1s"
+action = "kill"
+backend = "s2"
+
+[[timeline]]
+at = "2s"
+action = "backend"
+backend = "s1"
+command = "drain"
+
+[[timeline]]
+at = "3s"
+action = "partition"
+from = "lb"
+to = "player"
+
+[[timeline]]
+at = "4s"
+action = "heal"
+
+[[expect]]
+kind = "health"
+backend = "s2"
+state = "down"
+by = "9s"
+
+[[expect]]
+kind = "detected"
+backend = "s2"
+state = "down"
+after = "1s"
+
+[[expect]]
+kind = "drops"
+reason = "no_healthy_backend"
+at_most = 0
+
+[[expect]]
+kind = "closes"
+reason = "idle_front"
+at_least = 0
+
+[[expect]]
+kind = "events"
+event = "backend_drained"
+count = 1
+
+[[expect]]
+kind = "events"
+event = "transition"
+count = 1
+"#;
+
+/// Writes `text` to a file of its own and loads it.
+fn load(case: &str, text: &str) -> (PathBuf, Result<Scenario, String>) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scenario_names");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{case}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let result = Scenario::load(&path).map_err(|error| error.to_string());
+    (path, result)
+}
+
+/// `VALID` with `from` (which must occur exactly once) replaced by `to`: its load error names
+/// the file and the line and column where `at` (which must occur once in the new text)
+/// begins, and says `says`.
+fn fails_at(case: &str, from: &str, to: &str, at: &str, says: &str) {
+    assert_eq!(VALID.matches(from).count(), 1, "{from:?} must occur once");
+    let text = VALID.replace(from, to);
+    assert_eq!(text.matches(at).count(), 1, "{at:?} must occur once");
+    let before = &text[..text.find(at).unwrap()];
+    let line = before.lines().count() + usize::from(before.ends_with('\n') || before.is_empty());
+    let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+    let (path, result) = load(case, &text);
+    let error = result.expect_err(case);
+    let location = format!("{}:{line}:{column}: ", path.display());
+    assert!(error.starts_with(&location), "{case}: {error:?} should start with {location:?}");
+    assert!(error.contains(says), "{case}: {error:?} should say {says:?}");
+}
+
+#[test]
+fn the_valid_file_loads_with_every_name_typed() {
+    let (_, result) = load("valid", VALID);
+    let scenario = result.unwrap();
+    assert_eq!(scenario.clients[0].listener.as_str(), "game");
+    let actions: Vec<&str> = scenario.timeline.iter().map(|entry| entry.action.name()).collect();
+    assert_eq!(actions, ["kill", "backend", "partition", "heal"]);
+    assert!(matches!(
+        &scenario.timeline[1].action,
+        Action::Backend { backend, command } if backend.as_str() == "s1" && command.0 == BackendCommand::Drain
+    ));
+    let typed = |index: usize| &scenario.expectations[index];
+    assert!(matches!(typed(0), Expectation::Health { state: Health::Down, .. }));
+    assert!(matches!(typed(1), Expectation::Detected { state, .. } if state.0 == Health::Down));
+    assert!(matches!(typed(2), Expectation::Drops { reason: DropReason::NoHealthyBackend, .. }));
+    assert!(matches!(typed(3), Expectation::Closes { reason: CloseReason::IdleFront, .. }));
+    assert!(matches!(
+        typed(4),
+        Expectation::Events { event: EventSelector::Event(EventName::BackendDrained), .. }
+    ));
+    assert!(matches!(typed(5), Expectation::Events { event: EventSelector::Transition, .. }));
+}
+
+#[test]
+fn the_location_is_the_line_and_column_of_the_name() {
+    // Spelled out once; the other tests compute it from the text the same way.
+    let (path, result) = load("location", &VALID.replace("by = \"9s\"", "by = \"9s\"\nstate_at = 1"));
+    let error = result.unwrap_err();
+    assert!(error.starts_with(&format!("{}:53:1: ", path.display())), "{error}");
+    let (path, result) = load("location_value", &VALID.replace("\"backend_drained\"", "\"drained\""));
+    let error = result.unwrap_err();
+    assert!(error.starts_with(&format!("{}:72:9: unknown event `drained`", path.display())), "{error}");
+}
+
+#[test]
+fn a_misspelled_backend_in_an_expectation_is_an_error_at_its_line() {
+    let from = "kind = \"health\"\nbackend = \"s2\"";
+    let to = "kind = \"health\"\nbackend = \"s9\"";
+    fails_at("expect_backend", from, to, "\"s9\"", "no backend `s9` in [lb]; there are: `s1`, `s2`");
+}
+
+#[test]
+fn a_misspelled_backend_on_the_timeline_is_an_error_at_its_line() {
+    let from = "action = \"kill\"\nbackend = \"s2\"";
+    let to = "action = \"kill\"\nbackend = \"s22\"";
+    fails_at("timeline_kill", from, to, "\"s22\"", "no [[backend]] host `s22`");
+    let from = "backend = \"s1\"\ncommand";
+    fails_at("timeline_command", from, "backend = \"S1\"\ncommand", "\"S1\"", "no backend `S1` in [lb]");
+}
+
+#[test]
+fn a_misspelled_health_state_is_an_error_at_its_line() {
+    fails_at(
+        "health_state",
+        "state = \"down\"\nby",
+        "state = \"dwn\"\nby",
+        "\"dwn\"",
+        "unknown health state `dwn`",
+    );
+    let from = "state = \"down\"\nafter";
+    fails_at("detected_state", from, "state = \"unknown\"\nafter", "\"unknown\"", "never `unknown`");
+}
+
+#[test]
+fn a_misspelled_drop_reason_is_an_error_at_its_line() {
+    let to = "\"no_healthy_backends\"";
+    fails_at("drop_reason", "\"no_healthy_backend\"", to, to, "unknown drop reason `no_healthy_backends`");
+}
+
+#[test]
+fn a_misspelled_close_reason_is_an_error_at_its_line() {
+    let to = "\"idle_frontend\"";
+    fails_at("close_reason", "\"idle_front\"", to, to, "unknown close reason `idle_frontend`");
+}
+
+#[test]
+fn a_misspelled_event_is_an_error_at_its_line() {
+    let says = "unknown event `backend_drain`, expected `transition` or one of `backend_up`";
+    fails_at("event", "\"backend_drained\"", "\"backend_drain\"", "\"backend_drain\"", says);
+    fails_at(
+        "event_group",
+        "\"transition\"",
+        "\"transitions\"",
+        "\"transitions\"",
+        "unknown event `transitions`",
+    );
+}
+
+#[test]
+fn other_names_are_checked_too() {
+    fails_at("command", "\"drain\"", "\"drian\"", "\"drian\"", "unknown backend command `drian`");
+    let to = "listener = \"gmae\"";
+    fails_at("client_listener", "listener = \"game\"", to, "\"gmae\"", "no listener `gmae` in [lb]");
+    fails_at("partition_host", "to = \"player\"", "to = \"palyer\"", "\"palyer\"", "no host `palyer`");
+    fails_at("expect_kind", "kind = \"closes\"", "kind = \"close\"", "\"close\"", "unknown variant `close`");
+    let to = "action = \"heal\"\nbackend = \"s1\"\n";
+    fails_at(
+        "unit_action",
+        "action = \"heal\"\n",
+        to,
+        "backend = \"s1\"\n\n[[expect]]",
+        "takes no other keys",
+    );
+    fails_at(
+        "unknown_key",
+        "count = 10\n",
+        "count = 10\ncolour = 1\n",
+        "colour",
+        "unexpected keys in table: colour",
+    );
+}
