@@ -245,7 +245,7 @@ pub enum AdminError {
     UnknownBackend(BackendId),
     #[error("weight {0} is over the maximum of {max}", max = crate::config::MAX_WEIGHT)]
     WeightTooLarge(u32),
-    #[error("{backend} is {state:?}; only a paused backend can be resumed")]
+    #[error("{backend} is {state}; only a paused backend can be resumed")]
     NotPaused { backend: BackendId, state: crate::health::AdminState },
 }
 
