@@ -28,7 +28,7 @@ use udplb_core::{
 };
 
 use crate::batch::RecvBatch;
-use crate::control::ControlServer;
+use crate::control::server::ControlServer;
 use crate::metrics::http::MetricsServer;
 pub(crate) use crate::mio_platform::Source;
 use crate::mio_platform::{MioPlatform, Probe, ProbeSocket};

@@ -8,6 +8,7 @@
 //! [`crate::metrics::http`].
 
 pub mod http;
+mod scrape;
 
 use std::collections::BTreeMap;
 

@@ -556,7 +556,7 @@ impl Platform for MioPlatform {
         if let Output::Health(HealthEvent::Transition { backend, to, code, .. }) = output {
             self.counters.transition(*backend, *to, *code);
         }
-        if self.watching && crate::status::is_watch_event(output) {
+        if self.watching && crate::control::status::is_watch_event(output) {
             if self.watch_queue.len() < MAX_QUEUED_WATCH_EVENTS {
                 self.watch_queue.push(output.clone());
             } else {

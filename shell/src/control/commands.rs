@@ -1,21 +1,19 @@
-//! The event loop's side of the control socket and the metrics endpoint: accepting their
-//! connections, executing control commands through the driver (the same inputs the loop's
-//! own events use, so a command from `udplb ctl` is handled exactly like SIGHUP or a probe
-//! result), streaming events to watchers, answering scrapes, and the reload that SIGHUP and
-//! `ctl reload` share.
+//! The event loop's side of the control socket: accepting connections, executing control
+//! commands through the driver (the same inputs the loop's own events use, so a command from
+//! `udplb ctl` is handled exactly like SIGHUP or a probe result), streaming events to
+//! watchers, and the reload that SIGHUP and `ctl reload` share.
 //!
 //! Everything runs between two readiness events of the loop, never blocks, and is bounded by
-//! the servers' own limits ([`crate::control`], [`crate::metrics::http`]).
+//! the server's own limits ([`super::server`]).
 
 use mio::Token;
 use udplb_core::{AdminCommand, AdminError, BackendCommand, Config, Input};
 
-use crate::event_loop::{EventLoop, Source};
-use crate::metrics::http::{CONTENT_TYPE, Request as HttpRequest};
-use crate::protocol::{
+use super::protocol::{
     BackendAction, DEFAULT_FLOW_LIMIT, ListenerAction, ReloadView, Request, Response, ShowWhat, WatchEvent,
 };
-use crate::status;
+use super::status;
+use crate::event_loop::{EventLoop, Source};
 use crate::workers::{ToFollower, WorkerView, worker_config};
 use std::sync::Arc;
 
@@ -165,7 +163,7 @@ impl EventLoop {
 
     /// Every worker's datapath counters added up: this one's now, the followers' as they last
     /// published them.
-    fn totals(&self) -> WorkerView {
+    pub(crate) fn totals(&self) -> WorkerView {
         let mut totals = self.driver.platform().view(self.driver.core());
         for follower in &self.followers {
             if let Ok(view) = follower.view.lock() {
@@ -195,31 +193,6 @@ impl EventLoop {
             if let Some(event) = status::watch_event(self.driver.core(), output, now) {
                 control.broadcast(&event);
             }
-        }
-    }
-
-    pub(crate) fn accept_metrics(&mut self) {
-        let Some(metrics) = &mut self.metrics else { return };
-        let platform = self.driver.platform_mut();
-        metrics.accept(|| platform.token(Source::Metrics));
-    }
-
-    pub(crate) fn serve_metrics(&mut self, token: Token) {
-        let Some(request) = self.metrics.as_mut().and_then(|metrics| metrics.ready(token)) else { return };
-        let (status, content_type, body) = match request {
-            HttpRequest::Get(path) if path == "/metrics" => {
-                let totals = self.totals();
-                let text =
-                    crate::metrics::render(self.driver.core(), &self.driver.platform().counters, &totals);
-                ("200 OK", CONTENT_TYPE, text)
-            }
-            HttpRequest::Get(_) => {
-                ("404 Not Found", "text/plain", "not found; metrics are at /metrics\n".to_owned())
-            }
-            HttpRequest::Invalid(status) => (status, "text/plain", String::new()),
-        };
-        if let Some(metrics) = &mut self.metrics {
-            metrics.answer(token, status, content_type, body.as_bytes());
         }
     }
 
@@ -295,7 +268,7 @@ impl EventLoop {
         if config.process.metrics_addr != self.config.process.metrics_addr {
             warnings.push("process.metrics_addr changed; it takes effect at the next start".to_owned());
         }
-        let view = crate::status::reload_view(core, &reload, warnings);
+        let view = status::reload_view(core, &reload, warnings);
         self.config = config;
         Ok(view)
     }

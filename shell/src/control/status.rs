@@ -15,7 +15,7 @@ use udplb_core::{
     BackendId, Balancer, ClusterId, Config, FlowInfo, FrontendState, Instant, ListenerId, Reload,
 };
 
-use crate::protocol::{
+use super::protocol::{
     BackendView, ClusterView, FlowExplanation, FlowView, HistoryView, ListenerView, ReloadView, WatchEvent,
 };
 
