@@ -32,6 +32,7 @@ use crate::control::server::ControlServer;
 use crate::metrics::http::MetricsServer;
 pub(crate) use crate::mio_platform::Source;
 use crate::mio_platform::{MioPlatform, Probe, ProbeSocket};
+use crate::notices::Notices;
 use crate::workers::{Follower, LeaderLink, ToFollower, ToLeader, WorkerView};
 
 /// Largest UDP payload plus one, so a datagram that fills it is known to be truncated.
@@ -115,9 +116,11 @@ impl EventLoop {
         } else {
             None
         };
-        let platform = MioPlatform::new(poll.registry().try_clone()?, origin, config.process.upstream_mode);
+        // With several workers, every one has others to tell.
+        let notices = Notices::new(core.role() != Role::Whole);
+        let platform =
+            MioPlatform::new(poll.registry().try_clone()?, origin, config.process.upstream_mode, notices);
         let mut driver = Driver::new(core, platform);
-        driver.platform_mut().relay = driver.core().role() != Role::Whole;
         let waker_token = driver.platform_mut().token(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);
         let (core, platform) = driver.parts_mut();
@@ -338,7 +341,7 @@ impl EventLoop {
     /// Passes on what the other workers must know: the leader's backend states to every
     /// follower; a follower's passive failures to the leader, and its view now and then.
     fn relay(&mut self) {
-        let relayed = std::mem::take(&mut self.driver.platform_mut().relayed);
+        let relayed = self.driver.platform_mut().notices.take_relayed();
         for output in relayed {
             match output {
                 Output::BackendState { backend, state } => {
@@ -359,7 +362,7 @@ impl EventLoop {
             return;
         }
         self.last_view = std::time::Instant::now();
-        let view = self.driver.platform().view(self.driver.core());
+        let view = self.view();
         if let Ok(mut shared) = link.view.lock() {
             *shared = view;
         }
@@ -456,7 +459,7 @@ impl EventLoop {
             };
             for i in 0..count {
                 let length = self.backend_batch.received()[i].length;
-                self.driver.platform_mut().counters.received_from_backend(backend, length);
+                self.driver.platform_mut().notices.counters.received_from_backend(backend, length);
                 let truncated = self.backend_batch.received()[i].truncated;
                 self.driver.backend_datagram(now, flow, self.backend_batch.datagram(i), truncated);
             }
@@ -509,10 +512,10 @@ impl EventLoop {
                 // A datagram from an address with no flow on this socket (a late reply to a
                 // flow that ended, or a stranger) is not anyone's.
                 let Some(binding) = platform.pool.occupant(index, source).copied() else {
-                    platform.counters.stray_upstream_datagrams += 1;
+                    platform.notices.counters.stray_upstream_datagrams += 1;
                     continue;
                 };
-                platform.counters.received_from_backend(binding.backend, received.length);
+                platform.notices.counters.received_from_backend(binding.backend, received.length);
                 self.driver.backend_datagram(
                     now,
                     binding.flow,
@@ -584,6 +587,17 @@ impl EventLoop {
                     self.driver.handle(now, Input::ProbeResult { probe, result: ProbeResult::Fail(failure) });
             }
         }
+    }
+
+    /// This worker's datapath counters.
+    pub(crate) fn view(&self) -> WorkerView {
+        let platform = self.driver.platform();
+        WorkerView::of(
+            self.driver.core(),
+            &platform.notices.counters,
+            platform.kernel_drops(),
+            platform.upstream_sockets(),
+        )
     }
 
     /// Sends what the last calls queued, then reports to the core what failed meanwhile

@@ -16,6 +16,7 @@ mod counters;
 pub mod event_loop;
 pub mod metrics;
 mod mio_platform;
+mod notices;
 mod pool;
 pub mod system;
 mod workers;

@@ -87,7 +87,7 @@ impl EventLoop {
                 if let Some(control) = &mut self.control {
                     control.watch(token);
                 }
-                self.driver.platform_mut().watching = true;
+                self.driver.platform_mut().notices.set_watching(true);
                 Response { watching: Some(true), ..Response::ok() }
             }
         }
@@ -164,7 +164,7 @@ impl EventLoop {
     /// Every worker's datapath counters added up: this one's now, the followers' as they last
     /// published them.
     pub(crate) fn totals(&self) -> WorkerView {
-        let mut totals = self.driver.platform().view(self.driver.core());
+        let mut totals = self.view();
         for follower in &self.followers {
             if let Ok(view) = follower.view.lock() {
                 totals.absorb(&view);
@@ -177,14 +177,12 @@ impl EventLoop {
     pub(crate) fn publish_events(&mut self) {
         let platform = self.driver.platform_mut();
         let Some(control) = &mut self.control else { return };
-        platform.watching = control.has_watchers();
-        if !platform.watching {
-            platform.watch_queue.clear();
-            platform.watch_lost = 0;
+        let watching = control.has_watchers();
+        platform.notices.set_watching(watching);
+        if !watching {
             return;
         }
-        let queued = std::mem::take(&mut platform.watch_queue);
-        let lost = std::mem::take(&mut platform.watch_lost);
+        let (queued, lost) = platform.notices.take_watch_events();
         let now = platform.now();
         if lost > 0 {
             control.broadcast(&WatchEvent::EventsLost { count: lost });
@@ -255,7 +253,7 @@ impl EventLoop {
         if let Err(error) = platform.sync_listeners(core) {
             warnings.push(format!("a new listener could not be opened: {error:#}"));
         }
-        platform.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
+        platform.notices.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
         if config.process.control_socket != self.config.process.control_socket {
             warnings.push("process.control_socket changed; it takes effect at the next start".to_owned());
         }

@@ -20,7 +20,8 @@ impl EventLoop {
         let (status, content_type, body) = match request {
             HttpRequest::Get(path) if path == "/metrics" => {
                 let totals = self.totals();
-                let text = super::render(self.driver.core(), &self.driver.platform().counters, &totals);
+                let text =
+                    super::render(self.driver.core(), &self.driver.platform().notices.counters, &totals);
                 ("200 OK", CONTENT_TYPE, text)
             }
             HttpRequest::Get(_) => {
