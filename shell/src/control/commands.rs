@@ -6,6 +6,8 @@
 //! Everything runs between two readiness events of the loop, never blocks, and is bounded by
 //! the server's own limits ([`super::server`]).
 
+use std::sync::Arc;
+
 use mio::Token;
 use udplb_core::{AdminCommand, AdminError, BackendCommand, Config, Input};
 
@@ -13,9 +15,9 @@ use super::protocol::{
     BackendAction, DEFAULT_FLOW_LIMIT, ListenerAction, ReloadView, Request, Response, ShowWhat, WatchEvent,
 };
 use super::status;
-use crate::event_loop::{EventLoop, Source};
-use crate::workers::{ToFollower, WorkerView, worker_config};
-use std::sync::Arc;
+use crate::event_loop::EventLoop;
+use crate::mio_platform::Source;
+use crate::workers::{ToFollower, worker_config};
 
 /// Largest `limit` a `show flows` request may ask for: one answer stays a few megabytes.
 const MAX_FLOW_LIMIT: usize = 10_000;
@@ -120,7 +122,7 @@ impl EventLoop {
             Ok(()) => {
                 // States reach the other workers from the monitor; a weight is theirs to set.
                 if let BackendCommand::Weight(_) = command {
-                    for follower in &self.followers {
+                    for follower in self.followers() {
                         follower.send(ToFollower::Input(Input::Backend { backend, command }));
                     }
                 }
@@ -146,7 +148,7 @@ impl EventLoop {
         let now = self.driver.platform().now();
         match self.driver.handle(now, Input::Admin(command)) {
             Ok(()) => {
-                for follower in &self.followers {
+                for follower in self.followers() {
                     follower.send(ToFollower::Input(Input::Admin(command)));
                 }
                 let remaining = self.driver.core().flows().listener_flows(listener);
@@ -159,18 +161,6 @@ impl EventLoop {
             }
             Err(error) => Response::error(format!("{name}: {error}")),
         }
-    }
-
-    /// Every worker's datapath counters added up: this one's now, the followers' as they last
-    /// published them.
-    pub(crate) fn totals(&self) -> WorkerView {
-        let mut totals = self.view();
-        for follower in &self.followers {
-            if let Ok(view) = follower.view.lock() {
-                totals.absorb(&view);
-            }
-        }
-        totals
     }
 
     /// Streams the events queued since the last turn to every watcher.
@@ -194,29 +184,6 @@ impl EventLoop {
         }
     }
 
-    /// Closes finished or timed-out connections and forgets their tokens.
-    pub(crate) fn sweep_connections(&mut self) {
-        let mut closed = Vec::new();
-        if let Some(control) = &mut self.control {
-            control.sweep();
-            closed.extend(control.take_closed());
-        }
-        if let Some(metrics) = &mut self.metrics {
-            metrics.sweep();
-            closed.extend(metrics.take_closed());
-        }
-        for token in closed {
-            self.driver.platform_mut().forget(token);
-        }
-    }
-
-    /// Whether a connection has a deadline of its own, so the loop must wake up for it even
-    /// when the core has nothing due.
-    pub(crate) fn needs_housekeeping(&self) -> bool {
-        self.control.as_ref().is_some_and(|c| c.has_closing())
-            || self.metrics.as_ref().is_some_and(|m| m.has_connections())
-    }
-
     /// Re-reads the configuration file and applies it: the one path for SIGHUP and
     /// `udplb ctl reload`. An invalid file keeps the running configuration; the error is the
     /// rendered list of problems (file, line, column, field).
@@ -236,7 +203,7 @@ impl EventLoop {
         let text = std::fs::read_to_string(&self.config_path).map_err(|error| format!("{file}: {error}"))?;
         let config = Config::from_toml_str(&text).map_err(|errors| errors.render(&file))?;
         // The running worker count holds until a restart; each worker gets its share of flows.
-        let workers = self.followers.len() as u32 + 1;
+        let workers = self.followers().len() as u32 + 1;
         let effective = worker_config(&config, workers, self.default_max_flows);
         let now = self.driver.platform().now();
         let reload = self.driver.reload(now, &effective).map_err(|errors| {
@@ -245,7 +212,7 @@ impl EventLoop {
             lines.join("\n")
         })?;
         let shared = Arc::new(effective);
-        for follower in &self.followers {
+        for follower in self.followers() {
             follower.send(ToFollower::Reload(shared.clone()));
         }
         let mut warnings = Vec::new();

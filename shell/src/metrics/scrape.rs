@@ -6,7 +6,8 @@
 use mio::Token;
 
 use super::http::{CONTENT_TYPE, Request as HttpRequest};
-use crate::event_loop::{EventLoop, Source};
+use crate::event_loop::EventLoop;
+use crate::mio_platform::Source;
 
 impl EventLoop {
     pub(crate) fn accept_metrics(&mut self) {
