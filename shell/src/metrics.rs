@@ -2,10 +2,11 @@
 //! drop counter, encoded at scrape time by `prometheus-client` (OpenMetrics text).
 //!
 //! Nothing here is updated per datagram (the shell's own counts are plain integers in
-//! [`ShellCounters`]): the registry is built from scratch on each scrape from the core's [`udplb_core::Stats`] and the
-//! health monitor's state, so the datapath pays nothing for metrics it is not asked for, and a
-//! backend removed by a reload simply stops appearing. The HTTP side lives in
-//! [`crate::metrics::http`].
+//! [`ShellCounters`]): the registry is built from scratch on each scrape from the core's
+//! [`udplb_core::Stats`] and the health monitor's state, so the datapath pays nothing for
+//! metrics it is not asked for, and a backend removed by a reload simply stops appearing. The
+//! HTTP side lives in [`crate::metrics::http`]; `scrape.rs` answers scrapes from the event
+//! loop.
 
 pub mod http;
 mod scrape;

@@ -8,7 +8,8 @@
 //! `ECONNREFUSED` is the kernel's report of an ICMP port unreachable). Sends to pool sockets
 //! and listeners are queued during a batch and go out with `sendmmsg` when the event loop
 //! calls [`MioPlatform::flush`]; what fails, there or on a per-flow socket, is reported back
-//! to the core afterwards as an ordinary input (`take_failures`). Probes are non-blocking TCP connects and connected UDP sockets.
+//! to the core afterwards as an ordinary input (`take_failures`). Probes are non-blocking TCP
+//! connects and connected UDP sockets.
 //!
 //! Sockets are all this platform owns: every output the driver notifies goes on to
 //! [`crate::notices`], which counts, queues for watchers, keeps for the other workers and logs.
