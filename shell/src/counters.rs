@@ -1,9 +1,13 @@
-//! The datapath counters one worker shares with the others: a [`WorkerView`] of each worker,
+//! The datapath counters the shell keeps: what one worker counts itself beside the core
+//! ([`ShellCounters`]), and what it shares with the others: a [`WorkerView`] of each worker,
 //! which followers publish and the leader adds to its own, and the [`BackendTraffic`] of each
 //! backend inside it. The workers carry views between threads; metrics and `udplb ctl show`
 //! read the sum.
 
-use udplb_core::{ListenerId, Stats};
+use std::collections::BTreeMap;
+
+use udplb_core::health::CheckCode;
+use udplb_core::{BackendId, Balancer, Health, ListenerId, Stats};
 
 /// Traffic on one backend's upstream sockets, as the shell sent and received it.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +25,71 @@ impl BackendTraffic {
         self.bytes_sent += other.bytes_sent;
         self.datagrams_received += other.datagrams_received;
         self.bytes_received += other.bytes_received;
+    }
+}
+
+/// What the shell counts itself, because the core counts it otherwise or not at all: traffic
+/// per backend (the core books datagrams per listener) and health transitions per backend
+/// and check code (the core keeps only the last few in each backend's history).
+#[derive(Debug, Default)]
+pub struct ShellCounters {
+    /// Indexed by `BackendId`: ids are dense and never reused, so this grows only with the
+    /// backends a reload adds.
+    traffic: Vec<BackendTraffic>,
+    transitions: BTreeMap<(BackendId, Health, CheckCode), u64>,
+    /// Events that could not be queued for `watch`ers.
+    pub watch_events_lost: u64,
+    /// Datagrams on a pool socket from an address with no flow on it (a reply later than
+    /// its flow, or a stranger): dropped.
+    pub stray_upstream_datagrams: u64,
+}
+
+impl ShellCounters {
+    fn traffic_mut(&mut self, backend: BackendId) -> &mut BackendTraffic {
+        let index = backend.0 as usize;
+        if self.traffic.len() <= index {
+            self.traffic.resize(index + 1, BackendTraffic::default());
+        }
+        &mut self.traffic[index]
+    }
+
+    pub fn sent_to_backend(&mut self, backend: BackendId, bytes: usize) {
+        let traffic = self.traffic_mut(backend);
+        traffic.datagrams_sent += 1;
+        traffic.bytes_sent += bytes as u64;
+    }
+
+    /// Takes back a datagram counted by `sent_to_backend` whose batched send failed.
+    pub fn not_sent_to_backend(&mut self, backend: BackendId, bytes: usize) {
+        let traffic = self.traffic_mut(backend);
+        traffic.datagrams_sent = traffic.datagrams_sent.saturating_sub(1);
+        traffic.bytes_sent = traffic.bytes_sent.saturating_sub(bytes as u64);
+    }
+
+    pub fn received_from_backend(&mut self, backend: BackendId, bytes: usize) {
+        let traffic = self.traffic_mut(backend);
+        traffic.datagrams_received += 1;
+        traffic.bytes_received += bytes as u64;
+    }
+
+    pub fn transition(&mut self, backend: BackendId, to: Health, code: CheckCode) {
+        *self.transitions.entry((backend, to, code)).or_default() += 1;
+    }
+
+    /// Health transitions since start, by backend, new state and check code.
+    pub fn transitions(&self) -> &BTreeMap<(BackendId, Health, CheckCode), u64> {
+        &self.transitions
+    }
+
+    /// Traffic of every backend, indexed by `BackendId`.
+    pub fn all_traffic(&self) -> &[BackendTraffic] {
+        &self.traffic
+    }
+
+    /// Forgets transitions of backends that no longer exist (after a reload), so the map
+    /// stays bounded by the live backends.
+    pub fn retain_backends(&mut self, live: impl Fn(BackendId) -> bool) {
+        self.transitions.retain(|(backend, _, _), _| live(*backend));
     }
 }
 
@@ -42,6 +111,34 @@ pub(crate) struct WorkerView {
 }
 
 impl WorkerView {
+    /// One worker's counters: its core's (`core`), its own (`counters`), and what its sockets
+    /// tell (the kernel's drop count of each listener, the upstream sockets open now).
+    pub(crate) fn of(
+        core: &Balancer,
+        counters: &ShellCounters,
+        kernel_drops: Vec<(ListenerId, u64)>,
+        upstream_sockets: u64,
+    ) -> WorkerView {
+        let flows = core.flows();
+        let mut backend_flows = Vec::new();
+        for backend in flows.backend_ids() {
+            let index = backend.0 as usize;
+            if backend_flows.len() <= index {
+                backend_flows.resize(index + 1, 0);
+            }
+            backend_flows[index] = flows.backend_flows(backend);
+        }
+        WorkerView {
+            workers: 1,
+            stats: flows.stats().clone(),
+            backend_flows,
+            traffic: counters.all_traffic().to_vec(),
+            kernel_drops,
+            upstream_sockets,
+            stray_upstream_datagrams: counters.stray_upstream_datagrams,
+        }
+    }
+
     /// Adds another worker's (or workers') counters to these.
     pub(crate) fn absorb(&mut self, other: &WorkerView) {
         self.workers += other.workers;

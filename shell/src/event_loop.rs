@@ -1,38 +1,45 @@
 //! The mio event loop: the production platform (`mio_platform.rs`) under the core's driver
-//! (`udplb_core::driver`).
+//! (`udplb_core::driver`), and the turn every worker runs.
 //!
 //! The clock is read once per batch and handed to the driver with every input. The poll
 //! timeout comes from the core after every call (`Driver::next_deadline`). Listener
 //! and upstream sockets are read in batches (`recvmmsg`); the driver decides about each
-//! datagram of a batch, and what it sends is queued and flushed once per batch (`sendmmsg`).
-//! SIGHUP (or `udplb ctl reload`) reloads the configuration file; SIGTERM and SIGINT drain
-//! and then exit. The control socket ([`crate::control`]) and the metrics endpoint
-//! ([`crate::metrics`]) are served in the same loop, between datagrams, by `commands.rs`.
+//! datagram of a batch, and what it sends is queued and flushed once per batch (`sendmmsg`),
+//! and what failed meanwhile is reported to the core (`settle`). Probe sockets are read as
+//! they answer, and the core's timer runs once per turn.
+//!
+//! A worker's role adds to the turn: the leader (the main thread's worker, alone or with
+//! followers) handles signals, starts its followers, relays backend states to them, checks
+//! that they are alive and stops them (`leader.rs`); a follower applies what its leader sends
+//! and publishes its counters (`follower.rs`). The control socket ([`crate::control`]) and the
+//! metrics endpoint ([`crate::metrics`]), which only the leader binds, are served in the
+//! same turn, between datagrams.
+
+mod follower;
+mod leader;
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
-use udplb_core::balancer::Output;
+use mio::{Events, Poll, Waker};
 use udplb_core::driver::Driver;
 use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, Balancer, Config, DATAGRAM_HEADROOM, FlowId, Input, Keys, ListenerId, ProbeId, ProbeResult,
-    Role, UpstreamError,
+    AdminCommand, Balancer, Config, DATAGRAM_HEADROOM, FlowId, Input, ListenerId, ProbeId, ProbeResult, Role,
+    UpstreamError,
 };
 
 use crate::batch::RecvBatch;
-use crate::control::ControlServer;
+use crate::control::server::ControlServer;
 use crate::metrics::http::MetricsServer;
-pub(crate) use crate::mio_platform::Source;
-use crate::mio_platform::{MioPlatform, Probe, ProbeSocket};
-use crate::workers::{Follower, LeaderLink, ToFollower, ToLeader, WorkerView};
+use crate::mio_platform::{MioPlatform, Probe, ProbeSocket, Source};
+use crate::notices::Notices;
+use crate::workers::WorkerView;
+use follower::FollowerDuties;
+use leader::LeaderDuties;
 
 /// Largest UDP payload plus one, so a datagram that fills it is known to be truncated.
 const RECEIVE_CAPACITY: usize = 65_536;
@@ -43,27 +50,14 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// Rounds of reporting failures per turn (each may cause a re-send, which may fail).
 const DEFERRED_ROUNDS: usize = 4;
 
-/// How often a follower publishes its counters for the leader's metrics.
-const VIEW_INTERVAL: Duration = Duration::from_millis(200);
-
-const SIGNALS: Token = Token(0);
-
 /// The running balancer: the driver on mio, the configuration file it reloads.
 pub struct EventLoop {
     poll: Poll,
     pub(crate) driver: Driver<MioPlatform>,
-    /// The leader's (or only worker's): followers leave signals to it.
-    signals: Option<Signals>,
     /// Wakes this loop when another worker sent it something.
     waker: Arc<Waker>,
-    /// The leader's followers (none with one worker).
-    pub(crate) followers: Vec<Follower>,
-    /// The leader's messages from its followers.
-    inbox: Option<(Sender<ToLeader>, Receiver<ToLeader>)>,
-    /// A follower's link to the leader.
-    leader: Option<LeaderLink>,
-    /// When a follower last published its view.
-    last_view: std::time::Instant,
+    /// What this worker does besides the datapath, by role.
+    duties: Duties,
     /// Sockets left with datagrams unread after their share of reading: mio's readiness is
     /// edge-triggered, so they are read again once every ready socket has had its share (and
     /// the loop does not sleep while any is left), rather than when their next datagram
@@ -76,9 +70,11 @@ pub struct EventLoop {
     /// The flow cap derived from the descriptor limit and port range, used whenever the
     /// file sets none: at start and on every reload.
     pub(crate) default_max_flows: u32,
+    /// The leader's control socket, when configured (followers have none).
     pub(crate) control: Option<ControlServer>,
+    /// The leader's metrics endpoint, when configured (followers have none).
     pub(crate) metrics: Option<MetricsServer>,
-    /// Set by SIGTERM/SIGINT: listeners are draining, and the loop ends when no flow is left.
+    /// Set by a stop: listeners are draining, and the loop ends when no flow is left.
     stopping: bool,
     /// Client datagrams land here, each with headroom for a PROXY header.
     client_batch: RecvBatch,
@@ -86,136 +82,57 @@ pub struct EventLoop {
     backend_batch: RecvBatch,
 }
 
-impl EventLoop {
-    /// Binds every listener, the control socket and the metrics endpoint (when configured),
-    /// and starts the core. `config` is the file as read (`max_flows` may be unset: the core
-    /// then runs with `default_max_flows`, now and after every reload).
-    pub fn new(
-        config_path: &Path,
-        config: Config,
-        core: Balancer,
-        default_max_flows: u32,
-    ) -> anyhow::Result<EventLoop> {
-        EventLoop::build(config_path, config, core, default_max_flows, std::time::Instant::now(), true)
-    }
+/// A worker's role, with what it needs for it.
+enum Duties {
+    /// The main thread's worker, alone or with followers (`leader.rs`).
+    Leader(LeaderDuties),
+    /// Any other worker (`follower.rs`).
+    Follower(FollowerDuties),
+}
 
+impl EventLoop {
+    /// A worker's loop with its listeners bound and no control socket or metrics endpoint
+    /// yet. `origin` is when the process's clock started (workers of one process share it).
     fn build(
+        poll: Poll,
         config_path: &Path,
         config: Config,
         core: Balancer,
         default_max_flows: u32,
         origin: std::time::Instant,
-        services: bool,
+        duties: Duties,
     ) -> anyhow::Result<EventLoop> {
-        let poll = Poll::new()?;
-        let signals = if services {
-            let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
-            poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-            Some(signals)
-        } else {
-            None
-        };
-        let platform = MioPlatform::new(poll.registry().try_clone()?, origin, config.process.upstream_mode);
+        // With several workers, every one has others to tell.
+        let notices = Notices::new(core.role() != Role::Whole);
+        let platform =
+            MioPlatform::new(poll.registry().try_clone()?, origin, config.process.upstream_mode, notices);
         let mut driver = Driver::new(core, platform);
-        driver.platform_mut().relay = driver.core().role() != Role::Whole;
         let waker_token = driver.platform_mut().token(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);
         let (core, platform) = driver.parts_mut();
         platform.sync_listeners(core)?;
-        let control = match &config.process.control_socket {
-            Some(_) if !services => None,
-            Some(path) => {
-                let token = driver.platform_mut().token(Source::ControlListener);
-                let server = ControlServer::bind(path, poll.registry(), token)?;
-                tracing::info!(path = %path.display(), "control socket ready");
-                Some(server)
-            }
-            None => None,
-        };
-        let metrics = match config.process.metrics_addr {
-            Some(_) if !services => None,
-            Some(address) => {
-                let token = driver.platform_mut().token(Source::MetricsListener);
-                let server = MetricsServer::bind(address, poll.registry(), token)?;
-                tracing::info!(%address, "metrics at /metrics");
-                Some(server)
-            }
-            None => None,
-        };
         Ok(EventLoop {
             poll,
             driver,
-            signals,
             waker,
-            followers: Vec::new(),
-            inbox: None,
-            leader: None,
-            last_view: origin,
+            duties,
             backlog: Vec::new(),
             config_path: config_path.to_owned(),
             config,
             default_max_flows,
-            control,
-            metrics,
+            control: None,
+            metrics: None,
             stopping: false,
             client_batch: RecvBatch::new(DATAGRAM_HEADROOM, RECEIVE_CAPACITY),
             backend_batch: RecvBatch::new(0, RECEIVE_CAPACITY),
         })
     }
 
-    /// Starts worker `index` (≥ 1) as a follower of this loop, which must run a
-    /// [`Role::Leader`] core: binds its listeners (SO_REUSEPORT) now, so that a failure stops
-    /// the start, then runs it on its own thread. `effective` is the configuration with the
-    /// worker's share of the flow cap.
-    pub fn spawn_follower(&mut self, index: u32, effective: &Config, keys: Keys) -> anyhow::Result<()> {
-        let core = Balancer::with_role(effective, keys, Role::Follower)
-            .map_err(|errors| anyhow::anyhow!("invalid configuration: {errors:?}"))?;
-        let origin = self.driver.platform().origin();
-        let mut follower = EventLoop::build(
-            &self.config_path,
-            self.config.clone(),
-            core,
-            self.default_max_flows,
-            origin,
-            false,
-        )?;
-        let (to_leader, _) = self.inbox.get_or_insert_with(std::sync::mpsc::channel);
-        let (sender, inbox) = std::sync::mpsc::channel();
-        // Counted as a worker from the start, with no counters until it first publishes.
-        let view = Arc::new(Mutex::new(WorkerView { workers: 1, ..WorkerView::default() }));
-        follower.leader = Some(LeaderLink {
-            inbox,
-            sender: to_leader.clone(),
-            leader_waker: self.waker.clone(),
-            view: view.clone(),
-            index,
-        });
-        let waker = follower.waker.clone();
-        let leader_waker = self.waker.clone();
-        let thread = std::thread::Builder::new().name(format!("udplb-worker-{index}")).spawn(move || {
-            // Wakes the leader once this thread is all but done (its sockets closed), however
-            // it ends, panics included: the leader may be waiting for the last worker to drain,
-            // or must learn that one died.
-            struct WakeOnExit(Arc<Waker>);
-            impl Drop for WakeOnExit {
-                fn drop(&mut self) {
-                    let _ = self.0.wake();
-                }
-            }
-            let _wake = WakeOnExit(leader_waker);
-            if let Err(error) = follower.run() {
-                tracing::error!(worker = index, "worker stopped: {error:#}");
-            }
-            drop(follower);
-        })?;
-        self.followers.push(Follower { sender, waker, view, thread: Some(thread) });
-        Ok(())
-    }
-
-    /// Serves until a stop signal has drained every flow. Returns normally on a clean stop.
+    /// Serves until a stop has drained every flow (every worker's, for the leader). Returns
+    /// normally on a clean stop.
     pub fn run(&mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
-        if self.leader.is_none() {
+        if let Duties::Leader(_) = self.duties {
             crate::system::sd_notify("READY=1");
         }
         loop {
@@ -226,10 +143,8 @@ impl EventLoop {
             if self.needs_housekeeping() {
                 timeout = Some(timeout.map_or(HOUSEKEEPING_INTERVAL, |t| t.min(HOUSEKEEPING_INTERVAL)));
             }
-            // A follower publishes its counters even when idle; a stopping leader checks on its
-            // followers until the last has drained.
-            if self.leader.is_some() || (self.stopping && !self.followers.is_empty()) {
-                timeout = Some(timeout.map_or(VIEW_INTERVAL, |t| t.min(VIEW_INTERVAL)));
+            if let Some(interval) = self.role_interval() {
+                timeout = Some(timeout.map_or(interval, |t| t.min(interval)));
             }
             if !self.backlog.is_empty() {
                 timeout = Some(Duration::ZERO);
@@ -240,7 +155,7 @@ impl EventLoop {
                 Err(error) => return Err(error.into()),
             }
             for event in events.iter() {
-                if event.token() == SIGNALS {
+                if event.token() == leader::SIGNALS {
                     self.handle_signals()?;
                     continue;
                 }
@@ -276,104 +191,39 @@ impl EventLoop {
             self.driver.platform_mut().expire_probes(now);
             self.publish_events();
             self.sweep_connections();
-            self.relay();
-            if !self.stopping
-                && let Some(index) = self.followers.iter().position(Follower::finished)
-            {
-                // A worker that ends on its own has failed (a panic, a socket error): its
-                // clients are being moved to the others' sockets. Stop, loudly, and let the
-                // service manager restart the process whole.
-                anyhow::bail!("worker {} stopped unexpectedly; exiting", index + 1);
-            }
-            if self.stopping
-                && self.driver.core().flows().stats().flows.active == 0
-                && self.followers.iter().all(Follower::finished)
-            {
-                for follower in &mut self.followers {
-                    if let Some(thread) = follower.thread.take() {
-                        let _ = thread.join();
-                    }
-                }
-                match &self.leader {
-                    Some(link) => tracing::info!(worker = link.index, "drained; worker done"),
-                    None => tracing::info!("drained; exiting"),
-                }
+            let done = match self.duties {
+                Duties::Leader(_) => self.end_leader_turn()?,
+                Duties::Follower(_) => self.end_follower_turn(),
+            };
+            if done {
                 return Ok(());
             }
+        }
+    }
+
+    /// How long the worker's role lets the loop sleep at most, whatever the core has due.
+    fn role_interval(&self) -> Option<Duration> {
+        match self.duties {
+            Duties::Leader(_) => self.leader_interval(),
+            Duties::Follower(_) => Some(follower::VIEW_INTERVAL),
         }
     }
 
     /// Messages from the other workers: passive failures for the leader; backend states,
     /// reloads, commands and the stop for a follower.
     fn read_messages(&mut self) {
-        let now = self.driver.platform().now();
-        if let Some((_, inbox)) = &self.inbox {
-            let messages: Vec<ToLeader> = inbox.try_iter().collect();
-            for ToLeader::Input(input) in messages {
-                let _ = self.driver.handle(now, input);
-            }
-        }
-        let Some(link) = &self.leader else { return };
-        let messages: Vec<ToFollower> = link.inbox.try_iter().collect();
-        for message in messages {
-            match message {
-                ToFollower::Input(input) => {
-                    let _ = self.driver.handle(now, input);
-                }
-                ToFollower::Reload(config) => {
-                    if let Err(errors) = self.driver.reload(now, &config) {
-                        // Cannot happen: the leader validated the same file.
-                        tracing::error!(?errors, "worker could not apply the leader's configuration");
-                    }
-                    let (core, platform) = self.driver.parts_mut();
-                    if let Err(error) = platform.sync_listeners(core) {
-                        tracing::error!("a new listener could not be opened: {error:#}");
-                    }
-                }
-                ToFollower::Stop => self.stop(),
-            }
+        match self.duties {
+            Duties::Leader(_) => self.read_followers_messages(),
+            Duties::Follower(_) => self.read_leader_messages(),
         }
     }
 
-    /// Passes on what the other workers must know: the leader's backend states to every
-    /// follower; a follower's passive failures to the leader, and its view now and then.
-    fn relay(&mut self) {
-        let relayed = std::mem::take(&mut self.driver.platform_mut().relayed);
-        for output in relayed {
-            match output {
-                Output::BackendState { backend, state } => {
-                    for follower in &self.followers {
-                        follower.send(ToFollower::Input(Input::BackendState { backend, state }));
-                    }
-                }
-                Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) => {
-                    if let Some(link) = &self.leader {
-                        link.send(ToLeader::Input(Input::PassiveFailure { backend, failure }));
-                    }
-                }
-                _ => {}
-            }
-        }
-        let Some(link) = &self.leader else { return };
-        if self.last_view.elapsed() < VIEW_INTERVAL && !self.stopping {
-            return;
-        }
-        self.last_view = std::time::Instant::now();
-        let view = self.driver.platform().view(self.driver.core());
-        if let Ok(mut shared) = link.view.lock() {
-            *shared = view;
-        }
-    }
-
-    /// SIGTERM: drain every listener (and every follower's); the loop ends when no flow is left.
-    fn stop(&mut self) {
+    /// Drains every listener of this worker; the loop ends when no flow is left.
+    fn drain(&mut self) {
         if self.stopping {
             return;
         }
         self.stopping = true;
-        for follower in &self.followers {
-            follower.send(ToFollower::Stop);
-        }
         let listeners: Vec<ListenerId> = self.driver.core().flows().listener_ids().collect();
         let now = self.driver.platform().now();
         for listener in listeners {
@@ -381,24 +231,32 @@ impl EventLoop {
         }
     }
 
-    fn handle_signals(&mut self) -> anyhow::Result<()> {
-        let Some(signals) = &mut self.signals else { return Ok(()) };
-        let pending: Vec<i32> = signals.pending().collect();
-        for signal in pending {
-            match signal {
-                SIGHUP => {
-                    // The outcome is logged by `reload`; there is no one else to tell.
-                    let _ = self.reload();
-                }
-                SIGTERM | SIGINT if !self.stopping => {
-                    crate::system::sd_notify("STOPPING=1");
-                    tracing::info!("stop requested: draining listeners");
-                    self.stop();
-                }
-                _ => {}
-            }
+    /// Whether this worker has been stopped and has no flow left.
+    fn drained(&self) -> bool {
+        self.stopping && self.driver.core().flows().stats().flows.active == 0
+    }
+
+    /// Closes finished or timed-out control and metrics connections and forgets their tokens.
+    fn sweep_connections(&mut self) {
+        let mut closed = Vec::new();
+        if let Some(control) = &mut self.control {
+            control.sweep();
+            closed.extend(control.take_closed());
         }
-        Ok(())
+        if let Some(metrics) = &mut self.metrics {
+            metrics.sweep();
+            closed.extend(metrics.take_closed());
+        }
+        for token in closed {
+            self.driver.platform_mut().forget(token);
+        }
+    }
+
+    /// Whether a connection has a deadline of its own, so the loop must wake up for it even
+    /// when the core has nothing due.
+    fn needs_housekeeping(&self) -> bool {
+        self.control.as_ref().is_some_and(|c| c.has_closing())
+            || self.metrics.as_ref().is_some_and(|m| m.has_connections())
     }
 
     fn read_listener(&mut self, listener: ListenerId) {
@@ -456,7 +314,7 @@ impl EventLoop {
             };
             for i in 0..count {
                 let length = self.backend_batch.received()[i].length;
-                self.driver.platform_mut().counters.received_from_backend(backend, length);
+                self.driver.platform_mut().notices.counters.received_from_backend(backend, length);
                 let truncated = self.backend_batch.received()[i].truncated;
                 self.driver.backend_datagram(now, flow, self.backend_batch.datagram(i), truncated);
             }
@@ -509,10 +367,10 @@ impl EventLoop {
                 // A datagram from an address with no flow on this socket (a late reply to a
                 // flow that ended, or a stranger) is not anyone's.
                 let Some(binding) = platform.pool.occupant(index, source).copied() else {
-                    platform.counters.stray_upstream_datagrams += 1;
+                    platform.notices.counters.stray_upstream_datagrams += 1;
                     continue;
                 };
-                platform.counters.received_from_backend(binding.backend, received.length);
+                platform.notices.counters.received_from_backend(binding.backend, received.length);
                 self.driver.backend_datagram(
                     now,
                     binding.flow,
@@ -584,6 +442,17 @@ impl EventLoop {
                     self.driver.handle(now, Input::ProbeResult { probe, result: ProbeResult::Fail(failure) });
             }
         }
+    }
+
+    /// This worker's datapath counters.
+    pub(crate) fn view(&self) -> WorkerView {
+        let platform = self.driver.platform();
+        WorkerView::of(
+            self.driver.core(),
+            &platform.notices.counters,
+            platform.kernel_drops(),
+            platform.upstream_sockets(),
+        )
     }
 
     /// Sends what the last calls queued, then reports to the core what failed meanwhile

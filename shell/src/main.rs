@@ -125,20 +125,22 @@ fn run(path: &Path) -> anyhow::Result<()> {
     // Budgets are per process: each worker gets its share.
     let effective = udplb::worker_config(&config, workers, default_max_flows);
     if !udplb_core::TEST_FEATURES.is_empty() {
-        tracing::warn!(features = ?udplb_core::TEST_FEATURES, "built with test-only features: not a build to ship");
+        let features = udplb_core::TEST_FEATURES.join(",");
+        tracing::warn!(%features, "built with test-only features: not a build to ship");
     }
     tracing::info!(
         file = %path.display(),
         max_flows,
         workers,
-        upstream_mode = ?config.process.upstream_mode,
+        upstream_mode = %config.process.upstream_mode.as_str(),
         nofile,
         "starting"
     );
     let keys = Keys { selection: config.process.selection_key_bytes(), table: system::random_table_key() };
     let role = if workers > 1 { Role::Leader } else { Role::Whole };
-    let core = Balancer::with_role(&effective, keys.clone(), role)
-        .map_err(|errors| anyhow::anyhow!("invalid configuration: {errors:?}"))?;
+    let core = Balancer::with_role(&effective, keys.clone(), role).map_err(|errors| {
+        anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
+    })?;
     let mut event_loop = EventLoop::new(path, config, core, default_max_flows)?;
     for index in 1..workers {
         event_loop.spawn_follower(index, &effective, keys.clone())?;

@@ -1,91 +1,32 @@
 //! Prometheus metrics: what the core counts, what the shell counts, and the kernel's own
 //! drop counter, encoded at scrape time by `prometheus-client` (OpenMetrics text).
 //!
-//! Nothing here is updated per datagram except [`ShellCounters`] (plain integers): the
-//! registry is built from scratch on each scrape from the core's [`udplb_core::Stats`] and the
-//! health monitor's state, so the datapath pays nothing for metrics it is not asked for, and a
-//! backend removed by a reload simply stops appearing. The HTTP side lives in
-//! [`crate::metrics::http`].
+//! Nothing here is updated per datagram (the shell's own counts are plain integers in
+//! [`ShellCounters`]): the registry is built from scratch on each scrape from the core's
+//! [`udplb_core::Stats`] and the health monitor's state, so the datapath pays nothing for
+//! metrics it is not asked for, and a backend removed by a reload simply stops appearing. The
+//! HTTP side lives in [`crate::metrics::http`]; `scrape.rs` answers scrapes from the event
+//! loop.
 
 pub mod http;
+mod scrape;
 
 use std::collections::BTreeMap;
 
-pub use crate::counters::BackendTraffic;
 use crate::counters::WorkerView;
+pub use crate::counters::{BackendTraffic, ShellCounters};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use udplb_core::health::CheckCode;
 use udplb_core::stats::DatagramCounters;
-use udplb_core::{AdminState, BackendId, Balancer, CloseReason, DropReason, FrontendState, Health};
+use udplb_core::{AdminState, Balancer, CloseReason, DropReason, FrontendState, Health};
 
 /// The reason label of datagrams the kernel dropped before udplb could read them (a full
 /// listener receive queue): counted beside the core's reasons, but never in `received`.
 pub const KERNEL_DROP_REASON: &str = "kernel_receive_queue";
-
-/// What the shell counts itself, because the core counts it otherwise or not at all: traffic
-/// per backend (the core books datagrams per listener) and health transitions per backend
-/// and check code (the core keeps only the last few in each backend's history).
-#[derive(Debug, Default)]
-pub struct ShellCounters {
-    /// Indexed by `BackendId`: ids are dense and never reused, so this grows only with the
-    /// backends a reload adds.
-    traffic: Vec<BackendTraffic>,
-    transitions: BTreeMap<(BackendId, Health, CheckCode), u64>,
-    /// Events that could not be queued for `watch`ers.
-    pub watch_events_lost: u64,
-    /// Datagrams on a pool socket from an address with no flow on it (a reply later than
-    /// its flow, or a stranger): dropped.
-    pub stray_upstream_datagrams: u64,
-}
-
-impl ShellCounters {
-    fn traffic_mut(&mut self, backend: BackendId) -> &mut BackendTraffic {
-        let index = backend.0 as usize;
-        if self.traffic.len() <= index {
-            self.traffic.resize(index + 1, BackendTraffic::default());
-        }
-        &mut self.traffic[index]
-    }
-
-    pub fn sent_to_backend(&mut self, backend: BackendId, bytes: usize) {
-        let traffic = self.traffic_mut(backend);
-        traffic.datagrams_sent += 1;
-        traffic.bytes_sent += bytes as u64;
-    }
-
-    /// Takes back a datagram counted by `sent_to_backend` whose batched send failed.
-    pub fn not_sent_to_backend(&mut self, backend: BackendId, bytes: usize) {
-        let traffic = self.traffic_mut(backend);
-        traffic.datagrams_sent = traffic.datagrams_sent.saturating_sub(1);
-        traffic.bytes_sent = traffic.bytes_sent.saturating_sub(bytes as u64);
-    }
-
-    pub fn received_from_backend(&mut self, backend: BackendId, bytes: usize) {
-        let traffic = self.traffic_mut(backend);
-        traffic.datagrams_received += 1;
-        traffic.bytes_received += bytes as u64;
-    }
-
-    pub fn transition(&mut self, backend: BackendId, to: Health, code: CheckCode) {
-        *self.transitions.entry((backend, to, code)).or_default() += 1;
-    }
-
-    /// Traffic of every backend, indexed by `BackendId`.
-    pub fn all_traffic(&self) -> &[BackendTraffic] {
-        &self.traffic
-    }
-
-    /// Forgets transitions of backends that no longer exist (after a reload), so the map
-    /// stays bounded by the live backends.
-    pub fn retain_backends(&mut self, live: impl Fn(BackendId) -> bool) {
-        self.transitions.retain(|(backend, _, _), _| live(*backend));
-    }
-}
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -268,11 +209,9 @@ fn listener_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView) {
             gauge_bool(flows.is_draining(id)),
         );
         let state = core.frontend(id);
-        for (value, text) in
-            [(FrontendState::Unknown, "unknown"), (FrontendState::Up, "up"), (FrontendState::Down, "down")]
-        {
+        for &value in FrontendState::ALL {
             let mut labels = labels();
-            labels.push(("state", text.to_owned()));
+            labels.push(("state", value.as_str().to_owned()));
             scrape.gauge(
                 "listener_state",
                 "1 for the listener's current state",
@@ -365,7 +304,7 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView, sh
                 labels(),
                 gauge_bool(status.eligible),
             );
-            for health in [Health::Unknown, Health::Up, Health::Down] {
+            for &health in Health::ALL {
                 let value = gauge_bool(status.health == health);
                 scrape.gauge(
                     "backend_health",
@@ -374,8 +313,8 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView, sh
                     value,
                 );
             }
-            for admin in [AdminState::Enabled, AdminState::Paused, AdminState::Disabled, AdminState::Draining]
-            {
+            // A removed backend is not shown at all.
+            for &admin in AdminState::ALL.iter().filter(|admin| **admin != AdminState::Removed) {
                 let value = gauge_bool(status.admin == admin);
                 scrape.gauge(
                     "backend_admin",
@@ -407,7 +346,7 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView, sh
             gauge_bool(core.monitor().cluster_all_down(cluster)),
         );
     }
-    for ((backend, to, code), count) in &shell.transitions {
+    for ((backend, to, code), count) in shell.transitions() {
         let (Some(cluster), Some((id, _))) = (flows.backend_cluster(*backend), flows.backend(*backend))
         else {
             continue;
@@ -490,7 +429,7 @@ fn health_metrics(scrape: &mut Scrape, core: &Balancer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use udplb_core::{Config, Keys, ListenerId};
+    use udplb_core::{BackendId, Config, Keys, ListenerId};
 
     /// With several workers, the leader's scrape adds every follower's datapath counters to its
     /// own (workers share listener and backend ids).
@@ -516,7 +455,7 @@ mod tests {
             upstream_sockets: 5,
             stray_upstream_datagrams: 1,
         };
-        // The leader's own counters, as `MioPlatform::view` gives them, then two followers'.
+        // The leader's own counters, as `WorkerView::of` gives them, then two followers'.
         let mut totals = WorkerView {
             workers: 1,
             stats: core.flows().stats().clone(),

@@ -8,7 +8,11 @@
 //! `ECONNREFUSED` is the kernel's report of an ICMP port unreachable). Sends to pool sockets
 //! and listeners are queued during a batch and go out with `sendmmsg` when the event loop
 //! calls [`MioPlatform::flush`]; what fails, there or on a per-flow socket, is reported back
-//! to the core afterwards as an ordinary input (`take_failures`). Probes are non-blocking TCP connects and connected UDP sockets.
+//! to the core afterwards as an ordinary input (`take_failures`). Probes are non-blocking TCP
+//! connects and connected UDP sockets.
+//!
+//! Sockets are all this platform owns: every output the driver notifies goes on to
+//! [`crate::notices`], which counts, queues for watchers, keeps for the other workers and logs.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -21,13 +25,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use udplb_core::balancer::Output;
 use udplb_core::config::UpstreamMode;
 use udplb_core::driver::{OpenError, Platform};
-use udplb_core::health::{HealthEvent, ProbeKind, ProbeRequest};
+use udplb_core::health::{ProbeKind, ProbeRequest};
 use udplb_core::{BackendId, Balancer, FlowId, Input, Instant, ListenerId, ProbeId, UpstreamError};
 
 use crate::batch::{self, SendQueue};
-use crate::metrics::ShellCounters;
+use crate::notices::Notices;
 use crate::pool::{Acquire, FastMap, Pool};
-use crate::workers::WorkerView;
 
 /// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
 /// tens of thousands of datagrams per second in bursts.
@@ -37,8 +40,6 @@ const POOL_RECEIVE_BUFFER: usize = 4 << 20;
 /// Bytes a listener's or pool socket's send buffer may hold: a batch of many flows' datagrams
 /// goes out through it at once.
 const SEND_BUFFER: usize = 4 << 20;
-/// Events waiting for `watch`ers between two turns of the loop; more are counted as lost.
-const MAX_QUEUED_WATCH_EVENTS: usize = 4096;
 
 /// What a token names.
 #[derive(Copy, Clone, Debug)]
@@ -112,16 +113,9 @@ pub struct MioPlatform {
     /// What failed after the call that caused it (a queued send, a refusal reported on a
     /// later send, an ICMP error), as inputs for the core.
     failures: Vec<Input>,
-    /// Counts the core does not keep (per-backend traffic, transitions by code).
-    pub(crate) counters: ShellCounters,
-    /// Set while a control connection watches: events are then queued for it.
-    pub(crate) watching: bool,
-    pub(crate) watch_queue: Vec<Output>,
-    /// Events not queued since the last turn because the queue was full.
-    pub(crate) watch_lost: u64,
-    /// Set with several workers: outputs another worker must know are kept in `relayed`.
-    pub(crate) relay: bool,
-    pub(crate) relayed: Vec<Output>,
+    /// Where every output of the core goes (`notify`), with the worker's own counters, to
+    /// which sends and receives add their traffic.
+    pub(crate) notices: Notices,
 }
 
 impl std::fmt::Debug for MioPlatform {
@@ -138,7 +132,12 @@ impl std::fmt::Debug for MioPlatform {
 }
 
 impl MioPlatform {
-    pub(crate) fn new(registry: Registry, origin: std::time::Instant, mode: UpstreamMode) -> MioPlatform {
+    pub(crate) fn new(
+        registry: Registry,
+        origin: std::time::Instant,
+        mode: UpstreamMode,
+        notices: Notices,
+    ) -> MioPlatform {
         MioPlatform {
             registry,
             origin,
@@ -153,12 +152,7 @@ impl MioPlatform {
             sources: BTreeMap::new(),
             next_token: 0,
             failures: Vec::new(),
-            counters: ShellCounters::default(),
-            watching: false,
-            watch_queue: Vec::new(),
-            watch_lost: 0,
-            relay: false,
-            relayed: Vec::new(),
+            notices,
         }
     }
 
@@ -267,7 +261,7 @@ impl MioPlatform {
             let fd = pool_socket.socket.as_raw_fd();
             let pool = &self.pool;
             let failures = &mut self.failures;
-            let counters = &mut self.counters;
+            let counters = &mut self.notices.counters;
             // With `IP_RECVERR` every ICMP error the socket receives (port or host
             // unreachable, fragmentation needed, administratively prohibited, ...) is also left
             // pending, and the next send fails once with it whatever its destination: that
@@ -311,28 +305,6 @@ impl MioPlatform {
     /// sockets.
     pub(crate) fn upstream_sockets(&self) -> u64 {
         u64::from(self.pool.sockets()) + self.flow_sockets.len() as u64
-    }
-
-    /// This worker's datapath counters (`core` is this worker's core).
-    pub(crate) fn view(&self, core: &Balancer) -> WorkerView {
-        let flows = core.flows();
-        let mut backend_flows = Vec::new();
-        for backend in flows.backend_ids() {
-            let index = backend.0 as usize;
-            if backend_flows.len() <= index {
-                backend_flows.resize(index + 1, 0);
-            }
-            backend_flows[index] = flows.backend_flows(backend);
-        }
-        WorkerView {
-            workers: 1,
-            stats: flows.stats().clone(),
-            backend_flows,
-            traffic: self.counters.all_traffic().to_vec(),
-            kernel_drops: self.kernel_drops(),
-            upstream_sockets: self.upstream_sockets(),
-            stray_upstream_datagrams: self.counters.stray_upstream_datagrams,
-        }
     }
 
     /// What went wrong since the last call, as inputs for the core.
@@ -490,7 +462,7 @@ impl Platform for MioPlatform {
                 self.dirty_pool.push(binding.socket);
             }
             pool_socket.queue.push(binding.address, datagram, flow);
-            self.counters.sent_to_backend(binding.backend, datagram.len());
+            self.notices.counters.sent_to_backend(binding.backend, datagram.len());
             return;
         }
         let Some(socket) = self.flow_sockets.get(&flow) else {
@@ -498,7 +470,7 @@ impl Platform for MioPlatform {
             return;
         };
         match socket.socket.send(datagram) {
-            Ok(sent) => self.counters.sent_to_backend(socket.backend, sent),
+            Ok(sent) => self.notices.counters.sent_to_backend(socket.backend, sent),
             Err(error) => {
                 tracing::debug!(%error, "send to a backend failed");
                 self.failures.push(Input::UpstreamError { flow, error: UpstreamError::SendFailed });
@@ -547,26 +519,6 @@ impl Platform for MioPlatform {
     }
 
     fn notify(&mut self, core: &Balancer, output: &Output) {
-        if self.relay
-            && matches!(
-                output,
-                Output::BackendState { .. } | Output::Flow(udplb_core::Output::PassiveFailure { .. })
-            )
-        {
-            self.relayed.push(output.clone());
-            return;
-        }
-        if let Output::Health(HealthEvent::Transition { backend, to, code, .. }) = output {
-            self.counters.transition(*backend, *to, *code);
-        }
-        if self.watching && crate::status::is_watch_event(output) {
-            if self.watch_queue.len() < MAX_QUEUED_WATCH_EVENTS {
-                self.watch_queue.push(output.clone());
-            } else {
-                self.watch_lost += 1;
-                self.counters.watch_events_lost += 1;
-            }
-        }
-        crate::log_events::log_output(core, output);
+        self.notices.notify(core, output);
     }
 }

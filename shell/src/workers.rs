@@ -8,6 +8,11 @@
 //!
 //! Followers publish a [`WorkerView`] of their counters a few times per second; the leader's
 //! metrics add them up.
+//!
+//! This module holds what passes between the workers (the messages, the leader's handle on a
+//! follower, a follower's link to its leader) and how the process's budgets are split; the
+//! leader's and a follower's parts of the loop are `event_loop/leader.rs` and
+//! `event_loop/follower.rs`.
 
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};

@@ -106,6 +106,22 @@ pub enum UpstreamMode {
     PerFlow,
 }
 
+/// Validation errors on one line each joined by "; ", each with its field path: for logs and
+/// messages where no file is at hand (a configuration built in memory).
+pub fn render_errors(errors: &[ValidationError]) -> String {
+    errors.iter().map(|error| format!("field `{}`: {error}", error.path())).collect::<Vec<_>>().join("; ")
+}
+
+impl UpstreamMode {
+    /// The name the configuration file uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpstreamMode::Pool => "pool",
+            UpstreamMode::PerFlow => "per_flow",
+        }
+    }
+}
+
 /// Log line format of the `udplb` binary.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,5 +1,5 @@
 //! `udplb ctl`: the client side of the control socket. It sends one request
-//! ([`crate::protocol`]), prints the answer as a table for people or, with `--json`, as the
+//! ([`super::protocol`]), prints the answer as a table for people or, with `--json`, as the
 //! server's JSON line for scripts, and exits 0 on success, 1 on a refused command or a
 //! connection problem. `watch` prints events until interrupted.
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::protocol::{BackendAction, ListenerAction, Request, Response, ShowWhat, WatchEvent};
+use super::protocol::{BackendAction, ListenerAction, Request, Response, ShowWhat, WatchEvent};
 
 /// Where `udplb ctl` looks when neither `--socket` nor `-c` is given.
 pub const DEFAULT_SOCKET: &str = "/run/udplb/control.sock";
@@ -378,7 +378,7 @@ pub fn render(response: &Response) -> String {
     response.message.as_ref().map_or_else(String::new, |m| format!("{m}\n"))
 }
 
-fn render_explanations(response: &Response, explanations: &[crate::protocol::FlowExplanation]) -> String {
+fn render_explanations(response: &Response, explanations: &[super::protocol::FlowExplanation]) -> String {
     let flows = response.flows.as_deref().unwrap_or_default();
     if flows.is_empty() {
         return "no live flow for this client\n".to_owned();

@@ -1,23 +1,23 @@
-//! The event loop's side of the control socket and the metrics endpoint: accepting their
-//! connections, executing control commands through the driver (the same inputs the loop's
-//! own events use, so a command from `udplb ctl` is handled exactly like SIGHUP or a probe
-//! result), streaming events to watchers, answering scrapes, and the reload that SIGHUP and
-//! `ctl reload` share.
+//! The event loop's side of the control socket: accepting connections, executing control
+//! commands through the driver (the same inputs the loop's own events use, so a command from
+//! `udplb ctl` is handled exactly like SIGHUP or a probe result), streaming events to
+//! watchers, and the reload that SIGHUP and `ctl reload` share.
 //!
 //! Everything runs between two readiness events of the loop, never blocks, and is bounded by
-//! the servers' own limits ([`crate::control`], [`crate::metrics::http`]).
+//! the server's own limits ([`super::server`]).
+
+use std::sync::Arc;
 
 use mio::Token;
 use udplb_core::{AdminCommand, AdminError, BackendCommand, Config, Input};
 
-use crate::event_loop::{EventLoop, Source};
-use crate::metrics::http::{CONTENT_TYPE, Request as HttpRequest};
-use crate::protocol::{
+use super::protocol::{
     BackendAction, DEFAULT_FLOW_LIMIT, ListenerAction, ReloadView, Request, Response, ShowWhat, WatchEvent,
 };
-use crate::status;
-use crate::workers::{ToFollower, WorkerView, worker_config};
-use std::sync::Arc;
+use super::status;
+use crate::event_loop::EventLoop;
+use crate::mio_platform::Source;
+use crate::workers::{ToFollower, worker_config};
 
 /// Largest `limit` a `show flows` request may ask for: one answer stays a few megabytes.
 const MAX_FLOW_LIMIT: usize = 10_000;
@@ -89,7 +89,7 @@ impl EventLoop {
                 if let Some(control) = &mut self.control {
                     control.watch(token);
                 }
-                self.driver.platform_mut().watching = true;
+                self.driver.platform_mut().notices.set_watching(true);
                 Response { watching: Some(true), ..Response::ok() }
             }
         }
@@ -122,7 +122,7 @@ impl EventLoop {
             Ok(()) => {
                 // States reach the other workers from the monitor; a weight is theirs to set.
                 if let BackendCommand::Weight(_) = command {
-                    for follower in &self.followers {
+                    for follower in self.followers() {
                         follower.send(ToFollower::Input(Input::Backend { backend, command }));
                     }
                 }
@@ -148,7 +148,7 @@ impl EventLoop {
         let now = self.driver.platform().now();
         match self.driver.handle(now, Input::Admin(command)) {
             Ok(()) => {
-                for follower in &self.followers {
+                for follower in self.followers() {
                     follower.send(ToFollower::Input(Input::Admin(command)));
                 }
                 let remaining = self.driver.core().flows().listener_flows(listener);
@@ -163,30 +163,16 @@ impl EventLoop {
         }
     }
 
-    /// Every worker's datapath counters added up: this one's now, the followers' as they last
-    /// published them.
-    fn totals(&self) -> WorkerView {
-        let mut totals = self.driver.platform().view(self.driver.core());
-        for follower in &self.followers {
-            if let Ok(view) = follower.view.lock() {
-                totals.absorb(&view);
-            }
-        }
-        totals
-    }
-
     /// Streams the events queued since the last turn to every watcher.
     pub(crate) fn publish_events(&mut self) {
         let platform = self.driver.platform_mut();
         let Some(control) = &mut self.control else { return };
-        platform.watching = control.has_watchers();
-        if !platform.watching {
-            platform.watch_queue.clear();
-            platform.watch_lost = 0;
+        let watching = control.has_watchers();
+        platform.notices.set_watching(watching);
+        if !watching {
             return;
         }
-        let queued = std::mem::take(&mut platform.watch_queue);
-        let lost = std::mem::take(&mut platform.watch_lost);
+        let (queued, lost) = platform.notices.take_watch_events();
         let now = platform.now();
         if lost > 0 {
             control.broadcast(&WatchEvent::EventsLost { count: lost });
@@ -198,54 +184,6 @@ impl EventLoop {
         }
     }
 
-    pub(crate) fn accept_metrics(&mut self) {
-        let Some(metrics) = &mut self.metrics else { return };
-        let platform = self.driver.platform_mut();
-        metrics.accept(|| platform.token(Source::Metrics));
-    }
-
-    pub(crate) fn serve_metrics(&mut self, token: Token) {
-        let Some(request) = self.metrics.as_mut().and_then(|metrics| metrics.ready(token)) else { return };
-        let (status, content_type, body) = match request {
-            HttpRequest::Get(path) if path == "/metrics" => {
-                let totals = self.totals();
-                let text =
-                    crate::metrics::render(self.driver.core(), &self.driver.platform().counters, &totals);
-                ("200 OK", CONTENT_TYPE, text)
-            }
-            HttpRequest::Get(_) => {
-                ("404 Not Found", "text/plain", "not found; metrics are at /metrics\n".to_owned())
-            }
-            HttpRequest::Invalid(status) => (status, "text/plain", String::new()),
-        };
-        if let Some(metrics) = &mut self.metrics {
-            metrics.answer(token, status, content_type, body.as_bytes());
-        }
-    }
-
-    /// Closes finished or timed-out connections and forgets their tokens.
-    pub(crate) fn sweep_connections(&mut self) {
-        let mut closed = Vec::new();
-        if let Some(control) = &mut self.control {
-            control.sweep();
-            closed.extend(control.take_closed());
-        }
-        if let Some(metrics) = &mut self.metrics {
-            metrics.sweep();
-            closed.extend(metrics.take_closed());
-        }
-        for token in closed {
-            self.driver.platform_mut().forget(token);
-        }
-    }
-
-    /// Whether a connection has a deadline of its own, so the loop must wake up for it even
-    /// when the core has nothing due.
-    pub(crate) fn needs_housekeeping(&self) -> bool {
-        self.control.as_ref().is_some_and(|c| c.has_closing())
-            || self.metrics.as_ref().is_some_and(|m| m.has_connections())
-    }
-
     /// Re-reads the configuration file and applies it: the one path for SIGHUP and
     /// `udplb ctl reload`. An invalid file keeps the running configuration; the error is the
     /// rendered list of problems (file, line, column, field).
@@ -253,7 +191,26 @@ impl EventLoop {
         crate::system::sd_notify("RELOADING=1");
         let result = self.apply_config_file();
         match &result {
-            Ok(view) => tracing::info!(?view, "configuration reloaded"),
+            Ok(view) => {
+                // Names joined with commas: one field per list, readable in either log format.
+                let names = |list: &[String]| list.join(",");
+                tracing::info!(
+                    event = %"config_reloaded",
+                    listeners_added = %names(&view.listeners_added),
+                    listeners_removed = %names(&view.listeners_removed),
+                    listeners_updated = %names(&view.listeners_updated),
+                    clusters_added = %names(&view.clusters_added),
+                    clusters_removed = %names(&view.clusters_removed),
+                    backends_added = %names(&view.backends_added),
+                    backends_removed = %names(&view.backends_removed),
+                    health_restarted = %names(&view.health_restarted),
+                    flows_closed = view.flows_closed,
+                    "configuration reloaded"
+                );
+                for warning in &view.warnings {
+                    tracing::warn!(event = %"config_reload_warning", %warning, "reload applied with a warning");
+                }
+            }
             Err(message) => tracing::error!("reload rejected; keeping the running configuration:\n{message}"),
         }
         crate::system::sd_notify("READY=1");
@@ -265,7 +222,7 @@ impl EventLoop {
         let text = std::fs::read_to_string(&self.config_path).map_err(|error| format!("{file}: {error}"))?;
         let config = Config::from_toml_str(&text).map_err(|errors| errors.render(&file))?;
         // The running worker count holds until a restart; each worker gets its share of flows.
-        let workers = self.followers.len() as u32 + 1;
+        let workers = self.followers().len() as u32 + 1;
         let effective = worker_config(&config, workers, self.default_max_flows);
         let now = self.driver.platform().now();
         let reload = self.driver.reload(now, &effective).map_err(|errors| {
@@ -274,7 +231,7 @@ impl EventLoop {
             lines.join("\n")
         })?;
         let shared = Arc::new(effective);
-        for follower in &self.followers {
+        for follower in self.followers() {
             follower.send(ToFollower::Reload(shared.clone()));
         }
         let mut warnings = Vec::new();
@@ -282,7 +239,7 @@ impl EventLoop {
         if let Err(error) = platform.sync_listeners(core) {
             warnings.push(format!("a new listener could not be opened: {error:#}"));
         }
-        platform.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
+        platform.notices.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
         if config.process.control_socket != self.config.process.control_socket {
             warnings.push("process.control_socket changed; it takes effect at the next start".to_owned());
         }
@@ -295,7 +252,7 @@ impl EventLoop {
         if config.process.metrics_addr != self.config.process.metrics_addr {
             warnings.push("process.metrics_addr changed; it takes effect at the next start".to_owned());
         }
-        let view = crate::status::reload_view(core, &reload, warnings);
+        let view = status::reload_view(core, &reload, warnings);
         self.config = config;
         Ok(view)
     }

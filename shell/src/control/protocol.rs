@@ -1,5 +1,5 @@
-//! The control protocol, shared by the server ([`crate::control`]) and `udplb ctl`
-//! ([`crate::ctl`]): JSON lines over a unix stream socket.
+//! The control protocol, shared by the server ([`super::server`]) and `udplb ctl`
+//! ([`super::ctl`]): JSON lines over a unix stream socket.
 //!
 //! A client writes one [`Request`] per line and reads one [`Response`] per line, in order.
 //! `watch` is the exception: its response is followed by one [`WatchEvent`] per line for as

@@ -1,5 +1,5 @@
 //! The control socket: a unix stream socket in the event loop's own `mio::Poll`, speaking
-//! JSON lines ([`crate::protocol`]).
+//! JSON lines ([`super::protocol`]).
 //!
 //! The socket file is created with mode 0600 (only udplb's own user may connect: every
 //! command, `reload` included, is an operator's), a stale file from a killed process is
@@ -11,7 +11,7 @@
 //! behind gets a last `watcher_dropped` line and is closed, so one slow reader never holds
 //! events for the others or memory for itself.
 //!
-//! Commands are executed by the event loop ([`crate::event_loop::EventLoop`]), through the
+//! Commands are executed by the event loop (`commands.rs`), through the
 //! driver, exactly as the loop's own inputs are: this module only moves bytes.
 
 use std::collections::BTreeMap;
@@ -24,8 +24,8 @@ use anyhow::Context;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-pub use crate::protocol::MAX_REQUEST_BYTES;
-use crate::protocol::{Request, Response, WatchEvent};
+pub use super::protocol::MAX_REQUEST_BYTES;
+use super::protocol::{Request, Response, WatchEvent};
 
 /// Control connections open at once; one more is told so and closed.
 pub const MAX_CONNECTIONS: usize = 16;

@@ -15,7 +15,7 @@ use udplb_core::{
     BackendId, Balancer, ClusterId, Config, FlowInfo, FrontendState, Instant, ListenerId, Reload,
 };
 
-use crate::protocol::{
+use super::protocol::{
     BackendView, ClusterView, FlowExplanation, FlowView, HistoryView, ListenerView, ReloadView, WatchEvent,
 };
 
@@ -32,11 +32,7 @@ fn millis_between(now: Instant, earlier: Instant) -> u64 {
 }
 
 fn frontend_name(state: FrontendState) -> &'static str {
-    match state {
-        FrontendState::Unknown => "unknown",
-        FrontendState::Up => "up",
-        FrontendState::Down => "down",
-    }
+    state.as_str()
 }
 
 fn cluster_name(core: &Balancer, cluster: ClusterId) -> String {
