@@ -1,6 +1,8 @@
-//! Expectations: what a scenario says must hold, checked against what the run recorded.
+//! Expectations: what a scenario says must hold, checked against what the run recorded and
+//! what its drivers and clients counted; the totals those counts add up to; and the
+//! end-of-run summary of them in the trace.
 
-use udplb_core::{CloseReason, Health, Instant};
+use udplb_core::{CloseReason, DropReason, Health, Instant};
 
 use crate::scenario::Expectation;
 use crate::world::World;
@@ -90,7 +92,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Answered { at_least } => {
-            let (sent, answered) = world.answered();
+            let (sent, answered) = answered(world);
             let fraction = if sent == 0 { 1.0 } else { answered as f64 / sent as f64 };
             Verdict {
                 what: format!("at least {:.2}% of requests answered", at_least * 100.0),
@@ -99,7 +101,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Drops { reason, at_least, at_most } => {
-            let count = world.client_drops(*reason);
+            let count = client_drops(world, *reason);
             Verdict {
                 what: format!("client drops {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
@@ -107,7 +109,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Closes { reason, at_least, at_most } => {
-            let count = world.closed_for(*reason);
+            let count = closed_for(world, *reason);
             Verdict {
                 what: format!("flows closed {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
@@ -136,7 +138,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::FlowsCreated { at_least, at_most } => {
-            let (created, _) = world.flow_totals();
+            let (created, _) = flow_totals(world);
             Verdict {
                 what: format!("flows created {}", range_text(*at_least, *at_most)),
                 passed: range_ok(created, *at_least, *at_most),
@@ -179,28 +181,62 @@ fn detection_bound(world: &World, backend: &str, target: Health) -> std::time::D
 
 /// The end-of-run summary appended to the trace: what the run did, in numbers.
 pub fn summary(world: &World) -> Vec<String> {
-    let (sent, answered) = world.answered();
-    let (created, active) = world.flow_totals();
+    let (sent, answered) = answered(world);
+    let (created, active) = flow_totals(world);
     let mut lines = vec![format!("requests: {sent} sent, {answered} answered")];
     lines.push(format!("flows: {created} created, {active} active at the end"));
     let closes: Vec<String> = CloseReason::ALL
         .iter()
-        .filter(|r| world.closed_for(**r) > 0)
-        .map(|r| format!("{r} {}", world.closed_for(*r)))
+        .filter(|r| closed_for(world, **r) > 0)
+        .map(|r| format!("{r} {}", closed_for(world, *r)))
         .collect();
     if !closes.is_empty() {
         lines.push(format!("closed: {}", closes.join(", ")));
     }
-    let drops: Vec<String> = udplb_core::DropReason::ALL
+    let dropped: Vec<String> = DropReason::ALL
         .iter()
-        .filter(|r| world.drops(**r) > 0)
-        .map(|r| format!("{r} {}", world.drops(*r)))
+        .filter(|r| drops(world, **r) > 0)
+        .map(|r| format!("{r} {}", drops(world, *r)))
         .collect();
-    if !drops.is_empty() {
-        lines.push(format!("drops: {}", drops.join(", ")));
+    if !dropped.is_empty() {
+        lines.push(format!("drops: {}", dropped.join(", ")));
     }
-    if world.resent() > 0 {
-        lines.push(format!("retries: {} re-sent", world.resent()));
+    if resent(world) > 0 {
+        lines.push(format!("retries: {} re-sent", resent(world)));
     }
     lines
+}
+
+/// Client datagrams dropped for `reason`, over every instance.
+pub fn client_drops(world: &World, reason: DropReason) -> u64 {
+    world.drivers.iter().map(|d| d.core().flows().stats().client_drops(reason)).sum()
+}
+
+/// Datagrams dropped for `reason` in either direction, over every instance.
+pub fn drops(world: &World, reason: DropReason) -> u64 {
+    let stats = world.drivers.iter().map(|d| d.core().flows().stats());
+    stats.map(|s| s.client_drops(reason) + s.backend_drops(reason)).sum()
+}
+
+/// Flows closed for `reason`, over every instance.
+pub fn closed_for(world: &World, reason: CloseReason) -> u64 {
+    world.drivers.iter().map(|d| d.core().flows().stats().flows.closed_for(reason)).sum()
+}
+
+/// Flows created and flows still alive, over every instance.
+pub fn flow_totals(world: &World) -> (u64, u64) {
+    let flows = world.drivers.iter().map(|d| &d.core().flows().stats().flows);
+    flows.fold((0, 0), |(created, active), f| (created + f.created, active + f.active))
+}
+
+/// Requests re-sent after a refusal, over every instance.
+pub fn resent(world: &World) -> u64 {
+    world.drivers.iter().map(|d| d.core().flows().stats().retries.resent).sum()
+}
+
+/// Requests sent and answered over every client.
+pub fn answered(world: &World) -> (u64, u64) {
+    world.clients.iter().fold((0, 0), |(sent, answered), c| {
+        (sent + u64::from(c.requests()), answered + u64::from(c.answered))
+    })
 }

@@ -7,10 +7,39 @@
 //! Time is virtual and jumps from event to event; every random draw comes from one ChaCha
 //! stream seeded by the scenario's seed, so the same seed gives the same trace, byte for byte.
 //! The core's invariants, conservation and "no leaked upstreams" are checked throughout.
+//!
+//! One job per file:
+//!
+//! - `lib.rs`: [`run`], one scenario with one seed, from world to verdicts, trace and timeline.
+//! - `main.rs`: the `udplb-sim` command (run, report, sweep).
+//! - `scenario.rs`: scenario files: the schema, loading with file and line, the faults a sweep
+//!   draws.
+//! - `world.rs`: the event loop: the queue of timed events, each instance's timer, the
+//!   timeline, calling the drivers and the hosts and carrying out what the drivers ask for.
+//! - `network.rs`: the network model: packets, partitions, MTU, loss, latency, jitter,
+//!   reordering, duplication, ICMP rate limits, the ECMP spreader and the run's random stream.
+//! - `platform.rs`: the core's `Platform` on simulated sockets, whose sends become effects the
+//!   world carries out.
+//! - `hosts.rs`: clients and backends: what they send and how they answer what arrives.
+//! - `record.rs`: what the run saw: health transitions, new flows and placements, events by
+//!   name, datagrams delivered and lost, violations.
+//! - `invariants.rs`: what must hold in every run: the core's invariants, upstream accounting,
+//!   no new flow to an ineligible backend, affinity, liveness, PROXY v2 headers.
+//! - `check.rs`: the scenario's expectations, the totals they are judged on, the end-of-run
+//!   summary.
+//! - `trace.rs`: the compact, snapshot-tested trace.
+//! - `report.rs`: the HTML report.
+//!
+//! Imports run one way: `world.rs` uses the network, the record and the invariants, and none
+//! of them uses it back. The network knows hosts only by name and drivers not at all: it
+//! says when a packet arrives, and the world delivers it.
 
 pub mod check;
 pub mod hosts;
+pub mod invariants;
+pub mod network;
 pub mod platform;
+pub mod record;
 pub mod report;
 pub mod scenario;
 pub mod trace;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use udplb_core::{DropReason, Health, Instant};
 
 use crate::RunReport;
+use crate::check;
 use crate::world::World;
 
 /// What a run did over time, kept for drawing.
@@ -29,7 +30,7 @@ impl Timeline {
             scenario.lb.clusters.values().flat_map(|c| c.backends.iter().map(|b| b.id.clone())).collect();
         let drops = DropReason::ALL
             .iter()
-            .map(|r| (r.as_str().to_owned(), world.drops(*r)))
+            .map(|r| (r.as_str().to_owned(), check::drops(world, *r)))
             .filter(|(_, count)| *count > 0)
             .collect();
         let actions = scenario

@@ -1,40 +1,32 @@
-//! The discrete-event world: one balancer (running the core's driver on simulated sockets),
-//! clients, backends, and the network between them.
+//! The discrete-event loop: one or more balancer instances (each the core's driver on
+//! simulated sockets), the clients and backends, and the timeline, driven through virtual time.
 //!
-//! Virtual time jumps from event to event; events are ordered by (time, sequence number), and
-//! every random draw comes from one ChaCha stream seeded by the scenario's seed, so a seed is
-//! a complete description of a run. There is no wall clock anywhere.
+//! Virtual time jumps from event to event; events are ordered by (time, sequence number). An
+//! event is a packet arriving, a host sending, a client's next request, a timeline action, an
+//! instance's timer or a TCP probe's answer. Handling one calls a driver or a host; what a
+//! driver asks for afterwards (sends, probes, notices) is carried out here: packets go to the
+//! network (`network.rs`), which says when they arrive; notices and new flows go to the record
+//! (`record.rs`); the standing invariants (`invariants.rs`) are checked as the run goes and at
+//! its end. The network's random stream is seeded by the scenario's seed, so a seed is a
+//! complete description of a run. There is no wall clock anywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{Rng, SeedableRng};
-use udplb_core::balancer::Output;
 use udplb_core::driver::Driver;
-use udplb_core::health::{HealthEvent, ProbeFailure};
-use udplb_core::names::EventName;
+use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, BackendCommand, BackendId, Balancer, CloseReason, DATAGRAM_HEADROOM, DropReason, FlowId,
-    Health, Input, Instant, Keys, ProbeId, ProbeResult, UpstreamError,
+    AdminCommand, BackendCommand, Balancer, DATAGRAM_HEADROOM, Input, Instant, Keys, ProbeId, ProbeResult,
+    UpstreamError,
 };
 
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
+use crate::invariants::{self, Affinity};
+use crate::network::{Network, Packet, Transit};
 use crate::platform::{Effect, SimPlatform};
-use crate::scenario::{Action, NetworkSpec, Scenario};
+use crate::record::Record;
+use crate::scenario::{Action, Scenario};
 use crate::trace::Trace;
-
-/// A datagram (or an ICMP error about one) in flight.
-#[derive(Clone, Debug)]
-struct Packet {
-    from: SocketAddr,
-    to: SocketAddr,
-    payload: Vec<u8>,
-    /// An ICMP port unreachable about a datagram `to` sent earlier from `to`'s address; the
-    /// packet goes back to that sender.
-    icmp: bool,
-}
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -52,31 +44,6 @@ enum Event {
     },
 }
 
-/// What the run saw, for expectations and the trace.
-#[derive(Debug, Default)]
-pub struct Record {
-    /// Health transitions: (time, backend name, new state).
-    pub health: Vec<(Instant, String, Health)>,
-    /// New flows: (time, backend name).
-    pub new_flows: Vec<(Instant, String)>,
-    /// Events, by their stable names, and how often they happened.
-    pub events: BTreeMap<EventName, u64>,
-    /// Broken invariants, described (bounded).
-    pub violations: Vec<String>,
-    pub delivered: u64,
-    pub lost: u64,
-    /// Where each new flow went: (instance, client address, backend name).
-    pub placements: Vec<(usize, SocketAddr, String)>,
-}
-
-impl Record {
-    fn violation(&mut self, what: String) {
-        if self.violations.len() < 20 {
-            self.violations.push(what);
-        }
-    }
-}
-
 /// Bound on events per run: a runaway scenario stops instead of spinning.
 const MAX_EVENTS: u64 = 50_000_000;
 /// Full invariant checks every this many events (and at the end).
@@ -87,24 +54,16 @@ pub struct World {
     now: Instant,
     queue: BTreeMap<(Instant, u64), Event>,
     sequence: u64,
-    rng: ChaCha8Rng,
-    network: NetworkSpec,
-    /// Cut links: (from host, to host).
-    partitions: BTreeSet<(String, String)>,
-    /// ICMP errors sent per host in the current second: (second, count).
-    icmp_sent: BTreeMap<String, (u64, u32)>,
+    network: Network,
     /// One driver per balancer instance (one, unless `[ecmp]` asks for more).
     pub drivers: Vec<Driver<SimPlatform>>,
-    /// The spreader's current hash salt (changed by `rehash`).
-    ecmp_salt: u64,
     pub backends: Vec<BackendHost>,
     pub clients: Vec<ClientHost>,
     pub trace: Trace,
     pub record: Record,
     balancer_timers: Vec<Option<Instant>>,
     events_run: u64,
-    /// Per instance, listener and client address: the last flow its datagrams rode.
-    affinity: BTreeMap<(usize, udplb_core::ListenerId, SocketAddr), udplb_core::FlowId>,
+    affinity: Affinity,
 }
 
 impl World {
@@ -116,23 +75,19 @@ impl World {
             })
             .collect();
         let mut world = World {
-            network: scenario.network.clone(),
+            network: Network::new(scenario.network.clone(), seed),
             backends: scenario.backends.iter().cloned().map(BackendHost::new).collect(),
             clients: scenario.clients.iter().cloned().map(ClientHost::new).collect(),
             scenario,
             now: Instant::ZERO,
             queue: BTreeMap::new(),
             sequence: 0,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            partitions: BTreeSet::new(),
-            icmp_sent: BTreeMap::new(),
             drivers,
-            ecmp_salt: 0,
             trace: Trace::default(),
             record: Record::default(),
             balancer_timers: vec![None; instances],
             events_run: 0,
-            affinity: BTreeMap::new(),
+            affinity: Affinity::default(),
         };
         for index in 0..world.clients.len() {
             let at = Instant::ZERO + world.clients[index].start();
@@ -175,7 +130,7 @@ impl World {
             self.handle(event);
             self.rearm_balancer_timers();
             if self.events_run % CHECK_EVERY == 0 {
-                self.check_invariants();
+                invariants::check_instances(self.now, &self.drivers, &mut self.record);
             }
         }
         if self.events_run >= MAX_EVENTS {
@@ -185,13 +140,15 @@ impl World {
         self.for_each_instance(|driver, now| {
             let _ = driver.handle(now, Input::Timeout);
         });
-        self.check_invariants();
-        self.check_liveness();
-        for backend in &self.backends {
-            for violation in &backend.proxy_violations {
-                self.record.violations.push(format!("PROXY v2: {violation}"));
-            }
-        }
+        invariants::check_instances(self.now, &self.drivers, &mut self.record);
+        invariants::check_liveness(
+            &self.scenario,
+            &self.network,
+            &self.backends,
+            &self.drivers,
+            &mut self.record,
+        );
+        invariants::check_proxy_headers(&self.backends, &mut self.record);
     }
 
     /// Events handled so far.
@@ -237,10 +194,10 @@ impl World {
         instance: usize,
         call: impl FnOnce(&mut Driver<SimPlatform>, Instant) -> T,
     ) -> T {
-        let fail_open_before = self.fail_open_total(instance);
+        let fail_open_before = invariants::fail_open_flows(&self.drivers[instance]);
         let result = call(&mut self.drivers[instance], self.now);
         let effects = std::mem::take(&mut self.drivers[instance].platform_mut().effects);
-        let fail_open_now = self.fail_open_total(instance);
+        let fail_open_now = invariants::fail_open_flows(&self.drivers[instance]);
         for effect in effects {
             self.carry_out(instance, effect, fail_open_now > fail_open_before);
         }
@@ -254,10 +211,6 @@ impl World {
         }
     }
 
-    fn fail_open_total(&self, instance: usize) -> u64 {
-        self.drivers[instance].core().flows().stats().listeners.iter().map(|l| l.fail_open_flows).sum()
-    }
-
     /// The first instance: every instance has the same configuration, so names and addresses
     /// can be looked up on it.
     fn first(&self) -> &Driver<SimPlatform> {
@@ -266,79 +219,23 @@ impl World {
 
     fn carry_out(&mut self, instance: usize, effect: Effect, failed_open: bool) {
         match effect {
-            Effect::Send { from, to, payload } => self.send(Packet { from, to, payload, icmp: false }),
+            Effect::Send { from, to, payload } => self.send(Packet::datagram(from, to, payload)),
             Effect::SendFromListener { listener, to, payload } => {
                 if let Some((_, vip)) = self.drivers[instance].core().flows().listener(listener) {
-                    self.send(Packet { from: vip, to, payload, icmp: false });
+                    self.send(Packet::datagram(vip, to, payload));
                 }
             }
             Effect::TcpProbe { probe, address } => self.tcp_probe(instance, probe, address),
-            Effect::Opened { flow, backend } => self.flow_opened(instance, flow, backend, failed_open),
-            Effect::Notify(output) => self.notice(instance, output),
-        }
-    }
-
-    /// A new flow's upstream opened: the flow is booked once the driver returns.
-    fn flow_opened(&mut self, instance: usize, flow: FlowId, backend: BackendId, failed_open: bool) {
-        let core = self.drivers[instance].core();
-        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
-        // No new flow to an ineligible backend, outside fail-open.
-        if !core.monitor().is_eligible(backend) && !failed_open {
-            self.record.violation(format!("{}: new flow to ineligible backend {name}", self.now));
-        }
-        if let Some(client) = core.flows().flow(flow).map(|f| f.client) {
-            self.record.placements.push((instance, client, name.clone()));
-        }
-        self.record.new_flows.push((self.now, name));
-    }
-
-    fn notice(&mut self, instance: usize, output: Output) {
-        let core = self.drivers[instance].core();
-        // With several instances, each reports its own view; the trace names the first one's.
-        let traced = instance == 0;
-        match &output {
-            _ if !traced => {}
-            Output::Health(HealthEvent::Transition { backend, from, to, code, .. }) => {
-                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
-                self.trace.line(self.now, format!("health: {name} {from} -> {to} ({code})"));
-                self.record.health.push((self.now, name, *to));
+            Effect::Opened { flow, backend } => {
+                // A new flow's upstream opened: the flow is booked once the driver returns.
+                let core = self.drivers[instance].core();
+                invariants::check_new_flow(self.now, core, backend, failed_open, &mut self.record);
+                self.record.flow_opened(self.now, instance, core, flow, backend);
             }
-            Output::Health(HealthEvent::ClusterAllDown { cluster, .. }) => {
-                let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
-                self.trace.line(self.now, format!("cluster {name}: all down"));
+            Effect::Notify(output) => {
+                let core = self.drivers[instance].core();
+                self.record.notice(&mut self.trace, self.now, instance, core, &output);
             }
-            Output::Health(HealthEvent::ClusterRecovered { cluster, .. }) => {
-                let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
-                self.trace.line(self.now, format!("cluster {name}: recovered"));
-            }
-            Output::Health(HealthEvent::AdminChanged { backend, from, to, .. }) => {
-                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
-                self.trace.line(self.now, format!("admin: {name} {from} -> {to}"));
-            }
-            Output::Flow(udplb_core::Output::Event(event)) => {
-                let flows = core.flows();
-                let listener = |id| flows.listener(id).map_or("?", |(name, _)| name);
-                let subject = match event {
-                    udplb_core::Event::ListenerDraining { listener: id, flows_remaining } => {
-                        format!("{}, {flows_remaining} flows remaining", listener(*id))
-                    }
-                    udplb_core::Event::ListenerDrained { listener: id }
-                    | udplb_core::Event::ListenerResumed { listener: id } => listener(*id).to_owned(),
-                    udplb_core::Event::BackendDrained { backend } => {
-                        flows.backend(*backend).map_or("?", |(name, _)| name).to_owned()
-                    }
-                };
-                self.trace.line(self.now, format!("flow event: {} {subject}", event.name()));
-            }
-            Output::Frontend { listener, state } => {
-                let name = core.flows().listener(*listener).map_or("?", |(name, _)| name).to_owned();
-                self.trace.line(self.now, format!("listener {name}: {state}"));
-            }
-            _ => {}
-        }
-        // Every event the trace follows is counted by its stable name.
-        if traced && let Some(event) = output.event_name() {
-            *self.record.events.entry(event).or_default() += 1;
         }
     }
 
@@ -361,45 +258,17 @@ impl World {
         flows.listener_ids().any(|l| flows.listener(l).map(|(_, a)| a) == Some(address))
     }
 
-    /// Puts a packet on the network: partitions, MTU, loss, latency, jitter, reordering,
-    /// duplication.
+    /// Puts a packet on the network, which tells when (and whether) it arrives.
     fn send(&mut self, packet: Packet) {
-        let (from_host, to_host) = (self.host_of(packet.from), self.host_of(packet.to));
-        if let (Some(a), Some(b)) = (&from_host, &to_host)
-            && self.partitions.contains(&(a.clone(), b.clone()))
-        {
-            self.record.lost += 1;
-            return;
-        }
-        if packet.payload.len() > self.network.mtu {
-            self.record.lost += 1;
-            return;
-        }
-        let loss =
-            if packet.icmp { self.network.loss.max(self.network.icmp_loss) } else { self.network.loss };
-        if self.chance(loss) {
-            self.record.lost += 1;
-            return;
-        }
-        let copies = if self.chance(self.network.duplicate) { 2 } else { 1 };
-        for _ in 0..copies {
-            let mut delay = self.network.latency + self.uniform(self.network.jitter);
-            if self.chance(self.network.reorder) {
-                delay += self.network.reorder_delay;
+        let (from, to) = (self.host_of(packet.from), self.host_of(packet.to));
+        match self.network.transit(self.now, &packet, from.as_deref(), to.as_deref()) {
+            Transit::Lost => self.record.lost += 1,
+            Transit::Arrives(arrivals) => {
+                for at in arrivals {
+                    self.schedule(at, Event::Deliver(packet.clone()));
+                }
             }
-            let at = self.now + delay;
-            self.schedule(at, Event::Deliver(packet.clone()));
         }
-    }
-
-    fn chance(&mut self, probability: f64) -> bool {
-        // 53 random bits as a fraction in [0, 1): the same on every machine.
-        probability > 0.0 && ((self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < probability
-    }
-
-    fn uniform(&mut self, up_to: Duration) -> Duration {
-        let nanos = u64::try_from(up_to.as_nanos()).unwrap_or(u64::MAX);
-        if nanos == 0 { Duration::ZERO } else { Duration::from_nanos(self.rng.next_u64() % (nanos + 1)) }
     }
 
     fn deliver(&mut self, packet: Packet) {
@@ -418,7 +287,7 @@ impl World {
             let flows = self.first().core().flows();
             let listener = flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(to));
             if let Some(listener) = listener {
-                let instance = self.spread(packet.from);
+                let instance = self.network.spread(packet.from, self.drivers.len());
                 let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
                 buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
                 let from = packet.from;
@@ -426,7 +295,12 @@ impl World {
                     driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
                 });
                 if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
-                    self.check_affinity(instance, listener, from, flow);
+                    let core = self.drivers[instance].core();
+                    if let Err(violation) =
+                        self.affinity.check(self.now, instance, core, listener, from, flow)
+                    {
+                        self.record.violation(violation);
+                    }
                 }
             }
         } else if let Some(instance) = instance_with(to.ip(), false) {
@@ -478,45 +352,6 @@ impl World {
         }
     }
 
-    /// Affinity, seen from outside: a client's datagrams stay on one flow (and so one backend)
-    /// while that flow takes datagrams. Moving to another flow is only allowed once the previous
-    /// one has ended or retired (`requests` reached).
-    fn check_affinity(
-        &mut self,
-        instance: usize,
-        listener: udplb_core::ListenerId,
-        client: SocketAddr,
-        flow: udplb_core::FlowId,
-    ) {
-        let key = (instance, listener, client);
-        if let Some(previous) = self.affinity.insert(key, flow)
-            && previous != flow
-            && let Some(info) = self.drivers[instance].core().flows().flow(previous)
-            && !info.retired
-        {
-            let text = format!("{}: {client} moved from {previous} (still open) to {flow}", self.now);
-            self.record.violation(text);
-        }
-    }
-
-    /// The ECMP spreader: which instance a client address lands on.
-    fn spread(&self, client: SocketAddr) -> usize {
-        let instances = self.drivers.len() as u64;
-        if instances == 1 {
-            return 0;
-        }
-        // SplitMix64 over the address and the salt: fixed, so the same on every machine.
-        let ip = match client.ip().to_canonical() {
-            IpAddr::V4(v4) => u64::from(u32::from(v4)),
-            IpAddr::V6(v6) => (u128::from(v6) as u64) ^ ((u128::from(v6) >> 64) as u64),
-        };
-        let mut z = ip.wrapping_mul(0x1_0000).wrapping_add(u64::from(client.port()))
-            ^ self.ecmp_salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % instances) as usize
-    }
-
     fn backend_receives(&mut self, index: usize, packet: Packet) {
         let flows = self.first().core().flows();
         let vips: Vec<SocketAddr> =
@@ -529,7 +364,7 @@ impl World {
         match reaction {
             BackendReaction::Reply { payloads, delay } => {
                 for payload in payloads {
-                    let packet = Packet { from: address, to: packet.from, payload, icmp: false };
+                    let packet = Packet::datagram(address, packet.from, payload);
                     if delay.is_zero() {
                         self.send(packet);
                     } else {
@@ -545,28 +380,16 @@ impl World {
 
     /// A closed port answers with ICMP port unreachable, within the host's ICMP rate limit.
     fn send_icmp(&mut self, index: usize, refused: Packet) {
-        let host = self.backends[index].spec.name.clone();
-        let second = self.now.as_nanos() / 1_000_000_000;
-        let limit = self.network.icmp_per_second;
-        let entry = self.icmp_sent.entry(host).or_insert((second, 0));
-        if entry.0 != second {
-            *entry = (second, 0);
+        if self.network.icmp_allowed(self.now, &self.backends[index].spec.name) {
+            self.send(Packet::port_unreachable(&refused));
         }
-        if entry.1 >= limit {
-            return;
-        }
-        entry.1 += 1;
-        let to = refused.from;
-        self.send(Packet { from: refused.to, to, payload: Vec::new(), icmp: true });
     }
 
     fn tcp_probe(&mut self, instance: usize, probe: ProbeId, address: SocketAddr) {
         let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == address.ip()) else {
             return;
         };
-        let name = backend.spec.name.clone();
-        let path_open = !self.partitions.contains(&("lb".to_owned(), name.clone()))
-            && !self.partitions.contains(&(name, "lb".to_owned()));
+        let path_open = self.network.connects("lb", &backend.spec.name);
         let answer = if path_open { backend.tcp_answer() } else { None };
         let result = match answer {
             Some(true) => ProbeResult::Pass,
@@ -574,7 +397,7 @@ impl World {
             // Silence: the core's own timer turns it into a Timeout failure.
             None => return,
         };
-        let at = self.now + self.network.latency * 2;
+        let at = self.now + self.network.round_trip();
         self.schedule(at, Event::TcpProbeAnswer { instance, probe, result });
     }
 
@@ -583,7 +406,7 @@ impl World {
         let listener = self.clients[index].spec.listener.clone();
         let vip = self.scenario.lb.listeners.get(listener.as_str()).map(|l| l.address);
         if let Some(vip) = vip {
-            self.send(Packet { from, to: vip, payload, icmp: false });
+            self.send(Packet::datagram(from, vip, payload));
         }
         if self.clients[index].sent < self.clients[index].count() {
             let at = self.now + self.clients[index].interval();
@@ -607,14 +430,9 @@ impl World {
             Action::Restore { backend } => set_state(self, &backend, BackendState::Up),
             Action::RefuseUdp { backend } => set_state(self, &backend, BackendState::RefusingUdp),
             Action::Blackhole { backend } => set_state(self, &backend, BackendState::Blackholed),
-            Action::Partition { from, to, one_way } => {
-                self.partitions.insert((from.to_string(), to.to_string()));
-                if !one_way {
-                    self.partitions.insert((to.to_string(), from.to_string()));
-                }
-            }
-            Action::Heal => self.partitions.clear(),
-            Action::Network(network) => self.network = network,
+            Action::Partition { from, to, one_way } => self.network.partition(&from, &to, one_way),
+            Action::Heal => self.network.heal(),
+            Action::Network(network) => self.network.set_conditions(network),
             Action::DrainListener { listener } => {
                 let id = self.first().core().flows().listener_id(&listener);
                 match id {
@@ -624,7 +442,7 @@ impl World {
                     None => self.record.violation(format!("no listener {listener:?}")),
                 }
             }
-            Action::Rehash => self.ecmp_salt += 1,
+            Action::Rehash => self.network.rehash(),
             Action::Rebind { client } => match self.clients.iter_mut().find(|c| c.spec.name == client) {
                 Some(host) => host.rebind(),
                 None => self.record.violation(format!("timeline names unknown client {client:?}")),
@@ -661,98 +479,6 @@ impl World {
             }
             None => self.record.violation(format!("no backend {name:?}")),
         }
-    }
-
-    /// The core's own invariants, plus what only the world can see: every upstream the core
-    /// believes open is open here, and none more.
-    fn check_invariants(&mut self) {
-        for instance in 0..self.drivers.len() {
-            let driver = &self.drivers[instance];
-            if let Err(violation) = driver.core().check_invariants() {
-                let text = format!("{} instance {instance}: {violation}", self.now);
-                self.record.violation(text);
-            }
-            let live_flows = driver.core().flows().stats().flows.active;
-            let open_upstreams = driver.platform().upstreams.len() as u64;
-            if live_flows != open_upstreams {
-                let text = format!(
-                    "{} instance {instance}: {live_flows} live flows, {open_upstreams} open upstreams",
-                    self.now
-                );
-                self.record.violation(text);
-            }
-        }
-    }
-
-    /// Liveness after the last heal: if the run ends with every fault removed (backends
-    /// answering, no partition, no loss) and long enough after the last timeline action for
-    /// the slowest recovery the health scheduler allows, every backend the checks can see is
-    /// Up on every instance.
-    fn check_liveness(&mut self) {
-        let fault_free = self.partitions.is_empty()
-            && self.network.loss == 0.0
-            && self.backends.iter().all(|b| b.state == BackendState::Up);
-        let last_action = self.scenario.timeline.iter().map(|t| t.at).max().unwrap_or_default();
-        let settle = self
-            .scenario
-            .lb
-            .clusters
-            .values()
-            .map(|c| udplb_core::health::worst_case_recovery(&c.health, Health::Down))
-            .max()
-            .unwrap_or_default();
-        let end = self.scenario.duration;
-        if !fault_free || settle == Duration::MAX || last_action + settle + Duration::from_secs(1) > end {
-            return;
-        }
-        for instance in 0..self.drivers.len() {
-            let core = self.drivers[instance].core();
-            for backend in core.monitor().backend_ids() {
-                let status = core.monitor().backend(backend);
-                let down = status.as_ref().is_some_and(|s| s.health == Health::Down);
-                let enabled = status.as_ref().is_some_and(|s| s.admin == udplb_core::AdminState::Enabled);
-                if down && enabled {
-                    let name = core.flows().backend(backend).map_or("?", |(n, _)| n).to_owned();
-                    self.record.violation(format!(
-                        "liveness: {name} still Down at the end, after every fault healed"
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Client datagrams dropped for `reason`, over every instance.
-    pub fn client_drops(&self, reason: DropReason) -> u64 {
-        self.drivers.iter().map(|d| d.core().flows().stats().client_drops(reason)).sum()
-    }
-
-    /// Datagrams dropped for `reason` in either direction, over every instance.
-    pub fn drops(&self, reason: DropReason) -> u64 {
-        let stats = self.drivers.iter().map(|d| d.core().flows().stats());
-        stats.map(|s| s.client_drops(reason) + s.backend_drops(reason)).sum()
-    }
-
-    /// Flows closed for `reason`, over every instance.
-    pub fn closed_for(&self, reason: CloseReason) -> u64 {
-        self.drivers.iter().map(|d| d.core().flows().stats().flows.closed_for(reason)).sum()
-    }
-
-    /// Flows created and flows still alive, over every instance.
-    pub fn flow_totals(&self) -> (u64, u64) {
-        let flows = self.drivers.iter().map(|d| &d.core().flows().stats().flows);
-        flows.fold((0, 0), |(created, active), f| (created + f.created, active + f.active))
-    }
-
-    /// Requests re-sent after a refusal, over every instance.
-    pub fn resent(&self) -> u64 {
-        self.drivers.iter().map(|d| d.core().flows().stats().retries.resent).sum()
-    }
-
-    /// Requests sent and answered over every client.
-    pub fn answered(&self) -> (u64, u64) {
-        self.clients.iter().fold((0, 0), |(sent, answered), c| {
-            (sent + u64::from(c.requests()), answered + u64::from(c.answered))
-        })
     }
 }
 

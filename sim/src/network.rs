@@ -1,0 +1,197 @@
+//! The network between the hosts: what becomes of a packet once a host puts it on the wire.
+//!
+//! It cuts partitioned links, drops what exceeds the MTU, loses, delays (latency, jitter,
+//! reordering) and duplicates, limits how many ICMP errors a host sends per second, and
+//! spreads clients over balancer instances as an ECMP router would. It knows hosts by name
+//! only and never delivers anything itself: it tells the world when a packet arrives, and the
+//! world hands it to the host. Every random draw of a run comes from the ChaCha stream held
+//! here, in the order packets are sent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use udplb_core::Instant;
+
+use crate::scenario::NetworkSpec;
+
+/// A datagram (or an ICMP error about one) in flight.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+    /// An ICMP port unreachable about a datagram `to` sent earlier from `to`'s address; the
+    /// packet goes back to that sender.
+    pub icmp: bool,
+}
+
+impl Packet {
+    /// A UDP datagram.
+    pub fn datagram(from: SocketAddr, to: SocketAddr, payload: Vec<u8>) -> Packet {
+        Packet { from, to, payload, icmp: false }
+    }
+
+    /// The ICMP port unreachable that `refused`'s destination sends back to its sender.
+    pub fn port_unreachable(refused: &Packet) -> Packet {
+        Packet { from: refused.to, to: refused.from, payload: Vec::new(), icmp: true }
+    }
+}
+
+/// What the network does with one packet.
+#[derive(Debug)]
+pub enum Transit {
+    /// Cut by a partition, larger than the MTU, or lost.
+    Lost,
+    /// It arrives at each of these times: once, or twice when duplicated.
+    Arrives(Vec<Instant>),
+}
+
+/// The network's state: its current conditions, the links cut, the ICMP budget spent, the
+/// ECMP hash salt, and the random stream.
+#[derive(Debug)]
+pub struct Network {
+    spec: NetworkSpec,
+    /// Cut links: (from host, to host).
+    partitions: BTreeSet<(String, String)>,
+    /// ICMP errors sent per host in the current second: (second, count).
+    icmp_sent: BTreeMap<String, (u64, u32)>,
+    /// The spreader's current hash salt (changed by `rehash`).
+    ecmp_salt: u64,
+    rng: ChaCha8Rng,
+}
+
+impl Network {
+    /// The network a run starts with: `spec`'s conditions, no cut link, the random stream
+    /// seeded by `seed`.
+    pub fn new(spec: NetworkSpec, seed: u64) -> Network {
+        Network {
+            spec,
+            partitions: BTreeSet::new(),
+            icmp_sent: BTreeMap::new(),
+            ecmp_salt: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// New conditions (loss, latency, …) from now on.
+    pub fn set_conditions(&mut self, spec: NetworkSpec) {
+        self.spec = spec;
+    }
+
+    /// Cuts the link from `from` to `to`, and back unless `one_way`.
+    pub fn partition(&mut self, from: &str, to: &str, one_way: bool) {
+        self.partitions.insert((from.to_owned(), to.to_owned()));
+        if !one_way {
+            self.partitions.insert((to.to_owned(), from.to_owned()));
+        }
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) {
+        self.partitions.clear();
+    }
+
+    /// The ECMP router rehashes: clients may land on other instances.
+    pub fn rehash(&mut self) {
+        self.ecmp_salt += 1;
+    }
+
+    fn is_cut(&self, from: &str, to: &str) -> bool {
+        self.partitions.contains(&(from.to_owned(), to.to_owned()))
+    }
+
+    /// Whether a TCP connection between the two hosts can be made: no partition either way.
+    pub fn connects(&self, a: &str, b: &str) -> bool {
+        !self.is_cut(a, b) && !self.is_cut(b, a)
+    }
+
+    /// How long a TCP connect takes to be answered: there and back at the base latency.
+    pub fn round_trip(&self) -> Duration {
+        self.spec.latency * 2
+    }
+
+    /// No link cut and no loss.
+    pub fn fault_free(&self) -> bool {
+        self.partitions.is_empty() && self.spec.loss == 0.0
+    }
+
+    /// Whether `host` may send one more ICMP error at `now`, within its per-second limit (if
+    /// so, it counts).
+    pub fn icmp_allowed(&mut self, now: Instant, host: &str) -> bool {
+        let second = now.as_nanos() / 1_000_000_000;
+        let limit = self.spec.icmp_per_second;
+        let entry = self.icmp_sent.entry(host.to_owned()).or_insert((second, 0));
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        if entry.1 >= limit {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+
+    /// Takes a packet sent at `now` between the named hosts (`None`: an address no host has):
+    /// partitions, MTU, loss, latency, jitter, reordering, duplication.
+    pub fn transit(
+        &mut self,
+        now: Instant,
+        packet: &Packet,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Transit {
+        if let (Some(a), Some(b)) = (from, to)
+            && self.is_cut(a, b)
+        {
+            return Transit::Lost;
+        }
+        if packet.payload.len() > self.spec.mtu {
+            return Transit::Lost;
+        }
+        let loss = if packet.icmp { self.spec.loss.max(self.spec.icmp_loss) } else { self.spec.loss };
+        if self.chance(loss) {
+            return Transit::Lost;
+        }
+        let copies = if self.chance(self.spec.duplicate) { 2 } else { 1 };
+        let mut arrivals = Vec::with_capacity(copies);
+        for _ in 0..copies {
+            let mut delay = self.spec.latency + self.uniform(self.spec.jitter);
+            if self.chance(self.spec.reorder) {
+                delay += self.spec.reorder_delay;
+            }
+            arrivals.push(now + delay);
+        }
+        Transit::Arrives(arrivals)
+    }
+
+    fn chance(&mut self, probability: f64) -> bool {
+        // 53 random bits as a fraction in [0, 1): the same on every machine.
+        probability > 0.0 && ((self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < probability
+    }
+
+    fn uniform(&mut self, up_to: Duration) -> Duration {
+        let nanos = u64::try_from(up_to.as_nanos()).unwrap_or(u64::MAX);
+        if nanos == 0 { Duration::ZERO } else { Duration::from_nanos(self.rng.next_u64() % (nanos + 1)) }
+    }
+
+    /// The ECMP spreader: which of `instances` balancer instances a client address lands on.
+    pub fn spread(&self, client: SocketAddr, instances: usize) -> usize {
+        let instances = instances as u64;
+        if instances == 1 {
+            return 0;
+        }
+        // SplitMix64 over the address and the salt: fixed, so the same on every machine.
+        let ip = match client.ip().to_canonical() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => (u128::from(v6) as u64) ^ ((u128::from(v6) >> 64) as u64),
+        };
+        let mut z = ip.wrapping_mul(0x1_0000).wrapping_add(u64::from(client.port()))
+            ^ self.ecmp_salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % instances) as usize
+    }
+}

@@ -1,0 +1,114 @@
+//! What a run saw: health transitions, new flows and where they went, events counted by
+//! name, datagrams delivered and lost, broken invariants. The expectations and the report are
+//! judged on this record; the trace lines for the balancer's notices are written here too.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use udplb_core::balancer::Output;
+use udplb_core::health::HealthEvent;
+use udplb_core::names::EventName;
+use udplb_core::{BackendId, Balancer, FlowId, Health, Instant};
+
+use crate::trace::Trace;
+
+/// What the run saw, for expectations and the trace.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Health transitions: (time, backend name, new state).
+    pub health: Vec<(Instant, String, Health)>,
+    /// New flows: (time, backend name).
+    pub new_flows: Vec<(Instant, String)>,
+    /// Events, by their stable names, and how often they happened.
+    pub events: BTreeMap<EventName, u64>,
+    /// Broken invariants, described (bounded).
+    pub violations: Vec<String>,
+    pub delivered: u64,
+    pub lost: u64,
+    /// Where each new flow went: (instance, client address, backend name).
+    pub placements: Vec<(usize, SocketAddr, String)>,
+}
+
+impl Record {
+    /// Notes a broken invariant (the first 20 are kept).
+    pub fn violation(&mut self, what: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(what);
+        }
+    }
+
+    /// Instance `instance` (whose core is `core`) opened the upstream of `flow`, a new flow to
+    /// `backend`, at `now`.
+    pub fn flow_opened(
+        &mut self,
+        now: Instant,
+        instance: usize,
+        core: &Balancer,
+        flow: FlowId,
+        backend: BackendId,
+    ) {
+        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+        if let Some(client) = core.flows().flow(flow).map(|f| f.client) {
+            self.placements.push((instance, client, name.clone()));
+        }
+        self.new_flows.push((now, name));
+    }
+
+    /// Something instance `instance` (whose core is `core`) reported at `now`: a trace line
+    /// and a count by name for what the trace follows, and health transitions kept.
+    pub fn notice(
+        &mut self,
+        trace: &mut Trace,
+        now: Instant,
+        instance: usize,
+        core: &Balancer,
+        output: &Output,
+    ) {
+        // With several instances, each reports its own view; the trace names the first one's.
+        let traced = instance == 0;
+        match output {
+            _ if !traced => {}
+            Output::Health(HealthEvent::Transition { backend, from, to, code, .. }) => {
+                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
+                trace.line(now, format!("health: {name} {from} -> {to} ({code})"));
+                self.health.push((now, name, *to));
+            }
+            Output::Health(HealthEvent::ClusterAllDown { cluster, .. }) => {
+                let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
+                trace.line(now, format!("cluster {name}: all down"));
+            }
+            Output::Health(HealthEvent::ClusterRecovered { cluster, .. }) => {
+                let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
+                trace.line(now, format!("cluster {name}: recovered"));
+            }
+            Output::Health(HealthEvent::AdminChanged { backend, from, to, .. }) => {
+                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
+                trace.line(now, format!("admin: {name} {from} -> {to}"));
+            }
+            Output::Flow(udplb_core::Output::Event(event)) => {
+                let flows = core.flows();
+                let listener = |id| flows.listener(id).map_or("?", |(name, _)| name);
+                let subject = match event {
+                    udplb_core::Event::ListenerDraining { listener: id, flows_remaining } => {
+                        format!("{}, {flows_remaining} flows remaining", listener(*id))
+                    }
+                    udplb_core::Event::ListenerDrained { listener: id }
+                    | udplb_core::Event::ListenerResumed { listener: id } => listener(*id).to_owned(),
+                    udplb_core::Event::BackendDrained { backend } => {
+                        flows.backend(*backend).map_or("?", |(name, _)| name).to_owned()
+                    }
+                };
+                trace.line(now, format!("flow event: {} {subject}", event.name()));
+            }
+            Output::Frontend { listener, state } => {
+                let name = core.flows().listener(*listener).map_or("?", |(name, _)| name).to_owned();
+                trace.line(now, format!("listener {name}: {state}"));
+            }
+            _ => {}
+        }
+        // Every event the trace follows is counted by its stable name.
+        if traced && let Some(event) = output.event_name() {
+            *self.events.entry(event).or_default() += 1;
+        }
+    }
+}
