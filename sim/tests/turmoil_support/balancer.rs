@@ -403,7 +403,7 @@ fn fail_open_total(driver: &Driver<TurmoilPlatform>) -> u64 {
     driver.core().flows().stats().listeners.iter().map(|l| l.fail_open_flows).sum()
 }
 
-/// Records a new flow the way the simulator's world does.
+/// Records a new flow the way the simulator does (sim/src/record.rs, sim/src/invariants.rs).
 fn record_opened(
     record: &mut Record,
     driver: &Driver<TurmoilPlatform>,
@@ -419,7 +419,7 @@ fn record_opened(
     record.new_flows.push((now, name));
 }
 
-/// Records an output the way the simulator's world does, so that both runs are judged on the
+/// Records an output the way the simulator does (sim/src/record.rs, sim/src/invariants.rs), so that both runs are judged on the
 /// same facts: health transitions and named events (new flows: `record_opened`).
 fn record_notice(record: &mut Record, driver: &Driver<TurmoilPlatform>, now: Instant, output: &Output) {
     let core = driver.core();
