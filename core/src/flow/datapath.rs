@@ -114,8 +114,8 @@ impl FlowManager {
 
     /// `incoming`'s upstream is open: book the flow and forward `datagram` (the bytes to send,
     /// PROXY header included) on it. Returns the `Forward` to act on, or (for an `Incoming`
-    /// made stale by another input since it was handed out) `Drop(UpstreamOpenFailed)`: then
-    /// the caller closes the upstream it opened.
+    /// whose id or key was taken since it was handed out, see [`Incoming`])
+    /// `Drop(UpstreamOpenFailed)`: then the caller closes the upstream it opened.
     pub fn accept(&mut self, now: Instant, incoming: Incoming, datagram: &[u8]) -> ClientVerdict {
         let now = self.observe(now);
         let verdict = if self.is_current(&incoming) {
@@ -145,7 +145,7 @@ impl FlowManager {
         };
         let backend_live = self.backends.get(incoming.backend.0 as usize).is_some_and(|b| !b.removed);
         backend_live
-            && self.table.next_slot() == incoming.flow.slot
+            && self.table.is_free(incoming.flow.slot)
             && self.next_serial == incoming.flow.serial
             && self.table.find(incoming.hash, incoming.listener, incoming.client, listener.affinity).is_none()
     }
@@ -155,8 +155,8 @@ impl FlowManager {
         if incoming.fail_open {
             self.stats.listeners[listener.0 as usize].fail_open_flows += 1;
         }
-        let slot = self.open_flow(now, listener, incoming.client, incoming.hash, incoming.backend);
-        debug_assert_eq!(slot, incoming.flow.slot, "a current incoming's slot is the next free one");
+        let slot = incoming.flow.slot;
+        self.open_flow(now, slot, listener, incoming.client, incoming.hash, incoming.backend);
         if incoming.resend {
             self.table.get_mut(slot).retried = true;
             self.stats.retries.resent += 1;
@@ -183,42 +183,45 @@ impl FlowManager {
         }
     }
 
-    /// Creates a flow of `client` on `listener` to `backend` (whose upstream is open), indexes
-    /// it under `hash` and books it. The caller forwards its first datagram.
+    /// Creates a flow of `client` on `listener` to `backend` (whose upstream is open) in `slot`,
+    /// indexes it under `hash` and books it. The caller forwards its first datagram.
     pub(super) fn open_flow(
         &mut self,
         now: Instant,
+        slot: u32,
         listener: ListenerId,
         client: std::net::SocketAddr,
         hash: u64,
         backend: crate::id::BackendId,
-    ) -> u32 {
+    ) {
         let serial = self.next_serial;
         self.next_serial += 1;
-        let slot = self.table.insert(Flow {
-            serial,
-            hash,
-            listener,
-            backend,
-            client,
-            created: now,
-            last_client: now,
-            last_backend: now,
-            awaiting_since: Instant::MAX,
-            // Armed by `forward_on_flow`, before the call that opened the flow returns.
-            timer: TimerHandle::DISARMED,
-            requests: 0,
-            responses: 0,
-            retired: false,
-            retried: false,
-            retry: Vec::new(),
-        });
+        self.table.insert_at(
+            slot,
+            Flow {
+                serial,
+                hash,
+                listener,
+                backend,
+                client,
+                created: now,
+                last_client: now,
+                last_backend: now,
+                awaiting_since: Instant::MAX,
+                // Armed by `forward_on_flow`, before the call that opened the flow returns.
+                timer: TimerHandle::DISARMED,
+                requests: 0,
+                responses: 0,
+                retired: false,
+                retried: false,
+                retry: Vec::new(),
+            },
+        );
         for counters in [&mut self.stats.listeners[listener.0 as usize].flows, &mut self.stats.flows] {
             counters.created += 1;
             counters.active += 1;
         }
         self.backend_flow_opened(backend);
-        slot
     }
 
     /// Books one forwarded client datagram on an established (or just created) flow: the

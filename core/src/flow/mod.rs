@@ -117,9 +117,11 @@ pub enum ClientVerdict {
 ///
 /// The caller opens an upstream for [`Incoming::flow`] towards [`Incoming::address`] and
 /// hands the `Incoming` back, before any other input: to [`FlowManager::accept`] if the
-/// upstream is open, to [`FlowManager::refuse`] if it could not be. An `Incoming` accepted
-/// after another input changed the table is refused as `upstream_open_failed` (and the caller
-/// closes the upstream it opened).
+/// upstream is open, to [`FlowManager::refuse`] if it could not be. An `Incoming` whose id or
+/// key was taken meanwhile (another flow booked in its slot or with its serial, or for its
+/// client) is refused as `upstream_open_failed`, and the caller closes the upstream it opened;
+/// flows that merely closed in between (a re-send staged while the same input took its old
+/// backend down) do not make it stale.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incoming {
     flow: FlowId,

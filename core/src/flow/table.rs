@@ -60,34 +60,57 @@ impl FlowTable {
             .copied()
     }
 
-    /// The slot the next [`FlowTable::insert`] will use.
+    /// The slot a new flow will take: the head of the free list, or a new one at the end.
     pub(crate) fn next_slot(&self) -> u32 {
         if self.free_head != NO_SLOT { self.free_head } else { self.slots.len() as u32 }
     }
 
-    /// Stores a new flow and indexes it under `flow.hash`. The caller checked that no
-    /// indexed flow has the same key.
-    pub(crate) fn insert(&mut self, flow: Flow) -> u32 {
+    /// Whether [`FlowTable::insert_at`] can use `slot`: it is vacant, or the next new one.
+    pub(crate) fn is_free(&self, slot: u32) -> bool {
+        match self.slots.get(slot as usize) {
+            Some(Slot::Vacant { .. }) => true,
+            Some(Slot::Occupied(_)) => false,
+            None => slot as usize == self.slots.len(),
+        }
+    }
+
+    /// Stores a new flow in `slot` (which [`FlowTable::is_free`] accepted) and indexes it under
+    /// `flow.hash`. The caller checked that no indexed flow has the same key. `slot` is almost
+    /// always the free list's head (the slot [`FlowTable::next_slot`] named when the flow was
+    /// staged); when flows closed in between, it is found further down the list.
+    pub(crate) fn insert_at(&mut self, slot: u32, flow: Flow) {
         let hash = flow.hash;
-        let slot = if self.free_head != NO_SLOT {
-            let slot = self.free_head;
-            self.free_head = match self.slots[slot as usize] {
-                Slot::Vacant { next_free } => next_free,
-                Slot::Occupied(_) => unreachable!("free list points at an occupied slot"),
-            };
-            self.slots[slot as usize] = Slot::Occupied(flow);
-            slot
-        } else {
+        if slot as usize == self.slots.len() {
             self.slots.push(Slot::Occupied(flow));
-            (self.slots.len() - 1) as u32
-        };
+        } else {
+            let next_free = match self.slots[slot as usize] {
+                Slot::Vacant { next_free } => next_free,
+                Slot::Occupied(_) => unreachable!("inserting into an occupied slot"),
+            };
+            if self.free_head == slot {
+                self.free_head = next_free;
+            } else {
+                // Unlink it: walk the free list to the slot that points at it.
+                let mut at = self.free_head;
+                loop {
+                    match &mut self.slots[at as usize] {
+                        Slot::Vacant { next_free: next } if *next == slot => {
+                            *next = next_free;
+                            break;
+                        }
+                        Slot::Vacant { next_free: next } => at = *next,
+                        Slot::Occupied(_) => unreachable!("free list points at an occupied slot"),
+                    }
+                }
+            }
+            self.slots[slot as usize] = Slot::Occupied(flow);
+        }
         let slots = &self.slots;
         self.index.insert_unique(hash, slot, |&s| match &slots[s as usize] {
             Slot::Occupied(flow) => flow.hash,
             Slot::Vacant { .. } => 0,
         });
         self.occupied += 1;
-        slot
     }
 
     /// Removes `slot` from the index (the flow retires); the flow keeps its slot.
