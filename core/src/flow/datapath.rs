@@ -138,16 +138,19 @@ impl FlowManager {
     }
 
     /// Whether nothing has changed since `incoming` was handed out that would give its flow
-    /// another id or key.
+    /// another id or key. Every booking takes the next serial, so an unchanged serial means no
+    /// flow was booked since: its slot is still vacant and no flow holds its key (closes free
+    /// slots and keys, never take them). Only a reload in between can remove its listener or
+    /// backend. No hash probe is needed.
     fn is_current(&self, incoming: &Incoming) -> bool {
-        let Some(listener) = self.listeners.get(incoming.listener.0 as usize).filter(|l| !l.removed) else {
-            return false;
-        };
+        let listener_live = self.listeners.get(incoming.listener.0 as usize).is_some_and(|l| !l.removed);
         let backend_live = self.backends.get(incoming.backend.0 as usize).is_some_and(|b| !b.removed);
-        backend_live
-            && self.table.is_free(incoming.flow.slot)
-            && self.next_serial == incoming.flow.serial
-            && self.table.find(incoming.hash, incoming.listener, incoming.client, listener.affinity).is_none()
+        let current = listener_live && backend_live && self.next_serial == incoming.flow.serial;
+        debug_assert!(
+            !current || self.table.is_free(incoming.flow.slot),
+            "an unchanged serial left the slot free"
+        );
+        current
     }
 
     fn book_incoming(&mut self, now: Instant, incoming: &Incoming, datagram: &[u8]) -> ClientVerdict {
