@@ -190,12 +190,14 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 passed: seen.is_empty(),
                 detail: match seen.len() {
                     0 => format!("{backend}: no transition{into} between {from} and {until}"),
+                    1 => format!("{backend}: 1 transition{into}: {}", first_few(&seen)),
                     n => format!("{backend}: {n} transitions{into}: {}", first_few(&seen)),
                 },
             }
         }
         Expectation::Lost { at_most, client } => {
-            let clients = world.clients.iter().filter(|c| client.as_ref().is_none_or(|name| c.spec.name == *name));
+            let clients =
+                world.clients.iter().filter(|c| client.as_ref().is_none_or(|name| c.spec.name == *name));
             let (sent, answered) = clients.fold((0, 0), |(sent, answered), c| {
                 (sent + u64::from(c.requests()), answered + u64::from(c.answered))
             });
@@ -228,7 +230,8 @@ fn check_share(world: &World, share: &Share) -> Verdict {
         (None, None) => "any".into(),
     };
     let within = |fraction: f64| {
-        at_least.is_none_or(|Fraction(low)| fraction >= low) && at_most.is_none_or(|Fraction(high)| fraction <= high)
+        at_least.is_none_or(|Fraction(low)| fraction >= low)
+            && at_most.is_none_or(|Fraction(high)| fraction <= high)
     };
     Verdict {
         what: format!("{backend} carries {bounds} of the requests forwarded between {from} and {to}"),

@@ -10,8 +10,10 @@
 //! error at its line and column, never a count that silently stays zero: health states, drop
 //! and close reasons and events by the core's stable names (`udplb_core::names`; `transition`
 //! counts every health transition), backend commands, and the backends, listeners, clients and
-//! hosts that timeline actions, clients and expectations refer to, checked against `[lb]` (and
-//! every reload's `lb`) and the `[[backend]]` and `[[client]]` hosts.
+//! hosts that timeline actions, clients, links and expectations refer to, checked against
+//! `[lb]` (and every reload's `lb`) and the `[[backend]]` and `[[client]]` hosts. Fractions
+//! are checked where they are written, and what is wrong with an expectation as a whole (a
+//! window that ends before it starts, no bound at all) at its `[[expect]]` line.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -108,7 +110,8 @@ fn default_seed() -> u64 {
     1
 }
 
-/// Link properties, the same for every pair of hosts, changeable on the timeline.
+/// Link properties, the same for every pair of hosts, and faults of one host's own link;
+/// changeable on the timeline.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
@@ -892,9 +895,8 @@ impl Scenario {
                 | Expectation::NoTransition(NoTransition { backend, .. }) => {
                     known(backend, &lb_backends, "backend", " in [lb]")?
                 }
-                Expectation::ClientAnswered { client, .. } | Expectation::Lost { client: Some(client), .. } => {
-                    answering(client)?
-                }
+                Expectation::ClientAnswered { client, .. }
+                | Expectation::Lost { client: Some(client), .. } => answering(client)?,
                 Expectation::Lost { client: None, .. }
                 | Expectation::Answered { .. }
                 | Expectation::Drops { .. }

@@ -303,7 +303,9 @@ impl World {
                     let backend = core.flows().flow(flow).map(|f| f.backend).or(sent.map(|(_, id)| id));
                     match backend {
                         Some(backend) => self.record.forwarded(self.now, core, backend),
-                        None => self.record.violation(format!("{}: forwarded on {flow} to no backend", self.now)),
+                        None => {
+                            self.record.violation(format!("{}: forwarded on {flow} to no backend", self.now))
+                        }
                     }
                     if let Err(violation) =
                         self.affinity.check(self.now, instance, core, listener, from, flow)
