@@ -4,7 +4,7 @@
 
 use udplb_core::{CloseReason, DropReason, Health, Instant};
 
-use crate::scenario::Expectation;
+use crate::scenario::{Expectation, Fraction, NoTransition, Share};
 use crate::world::World;
 
 /// One checked expectation.
@@ -154,7 +154,107 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 detail: format!("{got}"),
             }
         }
+        Expectation::Share(share) => check_share(world, share),
+        Expectation::ClientAnswered { client, at_least } => {
+            let (sent, answered) = world
+                .clients
+                .iter()
+                .find(|c| c.spec.name == *client)
+                .map_or((0, 0), |c| (u64::from(c.requests()), u64::from(c.answered)));
+            let fraction = (sent > 0).then(|| answered as f64 / sent as f64);
+            Verdict {
+                what: format!("at least {:.2}% of {client}'s requests answered", at_least.0 * 100.0),
+                // A client that sent nothing proves nothing.
+                passed: fraction.is_some_and(|fraction| fraction >= at_least.0),
+                detail: match fraction {
+                    Some(fraction) => {
+                        format!("{client}: {answered} of {sent} answered ({:.2}%)", fraction * 100.0)
+                    }
+                    None => format!("{client} sent no request"),
+                },
+            }
+        }
+        Expectation::NoTransition(NoTransition { backend, from, until, to }) => {
+            let (start, end) = (Instant::ZERO + from.0, Instant::ZERO + until.0);
+            let seen: Vec<String> = record
+                .health
+                .iter()
+                .filter(|(at, name, health)| {
+                    name == backend && *at >= start && *at <= end && to.is_none_or(|to| *health == to)
+                })
+                .map(|(at, _, health)| format!("{health} at {at}"))
+                .collect();
+            let into = to.map_or(String::new(), |to| format!(" to {to}"));
+            Verdict {
+                what: format!("no transition of {backend}{into} between {from} and {until}"),
+                passed: seen.is_empty(),
+                detail: match seen.len() {
+                    0 => format!("{backend}: no transition{into} between {from} and {until}"),
+                    1 => format!("{backend}: 1 transition{into}: {}", first_few(&seen)),
+                    n => format!("{backend}: {n} transitions{into}: {}", first_few(&seen)),
+                },
+            }
+        }
+        Expectation::Lost { at_most, client } => {
+            let clients =
+                world.clients.iter().filter(|c| client.as_ref().is_none_or(|name| c.spec.name == *name));
+            let (sent, answered) = clients.fold((0, 0), |(sent, answered), c| {
+                (sent + u64::from(c.requests()), answered + u64::from(c.answered))
+            });
+            let lost = sent - answered;
+            let whose = client.as_ref().map_or("all clients".to_owned(), |name| name.to_string());
+            Verdict {
+                what: format!("at most {at_most} requests of {whose} never answered"),
+                passed: lost <= *at_most,
+                detail: format!("{whose}: {lost} of {sent} requests never got all their replies"),
+            }
+        }
     }
+}
+
+/// The `share` a backend carried of the client datagrams forwarded in a window.
+fn check_share(world: &World, share: &Share) -> Verdict {
+    let Share { backend, from, to, at_least, at_most } = share;
+    let (start, end) = (Instant::ZERO + from.0, Instant::ZERO + to.0);
+    let (total, carried) = world
+        .record
+        .forwarded
+        .iter()
+        .filter(|(at, _)| *at >= start && *at <= end)
+        .fold((0u64, 0u64), |(total, carried), (_, name)| (total + 1, carried + u64::from(name == backend)));
+    let fraction = (total > 0).then(|| carried as f64 / total as f64);
+    let bounds = match (at_least, at_most) {
+        (Some(low), Some(high)) => format!("between {low} and {high}"),
+        (Some(low), None) => format!("at least {low}"),
+        (None, Some(high)) => format!("at most {high}"),
+        (None, None) => "any".into(),
+    };
+    let within = |fraction: f64| {
+        at_least.is_none_or(|Fraction(low)| fraction >= low)
+            && at_most.is_none_or(|Fraction(high)| fraction <= high)
+    };
+    Verdict {
+        what: format!("{backend} carries {bounds} of the requests forwarded between {from} and {to}"),
+        // Nothing forwarded proves nothing.
+        passed: fraction.is_some_and(within),
+        detail: match fraction {
+            Some(fraction) => format!(
+                "{backend} carried {:.2}% ({carried} of {total}) between {from} and {to}",
+                fraction * 100.0
+            ),
+            None => format!("no client datagram forwarded between {from} and {to}"),
+        },
+    }
+}
+
+/// The first few of a list, and how many more there are.
+fn first_few(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
 }
 
 /// The longest time the health checker may take to see `backend` reach `target`, from its own

@@ -16,17 +16,19 @@
 //!   draws.
 //! - `world.rs`: the event loop: the queue of timed events, each instance's timer, the
 //!   timeline, calling the drivers and the hosts and carrying out what the drivers ask for.
-//! - `network.rs`: the network model: packets, partitions, MTU, loss, latency, jitter,
-//!   reordering, duplication, ICMP rate limits, the ECMP spreader and the run's random stream.
+//! - `network.rs`: the network model: packets, partitions, MTU, loss (everywhere or on one
+//!   host's link), latency, jitter, reordering, duplication, ICMP rate limits, the ECMP
+//!   spreader and the run's random stream.
 //! - `platform.rs`: the core's `Platform` on simulated sockets, whose sends become effects the
 //!   world carries out.
 //! - `hosts.rs`: clients and backends: what they send and how they answer what arrives.
-//! - `record.rs`: what the run saw: health transitions, new flows and placements, events by
-//!   name, datagrams delivered and lost, violations.
+//! - `record.rs`: what the run saw: health transitions, new flows and placements, client
+//!   datagrams forwarded by backend, events by name, datagrams delivered and lost, violations.
 //! - `invariants.rs`: what must hold in every run: the core's invariants, upstream accounting,
 //!   no new flow to an ineligible backend, affinity, liveness, PROXY v2 headers.
-//! - `check.rs`: the scenario's expectations, the totals they are judged on, the end-of-run
-//!   summary.
+//! - `check.rs`: the scenario's expectations (counts of the balancer's own events, and what
+//!   users feel: shares, answers, lost requests, health flaps), the totals they are judged
+//!   on, the end-of-run summary.
 //! - `trace.rs`: the compact, snapshot-tested trace.
 //! - `report.rs`: the HTML report.
 //!

@@ -1,7 +1,7 @@
 //! The network between the hosts: what becomes of a packet once a host puts it on the wire.
 //!
-//! It cuts partitioned links, drops what exceeds the MTU, loses, delays (latency, jitter,
-//! reordering) and duplicates, limits how many ICMP errors a host sends per second, and
+//! It cuts partitioned links, drops what exceeds the MTU, loses (everywhere, and on one host's
+//! own link), delays (latency, jitter, reordering) and duplicates, limits how many ICMP errors a host sends per second, and
 //! spreads clients over balancer instances as an ECMP router would. It knows hosts by name
 //! only and never delivers anything itself: it tells the world when a packet arrives, and the
 //! world hands it to the host. Every random draw of a run comes from the ChaCha stream held
@@ -113,9 +113,18 @@ impl Network {
         self.spec.latency * 2
     }
 
-    /// No link cut and no loss.
+    /// No link cut and no loss, on the whole network or on any host's link.
     pub fn fault_free(&self) -> bool {
-        self.partitions.is_empty() && self.spec.loss == 0.0
+        self.partitions.is_empty() && self.spec.loss == 0.0 && self.spec.links.iter().all(|l| l.loss.0 == 0.0)
+    }
+
+    /// The chance that a datagram between the two hosts is lost on their own links: each
+    /// `[[network.link]]` of either host is one more independent chance. Zero without any.
+    fn link_loss(&self, from: Option<&str>, to: Option<&str>) -> f64 {
+        let on_path = |host: &str| from == Some(host) || to == Some(host);
+        let kept: f64 =
+            self.spec.links.iter().filter(|l| on_path(l.host.as_str())).map(|l| 1.0 - l.loss.0).product();
+        1.0 - kept
     }
 
     /// Whether `host` may send one more ICMP error at `now`, within its per-second limit (if
@@ -135,7 +144,8 @@ impl Network {
     }
 
     /// Takes a packet sent at `now` between the named hosts (`None`: an address no host has):
-    /// partitions, MTU, loss, latency, jitter, reordering, duplication.
+    /// partitions, MTU, loss, the hosts' own links' loss, latency, jitter, reordering,
+    /// duplication.
     pub fn transit(
         &mut self,
         now: Instant,
@@ -153,6 +163,12 @@ impl Network {
         }
         let loss = if packet.icmp { self.spec.loss.max(self.spec.icmp_loss) } else { self.spec.loss };
         if self.chance(loss) {
+            return Transit::Lost;
+        }
+        // A draw of its own, and none at all without a link fault on the path, so a network
+        // without `[[network.link]]` draws exactly what it always did.
+        let link_loss = self.link_loss(from, to);
+        if self.chance(link_loss) {
             return Transit::Lost;
         }
         let copies = if self.chance(self.spec.duplicate) { 2 } else { 1 };

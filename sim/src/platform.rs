@@ -39,6 +39,8 @@ pub struct Upstream {
     pub flow: FlowId,
     pub port: u16,
     pub backend: SocketAddr,
+    /// The backend's id in the core.
+    pub id: BackendId,
 }
 
 /// Simulated sockets of one balancer instance.
@@ -53,6 +55,10 @@ pub struct SimPlatform {
     pub probes_by_port: BTreeMap<u16, (ProbeId, Instant)>,
     next_probe_port: u16,
     pub effects: Vec<Effect>,
+    /// The flow and backend of the last datagram sent upstream: a flow that ended with its
+    /// datagram (`closes`) has no upstream left once the driver returns, and this still says
+    /// where the datagram went.
+    pub last_upstream_send: Option<(FlowId, BackendId)>,
 }
 
 /// Ephemeral ports, as Linux hands them out by default.
@@ -71,6 +77,7 @@ impl SimPlatform {
             probes_by_port: BTreeMap::new(),
             next_probe_port: 0,
             effects: Vec::new(),
+            last_upstream_send: None,
         }
     }
 
@@ -99,7 +106,7 @@ impl Platform for SimPlatform {
         let port = Self::allocate(&mut self.next_port, |p| used.contains_key(&p))
             .ok_or_else(|| OpenError("ephemeral ports exhausted".into()))?;
         self.upstream_by_port.insert(port, flow);
-        self.upstreams.insert(flow, Upstream { flow, port, backend: address });
+        self.upstreams.insert(flow, Upstream { flow, port, backend: address, id: backend });
         self.effects.push(Effect::Opened { flow, backend });
         Ok(())
     }
@@ -113,6 +120,7 @@ impl Platform for SimPlatform {
     fn send_upstream(&mut self, flow: FlowId, datagram: &[u8]) {
         // The simulated kernel never fails a send on an open upstream.
         if let Some(socket) = self.upstreams.get(&flow) {
+            self.last_upstream_send = Some((flow, socket.id));
             let from = SocketAddr::new(self.upstream_ip, socket.port);
             self.effects.push(Effect::Send { from, to: socket.backend, payload: datagram.to_vec() });
         }

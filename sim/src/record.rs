@@ -1,5 +1,6 @@
-//! What a run saw: health transitions, new flows and where they went, events counted by
-//! name, datagrams delivered and lost, broken invariants. The expectations and the report are
+//! What a run saw: health transitions, new flows and where they went, client datagrams
+//! forwarded and to which backend, events counted by name, datagrams delivered and lost,
+//! broken invariants. The expectations and the report are
 //! judged on this record; the trace lines for the balancer's notices are written here too.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ pub struct Record {
     pub health: Vec<(Instant, String, Health)>,
     /// New flows: (time, backend name).
     pub new_flows: Vec<(Instant, String)>,
+    /// Client datagrams forwarded (a `Forward` verdict, every instance): (time, backend name
+    /// of their flow).
+    pub forwarded: Vec<(Instant, String)>,
     /// Events, by their stable names, and how often they happened.
     pub events: BTreeMap<EventName, u64>,
     /// Broken invariants, described (bounded).
@@ -52,6 +56,12 @@ impl Record {
             self.placements.push((instance, client, name.clone()));
         }
         self.new_flows.push((now, name));
+    }
+
+    /// An instance (whose core is `core`) forwarded a client datagram to `backend` at `now`.
+    pub fn forwarded(&mut self, now: Instant, core: &Balancer, backend: BackendId) {
+        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+        self.forwarded.push((now, name));
     }
 
     /// Something instance `instance` (whose core is `core`) reported at `now`: a trace line

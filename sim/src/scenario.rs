@@ -10,8 +10,10 @@
 //! error at its line and column, never a count that silently stays zero: health states, drop
 //! and close reasons and events by the core's stable names (`udplb_core::names`; `transition`
 //! counts every health transition), backend commands, and the backends, listeners, clients and
-//! hosts that timeline actions, clients and expectations refer to, checked against `[lb]` (and
-//! every reload's `lb`) and the `[[backend]]` and `[[client]]` hosts.
+//! hosts that timeline actions, clients, links and expectations refer to, checked against
+//! `[lb]` (and every reload's `lb`) and the `[[backend]]` and `[[client]]` hosts. Fractions
+//! are checked where they are written, and what is wrong with an expectation as a whole (a
+//! window that ends before it starts, no bound at all) at its `[[expect]]` line.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -108,7 +110,8 @@ fn default_seed() -> u64 {
     1
 }
 
-/// Link properties, the same for every pair of hosts, changeable on the timeline.
+/// Link properties, the same for every pair of hosts, and faults of one host's own link;
+/// changeable on the timeline.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
@@ -138,6 +141,21 @@ pub struct NetworkSpec {
     /// ICMP errors a host sends per second at most (kernels rate-limit them).
     #[serde(default = "NetworkSpec::default_icmp_rate")]
     pub icmp_per_second: u32,
+    /// Faults of one host's link only (`[[network.link]]`), on top of the above.
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkSpec>,
+}
+
+/// One host's own link: what happens to every datagram (and ICMP error) it sends or receives,
+/// beside what the whole network does.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// The host, by name (`lb` is the balancer).
+    pub host: Name,
+    /// Probability that a datagram to or from the host is lost on its link, drawn apart from
+    /// the network's own `loss`.
+    pub loss: Fraction,
 }
 
 impl NetworkSpec {
@@ -170,6 +188,7 @@ impl Default for NetworkSpec {
             mtu: Self::default_mtu(),
             icmp_loss: 0.0,
             icmp_per_second: Self::default_icmp_rate(),
+            links: Vec::new(),
         }
     }
 }
@@ -449,6 +468,120 @@ pub enum Expectation {
     },
     /// A health or flow event happened exactly `count` times.
     Events { event: EventSelector, count: u64 },
+    /// Of the client datagrams forwarded to any backend between `from` and `to` (every
+    /// instance), the share that went to `backend`.
+    Share(Share),
+    /// At least this fraction of one client's requests got all their replies.
+    ClientAnswered { client: Name, at_least: Fraction },
+    /// No health transition of `backend` (into `to`, or any) between `from` and `until`.
+    NoTransition(NoTransition),
+    /// At most this many requests never got all their replies, over every client or `client`.
+    Lost {
+        at_most: u64,
+        #[serde(default)]
+        client: Option<Name>,
+    },
+}
+
+/// A `share` expectation: of the client datagrams forwarded between `from` and `to`, the
+/// fraction `backend` carried is within the bounds given (at least one of them).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "ShareKeys")]
+pub struct Share {
+    pub backend: Name,
+    pub from: TimeOf,
+    pub to: TimeOf,
+    pub at_least: Option<Fraction>,
+    pub at_most: Option<Fraction>,
+}
+
+/// A `share` expectation as written, before its keys are checked against each other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareKeys {
+    backend: Name,
+    from: TimeOf,
+    to: TimeOf,
+    #[serde(default)]
+    at_least: Option<Fraction>,
+    #[serde(default)]
+    at_most: Option<Fraction>,
+}
+
+impl TryFrom<ShareKeys> for Share {
+    type Error = String;
+
+    fn try_from(keys: ShareKeys) -> Result<Share, String> {
+        let ShareKeys { backend, from, to, at_least, at_most } = keys;
+        if at_least.is_none() && at_most.is_none() {
+            return Err("`share` needs `at_least`, `at_most` or both".into());
+        }
+        if from.0 >= to.0 {
+            return Err(format!("`share` needs `from` ({from}) before `to` ({to})"));
+        }
+        if let (Some(low), Some(high)) = (at_least, at_most)
+            && low.0 > high.0
+        {
+            return Err(format!("`share` bounds cross: `at_least` {low} is above `at_most` {high}"));
+        }
+        Ok(Share { backend, from, to, at_least, at_most })
+    }
+}
+
+/// A `no_transition` expectation: `backend` made no health transition (into `to`, when given)
+/// from `from` to `until`, both included.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "NoTransitionKeys")]
+pub struct NoTransition {
+    pub backend: Name,
+    pub from: TimeOf,
+    pub until: TimeOf,
+    pub to: Option<Health>,
+}
+
+/// A `no_transition` expectation as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoTransitionKeys {
+    backend: Name,
+    from: TimeOf,
+    until: TimeOf,
+    #[serde(default)]
+    to: Option<Health>,
+}
+
+impl TryFrom<NoTransitionKeys> for NoTransition {
+    type Error = String;
+
+    fn try_from(keys: NoTransitionKeys) -> Result<NoTransition, String> {
+        let NoTransitionKeys { backend, from, until, to } = keys;
+        if from.0 > until.0 {
+            return Err(format!("`no_transition` needs `from` ({from}) no later than `until` ({until})"));
+        }
+        Ok(NoTransition { backend, from, until, to })
+    }
+}
+
+/// A fraction between 0 and 1 (both included), checked where the file writes it.
+#[derive(Copy, Clone, Debug, PartialEq, PartialOrd)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fraction, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if !(0.0..=1.0).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "a fraction is between 0 and 1 (both included), not {value}"
+            )));
+        }
+        Ok(Fraction(value))
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// The health state a `detected` expectation waits for: `up` or `down` (what probes reach;
@@ -588,6 +721,13 @@ impl PartialEq<Name> for str {
 #[serde(transparent)]
 pub struct TimeOf(#[serde(with = "duration::required")] pub Duration);
 
+impl fmt::Display for TimeOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As written: `2s`, `1.5s`, `250ms`.
+        write!(f, "{:?}", self.0)
+    }
+}
+
 /// Why a scenario file cannot run.
 #[derive(Debug)]
 pub struct ScenarioError(pub String);
@@ -709,6 +849,26 @@ impl Scenario {
         for client in &self.clients {
             known(&client.listener, &initial_listeners, "listener", " in [lb]")?;
         }
+        let links = std::iter::once(&self.network)
+            .chain(self.timeline.iter().filter_map(|entry| match &entry.action {
+                Action::Network(network) => Some(network),
+                _ => None,
+            }))
+            .flat_map(|network| &network.links);
+        for link in links {
+            known(&link.host, &hosts, "host", "")?;
+        }
+        // A client named by an expectation on its replies: one that expects some.
+        let answering = |name: &Name| {
+            known(name, &clients, "[[client]]", "")?;
+            match self.clients.iter().find(|c| c.name == *name).map(|c| &c.model) {
+                Some(ClientModel::Flood { .. }) => {
+                    let message = format!("client `{name}` is a flood: it expects no replies");
+                    Err(located(text, Some(name.span()), &message))
+                }
+                _ => Ok(()),
+            }
+        };
         for entry in &self.timeline {
             match &entry.action {
                 Action::Kill { backend }
@@ -730,10 +890,15 @@ impl Scenario {
                 Expectation::Health { backend, .. }
                 | Expectation::Detected { backend, .. }
                 | Expectation::NoNewFlows { backend, .. }
-                | Expectation::NewFlowsAtLeast { backend, .. } => {
+                | Expectation::NewFlowsAtLeast { backend, .. }
+                | Expectation::Share(Share { backend, .. })
+                | Expectation::NoTransition(NoTransition { backend, .. }) => {
                     known(backend, &lb_backends, "backend", " in [lb]")?
                 }
-                Expectation::Answered { .. }
+                Expectation::ClientAnswered { client, .. }
+                | Expectation::Lost { client: Some(client), .. } => answering(client)?,
+                Expectation::Lost { client: None, .. }
+                | Expectation::Answered { .. }
                 | Expectation::Drops { .. }
                 | Expectation::Closes { .. }
                 | Expectation::ConsistentPlacement { .. }

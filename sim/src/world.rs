@@ -295,7 +295,18 @@ impl World {
                     driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
                 });
                 if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
-                    let core = self.drivers[instance].core();
+                    let driver = &self.drivers[instance];
+                    let core = driver.core();
+                    // Its flow's backend: from the core while the flow lives, from the
+                    // upstream it was just sent on when the flow ended with it.
+                    let sent = driver.platform().last_upstream_send.filter(|(sent_on, _)| *sent_on == flow);
+                    let backend = core.flows().flow(flow).map(|f| f.backend).or(sent.map(|(_, id)| id));
+                    match backend {
+                        Some(backend) => self.record.forwarded(self.now, core, backend),
+                        None => {
+                            self.record.violation(format!("{}: forwarded on {flow} to no backend", self.now))
+                        }
+                    }
                     if let Err(violation) =
                         self.affinity.check(self.now, instance, core, listener, from, flow)
                     {
@@ -492,7 +503,13 @@ fn describe(action: &Action) -> String {
             format!("partition {from} {} {to}", if *one_way { "->" } else { "<->" })
         }
         Action::Heal => "heal".into(),
-        Action::Network(n) => format!("network loss {} latency {:?}", n.loss, n.latency),
+        Action::Network(n) => {
+            let mut line = format!("network loss {} latency {:?}", n.loss, n.latency);
+            for link in &n.links {
+                line.push_str(&format!(", {} link loss {}", link.host, link.loss));
+            }
+            line
+        }
         Action::DrainListener { listener } => format!("drain listener {listener}"),
         Action::Backend { backend, command } => format!("{command} backend {backend}"),
         Action::Reload { .. } => "reload".into(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use udplb_core::names::EventName;
 use udplb_core::{BackendCommand, CloseReason, DropReason, Health};
-use udplb_sim::scenario::{Action, EventSelector, Expectation, Scenario};
+use udplb_sim::scenario::{Action, EventSelector, Expectation, NoTransition, Scenario, Share};
 
 /// Every kind of name a scenario can hold, each spelled right. Line numbers matter: the tests
 /// below name the line of each value.
@@ -88,6 +88,34 @@ count = 1
 kind = "events"
 event = "transition"
 count = 1
+
+[[expect]]
+kind = "share"
+backend = "s1"
+from = "1s"
+to = "5s"
+at_most = 0.9
+
+[[expect]]
+kind = "client_answered"
+client = "player"
+at_least = 0.5
+
+[[expect]]
+kind = "no_transition"
+backend = "s1"
+from = "2s"
+until = "8s"
+to = "up"
+
+[[expect]]
+kind = "lost"
+client = "player"
+at_most = 5
+
+[[network.link]]
+host = "s2"
+loss = 0.1
 "#;
 
 /// Writes `text` to a file of its own and loads it.
@@ -138,6 +166,16 @@ fn the_valid_file_loads_with_every_name_typed() {
         Expectation::Events { event: EventSelector::Event(EventName::BackendDrained), .. }
     ));
     assert!(matches!(typed(5), Expectation::Events { event: EventSelector::Transition, .. }));
+    assert!(
+        matches!(typed(6), Expectation::Share(Share { backend, at_most: Some(high), at_least: None, .. })
+        if backend.as_str() == "s1" && high.0 == 0.9)
+    );
+    assert!(matches!(typed(7), Expectation::ClientAnswered { client, .. } if client.as_str() == "player"));
+    assert!(matches!(typed(8), Expectation::NoTransition(NoTransition { to: Some(Health::Up), .. })));
+    assert!(
+        matches!(typed(9), Expectation::Lost { client: Some(client), at_most: 5 } if client.as_str() == "player")
+    );
+    assert_eq!(scenario.network.links[0].host.as_str(), "s2");
 }
 
 #[test]
@@ -226,5 +264,79 @@ fn other_names_are_checked_too() {
         "count = 10\ncolour = 1\n",
         "colour",
         "unexpected keys in table: colour",
+    );
+}
+
+#[test]
+fn names_in_the_user_level_expectations_are_checked() {
+    let says = "no backend `s3` in [lb]; there are: `s1`, `s2`";
+    fails_at(
+        "share_backend",
+        "backend = \"s1\"\nfrom = \"1s\"",
+        "backend = \"s3\"\nfrom = \"1s\"",
+        "\"s3\"",
+        says,
+    );
+    let from = "backend = \"s1\"\nfrom = \"2s\"";
+    fails_at(
+        "no_transition_backend",
+        from,
+        "backend = \"sl\"\nfrom = \"2s\"",
+        "\"sl\"",
+        "no backend `sl` in [lb]",
+    );
+    let says = "no [[client]] `plyer`; there are: `player`";
+    let from = "client = \"player\"\nat_least";
+    fails_at("client_answered_client", from, "client = \"plyer\"\nat_least", "\"plyer\"", says);
+    let from = "client = \"player\"\nat_most";
+    fails_at("lost_client", from, "client = \"plyer\"\nat_most", "\"plyer\"", says);
+    fails_at("no_transition_state", "to = \"up\"", "to = \"upp\"", "\"upp\"", "unknown health state `upp`");
+    fails_at(
+        "link_host",
+        "host = \"s2\"",
+        "host = \"s9\"",
+        "\"s9\"",
+        "no host `s9`; there are: `lb`, `s1`, `s2`, `player`",
+    );
+}
+
+#[test]
+fn fractions_and_windows_in_the_user_level_expectations_are_checked() {
+    let says = "a fraction is between 0 and 1 (both included), not 1.5";
+    fails_at("share_fraction", "at_most = 0.9", "at_most = 1.5", "1.5", says);
+    fails_at("answered_fraction", "at_least = 0.5", "at_least = -0.5", "-0.5", "not -0.5");
+    fails_at("link_fraction", "loss = 0.1", "loss = 2.5", "2.5", "not 2.5");
+    // What is wrong with a table as a whole is reported at its header.
+    let share = "[[expect]]\nkind = \"share\"\nbackend = \"s1\"\nfrom = \"1s\"\nto = \"5s\"\nat_most = 0.9\n";
+    let header = "[[expect]] # this one";
+    let unbounded = share.replace("at_most = 0.9\n", "").replace("[[expect]]", header);
+    fails_at("share_bounds", share, &unbounded, header, "`share` needs `at_least`, `at_most` or both");
+    let backwards = share.replace("\"1s\"", "\"6s\"").replace("[[expect]]", header);
+    fails_at("share_window", share, &backwards, header, "`share` needs `from` (6s) before `to` (5s)");
+    let crossed =
+        share.replace("at_most = 0.9\n", "at_most = 0.9\nat_least = 0.95\n").replace("[[expect]]", header);
+    fails_at("share_crossed", share, &crossed, header, "`at_least` 0.95 is above `at_most` 0.9");
+    let no_transition = "kind = \"no_transition\"\nbackend = \"s1\"\nfrom = \"2s\"";
+    let backwards = no_transition.replace("\"2s\"", "\"9s\"");
+    fails_at(
+        "no_transition_window",
+        &format!("[[expect]]\n{no_transition}"),
+        &format!("{header}\n{backwards}"),
+        header,
+        "`no_transition` needs `from` (9s) no later than `until` (8s)",
+    );
+}
+
+#[test]
+fn a_flood_client_expects_no_replies_so_no_expectation_may_count_them() {
+    let from = "client = \"player\"\nat_least = 0.5\n";
+    let to = "client = \"swarm\"\nat_least = 0.5\n\n[[client]]\nname = \"swarm\"\naddress = \"198.18.0.1\"\n\
+              listener = \"game\"\nkind = \"flood\"\ninterval = \"10ms\"\ncount = 5\nsources = 3\n";
+    fails_at(
+        "flood_client",
+        from,
+        to,
+        "\"swarm\"\nat_least",
+        "client `swarm` is a flood: it expects no replies",
     );
 }

@@ -128,6 +128,14 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
             passed: false,
             detail: "one balancer instance here: `unsupported` refuses such scenarios".into(),
         },
+        Expectation::Share(_)
+        | Expectation::ClientAnswered { .. }
+        | Expectation::NoTransition(_)
+        | Expectation::Lost { .. } => Verdict {
+            what: "a user-level expectation".into(),
+            passed: false,
+            detail: "not judged here yet: `unsupported` refuses such scenarios".into(),
+        },
         Expectation::Events { event, count } => {
             let got: u64 =
                 record.events.iter().filter(|(name, _)| event.matches(**name)).map(|(_, count)| count).sum();

@@ -98,6 +98,9 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     if network.loss > 0.0 || network.duplicate > 0.0 || network.reorder > 0.0 || network.icmp_loss > 0.0 {
         missing.push("per-datagram loss, duplication or reordering".to_owned());
     }
+    if !network.links.is_empty() {
+        missing.push("loss on one host's link".to_owned());
+    }
     let mut listener_ips: Vec<IpAddr> = scenario.lb.listeners.values().map(|l| l.address.ip()).collect();
     listener_ips.sort();
     listener_ips.dedup();
@@ -131,6 +134,16 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     }
     if scenario.expectations.iter().any(|e| matches!(e, Expectation::ConsistentPlacement { .. })) {
         missing.push("placement across instances".to_owned());
+    }
+    for expectation in &scenario.expectations {
+        let kind = match expectation {
+            Expectation::Share(_) => "share",
+            Expectation::ClientAnswered { .. } => "client_answered",
+            Expectation::NoTransition(_) => "no_transition",
+            Expectation::Lost { .. } => "lost",
+            _ => continue,
+        };
+        missing.push(format!("the `{kind}` expectation (not judged here yet)"));
     }
     for entry in &scenario.timeline {
         match &entry.action {
