@@ -13,7 +13,7 @@
 //! - `lib.rs`: [`run`], one scenario with one seed, from world to verdicts, trace and timeline.
 //! - `main.rs`: the `udplb-sim` command (run, report, sweep).
 //! - `scenario.rs`: scenario files: the schema, loading with file and line, the faults a sweep
-//!   draws.
+//!   draws; `scenario/expect.rs` the `[[expect]]` kinds, typed as they load.
 //! - `world.rs`: the event loop: the queue of timed events, each instance's timer, the
 //!   timeline, calling the drivers and the hosts and carrying out what the drivers ask for.
 //! - `network.rs`: the network model: packets, partitions, MTU, loss (everywhere or on one

@@ -1,0 +1,249 @@
+//! The `[[expect]]` part of a scenario file: what must hold at the end of a run (or at a time),
+//! each field typed when the file loads.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+use udplb_core::names::{EventName, Named};
+use udplb_core::{CloseReason, DropReason, Health};
+
+use super::{Name, TimeOf};
+
+/// What must hold at the end of a run (or at a time).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Expectation {
+    /// The backend's health state at time `by` (and from then on until the next timeline
+    /// action that touches it).
+    Health { backend: Name, state: Health, by: TimeOf },
+    /// After `after`, the backend reaches `state` (`down` or `up`) within the worst case the
+    /// health scheduler itself computes for its cluster's settings (intervals per state,
+    /// jitter, per-probe timeout, rise/fall), plus the network's round trips.
+    Detected { backend: Name, state: Detectable, after: TimeOf },
+    /// No new flow went to the backend between `from` and `to`.
+    NoNewFlows { backend: Name, from: TimeOf, to: TimeOf },
+    /// At least this many new flows went to the backend (in the whole run).
+    NewFlowsAtLeast { backend: Name, count: u64 },
+    /// At least this fraction of all requests got all their replies.
+    Answered { at_least: f64 },
+    /// Client datagrams dropped for `reason` over the run: at least / at most.
+    Drops {
+        reason: DropReason,
+        #[serde(default)]
+        at_least: Option<u64>,
+        #[serde(default)]
+        at_most: Option<u64>,
+    },
+    /// Flows closed for `reason`: at least / at most.
+    Closes {
+        reason: CloseReason,
+        #[serde(default)]
+        at_least: Option<u64>,
+        #[serde(default)]
+        at_most: Option<u64>,
+    },
+    /// Every client address whose flows went through more than one balancer instance was
+    /// sent to the same backend by each (consistent hashing agreeing across instances), and
+    /// at least `moved_at_least` clients did move.
+    ConsistentPlacement { moved_at_least: u64 },
+    /// Flows created over the run (every instance).
+    FlowsCreated {
+        #[serde(default)]
+        at_least: Option<u64>,
+        #[serde(default)]
+        at_most: Option<u64>,
+    },
+    /// A health or flow event happened exactly `count` times.
+    Events { event: EventSelector, count: u64 },
+    /// Of the client datagrams forwarded to any backend between `from` and `to` (every
+    /// instance), the share that went to `backend`.
+    Share(Share),
+    /// At least this fraction of one client's requests got all their replies.
+    ClientAnswered { client: Name, at_least: Fraction },
+    /// No health transition of `backend` (into `to`, or any) between `from` and `until`.
+    NoTransition(NoTransition),
+    /// At most this many requests never got all their replies, over every client or `client`.
+    Lost {
+        at_most: u64,
+        #[serde(default)]
+        client: Option<Name>,
+    },
+}
+
+/// A `share` expectation: of the client datagrams forwarded between `from` and `to`, the
+/// fraction `backend` carried is within the bounds given (at least one of them).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "ShareKeys")]
+pub struct Share {
+    pub backend: Name,
+    pub from: TimeOf,
+    pub to: TimeOf,
+    pub at_least: Option<Fraction>,
+    pub at_most: Option<Fraction>,
+}
+
+/// A `share` expectation as written, before its keys are checked against each other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareKeys {
+    backend: Name,
+    from: TimeOf,
+    to: TimeOf,
+    #[serde(default)]
+    at_least: Option<Fraction>,
+    #[serde(default)]
+    at_most: Option<Fraction>,
+}
+
+impl TryFrom<ShareKeys> for Share {
+    type Error = String;
+
+    fn try_from(keys: ShareKeys) -> Result<Share, String> {
+        let ShareKeys { backend, from, to, at_least, at_most } = keys;
+        if at_least.is_none() && at_most.is_none() {
+            return Err("`share` needs `at_least`, `at_most` or both".into());
+        }
+        if from.0 >= to.0 {
+            return Err(format!("`share` needs `from` ({from}) before `to` ({to})"));
+        }
+        if let (Some(low), Some(high)) = (at_least, at_most)
+            && low.0 > high.0
+        {
+            return Err(format!("`share` bounds cross: `at_least` {low} is above `at_most` {high}"));
+        }
+        Ok(Share { backend, from, to, at_least, at_most })
+    }
+}
+
+/// A `no_transition` expectation: `backend` made no health transition (into `to`, when given)
+/// from `from` to `until`, both included.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "NoTransitionKeys")]
+pub struct NoTransition {
+    pub backend: Name,
+    pub from: TimeOf,
+    pub until: TimeOf,
+    pub to: Option<Health>,
+}
+
+/// A `no_transition` expectation as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoTransitionKeys {
+    backend: Name,
+    from: TimeOf,
+    until: TimeOf,
+    #[serde(default)]
+    to: Option<Health>,
+}
+
+impl TryFrom<NoTransitionKeys> for NoTransition {
+    type Error = String;
+
+    fn try_from(keys: NoTransitionKeys) -> Result<NoTransition, String> {
+        let NoTransitionKeys { backend, from, until, to } = keys;
+        if from.0 > until.0 {
+            return Err(format!("`no_transition` needs `from` ({from}) no later than `until` ({until})"));
+        }
+        Ok(NoTransition { backend, from, until, to })
+    }
+}
+
+/// A fraction between 0 and 1 (both included), checked where the file writes it.
+#[derive(Copy, Clone, Debug, PartialEq, PartialOrd)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fraction, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if !(0.0..=1.0).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "a fraction is between 0 and 1 (both included), not {value}"
+            )));
+        }
+        Ok(Fraction(value))
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The health state a `detected` expectation waits for: `up` or `down` (what probes reach;
+/// a backend is `unknown` only before its first result).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Detectable(pub Health);
+
+impl<'de> Deserialize<'de> for Detectable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Detectable, D::Error> {
+        match Health::deserialize(deserializer)? {
+            Health::Unknown => {
+                Err(serde::de::Error::custom("a backend is detected `up` or `down`, never `unknown`"))
+            }
+            health => Ok(Detectable(health)),
+        }
+    }
+}
+
+impl fmt::Display for Detectable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What an `events` expectation counts: one event by its stable name (`backend_down`,
+/// `cluster_all_down`, `listener_drained`, `frontend_up`, ...), or `transition`: every health
+/// transition (`backend_up`, `backend_down` and `backend_unknown` together).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EventSelector {
+    Event(EventName),
+    Transition,
+}
+
+impl EventSelector {
+    const TRANSITION: &str = "transition";
+
+    /// Whether an event of this name counts.
+    pub fn matches(self, name: EventName) -> bool {
+        match self {
+            EventSelector::Event(selected) => selected == name,
+            EventSelector::Transition => name.transition().is_some(),
+        }
+    }
+}
+
+impl FromStr for EventSelector {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<EventSelector, String> {
+        if name == Self::TRANSITION {
+            return Ok(EventSelector::Transition);
+        }
+        EventName::from_name(name).map(EventSelector::Event).ok_or_else(|| {
+            format!(
+                "unknown event `{name}`, expected `{}` or one of {}",
+                Self::TRANSITION,
+                EventName::name_list()
+            )
+        })
+    }
+}
+
+impl fmt::Display for EventSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventSelector::Event(name) => name.fmt(f),
+            EventSelector::Transition => f.write_str(Self::TRANSITION),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventSelector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EventSelector, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
