@@ -47,49 +47,6 @@ where
     }
 }
 
-/// Where a log line finds the configured names of the ids in an output.
-pub trait Names {
-    /// A listener's name.
-    fn listener(&self, listener: ListenerId) -> Option<&str>;
-    /// A cluster's name.
-    fn cluster(&self, cluster: ClusterId) -> Option<&str>;
-    /// A backend's cluster and its id within that cluster.
-    fn backend(&self, backend: BackendId) -> Option<(ClusterId, &str)>;
-}
-
-impl Names for Balancer {
-    fn listener(&self, listener: ListenerId) -> Option<&str> {
-        self.flows().listener(listener).map(|(name, _)| name)
-    }
-
-    fn cluster(&self, cluster: ClusterId) -> Option<&str> {
-        self.flows().cluster_name(cluster)
-    }
-
-    fn backend(&self, backend: BackendId) -> Option<(ClusterId, &str)> {
-        let flows = self.flows();
-        Some((flows.backend_cluster(backend)?, flows.backend(backend)?.0))
-    }
-}
-
-/// No names at hand: lines show the core's ids (`listener#0`, `cluster#1`, `backend#2`).
-#[derive(Copy, Clone, Debug, Default)]
-pub struct Unnamed;
-
-impl Names for Unnamed {
-    fn listener(&self, _: ListenerId) -> Option<&str> {
-        None
-    }
-
-    fn cluster(&self, _: ClusterId) -> Option<&str> {
-        None
-    }
-
-    fn backend(&self, _: BackendId) -> Option<(ClusterId, &str)> {
-        None
-    }
-}
-
 /// A configured name, or the id when the name is not known (a removed listener, say).
 struct Shown<'a, Id>(Option<&'a str>, Id);
 
@@ -102,20 +59,17 @@ impl<Id: fmt::Display> fmt::Display for Shown<'_, Id> {
     }
 }
 
-/// Logs one output of `core` with the names of its configuration.
+/// Logs one output of `core`, naming listeners, clusters and backends by their configured ids
+/// (or by the core's id, `listener#3`, for one the configuration no longer has). Outputs that
+/// are not worth a line (probes to start, resends, states relayed between workers) log nothing.
 pub fn log_output(core: &Balancer, output: &Output) {
-    log_named(core, output)
-}
-
-/// Logs one output, naming its ids through `names`. Outputs that are not worth a line
-/// (probes to start, resends, states relayed between workers) log nothing.
-pub fn log_named(names: &impl Names, output: &Output) {
-    let listener = |id: ListenerId| Shown(names.listener(id), id);
-    let cluster = |id: ClusterId| Shown(names.cluster(id), id);
-    let backend = |id: BackendId| Shown(names.backend(id).map(|(_, name)| name), id);
+    let flows = core.flows();
+    let listener = |id: ListenerId| Shown(flows.listener(id).map(|(name, _)| name), id);
+    let cluster = |id: ClusterId| Shown(flows.cluster_name(id), id);
+    let backend = |id: BackendId| Shown(flows.backend(id).map(|(name, _)| name), id);
     // A backend's cluster, for events that do not carry it.
-    let cluster_of = |id: BackendId| match names.backend(id) {
-        Some((cluster_id, _)) => cluster(cluster_id).to_string(),
+    let cluster_of = |id: BackendId| match flows.backend_cluster(id) {
+        Some(cluster_id) => cluster(cluster_id).to_string(),
         None => "?".to_owned(),
     };
     // `%`: the human format writes a displayed value without quotes.
@@ -284,6 +238,8 @@ backends = [
 
     #[test]
     fn without_names_the_ids_are_shown() {
+        // Listener 3 is not in the configuration: the line shows the core's id.
+        let core = Balancer::new(&Config::from_toml_str(CONFIG).unwrap(), Keys::from_seed(1)).unwrap();
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = subscriber(LogFormat::Json, Level::DEBUG, false, move || writer.clone());
@@ -291,7 +247,7 @@ backends = [
             listener: ListenerId(3),
             flows_remaining: 7,
         }));
-        tracing::subscriber::with_default(subscriber, || log_named(&Unnamed, &output));
+        tracing::subscriber::with_default(subscriber, || log_output(&core, &output));
         let line: serde_json::Value = serde_json::from_str(buffer.text().trim()).unwrap();
         assert_eq!(line["event"], "listener_draining");
         assert_eq!(line["listener"], "listener#3");
