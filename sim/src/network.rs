@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use udplb_core::Instant;
 
-use crate::scenario::NetworkSpec;
+use crate::scenario::{LinkDirection, LinkSpec, NetworkSpec};
 
 /// A datagram (or an ICMP error about one) in flight.
 #[derive(Clone, Debug)]
@@ -171,11 +171,18 @@ impl Network {
     }
 
     /// The chance that a datagram between the two hosts is lost on their own links: each
-    /// `[[network.link]]` of either host is one more independent chance. Zero without any.
+    /// `[[network.link]]` of either host (in the link's direction) is one more independent
+    /// chance. Zero without any.
     fn link_loss(&self, from: Option<&str>, to: Option<&str>) -> f64 {
-        let on_path = |host: &str| from == Some(host) || to == Some(host);
-        let kept: f64 =
-            self.spec.links.iter().filter(|l| on_path(l.host.as_str())).map(|l| 1.0 - l.loss.0).product();
+        let on_path = |link: &LinkSpec| {
+            let host = Some(link.host.as_str());
+            match link.direction {
+                LinkDirection::Both => from == host || to == host,
+                LinkDirection::In => to == host,
+                LinkDirection::Out => from == host,
+            }
+        };
+        let kept: f64 = self.spec.links.iter().filter(|l| on_path(l)).map(|l| 1.0 - l.loss.0).product();
         1.0 - kept
     }
 

@@ -173,12 +173,29 @@ pub struct LinkSpec {
     /// the network's own `loss`.
     #[serde(default)]
     pub loss: Fraction,
+    /// Which of the host's datagrams `loss` takes: `both` (the default), `in` (those sent to
+    /// it) or `out` (those it sends), as a firewall rule on one chain would.
+    #[serde(default)]
+    pub direction: LinkDirection,
     /// Largest IP packet (payload and 28 bytes of IPv4 and UDP headers) that reaches the host
     /// over its link. A bigger datagram sent to it is lost on the way, and the router before
     /// the link sends its sender an ICMP "fragmentation needed" naming this MTU; the host's own
     /// datagrams are fragmented by its own kernel and get through.
     #[serde(default)]
     pub mtu: Option<usize>,
+}
+
+/// Which way a host link's loss applies.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkDirection {
+    /// Datagrams to and from the host.
+    #[default]
+    Both,
+    /// Datagrams to the host only.
+    In,
+    /// Datagrams from the host only.
+    Out,
 }
 
 /// Bytes of IPv4 and UDP headers in front of a datagram's payload, for link MTUs.

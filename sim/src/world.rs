@@ -556,6 +556,11 @@ fn describe(action: &Action) -> String {
             let mut line = format!("network loss {} latency {:?}", n.loss, n.latency);
             for link in &n.links {
                 line.push_str(&format!(", {} link loss {}", link.host, link.loss));
+                match link.direction {
+                    crate::scenario::LinkDirection::Both => {}
+                    crate::scenario::LinkDirection::In => line.push_str(" in"),
+                    crate::scenario::LinkDirection::Out => line.push_str(" out"),
+                }
                 if let Some(mtu) = link.mtu {
                     line.push_str(&format!(" mtu {mtu}"));
                 }

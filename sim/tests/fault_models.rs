@@ -239,3 +239,32 @@ fn a_transitions_expectation_needs_a_bound_and_an_ordered_window() {
     );
     assert!(parse("from = \"1s\"\nuntil = \"2s\"\nat_most = 1").is_ok());
 }
+
+#[test]
+fn a_link_loses_in_one_direction_only_when_told() {
+    // b's link loses every datagram sent to it (`in`): nothing is answered. Losing only what
+    // it sends (`out`) loses the replies: nothing is answered either, but b received them all.
+    let world = run(one_backend(
+        "",
+        32,
+        20,
+        "[network]\nlink = [{ host = \"b\", loss = 1.0, direction = \"in\" }]\n",
+    ));
+    assert_eq!((world.clients[0].answered, world.backends[0].received), (0, 0));
+    let world = run(one_backend(
+        "",
+        32,
+        20,
+        "[network]\nlink = [{ host = \"b\", loss = 1.0, direction = \"out\" }]\n",
+    ));
+    assert_eq!(world.clients[0].answered, 0);
+    assert_eq!(world.backends[0].received, 20);
+    // The client's own link, `out`, does not touch b's traffic from the balancer.
+    let world = run(one_backend(
+        "",
+        32,
+        20,
+        "[network]\nlink = [{ host = \"lb\", loss = 0.0, direction = \"out\" }]\n",
+    ));
+    assert_eq!(world.clients[0].answered, 20);
+}
