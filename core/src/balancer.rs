@@ -20,8 +20,8 @@ use crate::health::{
 };
 use crate::id::{BackendId, FlowId, ListenerId, ProbeId};
 use crate::outcome::PassiveFailure;
-use std::net::SocketAddr;
 use crate::time::Instant;
+use std::net::SocketAddr;
 
 /// What the caller (the shell, the simulator) acts on or shows.
 #[derive(Clone, Debug, PartialEq, Eq)]

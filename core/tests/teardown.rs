@@ -203,7 +203,7 @@ fn after_handle_timeout_the_next_deadline_is_strictly_later() {
 
 #[test]
 fn drain_without_deadline_waits_for_flows_to_end_by_their_own_teardown() {
-    let mut h = Harness::new(&one_listener(1, "responses = 1", ""));
+    let mut h = Harness::new(&one_listener(1, "responses = 1\nidle_timeout = { back = \"1m\" }", ""));
     let dns = h.listener("dns");
     let flow = h.forward("192.0.2.1:5000", b"q");
     h.take_outputs();

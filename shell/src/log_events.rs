@@ -120,7 +120,9 @@ pub fn log_output(core: &Balancer, output: &Output) {
             }
             Event::BackendFault { backend: b, failure, count } => {
                 let what = match failure {
-                    udplb_core::PassiveFailure::StrayReply => "replies from another port than the one udplb sent to, dropped",
+                    udplb_core::PassiveFailure::StrayReply => {
+                        "replies from another port than the one udplb sent to, dropped"
+                    }
                     udplb_core::PassiveFailure::SendFailed => "datagrams to the backend could not be sent",
                     _ => "datapath failures",
                 };

@@ -83,7 +83,8 @@ pub struct HealthConfig {
 
 /// Outlier ejection, after Envoy's outlier detection: the datapath's signals (replies owed
 /// and written off, refusals, sends that failed, replies from the wrong port; and requests
-/// answered) eject a backend when it fails `consecutive_failures` times in a row, or when
+/// answered) eject a backend when it refuses `consecutive_refusals` times with no success
+/// between them, when it fails `consecutive_failures` times in a row, or when
 /// at least `failure_percent` of its last `window`'s requests failed (once there were
 /// `min_requests`) and that share is at least twice the rest of the cluster's. An ejected backend takes no new flows for `base_ejection_time` times the
 /// number of its recent ejections (at most `max_ejection_time`); no passing probe readmits it
@@ -99,6 +100,10 @@ pub struct OutlierConfig {
     /// Failures in a row that eject; 0 turns this rule off.
     #[serde(default = "OutlierConfig::default_consecutive_failures")]
     pub consecutive_failures: u32,
+    /// Refusals (ICMP port or host unreachable) with no success between them that eject;
+    /// 0 turns this rule off.
+    #[serde(default = "OutlierConfig::default_consecutive_refusals")]
+    pub consecutive_refusals: u32,
     /// Share of failed requests over `window`, in percent, that ejects; 0 turns this rule off.
     #[serde(default = "OutlierConfig::default_failure_percent")]
     pub failure_percent: u32,
@@ -124,6 +129,9 @@ impl OutlierConfig {
     fn default_consecutive_failures() -> u32 {
         10
     }
+    fn default_consecutive_refusals() -> u32 {
+        3
+    }
     fn default_failure_percent() -> u32 {
         20
     }
@@ -131,13 +139,13 @@ impl OutlierConfig {
         20
     }
     fn default_window() -> Duration {
-        Duration::from_secs(5)
+        Duration::from_secs(2)
     }
     fn default_base_ejection_time() -> Duration {
-        Duration::from_secs(10)
+        Duration::from_secs(20)
     }
     fn default_max_ejection_time() -> Duration {
-        Duration::from_secs(60)
+        Duration::from_secs(120)
     }
     fn default_max_ejected_percent() -> u32 {
         50
@@ -153,9 +161,10 @@ impl OutlierConfig {
                 problems.push(HealthProblem::ZeroDuration { key });
             }
         }
-        for (key, value) in
-            [("outlier.failure_percent", self.failure_percent), ("outlier.max_ejected_percent", self.max_ejected_percent)]
-        {
+        for (key, value) in [
+            ("outlier.failure_percent", self.failure_percent),
+            ("outlier.max_ejected_percent", self.max_ejected_percent),
+        ] {
             if value > 100 {
                 problems.push(HealthProblem::PercentOutOfRange { key, value });
             }
@@ -171,6 +180,7 @@ impl Default for OutlierConfig {
         OutlierConfig {
             enabled: true,
             consecutive_failures: Self::default_consecutive_failures(),
+            consecutive_refusals: Self::default_consecutive_refusals(),
             failure_percent: Self::default_failure_percent(),
             min_requests: Self::default_min_requests(),
             window: Self::default_window(),
@@ -393,7 +403,9 @@ pub enum HealthProblem {
     UdpPayloadMissing,
     #[error("{value}% is out of range: a percentage is between 0 and 100")]
     PercentOutOfRange { key: &'static str, value: u32 },
-    #[error("max_ejection_time is shorter than base_ejection_time, so no ejection could last as long as the first")]
+    #[error(
+        "max_ejection_time is shorter than base_ejection_time, so no ejection could last as long as the first"
+    )]
     MaxEjectionBelowBase,
 }
 

@@ -268,6 +268,16 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The back deadline in force: the file's `idle_timeout.back`, or
+    /// [`DEFAULT_IDLE_BACK_COUNTED`] where `responses` counts replies, [`DEFAULT_IDLE_BACK`]
+    /// otherwise.
+    pub fn idle_back(&self) -> Duration {
+        self.idle_timeout.back.unwrap_or(match self.responses {
+            Some(n) if n > 0 => DEFAULT_IDLE_BACK_COUNTED,
+            _ => DEFAULT_IDLE_BACK,
+        })
+    }
+
     /// The `on_backend_down` in force: the file's, or the default for this kind of traffic.
     pub fn on_backend_down(&self) -> OnBackendDown {
         self.on_backend_down.unwrap_or(match self.responses {
@@ -360,27 +370,33 @@ pub struct IdleTimeout {
     /// The flow closes (`IdleFront`) when the client has sent nothing for this long.
     #[serde(default = "IdleTimeout::default_front", with = "duration::required")]
     pub front: Duration,
-    /// The flow closes (`IdleBack`) when the backend owes a reply and has sent nothing for
-    /// this long since the first unanswered client datagram (or since its last reply).
-    #[serde(default = "IdleTimeout::default_back", with = "duration::required")]
-    pub back: Duration,
+    /// How long the backend has to deliver a reply it owes. Where `responses` is set, replies
+    /// owed all that time are written off (and count against the backend); otherwise the
+    /// flow closes (`IdleBack`) when the backend has sent nothing for this long since the
+    /// first unanswered client datagram. Absent: see [`ClusterConfig::idle_back`].
+    #[serde(default, with = "duration::optional")]
+    pub back: Option<Duration>,
 }
 
 impl IdleTimeout {
     fn default_front() -> Duration {
         Duration::from_secs(60)
     }
-
-    fn default_back() -> Duration {
-        Duration::from_secs(30)
-    }
 }
 
 impl Default for IdleTimeout {
     fn default() -> Self {
-        IdleTimeout { front: Self::default_front(), back: Self::default_back() }
+        IdleTimeout { front: Self::default_front(), back: None }
     }
 }
+
+/// The back deadline where `responses` counts replies: a request/response client (a DNS stub
+/// resolver, a game's ping) has given up on a reply long before, and a backend that loses
+/// replies must be found out within seconds.
+pub const DEFAULT_IDLE_BACK_COUNTED: Duration = Duration::from_secs(1);
+/// The back deadline where the reply count is unknown (sessions): only a backend silent this
+/// long while the client talks ends the flow.
+pub const DEFAULT_IDLE_BACK: Duration = Duration::from_secs(30);
 
 /// PROXY protocol v2 towards a cluster's backends.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -161,7 +161,7 @@ fn full_config_parses_to_the_expected_struct() {
                     requests: Some(8),
                     idle_timeout: IdleTimeout {
                         front: Duration::from_secs(10),
-                        back: Duration::from_secs(2),
+                        back: Some(Duration::from_secs(2)),
                     },
                     lifetime: Some(Duration::from_secs(90)),
                     proxy_protocol: ProxyProtocolConfig {
@@ -219,7 +219,9 @@ fn absent_fields_take_their_defaults() {
     assert_eq!(cluster.responses_mode, ResponsesMode::PerRequest);
     assert_eq!(cluster.requests, None);
     assert_eq!(cluster.idle_timeout.front, Duration::from_secs(60));
-    assert_eq!(cluster.idle_timeout.back, Duration::from_secs(30));
+    assert_eq!(cluster.idle_back(), Duration::from_secs(30));
+    let counted = valid("[clusters.dns]\nresponses = 1\n");
+    assert_eq!(counted.clusters["dns"].idle_back(), Duration::from_secs(1));
     assert_eq!(cluster.lifetime, None);
     assert_eq!(cluster.proxy_protocol, ProxyProtocolConfig::default());
     assert_eq!(cluster.proxy_protocol.mode, ProxyProtocolMode::Off);
@@ -230,7 +232,7 @@ fn absent_fields_take_their_defaults() {
 fn one_idle_timeout_side_keeps_the_other_default() {
     let config = valid("[clusters.dns.idle_timeout]\nback = \"5s\"\n");
     let idle = config.clusters["dns"].idle_timeout;
-    assert_eq!((idle.front, idle.back), (Duration::from_secs(60), Duration::from_secs(5)));
+    assert_eq!((idle.front, idle.back), (Duration::from_secs(60), Some(Duration::from_secs(5))));
 }
 
 #[test]
@@ -633,7 +635,7 @@ fn any_config() -> impl Strategy<Value = Config> {
             responses: counts.0,
             responses_mode: if counts.1 { ResponsesMode::PerFlow } else { ResponsesMode::PerRequest },
             requests: counts.2,
-            idle_timeout: IdleTimeout { front: times.0, back: times.1 },
+            idle_timeout: IdleTimeout { front: times.0, back: Some(times.1) },
             lifetime: times.2,
             proxy_protocol: ProxyProtocolConfig {
                 mode: match proxy.0 {

@@ -514,7 +514,7 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, errors: &mut Vec<Valida
         errors.push(ValidationError::RequestsWithoutResponses { cluster: cluster_name(), requests });
     }
     for (side, timeout) in
-        [(IdleSide::Front, cluster.idle_timeout.front), (IdleSide::Back, cluster.idle_timeout.back)]
+        [(IdleSide::Front, cluster.idle_timeout.front), (IdleSide::Back, cluster.idle_back())]
     {
         if timeout.is_zero() {
             errors.push(ValidationError::IdleTimeoutZero { cluster: cluster_name(), side });

@@ -298,7 +298,10 @@ fn on_backend_down_defaults_by_kind_of_traffic_and_outlier_settings_are_checked(
     assert_eq!(valid(&with("", "")).clusters["dns"].on_backend_down(), OnBackendDown::Keep);
     let explicit = valid(&with("", "responses = 1\non_backend_down = \"keep\""));
     assert_eq!(explicit.clusters["dns"].on_backend_down(), OnBackendDown::Keep);
-    let text = with("", "health = { outlier = { failure_percent = 101, base_ejection_time = \"1m\", max_ejection_time = \"10s\" } }");
+    let text = with(
+        "",
+        "health = { outlier = { failure_percent = 101, base_ejection_time = \"1m\", max_ejection_time = \"10s\" } }",
+    );
     let problems: Vec<String> = invalid(&text).iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems[0].contains("101%"), "{problems:?}");

@@ -52,7 +52,8 @@ impl FlowManager {
             return;
         }
         let backend = flow.backend;
-        let lost = if reason == CloseReason::IdleBack && counted { teardown.unanswered_requests(flow) } else { 0 };
+        let lost =
+            if reason == CloseReason::IdleBack && counted { teardown.unanswered_requests(flow) } else { 0 };
         if lost > 0 {
             self.stats.backends[backend.0 as usize].replies_written_off += u64::from(teardown.owed_now(flow));
         }
@@ -72,18 +73,27 @@ impl FlowManager {
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get(slot);
         let backend = flow.backend;
-        let (replies, lost) = teardown.due_at_deadline(flow);
-        let owes_later = teardown.owes_after_write_off(flow, replies);
+        let fastest = self.backends[backend.0 as usize].reply_time.fastest();
+        let (replies, lost) = teardown.due_at_deadline(flow, now, fastest);
+        if replies == 0 {
+            // Replies in flight, none lost: a new wait, from now.
+            let owed = teardown.owed_now(flow);
+            let flow = self.table.get_mut(slot);
+            flow.awaiting_since = now;
+            flow.floor = owed;
+            self.rearm_flow(now, slot);
+            return;
+        }
         let flow = self.table.get_mut(slot);
         flow.written_off = flow.written_off.saturating_add(replies);
         self.stats.backends[backend.0 as usize].replies_written_off += u64::from(replies);
-        if owes_later {
-            flow.awaiting_since = now;
-            flow.floor = self.clusters[cluster.0 as usize].teardown.owed_now(flow);
-            self.rearm_flow(now, slot);
-        } else {
-            self.close_flow(slot, CloseReason::IdleBack);
-        }
+        // The backend lost a reply: the client's next datagram starts a new flow, selected
+        // afresh, so a lost reply never pins a client to a lossy backend. This one waits
+        // `back` more for what it still owes and for replies that were only late.
+        flow.awaiting_since = now;
+        flow.floor = 0;
+        self.retire_flow(slot);
+        self.rearm_flow(now, slot);
         for _ in 0..lost.min(MAX_FAILURES_PER_DEADLINE) {
             self.passive_failure(now, backend, PassiveFailure::Unanswered);
         }

@@ -241,8 +241,9 @@ impl FlowManager {
                 requests: 0,
                 responses: 0,
                 written_off: 0,
+                copies: 0,
                 floor: 0,
-                echoes: Default::default(),
+                recent: None,
                 retired: false,
                 retried: false,
                 retry: Vec::new(),
@@ -286,8 +287,13 @@ impl FlowManager {
         flow.client = client;
         flow.last_client = now;
         flow.requests = flow.requests.saturating_add(1);
-        if teardown.drops_copies() {
-            flow.echoes.note_request(payload);
+        if teardown.drops_copies() && !flow.note_request(payload, now) {
+            // A copy the network made: forwarded (the backend deduplicates, or answers twice,
+            // and the second answer is a copy too), but it adds nothing to what is owed.
+            flow.copies = flow.copies.saturating_add(1);
+        }
+        if teardown.responses.is_some() {
+            flow.note_send(now);
         }
         if !flow.is_awaiting() && teardown.owes_replies(flow) != Some(false) {
             flow.awaiting_since = now;
@@ -387,7 +393,7 @@ impl FlowManager {
         let cluster = self.backends[backend.0 as usize].cluster;
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get_mut(slot);
-        if teardown.drops_copies() && !flow.echoes.note_reply(payload) {
+        if teardown.drops_copies() && !flow.note_reply(payload, now) {
             counters.drop_for(DropReason::DuplicateReply);
             self.stats.backends[backend.0 as usize].duplicate_replies += 1;
             return BackendVerdict::Drop(DropReason::DuplicateReply);
@@ -404,13 +410,21 @@ impl FlowManager {
             self.retry_slots.release(&mut flow.retry);
             self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
         }
+        if let Some(took) = teardown.answered_request(flow).and_then(|request| flow.reply_time(now, request))
+        {
+            self.backends[backend.0 as usize].reply_time.sample(now, took);
+        }
         match teardown.owes_replies(flow) {
             Some(true) => flow.floor = flow.floor.min(teardown.owed_now(flow)),
+            // Retired by a write-off: it keeps waiting, from the write-off, for the rest of
+            // the replies written off.
+            Some(false) if flow.retired && flow.written_off > 0 => {}
             // Nothing owed, or the count is unknown: the next client datagram starts a wait.
             Some(false) | None => flow.awaiting_since = Instant::MAX,
         }
         let completes = teardown.completes_request(flow);
-        let reached = teardown.responses_reached(flow);
+        // A flow retired by a write-off stays for the rest of the replies written off.
+        let reached = teardown.responses_reached(flow) && !(flow.retired && flow.written_off > 0);
         let client = flow.client;
         if completes {
             self.passive_success(backend, 1);

@@ -43,14 +43,17 @@ pub(crate) struct Flow {
     pub(crate) responses: u32,
     /// Replies owed that were written off at a back deadline: they count as settled.
     pub(crate) written_off: u32,
+    /// Requests that were copies the network made: forwarded, but owed no reply of their own.
+    pub(crate) copies: u32,
     /// The fewest replies owed at any moment since the current wait began
     /// (`awaiting_since`): replies owed all that time, `idle_timeout.back` or longer, are the
     /// ones written off when the wait ends.
     pub(crate) floor: u32,
-    /// Fingerprints of recent requests and replies, to tell a reply the network copied from
-    /// a new one (only where `responses` is counted).
-    pub(crate) echoes: Echoes,
-    /// Reached `requests`: out of the index, waiting only for owed replies.
+    /// What a flow that counts replies remembers of its recent datagrams, out of line so
+    /// that flows which count nothing stay small; allocated with the flow's first datagram.
+    pub(crate) recent: Option<Box<Recent>>,
+    /// Reached `requests`, or had every owed reply written off: out of the index, waiting
+    /// only for owed (or late) replies.
     pub(crate) retired: bool,
     /// This flow is itself a retry after a refusal: it is not retried again.
     pub(crate) retried: bool,
@@ -82,7 +85,7 @@ impl Teardown {
             responses_mode: cluster.responses_mode,
             requests: cluster.requests,
             idle_front: cluster.idle_timeout.front,
-            idle_back: cluster.idle_timeout.back,
+            idle_back: cluster.idle_back(),
             lifetime: cluster.lifetime,
         }
     }
@@ -101,9 +104,9 @@ impl Teardown {
         })
     }
 
-    /// Replies settled: returned, or written off.
+    /// Replies settled: returned, written off, or never owed (for a copied request).
     pub(crate) fn settled(flow: &Flow) -> u64 {
-        u64::from(flow.responses) + u64::from(flow.written_off)
+        u64::from(flow.responses) + u64::from(flow.written_off) + u64::from(flow.copies)
     }
 
     /// Whether the backend still owes replies: `Some(true)` or `Some(false)` when the
@@ -127,22 +130,45 @@ impl Teardown {
     /// requests in flight, the floor also includes the fewest ever in flight: those replies
     /// still come, and each one that comes after its request was written off is taken back
     /// (see [`Teardown::takes_back`]).
-    pub(crate) fn due_at_deadline(&self, flow: &Flow) -> (u32, u32) {
+    pub(crate) fn due_at_deadline(&self, flow: &Flow, now: Instant, fastest: Option<Duration>) -> (u32, u32) {
+        // Per request, the oldest owed request by order is the one the floor stands for; if
+        // it was sent too recently to be overdue, the floor is requests in flight (a socket
+        // that always has some), not replies lost.
+        if let (Some(expected), ResponsesMode::PerRequest) = (self.responses, self.responses_mode)
+            && expected > 0
+        {
+            let oldest_owed =
+                u32::try_from(Self::settled(flow) / u64::from(expected)).unwrap_or(u32::MAX) + 1;
+            if !flow.overdue(now, oldest_owed, fastest) {
+                return (0, 0);
+            }
+        }
         let replies = flow.floor.min(self.owed_now(flow));
         (replies, self.requests_of(replies))
     }
 
-    /// Whether a reply that just came answers a request already written off: nothing is owed
-    /// by the count, and some replies were written off. It takes the write-off back instead
-    /// of counting as a surplus reply.
-    pub(crate) fn takes_back(&self, flow: &Flow) -> bool {
-        flow.written_off > 0 && self.owes_replies(flow) == Some(false)
+    /// The request (counting from 1, in order) a reply that brings `settled` replies settles
+    /// completes, where replies are counted per request.
+    pub(crate) fn answered_request(&self, flow: &Flow) -> Option<u32> {
+        match (self.responses, self.responses_mode) {
+            (Some(expected), ResponsesMode::PerRequest) if expected > 0 => {
+                let settled = Self::settled(flow);
+                (settled % u64::from(expected) == 0)
+                    .then(|| u32::try_from(settled / u64::from(expected)).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        }
     }
 
-    /// Whether replies are still owed once `replies` more are written off.
-    pub(crate) fn owes_after_write_off(&self, flow: &Flow, replies: u32) -> bool {
-        let settled = Self::settled(flow) + u64::from(replies);
-        self.owed_for(flow.requests).is_some_and(|owed| settled < owed)
+    /// Whether a reply that just came is taken for a late answer to a request written off:
+    /// whenever some are. Replies mostly come in the order of their requests, and those
+    /// written off were the oldest owed, so a reply after a write-off most likely answers one
+    /// of them: it takes the write-off back instead of settling a newer request, which stays
+    /// owed. (When the reply was in fact for a newer request, that request's debt is written
+    /// off again at the next deadline: a lost reply may be counted against its backend twice,
+    /// never a late one once too often.)
+    pub(crate) fn takes_back(&self, flow: &Flow) -> bool {
+        flow.written_off > 0
     }
 
     /// Requests left unanswered by the replies still owed (for a flow closing `IdleBack`).
@@ -210,6 +236,11 @@ impl Teardown {
             match self.owes_replies(flow) {
                 // Replies are owed and counted: the backend has `back` to deliver each one.
                 Some(true) => consider(flow.awaiting_since + self.idle_back, CloseReason::IdleBack),
+                // Retired by a write-off: it waits `back` for the replies written off, in
+                // case they were only late.
+                Some(false) if flow.written_off > 0 && flow.is_awaiting() => {
+                    consider(flow.awaiting_since + self.idle_back, CloseReason::IdleBack)
+                }
                 // Nothing more is owed: a retired flow in this state is closed at once; if it
                 // were ever seen here, it is due now.
                 Some(false) => consider(flow.last_client, CloseReason::RequestsReached),
@@ -236,54 +267,79 @@ impl Teardown {
     }
 }
 
-/// Recent requests and replies of a flow, as fingerprints, to tell a reply the network copied
-/// from a new one.
+/// Recent requests and replies of a flow, as fingerprints with their arrival times, to tell
+/// copies the network made from new datagrams.
 ///
-/// A reply is a copy when it equals (by fingerprint: its length, first 64 and last 32 bytes)
-/// one of the flow's last [`ECHOES`] replies, unless the client itself repeated a request
-/// among its last [`ECHOES`]: a client that sends the same bytes twice may get the same reply
-/// twice, and then copies cannot be told from answers, so none is dropped.
+/// A datagram is a copy when it equals (by fingerprint: its length, first 64 and last 32 bytes)
+/// one of the flow's last [`ECHOES`] of its direction that arrived less than [`COPY_WINDOW`]
+/// before it. Networks duplicate within microseconds to milliseconds; a client that repeats
+/// itself (a retransmission after a timeout, a keepalive) does so after much longer, and
+/// its repeat is a new request owed its own reply.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Echoes {
-    requests: [u32; ECHOES],
-    replies: [u32; ECHOES],
-    /// How many of each have been recorded (saturating); the next slot is `count % ECHOES`.
-    requests_seen: u8,
-    replies_seen: u8,
+    requests: Ring,
+    replies: Ring,
 }
 
-/// Requests and replies remembered per flow.
+/// Datagrams remembered per flow and direction.
 pub(crate) const ECHOES: usize = 4;
+/// How close two equal datagrams must be to be taken for a copy and its original.
+pub(crate) const COPY_WINDOW: Duration = Duration::from_millis(100);
 
-impl Echoes {
-    pub(crate) fn note_request(&mut self, payload: &[u8]) {
-        self.requests[usize::from(self.requests_seen) % ECHOES] = fingerprint(payload);
-        self.requests_seen = next(self.requests_seen);
-    }
+/// The last [`ECHOES`] datagrams of one direction: fingerprints and arrival times (in
+/// microseconds since the flow was created, wrapping).
+#[derive(Clone, Debug, Default)]
+struct Ring {
+    prints: [u32; ECHOES],
+    at: [u32; ECHOES],
+    /// How many are recorded (at most `ECHOES`), and the slot the next one takes.
+    len: u8,
+    next: u8,
+}
 
-    /// Records a reply unless it is a copy of a recent one; returns whether it is new.
-    pub(crate) fn note_reply(&mut self, payload: &[u8]) -> bool {
+impl Ring {
+    /// Records a datagram that arrived `at` unless it is a copy of a recent one; returns
+    /// whether it is new.
+    fn note(&mut self, payload: &[u8], at: u32) -> bool {
         let print = fingerprint(payload);
-        let replies = &self.replies[..usize::from(self.replies_seen).min(ECHOES)];
-        if replies.contains(&print) && !self.client_repeats() {
+        let window = COPY_WINDOW.as_micros() as u32;
+        let recorded = usize::from(self.len);
+        let copy = (0..recorded).any(|i| self.prints[i] == print && at.wrapping_sub(self.at[i]) < window);
+        if copy {
             return false;
         }
-        self.replies[usize::from(self.replies_seen) % ECHOES] = print;
-        self.replies_seen = next(self.replies_seen);
+        let slot = usize::from(self.next);
+        self.prints[slot] = print;
+        self.at[slot] = at;
+        self.next = ((slot + 1) % ECHOES) as u8;
+        self.len = (recorded + 1).min(ECHOES) as u8;
         true
-    }
-
-    fn client_repeats(&self) -> bool {
-        let requests = &self.requests[..usize::from(self.requests_seen).min(ECHOES)];
-        requests.iter().enumerate().any(|(i, a)| requests[i + 1..].contains(a))
     }
 }
 
-/// The ring position after `seen`, kept in `ECHOES..2 * ECHOES` once full so it never wraps
-/// to "fewer than `ECHOES` recorded".
-fn next(seen: u8) -> u8 {
-    let seen = seen + 1;
-    if usize::from(seen) >= 2 * ECHOES { ECHOES as u8 } else { seen }
+/// What a counting flow remembers of its recent datagrams.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Recent {
+    echoes: Echoes,
+    sends: Sends,
+}
+
+impl Flow {
+    fn recent(&mut self) -> &mut Recent {
+        self.recent.get_or_insert_with(Default::default)
+    }
+
+    /// Records a request; returns whether it is new (not a copy the network made).
+    pub(crate) fn note_request(&mut self, payload: &[u8], now: Instant) -> bool {
+        let at = micros_since(self.created, now);
+        self.recent().echoes.requests.note(payload, at)
+    }
+
+    /// Records a reply; returns whether it is new (not a copy the network made).
+    pub(crate) fn note_reply(&mut self, payload: &[u8], now: Instant) -> bool {
+        let at = micros_since(self.created, now);
+        self.recent().echoes.replies.note(payload, at)
+    }
 }
 
 /// FNV-1a over the length, the first 64 and the last 32 bytes: cheap on long datagrams, and
@@ -302,4 +358,54 @@ fn fingerprint(payload: &[u8]) -> u32 {
     let tail = &payload[payload.len().saturating_sub(32).max(head.len())..];
     head.iter().chain(tail).for_each(|&byte| eat(byte));
     hash
+}
+
+/// Send times of a flow's last [`SENDS`] requests, as microseconds since the flow was created
+/// (wrapping: only differences of less than an hour are ever taken).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sends {
+    at: [u32; SENDS],
+}
+
+/// Requests whose send time a flow remembers.
+pub(crate) const SENDS: usize = 8;
+
+fn micros_since(created: Instant, now: Instant) -> u32 {
+    // Truncation is the point: offsets wrap, and only short differences are taken.
+    (now.saturating_duration_since(created).as_micros() & u128::from(u32::MAX)) as u32
+}
+
+impl Flow {
+    /// Notes the send time of request number `self.requests` (just counted).
+    pub(crate) fn note_send(&mut self, now: Instant) {
+        let index = (self.requests.wrapping_sub(1) as usize) % SENDS;
+        let at = micros_since(self.created, now);
+        self.recent().sends.at[index] = at;
+    }
+
+    /// How long ago request number `request` (counting from 1) was sent, if it is remembered.
+    fn sent_ago(&self, now: Instant, request: u32) -> Option<Duration> {
+        if request == 0 || request > self.requests || self.requests - request >= SENDS as u32 {
+            return None;
+        }
+        let sent = self.recent.as_ref()?.sends.at[(request - 1) as usize % SENDS];
+        Some(Duration::from_micros(u64::from(micros_since(self.created, now).wrapping_sub(sent))))
+    }
+
+    /// A reply completed request number `request`, matching replies to requests in order:
+    /// the time since it was sent. After a lost reply the match is off by one and the time
+    /// too long, never too short, so the fastest of many is the backend's reply time.
+    pub(crate) fn reply_time(&self, now: Instant, request: u32) -> Option<Duration> {
+        self.sent_ago(now, request)
+    }
+
+    /// Whether request number `request`, still owed, is overdue: sent longer ago than four
+    /// times the backend's fastest recent reply, plus 10 ms (or no reply time is known, or it
+    /// is too old to be remembered).
+    pub(crate) fn overdue(&self, now: Instant, request: u32, fastest: Option<Duration>) -> bool {
+        match (self.sent_ago(now, request), fastest) {
+            (Some(age), Some(fastest)) => age > fastest * 4 + Duration::from_millis(10),
+            _ => true,
+        }
+    }
 }

@@ -352,6 +352,8 @@ struct Backend {
     drained_reported: bool,
     /// Passive signals not yet handed to the monitor (see `passive.rs`).
     passive: passive::Tally,
+    /// Its fastest recent reply, to tell a reply lost from one in flight.
+    reply_time: passive::FastestReply,
 }
 
 /// What a timer entry belongs to.

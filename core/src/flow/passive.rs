@@ -14,6 +14,7 @@
 //! per backend and kind every [`FAULT_REPORT_INTERVAL`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{Event, FAULT_REPORT_INTERVAL, FlowManager, Output};
 use crate::id::BackendId;
@@ -114,5 +115,38 @@ impl FlowManager {
             return None;
         }
         live().find(|(_, b)| b.address.ip() == from.ip()).map(|(id, _)| BackendId(id as u32))
+    }
+}
+
+/// The fastest reply time a backend showed over the last one to two [`REPLY_TIME_PERIOD`]s
+/// (a new period starts with the first sample after the last one ended), so it follows the
+/// path's latency when it grows.
+#[derive(Clone, Debug, Default)]
+pub(super) struct FastestReply {
+    current: Option<Duration>,
+    previous: Option<Duration>,
+    since: Option<Instant>,
+}
+
+/// How long a fastest reply time is remembered (between one and two of these).
+pub(super) const REPLY_TIME_PERIOD: Duration = Duration::from_secs(10);
+
+impl FastestReply {
+    pub(super) fn sample(&mut self, now: Instant, took: Duration) {
+        let since = *self.since.get_or_insert(now);
+        if now >= since + REPLY_TIME_PERIOD {
+            self.previous =
+                if now < since + REPLY_TIME_PERIOD + REPLY_TIME_PERIOD { self.current } else { None };
+            self.current = None;
+            self.since = Some(now);
+        }
+        self.current = Some(self.current.map_or(took, |fastest| fastest.min(took)));
+    }
+
+    pub(super) fn fastest(&self) -> Option<Duration> {
+        match (self.current, self.previous) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

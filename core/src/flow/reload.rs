@@ -200,6 +200,7 @@ impl FlowManager {
                         candidate: 0,
                         drained_reported: false,
                         passive: Default::default(),
+                        reply_time: Default::default(),
                     });
                     self.stats.backends.push(crate::stats::BackendStats::default());
                     summary.backends_added.push(id);

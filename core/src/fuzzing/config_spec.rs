@@ -15,8 +15,8 @@ use arbitrary::Arbitrary;
 
 use crate::config::{
     Affinity, Algorithm, BackendConfig, ClusterConfig, Config, ExpectMatch, HealthConfig, HealthMode,
-    HysteresisModel, IdleTimeout, OutlierConfig, ListenerConfig, MAX_UDP_PAYLOAD, OnBackendDown, ProcessConfig,
-    ProxyProtocolConfig, ProxyProtocolMode, ResponsesMode,
+    HysteresisModel, IdleTimeout, ListenerConfig, MAX_UDP_PAYLOAD, OnBackendDown, OutlierConfig,
+    ProcessConfig, ProxyProtocolConfig, ProxyProtocolMode, ResponsesMode,
 };
 
 /// UDP probe payloads and expected replies. `datagram_path` answers probes from the same
@@ -211,7 +211,10 @@ impl ClusterSpec {
             responses_mode: if self.per_flow { ResponsesMode::PerFlow } else { ResponsesMode::PerRequest },
             // 0 is refused by validation: a rare refusal.
             requests: self.requests.map(|n| if n == 0 { 0 } else { u32::from(n % 4) + 1 }),
-            idle_timeout: IdleTimeout { front: millis(self.idle_front_ms), back: millis(self.idle_back_ms) },
+            idle_timeout: IdleTimeout {
+                front: millis(self.idle_front_ms),
+                back: Some(millis(self.idle_back_ms)),
+            },
             lifetime: self.lifetime_ms.map(millis),
             proxy_protocol: ProxyProtocolConfig {
                 mode,
@@ -307,6 +310,7 @@ impl HealthSpec {
             outlier: OutlierConfig {
                 enabled: self.outlier.enabled,
                 consecutive_failures: u32::from(self.outlier.consecutive_failures % 8),
+                consecutive_refusals: u32::from(self.outlier.consecutive_failures / 8 % 4),
                 // Over 100 is refused: a rare refusal.
                 failure_percent: u32::from(self.outlier.failure_percent % 102),
                 min_requests: u32::from(self.outlier.min_requests % 32),

@@ -512,6 +512,11 @@ impl HealthMonitor {
     ) {
         self.record_mut(backend).history.push(now, HistoryChange::Health { from, to, code });
         self.transition_event(now, backend, from, to, code);
+        if from == Health::Down && to == Health::Up {
+            // The probes saw it fail and then recover: a restart, a mended link. An ejection
+            // from the same outage ends with it (see `outlier.rs`).
+            self.end_ejection(now, backend);
+        }
     }
 
     /// Counts a health transition and queues its event (the caller keeps the history).

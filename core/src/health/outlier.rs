@@ -9,6 +9,9 @@
 //! (the backend stays Up, and is not eligible) for a time no probe can shorten.
 //!
 //! Rules, after Envoy's outlier detection:
+//! - `consecutive_refusals` refusals (ICMP port or host unreachable) without a success
+//!   between them eject: a refusal says the port is closed, and with the kernel's ICMP rate
+//!   limit only the first few of a burst come back at all;
 //! - `consecutive_failures` failures in a row eject, unless the rest of the cluster fails at
 //!   least half the `failure_percent` share of its requests too (then the fault is something
 //!   they share);
@@ -23,7 +26,10 @@
 //!   that is also Down or out by an operator's hand does not count; at least one may always
 //!   be), and never the last eligible one: ejecting it would only hand its traffic to
 //!   fail-open or drop it;
-//! - paused backends, and backends not Enabled, are not judged.
+//! - paused backends, and backends not Enabled, are not judged;
+//! - no passing probe shortens an ejection, with one exception: a backend whose probes took
+//!   it Down and then Up again (a restarted process, a mended link) is readmitted with that
+//!   Up, since the probes then saw the outage and its end themselves.
 //!
 //! Failures and successes arrive in the order they happened (see the flow manager's
 //! `passive.rs`), and ejection changes eligibility only: it is reported through
@@ -44,6 +50,8 @@ use crate::timer::TimerHandle;
 pub(super) struct Outlier {
     /// Failures since the last success.
     consecutive: u32,
+    /// Refusals (ICMP port or host unreachable) since the last success.
+    refusals: u32,
     /// When the current window began.
     window_start: Option<Instant>,
     /// (answered, failed) in the current window and the one before it.
@@ -63,6 +71,7 @@ impl Default for Outlier {
     fn default() -> Self {
         Outlier {
             consecutive: 0,
+            refusals: 0,
             window_start: None,
             current: (0, 0),
             previous: (0, 0),
@@ -96,6 +105,7 @@ impl Outlier {
 
     fn forget(&mut self) {
         self.consecutive = 0;
+        self.refusals = 0;
         self.current = (0, 0);
         self.previous = (0, 0);
         self.window_start = None;
@@ -129,13 +139,14 @@ impl Outlier {
         let by_streak = config.consecutive_failures > 0
             && self.consecutive >= config.consecutive_failures
             && !others_failing;
+        let by_refusals = config.consecutive_refusals > 0 && self.refusals >= config.consecutive_refusals;
         let by_share = config.failure_percent > 0
             && enough(total)
             && failed * 100 >= u64::from(config.failure_percent) * total
             // Loss that hits every backend alike is the network's: the share must also be at
             // least twice the rest of the cluster's, when the rest has enough to compare.
             && (!enough(others_total) || failed * others_total >= 2 * others.1 * total);
-        by_streak || by_share
+        by_streak || by_share || by_refusals
     }
 }
 
@@ -157,12 +168,13 @@ impl HealthMonitor {
         let outlier = &mut record.outlier;
         outlier.roll(now, window);
         outlier.consecutive = 0;
+        outlier.refusals = 0;
         outlier.current.0 += u64::from(answered);
         self.stats.passive_answered += u64::from(answered);
     }
 
     /// A passive failure, for outlier detection (see [`HealthMonitor::ejects`]).
-    pub(super) fn outlier_failure(&mut self, now: Instant, backend: BackendId, _failure: PassiveFailure) {
+    pub(super) fn outlier_failure(&mut self, now: Instant, backend: BackendId, failure: PassiveFailure) {
         let record = self.record_mut(backend);
         let config = record.config().outlier.clone();
         let judged = record.admin == AdminState::Enabled && !record.outlier.is_ejected();
@@ -170,6 +182,9 @@ impl HealthMonitor {
         let outlier = &mut record.outlier;
         outlier.roll(now, config.window);
         outlier.consecutive = outlier.consecutive.saturating_add(1);
+        if matches!(failure, PassiveFailure::Refused | PassiveFailure::Unreachable) {
+            outlier.refusals = outlier.refusals.saturating_add(1);
+        }
         outlier.current.1 += 1;
         if !judged {
             return;
@@ -239,6 +254,21 @@ impl HealthMonitor {
         let cluster = record.spec.cluster;
         self.outputs.push_event(HealthEvent::Readmitted { cluster, backend, at: now });
         self.after_change(now, backend, before);
+    }
+
+    /// Ends an ejection early: the backend's active checks took it Down and then Up again, so
+    /// they saw the outage and its end themselves.
+    pub(super) fn end_ejection(&mut self, now: Instant, backend: BackendId) {
+        let Some(record) = self.backends.get_mut(&backend) else { return };
+        if !record.outlier.is_ejected() {
+            return;
+        }
+        let handle = std::mem::replace(&mut record.outlier.timer, TimerHandle::DISARMED);
+        self.timers.remove(handle);
+        record.outlier.readmitted_at = Some(now);
+        record.outlier.forget();
+        let cluster = record.spec.cluster;
+        self.outputs.push_event(HealthEvent::Readmitted { cluster, backend, at: now });
     }
 
     /// Cancels a pending readmission (the backend is being removed).

@@ -350,7 +350,13 @@ fn flow_event(core: &Balancer, event: &udplb_core::Event, uptime_ms: u64) -> Wat
         }
         Event::BackendFault { backend, failure, count } => {
             let (cluster, backend) = backend_names(core, *backend);
-            WatchEvent::BackendFault { cluster, backend, fault: failure.to_string(), count: *count, uptime_ms }
+            WatchEvent::BackendFault {
+                cluster,
+                backend,
+                fault: failure.to_string(),
+                count: *count,
+                uptime_ms,
+            }
         }
     }
 }

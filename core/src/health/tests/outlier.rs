@@ -7,6 +7,13 @@ use crate::config::OutlierConfig;
 
 /// Three backends of one cluster, all Up on TCP checks that always pass.
 fn three_up(outlier: OutlierConfig) -> Harness {
+    // Round numbers: ejections of 10 s, 20 s, ... unless the test chose another base.
+    let base = if outlier.base_ejection_time == OutlierConfig::default().base_ejection_time {
+        Duration::from_secs(10)
+    } else {
+        outlier.base_ejection_time
+    };
+    let outlier = OutlierConfig { base_ejection_time: base, ..outlier };
     let config = HealthConfig { outlier, ..config(HealthMode::Tcp) };
     let mut harness = Harness::new();
     for index in 0..3 {
@@ -40,8 +47,8 @@ fn ejections(harness: &Harness) -> Vec<(u32, Instant, Instant)> {
 #[test]
 fn consecutive_failures_eject_and_passing_probes_do_not_readmit_before_the_time_is_up() {
     let mut harness = three_up(OutlierConfig::default());
-    fail_at(&mut harness, secs(5), 1, 4);
-    assert!(harness.monitor.is_eligible(BackendId(1)), "four in a row is not five");
+    fail_at(&mut harness, secs(5), 1, 9);
+    assert!(harness.monitor.is_eligible(BackendId(1)), "nine in a row is not ten");
     fail_at(&mut harness, secs(5), 1, 1);
     assert!(!harness.monitor.is_eligible(BackendId(1)));
     assert_eq!(ejections(&harness), vec![(1, secs(5), secs(15))]);
@@ -54,7 +61,7 @@ fn consecutive_failures_eject_and_passing_probes_do_not_readmit_before_the_time_
     assert!(harness.monitor.is_eligible(BackendId(1)));
     assert!(harness.transitions().iter().all(|t| t.4 <= secs(5)), "no transition after start-up");
     // Failing again soon after: the second ejection lasts twice as long.
-    fail_at(&mut harness, secs(16), 1, 5);
+    fail_at(&mut harness, secs(16), 1, 10);
     assert_eq!(ejections(&harness).last(), Some(&(1, secs(16), secs(36))));
 }
 
@@ -62,14 +69,14 @@ fn consecutive_failures_eject_and_passing_probes_do_not_readmit_before_the_time_
 fn a_success_breaks_the_streak_and_past_ejections_are_forgotten_with_time() {
     let mut harness = three_up(OutlierConfig { failure_percent: 0, ..OutlierConfig::default() });
     for second in 5..15 {
-        fail_at(&mut harness, secs(second), 0, 4);
+        fail_at(&mut harness, secs(second), 0, 9);
         harness.monitor.handle_passive_success(secs(second), BackendId(0), 1);
     }
-    assert!(ejections(&harness).is_empty(), "never five in a row");
-    fail_at(&mut harness, secs(20), 0, 5);
+    assert!(ejections(&harness).is_empty(), "never ten in a row");
+    fail_at(&mut harness, secs(20), 0, 10);
     harness.drive(secs(30), |_, _| pass());
     // Readmitted at 30 s; 25 s later (more than two base times) the count has decayed to 0.
-    fail_at(&mut harness, secs(55), 0, 5);
+    fail_at(&mut harness, secs(55), 0, 10);
     assert_eq!(ejections(&harness), vec![(0, secs(20), secs(30)), (0, secs(55), secs(65))]);
 }
 
@@ -99,15 +106,15 @@ fn a_failure_share_over_the_window_ejects_once_there_are_enough_requests() {
 #[test]
 fn the_ejected_share_is_capped_and_the_last_eligible_backend_is_never_ejected() {
     let mut harness = three_up(OutlierConfig::default());
-    fail_at(&mut harness, secs(5), 0, 5);
+    fail_at(&mut harness, secs(5), 0, 10);
     // 50 % of three is one: the second is refused.
-    fail_at(&mut harness, secs(5), 1, 5);
+    fail_at(&mut harness, secs(5), 1, 10);
     assert_eq!(ejections(&harness).len(), 1);
     assert_eq!(harness.monitor.stats().ejections_refused, 1);
     let mut harness = three_up(OutlierConfig { max_ejected_percent: 100, ..OutlierConfig::default() });
-    fail_at(&mut harness, secs(5), 0, 5);
-    fail_at(&mut harness, secs(5), 1, 5);
-    fail_at(&mut harness, secs(5), 2, 5);
+    fail_at(&mut harness, secs(5), 0, 10);
+    fail_at(&mut harness, secs(5), 1, 10);
+    fail_at(&mut harness, secs(5), 2, 10);
     assert_eq!(ejections(&harness).len(), 2, "the last eligible backend stays");
     assert!(harness.monitor.is_eligible(BackendId(2)));
 }
@@ -118,7 +125,7 @@ fn without_probes_or_with_ejection_off_passive_failures_move_the_hysteresis_inst
     harness.add(0, spec(0, 1, &without_ejection(HealthMode::Tcp)));
     harness.add(1, spec(0, 2, &without_ejection(HealthMode::Tcp)));
     harness.drive(secs(5), |_, _| pass());
-    fail_at(&mut harness, secs(5), 0, 5);
+    fail_at(&mut harness, secs(5), 0, 10);
     assert!(ejections(&harness).is_empty());
     assert_eq!(harness.status(0).health, Health::Down);
 }
@@ -126,10 +133,60 @@ fn without_probes_or_with_ejection_off_passive_failures_move_the_hysteresis_inst
 #[test]
 fn removing_an_ejected_backend_cancels_its_readmission() {
     let mut harness = three_up(OutlierConfig::default());
-    fail_at(&mut harness, secs(5), 0, 5);
+    fail_at(&mut harness, secs(5), 0, 10);
     harness.monitor.remove_backend(secs(6), BackendId(0));
     harness.drain();
     harness.monitor.check_invariants().unwrap();
     harness.drive(secs(30), |_, _| pass());
     assert!(!harness.events().iter().any(|e| matches!(e, HealthEvent::Readmitted { .. })));
+}
+
+#[test]
+fn three_refusals_without_a_success_eject_and_a_network_wide_loss_ejects_nobody() {
+    let mut harness = three_up(OutlierConfig::default());
+    for _ in 0..2 {
+        harness.monitor.handle_passive_failure(secs(5), BackendId(0), PassiveFailure::Refused);
+    }
+    harness.monitor.handle_passive_success(secs(5), BackendId(0), 1);
+    harness.monitor.handle_passive_failure(secs(5), BackendId(0), PassiveFailure::Refused);
+    harness.drain();
+    assert!(ejections(&harness).is_empty(), "a success in between resets the count");
+    for _ in 0..2 {
+        harness.monitor.handle_passive_failure(secs(5), BackendId(0), PassiveFailure::Refused);
+    }
+    harness.drain();
+    assert_eq!(ejections(&harness).len(), 1);
+
+    // Every backend fails 20 % of its requests: the network's doing, not one backend's.
+    let mut harness = three_up(OutlierConfig::default());
+    for tenth in 0..50u64 {
+        let at = secs(5) + Duration::from_millis(100 * tenth);
+        for backend in 0..3 {
+            harness.monitor.handle_passive_success(at, BackendId(backend), 8);
+            fail_at(&mut harness, at, backend, 2);
+        }
+    }
+    assert!(ejections(&harness).is_empty(), "{:?}", ejections(&harness));
+}
+
+#[test]
+fn probes_that_see_the_outage_and_its_end_end_the_ejection_with_it() {
+    let base_ejection_time = Duration::from_secs(60);
+    let mut harness = three_up(OutlierConfig { base_ejection_time, ..OutlierConfig::default() });
+    fail_at(&mut harness, secs(5), 0, 10);
+    assert!(!harness.monitor.is_eligible(BackendId(0)));
+    // The process died: its TCP port refuses too, and it goes Down; restarted at 9 s.
+    harness.drive(secs(9), |_, request| {
+        if request.backend == BackendId(0) { fail(ProbeFailure::Refused) } else { pass() }
+    });
+    assert_eq!(harness.status(0).health, Health::Down);
+    harness.drive(secs(30), |_, _| pass());
+    assert_eq!(harness.status(0).health, Health::Up);
+    assert!(
+        harness.monitor.is_eligible(BackendId(0)),
+        "back with its Up, long before the 60 s ejection ends"
+    );
+    let up = harness.transitions().last().unwrap().4;
+    assert!(harness.events().iter().any(|e| matches!(e, HealthEvent::Readmitted { at, .. } if *at == up)));
+    harness.monitor.check_invariants().unwrap();
 }
