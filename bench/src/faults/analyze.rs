@@ -9,8 +9,10 @@
 //! - below fair: under 0.9 × 1/N, in the 1 s window starting then and on average from then to
 //!   the end of the fault (the 10 % margin keeps round robin's ±1-datagram noise from passing for
 //!   a detection);
-//! - out: the victim's first `backend_down` (or any event naming an ejection) in the log, or
-//!   the first scrape that shows it ineligible, whichever is first;
+//! - out: the victim's first `backend_down` or `backend_ejected` in the log, or the first
+//!   scrape that shows it ineligible, whichever is first; a Down transition is either event
+//!   (an ejection takes a backend out as surely as Down does), an Up either `backend_up` or
+//!   `backend_readmitted`;
 //! - recovered: from then on, every 1 s window until the end of the run has every backend's
 //!   share within ±10 percentage points of fair;
 //! - lost: a request with no reply within the client's loss timeout.
@@ -135,7 +137,8 @@ pub fn run(options: Options) -> Result<Row> {
         .map(|t| seconds(fs, t));
 
     // Out: the log, or the eligibility gauge.
-    let is_out_event = |e: &Event| e.name == "backend_down" || e.name.contains("eject");
+    let is_out_event = |e: &Event| e.name == "backend_down" || e.name == "backend_ejected";
+    let is_in_event = |e: &Event| e.name == "backend_up" || e.name == "backend_readmitted";
     let log_out =
         events.iter().find(|e| e.backend == victim && e.t_us >= fs && e.t_us <= fe && is_out_event(e));
     let metric_out =
@@ -153,7 +156,7 @@ pub fn run(options: Options) -> Result<Row> {
         .collect();
     row.down_events_in_fault = downs.len();
     row.up_events_in_fault =
-        events.iter().filter(|e| e.backend == victim && in_fault(e.t_us) && e.name == "backend_up").count();
+        events.iter().filter(|e| e.backend == victim && in_fault(e.t_us) && is_in_event(e)).count();
     let mut ineligible_starts = Vec::new();
     let mut previous = 1.0;
     for s in scrapes.iter().filter(|s| in_fault(s.t_us)) {
@@ -380,7 +383,7 @@ fn read_events(path: &PathBuf) -> Result<Vec<Event>> {
         else {
             continue;
         };
-        if !name.starts_with("backend_") && !name.contains("eject") {
+        if !name.starts_with("backend_") {
             continue;
         }
         let t_us = parse_rfc3339_us(timestamp).with_context(|| format!("timestamp {timestamp:?}"))?;
