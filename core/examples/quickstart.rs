@@ -47,7 +47,11 @@ impl Demo {
                 }
                 Output::PassiveFailure { backend, failure } => {
                     let (name, _) = self.core.backend(backend).expect("backend");
-                    println!("{:>14}   passive health: {name} {failure:?}", self.now)
+                    println!("{:>14}   passive health: {name} {failure}", self.now)
+                }
+                Output::PassiveSuccess { backend, answered } => {
+                    let (name, _) = self.core.backend(backend).expect("backend");
+                    println!("{:>14}   passive health: {name} answered {answered}", self.now)
                 }
             }
         }

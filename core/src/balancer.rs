@@ -20,6 +20,7 @@ use crate::health::{
 };
 use crate::id::{BackendId, FlowId, ListenerId, ProbeId};
 use crate::outcome::PassiveFailure;
+use std::net::SocketAddr;
 use crate::time::Instant;
 
 /// What the caller (the shell, the simulator) acts on or shows.
@@ -58,8 +59,17 @@ pub enum Input {
     ProbeResult { probe: ProbeId, result: ProbeResult },
     /// A UDP probe's reply; the core compares it with the expected one.
     ProbeReply { probe: ProbeId, reply: Vec<u8> },
+    /// A datagram on an upstream socket from an address that matches no flow. The core
+    /// attributes it: from a backend's own address it is a late reply to a flow that ended
+    /// (counted as `unknown_flow`); from a backend's IP but another port, a reply sent from the
+    /// wrong source (counted against that backend, and a passive failure); from anywhere else,
+    /// a stranger (`unknown_flow`).
+    StrayReply { from: SocketAddr, bytes: usize },
     /// [`Role::Leader`]: a passive failure another worker's datapath saw.
     PassiveFailure { backend: BackendId, failure: PassiveFailure },
+    /// [`Role::Leader`]: requests another worker's datapath saw answered by `backend` (see
+    /// [`flow::Output::PassiveSuccess`]).
+    PassiveSuccess { backend: BackendId, answered: u32 },
     /// [`Role::Follower`]: the leader's [`Output::BackendState`].
     BackendState { backend: BackendId, state: BackendState },
     /// A listener or flow command (drain, resume, close).
@@ -240,9 +250,19 @@ impl Balancer {
                 self.monitor.handle_probe_reply(now, probe, &reply);
                 Ok(())
             }
+            Input::StrayReply { from, bytes } => {
+                self.flows.handle_stray_reply(now, from, bytes);
+                Ok(())
+            }
             Input::PassiveFailure { backend, failure } => {
                 if self.role != Role::Follower {
                     self.monitor.handle_passive_failure(now, backend, failure);
+                }
+                Ok(())
+            }
+            Input::PassiveSuccess { backend, answered } => {
+                if self.role != Role::Follower {
+                    self.monitor.handle_passive_success(now, backend, answered);
                 }
                 Ok(())
             }
@@ -423,6 +443,9 @@ impl Balancer {
                 match output {
                     flow::Output::PassiveFailure { backend, failure } if self.role != Role::Follower => {
                         self.monitor.handle_passive_failure(now, backend, failure)
+                    }
+                    flow::Output::PassiveSuccess { backend, answered } if self.role != Role::Follower => {
+                        self.monitor.handle_passive_success(now, backend, answered)
                     }
                     other => self.outputs.push_back(Output::Flow(other)),
                 }

@@ -115,7 +115,7 @@ pub use health::{
 };
 pub use id::{BackendId, ClusterId, FlowId, ListenerId, ProbeId};
 pub use outcome::{CloseReason, DropReason, PassiveFailure};
-pub use stats::Stats;
+pub use stats::{BackendStats, Stats};
 pub use time::Instant;
 
 /// The test-only features this build of the core was compiled with: empty in anything that

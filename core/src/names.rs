@@ -25,9 +25,14 @@
 //! | [`Event::ListenerDrained`] | `listener_drained` |
 //! | [`Event::ListenerResumed`] | `listener_resumed` |
 //! | [`Event::BackendDrained`] | `backend_drained` |
+//! | [`HealthEvent::Ejected`] | `backend_ejected` |
+//! | [`HealthEvent::Readmitted`] | `backend_readmitted` |
+//! | [`Event::BackendFault`] | `backend_fault` |
+//! | [`PassiveFailure`] | `refused`, `unreachable`, `unanswered`, `send_failed`, `stray_reply` |
 //!
 //! `backend_admin`, `cluster_all_down`, `cluster_recovered`, `listener_draining`,
-//! `listener_drained`, `listener_resumed` and `backend_drained` are also the `event` of the
+//! `listener_drained`, `listener_resumed`, `backend_drained`, `backend_ejected`,
+//! `backend_readmitted` and `backend_fault` are also the `event` of the
 //! matching `udplb ctl watch` lines. Renaming or removing a name is a contract change, as for
 //! drop and close reasons.
 
@@ -41,7 +46,7 @@ use serde::ser::{Serialize, Serializer};
 use crate::balancer::{FrontendState, Output};
 use crate::flow::{self, Event};
 use crate::health::{AdminState, CheckCode, Health, HealthEvent};
-use crate::outcome::{CloseReason, DropReason};
+use crate::outcome::{CloseReason, DropReason, PassiveFailure};
 
 /// A type whose every value has one stable name.
 pub trait Named: Copy + PartialEq + Sized + 'static {
@@ -234,6 +239,14 @@ named!(FrontendState, "listener state", new {
     Down = "down",
 });
 
+named!(PassiveFailure, "passive failure", existing {
+    Refused = "refused",
+    Unreachable = "unreachable",
+    Unanswered = "unanswered",
+    SendFailed = "send_failed",
+    StrayReply = "stray_reply",
+});
+
 named!(DropReason, "drop reason", counted);
 named!(CloseReason, "close reason", counted);
 
@@ -255,6 +268,9 @@ pub enum EventName {
     ListenerDrained,
     ListenerResumed,
     BackendDrained,
+    BackendEjected,
+    BackendReadmitted,
+    BackendFault,
 }
 
 named!(EventName, "event", new {
@@ -271,6 +287,9 @@ named!(EventName, "event", new {
     ListenerDrained = "listener_drained",
     ListenerResumed = "listener_resumed",
     BackendDrained = "backend_drained",
+    BackendEjected = "backend_ejected",
+    BackendReadmitted = "backend_readmitted",
+    BackendFault = "backend_fault",
 });
 
 impl EventName {
@@ -321,6 +340,7 @@ impl Event {
             Event::ListenerDrained { .. } => EventName::ListenerDrained,
             Event::ListenerResumed { .. } => EventName::ListenerResumed,
             Event::BackendDrained { .. } => EventName::BackendDrained,
+            Event::BackendFault { .. } => EventName::BackendFault,
         }
     }
 }
@@ -333,6 +353,8 @@ impl HealthEvent {
             HealthEvent::AdminChanged { .. } => EventName::BackendAdmin,
             HealthEvent::ClusterAllDown { .. } => EventName::ClusterAllDown,
             HealthEvent::ClusterRecovered { .. } => EventName::ClusterRecovered,
+            HealthEvent::Ejected { .. } => EventName::BackendEjected,
+            HealthEvent::Readmitted { .. } => EventName::BackendReadmitted,
         }
     }
 }

@@ -71,6 +71,10 @@ counted_enum! {
         UpstreamOpenFailed = "upstream_open_failed",
         /// The shell could not send a forwarded or returned datagram (ENOBUFS, ...).
         SendFailed = "send_failed",
+        /// A reply byte-for-byte equal to a recent reply of the same flow, more times than the
+        /// client sent equal requests: a copy the network made. Counting it would close the
+        /// flow before the replies it is still owed arrive (see `docs/configuration.md`).
+        DuplicateReply = "duplicate_reply",
     }
 }
 
@@ -97,6 +101,9 @@ counted_enum! {
         ListenerRemoved = "listener_removed",
         /// Its backend went Down and the cluster has `on_backend_down = "close"`.
         BackendDown = "backend_down",
+        /// Its backend was Down or ejected when the client sent again, and the cluster has
+        /// `on_backend_down = "reselect"`: the datagram started a new flow on another backend.
+        Reselected = "reselected",
         /// The backend refused a datagram (ICMP port unreachable, ECONNREFUSED).
         UpstreamRefused = "upstream_refused",
         /// The backend's host or network was unreachable (ICMP host/net unreachable).
@@ -118,8 +125,34 @@ pub enum PassiveFailure {
     Refused,
     /// ICMP host or network unreachable on a flow's upstream.
     Unreachable,
-    /// A flow closed `IdleBack` while `responses` said replies were owed.
+    /// Replies a flow was owed (by its `responses` count) did not come within
+    /// `idle_timeout.back`: they were written off, or the flow closed `IdleBack`.
     Unanswered,
+    /// A datagram could not be sent to the backend (EMSGSIZE after a path MTU drop, ENOBUFS,
+    /// ...): the request is lost as surely as if the network had dropped it.
+    SendFailed,
+    /// A reply came from the backend's IP but another port than the one it was sent to: it
+    /// cannot be matched to a flow and is dropped, so the request it answers is lost.
+    StrayReply,
+}
+
+impl PassiveFailure {
+    /// Stable snake_case name, for metrics labels, logs and traces.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PassiveFailure::Refused => "refused",
+            PassiveFailure::Unreachable => "unreachable",
+            PassiveFailure::Unanswered => "unanswered",
+            PassiveFailure::SendFailed => "send_failed",
+            PassiveFailure::StrayReply => "stray_reply",
+        }
+    }
+}
+
+impl fmt::Display for PassiveFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]

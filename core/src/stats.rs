@@ -117,6 +117,39 @@ pub struct Stats {
     pub flows: FlowCounters,
     /// Re-sends after a refusal (`retry_on_refused`).
     pub retries: RetryCounters,
+    /// Per backend, indexed by `BackendId` (removed backends keep their entry).
+    pub backends: Vec<BackendStats>,
+}
+
+/// What the datapath saw of one backend: how its requests fared, and the faults that are
+/// its own (a reply from the wrong port, a send that failed on its path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Requests whose owed replies all came (counted only where `responses` is set).
+    pub requests_answered: u64,
+    /// Replies owed (by `responses`) that did not come within `idle_timeout.back` and were
+    /// written off.
+    pub replies_written_off: u64,
+    /// Replies dropped as copies of a reply already returned (`duplicate_reply`).
+    pub duplicate_replies: u64,
+    /// Replies from the backend's IP address but another port, which match no flow.
+    pub stray_replies: u64,
+    /// Datagrams to the backend that the shell could not send (EMSGSIZE, ENOBUFS, ...).
+    pub send_failures: u64,
+    /// Flows moved off it on their next datagram because it was Down or ejected
+    /// (`on_backend_down = "reselect"`).
+    pub flows_reselected: u64,
+}
+
+impl BackendStats {
+    fn absorb(&mut self, other: &BackendStats) {
+        self.requests_answered += other.requests_answered;
+        self.replies_written_off += other.replies_written_off;
+        self.duplicate_replies += other.duplicate_replies;
+        self.stray_replies += other.stray_replies;
+        self.send_failures += other.send_failures;
+        self.flows_reselected += other.flows_reselected;
+    }
 }
 
 /// What happened to requests refused by a backend before any reply.
@@ -174,6 +207,12 @@ impl Stats {
         self.retries.no_other_backend += other.retries.no_other_backend;
         self.retries.not_kept_over_budget += other.retries.not_kept_over_budget;
         self.retries.bytes_kept += other.retries.bytes_kept;
+        if self.backends.len() < other.backends.len() {
+            self.backends.resize(other.backends.len(), BackendStats::default());
+        }
+        for (mine, theirs) in self.backends.iter_mut().zip(&other.backends) {
+            mine.absorb(theirs);
+        }
     }
 
     /// Client datagrams dropped for `reason`, summed over every listener.

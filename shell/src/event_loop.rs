@@ -368,6 +368,10 @@ impl EventLoop {
                 // flow that ended, or a stranger) is not anyone's.
                 let Some(binding) = platform.pool.occupant(index, source).copied() else {
                     platform.notices.counters.stray_upstream_datagrams += 1;
+                    // The core tells a backend answering from another port (its fault, and a
+                    // lost reply) from a late reply or a stranger.
+                    let stray = Input::StrayReply { from: source, bytes: received.length };
+                    let _ = self.driver.handle(now, stray);
                     continue;
                 };
                 platform.notices.counters.received_from_backend(binding.backend, received.length);

@@ -89,6 +89,13 @@ pub fn log_output(core: &Balancer, output: &Output) {
         Output::Health(HealthEvent::AdminChanged { cluster: c, backend: b, from, to, .. }) => {
             tracing::info!(event, cluster = %cluster(*c), backend = %backend(*b), %from, %to, "backend admin")
         }
+        Output::Health(HealthEvent::Ejected { cluster: c, backend: b, until, at }) => {
+            let ejected_for = tracing::field::debug(*until - *at);
+            tracing::warn!(event, cluster = %cluster(*c), backend = %backend(*b), ejected_for, "backend ejected")
+        }
+        Output::Health(HealthEvent::Readmitted { cluster: c, backend: b, .. }) => {
+            tracing::info!(event, cluster = %cluster(*c), backend = %backend(*b), "backend readmitted")
+        }
         Output::Health(HealthEvent::ClusterAllDown { cluster: c, .. }) => {
             tracing::info!(event, cluster = %cluster(*c), "cluster all down")
         }
@@ -110,6 +117,21 @@ pub fn log_output(core: &Balancer, output: &Output) {
             }
             Event::BackendDrained { backend: b } => {
                 tracing::info!(event, cluster = %cluster_of(*b), backend = %backend(*b), "backend drained")
+            }
+            Event::BackendFault { backend: b, failure, count } => {
+                let what = match failure {
+                    udplb_core::PassiveFailure::StrayReply => "replies from another port than the one udplb sent to, dropped",
+                    udplb_core::PassiveFailure::SendFailed => "datagrams to the backend could not be sent",
+                    _ => "datapath failures",
+                };
+                tracing::warn!(
+                    event,
+                    cluster = %cluster_of(*b),
+                    backend = %backend(*b),
+                    fault = %failure,
+                    count,
+                    "{what} (at most one line per backend and kind every 10s)"
+                )
             }
         },
         Output::Flow(udplb_core::Output::CloseUpstream { flow, reason, .. }) => {

@@ -40,7 +40,10 @@ impl Notices {
         if self.relay
             && matches!(
                 output,
-                Output::BackendState { .. } | Output::Flow(udplb_core::Output::PassiveFailure { .. })
+                Output::BackendState { .. }
+                    | Output::Flow(
+                        udplb_core::Output::PassiveFailure { .. } | udplb_core::Output::PassiveSuccess { .. }
+                    )
             )
         {
             self.relayed.push(output.clone());

@@ -91,6 +91,14 @@ impl Record {
                 let name = core.flows().cluster_name(*cluster).unwrap_or("?").to_owned();
                 trace.line(now, format!("cluster {name}: recovered"));
             }
+            Output::Health(HealthEvent::Ejected { backend, until, at, .. }) => {
+                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
+                trace.line(now, format!("health: {name} ejected for {:?}", *until - *at));
+            }
+            Output::Health(HealthEvent::Readmitted { backend, .. }) => {
+                let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
+                trace.line(now, format!("health: {name} readmitted"));
+            }
             Output::Health(HealthEvent::AdminChanged { backend, from, to, .. }) => {
                 let name = core.flows().backend(*backend).map_or("?", |(name, _)| name).to_owned();
                 trace.line(now, format!("admin: {name} {from} -> {to}"));
@@ -106,6 +114,10 @@ impl Record {
                     | udplb_core::Event::ListenerResumed { listener: id } => listener(*id).to_owned(),
                     udplb_core::Event::BackendDrained { backend } => {
                         flows.backend(*backend).map_or("?", |(name, _)| name).to_owned()
+                    }
+                    udplb_core::Event::BackendFault { backend, failure, count } => {
+                        let name = flows.backend(*backend).map_or("?", |(name, _)| name);
+                        format!("{name} {failure} x{count}")
                     }
                 };
                 trace.line(now, format!("flow event: {} {subject}", event.name()));

@@ -75,6 +75,110 @@ pub struct HealthConfig {
     /// it is eligible again (nothing could probe it back up).
     #[serde(default = "HealthConfig::default_passive_recovery", with = "duration::required")]
     pub passive_recovery: Duration,
+    /// Outlier ejection: passive signals take a failing backend out for a while, whatever
+    /// its active checks say.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+}
+
+/// Outlier ejection, after Envoy's outlier detection: the datapath's signals (replies owed
+/// and written off, refusals, sends that failed, replies from the wrong port; and requests
+/// answered) eject a backend when it fails `consecutive_failures` times in a row, or when
+/// at least `failure_percent` of its last `window`'s requests failed (once there were
+/// `min_requests`). An ejected backend takes no new flows for `base_ejection_time` times the
+/// number of its recent ejections (at most `max_ejection_time`); no passing probe readmits it
+/// earlier. At most `max_ejected_percent` of a cluster's backends are ejected at once, and
+/// never its last eligible one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Whether passive signals eject. Off: they count as failed checks instead (the
+    /// `passive_refused` / `passive_unanswered` switches), as with `mode = "off"`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Failures in a row that eject; 0 turns this rule off.
+    #[serde(default = "OutlierConfig::default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// Share of failed requests over `window`, in percent, that ejects; 0 turns this rule off.
+    #[serde(default = "OutlierConfig::default_failure_percent")]
+    pub failure_percent: u32,
+    /// Requests (answered or failed) a window needs before `failure_percent` applies.
+    #[serde(default = "OutlierConfig::default_min_requests")]
+    pub min_requests: u32,
+    /// How far back `failure_percent` looks (between one and two windows, in practice).
+    #[serde(default = "OutlierConfig::default_window", with = "duration::required")]
+    pub window: Duration,
+    /// How long a first ejection lasts; the n-th recent one lasts n times as long.
+    #[serde(default = "OutlierConfig::default_base_ejection_time", with = "duration::required")]
+    pub base_ejection_time: Duration,
+    /// The longest an ejection lasts.
+    #[serde(default = "OutlierConfig::default_max_ejection_time", with = "duration::required")]
+    pub max_ejection_time: Duration,
+    /// The largest share of a cluster's backends ejected at once, in percent (at least one
+    /// backend may always be ejected, unless it is the last eligible one).
+    #[serde(default = "OutlierConfig::default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+}
+
+impl OutlierConfig {
+    fn default_consecutive_failures() -> u32 {
+        5
+    }
+    fn default_failure_percent() -> u32 {
+        20
+    }
+    fn default_min_requests() -> u32 {
+        20
+    }
+    fn default_window() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_base_ejection_time() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_max_ejection_time() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_max_ejected_percent() -> u32 {
+        50
+    }
+
+    fn problems(&self, problems: &mut Vec<HealthProblem>) {
+        for (key, value) in [
+            ("outlier.window", self.window),
+            ("outlier.base_ejection_time", self.base_ejection_time),
+            ("outlier.max_ejection_time", self.max_ejection_time),
+        ] {
+            if value.is_zero() {
+                problems.push(HealthProblem::ZeroDuration { key });
+            }
+        }
+        for (key, value) in
+            [("outlier.failure_percent", self.failure_percent), ("outlier.max_ejected_percent", self.max_ejected_percent)]
+        {
+            if value > 100 {
+                problems.push(HealthProblem::PercentOutOfRange { key, value });
+            }
+        }
+        if self.max_ejection_time < self.base_ejection_time {
+            problems.push(HealthProblem::MaxEjectionBelowBase);
+        }
+    }
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            enabled: true,
+            consecutive_failures: Self::default_consecutive_failures(),
+            failure_percent: Self::default_failure_percent(),
+            min_requests: Self::default_min_requests(),
+            window: Self::default_window(),
+            base_ejection_time: Self::default_base_ejection_time(),
+            max_ejection_time: Self::default_max_ejection_time(),
+            max_ejected_percent: Self::default_max_ejected_percent(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -173,6 +277,7 @@ impl HealthConfig {
         if self.mode.probes_udp() && self.udp_payload.is_none() && self.udp_payload_hex.is_none() {
             problems.push(HealthProblem::UdpPayloadMissing);
         }
+        self.outlier.problems(&mut problems);
         problems
     }
 }
@@ -199,6 +304,7 @@ impl Default for HealthConfig {
             passive_refused: true,
             passive_unanswered: true,
             passive_recovery: Self::default_passive_recovery(),
+            outlier: OutlierConfig::default(),
         }
     }
 }
@@ -285,6 +391,10 @@ pub enum HealthProblem {
     InvalidHex { key: &'static str, message: String },
     #[error("mode includes udp probes, which need udp_payload or udp_payload_hex")]
     UdpPayloadMissing,
+    #[error("{value}% is out of range: a percentage is between 0 and 100")]
+    PercentOutOfRange { key: &'static str, value: u32 },
+    #[error("max_ejection_time is shorter than base_ejection_time, so no ejection could last as long as the first")]
+    MaxEjectionBelowBase,
 }
 
 impl HealthProblem {
@@ -293,7 +403,9 @@ impl HealthProblem {
         match self {
             HealthProblem::ZeroDuration { key }
             | HealthProblem::CountOutOfRange { key, .. }
-            | HealthProblem::InvalidHex { key, .. } => key,
+            | HealthProblem::InvalidHex { key, .. }
+            | HealthProblem::PercentOutOfRange { key, .. } => key,
+            HealthProblem::MaxEjectionBelowBase => "outlier.max_ejection_time",
             HealthProblem::JitterTooLarge { .. } => "jitter",
             HealthProblem::HistoryTooLong { .. } => "history",
             HealthProblem::TcpPortZero => "tcp_port",

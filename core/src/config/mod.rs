@@ -28,7 +28,7 @@ mod tests;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
-pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel};
+pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel, OutlierConfig};
 
 pub use validate::{
     IdleSide, MAX_CONTROL_SOCKET_PATH_BYTES, MAX_FLOWS_LIMIT, MAX_NAME_BYTES, MAX_WEIGHT, NameProblem,
@@ -253,9 +253,11 @@ pub struct ClusterConfig {
     /// backend instead of dropping them.
     #[serde(default = "default_true")]
     pub fail_open: bool,
-    /// What happens to a backend's flows when it goes Down.
+    /// What happens to a backend's flows when it goes Down (or is ejected). Absent: `reselect`
+    /// when `responses` is set (each request stands alone), `keep` otherwise (a session's
+    /// state lives on its backend); see [`ClusterConfig::on_backend_down`].
     #[serde(default)]
-    pub on_backend_down: OnBackendDown,
+    pub on_backend_down: Option<OnBackendDown>,
     /// When the backend refuses a flow that has had no reply yet, re-send its last datagram
     /// once on another backend.
     #[serde(default = "default_true")]
@@ -263,6 +265,16 @@ pub struct ClusterConfig {
     /// Active probes, hysteresis and passive health.
     #[serde(default)]
     pub health: HealthConfig,
+}
+
+impl ClusterConfig {
+    /// The `on_backend_down` in force: the file's, or the default for this kind of traffic.
+    pub fn on_backend_down(&self) -> OnBackendDown {
+        self.on_backend_down.unwrap_or(match self.responses {
+            Some(_) => OnBackendDown::Reselect,
+            None => OnBackendDown::Keep,
+        })
+    }
 }
 
 impl Default for ClusterConfig {
@@ -278,7 +290,7 @@ impl Default for ClusterConfig {
             algorithm: Algorithm::default(),
             maglev_table_size: default_maglev_table_size(),
             fail_open: true,
-            on_backend_down: OnBackendDown::default(),
+            on_backend_down: None,
             retry_on_refused: true,
             health: HealthConfig::default(),
         }
@@ -316,14 +328,17 @@ pub enum Algorithm {
 }
 
 /// What happens to a backend's flows when it goes Down.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnBackendDown {
     /// Flows stay pinned until their own teardown; only new flows avoid the backend.
-    #[default]
     Keep,
     /// Flows close at once (`BackendDown`); the client's next datagram starts a new flow.
     Close,
+    /// Flows stay, but a flow whose backend is Down or ejected when its client sends again
+    /// is closed (`Reselected`) and the datagram starts a new flow on an eligible backend.
+    /// Replies still owed on the old flow are dropped with it.
+    Reselect,
 }
 
 /// How the `responses` count is applied.

@@ -167,6 +167,20 @@ pub enum ValidationError {
         /// What is wrong with it.
         problem: NameProblem,
     },
+    /// `requests` without `responses`: a retired flow cannot tell when its replies are done,
+    /// so each one would hold a slot of the flow table for `idle_timeout.back` after its last
+    /// datagram; under load that fills `max_flows` and sheds every new client of the process.
+    #[error(
+        "requests = {requests} needs `responses`: without a reply count, every retired flow holds \
+         its slot for idle_timeout.back after its last datagram, and under load that fills the \
+         flow table; set responses to the replies each request gets (0 for one-way traffic)"
+    )]
+    RequestsWithoutResponses {
+        /// The cluster.
+        cluster: String,
+        /// The `requests` value.
+        requests: u32,
+    },
     /// `requests = 0`: a flow that takes no datagram cannot exist.
     #[error("requests = 0 would retire every flow before its first datagram; remove it for no limit")]
     RequestsZero {
@@ -356,6 +370,7 @@ impl ValidationError {
             ListenerMaxFlowsOutOfRange { listener, .. } => listener_path(listener).key("max_flows"),
             InvalidClusterName { cluster, .. } => cluster_path(cluster),
             RequestsZero { cluster } => cluster_path(cluster).key("requests"),
+            RequestsWithoutResponses { cluster, .. } => cluster_path(cluster).key("requests"),
             IdleTimeoutZero { cluster, side } => cluster_path(cluster).key("idle_timeout").key(side.key()),
             LifetimeZero { cluster } => cluster_path(cluster).key("lifetime"),
             ProxyProtocolOptionWhileOff { cluster, option } => {
@@ -368,7 +383,9 @@ impl ValidationError {
             | BackendAddressUnspecified { cluster, index, .. }
             | DuplicateBackendAddress { cluster, index, .. } => backend_path(cluster, *index).key("address"),
             WeightTooLarge { cluster, index, .. } => backend_path(cluster, *index).key("weight"),
-            Health { cluster, problem } => cluster_path(cluster).key("health").key(problem.key()),
+            Health { cluster, problem } => {
+                problem.key().split('.').fold(cluster_path(cluster).key("health"), |path, key| path.key(key))
+            }
             SelectionKey => FieldPath::root().key("process").key("selection_key"),
             MetricsPortZero => FieldPath::root().key("process").key("metrics_addr"),
             ControlSocketEmpty | ControlSocketTooLong { .. } => {
@@ -493,6 +510,8 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, errors: &mut Vec<Valida
     }
     if cluster.requests == Some(0) {
         errors.push(ValidationError::RequestsZero { cluster: cluster_name() });
+    } else if let (Some(requests), None) = (cluster.requests, cluster.responses) {
+        errors.push(ValidationError::RequestsWithoutResponses { cluster: cluster_name(), requests });
     }
     for (side, timeout) in
         [(IdleSide::Front, cluster.idle_timeout.front), (IdleSide::Back, cluster.idle_timeout.back)]

@@ -11,6 +11,10 @@ use crate::select::SelectionRequest;
 use crate::time::Instant;
 use crate::timer::TimerHandle;
 
+/// A deadline reports at most this many lost requests to the health monitor (a pipelined
+/// flow may write off many at once; a handful says as much about the backend).
+const MAX_FAILURES_PER_DEADLINE: u32 = 8;
+
 impl FlowManager {
     /// Runs every deadline due at or before `now`. Afterwards [`FlowManager::poll_timeout`]
     /// is strictly later than `now`. Calling it before the deadline changes nothing.
@@ -32,19 +36,54 @@ impl FlowManager {
         // The entry was popped; the flow has no armed timer until re-armed below.
         self.table.get_mut(slot).timer = TimerHandle::DISARMED;
         let flow = self.table.get(slot);
-        let (deadline, reason) = self.teardown_of(flow).deadline(flow);
-        if deadline <= now {
-            let backend = flow.backend;
-            let replies_were_owed =
-                reason == CloseReason::IdleBack && self.teardown_of(flow).responses.is_some();
-            self.close_flow(slot, reason);
-            if replies_were_owed {
-                let failure = PassiveFailure::Unanswered;
-                self.outputs.push_back(Output::PassiveFailure { backend, failure });
+        let teardown = self.teardown_of(flow);
+        let (deadline, reason) = teardown.deadline(flow);
+        if deadline > now {
+            if !crate::mutants::active(crate::mutants::Mutant::TimerLostOnEarlyFire) {
+                // Fired early relative to the flow's activity: re-arm once, at the real deadline.
+                self.rearm_flow(now, slot);
             }
-        } else if !crate::mutants::active(crate::mutants::Mutant::TimerLostOnEarlyFire) {
-            // Fired early relative to the flow's activity: re-arm once, at the real deadline.
+            return;
+        }
+        let counted = teardown.responses.is_some();
+        if reason == CloseReason::IdleBack && counted && !flow.retired {
+            self.write_off(now, slot);
+            return;
+        }
+        let backend = flow.backend;
+        let lost = if reason == CloseReason::IdleBack && counted { teardown.unanswered_requests(flow) } else { 0 };
+        if lost > 0 {
+            self.stats.backends[backend.0 as usize].replies_written_off += u64::from(teardown.owed_now(flow));
+        }
+        self.close_flow(slot, reason);
+        for _ in 0..lost.min(MAX_FAILURES_PER_DEADLINE) {
+            self.passive_failure(now, backend, PassiveFailure::Unanswered);
+        }
+    }
+
+    /// A live flow's back deadline passed: the replies owed for the requests it had sent when
+    /// the wait began are written off (each lost request is a passive failure). The flow ends
+    /// (`IdleBack`) if that was all it owed, so the client's next datagram is a new flow,
+    /// selected afresh; otherwise the replies of later requests get their own wait, from now.
+    fn write_off(&mut self, now: Instant, slot: u32) {
+        let cluster = self.backends[self.table.get(slot).backend.0 as usize].cluster;
+        let teardown = &self.clusters[cluster.0 as usize].teardown;
+        let flow = self.table.get(slot);
+        let backend = flow.backend;
+        let (replies, lost) = teardown.due_at_checkpoint(flow);
+        let owes_later = teardown.owes_after_write_off(flow, replies);
+        let flow = self.table.get_mut(slot);
+        flow.written_off = flow.written_off.saturating_add(replies);
+        self.stats.backends[backend.0 as usize].replies_written_off += u64::from(replies);
+        if owes_later {
+            flow.awaiting_since = now;
+            flow.checkpoint = flow.requests;
             self.rearm_flow(now, slot);
+        } else {
+            self.close_flow(slot, CloseReason::IdleBack);
+        }
+        for _ in 0..lost.clamp(1, MAX_FAILURES_PER_DEADLINE) {
+            self.passive_failure(now, backend, PassiveFailure::Unanswered);
         }
     }
 
@@ -112,22 +151,23 @@ impl FlowManager {
     /// An error the shell saw on a flow's upstream. Errors for flows that no longer exist are
     /// ignored (the flow already ended).
     pub fn handle_upstream_error(&mut self, now: Instant, flow: FlowId, error: UpstreamError) {
-        self.observe(now);
+        let now = self.observe(now);
         if let Some(slot) = self.table.resolve(flow) {
             match error {
-                UpstreamError::Refused => self.upstream_refused(slot),
+                UpstreamError::Refused => self.upstream_refused(now, slot),
                 UpstreamError::Unreachable => {
                     let backend = self.table.get(slot).backend;
                     self.close_flow(slot, CloseReason::UpstreamUnreachable);
-                    let failure = PassiveFailure::Unreachable;
-                    self.outputs.push_back(Output::PassiveFailure { backend, failure });
+                    self.passive_failure(now, backend, PassiveFailure::Unreachable);
                 }
                 UpstreamError::SendFailed => {
-                    let listener = self.table.get(slot).listener;
+                    let (listener, backend) = (self.table.get(slot).listener, self.table.get(slot).backend);
                     // The byte count of the lost datagram is not known here; bytes stay booked.
                     self.stats.listeners[listener.0 as usize]
                         .client
                         .reclassify_as_dropped(0, DropReason::SendFailed);
+                    self.stats.backends[backend.0 as usize].send_failures += 1;
+                    self.passive_failure(now, backend, PassiveFailure::SendFailed);
                 }
             }
         }
@@ -137,7 +177,7 @@ impl FlowManager {
     /// The backend refused a flow: the flow closes, the refusal is reported to the health
     /// monitor, and if the flow has had no reply yet its kept datagram is re-sent once, on a
     /// new flow to a backend selected without the refusing one.
-    fn upstream_refused(&mut self, slot: u32) {
+    fn upstream_refused(&mut self, now: Instant, slot: u32) {
         let flow = self.table.get_mut(slot);
         let (backend, listener, client, hash) = (flow.backend, flow.listener, flow.client, flow.hash);
         let retry = if !flow.retried && !flow.retired && flow.responses == 0 {
@@ -147,7 +187,7 @@ impl FlowManager {
         };
         // Closing the flow syncs the retry bytes in the stats.
         self.close_flow(slot, CloseReason::UpstreamRefused);
-        self.outputs.push_back(Output::PassiveFailure { backend, failure: PassiveFailure::Refused });
+        self.passive_failure(now, backend, PassiveFailure::Refused);
         if retry.is_empty() {
             return;
         }

@@ -1,7 +1,7 @@
 //! The two datagram inputs. Each returns its own verdict; neither allocates on an
 //! established flow, and neither touches the deadline index unless a flow opens or closes.
 
-use super::entry::Flow;
+use super::entry::{self, Flow};
 use super::{BackendVerdict, ClientDatagram, ClientVerdict, DrainState, FlowManager, Incoming};
 use crate::config::{ProxyProtocolConfig, ProxyProtocolMode};
 use crate::id::{FlowId, ListenerId};
@@ -53,7 +53,16 @@ impl FlowManager {
         let proxy = self.clusters[cluster_id.0 as usize].proxy_protocol;
         let hash = self.table.hash(vip, client, affinity);
 
-        if let Some(slot) = self.table.find(hash, listener_id, client, affinity) {
+        let mut found = self.table.find(hash, listener_id, client, affinity);
+        if let Some(slot) = found
+            && self.reselects(slot)
+        {
+            let backend = self.table.get(slot).backend;
+            self.stats.backends[backend.0 as usize].flows_reselected += 1;
+            self.close_flow(slot, CloseReason::Reselected);
+            found = None;
+        }
+        if let Some(slot) = found {
             let flow = self.table.get(slot);
             let serial = flow.serial;
             // The flow's own cluster (its backend's), which a reload may have made differ
@@ -110,6 +119,22 @@ impl FlowManager {
             fail_open: selection.fail_open,
             resend: false,
         })
+    }
+
+    /// Whether the flow's next datagram should leave it for a new flow: its backend is out
+    /// for its health (Down or ejected; an operator's decisions keep flows), its cluster says
+    /// `on_backend_down = "reselect"`, and another backend can take the client.
+    fn reselects(&self, slot: u32) -> bool {
+        let backend = &self.backends[self.table.get(slot).backend.0 as usize];
+        let cluster = &self.clusters[backend.cluster.0 as usize];
+        if cluster.on_backend_down != crate::config::OnBackendDown::Reselect
+            || backend.admin != crate::health::AdminState::Enabled
+        {
+            return false;
+        }
+        let candidates = &cluster.candidates;
+        let out = candidates.get(backend.candidate).is_some_and(|c| !c.eligible);
+        out && candidates.iter().any(|c| c.eligible && c.weight > 0)
     }
 
     /// `incoming`'s upstream is open: book the flow and forward `datagram` (the bytes to send,
@@ -215,6 +240,9 @@ impl FlowManager {
                 timer: TimerHandle::DISARMED,
                 requests: 0,
                 responses: 0,
+                written_off: 0,
+                checkpoint: 0,
+                echoes: Default::default(),
                 retired: false,
                 retried: false,
                 retry: Vec::new(),
@@ -258,8 +286,12 @@ impl FlowManager {
         flow.client = client;
         flow.last_client = now;
         flow.requests = flow.requests.saturating_add(1);
+        if teardown.counts_replies() {
+            flow.echoes.note_request(payload);
+        }
         if !flow.is_awaiting() && teardown.owes_replies(flow) != Some(false) {
             flow.awaiting_since = now;
+            flow.checkpoint = flow.requests;
         }
         let retires = teardown.requests_reached(flow);
         let owes_nothing = teardown.owes_replies(flow) == Some(false);
@@ -325,7 +357,7 @@ impl FlowManager {
         truncated: bool,
     ) -> BackendVerdict {
         let now = self.observe(now);
-        let verdict = self.return_backend_datagram(now, flow, payload.len(), truncated);
+        let verdict = self.return_backend_datagram(now, flow, payload, truncated);
         self.debug_check();
         verdict
     }
@@ -334,9 +366,10 @@ impl FlowManager {
         &mut self,
         now: Instant,
         id: FlowId,
-        payload_len: usize,
+        payload: &[u8],
         truncated: bool,
     ) -> BackendVerdict {
+        let payload_len = payload.len();
         let Some(slot) = self.table.resolve(id) else {
             self.stats.unattributed.receive(payload_len);
             self.stats.unattributed.drop_for(DropReason::UnknownFlow);
@@ -350,10 +383,16 @@ impl FlowManager {
             counters.drop_for(DropReason::Truncated);
             return BackendVerdict::Drop(DropReason::Truncated);
         }
-        counters.pass(payload_len);
-        let cluster = self.backends[self.table.get(slot).backend.0 as usize].cluster;
+        let backend = self.table.get(slot).backend;
+        let cluster = self.backends[backend.0 as usize].cluster;
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get_mut(slot);
+        if teardown.counts_replies() && !flow.echoes.note_reply(payload) {
+            counters.drop_for(DropReason::DuplicateReply);
+            self.stats.backends[backend.0 as usize].duplicate_replies += 1;
+            return BackendVerdict::Drop(DropReason::DuplicateReply);
+        }
+        counters.pass(payload_len);
         flow.last_backend = now;
         flow.responses = flow.responses.saturating_add(1);
         // A flow that has had a reply is never retried: its kept datagram can go.
@@ -361,9 +400,26 @@ impl FlowManager {
             self.retry_slots.release(&mut flow.retry);
             self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
         }
-        flow.awaiting_since = if teardown.owes_replies(flow) == Some(true) { now } else { Instant::MAX };
+        match teardown.owes_replies(flow) {
+            Some(true) => {
+                // The wait restarts only once the requests it was for are settled; a reply to
+                // a later request leaves an older lost one on its deadline.
+                let settled = entry::Teardown::settled(flow);
+                if teardown.owed_for(flow.checkpoint).is_some_and(|owed| settled >= owed) {
+                    flow.awaiting_since = now;
+                    flow.checkpoint = flow.requests;
+                }
+            }
+            // Nothing owed, or the count is unknown: the next client datagram starts a wait.
+            Some(false) | None => flow.awaiting_since = Instant::MAX,
+        }
+        let completes = teardown.completes_request(flow);
+        let reached = teardown.responses_reached(flow);
         let client = flow.client;
-        if teardown.responses_reached(flow) {
+        if completes {
+            self.passive_success(backend, 1);
+        }
+        if reached {
             self.close_flow(slot, CloseReason::ResponsesReached);
         }
         BackendVerdict::Return { listener: listener_id, client }

@@ -41,6 +41,14 @@ pub(crate) struct Flow {
     pub(crate) requests: u32,
     /// Backend datagrams returned.
     pub(crate) responses: u32,
+    /// Replies owed that were written off at a back deadline: they count as settled.
+    pub(crate) written_off: u32,
+    /// Client datagrams forwarded when the current wait began (`awaiting_since`): the
+    /// replies owed for these are the ones written off when the wait ends unanswered.
+    pub(crate) checkpoint: u32,
+    /// Fingerprints of recent requests and replies, to tell a reply the network copied from
+    /// a new one (only where `responses` is counted).
+    pub(crate) echoes: Echoes,
     /// Reached `requests`: out of the index, waiting only for owed replies.
     pub(crate) retired: bool,
     /// This flow is itself a retry after a refusal: it is not retried again.
@@ -78,20 +86,86 @@ impl Teardown {
         }
     }
 
-    /// Whether the backend still owes replies: `Some(true)` or `Some(false)` when the
-    /// `responses` count says, `None` when the count is unknown.
-    pub(crate) fn owes_replies(&self, flow: &Flow) -> Option<bool> {
+    /// Replies owed in total for `requests` client datagrams (`None`: the count is unknown).
+    pub(crate) fn owed_for(&self, requests: u32) -> Option<u64> {
         let expected = self.responses?;
         let mode = if crate::mutants::active(crate::mutants::Mutant::ResponsesPerFlow) {
             ResponsesMode::PerFlow
         } else {
             self.responses_mode
         };
-        let owed_total = match mode {
-            ResponsesMode::PerRequest => u64::from(flow.requests) * u64::from(expected),
+        Some(match mode {
+            ResponsesMode::PerRequest => u64::from(requests) * u64::from(expected),
             ResponsesMode::PerFlow => u64::from(expected),
+        })
+    }
+
+    /// Replies settled: returned, or written off.
+    pub(crate) fn settled(flow: &Flow) -> u64 {
+        u64::from(flow.responses) + u64::from(flow.written_off)
+    }
+
+    /// Whether the backend still owes replies: `Some(true)` or `Some(false)` when the
+    /// `responses` count says, `None` when the count is unknown.
+    pub(crate) fn owes_replies(&self, flow: &Flow) -> Option<bool> {
+        Some(Self::settled(flow) < self.owed_for(flow.requests)?)
+    }
+
+    /// Replies owed now (0 when the count is unknown).
+    pub(crate) fn owed_now(&self, flow: &Flow) -> u32 {
+        let owed = self.owed_for(flow.requests).unwrap_or(0).saturating_sub(Self::settled(flow));
+        u32::try_from(owed).unwrap_or(u32::MAX)
+    }
+
+    /// The replies a wait that ended unanswered writes off (those owed for the requests sent
+    /// when it began; all that is owed if those were settled), and how many requests they
+    /// leave unanswered.
+    pub(crate) fn due_at_checkpoint(&self, flow: &Flow) -> (u32, u32) {
+        let owed = self.owed_for(flow.checkpoint).unwrap_or(0).saturating_sub(Self::settled(flow));
+        let replies = match u32::try_from(owed).unwrap_or(u32::MAX) {
+            0 => self.owed_now(flow),
+            replies => replies,
         };
-        Some(u64::from(flow.responses) < owed_total)
+        (replies, self.requests_of(replies))
+    }
+
+    /// Whether replies are still owed once `replies` more are written off.
+    pub(crate) fn owes_after_write_off(&self, flow: &Flow, replies: u32) -> bool {
+        let settled = Self::settled(flow) + u64::from(replies);
+        self.owed_for(flow.requests).is_some_and(|owed| settled < owed)
+    }
+
+    /// Requests left unanswered by the replies still owed (for a flow closing `IdleBack`).
+    pub(crate) fn unanswered_requests(&self, flow: &Flow) -> u32 {
+        self.requests_of(self.owed_now(flow))
+    }
+
+    /// How many requests `replies` owed replies stand for.
+    fn requests_of(&self, replies: u32) -> u32 {
+        match (self.responses, self.responses_mode) {
+            (Some(expected), ResponsesMode::PerRequest) if expected > 0 => replies.div_ceil(expected),
+            _ => u32::from(replies > 0),
+        }
+    }
+
+    /// Whether this reply (already counted in `flow.responses`) completed a request: every
+    /// reply it was owed has come (for `per_flow`, the flow's last owed reply).
+    pub(crate) fn completes_request(&self, flow: &Flow) -> bool {
+        match (self.responses, self.responses_mode) {
+            (Some(expected), ResponsesMode::PerRequest) if expected > 0 => {
+                Self::settled(flow) % u64::from(expected) == 0
+            }
+            (Some(expected), ResponsesMode::PerFlow) if expected > 0 => {
+                Self::settled(flow) == u64::from(expected)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether replies are counted (`responses` set to more than 0): only then are copies
+    /// told apart and successes reported.
+    pub(crate) fn counts_replies(&self) -> bool {
+        self.responses.is_some_and(|n| n > 0)
     }
 
     /// The flow got every reply its `responses` count asked for (and some were asked for).
@@ -149,4 +223,72 @@ impl Teardown {
             !flow.retired && !flow.is_awaiting() && self.owes_replies(flow) != Some(false);
         if may_start_waiting { deadline.min(now + self.idle_back) } else { deadline }
     }
+}
+
+/// Recent requests and replies of a flow, as fingerprints, to tell a reply the network copied
+/// from a new one.
+///
+/// A reply is a copy when it equals (by fingerprint: its length, first 64 and last 32 bytes)
+/// one of the flow's last [`ECHOES`] replies, unless the client itself repeated a request
+/// among its last [`ECHOES`]: a client that sends the same bytes twice may get the same reply
+/// twice, and then copies cannot be told from answers, so none is dropped.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Echoes {
+    requests: [u32; ECHOES],
+    replies: [u32; ECHOES],
+    /// How many of each have been recorded (saturating); the next slot is `count % ECHOES`.
+    requests_seen: u8,
+    replies_seen: u8,
+}
+
+/// Requests and replies remembered per flow.
+pub(crate) const ECHOES: usize = 4;
+
+impl Echoes {
+    pub(crate) fn note_request(&mut self, payload: &[u8]) {
+        self.requests[usize::from(self.requests_seen) % ECHOES] = fingerprint(payload);
+        self.requests_seen = next(self.requests_seen);
+    }
+
+    /// Records a reply unless it is a copy of a recent one; returns whether it is new.
+    pub(crate) fn note_reply(&mut self, payload: &[u8]) -> bool {
+        let print = fingerprint(payload);
+        let replies = &self.replies[..usize::from(self.replies_seen).min(ECHOES)];
+        if replies.contains(&print) && !self.client_repeats() {
+            return false;
+        }
+        self.replies[usize::from(self.replies_seen) % ECHOES] = print;
+        self.replies_seen = next(self.replies_seen);
+        true
+    }
+
+    fn client_repeats(&self) -> bool {
+        let requests = &self.requests[..usize::from(self.requests_seen).min(ECHOES)];
+        requests.iter().enumerate().any(|(i, a)| requests[i + 1..].contains(a))
+    }
+}
+
+/// The ring position after `seen`, kept in `ECHOES..2 * ECHOES` once full so it never wraps
+/// to "fewer than `ECHOES` recorded".
+fn next(seen: u8) -> u8 {
+    let seen = seen + 1;
+    if usize::from(seen) >= 2 * ECHOES { ECHOES as u8 } else { seen }
+}
+
+/// FNV-1a over the length, the first 64 and the last 32 bytes: cheap on long datagrams, and
+/// enough to tell replies apart that differ in a header (a DNS id) or a trailer (a sequence
+/// number).
+fn fingerprint(payload: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut eat = |byte: u8| {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    };
+    for byte in (payload.len() as u32).to_le_bytes() {
+        eat(byte);
+    }
+    let head = &payload[..payload.len().min(64)];
+    let tail = &payload[payload.len().saturating_sub(32).max(head.len())..];
+    head.iter().chain(tail).for_each(|&byte| eat(byte));
+    hash
 }

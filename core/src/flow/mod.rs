@@ -25,6 +25,7 @@ mod datapath;
 mod entry;
 mod invariants;
 mod key;
+mod passive;
 mod reload;
 mod retry;
 mod table;
@@ -191,6 +192,12 @@ pub enum Output {
     Resend { incoming: Incoming, datagram: Vec<u8> },
     /// Evidence about a backend's health, for the health monitor.
     PassiveFailure { backend: BackendId, failure: PassiveFailure },
+    /// `answered` requests got every reply they were owed from `backend` (counted only where
+    /// `responses` is set), for the health monitor's outlier detection. Not sent per reply:
+    /// the flow manager keeps a tally per backend and hands it over just before a passive
+    /// failure of that backend, and on the first answer after one, so the monitor sees
+    /// successes and failures in the order they happened.
+    PassiveSuccess { backend: BackendId, answered: u32 },
     /// Something an operator may want to see.
     Event(Event),
 }
@@ -206,7 +213,16 @@ pub enum Event {
     ListenerResumed { listener: ListenerId },
     /// A draining backend has no flows left.
     BackendDrained { backend: BackendId },
+    /// The backend did something the datapath had to drop: replies from another port
+    /// (`stray_reply`) or sends that failed on its path (`send_failed`). Reported at most once
+    /// per backend and kind every [`FAULT_REPORT_INTERVAL`], with how many happened since the
+    /// last report (`count`, this one included), so a log line names the backend without
+    /// flooding.
+    BackendFault { backend: BackendId, failure: PassiveFailure, count: u64 },
 }
+
+/// At most one [`Event::BackendFault`] per backend and kind in this long.
+pub const FAULT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Errors on the path from the backend side that the shell reports for a flow.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -334,6 +350,8 @@ struct Backend {
     candidate: usize,
     /// A draining backend whose last flow ended has been reported drained.
     drained_reported: bool,
+    /// Passive signals not yet handed to the monitor (see `passive.rs`).
+    passive: passive::Tally,
 }
 
 /// What a timer entry belongs to.

@@ -164,7 +164,7 @@ impl FlowManager {
                     teardown: Teardown::from_config(config),
                     proxy_protocol: config.proxy_protocol,
                     retry_on_refused: config.retry_on_refused,
-                    on_backend_down: config.on_backend_down,
+                    on_backend_down: config.on_backend_down(),
                     fail_open: config.fail_open,
                     removed: false,
                 });
@@ -199,7 +199,9 @@ impl FlowManager {
                         flows: 0,
                         candidate: 0,
                         drained_reported: false,
+                        passive: Default::default(),
                     });
+                    self.stats.backends.push(crate::stats::BackendStats::default());
                     summary.backends_added.push(id);
                     Candidate {
                         backend: id,
@@ -237,7 +239,7 @@ impl FlowManager {
         cluster.teardown = Teardown::from_config(config);
         cluster.proxy_protocol = config.proxy_protocol;
         cluster.retry_on_refused = config.retry_on_refused;
-        cluster.on_backend_down = config.on_backend_down;
+        cluster.on_backend_down = config.on_backend_down();
         cluster.fail_open = config.fail_open;
     }
 

@@ -15,7 +15,7 @@ use arbitrary::Arbitrary;
 
 use crate::config::{
     Affinity, Algorithm, BackendConfig, ClusterConfig, Config, ExpectMatch, HealthConfig, HealthMode,
-    HysteresisModel, IdleTimeout, ListenerConfig, MAX_UDP_PAYLOAD, OnBackendDown, ProcessConfig,
+    HysteresisModel, IdleTimeout, OutlierConfig, ListenerConfig, MAX_UDP_PAYLOAD, OnBackendDown, ProcessConfig,
     ProxyProtocolConfig, ProxyProtocolMode, ResponsesMode,
 };
 
@@ -69,7 +69,7 @@ struct ClusterSpec {
     algorithm: u8,
     maglev_table_size: u8,
     fail_open: bool,
-    close_on_backend_down: bool,
+    on_backend_down: u8,
     retry_on_refused: bool,
     health: HealthSpec,
 }
@@ -102,6 +102,19 @@ struct HealthSpec {
     passive_refused: bool,
     passive_unanswered: bool,
     passive_recovery_ms: u16,
+    outlier: OutlierSpec,
+}
+
+#[derive(Arbitrary, Debug)]
+struct OutlierSpec {
+    enabled: bool,
+    consecutive_failures: u8,
+    failure_percent: u8,
+    min_requests: u8,
+    window_ms: u16,
+    base_ejection_ms: u16,
+    max_ejection_ms: u16,
+    max_ejected_percent: u8,
 }
 
 /// Milliseconds, at least one (a zero duration is refused by validation, which is tested
@@ -215,10 +228,11 @@ impl ClusterSpec {
                 _ => 1_009,
             },
             fail_open: self.fail_open,
-            on_backend_down: if self.close_on_backend_down {
-                OnBackendDown::Close
-            } else {
-                OnBackendDown::Keep
+            on_backend_down: match self.on_backend_down % 4 {
+                0 => None,
+                1 => Some(OnBackendDown::Keep),
+                2 => Some(OnBackendDown::Close),
+                _ => Some(OnBackendDown::Reselect),
             },
             retry_on_refused: self.retry_on_refused,
             health: self.health.to_config(),
@@ -290,6 +304,18 @@ impl HealthSpec {
             passive_refused: self.passive_refused,
             passive_unanswered: self.passive_unanswered,
             passive_recovery: millis(self.passive_recovery_ms),
+            outlier: OutlierConfig {
+                enabled: self.outlier.enabled,
+                consecutive_failures: u32::from(self.outlier.consecutive_failures % 8),
+                // Over 100 is refused: a rare refusal.
+                failure_percent: u32::from(self.outlier.failure_percent % 102),
+                min_requests: u32::from(self.outlier.min_requests % 32),
+                window: millis(self.outlier.window_ms % 8_000),
+                base_ejection_time: millis(self.outlier.base_ejection_ms % 8_000),
+                // Below the base is refused.
+                max_ejection_time: millis(self.outlier.max_ejection_ms),
+                max_ejected_percent: u32::from(self.outlier.max_ejected_percent % 102),
+            },
         }
     }
 }

@@ -90,13 +90,19 @@ impl HealthMonitor {
                 TimerKey::CheckTimeout(backend) => {
                     (backend, self.backends.get(&backend).and_then(|r| r.check.as_ref()).map(|c| c.timeout))
                 }
+                TimerKey::Readmit(backend) => (backend, self.backends.get(&backend).map(|r| r.outlier.timer)),
             };
             ensure!(
                 held == Some(handle),
                 "a deadline at {} names {backend}, which does not hold it",
                 handle.deadline
             );
-            timed.insert((backend, matches!(key, TimerKey::Schedule(_))));
+            let kind = match key {
+                TimerKey::Schedule(_) => 0,
+                TimerKey::CheckTimeout(_) => 1,
+                TimerKey::Readmit(_) => 2,
+            };
+            timed.insert((backend, kind));
         }
         ensure!(timed.len() == self.timers.len(), "a backend holds two deadlines of one kind");
         self.check_clusters()?;

@@ -33,10 +33,15 @@
 //! - **Admin states**: Paused keeps its health state and is not probed (resuming restarts
 //!   probing); Disabled and Draining take no new flows but keep being probed, so their health
 //!   is current when they are enabled again; Removed is gone.
-//! - **Passive health**: data-path refusals and unanswered flows count as failed checks when
-//!   `passive_refused` / `passive_unanswered` allow, except for paused backends. A passive
+//! - **Passive health** (without probes, or with ejection off): data-path refusals and
+//!   unanswered flows count as failed checks when `passive_refused` / `passive_unanswered`
+//!   allow, except for paused backends. A passive
 //!   failure that moves a backend pulls its next probe in to `fast_interval`, as HAProxy's
 //!   `on-error fastinter` does, so the hint is confirmed or refuted quickly.
+//! - **Outlier ejection**: with active probes, passive signals do not move the hysteresis;
+//!   they feed outlier detection (`outlier.rs`), which takes a failing backend out for a time
+//!   no passing probe shortens. A TCP check and the UDP datapath test different things, and
+//!   letting both move one counter made them fight.
 //! - **`mode = "off"`**: no probes. A backend starts Up at full health (HAProxy treats a
 //!   server without `check` as always up; starting Unknown would let a single passive failure
 //!   take it down, since Unknown resolves on the first result). Passive failures count down as
@@ -71,6 +76,7 @@ mod history;
 mod hysteresis;
 mod invariants;
 mod monitor;
+mod outlier;
 mod outputs;
 mod probes;
 mod schedule;
@@ -251,6 +257,11 @@ pub enum HealthEvent {
     ClusterAllDown { cluster: ClusterId, at: Instant },
     /// The all-down episode ended: an enabled backend is eligible again. Fires once.
     ClusterRecovered { cluster: ClusterId, at: Instant },
+    /// Outlier detection took the backend out of selection until `until` (its health is
+    /// unchanged; no probe readmits it earlier).
+    Ejected { cluster: ClusterId, backend: BackendId, until: Instant, at: Instant },
+    /// The backend's ejection ended.
+    Readmitted { cluster: ClusterId, backend: BackendId, at: Instant },
 }
 
 /// The short code recorded with a transition (see the module docs for the table).
@@ -328,6 +339,10 @@ pub struct BackendStatus {
     pub checking: bool,
     /// The last transitions, oldest first, at most `history` of them.
     pub history: Vec<HistoryEntry>,
+    /// Until when outlier detection keeps it out, if it does.
+    pub ejected_until: Option<Instant>,
+    /// Times outlier detection ejected it.
+    pub ejections: u64,
 }
 
 /// Counters of the monitor, for metrics. Every ignored input is counted here.
@@ -356,6 +371,13 @@ pub struct HealthStats {
     pub passive_counted: u64,
     /// Passive failures ignored: the backend is paused, or the cluster does not count that kind.
     pub passive_ignored: u64,
+    /// Requests the datapath saw answered (outlier detection's successes).
+    pub passive_answered: u64,
+    /// Outlier ejections.
+    pub ejections: u64,
+    /// Ejections not made: `max_ejected_percent` was reached, or the backend was the last
+    /// eligible one of its cluster.
+    pub ejections_refused: u64,
     /// Inputs naming a backend the monitor does not know: ignored.
     pub unknown_backend: u64,
     /// Health transitions.

@@ -42,6 +42,8 @@ pub(super) enum TimerKey {
     Schedule(BackendId),
     /// The in-flight check's timeout: whatever has not answered has failed.
     CheckTimeout(BackendId),
+    /// The end of an ejection (see `outlier.rs`).
+    Readmit(BackendId),
 }
 
 #[derive(Debug)]
@@ -75,6 +77,7 @@ pub(super) struct Monitored {
     pub(super) last_code: Option<CheckCode>,
     pub(super) last_check_at: Option<Instant>,
     pub(super) history: History,
+    pub(super) outlier: super::outlier::Outlier,
 }
 
 /// A check in flight: one probe, or one of each for `tcp+udp`, sharing one timeout.
@@ -98,11 +101,15 @@ pub(super) struct ProbeSlot {
 pub(super) struct View {
     pub(super) health: Health,
     pub(super) admin: AdminState,
+    /// Out by outlier ejection (see `outlier.rs`).
+    pub(super) ejected: bool,
 }
 
 impl View {
     pub(super) fn eligible(self) -> bool {
-        matches!(self.health, Health::Up | Health::Unknown) && self.admin == AdminState::Enabled
+        matches!(self.health, Health::Up | Health::Unknown)
+            && self.admin == AdminState::Enabled
+            && !self.ejected
     }
 }
 
@@ -144,6 +151,7 @@ impl Monitored {
             last_code: None,
             last_check_at: None,
             history: History::new(health.history),
+            outlier: Default::default(),
             spec,
         }
     }
@@ -153,7 +161,7 @@ impl Monitored {
     }
 
     pub(super) fn view(&self) -> View {
-        View { health: self.hysteresis.health(), admin: self.admin }
+        View { health: self.hysteresis.health(), admin: self.admin, ejected: self.outlier.is_ejected() }
     }
 
     pub(super) fn probed(&self) -> bool {
@@ -290,6 +298,7 @@ impl HealthMonitor {
             return;
         }
         self.stop_probing(backend);
+        self.cancel_ejection(backend);
         let Some(record) = self.backends.remove(&backend) else { return };
         let cluster = record.spec.cluster;
         self.leave_cluster(cluster, backend);
@@ -300,7 +309,8 @@ impl HealthMonitor {
             to: AdminState::Removed,
             at: now,
         });
-        self.removed.insert(backend, View { health: record.hysteresis.health(), admin: AdminState::Removed });
+        let view = View { health: record.hysteresis.health(), admin: AdminState::Removed, ejected: false };
+        self.removed.insert(backend, view);
         self.outputs.push_changed(backend);
         self.refresh_cluster(now, cluster);
         self.debug_check();
@@ -393,6 +403,8 @@ impl HealthMonitor {
             next_check_at: self.timers.contains(record.schedule).then_some(record.schedule.deadline),
             checking: record.check.is_some(),
             history: record.history.to_vec(),
+            ejected_until: record.outlier.ejected_until(),
+            ejections: record.outlier.ejections,
         })
     }
 

@@ -29,6 +29,7 @@ impl HealthMonitor {
             match key {
                 TimerKey::Schedule(backend) => self.on_schedule(now, backend, handle),
                 TimerKey::CheckTimeout(backend) => self.on_check_timeout(now, backend, handle),
+                TimerKey::Readmit(backend) => self.readmit(now, backend, handle),
             }
         }
         debug_assert!(self.poll_timeout().is_none_or(|next| next > now));
@@ -79,26 +80,44 @@ impl HealthMonitor {
         self.handle_probe_result(now, probe, result);
     }
 
-    /// A failure seen on the data path. It counts as a failed check when the cluster's
-    /// `passive_refused` / `passive_unanswered` allow it, and never for a paused backend (it is
-    /// out of service, and its state is frozen).
+    /// A failure seen on the data path, never for a paused backend (it is out of service, and
+    /// its state is frozen). With active probes it goes to outlier detection (`outlier.rs`);
+    /// without them (or with ejection off) it counts as a failed check when the cluster's
+    /// `passive_refused` / `passive_unanswered` allow it (refusals, unreachables, failed sends
+    /// and stray replies under the first; replies written off under the second).
     pub fn handle_passive_failure(&mut self, now: Instant, backend: BackendId, failure: PassiveFailure) {
         let Some(record) = self.backends.get(&backend) else {
             self.stats.unknown_backend += 1;
             return;
         };
+        if record.admin == AdminState::Paused {
+            self.stats.passive_ignored += 1;
+            return;
+        }
+        if self.ejects(backend) {
+            self.stats.passive_counted += 1;
+            self.outlier_failure(now, backend, failure);
+            self.debug_check();
+            return;
+        }
         let config = record.config();
         let counted = match failure {
-            PassiveFailure::Refused | PassiveFailure::Unreachable => config.passive_refused,
+            PassiveFailure::Refused
+            | PassiveFailure::Unreachable
+            | PassiveFailure::SendFailed
+            | PassiveFailure::StrayReply => config.passive_refused,
             PassiveFailure::Unanswered => config.passive_unanswered,
         };
-        if !counted || record.admin == AdminState::Paused {
+        if !counted {
             self.stats.passive_ignored += 1;
             return;
         }
         self.stats.passive_counted += 1;
         let code = match failure {
-            PassiveFailure::Refused | PassiveFailure::Unreachable => CheckCode::PassiveCon,
+            PassiveFailure::Refused
+            | PassiveFailure::Unreachable
+            | PassiveFailure::SendFailed
+            | PassiveFailure::StrayReply => CheckCode::PassiveCon,
             PassiveFailure::Unanswered => CheckCode::PassiveTout,
         };
         let moved = self.apply_result(now, backend, false, code);

@@ -425,6 +425,15 @@ pub fn render_event(event: &WatchEvent) -> String {
         WatchEvent::BackendDrained { cluster, backend, uptime_ms } => {
             format!("{} backend {cluster}/{backend} drained", at(uptime_ms))
         }
+        WatchEvent::BackendEjected { cluster, backend, for_ms, uptime_ms } => {
+            format!("{} backend {cluster}/{backend} ejected for {}", at(uptime_ms), age(*for_ms))
+        }
+        WatchEvent::BackendReadmitted { cluster, backend, uptime_ms } => {
+            format!("{} backend {cluster}/{backend} readmitted", at(uptime_ms))
+        }
+        WatchEvent::BackendFault { cluster, backend, fault, count, uptime_ms } => {
+            format!("{} backend {cluster}/{backend} {fault} x{count}", at(uptime_ms))
+        }
         WatchEvent::ClusterAllDown { cluster, uptime_ms } => {
             format!("{} cluster {cluster}: every backend down", at(uptime_ms))
         }

@@ -278,6 +278,27 @@ pub enum WatchEvent {
         backend: String,
         uptime_ms: u64,
     },
+    /// Outlier detection took the backend out for `for_ms`.
+    BackendEjected {
+        cluster: String,
+        backend: String,
+        for_ms: u64,
+        uptime_ms: u64,
+    },
+    BackendReadmitted {
+        cluster: String,
+        backend: String,
+        uptime_ms: u64,
+    },
+    /// The backend did something the datapath had to drop (`stray_reply`, `send_failed`),
+    /// `count` times since the last such event.
+    BackendFault {
+        cluster: String,
+        backend: String,
+        fault: String,
+        count: u64,
+        uptime_ms: u64,
+    },
     ClusterAllDown {
         cluster: String,
         uptime_ms: u64,

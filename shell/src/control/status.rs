@@ -302,6 +302,17 @@ pub fn watch_event(core: &Balancer, output: &Output, now: Instant) -> Option<Wat
                 uptime_ms: uptime_ms(*at),
             }
         }
+        Output::Health(HealthEvent::Ejected { cluster, backend, until, at }) => WatchEvent::BackendEjected {
+            cluster: cluster_name(core, *cluster),
+            backend: backend_names(core, *backend).1,
+            for_ms: uptime_ms(*until) - uptime_ms(*at),
+            uptime_ms: uptime_ms(*at),
+        },
+        Output::Health(HealthEvent::Readmitted { cluster, backend, at }) => WatchEvent::BackendReadmitted {
+            cluster: cluster_name(core, *cluster),
+            backend: backend_names(core, *backend).1,
+            uptime_ms: uptime_ms(*at),
+        },
         Output::Health(HealthEvent::ClusterAllDown { cluster, at }) => {
             WatchEvent::ClusterAllDown { cluster: cluster_name(core, *cluster), uptime_ms: uptime_ms(*at) }
         }
@@ -336,6 +347,10 @@ fn flow_event(core: &Balancer, event: &udplb_core::Event, uptime_ms: u64) -> Wat
         Event::BackendDrained { backend } => {
             let (cluster, backend) = backend_names(core, *backend);
             WatchEvent::BackendDrained { cluster, backend, uptime_ms }
+        }
+        Event::BackendFault { backend, failure, count } => {
+            let (cluster, backend) = backend_names(core, *backend);
+            WatchEvent::BackendFault { cluster, backend, fault: failure.to_string(), count: *count, uptime_ms }
         }
     }
 }

@@ -63,16 +63,22 @@ impl EventLoop {
         }
     }
 
-    /// The end of a follower's turn: passes its passive failures on to the leader, publishes
+    /// The end of a follower's turn: passes its passive signals on to the leader, publishes
     /// its view now and then (at every turn while stopping). Returns whether the loop is done:
     /// stopped and drained.
     pub(super) fn end_follower_turn(&mut self) -> bool {
         let relayed = self.driver.platform_mut().notices.take_relayed();
         let Some(duties) = self.following() else { return false };
         for output in relayed {
-            // Passive failures only: backend states come from the leader.
-            if let Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) = output {
-                duties.link.send(ToLeader::Input(Input::PassiveFailure { backend, failure }));
+            // Passive signals only: backend states come from the leader.
+            match output {
+                Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) => {
+                    duties.link.send(ToLeader::Input(Input::PassiveFailure { backend, failure }));
+                }
+                Output::Flow(udplb_core::Output::PassiveSuccess { backend, answered }) => {
+                    duties.link.send(ToLeader::Input(Input::PassiveSuccess { backend, answered }));
+                }
+                _ => {}
             }
         }
         if duties.last_view.elapsed() >= VIEW_INTERVAL || self.stopping {

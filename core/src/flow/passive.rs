@@ -1,0 +1,113 @@
+//! Passive signals: what the datapath tells the health monitor about each backend.
+//!
+//! Failures (a refusal, a reply written off, a send that failed, a reply from the wrong port)
+//! are reported one by one as [`Output::PassiveFailure`]. Successes (a request that got every
+//! reply it was owed) are far more frequent, so they are tallied per backend and handed over
+//! as one [`Output::PassiveSuccess`] just before the backend's next failure, and at once for
+//! the first success after a failure: the monitor then sees every success and failure in the
+//! order they happened, and learns that a failure streak ended as soon as it ends, without an
+//! output per reply.
+//!
+//! Faults that are the backend's own and that nothing else would show (replies from another
+//! port, sends that failed on its path) also raise an [`Event::BackendFault`], at most once
+//! per backend and kind every [`FAULT_REPORT_INTERVAL`].
+
+use std::net::SocketAddr;
+
+use super::{Event, FAULT_REPORT_INTERVAL, FlowManager, Output};
+use crate::id::BackendId;
+use crate::outcome::{DropReason, PassiveFailure};
+use crate::time::Instant;
+
+/// One backend's passive signals not yet reported.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Tally {
+    /// Requests answered since the last `PassiveSuccess`.
+    answered: u32,
+    /// The last signal reported was a failure: the next success is reported at once.
+    failing: bool,
+    /// Per kind of fault (`stray_reply`, `send_failed`): when it was last reported, and how
+    /// many happened since.
+    faults: [FaultReport; 2],
+}
+
+#[derive(Clone, Debug, Default)]
+struct FaultReport {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+fn fault_index(failure: PassiveFailure) -> Option<usize> {
+    match failure {
+        PassiveFailure::StrayReply => Some(0),
+        PassiveFailure::SendFailed => Some(1),
+        _ => None,
+    }
+}
+
+impl FlowManager {
+    /// `answered` requests of `backend` got all their replies.
+    pub(super) fn passive_success(&mut self, backend: BackendId, answered: u32) {
+        let tally = &mut self.backends[backend.0 as usize].passive;
+        tally.answered = tally.answered.saturating_add(answered);
+        self.stats.backends[backend.0 as usize].requests_answered += u64::from(answered);
+        if tally.failing {
+            tally.failing = false;
+            self.flush_successes(backend);
+        }
+    }
+
+    /// A failure on `backend`: the successes before it first, then the failure itself, and
+    /// for a fault of its own, the rate-limited event.
+    pub(super) fn passive_failure(&mut self, now: Instant, backend: BackendId, failure: PassiveFailure) {
+        self.flush_successes(backend);
+        let tally = &mut self.backends[backend.0 as usize].passive;
+        tally.failing = true;
+        if let Some(index) = fault_index(failure) {
+            let report = &mut tally.faults[index];
+            report.unreported += 1;
+            if report.last.is_none_or(|last| now >= last + FAULT_REPORT_INTERVAL) {
+                let count = std::mem::take(&mut report.unreported);
+                report.last = Some(now);
+                self.outputs.push_back(Output::Event(Event::BackendFault { backend, failure, count }));
+            }
+        }
+        self.outputs.push_back(Output::PassiveFailure { backend, failure });
+    }
+
+    fn flush_successes(&mut self, backend: BackendId) {
+        let answered = std::mem::take(&mut self.backends[backend.0 as usize].passive.answered);
+        if answered > 0 {
+            self.outputs.push_back(Output::PassiveSuccess { backend, answered });
+        }
+    }
+
+    /// A datagram on an upstream socket that matched no flow, from `from` (see
+    /// [`crate::Input::StrayReply`]).
+    pub fn handle_stray_reply(&mut self, now: Instant, from: SocketAddr, bytes: usize) {
+        let now = self.observe(now);
+        match self.stray_source(from) {
+            Some(backend) => {
+                self.stats.backends[backend.0 as usize].stray_replies += 1;
+                self.passive_failure(now, backend, PassiveFailure::StrayReply);
+            }
+            None => {
+                self.stats.unattributed.receive(bytes);
+                self.stats.unattributed.drop_for(DropReason::UnknownFlow);
+            }
+        }
+        self.debug_check();
+    }
+
+    /// The backend a stray datagram from `from` is blamed on: the live backend with `from`'s
+    /// IP address (the lowest id if several share it), unless `from` is exactly some live
+    /// backend's address, which makes it a late reply to a flow that already ended, nobody's
+    /// fault.
+    fn stray_source(&self, from: SocketAddr) -> Option<BackendId> {
+        let live = || self.backends.iter().enumerate().filter(|(_, b)| !b.removed);
+        if live().any(|(_, b)| b.address == from) {
+            return None;
+        }
+        live().find(|(_, b)| b.address.ip() == from.ip()).map(|(id, _)| BackendId(id as u32))
+    }
+}
