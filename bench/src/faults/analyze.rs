@@ -245,7 +245,7 @@ pub fn run(options: Options) -> Result<Row> {
             percentages(&row.shares_after)
         )),
     }
-    for check in &options.checks {
+    for check in options.checks.iter().filter(|c| !c.is_empty()) {
         match check.as_str() {
             "below-fair" => match row.below_fair_after {
                 Some(s) if s <= options.below_fair_within_seconds => {}
