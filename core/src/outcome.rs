@@ -71,8 +71,8 @@ counted_enum! {
         UpstreamOpenFailed = "upstream_open_failed",
         /// The shell could not send a forwarded or returned datagram (ENOBUFS, ...).
         SendFailed = "send_failed",
-        /// A reply byte-for-byte equal to a recent reply of the same flow, more times than the
-        /// client sent equal requests: a copy the network made. Counting it would close the
+        /// A reply byte-for-byte equal to a recent reply of the same flow, where each request is
+        /// owed one reply and the client did not repeat itself: a copy the network made. Counting it would close the
         /// flow before the replies it is still owed arrive (see `docs/configuration.md`).
         DuplicateReply = "duplicate_reply",
     }

@@ -130,6 +130,9 @@ pub struct BackendStats {
     /// Replies owed (by `responses`) that did not come within `idle_timeout.back` and were
     /// written off.
     pub replies_written_off: u64,
+    /// Replies written off that came after all (and were returned): the write-off was taken
+    /// back.
+    pub replies_taken_back: u64,
     /// Replies dropped as copies of a reply already returned (`duplicate_reply`).
     pub duplicate_replies: u64,
     /// Replies from the backend's IP address but another port, which match no flow.
@@ -145,6 +148,7 @@ impl BackendStats {
     fn absorb(&mut self, other: &BackendStats) {
         self.requests_answered += other.requests_answered;
         self.replies_written_off += other.replies_written_off;
+        self.replies_taken_back += other.replies_taken_back;
         self.duplicate_replies += other.duplicate_replies;
         self.stray_replies += other.stray_replies;
         self.send_failures += other.send_failures;

@@ -117,7 +117,8 @@ fn knobs() -> impl Strategy<Value = String> {
                 if per_flow {
                     text.push_str("responses_mode = \"per_flow\"\n");
                 }
-                if let Some(requests) = requests {
+                // `requests` needs a reply count (validation refuses it without one).
+                if let (Some(requests), Some(_)) = (requests, responses) {
                     text.push_str(&format!("requests = {requests}\n"));
                 }
                 if let Some(lifetime) = lifetime {

@@ -19,7 +19,7 @@ const CONFIG: &str = r#"
     [clusters.c]
     responses = 1
     algorithm = "round_robin"
-    health = { mode = "tcp", interval = "1s", timeout = "500ms", rise = 1, fall = 1 }
+    health = { mode = "tcp", interval = "1s", timeout = "500ms", rise = 1, fall = 1, outlier = { enabled = false } }
     backends = [
       { id = "a", address = "10.1.0.1:53" },
       { id = "b", address = "10.1.0.2:53" },

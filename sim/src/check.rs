@@ -4,7 +4,7 @@
 
 use udplb_core::{CloseReason, DropReason, Health, Instant};
 
-use crate::scenario::{Expectation, Fraction, NoTransition, Share};
+use crate::scenario::{Expectation, Fraction, NoTransition, Share, Transitions};
 use crate::world::World;
 
 /// One checked expectation.
@@ -195,6 +195,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 },
             }
         }
+        Expectation::Transitions(transitions) => check_transitions(world, transitions),
         Expectation::Lost { at_most, client } => {
             let clients =
                 world.clients.iter().filter(|c| client.as_ref().is_none_or(|name| c.spec.name == *name));
@@ -243,6 +244,38 @@ fn check_share(world: &World, share: &Share) -> Verdict {
                 fraction * 100.0
             ),
             None => format!("no client datagram forwarded between {from} and {to}"),
+        },
+    }
+}
+
+/// Health transitions counted in a window, against their bounds.
+fn check_transitions(world: &World, transitions: &Transitions) -> Verdict {
+    let Transitions { backend, to, from, until, at_least, at_most } = transitions;
+    let (start, end) = (Instant::ZERO + from.0, Instant::ZERO + until.0);
+    let seen: Vec<String> = world
+        .record
+        .health
+        .iter()
+        .filter(|(at, name, health)| {
+            *at >= start
+                && *at <= end
+                && backend.as_ref().is_none_or(|backend| name == backend)
+                && to.is_none_or(|to| *health == to)
+        })
+        .map(|(at, name, health)| format!("{name} {health} at {at}"))
+        .collect();
+    let whose = backend.as_ref().map_or("any backend".to_owned(), |name| name.to_string());
+    let into = to.map_or(String::new(), |to| format!(" to {to}"));
+    let count = seen.len() as u64;
+    Verdict {
+        what: format!(
+            "transitions of {whose}{into} between {from} and {until} {}",
+            range_text(*at_least, *at_most)
+        ),
+        passed: range_ok(count, *at_least, *at_most),
+        detail: match count {
+            0 => format!("{whose}: no transition{into} between {from} and {until}"),
+            _ => format!("{whose}: {count} transitions{into}: {}", first_few(&seen)),
         },
     }
 }

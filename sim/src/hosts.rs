@@ -17,6 +17,8 @@ pub enum BackendState {
     Killed,
     /// UDP port closed, companion TCP port still open.
     RefusingUdp,
+    /// A firewall drops its UDP datagrams silently; companion TCP port still open.
+    DroppingUdp,
     /// A firewall drops everything silently.
     Blackholed,
 }
@@ -26,6 +28,8 @@ pub enum BackendState {
 pub struct BackendHost {
     pub spec: BackendSpec,
     pub state: BackendState,
+    /// The UDP port it answers from right now (`None`: the one the datagram came to).
+    pub reply_port: Option<u16>,
     /// Datagrams received on its UDP port (probes included).
     pub received: u64,
     /// Upstream ports that already delivered a PROXY header (for `first` mode checks).
@@ -50,6 +54,7 @@ pub enum BackendReaction {
 impl BackendHost {
     pub fn new(spec: BackendSpec) -> Self {
         BackendHost {
+            reply_port: spec.reply_port,
             spec,
             state: BackendState::Up,
             received: 0,
@@ -64,7 +69,9 @@ impl BackendHost {
         match self.state {
             BackendState::Blackholed => None,
             BackendState::Killed => Some(false),
-            BackendState::Up | BackendState::RefusingUdp => Some(self.spec.tcp_open),
+            BackendState::Up | BackendState::RefusingUdp | BackendState::DroppingUdp => {
+                Some(self.spec.tcp_open)
+            }
         }
     }
 
@@ -78,7 +85,7 @@ impl BackendHost {
         is_client: impl Fn(IpAddr) -> bool,
     ) -> BackendReaction {
         match self.state {
-            BackendState::Blackholed => return BackendReaction::Dropped,
+            BackendState::Blackholed | BackendState::DroppingUdp => return BackendReaction::Dropped,
             BackendState::Killed | BackendState::RefusingUdp => return BackendReaction::PortUnreachable,
             BackendState::Up => {}
         }
@@ -146,6 +153,18 @@ impl BackendHost {
                 Some(payload.to_vec())
             }
         }
+    }
+
+    /// The address its answers come from: its own, or another port of its IP.
+    pub fn reply_source(&self) -> SocketAddr {
+        let address = self.spec.address;
+        self.reply_port.map_or(address, |port| SocketAddr::new(address.ip(), port))
+    }
+
+    /// `restore`: it answers again, as its spec says.
+    pub fn restore(&mut self) {
+        self.state = BackendState::Up;
+        self.reply_port = self.spec.reply_port;
     }
 
     fn violation(&mut self, what: String) {

@@ -97,7 +97,11 @@ pub fn check_liveness(
     drivers: &[Driver<SimPlatform>],
     record: &mut Record,
 ) {
-    let fault_free = network.fault_free() && backends.iter().all(|b| b.state == BackendState::Up);
+    let fault_free = network.fault_free()
+        && backends.iter().all(|b| b.state == BackendState::Up && b.reply_port.is_none())
+        && drivers
+            .iter()
+            .all(|d| d.platform().path_mtus.values().all(|(_, expires)| *expires <= d.platform().now));
     let last_action = scenario.timeline.iter().map(|t| t.at).max().unwrap_or_default();
     let settle = scenario
         .lb

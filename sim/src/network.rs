@@ -1,7 +1,9 @@
 //! The network between the hosts: what becomes of a packet once a host puts it on the wire.
 //!
-//! It cuts partitioned links, drops what exceeds the MTU, loses (everywhere, and on one host's
-//! own link), delays (latency, jitter, reordering) and duplicates, limits how many ICMP errors a host sends per second, and
+//! It cuts partitioned links, drops what exceeds the MTU (and, past a host's own link MTU, says
+//! so to the sender as a router would), loses (everywhere, and on one host's own link), delays
+//! (latency, jitter, reordering) and duplicates, limits how many ICMP errors a host sends (per
+//! second in all, and per destination as Linux does), and
 //! spreads clients over balancer instances as an ECMP router would. It knows hosts by name
 //! only and never delivers anything itself: it tells the world when a packet arrives, and the
 //! world hands it to the host. Every random draw of a run comes from the ChaCha stream held
@@ -15,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use udplb_core::Instant;
 
-use crate::scenario::NetworkSpec;
+use crate::scenario::{LinkDirection, LinkSpec, NetworkSpec};
 
 /// A datagram (or an ICMP error about one) in flight.
 #[derive(Clone, Debug)]
@@ -23,20 +25,42 @@ pub struct Packet {
     pub from: SocketAddr,
     pub to: SocketAddr,
     pub payload: Vec<u8>,
-    /// An ICMP port unreachable about a datagram `to` sent earlier from `to`'s address; the
+    /// An ICMP error about a datagram `to` sent earlier from `to`'s address to `from`; the
     /// packet goes back to that sender.
-    pub icmp: bool,
+    pub icmp: Option<Icmp>,
+}
+
+/// The ICMP errors the network carries.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Icmp {
+    /// Port unreachable: nothing listens on the datagram's port.
+    PortUnreachable,
+    /// Fragmentation needed: the datagram was too big for a link on its path, whose MTU this
+    /// is.
+    FragmentationNeeded { mtu: usize },
 }
 
 impl Packet {
     /// A UDP datagram.
     pub fn datagram(from: SocketAddr, to: SocketAddr, payload: Vec<u8>) -> Packet {
-        Packet { from, to, payload, icmp: false }
+        Packet { from, to, payload, icmp: None }
     }
 
     /// The ICMP port unreachable that `refused`'s destination sends back to its sender.
     pub fn port_unreachable(refused: &Packet) -> Packet {
-        Packet { from: refused.to, to: refused.from, payload: Vec::new(), icmp: true }
+        Packet { from: refused.to, to: refused.from, payload: Vec::new(), icmp: Some(Icmp::PortUnreachable) }
+    }
+
+    /// The ICMP "fragmentation needed" that the router before a link of `mtu` sends back to
+    /// the sender of `too_big` (named after the datagram's destination, which is what the
+    /// sender's kernel files it under).
+    pub fn fragmentation_needed(too_big: &Packet, mtu: usize) -> Packet {
+        let icmp = Some(Icmp::FragmentationNeeded { mtu });
+        Packet { from: too_big.to, to: too_big.from, payload: Vec::new(), icmp }
+    }
+
+    pub fn is_icmp(&self) -> bool {
+        self.icmp.is_some()
     }
 }
 
@@ -45,8 +69,19 @@ impl Packet {
 pub enum Transit {
     /// Cut by a partition, larger than the MTU, or lost.
     Lost,
+    /// Larger than the MTU of its destination's own link (`mtu`): lost, and the router before
+    /// that link tells the sender.
+    TooBig { mtu: usize },
     /// It arrives at each of these times: once, or twice when duplicated.
     Arrives(Vec<Instant>),
+}
+
+/// A per-destination ICMP token bucket (Linux's `inet_peer` rate limit): tokens, in
+/// nanoseconds of credit, as of `at`.
+#[derive(Copy, Clone, Debug)]
+struct IcmpBucket {
+    credit: u128,
+    at: Instant,
 }
 
 /// The network's state: its current conditions, the links cut, the ICMP budget spent, the
@@ -58,6 +93,8 @@ pub struct Network {
     partitions: BTreeSet<(String, String)>,
     /// ICMP errors sent per host in the current second: (second, count).
     icmp_sent: BTreeMap<String, (u64, u32)>,
+    /// Per sending host and destination IP: the per-destination ICMP token bucket.
+    icmp_buckets: BTreeMap<(String, IpAddr), IcmpBucket>,
     /// The spreader's current hash salt (changed by `rehash`).
     ecmp_salt: u64,
     rng: ChaCha8Rng,
@@ -71,6 +108,7 @@ impl Network {
             spec,
             partitions: BTreeSet::new(),
             icmp_sent: BTreeMap::new(),
+            icmp_buckets: BTreeMap::new(),
             ecmp_salt: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
@@ -113,23 +151,73 @@ impl Network {
         self.spec.latency * 2
     }
 
-    /// No link cut and no loss, on the whole network or on any host's link.
+    /// No link cut and no loss, on the whole network or on any host's link, and no host's link
+    /// with an MTU of its own.
     pub fn fault_free(&self) -> bool {
-        self.partitions.is_empty() && self.spec.loss == 0.0 && self.spec.links.iter().all(|l| l.loss.0 == 0.0)
+        self.partitions.is_empty()
+            && self.spec.loss == 0.0
+            && self.spec.links.iter().all(|l| l.loss.0 == 0.0 && l.mtu.is_none())
+    }
+
+    /// How long a host keeps a path MTU it learned.
+    pub fn pmtu_expires(&self) -> Duration {
+        self.spec.pmtu_expires
+    }
+
+    /// The MTU of the link into `host`, if it has one of its own.
+    fn link_mtu(&self, host: Option<&str>) -> Option<usize> {
+        let host = host?;
+        self.spec.links.iter().filter(|l| l.host.as_str() == host).filter_map(|l| l.mtu).min()
     }
 
     /// The chance that a datagram between the two hosts is lost on their own links: each
-    /// `[[network.link]]` of either host is one more independent chance. Zero without any.
+    /// `[[network.link]]` of either host (in the link's direction) is one more independent
+    /// chance. Zero without any.
     fn link_loss(&self, from: Option<&str>, to: Option<&str>) -> f64 {
-        let on_path = |host: &str| from == Some(host) || to == Some(host);
-        let kept: f64 =
-            self.spec.links.iter().filter(|l| on_path(l.host.as_str())).map(|l| 1.0 - l.loss.0).product();
+        let on_path = |link: &LinkSpec| {
+            let host = Some(link.host.as_str());
+            match link.direction {
+                LinkDirection::Both => from == host || to == host,
+                LinkDirection::In => to == host,
+                LinkDirection::Out => from == host,
+            }
+        };
+        let kept: f64 = self.spec.links.iter().filter(|l| on_path(l)).map(|l| 1.0 - l.loss.0).product();
         1.0 - kept
     }
 
-    /// Whether `host` may send one more ICMP error at `now`, within its per-second limit (if
-    /// so, it counts).
-    pub fn icmp_allowed(&mut self, now: Instant, host: &str) -> bool {
+    /// Whether `host` may send one more ICMP error to `destination` at `now`: within its
+    /// per-destination token bucket (when `icmp_ratelimit` is set) and its per-second limit
+    /// over all destinations (if so, it counts against both).
+    pub fn icmp_allowed(&mut self, now: Instant, host: &str, destination: IpAddr) -> bool {
+        let interval = self.spec.icmp_ratelimit.as_nanos();
+        if interval > 0 {
+            // Linux's `inet_peer_xrlim_allow`: credit grows with time up to `burst` tokens;
+            // an error costs one token. A new peer starts full.
+            let burst = u128::from(self.spec.icmp_burst) * interval;
+            let bucket = self
+                .icmp_buckets
+                .entry((host.to_owned(), destination))
+                .or_insert(IcmpBucket { credit: burst, at: now });
+            bucket.credit = (bucket.credit + (now - bucket.at).as_nanos()).min(burst);
+            bucket.at = now;
+            if bucket.credit < interval {
+                return false;
+            }
+            if !self.icmp_within_second(now, host) {
+                return false;
+            }
+            if let Some(bucket) = self.icmp_buckets.get_mut(&(host.to_owned(), destination)) {
+                bucket.credit -= interval;
+            }
+            return true;
+        }
+        self.icmp_within_second(now, host)
+    }
+
+    /// Whether `host` may send one more ICMP error at `now` within its per-second limit over
+    /// all destinations (if so, it counts).
+    fn icmp_within_second(&mut self, now: Instant, host: &str) -> bool {
         let second = now.as_nanos() / 1_000_000_000;
         let limit = self.spec.icmp_per_second;
         let entry = self.icmp_sent.entry(host.to_owned()).or_insert((second, 0));
@@ -144,8 +232,8 @@ impl Network {
     }
 
     /// Takes a packet sent at `now` between the named hosts (`None`: an address no host has):
-    /// partitions, MTU, loss, the hosts' own links' loss, latency, jitter, reordering,
-    /// duplication.
+    /// partitions, MTU, loss, the hosts' own links' loss and the destination link's MTU,
+    /// latency, jitter, reordering, duplication.
     pub fn transit(
         &mut self,
         now: Instant,
@@ -161,7 +249,7 @@ impl Network {
         if packet.payload.len() > self.spec.mtu {
             return Transit::Lost;
         }
-        let loss = if packet.icmp { self.spec.loss.max(self.spec.icmp_loss) } else { self.spec.loss };
+        let loss = if packet.is_icmp() { self.spec.loss.max(self.spec.icmp_loss) } else { self.spec.loss };
         if self.chance(loss) {
             return Transit::Lost;
         }
@@ -170,6 +258,13 @@ impl Network {
         let link_loss = self.link_loss(from, to);
         if self.chance(link_loss) {
             return Transit::Lost;
+        }
+        // Checked after the draws, so that a link without an MTU draws what it always did.
+        if let Some(mtu) = self.link_mtu(to)
+            && !packet.is_icmp()
+            && packet.payload.len() + crate::scenario::IP_UDP_HEADERS > mtu
+        {
+            return Transit::TooBig { mtu };
         }
         let copies = if self.chance(self.spec.duplicate) { 2 } else { 1 };
         let mut arrivals = Vec::with_capacity(copies);

@@ -30,6 +30,10 @@ pub enum Effect {
     TcpProbe { probe: ProbeId, address: SocketAddr },
     /// An upstream was opened for a new flow to `backend`.
     Opened { flow: FlowId, backend: BackendId },
+    /// A send on `flow`'s upstream failed at once (the kernel's EMSGSIZE): the world reports
+    /// it to the core as `UpstreamError::SendFailed` once the driver returns, as the shell
+    /// reports its failed sends after a batch.
+    SendFailed { flow: FlowId },
     /// An output worth recording (events, opens, closes).
     Notify(Output),
 }
@@ -59,6 +63,12 @@ pub struct SimPlatform {
     /// datagram (`closes`) has no upstream left once the driver returns, and this still says
     /// where the datagram went.
     pub last_upstream_send: Option<(FlowId, BackendId)>,
+    /// Path MTUs learned from ICMP "fragmentation needed", by destination IP: the MTU and when
+    /// the entry expires. A datagram bigger than a live entry's MTU is not sent: the send fails.
+    pub path_mtus: BTreeMap<IpAddr, (usize, Instant)>,
+    /// The time of the driver call in progress (the world sets it before each call): what a
+    /// path MTU entry's expiry is compared with.
+    pub now: Instant,
 }
 
 /// Ephemeral ports, as Linux hands them out by default.
@@ -78,6 +88,23 @@ impl SimPlatform {
             next_probe_port: 0,
             effects: Vec::new(),
             last_upstream_send: None,
+            path_mtus: BTreeMap::new(),
+            now: Instant::ZERO,
+        }
+    }
+
+    /// An ICMP "fragmentation needed" about a datagram to `destination` arrived: datagrams to
+    /// it bigger than `mtu` fail to send until `expires`.
+    pub fn learn_path_mtu(&mut self, destination: IpAddr, mtu: usize, expires: Instant) {
+        self.path_mtus.insert(destination, (mtu, expires));
+    }
+
+    /// Whether a datagram of `payload` bytes to `destination` fits the path MTU this host knows
+    /// (as Linux refuses, with EMSGSIZE, a datagram bigger than a cached path MTU).
+    fn fits_path_mtu(&self, destination: IpAddr, payload: usize) -> bool {
+        match self.path_mtus.get(&destination) {
+            Some((mtu, expires)) if *expires > self.now => payload + crate::scenario::IP_UDP_HEADERS <= *mtu,
+            _ => true,
         }
     }
 
@@ -118,9 +145,14 @@ impl Platform for SimPlatform {
     }
 
     fn send_upstream(&mut self, flow: FlowId, datagram: &[u8]) {
-        // The simulated kernel never fails a send on an open upstream.
+        // The simulated kernel fails a send on an open upstream only when the datagram is
+        // bigger than a path MTU it learned.
         if let Some(socket) = self.upstreams.get(&flow) {
             self.last_upstream_send = Some((flow, socket.id));
+            if !self.fits_path_mtu(socket.backend.ip(), datagram.len()) {
+                self.effects.push(Effect::SendFailed { flow });
+                return;
+            }
             let from = SocketAddr::new(self.upstream_ip, socket.port);
             self.effects.push(Effect::Send { from, to: socket.backend, payload: datagram.to_vec() });
         }

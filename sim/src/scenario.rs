@@ -30,7 +30,7 @@ use udplb_core::{BackendCommand, Config};
 
 mod expect;
 
-pub use expect::{Detectable, EventSelector, Expectation, Fraction, NoTransition, Share};
+pub use expect::{Detectable, EventSelector, Expectation, Fraction, NoTransition, Share, Transitions};
 
 /// One scenario file. Read it with [`Scenario::parse`] or [`Scenario::load`]: the file's
 /// `kind` and `action` keys are turned into serde's enum form first (see `retag`), so that
@@ -141,9 +141,22 @@ pub struct NetworkSpec {
     /// Probability that an ICMP error is lost.
     #[serde(default)]
     pub icmp_loss: f64,
-    /// ICMP errors a host sends per second at most (kernels rate-limit them).
+    /// ICMP errors a host sends per second at most, to all destinations together (kernels
+    /// rate-limit them; Linux's `net.ipv4.icmp_msgs_per_sec`).
     #[serde(default = "NetworkSpec::default_icmp_rate")]
     pub icmp_per_second: u32,
+    /// Linux's per-destination ICMP rate limit (`net.ipv4.icmp_ratelimit`): each host keeps a
+    /// token bucket per destination IP that gains a token every this long, holds at most
+    /// `icmp_burst`, and spends one per ICMP error. Zero (the default) turns it off.
+    #[serde(default = "NetworkSpec::default_zero", with = "duration::required")]
+    pub icmp_ratelimit: Duration,
+    /// The per-destination bucket's size (Linux: 6), and what it holds at first.
+    #[serde(default = "NetworkSpec::default_icmp_burst")]
+    pub icmp_burst: u32,
+    /// How long a host keeps a path MTU it learned from an ICMP "fragmentation needed"
+    /// (Linux's `net.ipv4.route.mtu_expires`: 10 minutes).
+    #[serde(default = "NetworkSpec::default_pmtu_expires", with = "duration::required")]
+    pub pmtu_expires: Duration,
     /// Faults of one host's link only (`[[network.link]]`), on top of the above.
     #[serde(default, rename = "link")]
     pub links: Vec<LinkSpec>,
@@ -158,8 +171,35 @@ pub struct LinkSpec {
     pub host: Name,
     /// Probability that a datagram to or from the host is lost on its link, drawn apart from
     /// the network's own `loss`.
+    #[serde(default)]
     pub loss: Fraction,
+    /// Which of the host's datagrams `loss` takes: `both` (the default), `in` (those sent to
+    /// it) or `out` (those it sends), as a firewall rule on one chain would.
+    #[serde(default)]
+    pub direction: LinkDirection,
+    /// Largest IP packet (payload and 28 bytes of IPv4 and UDP headers) that reaches the host
+    /// over its link. A bigger datagram sent to it is lost on the way, and the router before
+    /// the link sends its sender an ICMP "fragmentation needed" naming this MTU; the host's own
+    /// datagrams are fragmented by its own kernel and get through.
+    #[serde(default)]
+    pub mtu: Option<usize>,
 }
+
+/// Which way a host link's loss applies.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkDirection {
+    /// Datagrams to and from the host.
+    #[default]
+    Both,
+    /// Datagrams to the host only.
+    In,
+    /// Datagrams from the host only.
+    Out,
+}
+
+/// Bytes of IPv4 and UDP headers in front of a datagram's payload, for link MTUs.
+pub const IP_UDP_HEADERS: usize = 28;
 
 impl NetworkSpec {
     fn default_latency() -> Duration {
@@ -177,6 +217,12 @@ impl NetworkSpec {
     fn default_icmp_rate() -> u32 {
         1_000
     }
+    fn default_icmp_burst() -> u32 {
+        6
+    }
+    fn default_pmtu_expires() -> Duration {
+        Duration::from_secs(600)
+    }
 }
 
 impl Default for NetworkSpec {
@@ -191,6 +237,9 @@ impl Default for NetworkSpec {
             mtu: Self::default_mtu(),
             icmp_loss: 0.0,
             icmp_per_second: Self::default_icmp_rate(),
+            icmp_ratelimit: Duration::ZERO,
+            icmp_burst: Self::default_icmp_burst(),
+            pmtu_expires: Self::default_pmtu_expires(),
             links: Vec::new(),
         }
     }
@@ -276,6 +325,10 @@ pub struct BackendSpec {
     /// Decode and check a PROXY v2 header on the datagrams it receives.
     #[serde(default)]
     pub expect_proxy: Option<ProxyExpectation>,
+    /// It answers from this UDP port instead of the one it received on (some servers reply
+    /// from another socket than their listening one).
+    #[serde(default)]
+    pub reply_port: Option<u16>,
 }
 
 fn yes() -> bool {
@@ -323,10 +376,15 @@ pub struct TimelineEntry {
 pub enum Action {
     /// The backend's process dies: its UDP and TCP ports are closed (ICMP refusals, TCP RST).
     Kill { backend: Name },
-    /// The backend answers again.
+    /// The backend answers again, as its `[[backend]]` says (from its own port, or its
+    /// `reply_port`).
     Restore { backend: Name },
     /// Its UDP port is closed but its companion TCP port still accepts.
     RefuseUdp { backend: Name },
+    /// A firewall drops its UDP datagrams silently; its companion TCP port still accepts.
+    DropUdp { backend: Name },
+    /// It answers from UDP port `port` instead of the one it received on, until `restore`.
+    ReplyFrom { backend: Name, port: u16 },
     /// A firewall drops everything to it silently (no ICMP, no RST).
     Blackhole { backend: Name },
     /// Cut the link between two hosts (by name; "lb" is the balancer), both ways or one way.
@@ -363,6 +421,8 @@ impl Action {
             Action::Kill { .. } => "kill",
             Action::Restore { .. } => "restore",
             Action::RefuseUdp { .. } => "refuse_udp",
+            Action::DropUdp { .. } => "drop_udp",
+            Action::ReplyFrom { .. } => "reply_from",
             Action::Blackhole { .. } => "blackhole",
             Action::Partition { .. } => "partition",
             Action::Heal => "heal",
@@ -639,6 +699,8 @@ impl Scenario {
                 Action::Kill { backend }
                 | Action::Restore { backend }
                 | Action::RefuseUdp { backend }
+                | Action::DropUdp { backend }
+                | Action::ReplyFrom { backend, .. }
                 | Action::Blackhole { backend } => known(backend, &backend_hosts, "[[backend]] host", "")?,
                 Action::Partition { from, to, .. } => {
                     known(from, &hosts, "host", "")?;
@@ -657,12 +719,14 @@ impl Scenario {
                 | Expectation::NoNewFlows { backend, .. }
                 | Expectation::NewFlowsAtLeast { backend, .. }
                 | Expectation::Share(Share { backend, .. })
-                | Expectation::NoTransition(NoTransition { backend, .. }) => {
+                | Expectation::NoTransition(NoTransition { backend, .. })
+                | Expectation::Transitions(Transitions { backend: Some(backend), .. }) => {
                     known(backend, &lb_backends, "backend", " in [lb]")?
                 }
                 Expectation::ClientAnswered { client, .. }
                 | Expectation::Lost { client: Some(client), .. } => answering(client)?,
                 Expectation::Lost { client: None, .. }
+                | Expectation::Transitions(Transitions { backend: None, .. })
                 | Expectation::Answered { .. }
                 | Expectation::Drops { .. }
                 | Expectation::Closes { .. }

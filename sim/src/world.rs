@@ -22,7 +22,7 @@ use udplb_core::{
 
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
 use crate::invariants::{self, Affinity};
-use crate::network::{Network, Packet, Transit};
+use crate::network::{Icmp, Network, Packet, Transit};
 use crate::platform::{Effect, SimPlatform};
 use crate::record::Record;
 use crate::scenario::{Action, Scenario};
@@ -195,6 +195,7 @@ impl World {
         call: impl FnOnce(&mut Driver<SimPlatform>, Instant) -> T,
     ) -> T {
         let fail_open_before = invariants::fail_open_flows(&self.drivers[instance]);
+        self.drivers[instance].platform_mut().now = self.now;
         let result = call(&mut self.drivers[instance], self.now);
         let effects = std::mem::take(&mut self.drivers[instance].platform_mut().effects);
         let fail_open_now = invariants::fail_open_flows(&self.drivers[instance]);
@@ -226,6 +227,11 @@ impl World {
                 }
             }
             Effect::TcpProbe { probe, address } => self.tcp_probe(instance, probe, address),
+            Effect::SendFailed { flow } => {
+                let _ = self.with_driver(instance, |driver, now| {
+                    driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::SendFailed })
+                });
+            }
             Effect::Opened { flow, backend } => {
                 // A new flow's upstream opened: the flow is booked once the driver returns.
                 let core = self.drivers[instance].core();
@@ -263,6 +269,10 @@ impl World {
         let (from, to) = (self.host_of(packet.from), self.host_of(packet.to));
         match self.network.transit(self.now, &packet, from.as_deref(), to.as_deref()) {
             Transit::Lost => self.record.lost += 1,
+            Transit::TooBig { mtu } => {
+                self.record.lost += 1;
+                self.send(Packet::fragmentation_needed(&packet, mtu));
+            }
             Transit::Arrives(arrivals) => {
                 for at in arrivals {
                     self.schedule(at, Event::Deliver(packet.clone()));
@@ -273,8 +283,8 @@ impl World {
 
     fn deliver(&mut self, packet: Packet) {
         self.record.delivered += 1;
-        if packet.icmp {
-            self.deliver_icmp(packet);
+        if let Some(icmp) = packet.icmp {
+            self.deliver_icmp(packet, icmp);
             return;
         }
         let to = packet.to;
@@ -315,11 +325,25 @@ impl World {
                 }
             }
         } else if let Some(instance) = instance_with(to.ip(), false) {
+            // As on the shell's shared upstream sockets: a datagram is its flow's only if it
+            // comes from the flow's backend; anything else is handed to the core as a stray.
             let platform = self.drivers[instance].platform();
-            if let Some(flow) = platform.upstream_by_port.get(&to.port()).copied() {
-                self.with_driver(instance, |driver, now| {
-                    driver.backend_datagram(now, flow, &packet.payload, false)
-                });
+            let flow = platform
+                .upstream_by_port
+                .get(&to.port())
+                .and_then(|flow| platform.upstreams.get(flow))
+                .filter(|upstream| upstream.backend == packet.from)
+                .map(|upstream| upstream.flow);
+            match flow {
+                Some(flow) => {
+                    self.with_driver(instance, |driver, now| {
+                        driver.backend_datagram(now, flow, &packet.payload, false)
+                    });
+                }
+                None => {
+                    let stray = Input::StrayReply { from: packet.from, bytes: packet.payload.len() };
+                    let _ = self.with_driver(instance, |driver, now| driver.handle(now, stray));
+                }
             }
         } else if let Some(instance) = instance_with(to.ip(), true) {
             if let Some((probe, _)) = self.drivers[instance].platform_mut().probes_by_port.remove(&to.port())
@@ -340,9 +364,22 @@ impl World {
         }
     }
 
-    /// An ICMP port unreachable reached the sender of the refused datagram.
-    fn deliver_icmp(&mut self, packet: Packet) {
+    /// An ICMP error reached the sender of the datagram it is about: a port unreachable is
+    /// the core's to hear (a refusal of its flow, or a failed UDP probe); a fragmentation
+    /// needed is the sending host's kernel's, which keeps the path MTU and tells the core
+    /// nothing (the shell ignores that error too).
+    fn deliver_icmp(&mut self, packet: Packet, icmp: Icmp) {
         let sender = packet.to;
+        if let Icmp::FragmentationNeeded { mtu } = icmp {
+            let expires = self.now + self.network.pmtu_expires();
+            for driver in &mut self.drivers {
+                let platform = driver.platform_mut();
+                if sender.ip() == platform.upstream_ip || sender.ip() == platform.probe_ip {
+                    platform.learn_path_mtu(packet.from.ip(), mtu, expires);
+                }
+            }
+            return;
+        }
         for instance in 0..self.drivers.len() {
             let platform = self.drivers[instance].platform();
             if sender.ip() == platform.upstream_ip {
@@ -371,7 +408,7 @@ impl World {
         let is_client =
             |ip: IpAddr| client_ips.contains(&ip) || matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 198);
         let reaction = self.backends[index].receive(packet.from, &packet.payload, &vips, is_client);
-        let address = self.backends[index].spec.address;
+        let address = self.backends[index].reply_source();
         match reaction {
             BackendReaction::Reply { payloads, delay } => {
                 for payload in payloads {
@@ -389,9 +426,9 @@ impl World {
         }
     }
 
-    /// A closed port answers with ICMP port unreachable, within the host's ICMP rate limit.
+    /// A closed port answers with ICMP port unreachable, within the host's ICMP rate limits.
     fn send_icmp(&mut self, index: usize, refused: Packet) {
-        if self.network.icmp_allowed(self.now, &self.backends[index].spec.name) {
+        if self.network.icmp_allowed(self.now, &self.backends[index].spec.name, refused.from.ip()) {
             self.send(Packet::port_unreachable(&refused));
         }
     }
@@ -438,8 +475,18 @@ impl World {
         };
         match action {
             Action::Kill { backend } => set_state(self, &backend, BackendState::Killed),
-            Action::Restore { backend } => set_state(self, &backend, BackendState::Up),
+            Action::Restore { backend } => match self.backends.iter_mut().find(|b| b.spec.name == backend) {
+                Some(host) => host.restore(),
+                None => self.record.violation(format!("timeline names unknown backend {backend:?}")),
+            },
             Action::RefuseUdp { backend } => set_state(self, &backend, BackendState::RefusingUdp),
+            Action::DropUdp { backend } => set_state(self, &backend, BackendState::DroppingUdp),
+            Action::ReplyFrom { backend, port } => {
+                match self.backends.iter_mut().find(|b| b.spec.name == backend) {
+                    Some(host) => host.reply_port = Some(port),
+                    None => self.record.violation(format!("timeline names unknown backend {backend:?}")),
+                }
+            }
             Action::Blackhole { backend } => set_state(self, &backend, BackendState::Blackholed),
             Action::Partition { from, to, one_way } => self.network.partition(&from, &to, one_way),
             Action::Heal => self.network.heal(),
@@ -498,6 +545,8 @@ fn describe(action: &Action) -> String {
         Action::Kill { backend } => format!("kill {backend}"),
         Action::Restore { backend } => format!("restore {backend}"),
         Action::RefuseUdp { backend } => format!("refuse udp on {backend}"),
+        Action::DropUdp { backend } => format!("drop udp to {backend}"),
+        Action::ReplyFrom { backend, port } => format!("{backend} answers from port {port}"),
         Action::Blackhole { backend } => format!("blackhole {backend}"),
         Action::Partition { from, to, one_way } => {
             format!("partition {from} {} {to}", if *one_way { "->" } else { "<->" })
@@ -507,6 +556,14 @@ fn describe(action: &Action) -> String {
             let mut line = format!("network loss {} latency {:?}", n.loss, n.latency);
             for link in &n.links {
                 line.push_str(&format!(", {} link loss {}", link.host, link.loss));
+                match link.direction {
+                    crate::scenario::LinkDirection::Both => {}
+                    crate::scenario::LinkDirection::In => line.push_str(" in"),
+                    crate::scenario::LinkDirection::Out => line.push_str(" out"),
+                }
+                if let Some(mtu) = link.mtu {
+                    line.push_str(&format!(" mtu {mtu}"));
+                }
             }
             line
         }

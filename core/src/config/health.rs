@@ -85,7 +85,7 @@ pub struct HealthConfig {
 /// and written off, refusals, sends that failed, replies from the wrong port; and requests
 /// answered) eject a backend when it fails `consecutive_failures` times in a row, or when
 /// at least `failure_percent` of its last `window`'s requests failed (once there were
-/// `min_requests`). An ejected backend takes no new flows for `base_ejection_time` times the
+/// `min_requests`) and that share is at least twice the rest of the cluster's. An ejected backend takes no new flows for `base_ejection_time` times the
 /// number of its recent ejections (at most `max_ejection_time`); no passing probe readmits it
 /// earlier. At most `max_ejected_percent` of a cluster's backends are ejected at once, and
 /// never its last eligible one.
@@ -122,7 +122,7 @@ pub struct OutlierConfig {
 
 impl OutlierConfig {
     fn default_consecutive_failures() -> u32 {
-        5
+        10
     }
     fn default_failure_percent() -> u32 {
         20

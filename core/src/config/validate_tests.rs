@@ -284,6 +284,28 @@ fn requests_is_at_least_one_when_set_and_zero_responses_is_valid() {
 }
 
 #[test]
+fn requests_without_responses_is_refused_in_an_operators_words() {
+    let refused = invalid(&with("", "requests = 1"));
+    assert_eq!(refused, [ValidationError::RequestsWithoutResponses { cluster: "dns".into(), requests: 1 }]);
+    let message = refused[0].to_string();
+    assert!(message.contains("needs `responses`") && message.contains("0 for one-way"), "{message}");
+}
+
+#[test]
+fn on_backend_down_defaults_by_kind_of_traffic_and_outlier_settings_are_checked() {
+    use crate::config::OnBackendDown;
+    assert_eq!(valid(&with("", "responses = 1")).clusters["dns"].on_backend_down(), OnBackendDown::Reselect);
+    assert_eq!(valid(&with("", "")).clusters["dns"].on_backend_down(), OnBackendDown::Keep);
+    let explicit = valid(&with("", "responses = 1\non_backend_down = \"keep\""));
+    assert_eq!(explicit.clusters["dns"].on_backend_down(), OnBackendDown::Keep);
+    let text = with("", "health = { outlier = { failure_percent = 101, base_ejection_time = \"1m\", max_ejection_time = \"10s\" } }");
+    let problems: Vec<String> = invalid(&text).iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("101%"), "{problems:?}");
+    assert!(problems[1].contains("max_ejection_time"), "{problems:?}");
+}
+
+#[test]
 fn idle_timeouts_must_be_longer_than_zero() {
     let config = valid(&with("", "idle_timeout = { front = \"1ns\", back = \"1ns\" }"));
     assert_eq!(config.clusters["dns"].idle_timeout.front, Duration::from_nanos(1));

@@ -11,9 +11,10 @@ use crate::select::SelectionRequest;
 use crate::time::Instant;
 use crate::timer::TimerHandle;
 
-/// A deadline reports at most this many lost requests to the health monitor (a pipelined
-/// flow may write off many at once; a handful says as much about the backend).
-const MAX_FAILURES_PER_DEADLINE: u32 = 8;
+/// A deadline reports at most this many lost requests to the health monitor: a flow that
+/// always has requests in flight may write off several at once (see
+/// `Teardown::due_at_deadline`), and a handful says as much about the backend.
+const MAX_FAILURES_PER_DEADLINE: u32 = 4;
 
 impl FlowManager {
     /// Runs every deadline due at or before `now`. Afterwards [`FlowManager::poll_timeout`]
@@ -61,28 +62,29 @@ impl FlowManager {
         }
     }
 
-    /// A live flow's back deadline passed: the replies owed for the requests it had sent when
-    /// the wait began are written off (each lost request is a passive failure). The flow ends
-    /// (`IdleBack`) if that was all it owed, so the client's next datagram is a new flow,
-    /// selected afresh; otherwise the replies of later requests get their own wait, from now.
+    /// A live flow's back deadline passed: the replies owed all through the wait are written
+    /// off (each request they stand for is a passive failure, at most
+    /// [`MAX_FAILURES_PER_DEADLINE`]). The flow ends (`IdleBack`) if
+    /// that was all it owed, so the client's next datagram is a new flow, selected afresh;
+    /// otherwise the replies still owed get a wait of their own, from now.
     fn write_off(&mut self, now: Instant, slot: u32) {
         let cluster = self.backends[self.table.get(slot).backend.0 as usize].cluster;
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get(slot);
         let backend = flow.backend;
-        let (replies, lost) = teardown.due_at_checkpoint(flow);
+        let (replies, lost) = teardown.due_at_deadline(flow);
         let owes_later = teardown.owes_after_write_off(flow, replies);
         let flow = self.table.get_mut(slot);
         flow.written_off = flow.written_off.saturating_add(replies);
         self.stats.backends[backend.0 as usize].replies_written_off += u64::from(replies);
         if owes_later {
             flow.awaiting_since = now;
-            flow.checkpoint = flow.requests;
+            flow.floor = self.clusters[cluster.0 as usize].teardown.owed_now(flow);
             self.rearm_flow(now, slot);
         } else {
             self.close_flow(slot, CloseReason::IdleBack);
         }
-        for _ in 0..lost.clamp(1, MAX_FAILURES_PER_DEADLINE) {
+        for _ in 0..lost.min(MAX_FAILURES_PER_DEADLINE) {
             self.passive_failure(now, backend, PassiveFailure::Unanswered);
         }
     }

@@ -1,7 +1,7 @@
 //! The two datagram inputs. Each returns its own verdict; neither allocates on an
 //! established flow, and neither touches the deadline index unless a flow opens or closes.
 
-use super::entry::{self, Flow};
+use super::entry::Flow;
 use super::{BackendVerdict, ClientDatagram, ClientVerdict, DrainState, FlowManager, Incoming};
 use crate::config::{ProxyProtocolConfig, ProxyProtocolMode};
 use crate::id::{FlowId, ListenerId};
@@ -241,7 +241,7 @@ impl FlowManager {
                 requests: 0,
                 responses: 0,
                 written_off: 0,
-                checkpoint: 0,
+                floor: 0,
                 echoes: Default::default(),
                 retired: false,
                 retried: false,
@@ -286,12 +286,12 @@ impl FlowManager {
         flow.client = client;
         flow.last_client = now;
         flow.requests = flow.requests.saturating_add(1);
-        if teardown.counts_replies() {
+        if teardown.drops_copies() {
             flow.echoes.note_request(payload);
         }
         if !flow.is_awaiting() && teardown.owes_replies(flow) != Some(false) {
             flow.awaiting_since = now;
-            flow.checkpoint = flow.requests;
+            flow.floor = teardown.owed_now(flow);
         }
         let retires = teardown.requests_reached(flow);
         let owes_nothing = teardown.owes_replies(flow) == Some(false);
@@ -387,13 +387,17 @@ impl FlowManager {
         let cluster = self.backends[backend.0 as usize].cluster;
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get_mut(slot);
-        if teardown.counts_replies() && !flow.echoes.note_reply(payload) {
+        if teardown.drops_copies() && !flow.echoes.note_reply(payload) {
             counters.drop_for(DropReason::DuplicateReply);
             self.stats.backends[backend.0 as usize].duplicate_replies += 1;
             return BackendVerdict::Drop(DropReason::DuplicateReply);
         }
         counters.pass(payload_len);
         flow.last_backend = now;
+        if teardown.takes_back(flow) {
+            flow.written_off -= 1;
+            self.stats.backends[backend.0 as usize].replies_taken_back += 1;
+        }
         flow.responses = flow.responses.saturating_add(1);
         // A flow that has had a reply is never retried: its kept datagram can go.
         if flow.responses == 1 {
@@ -401,15 +405,7 @@ impl FlowManager {
             self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
         }
         match teardown.owes_replies(flow) {
-            Some(true) => {
-                // The wait restarts only once the requests it was for are settled; a reply to
-                // a later request leaves an older lost one on its deadline.
-                let settled = entry::Teardown::settled(flow);
-                if teardown.owed_for(flow.checkpoint).is_some_and(|owed| settled >= owed) {
-                    flow.awaiting_since = now;
-                    flow.checkpoint = flow.requests;
-                }
-            }
+            Some(true) => flow.floor = flow.floor.min(teardown.owed_now(flow)),
             // Nothing owed, or the count is unknown: the next client datagram starts a wait.
             Some(false) | None => flow.awaiting_since = Instant::MAX,
         }

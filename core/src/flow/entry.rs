@@ -43,9 +43,10 @@ pub(crate) struct Flow {
     pub(crate) responses: u32,
     /// Replies owed that were written off at a back deadline: they count as settled.
     pub(crate) written_off: u32,
-    /// Client datagrams forwarded when the current wait began (`awaiting_since`): the
-    /// replies owed for these are the ones written off when the wait ends unanswered.
-    pub(crate) checkpoint: u32,
+    /// The fewest replies owed at any moment since the current wait began
+    /// (`awaiting_since`): replies owed all that time, `idle_timeout.back` or longer, are the
+    /// ones written off when the wait ends.
+    pub(crate) floor: u32,
     /// Fingerprints of recent requests and replies, to tell a reply the network copied from
     /// a new one (only where `responses` is counted).
     pub(crate) echoes: Echoes,
@@ -117,16 +118,25 @@ impl Teardown {
         u32::try_from(owed).unwrap_or(u32::MAX)
     }
 
-    /// The replies a wait that ended unanswered writes off (those owed for the requests sent
-    /// when it began; all that is owed if those were settled), and how many requests they
-    /// leave unanswered.
-    pub(crate) fn due_at_checkpoint(&self, flow: &Flow) -> (u32, u32) {
-        let owed = self.owed_for(flow.checkpoint).unwrap_or(0).saturating_sub(Self::settled(flow));
-        let replies = match u32::try_from(owed).unwrap_or(u32::MAX) {
-            0 => self.owed_now(flow),
-            replies => replies,
-        };
+    /// The replies a wait that ran its full `idle_timeout.back` writes off: those owed the
+    /// whole time (its floor), and how many requests they leave unanswered.
+    ///
+    /// Replies are counted, not matched to requests, so when a reply is lost and the next
+    /// request's reply comes, the count cannot say which request lost its reply; but the
+    /// debt never falls back to zero. The floor is that debt. On a socket that always has
+    /// requests in flight, the floor also includes the fewest ever in flight: those replies
+    /// still come, and each one that comes after its request was written off is taken back
+    /// (see [`Teardown::takes_back`]).
+    pub(crate) fn due_at_deadline(&self, flow: &Flow) -> (u32, u32) {
+        let replies = flow.floor.min(self.owed_now(flow));
         (replies, self.requests_of(replies))
+    }
+
+    /// Whether a reply that just came answers a request already written off: nothing is owed
+    /// by the count, and some replies were written off. It takes the write-off back instead
+    /// of counting as a surplus reply.
+    pub(crate) fn takes_back(&self, flow: &Flow) -> bool {
+        flow.written_off > 0 && self.owes_replies(flow) == Some(false)
     }
 
     /// Whether replies are still owed once `replies` more are written off.
@@ -162,10 +172,11 @@ impl Teardown {
         }
     }
 
-    /// Whether replies are counted (`responses` set to more than 0): only then are copies
-    /// told apart and successes reported.
-    pub(crate) fn counts_replies(&self) -> bool {
-        self.responses.is_some_and(|n| n > 0)
+    /// Whether a reply byte-for-byte equal to a recent one is a copy the network made: where
+    /// each request (or the flow) is owed exactly one reply. With more, a backend may well
+    /// send the same bytes twice on purpose, and each copy counts.
+    pub(crate) fn drops_copies(&self) -> bool {
+        self.responses == Some(1)
     }
 
     /// The flow got every reply its `responses` count asked for (and some were asked for).

@@ -195,8 +195,8 @@ pub enum Output {
     /// `answered` requests got every reply they were owed from `backend` (counted only where
     /// `responses` is set), for the health monitor's outlier detection. Not sent per reply:
     /// the flow manager keeps a tally per backend and hands it over just before a passive
-    /// failure of that backend, and on the first answer after one, so the monitor sees
-    /// successes and failures in the order they happened.
+    /// failure of that backend, on the first answer after one, and every 32 answers, so the
+    /// monitor sees successes and failures in the order they happened.
     PassiveSuccess { backend: BackendId, answered: u32 },
     /// Something an operator may want to see.
     Event(Event),

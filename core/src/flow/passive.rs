@@ -3,10 +3,11 @@
 //! Failures (a refusal, a reply written off, a send that failed, a reply from the wrong port)
 //! are reported one by one as [`Output::PassiveFailure`]. Successes (a request that got every
 //! reply it was owed) are far more frequent, so they are tallied per backend and handed over
-//! as one [`Output::PassiveSuccess`] just before the backend's next failure, and at once for
-//! the first success after a failure: the monitor then sees every success and failure in the
-//! order they happened, and learns that a failure streak ended as soon as it ends, without an
-//! output per reply.
+//! as one [`Output::PassiveSuccess`] just before the backend's next failure, at once for the
+//! first success after a failure, and whenever [`SUCCESS_BATCH`] have piled up: the monitor
+//! then sees every success and failure in the order they happened, learns that a failure
+//! streak ended as soon as it ends, and has current figures for every backend, with one
+//! output per batch rather than per reply.
 //!
 //! Faults that are the backend's own and that nothing else would show (replies from another
 //! port, sends that failed on its path) also raise an [`Event::BackendFault`], at most once
@@ -18,6 +19,10 @@ use super::{Event, FAULT_REPORT_INTERVAL, FlowManager, Output};
 use crate::id::BackendId;
 use crate::outcome::{DropReason, PassiveFailure};
 use crate::time::Instant;
+
+/// Successes handed over at once when this many have piled up, so the monitor can compare a
+/// failing backend with the rest of its cluster on current figures.
+const SUCCESS_BATCH: u32 = 32;
 
 /// One backend's passive signals not yet reported.
 #[derive(Clone, Debug, Default)]
@@ -51,7 +56,7 @@ impl FlowManager {
         let tally = &mut self.backends[backend.0 as usize].passive;
         tally.answered = tally.answered.saturating_add(answered);
         self.stats.backends[backend.0 as usize].requests_answered += u64::from(answered);
-        if tally.failing {
+        if tally.failing || tally.answered >= SUCCESS_BATCH {
             tally.failing = false;
             self.flush_successes(backend);
         }

@@ -9,13 +9,19 @@
 //! (the backend stays Up, and is not eligible) for a time no probe can shorten.
 //!
 //! Rules, after Envoy's outlier detection:
-//! - `consecutive_failures` failures in a row eject;
+//! - `consecutive_failures` failures in a row eject, unless the rest of the cluster fails at
+//!   least half the `failure_percent` share of its requests too (then the fault is something
+//!   they share);
 //! - so does a failure share of at least `failure_percent` over the last window (the current
-//!   one and the one before, so between one and two `window`s), once it holds `min_requests`;
+//!   one and the one before, so between one and two `window`s), once it holds `min_requests`,
+//!   if it is also at least twice the share of the rest of the cluster (when the rest has
+//!   `min_requests` to compare): loss that hits every backend alike is the network's, and
+//!   ejecting one backend for it would only load the others;
 //! - the n-th recent ejection lasts n × `base_ejection_time`, at most `max_ejection_time`; a
 //!   backend forgets one past ejection for every `base_ejection_time` it stays in;
-//! - at most `max_ejected_percent` of a cluster's backends are out at once (always at least
-//!   one may be), and never the last eligible one: ejecting it would only hand its traffic to
+//! - at most `max_ejected_percent` of a cluster's backends are out by ejection at once (one
+//!   that is also Down or out by an operator's hand does not count; at least one may always
+//!   be), and never the last eligible one: ejecting it would only hand its traffic to
 //!   fail-open or drop it;
 //! - paused backends, and backends not Enabled, are not judged.
 //!
@@ -95,13 +101,40 @@ impl Outlier {
         self.window_start = None;
     }
 
-    fn failing(&self, config: &OutlierConfig) -> bool {
-        let (answered, failed) = (self.current.0 + self.previous.0, self.current.1 + self.previous.1);
+    /// (answered, failed) over the window as it stands at `now`, without rolling it.
+    fn counts_at(&self, now: Instant, window: Duration) -> (u64, u64) {
+        let Some(start) = self.window_start else { return (0, 0) };
+        let (current, previous) = if now < start + window {
+            (self.current, self.previous)
+        } else if now < start + window + window {
+            ((0, 0), self.current)
+        } else {
+            ((0, 0), (0, 0))
+        };
+        (current.0 + previous.0, current.1 + previous.1)
+    }
+
+    /// Whether the rules say eject, given the rest of the cluster's (answered, failed) over
+    /// the same window.
+    fn failing(&self, config: &OutlierConfig, now: Instant, others: (u64, u64)) -> bool {
+        let (answered, failed) = self.counts_at(now, config.window);
         let total = answered + failed;
-        let by_streak = config.consecutive_failures > 0 && self.consecutive >= config.consecutive_failures;
+        let enough = |total: u64| total >= u64::from(config.min_requests.max(1));
+        let others_total = others.0 + others.1;
+        // The rest of the cluster fails too (at least half the `failure_percent` share): the
+        // network, or something all share, is at fault, not this backend.
+        let others_failing = config.failure_percent > 0
+            && enough(others_total)
+            && others.1 * 200 >= u64::from(config.failure_percent) * others_total;
+        let by_streak = config.consecutive_failures > 0
+            && self.consecutive >= config.consecutive_failures
+            && !others_failing;
         let by_share = config.failure_percent > 0
-            && total >= u64::from(config.min_requests.max(1))
-            && failed * 100 >= u64::from(config.failure_percent) * total;
+            && enough(total)
+            && failed * 100 >= u64::from(config.failure_percent) * total
+            // Loss that hits every backend alike is the network's: the share must also be at
+            // least twice the rest of the cluster's, when the rest has enough to compare.
+            && (!enough(others_total) || failed * others_total >= 2 * others.1 * total);
         by_streak || by_share
     }
 }
@@ -133,11 +166,21 @@ impl HealthMonitor {
         let record = self.record_mut(backend);
         let config = record.config().outlier.clone();
         let judged = record.admin == AdminState::Enabled && !record.outlier.is_ejected();
+        let cluster = record.spec.cluster;
         let outlier = &mut record.outlier;
         outlier.roll(now, config.window);
         outlier.consecutive = outlier.consecutive.saturating_add(1);
         outlier.current.1 += 1;
-        if judged && outlier.failing(&config) {
+        if !judged {
+            return;
+        }
+        let others = self.clusters.get(&cluster).map_or((0, 0), |state| {
+            state.members.iter().filter(|b| **b != backend).fold((0, 0), |(answered, failed), b| {
+                let (a, f) = self.record(*b).outlier.counts_at(now, config.window);
+                (answered + a, failed + f)
+            })
+        });
+        if self.record(backend).outlier.failing(&config, now, others) {
             self.eject(now, backend, &config);
         }
     }
@@ -146,7 +189,16 @@ impl HealthMonitor {
         let cluster = self.record(backend).spec.cluster;
         let members: Vec<BackendId> =
             self.clusters.get(&cluster).map(|c| c.members.iter().copied().collect()).unwrap_or_default();
-        let ejected = members.iter().filter(|b| self.record(**b).outlier.is_ejected()).count();
+        // Ejections that keep a backend out that would otherwise be in: one that is also Down
+        // or taken out by an operator costs no capacity.
+        let ejected = members
+            .iter()
+            .filter(|b| {
+                let record = self.record(**b);
+                let view = record.view();
+                view.ejected && view.health != super::Health::Down && view.admin == AdminState::Enabled
+            })
+            .count();
         let allowed = (members.len() * config.max_ejected_percent as usize / 100).max(1);
         let others_eligible =
             members.iter().filter(|b| **b != backend).any(|b| self.record(*b).view().eligible());

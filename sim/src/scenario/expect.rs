@@ -69,6 +69,58 @@ pub enum Expectation {
         #[serde(default)]
         client: Option<Name>,
     },
+    /// Health transitions (of `backend`, or of every backend; into `to`, or any) between
+    /// `from` and `until`: at least / at most.
+    Transitions(Transitions),
+}
+
+/// A `transitions` expectation: how many health transitions (of `backend` or any backend,
+/// into `to` or any state) the first instance saw from `from` to `until`, both included.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "TransitionsKeys")]
+pub struct Transitions {
+    pub backend: Option<Name>,
+    pub to: Option<Health>,
+    pub from: TimeOf,
+    pub until: TimeOf,
+    pub at_least: Option<u64>,
+    pub at_most: Option<u64>,
+}
+
+/// A `transitions` expectation as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionsKeys {
+    #[serde(default)]
+    backend: Option<Name>,
+    #[serde(default)]
+    to: Option<Health>,
+    from: TimeOf,
+    until: TimeOf,
+    #[serde(default)]
+    at_least: Option<u64>,
+    #[serde(default)]
+    at_most: Option<u64>,
+}
+
+impl TryFrom<TransitionsKeys> for Transitions {
+    type Error = String;
+
+    fn try_from(keys: TransitionsKeys) -> Result<Transitions, String> {
+        let TransitionsKeys { backend, to, from, until, at_least, at_most } = keys;
+        if at_least.is_none() && at_most.is_none() {
+            return Err("`transitions` needs `at_least`, `at_most` or both".into());
+        }
+        if from.0 > until.0 {
+            return Err(format!("`transitions` needs `from` ({from}) no later than `until` ({until})"));
+        }
+        if let (Some(low), Some(high)) = (at_least, at_most)
+            && low > high
+        {
+            return Err(format!("`transitions` bounds cross: `at_least` {low} is above `at_most` {high}"));
+        }
+        Ok(Transitions { backend, to, from, until, at_least, at_most })
+    }
 }
 
 /// A `share` expectation: of the client datagrams forwarded between `from` and `to`, the
@@ -151,7 +203,7 @@ impl TryFrom<NoTransitionKeys> for NoTransition {
 }
 
 /// A fraction between 0 and 1 (both included), checked where the file writes it.
-#[derive(Copy, Clone, Debug, PartialEq, PartialOrd)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, PartialOrd)]
 pub struct Fraction(pub f64);
 
 impl<'de> Deserialize<'de> for Fraction {

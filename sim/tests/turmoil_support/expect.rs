@@ -131,6 +131,7 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
         Expectation::Share(_)
         | Expectation::ClientAnswered { .. }
         | Expectation::NoTransition(_)
+        | Expectation::Transitions(_)
         | Expectation::Lost { .. } => Verdict {
             what: "a user-level expectation".into(),
             passed: false,

@@ -84,7 +84,8 @@ pub async fn backend(
             BackendState::Up | BackendState::Blackholed => {
                 Some(Rc::new(UdpSocket::bind(any_address(address.port())).await?))
             }
-            BackendState::Killed | BackendState::RefusingUdp => None,
+            // Refused by the harness (`unsupported`): never played here.
+            BackendState::Killed | BackendState::RefusingUdp | BackendState::DroppingUdp => None,
         };
         let tcp = match tcp_port {
             Some(port) if current != BackendState::Killed => {

@@ -101,6 +101,9 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     if !network.links.is_empty() {
         missing.push("loss on one host's link".to_owned());
     }
+    if !network.icmp_ratelimit.is_zero() {
+        missing.push("the per-destination ICMP rate limit".to_owned());
+    }
     let mut listener_ips: Vec<IpAddr> = scenario.lb.listeners.values().map(|l| l.address.ip()).collect();
     listener_ips.sort();
     listener_ips.dedup();
@@ -117,6 +120,9 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     for backend in &scenario.backends {
         if backend.expect_proxy.is_some() {
             missing.push(format!("backend {}: PROXY v2 checks", backend.name));
+        }
+        if backend.reply_port.is_some() {
+            missing.push(format!("backend {}: replies from another port", backend.name));
         }
         host_ips.push(backend.address.ip());
     }
@@ -141,6 +147,7 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
             Expectation::ClientAnswered { .. } => "client_answered",
             Expectation::NoTransition(_) => "no_transition",
             Expectation::Lost { .. } => "lost",
+            Expectation::Transitions(_) => "transitions",
             _ => continue,
         };
         missing.push(format!("the `{kind}` expectation (not judged here yet)"));

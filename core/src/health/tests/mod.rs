@@ -2,6 +2,7 @@
 //! outputs drained after every call, the timer re-armed from `poll_timeout`.
 
 mod monitor;
+mod outlier;
 mod probes;
 mod properties;
 mod scheduling;
@@ -31,6 +32,12 @@ pub(super) fn config(mode: HealthMode) -> HealthConfig {
         jitter: 0,
         ..HealthConfig::default()
     }
+}
+
+/// `config(mode)` with outlier ejection off: passive failures move the hysteresis.
+pub(super) fn without_ejection(mode: HealthMode) -> HealthConfig {
+    let outlier = crate::config::OutlierConfig { enabled: false, ..Default::default() };
+    HealthConfig { outlier, ..config(mode) }
 }
 
 /// Backend `index` of cluster `cluster`, at 192.0.2.`index`:53 (a documentation address).

@@ -168,7 +168,7 @@ fn udp_probes_carry_a_ppv2_local_header_when_the_cluster_sends_ppv2() {
 
 #[test]
 fn passive_failures_feed_the_hysteresis_unless_the_cluster_or_a_pause_says_otherwise() {
-    let config = HealthConfig { passive_unanswered: false, ..config(HealthMode::Tcp) };
+    let config = HealthConfig { passive_unanswered: false, ..without_ejection(HealthMode::Tcp) };
     let mut harness = up_backend(&config);
     let backend = BackendId(0);
     harness.monitor.handle_passive_failure(harness.now, backend, PassiveFailure::Unanswered);
@@ -239,7 +239,7 @@ fn mode_off_forgets_isolated_passive_failures() {
 #[test]
 fn unknown_resolves_on_the_first_passive_failure_when_probes_would_have() {
     let mut harness = Harness::new();
-    harness.add(0, spec(0, 1, &config(HealthMode::Tcp)));
+    harness.add(0, spec(0, 1, &without_ejection(HealthMode::Tcp)));
     harness.monitor.handle_passive_failure(Instant::ZERO, BackendId(0), PassiveFailure::Refused);
     harness.drain();
     assert_eq!(

@@ -176,7 +176,9 @@ fn run(ops: &[Op]) -> Result<Vec<(Instant, HealthOutput)>, TestCaseError> {
         for backend in 0..BACKENDS {
             let status = monitor.backend(BackendId(backend));
             let eligible = status.as_ref().is_some_and(|status| {
-                matches!(status.health, Health::Up | Health::Unknown) && status.admin == AdminState::Enabled
+                matches!(status.health, Health::Up | Health::Unknown)
+                    && status.admin == AdminState::Enabled
+                    && status.ejected_until.is_none()
             });
             prop_assert_eq!(monitor.is_eligible(BackendId(backend)), eligible);
         }

@@ -147,7 +147,7 @@ fn handle_timeout_moves_the_deadline_strictly_later_and_early_wakeups_change_not
 
 #[test]
 fn a_passive_failure_pulls_the_next_check_in_to_the_fast_interval() {
-    let config = HealthConfig { interval: Duration::from_secs(30), ..config(HealthMode::Tcp) };
+    let config = HealthConfig { interval: Duration::from_secs(30), ..without_ejection(HealthMode::Tcp) };
     let mut harness = Harness::new();
     harness.add(0, spec(0, 1, &config));
     harness.drive(secs(40), |_, _| pass());
