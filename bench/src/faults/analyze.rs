@@ -454,7 +454,7 @@ pub fn table(results: &PathBuf, victim: &str) -> Result<usize> {
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for row in &rows {
-        let bound = row.lost_bound.map_or("-".to_string(), |b| format!("≤{}", b.floor()));
+        let bound = row.lost_bound.map_or("-".to_string(), |b| format!("≤{b:.0}"));
         lines.push(vec![
             row.case.clone(),
             format!("{:.1}s", row.fault_seconds),
