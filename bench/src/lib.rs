@@ -15,6 +15,7 @@
 
 pub mod compare;
 pub mod echo;
+pub mod faults;
 pub mod histogram;
 pub mod load;
 pub mod process;
