@@ -304,6 +304,37 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView, sh
                 labels(),
                 gauge_bool(status.eligible),
             );
+            scrape.gauge(
+                "backend_ejected",
+                "1 while outlier detection keeps the backend out of selection",
+                labels(),
+                gauge_bool(status.ejected_until.is_some()),
+            );
+            scrape.counter(
+                "backend_ejections",
+                "Times outlier detection ejected the backend",
+                labels(),
+                status.ejections,
+            );
+            let seen = totals.stats.backends.get(backend.0 as usize).cloned().unwrap_or_default();
+            for (what, value) in [
+                ("requests_answered", seen.requests_answered),
+                ("replies_written_off", seen.replies_written_off),
+                ("replies_taken_back", seen.replies_taken_back),
+                ("duplicate_replies", seen.duplicate_replies),
+                ("stray_replies", seen.stray_replies),
+                ("send_failures", seen.send_failures),
+                ("flows_reselected", seen.flows_reselected),
+            ] {
+                scrape.counter(
+                    "backend_datapath",
+                    "What the datapath saw of the backend: requests answered, replies written off \
+                     (and taken back when late), copies dropped, replies from another port, \
+                     failed sends, flows moved off it",
+                    with("what", what),
+                    value,
+                );
+            }
             for &health in Health::ALL {
                 let value = gauge_bool(status.health == health);
                 scrape.gauge(
@@ -444,6 +475,7 @@ mod tests {
         let mut stats = core.flows().stats().clone();
         stats.listeners[0].client.received = 7;
         stats.listeners[0].flows.active = 3;
+        stats.backends[0].stray_replies = 4;
         let mut shell = ShellCounters::default();
         shell.sent_to_backend(BackendId(0), 10);
         let follower = WorkerView {
@@ -487,5 +519,10 @@ mod tests {
         assert!(line("udplb_upstream_sockets").ends_with(" 10"));
         assert!(line("udplb_stray_upstream_datagrams_total").ends_with(" 2"));
         assert!(line("udplb_workers").ends_with(" 3"));
+        assert!(
+            line("udplb_backend_datapath_total{cluster=\"c\",backend=\"b\",what=\"stray_replies\"}")
+                .ends_with(" 8")
+        );
+        assert!(line("udplb_backend_ejected{cluster=\"c\",backend=\"b\"}").ends_with(" 0"));
     }
 }
