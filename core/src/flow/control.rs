@@ -80,18 +80,19 @@ impl FlowManager {
             let owed = teardown.owed_now(flow);
             let flow = self.table.get_mut(slot);
             flow.awaiting_since = now;
-            flow.floor = owed;
+            flow.recent().floor = owed;
             self.rearm_flow(now, slot);
             return;
         }
         let flow = self.table.get_mut(slot);
-        flow.written_off = flow.written_off.saturating_add(replies);
+        let recent = flow.recent();
+        recent.written_off = recent.written_off.saturating_add(replies);
         self.stats.backends[backend.0 as usize].replies_written_off += u64::from(replies);
         // The backend lost a reply: the client's next datagram starts a new flow, selected
         // afresh, so a lost reply never pins a client to a lossy backend. This one waits
         // `back` more for what it still owes and for replies that were only late.
         flow.awaiting_since = now;
-        flow.floor = 0;
+        flow.recent().floor = 0;
         self.retire_flow(slot);
         self.rearm_flow(now, slot);
         for _ in 0..lost.min(MAX_FAILURES_PER_DEADLINE) {

@@ -240,9 +240,6 @@ impl FlowManager {
                 timer: TimerHandle::DISARMED,
                 requests: 0,
                 responses: 0,
-                written_off: 0,
-                copies: 0,
-                floor: 0,
                 recent: None,
                 retired: false,
                 retried: false,
@@ -290,14 +287,18 @@ impl FlowManager {
         if teardown.drops_copies() && !flow.note_request(payload, now) {
             // A copy the network made: forwarded (the backend deduplicates, or answers twice,
             // and the second answer is a copy too), but it adds nothing to what is owed.
-            flow.copies = flow.copies.saturating_add(1);
+            let recent = flow.recent();
+            recent.copies = recent.copies.saturating_add(1);
         }
         if teardown.responses.is_some() {
             flow.note_send(now);
         }
         if !flow.is_awaiting() && teardown.owes_replies(flow) != Some(false) {
             flow.awaiting_since = now;
-            flow.floor = teardown.owed_now(flow);
+            if teardown.responses.is_some() {
+                let owed = teardown.owed_now(flow);
+                flow.recent().floor = owed;
+            }
         }
         let retires = teardown.requests_reached(flow);
         let owes_nothing = teardown.owes_replies(flow) == Some(false);
@@ -401,7 +402,7 @@ impl FlowManager {
         counters.pass(payload_len);
         flow.last_backend = now;
         if teardown.takes_back(flow) {
-            flow.written_off -= 1;
+            flow.recent().written_off -= 1;
             self.stats.backends[backend.0 as usize].replies_taken_back += 1;
         }
         flow.responses = flow.responses.saturating_add(1);
@@ -415,16 +416,19 @@ impl FlowManager {
             self.backends[backend.0 as usize].reply_time.sample(now, took);
         }
         match teardown.owes_replies(flow) {
-            Some(true) => flow.floor = flow.floor.min(teardown.owed_now(flow)),
+            Some(true) => {
+                let floor = flow.floor().min(teardown.owed_now(flow));
+                flow.recent().floor = floor;
+            }
             // Retired by a write-off: it keeps waiting, from the write-off, for the rest of
             // the replies written off.
-            Some(false) if flow.retired && flow.written_off > 0 => {}
+            Some(false) if flow.retired && flow.written_off() > 0 => {}
             // Nothing owed, or the count is unknown: the next client datagram starts a wait.
             Some(false) | None => flow.awaiting_since = Instant::MAX,
         }
         let completes = teardown.completes_request(flow);
         // A flow retired by a write-off stays for the rest of the replies written off.
-        let reached = teardown.responses_reached(flow) && !(flow.retired && flow.written_off > 0);
+        let reached = teardown.responses_reached(flow) && !(flow.retired && flow.written_off() > 0);
         let client = flow.client;
         if completes {
             self.passive_success(backend, 1);

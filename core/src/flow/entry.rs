@@ -41,16 +41,9 @@ pub(crate) struct Flow {
     pub(crate) requests: u32,
     /// Backend datagrams returned.
     pub(crate) responses: u32,
-    /// Replies owed that were written off at a back deadline: they count as settled.
-    pub(crate) written_off: u32,
-    /// Requests that were copies the network made: forwarded, but owed no reply of their own.
-    pub(crate) copies: u32,
-    /// The fewest replies owed at any moment since the current wait began
-    /// (`awaiting_since`): replies owed all that time, `idle_timeout.back` or longer, are the
-    /// ones written off when the wait ends.
-    pub(crate) floor: u32,
-    /// What a flow that counts replies remembers of its recent datagrams, out of line so
-    /// that flows which count nothing stay small; allocated with the flow's first datagram.
+    /// What only a flow that counts replies (`responses` set) keeps: its write-offs, copies
+    /// and floor, and its recent datagrams. Out of line, so that flows which count nothing
+    /// stay small; allocated with the flow's first datagram.
     pub(crate) recent: Option<Box<Recent>>,
     /// Reached `requests`, or had every owed reply written off: out of the index, waiting
     /// only for owed (or late) replies.
@@ -106,7 +99,7 @@ impl Teardown {
 
     /// Replies settled: returned, written off, or never owed (for a copied request).
     pub(crate) fn settled(flow: &Flow) -> u64 {
-        u64::from(flow.responses) + u64::from(flow.written_off) + u64::from(flow.copies)
+        u64::from(flow.responses) + u64::from(flow.written_off()) + u64::from(flow.copies())
     }
 
     /// Whether the backend still owes replies: `Some(true)` or `Some(false)` when the
@@ -143,7 +136,7 @@ impl Teardown {
                 return (0, 0);
             }
         }
-        let replies = flow.floor.min(self.owed_now(flow));
+        let replies = flow.floor().min(self.owed_now(flow));
         (replies, self.requests_of(replies))
     }
 
@@ -168,7 +161,7 @@ impl Teardown {
     /// off again at the next deadline: a lost reply may be counted against its backend twice,
     /// never a late one once too often.)
     pub(crate) fn takes_back(&self, flow: &Flow) -> bool {
-        flow.written_off > 0
+        flow.written_off() > 0
     }
 
     /// Requests left unanswered by the replies still owed (for a flow closing `IdleBack`).
@@ -238,7 +231,7 @@ impl Teardown {
                 Some(true) => consider(flow.awaiting_since + self.idle_back, CloseReason::IdleBack),
                 // Retired by a write-off: it waits `back` for the replies written off, in
                 // case they were only late.
-                Some(false) if flow.written_off > 0 && flow.is_awaiting() => {
+                Some(false) if flow.written_off() > 0 && flow.is_awaiting() => {
                     consider(flow.awaiting_since + self.idle_back, CloseReason::IdleBack)
                 }
                 // Nothing more is owed: a retired flow in this state is closed at once; if it
@@ -317,16 +310,37 @@ impl Ring {
     }
 }
 
-/// What a counting flow remembers of its recent datagrams.
+/// What a counting flow keeps beside the common state (see [`Flow::recent`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Recent {
+    /// Replies owed that were written off at a back deadline: they count as settled.
+    pub(crate) written_off: u32,
+    /// Requests that were copies the network made: forwarded, but owed no reply of their own.
+    pub(crate) copies: u32,
+    /// The fewest replies owed at any moment since the current wait began
+    /// (`awaiting_since`): replies owed all that time, `idle_timeout.back` or longer, are the
+    /// ones written off when the wait ends.
+    pub(crate) floor: u32,
     echoes: Echoes,
     sends: Sends,
 }
 
 impl Flow {
-    fn recent(&mut self) -> &mut Recent {
+    /// The counting state, allocated on first use.
+    pub(crate) fn recent(&mut self) -> &mut Recent {
         self.recent.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn written_off(&self) -> u32 {
+        self.recent.as_ref().map_or(0, |r| r.written_off)
+    }
+
+    pub(crate) fn copies(&self) -> u32 {
+        self.recent.as_ref().map_or(0, |r| r.copies)
+    }
+
+    pub(crate) fn floor(&self) -> u32 {
+        self.recent.as_ref().map_or(0, |r| r.floor)
     }
 
     /// Records a request; returns whether it is new (not a copy the network made).
@@ -408,4 +422,9 @@ impl Flow {
             _ => true,
         }
     }
+}
+#[cfg(test)]
+#[test]
+fn print_size_tmp() {
+    println!("SIZE Flow {}", std::mem::size_of::<Flow>());
 }

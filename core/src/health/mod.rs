@@ -89,6 +89,7 @@ use std::sync::Arc;
 pub use history::{HistoryChange, HistoryEntry};
 pub use hysteresis::CounterView;
 pub use monitor::HealthMonitor;
+use outlier::Outlier;
 pub use outputs::MAX_QUEUED_EVENTS;
 pub use schedule::{max_jittered, min_jittered, worst_case_detection, worst_case_recovery};
 

@@ -77,7 +77,7 @@ pub(super) struct Monitored {
     pub(super) last_code: Option<CheckCode>,
     pub(super) last_check_at: Option<Instant>,
     pub(super) history: History,
-    pub(super) outlier: super::outlier::Outlier,
+    pub(super) outlier: super::Outlier,
 }
 
 /// A check in flight: one probe, or one of each for `tcp+udp`, sharing one timeout.
