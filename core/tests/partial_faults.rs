@@ -175,3 +175,40 @@ fn a_reply_from_another_port_is_blamed_on_the_backend_with_that_address() {
         .collect();
     assert_eq!(counts, [6]);
 }
+
+#[test]
+fn a_reload_keeps_a_flow_retired_by_a_write_off_waiting_for_its_late_reply() {
+    let config = one_listener(1, "responses = 1", "");
+    let mut h = Harness::new(&config);
+    let flow = h.forward("192.0.2.1:5000", b"q1");
+    h.run_until(h.now + ms(1_001));
+    assert!(h.core.flow(flow).unwrap().retired);
+    h.core.apply_config(h.now, &config).unwrap();
+    h.after_call();
+    assert!(h.core.flow(flow).is_some(), "still waiting for the late reply");
+    assert!(matches!(h.backend(flow, b"r1"), BackendVerdict::Return { .. }));
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
+fn per_flow_a_copied_request_settles_nothing_and_a_copy_answered_differently_settles_the_copy() {
+    // Per flow: the copy changes nothing owed, so the flow still waits for its one reply.
+    let mut h =
+        Harness::new(&one_listener(1, "responses = 1\nresponses_mode = \"per_flow\"\nrequests = 2", ""));
+    let flow = h.forward("192.0.2.1:5000", b"q");
+    h.forward("192.0.2.1:5000", b"q");
+    assert!(h.core.flow(flow).is_some(), "the reply is still owed");
+    h.advance(ms(2));
+    assert!(matches!(h.backend(flow, b"r"), BackendVerdict::Return { .. }));
+    // Per request: the copy is owed nothing, so the first answer completes the flow, and an
+    // answer to the copy (in other bytes) is a surplus for a flow that has ended.
+    let mut h = Harness::new(&one_listener(1, "responses = 1", ""));
+    let flow = h.forward("192.0.2.1:5000", b"a");
+    h.forward("192.0.2.1:5000", b"a");
+    h.advance(ms(2));
+    assert!(matches!(h.backend(flow, b"ra"), BackendVerdict::Return { .. }));
+    assert!(h.closes().contains(&(flow, CloseReason::ResponsesReached)));
+    assert_eq!(h.backend(flow, b"ra, in another order"), BackendVerdict::Drop(DropReason::UnknownFlow));
+    assert_ne!(h.forward("192.0.2.1:5000", b"c"), flow);
+    h.core.check_invariants().unwrap();
+}

@@ -284,18 +284,22 @@ impl FlowManager {
         flow.client = client;
         flow.last_client = now;
         flow.requests = flow.requests.saturating_add(1);
-        if teardown.drops_copies() && !flow.note_request(payload, now) {
+        // Per request only: per flow, a copy changes nothing that is owed.
+        if teardown.drops_copies()
+            && teardown.responses_mode == crate::config::ResponsesMode::PerRequest
+            && !flow.note_request(payload, now)
+        {
             // A copy the network made: forwarded (the backend deduplicates, or answers twice,
             // and the second answer is a copy too), but it adds nothing to what is owed.
             let recent = flow.recent();
             recent.copies = recent.copies.saturating_add(1);
         }
-        if teardown.responses.is_some() {
+        if teardown.responses.is_some_and(|n| n > 0) {
             flow.note_send(now);
         }
         if !flow.is_awaiting() && teardown.owes_replies(flow) != Some(false) {
             flow.awaiting_since = now;
-            if teardown.responses.is_some() {
+            if teardown.responses.is_some_and(|n| n > 0) {
                 let owed = teardown.owed_now(flow);
                 flow.recent().floor = owed;
             }
@@ -404,6 +408,10 @@ impl FlowManager {
         if teardown.takes_back(flow) {
             flow.recent().written_off -= 1;
             self.stats.backends[backend.0 as usize].replies_taken_back += 1;
+        } else if flow.copies() > 0 && teardown.owes_replies(flow) == Some(false) {
+            // Nothing is owed, yet a reply came that is no copy: the backend answered a copied
+            // request too, with other bytes. It settles the copy instead of a request to come.
+            flow.recent().copies -= 1;
         }
         flow.responses = flow.responses.saturating_add(1);
         // A flow that has had a reply is never retried: its kept datagram can go.

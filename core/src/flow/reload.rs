@@ -265,6 +265,11 @@ impl FlowManager {
     fn rejudge_flow(&mut self, now: Instant, slot: u32) -> Option<CloseReason> {
         let teardown = self.teardown_of(self.table.get(slot)).clone();
         let flow = self.table.get(slot);
+        // Retired by a write-off: it waits for late replies until its own deadline.
+        if flow.retired && flow.written_off() > 0 {
+            let (deadline, reason) = teardown.deadline(flow);
+            return (deadline <= now).then_some(reason);
+        }
         if teardown.responses_reached(flow) {
             return Some(CloseReason::ResponsesReached);
         }
@@ -277,7 +282,11 @@ impl FlowManager {
             return Some(CloseReason::RequestsReached);
         }
         match owes {
-            Some(true) if !flow.is_awaiting() => flow.awaiting_since = now,
+            Some(true) if !flow.is_awaiting() => {
+                flow.awaiting_since = now;
+                let owed = teardown.owed_now(flow);
+                flow.recent().floor = owed;
+            }
             Some(false) => flow.awaiting_since = Instant::MAX,
             _ => {}
         }

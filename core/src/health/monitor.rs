@@ -261,6 +261,10 @@ impl HealthMonitor {
         let before = record.view();
         let old_cluster = record.spec.cluster;
         self.stop_probing(backend);
+        // A restart judges the backend afresh under its new settings: an ejection under the
+        // old ones (which may have turned ejection off) ends with them.
+        self.cancel_ejection(backend);
+        self.record_mut(backend).outlier = Default::default();
         if old_cluster != spec.cluster {
             self.leave_cluster(old_cluster, backend);
             let slot = self.join_cluster(spec.cluster, backend, &spec.cluster_name);
