@@ -19,18 +19,7 @@ struct Options {
 enum Command {
     /// A UDP server that answers with its name written in, plus a TCP port that accepts.
     /// SIGUSR1: answer from --alt-port; SIGUSR2: from the data port again.
-    Backend {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        udp: SocketAddr,
-        #[arg(long)]
-        tcp_port: u16,
-        #[arg(long)]
-        alt_port: u16,
-        #[arg(long, default_value_t = 3600)]
-        max_seconds: u64,
-    },
+    Backend(backend::Options),
     /// Open-loop load over long-lived sockets; records every request's fate, scrapes metrics.
     Load {
         #[arg(long)]
@@ -58,42 +47,7 @@ enum Command {
         scrapes: PathBuf,
     },
     /// Figures and target checks for one case; appends a line to --results.
-    Analyze {
-        #[arg(long)]
-        case: String,
-        #[arg(long, default_value = "")]
-        description: String,
-        #[arg(long)]
-        victim: String,
-        #[arg(long, value_delimiter = ',')]
-        backends: Vec<String>,
-        #[arg(long)]
-        fault_start_us: u64,
-        #[arg(long)]
-        fault_end_us: u64,
-        /// Targets beyond the ones every case has: below-fair, loss-bound, out,
-        /// refused-bound, zero-loss.
-        #[arg(long, value_delimiter = ',')]
-        checks: Vec<String>,
-        #[arg(long, default_value_t = 0.0)]
-        loss_rate: f64,
-        #[arg(long, default_value_t = 30.0)]
-        quiet_seconds: f64,
-        #[arg(long, default_value_t = 15.0)]
-        recover_within_seconds: f64,
-        #[arg(long, default_value_t = 3.0)]
-        out_within_seconds: f64,
-        #[arg(long, default_value_t = 5.0)]
-        below_fair_within_seconds: f64,
-        #[arg(long)]
-        records: PathBuf,
-        #[arg(long)]
-        scrapes: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long)]
-        results: PathBuf,
-    },
+    Analyze(analyze::Options),
     /// Prints every case of --results as one table; exits 1 if any target was missed.
     Table {
         #[arg(long)]
@@ -105,9 +59,7 @@ enum Command {
 
 fn main() -> Result<()> {
     match Options::parse().command {
-        Command::Backend { name, udp, tcp_port, alt_port, max_seconds } => {
-            backend::run(backend::Options { name, udp, tcp_port, alt_port, max_seconds })
-        }
+        Command::Backend(options) => backend::run(options),
         Command::Load {
             target,
             sockets,
@@ -131,42 +83,8 @@ fn main() -> Result<()> {
             records,
             scrapes,
         }),
-        Command::Analyze {
-            case,
-            description,
-            victim,
-            backends,
-            fault_start_us,
-            fault_end_us,
-            checks,
-            loss_rate,
-            quiet_seconds,
-            recover_within_seconds,
-            out_within_seconds,
-            below_fair_within_seconds,
-            records,
-            scrapes,
-            log,
-            results,
-        } => {
-            let row = analyze::run(analyze::Options {
-                case,
-                description,
-                victim,
-                backends,
-                fault_start_us,
-                fault_end_us,
-                checks,
-                loss_rate,
-                quiet_seconds,
-                recover_within_seconds,
-                out_within_seconds,
-                below_fair_within_seconds,
-                records,
-                scrapes,
-                log,
-                results,
-            })?;
+        Command::Analyze(options) => {
+            let row = analyze::run(options)?;
             println!(
                 "{}: lost {}+{} (before the fault {}), shares before {} during {} after {}, {}",
                 row.case,

@@ -23,22 +23,42 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
+/// The command line of `udplb-faults analyze`.
+#[derive(clap::Args)]
 pub struct Options {
+    #[arg(long)]
     pub case: String,
+    #[arg(long, default_value = "")]
     pub description: String,
+    #[arg(long)]
     pub victim: String,
+    #[arg(long, value_delimiter = ',')]
     pub backends: Vec<String>,
+    #[arg(long)]
     pub fault_start_us: u64,
+    #[arg(long)]
     pub fault_end_us: u64,
+    /// Targets beyond the ones every case has: below-fair, loss-bound, out,
+    /// refused-bound, zero-loss.
+    #[arg(long, value_delimiter = ',')]
     pub checks: Vec<String>,
+    #[arg(long, default_value_t = 0.0)]
     pub loss_rate: f64,
+    #[arg(long, default_value_t = 30.0)]
     pub quiet_seconds: f64,
+    #[arg(long, default_value_t = 15.0)]
     pub recover_within_seconds: f64,
+    #[arg(long, default_value_t = 3.0)]
     pub out_within_seconds: f64,
+    #[arg(long, default_value_t = 5.0)]
     pub below_fair_within_seconds: f64,
+    #[arg(long)]
     pub records: PathBuf,
+    #[arg(long)]
     pub scrapes: PathBuf,
+    #[arg(long)]
     pub log: PathBuf,
+    #[arg(long)]
     pub results: PathBuf,
 }
 

@@ -12,11 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The command line of `udplb-faults backend`.
+#[derive(clap::Args)]
 pub struct Options {
+    #[arg(long)]
     pub name: String,
+    #[arg(long)]
     pub udp: SocketAddr,
+    #[arg(long)]
     pub tcp_port: u16,
+    #[arg(long)]
     pub alt_port: u16,
+    #[arg(long, default_value_t = 3600)]
     pub max_seconds: u64,
 }
 
