@@ -430,13 +430,13 @@ impl FlowManager {
             }
             // Retired by a write-off: it keeps waiting, from the write-off, for the rest of
             // the replies written off.
-            Some(false) if flow.retired && flow.written_off() > 0 => {}
+            Some(false) if flow.awaits_late_replies() => {}
             // Nothing owed, or the count is unknown: the next client datagram starts a wait.
             Some(false) | None => flow.awaiting_since = Instant::MAX,
         }
         let completes = teardown.completes_request(flow);
         // A flow retired by a write-off stays for the rest of the replies written off.
-        let reached = teardown.responses_reached(flow) && !(flow.retired && flow.written_off() > 0);
+        let reached = teardown.responses_reached(flow) && !flow.awaits_late_replies();
         let client = flow.client;
         if completes {
             self.passive_success(backend, 1);

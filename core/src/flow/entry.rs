@@ -232,7 +232,7 @@ impl Teardown {
                 Some(true) => consider(flow.awaiting_since + self.idle_back, CloseReason::IdleBack),
                 // Retired by a write-off: it waits `back` for the replies written off, in
                 // case they were only late.
-                Some(false) if flow.written_off() > 0 && flow.is_awaiting() => {
+                Some(false) if flow.awaits_late_replies() && flow.is_awaiting() => {
                     consider(flow.awaiting_since + self.idle_back, CloseReason::IdleBack)
                 }
                 // Nothing more is owed: a retired flow in this state is closed at once; if it
@@ -330,6 +330,12 @@ impl Flow {
     /// The counting state, allocated on first use.
     pub(crate) fn recent(&mut self) -> &mut Recent {
         self.recent.get_or_insert_with(Default::default)
+    }
+
+    /// Retired by a write-off: it takes no client datagram and waits, until its deadline, for
+    /// replies that were only late.
+    pub(crate) fn awaits_late_replies(&self) -> bool {
+        self.retired && self.written_off() > 0
     }
 
     pub(crate) fn written_off(&self) -> u32 {

@@ -266,7 +266,7 @@ impl FlowManager {
         let teardown = self.teardown_of(self.table.get(slot)).clone();
         let flow = self.table.get(slot);
         // Retired by a write-off: it waits for late replies until its own deadline.
-        if flow.retired && flow.written_off() > 0 {
+        if flow.awaits_late_replies() {
             let (deadline, reason) = teardown.deadline(flow);
             return (deadline <= now).then_some(reason);
         }
