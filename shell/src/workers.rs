@@ -6,6 +6,8 @@
 //! the passive failures their datapath sees ([`udplb_core::Role`]). Messages go over
 //! channels, each followed by a wake-up of the receiving loop (`mio::Waker`).
 //!
+//! Budgets are split between workers by `udplb_core::config::worker_config`.
+//!
 //! Followers publish a [`WorkerView`] of their counters a few times per second; the leader's
 //! metrics add them up.
 //!
@@ -81,50 +83,4 @@ impl LeaderLink {
     }
 }
 
-/// The flow cap of one of `workers` workers: the cap split evenly, rounded up (so the workers
-/// together may hold up to `workers - 1` flows more than the cap, and each at least one).
-pub(crate) fn share(max_flows: u32, workers: u32) -> u32 {
-    max_flows.div_ceil(workers.max(1)).max(1)
-}
-
-/// What one of `workers` workers runs: the file's configuration with every process-wide
-/// budget split between the workers — `max_flows` (the file's, or `default_max_flows`), each
-/// listener's `max_flows`, and `retry_buffer_bytes` — since each worker enforces its own.
-pub fn worker_config(config: &Config, workers: u32, default_max_flows: u32) -> Config {
-    let mut effective = config.clone();
-    let process = &mut effective.process;
-    process.max_flows = Some(share(process.max_flows.unwrap_or(default_max_flows), workers));
-    if workers > 1 {
-        process.retry_buffer_bytes = Some(process.retry_buffer_bytes() / workers);
-        for listener in effective.listeners.values_mut() {
-            listener.max_flows = listener.max_flows.map(|cap| share(cap, workers));
-        }
-    }
-    effective
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_process_wide_budget_is_split_between_workers() {
-        let config = udplb_core::Config::from_toml_str(
-            "[process]\nretry_buffer_bytes = 1000\n[listeners.l]\naddress = \"127.0.0.1:53\"\ncluster = \"c\"\nmax_flows = 101\n\
-             [clusters.c]\nbackends = [{ id = \"b\", address = \"127.0.0.1:54\" }]\n",
-        )
-        .unwrap();
-        let one = super::worker_config(&config, 1, 5000);
-        assert_eq!((one.process.max_flows, one.process.retry_buffer_bytes), (Some(5000), Some(1000)));
-        assert_eq!(one.listeners["l"].max_flows, Some(101));
-        let two = super::worker_config(&config, 2, 5000);
-        assert_eq!((two.process.max_flows, two.process.retry_buffer_bytes), (Some(2500), Some(500)));
-        assert_eq!(two.listeners["l"].max_flows, Some(51));
-    }
-
-    #[test]
-    fn the_flow_cap_is_split_evenly() {
-        assert_eq!(super::share(65_536, 1), 65_536);
-        assert_eq!(super::share(65_536, 2), 32_768);
-        assert_eq!(super::share(10, 3), 4);
-        assert_eq!(super::share(1, 4), 1);
-    }
-}
+pub use udplb_core::config::worker_config;

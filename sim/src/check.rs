@@ -4,7 +4,10 @@
 
 use udplb_core::{CloseReason, DropReason, Health, Instant};
 
-use crate::scenario::{Expectation, Fraction, NoTransition, Share, Transitions};
+use crate::scenario::{
+    ClientAnswered, Datagrams, Direction, DropDirection, Expectation, Fraction, NoTransition, Share,
+    Transitions,
+};
 use crate::world::World;
 
 /// One checked expectation.
@@ -17,7 +20,25 @@ pub struct Verdict {
 
 /// Checks every expectation of the scenario against a finished run.
 pub fn check(world: &World) -> Vec<Verdict> {
-    world.scenario.expectations.iter().map(|expectation| check_one(world, expectation)).collect()
+    let mut verdicts: Vec<Verdict> =
+        world.scenario.expectations.iter().map(|expectation| check_one(world, expectation)).collect();
+    // A reload the timeline expects refused is an expectation of its own.
+    for (index, expected, seen) in &world.record.refused_reloads {
+        let at = world.scenario.timeline[*index].at;
+        let what = match expected.as_str() {
+            "" => format!("the reload at {at:?} is refused and the running configuration kept"),
+            text => format!("the reload at {at:?} is refused (`{text}`) and the running configuration kept"),
+        };
+        verdicts.push(Verdict {
+            what,
+            passed: seen.as_ref().is_some_and(|message| message.contains(expected.as_str())),
+            detail: match seen {
+                Some(message) => format!("refused: {}", message.lines().next().unwrap_or_default()),
+                None => "accepted".into(),
+            },
+        });
+    }
+    verdicts
 }
 
 fn range_ok(value: u64, at_least: Option<u64>, at_most: Option<u64>) -> bool {
@@ -100,10 +121,22 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 detail: format!("{answered} of {sent} ({:.2}%)", fraction * 100.0),
             }
         }
-        Expectation::Drops { reason, at_least, at_most } => {
-            let count = client_drops(world, *reason);
+        Expectation::Drops { reason, direction, at_least, at_most } => {
+            let stats = world.drivers.iter().map(|d| d.core().flows().stats());
+            let count: u64 = stats
+                .map(|s| match direction {
+                    DropDirection::ToBackend => s.client_drops(*reason),
+                    DropDirection::ToClient => s.backend_drops(*reason),
+                    DropDirection::Both => s.client_drops(*reason) + s.backend_drops(*reason),
+                })
+                .sum();
+            let whose = match direction {
+                DropDirection::ToBackend => "client",
+                DropDirection::ToClient => "backend",
+                DropDirection::Both => "all",
+            };
             Verdict {
-                what: format!("client drops {reason} {}", range_text(*at_least, *at_most)),
+                what: format!("{whose} drops {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
                 detail: format!("{count}"),
             }
@@ -155,17 +188,29 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Share(share) => check_share(world, share),
-        Expectation::ClientAnswered { client, at_least } => {
+        Expectation::ClientAnswered(ClientAnswered { client, at_least, at_most }) => {
             let (sent, answered) = world
                 .clients
                 .iter()
                 .find(|c| c.spec.name == *client)
                 .map_or((0, 0), |c| (u64::from(c.requests()), u64::from(c.answered)));
             let fraction = (sent > 0).then(|| answered as f64 / sent as f64);
+            let bounds = match (at_least, at_most) {
+                (Some(low), Some(high)) => {
+                    format!("between {:.2}% and {:.2}%", low.0 * 100.0, high.0 * 100.0)
+                }
+                (Some(low), None) => format!("at least {:.2}%", low.0 * 100.0),
+                (None, Some(high)) => format!("at most {:.2}%", high.0 * 100.0),
+                (None, None) => "any share".into(),
+            };
+            let within = |fraction: f64| {
+                at_least.is_none_or(|Fraction(low)| fraction >= low)
+                    && at_most.is_none_or(|Fraction(high)| fraction <= high)
+            };
             Verdict {
-                what: format!("at least {:.2}% of {client}'s requests answered", at_least.0 * 100.0),
+                what: format!("{bounds} of {client}'s requests answered"),
                 // A client that sent nothing proves nothing.
-                passed: fraction.is_some_and(|fraction| fraction >= at_least.0),
+                passed: fraction.is_some_and(within),
                 detail: match fraction {
                     Some(fraction) => {
                         format!("{client}: {answered} of {sent} answered ({:.2}%)", fraction * 100.0)
@@ -196,6 +241,50 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::Transitions(transitions) => check_transitions(world, transitions),
+        Expectation::Datagrams(datagrams) => check_datagrams(world, datagrams),
+        Expectation::HealthHeld { backend, state, from, until } => {
+            let (start, end) = (Instant::ZERO + from.0, Instant::ZERO + until.0);
+            let at_start = record
+                .health
+                .iter()
+                .rfind(|(at, name, _)| name == backend && *at <= start)
+                .map(|(_, _, health)| *health)
+                .unwrap_or(Health::Unknown);
+            let moved: Vec<String> = record
+                .health
+                .iter()
+                .filter(|(at, name, _)| name == backend && *at > start && *at <= end)
+                .map(|(at, _, health)| format!("{health} at {at}"))
+                .collect();
+            Verdict {
+                what: format!("{backend} stays {state} from {from} to {until}"),
+                passed: at_start == *state && moved.is_empty(),
+                detail: if moved.is_empty() {
+                    format!("{backend}: {at_start} at {from}, no transition until {until}")
+                } else {
+                    format!("{backend}: {at_start} at {from}, then {}", first_few(&moved))
+                },
+            }
+        }
+        Expectation::Strays { backend, at_least, at_most } => {
+            let count: u64 = world
+                .drivers
+                .iter()
+                .map(|d| {
+                    let core = d.core();
+                    let flows = core.flows();
+                    let id = flows
+                        .backend_ids()
+                        .find(|b| flows.backend(*b).map(|(n, _)| n) == Some(backend.as_str()));
+                    id.and_then(|id| flows.stats().backends.get(id.0 as usize)).map_or(0, |b| b.stray_replies)
+                })
+                .sum();
+            Verdict {
+                what: format!("stray replies from {backend} {}", range_text(*at_least, *at_most)),
+                passed: range_ok(count, *at_least, *at_most),
+                detail: format!("{count}"),
+            }
+        }
         Expectation::Lost { at_most, client } => {
             let clients =
                 world.clients.iter().filter(|c| client.as_ref().is_none_or(|name| c.spec.name == *name));
@@ -221,8 +310,10 @@ fn check_share(world: &World, share: &Share) -> Verdict {
         .record
         .forwarded
         .iter()
-        .filter(|(at, _)| *at >= start && *at <= end)
-        .fold((0u64, 0u64), |(total, carried), (_, name)| (total + 1, carried + u64::from(name == backend)));
+        .filter(|(at, _, _)| *at >= start && *at <= end)
+        .fold((0u64, 0u64), |(total, carried), (_, name, _)| {
+            (total + 1, carried + u64::from(name == backend))
+        });
     let fraction = (total > 0).then(|| carried as f64 / total as f64);
     let bounds = match (at_least, at_most) {
         (Some(low), Some(high)) => format!("between {low} and {high}"),
@@ -245,6 +336,53 @@ fn check_share(world: &World, share: &Share) -> Verdict {
             ),
             None => format!("no client datagram forwarded between {from} and {to}"),
         },
+    }
+}
+
+/// Datagrams one way, of a backend and/or a client, in a window, against their bounds.
+fn check_datagrams(world: &World, datagrams: &Datagrams) -> Verdict {
+    let Datagrams { direction, backend, client, from, until, at_least, at_most } = datagrams;
+    let start = from.map_or(Instant::ZERO, |t| Instant::ZERO + t.0);
+    let end = until.map_or(Instant::ZERO + world.scenario.duration, |t| Instant::ZERO + t.0);
+    let client_ip = client
+        .as_ref()
+        .and_then(|name| world.clients.iter().find(|c| c.spec.name == *name))
+        .map(|c| c.spec.address);
+    let list = match direction {
+        Direction::ToBackend => &world.record.forwarded,
+        Direction::ToClient => &world.record.returned,
+    };
+    let count = list
+        .iter()
+        .filter(|(at, name, address)| {
+            *at >= start
+                && *at <= end
+                && backend.as_ref().is_none_or(|b| name == b)
+                && client_ip.is_none_or(|ip| address.ip() == ip)
+        })
+        .count() as u64;
+    let mut whose = Vec::new();
+    if let Some(client) = client {
+        whose.push(format!("of {client}"));
+    }
+    if let Some(backend) = backend {
+        whose.push(match direction {
+            Direction::ToBackend => format!("to {backend}"),
+            Direction::ToClient => format!("from {backend}"),
+        });
+    }
+    let what = match direction {
+        Direction::ToBackend => "forwarded",
+        Direction::ToClient => "returned",
+    };
+    let window = match (from, until) {
+        (None, None) => String::new(),
+        _ => format!(" between {start} and {end}"),
+    };
+    Verdict {
+        what: format!("datagrams {what} {}{window} {}", whose.join(" "), range_text(*at_least, *at_most)),
+        passed: range_ok(count, *at_least, *at_most),
+        detail: format!("{count}"),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use udplb_core::proxy_v2::{Command, Header};
 
-use crate::scenario::{BackendModel, BackendSpec, ClientModel, ClientSpec, ProxyExpectation};
+use crate::scenario::{BackendChange, BackendModel, BackendSpec, ClientModel, ClientSpec, ProxyExpectation};
 
 /// What a backend's UDP port does right now.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -155,10 +155,43 @@ impl BackendHost {
         }
     }
 
-    /// The address its answers come from: its own, or another port of its IP.
+    /// The address its answers come from: its own, or another port of its IP, or another IP.
     pub fn reply_source(&self) -> SocketAddr {
         let address = self.spec.address;
-        self.reply_port.map_or(address, |port| SocketAddr::new(address.ip(), port))
+        let ip = self.spec.reply_address.unwrap_or(address.ip());
+        SocketAddr::new(ip, self.reply_port.unwrap_or(address.port()))
+    }
+
+    /// Whether it answers from anywhere but the address it is sent to.
+    pub fn answers_elsewhere(&self) -> bool {
+        self.reply_source() != self.spec.address
+    }
+
+    /// `set_backend`: from now on it answers as changed (and `restore` returns to this).
+    pub fn change(&mut self, change: &BackendChange) {
+        let spec = &mut self.spec;
+        if let Some(model) = change.model {
+            spec.model = model;
+        }
+        if let Some(delay) = change.delay {
+            spec.delay = delay.0;
+        }
+        if let Some(jitter) = change.delay_jitter {
+            spec.delay_jitter = jitter.0;
+        }
+        if let Some(late) = change.late_copy {
+            spec.late_copy = (!late.0.is_zero()).then_some(late);
+        }
+        if let Some(port) = change.reply_port {
+            spec.reply_port = Some(port);
+            self.reply_port = Some(port);
+        }
+        if let Some(address) = change.reply_address {
+            spec.reply_address = Some(address);
+        }
+        if let Some(open) = change.tcp_open {
+            spec.tcp_open = open;
+        }
     }
 
     /// `restore`: it answers again, as its spec says.
@@ -228,19 +261,35 @@ impl ClientHost {
                 } else {
                     port.wrapping_add(self.port_shift)
                 };
-                let mut payload = format!("{}#{number}", self.spec.name).into_bytes();
-                if payload.len() < size {
-                    payload.resize(size, b'.');
+                let mut payload = Vec::new();
+                if size > 0 {
+                    payload = format!("{}#{number}", self.spec.name).into_bytes();
+                    if payload.len() < size {
+                        payload.resize(size, b'.');
+                    }
                 }
                 self.pending.insert(number, replies);
                 Some((SocketAddr::new(self.spec.address, port), payload))
             }
-            ClientModel::Flood { sources, .. } => {
-                // Spoofed: each datagram from another address of 198.18.0.0/15.
+            ClientModel::Flood { sources, keep_ports, address, .. } => {
                 let index = number % sources.max(1);
-                let address =
-                    IpAddr::from([198, 18 + (index >> 16) as u8 % 2, (index >> 8) as u8, index as u8]);
-                Some((SocketAddr::new(address, 1024 + (number % 50_000) as u16), b"flood".to_vec()))
+                let from = match address {
+                    // One host, its `sources` ports, each sending in turn.
+                    Some(address) => SocketAddr::new(address, 1024 + (index % 60_000) as u16),
+                    // Spoofed: each datagram from another address of 198.18.0.0/15, from a new
+                    // port each time unless the sources keep theirs.
+                    None => {
+                        let ip = IpAddr::from([
+                            198,
+                            18 + (index >> 16) as u8 % 2,
+                            (index >> 8) as u8,
+                            index as u8,
+                        ]);
+                        let port = if keep_ports { 1024 } else { 1024 + (number % 50_000) as u16 };
+                        SocketAddr::new(ip, port)
+                    }
+                };
+                Some((from, b"flood".to_vec()))
             }
         }
     }
@@ -261,8 +310,19 @@ impl ClientHost {
         }
     }
 
-    /// A reply arrived; matches it to its request by the request's tag.
+    /// A reply arrived; matches it to its request by the request's tag (an empty reply, to
+    /// the oldest request still owed one).
     pub fn receive(&mut self, payload: &[u8]) {
+        if payload.is_empty() {
+            if let Some(mut entry) = self.pending.first_entry() {
+                *entry.get_mut() = entry.get().saturating_sub(1);
+                if *entry.get() == 0 {
+                    entry.remove();
+                    self.answered += 1;
+                }
+            }
+            return;
+        }
         let text = String::from_utf8_lossy(payload);
         let tag = text.trim_end_matches('.');
         let Some(number) =

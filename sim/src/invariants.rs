@@ -94,11 +94,11 @@ pub fn check_liveness(
     scenario: &Scenario,
     network: &Network,
     backends: &[BackendHost],
-    drivers: &[Driver<SimPlatform>],
+    drivers: &[&Driver<SimPlatform>],
     record: &mut Record,
 ) {
     let fault_free = network.fault_free()
-        && backends.iter().all(|b| b.state == BackendState::Up && b.reply_port.is_none())
+        && backends.iter().all(|b| b.state == BackendState::Up && !b.answers_elsewhere())
         && drivers
             .iter()
             .all(|d| d.platform().path_mtus.values().all(|(_, expires)| *expires <= d.platform().now));
@@ -116,6 +116,10 @@ pub fn check_liveness(
     }
     for driver in drivers {
         let core = driver.core();
+        if core.role() == udplb_core::Role::Follower {
+            // A follower's health is its leader's, relayed.
+            continue;
+        }
         for backend in core.monitor().backend_ids() {
             let status = core.monitor().backend(backend);
             let down = status.as_ref().is_some_and(|s| s.health == Health::Down);

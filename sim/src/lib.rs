@@ -80,8 +80,22 @@ impl RunReport {
 
 /// Runs a scenario with its own seed, or `seed` when given.
 pub fn run(scenario: &Scenario, file: &Path, seed: Option<u64>) -> RunReport {
+    run_traced(scenario, file, seed, false)
+}
+
+/// [`run`], with `detailed`: the trace follows every flow (opened, on which instance and
+/// worker, to which backend; closed, why) and every probe, and is not cut short.
+pub fn run_traced(scenario: &Scenario, file: &Path, seed: Option<u64>, detailed: bool) -> RunReport {
     let seed = seed.unwrap_or(scenario.seed);
+    if let Some(expected) = &scenario.rejected {
+        return refused_config(scenario, file, seed, expected);
+    }
     let mut world = World::new(scenario.clone(), seed);
+    if detailed {
+        world.detailed = true;
+        world.trace = trace::Trace::with_limit(trace::DETAILED_MAX_LINES);
+        world.trace.line(udplb_core::Instant::ZERO, format!("start: {}", scenario.name));
+    }
     world.run();
     let verdicts = check::check(&world);
     let mut trace = world.trace.render();
@@ -99,6 +113,29 @@ pub fn run(scenario: &Scenario, file: &Path, seed: Option<u64>) -> RunReport {
         trace,
         events: world.events_run(),
         delivered: world.record.delivered,
+    }
+}
+
+/// A scenario whose `[lb]` must be refused: loading it checked that validation refuses it
+/// with the expected text; the report says so, and how.
+fn refused_config(scenario: &Scenario, file: &Path, seed: u64, expected: &str) -> RunReport {
+    let refusal = match scenario.lb.validate() {
+        Ok(()) => None,
+        Err(errors) => Some(udplb_core::config::render_errors(&errors)),
+    };
+    let passed = refusal.as_ref().is_some_and(|message| message.contains(expected));
+    let detail = refusal.clone().unwrap_or_else(|| "accepted".into());
+    let verdict = Verdict { what: format!("[lb] is refused (`{expected}`)"), passed, detail: detail.clone() };
+    RunReport {
+        timeline: report::Timeline::default(),
+        name: scenario.name.clone(),
+        file: file.to_owned(),
+        seed,
+        verdicts: vec![verdict],
+        violations: Vec::new(),
+        trace: format!("{:>16} refused: {detail}\n", "start"),
+        events: 0,
+        delivered: 0,
     }
 }
 

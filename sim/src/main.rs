@@ -9,10 +9,12 @@ const USAGE: &str = "\
 udplb-sim: deterministic simulator for udplb scenario files
 
 usage:
-  udplb-sim run PATH [--seed N] [--trace]
+  udplb-sim run PATH [--seed N] [--trace] [--trace-flows]
       Run scenario files (a file, or every *.toml in a directory) and print verdicts.
-      --seed N   run with this seed instead of each scenario's own
-      --trace    print each scenario's trace too
+      --seed N        run with this seed instead of each scenario's own
+      --trace         print each scenario's trace too
+      --trace-flows   print a detailed trace: every flow (opened on which instance and
+                      worker, to which backend; closed, why) and every probe
   udplb-sim report PATH [--out FILE]
       Run scenarios and write an HTML page with an SVG timeline for each
       (default FILE: report.html).
@@ -23,7 +25,7 @@ usage:
 ";
 
 enum Command {
-    Run { path: PathBuf, seed: Option<u64>, trace: bool },
+    Run { path: PathBuf, seed: Option<u64>, trace: bool, flows: bool },
     Report { path: PathBuf, out: PathBuf },
     Sweep { path: PathBuf, seeds: u64, from: u64 },
 }
@@ -39,7 +41,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         if let Some(name) = word.strip_prefix("--") {
             let (name, value) = match name.split_once('=') {
                 Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None if name == "trace" => (name.to_owned(), None),
+                None if name == "trace" || name == "trace-flows" => (name.to_owned(), None),
                 None => {
                     (name.to_owned(), Some(words.next().ok_or(format!("--{name} needs a value"))?.clone()))
                 }
@@ -56,15 +58,16 @@ fn parse(args: &[String]) -> Result<Command, String> {
     };
     match command.as_str() {
         "run" => {
-            let (mut seed, mut trace) = (None, false);
+            let (mut seed, mut trace, mut flows) = (None, false, false);
             for (name, value) in &options {
                 match name.as_str() {
                     "seed" => seed = Some(number(name, value)?),
                     "trace" if value.is_none() => trace = true,
+                    "trace-flows" if value.is_none() => (trace, flows) = (true, true),
                     _ => return Err(format!("run takes no option --{name}")),
                 }
             }
-            Ok(Command::Run { path, seed, trace })
+            Ok(Command::Run { path, seed, trace, flows })
         }
         "report" => {
             let mut out = PathBuf::from("report.html");
@@ -98,7 +101,7 @@ fn main() -> ExitCode {
         return if args.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS };
     }
     match parse(&args) {
-        Ok(Command::Run { path, seed, trace }) => run(&path, seed, trace),
+        Ok(Command::Run { path, seed, trace, flows }) => run(&path, seed, trace, flows),
         Ok(Command::Sweep { path, seeds, from }) => sweep(&path, from, seeds),
         Ok(Command::Report { path, out }) => report(&path, &out),
         Err(error) => {
@@ -108,7 +111,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, seed: Option<u64>, show_trace: bool) -> ExitCode {
+fn run(path: &std::path::Path, seed: Option<u64>, show_trace: bool, flows: bool) -> ExitCode {
     let files = match udplb_sim::scenario_files(path) {
         Ok(files) if !files.is_empty() => files,
         Ok(_) => {
@@ -132,7 +135,7 @@ fn run(path: &std::path::Path, seed: Option<u64>, show_trace: bool) -> ExitCode 
                 continue;
             }
         };
-        let report = udplb_sim::run(&scenario, file, seed);
+        let report = udplb_sim::run_traced(&scenario, file, seed, flows);
         let held = report.verdicts.iter().filter(|v| v.passed).count();
         let result = if report.passed() { "ok" } else { "FAILED" };
         println!(

@@ -69,6 +69,11 @@ pub struct SimPlatform {
     /// The time of the driver call in progress (the world sets it before each call): what a
     /// path MTU entry's expiry is compared with.
     pub now: Instant,
+    /// Which of its instance's workers this is, of how many: the workers of one process share
+    /// its addresses, and the kernel gives each socket a port of its own, so each worker takes
+    /// the ports `FIRST_PORT + worker + k * workers`.
+    pub worker: usize,
+    pub workers: usize,
 }
 
 /// Ephemeral ports, as Linux hands them out by default.
@@ -76,8 +81,13 @@ const FIRST_PORT: u16 = 32_768;
 const LAST_PORT: u16 = 60_999;
 
 impl SimPlatform {
-    /// The sockets of balancer instance `instance`.
+    /// The sockets of balancer instance `instance` (its only worker).
     pub fn new(instance: usize) -> Self {
+        SimPlatform::worker(instance, 0, 1)
+    }
+
+    /// The sockets of worker `worker` of `workers` of balancer instance `instance`.
+    pub fn worker(instance: usize, worker: usize, workers: usize) -> Self {
         SimPlatform {
             upstream_ip: upstream_ip(instance),
             probe_ip: probe_ip(instance),
@@ -90,6 +100,8 @@ impl SimPlatform {
             last_upstream_send: None,
             path_mtus: BTreeMap::new(),
             now: Instant::ZERO,
+            worker,
+            workers: workers.max(1),
         }
     }
 
@@ -130,7 +142,9 @@ impl Platform for SimPlatform {
         address: SocketAddr,
     ) -> Result<(), OpenError> {
         let used = &self.upstream_by_port;
-        let port = Self::allocate(&mut self.next_port, |p| used.contains_key(&p))
+        let (worker, workers) = (self.worker, self.workers);
+        let owned = |p: u16| usize::from(p.wrapping_sub(FIRST_PORT)) % workers == worker;
+        let port = Self::allocate(&mut self.next_port, |p| used.contains_key(&p) || !owned(p))
             .ok_or_else(|| OpenError("ephemeral ports exhausted".into()))?;
         self.upstream_by_port.insert(port, flow);
         self.upstreams.insert(flow, Upstream { flow, port, backend: address, id: backend });
@@ -170,7 +184,11 @@ impl Platform for SimPlatform {
             ProbeKind::Udp { address, datagram } => {
                 self.probes_by_port.retain(|_, (_, forget_at)| *forget_at > now);
                 let used = &self.probes_by_port;
-                let Some(port) = Self::allocate(&mut self.next_probe_port, |p| used.contains_key(&p)) else {
+                let (worker, workers) = (self.worker, self.workers);
+                let owned = |p: u16| usize::from(p.wrapping_sub(FIRST_PORT)) % workers == worker;
+                let Some(port) =
+                    Self::allocate(&mut self.next_probe_port, |p| used.contains_key(&p) || !owned(p))
+                else {
                     return;
                 };
                 self.probes_by_port.insert(port, (probe.probe, probe.deadline));

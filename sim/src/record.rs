@@ -20,9 +20,19 @@ pub struct Record {
     pub health: Vec<(Instant, String, Health)>,
     /// New flows: (time, backend name).
     pub new_flows: Vec<(Instant, String)>,
-    /// Client datagrams forwarded (a `Forward` verdict, every instance): (time, backend name
-    /// of their flow).
-    pub forwarded: Vec<(Instant, String)>,
+    /// Client datagrams forwarded (a `Forward` verdict, every worker of every instance):
+    /// (time, backend name of their flow, client address).
+    pub forwarded: Vec<(Instant, String, SocketAddr)>,
+    /// Backend datagrams returned to clients (a `Return` verdict, every worker of every
+    /// instance): (time, backend name, client address).
+    pub returned: Vec<(Instant, String, SocketAddr)>,
+    /// Instances that exited after SIGTERM: (time, instance).
+    pub exits: Vec<(Instant, usize)>,
+    /// Client datagrams that reached an instance that had exited (nothing listens there).
+    pub unserved: u64,
+    /// Reloads the timeline expects refused: (timeline index, expected text, the refusal
+    /// seen — `None` if it was accepted).
+    pub refused_reloads: Vec<(usize, String, Option<String>)>,
     /// Events, by their stable names, and how often they happened.
     pub events: BTreeMap<EventName, u64>,
     /// Broken invariants, described (bounded).
@@ -58,24 +68,30 @@ impl Record {
         self.new_flows.push((now, name));
     }
 
-    /// An instance (whose core is `core`) forwarded a client datagram to `backend` at `now`.
-    pub fn forwarded(&mut self, now: Instant, core: &Balancer, backend: BackendId) {
+    /// A worker (whose core is `core`) forwarded a datagram of `client` to `backend` at `now`.
+    pub fn forwarded(&mut self, now: Instant, core: &Balancer, backend: BackendId, client: SocketAddr) {
         let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
-        self.forwarded.push((now, name));
+        self.forwarded.push((now, name, client));
     }
 
-    /// Something instance `instance` (whose core is `core`) reported at `now`: a trace line
-    /// and a count by name for what the trace follows, and health transitions kept.
+    /// A worker (whose core is `core`) returned a datagram of `backend` to `client` at `now`.
+    pub fn returned(&mut self, now: Instant, core: &Balancer, backend: BackendId, client: SocketAddr) {
+        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+        self.returned.push((now, name, client));
+    }
+
+    /// Something a worker (whose core is `core`) reported at `now`: a trace line and a count
+    /// by name for what the trace follows (`traced`: with several instances and workers, each
+    /// reports its own view, and the trace follows the first instance's leader), and health
+    /// transitions kept.
     pub fn notice(
         &mut self,
         trace: &mut Trace,
         now: Instant,
-        instance: usize,
+        traced: bool,
         core: &Balancer,
         output: &Output,
     ) {
-        // With several instances, each reports its own view; the trace names the first one's.
-        let traced = instance == 0;
         match output {
             _ if !traced => {}
             Output::Health(HealthEvent::Transition { backend, from, to, code, .. }) => {

@@ -30,7 +30,10 @@ use udplb_core::{BackendCommand, Config};
 
 mod expect;
 
-pub use expect::{Detectable, EventSelector, Expectation, Fraction, NoTransition, Share, Transitions};
+pub use expect::{
+    ClientAnswered, Datagrams, Detectable, Direction, DropDirection, EventSelector, Expectation, Fraction,
+    NoTransition, Share, Transitions,
+};
 
 /// One scenario file. Read it with [`Scenario::parse`] or [`Scenario::load`]: the file's
 /// `kind` and `action` keys are turned into serde's enum form first (see `retag`), so that
@@ -68,24 +71,46 @@ pub struct Scenario {
     /// Several balancer instances behind an ECMP-like spreader.
     #[serde(default)]
     pub ecmp: Ecmp,
+    /// The scenario is that `[lb]` is refused: validation must reject it with a message
+    /// containing this text (empty: any message). Nothing runs; the verdict is the refusal.
+    #[serde(default)]
+    pub rejected: Option<String>,
 }
 
 /// Balancer instances sharing the listeners' addresses: a spreader hashes each client address
-/// to one of them, as ECMP routing does; `rehash` on the timeline changes the hash.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// to one of them, as ECMP routing does; `rehash` on the timeline changes the hash. Each
+/// instance is a process of its own, with `[lb]`'s configuration or, given `[[ecmp.instance]]`
+/// tables, each its own (`[ecmp.instance.lb]`; an instance without one runs `[lb]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ecmp {
-    #[serde(default = "one_instance")]
-    pub instances: usize,
+    /// How many instances (default: one, or as many as `[[ecmp.instance]]` tables).
+    #[serde(default)]
+    pub instances: Option<usize>,
+    #[serde(default, rename = "instance")]
+    pub instance_specs: Vec<InstanceSpec>,
 }
 
-fn one_instance() -> usize {
-    1
+/// One balancer instance of `[ecmp]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// This instance's own configuration, instead of `[lb]`.
+    #[serde(default)]
+    pub lb: Option<Config>,
 }
 
-impl Default for Ecmp {
-    fn default() -> Self {
-        Ecmp { instances: 1 }
+impl Ecmp {
+    /// The number of balancer instances.
+    pub fn count(&self) -> usize {
+        self.instances.unwrap_or(self.instance_specs.len().max(1))
+    }
+}
+
+impl Scenario {
+    /// The configuration instance `instance` starts with.
+    pub fn lb_of(&self, instance: usize) -> &Config {
+        self.ecmp.instance_specs.get(instance).and_then(|spec| spec.lb.as_ref()).unwrap_or(&self.lb)
     }
 }
 
@@ -183,6 +208,13 @@ pub struct LinkSpec {
     /// datagrams are fragmented by its own kernel and get through.
     #[serde(default)]
     pub mtu: Option<usize>,
+    /// Extra one-way delay of every datagram through the link (in its `direction`), on top of
+    /// the network's latency.
+    #[serde(default = "zero", with = "duration::required")]
+    pub latency: Duration,
+    /// Probability that a datagram through the link (in its `direction`) is delivered twice.
+    #[serde(default)]
+    pub duplicate: Fraction,
 }
 
 /// Which way a host link's loss applies.
@@ -277,12 +309,15 @@ pub enum ClientModel {
         new_port_per_request: bool,
         #[serde(default = "default_port")]
         port: u16,
-        /// Bytes per request (at least the request's own tag).
+        /// Bytes per request (at least the request's own tag), or 0: empty datagrams (legal
+        /// UDP; some keepalive schemes send them), each answered by the oldest request still
+        /// owed a reply.
         #[serde(default = "default_size")]
         size: usize,
     },
     /// Spoofed sources: `count` one-way datagrams, each from another address of `sources`
-    /// addresses, one every `interval` from `start`. Nothing answers them.
+    /// addresses (of 198.18.0.0/15, or all from `address`), one every `interval` from `start`.
+    /// Nothing answers them.
     Flood {
         #[serde(default = "zero", with = "duration::required")]
         start: Duration,
@@ -290,6 +325,13 @@ pub enum ClientModel {
         interval: Duration,
         count: u32,
         sources: u32,
+        /// Each source keeps one port (N senders that keep sending), instead of a new port per
+        /// datagram (a spoofed flood).
+        #[serde(default)]
+        keep_ports: bool,
+        /// Every datagram from this one host: the `sources` are its ports.
+        #[serde(default)]
+        address: Option<IpAddr>,
     },
 }
 
@@ -329,6 +371,39 @@ pub struct BackendSpec {
     /// from another socket than their listening one).
     #[serde(default)]
     pub reply_port: Option<u16>,
+    /// It answers from this IP address instead of its own (a multi-homed server whose kernel
+    /// picks another source address).
+    #[serde(default)]
+    pub reply_address: Option<IpAddr>,
+    /// Up to this much more delay per answer, uniformly drawn (a server whose latency
+    /// varies).
+    #[serde(default = "zero", with = "duration::required")]
+    pub delay_jitter: Duration,
+    /// Each answer is sent a second time, this long after the first (a server that retries
+    /// its reply, or a copy made late on the way back).
+    #[serde(default)]
+    pub late_copy: Option<TimeOf>,
+}
+
+/// What `set_backend` changes in a backend host from then on; a missing key keeps its value.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendChange {
+    pub backend: Name,
+    #[serde(default)]
+    pub model: Option<BackendModel>,
+    #[serde(default)]
+    pub delay: Option<TimeOf>,
+    #[serde(default)]
+    pub delay_jitter: Option<TimeOf>,
+    #[serde(default)]
+    pub late_copy: Option<TimeOf>,
+    #[serde(default)]
+    pub reply_port: Option<u16>,
+    #[serde(default)]
+    pub reply_address: Option<IpAddr>,
+    #[serde(default)]
+    pub tcp_open: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -402,8 +477,26 @@ pub enum Action {
     DrainListener { listener: Name },
     /// An operator command on a backend (by its id in `[lb]`).
     Backend { backend: Name, command: Command },
-    /// Reload the balancer with a new configuration.
-    Reload { lb: Config },
+    /// Reload the balancer (every instance, or instance `instance`) with a new configuration.
+    /// With `rejected`, the configuration must be refused, with a message containing that text
+    /// (empty: any), and the running one kept.
+    Reload {
+        lb: Config,
+        #[serde(default)]
+        instance: Option<usize>,
+        #[serde(default)]
+        rejected: Option<String>,
+    },
+    /// SIGTERM to the balancer (every instance, or instance `instance`): every listener of
+    /// every worker drains; the process exits once no flow is left, and its sockets close.
+    Sigterm {
+        #[serde(default)]
+        instance: Option<usize>,
+    },
+    /// Cancel a listener's drain: it takes new flows again.
+    ResumeListener { listener: Name },
+    /// A backend host changes how it answers (its model, delays, reply source, TCP port).
+    SetBackend(BackendChange),
     /// The ECMP spreader rehashes: clients may move to another balancer instance.
     Rehash,
     /// A NAT in front of the client maps its socket to a new port; replies to the old port
@@ -432,6 +525,9 @@ impl Action {
             Action::Reload { .. } => "reload",
             Action::Rehash => "rehash",
             Action::Rebind { .. } => "rebind",
+            Action::Sigterm { .. } => "sigterm",
+            Action::ResumeListener { .. } => "resume_listener",
+            Action::SetBackend(_) => "set_backend",
         }
     }
 }
@@ -625,8 +721,15 @@ impl Scenario {
     /// What serde cannot see: settings that depend on each other, and names that must refer
     /// to something the file declares elsewhere.
     fn check(&self, text: &str) -> Result<(), ScenarioError> {
-        if !(1..=8).contains(&self.ecmp.instances) {
+        let instances = self.ecmp.count();
+        if !(1..=8).contains(&instances) {
             return Err(ScenarioError(" ecmp.instances must be between 1 and 8".into()));
+        }
+        if !self.ecmp.instance_specs.is_empty() && self.ecmp.instance_specs.len() != instances {
+            return Err(ScenarioError(format!(
+                " ecmp.instances is {instances} but there are {} [[ecmp.instance]] tables",
+                self.ecmp.instance_specs.len()
+            )));
         }
         let lb_errors = |config: &Config, prefix: &str| {
             config.validate().map_err(|errors| {
@@ -635,12 +738,52 @@ impl Scenario {
                 ScenarioError(lines.join("\n"))
             })
         };
+        // A configuration the scenario expects refused: refused, and for the reason given.
+        let refused = |config: &Config, expected: &str, what: &str| match config.validate() {
+            Ok(()) => Err(ScenarioError(format!(" {what} is expected to be rejected, but it is valid"))),
+            Err(errors) => {
+                let rendered = udplb_core::config::render_errors(&errors);
+                if rendered.contains(expected) {
+                    Ok(())
+                } else {
+                    Err(ScenarioError(format!(" {what} is rejected, but not with `{expected}`: {rendered}")))
+                }
+            }
+        };
+        if let Some(expected) = &self.rejected {
+            return refused(&self.lb, expected, "[lb]");
+        }
         lb_errors(&self.lb, "lb")?;
         let mut configs = vec![&self.lb];
-        for (index, entry) in self.timeline.iter().enumerate() {
-            if let Action::Reload { lb } = &entry.action {
-                lb_errors(lb, &format!("timeline[{index}].lb"))?;
+        for (index, spec) in self.ecmp.instance_specs.iter().enumerate() {
+            if let Some(lb) = &spec.lb {
+                lb_errors(lb, &format!("ecmp.instance[{index}].lb"))?;
                 configs.push(lb);
+            }
+        }
+        for (index, entry) in self.timeline.iter().enumerate() {
+            match &entry.action {
+                Action::Reload { lb, instance, rejected } => {
+                    if instance.is_some_and(|i| i >= instances) {
+                        return Err(ScenarioError(format!(
+                            " timeline[{index}]: no instance {}; there are {instances}",
+                            instance.unwrap_or_default()
+                        )));
+                    }
+                    match rejected {
+                        Some(expected) => refused(lb, expected, &format!("timeline[{index}].lb"))?,
+                        None => {
+                            lb_errors(lb, &format!("timeline[{index}].lb"))?;
+                            configs.push(lb);
+                        }
+                    }
+                }
+                Action::Sigterm { instance: Some(instance) } if *instance >= instances => {
+                    return Err(ScenarioError(format!(
+                        " timeline[{index}]: no instance {instance}; there are {instances}"
+                    )));
+                }
+                _ => {}
             }
         }
         // Backends and listeners by their names in `[lb]` or any reload's `lb`.
@@ -701,15 +844,22 @@ impl Scenario {
                 | Action::RefuseUdp { backend }
                 | Action::DropUdp { backend }
                 | Action::ReplyFrom { backend, .. }
+                | Action::SetBackend(BackendChange { backend, .. })
                 | Action::Blackhole { backend } => known(backend, &backend_hosts, "[[backend]] host", "")?,
                 Action::Partition { from, to, .. } => {
                     known(from, &hosts, "host", "")?;
                     known(to, &hosts, "host", "")?;
                 }
-                Action::DrainListener { listener } => known(listener, &lb_listeners, "listener", " in [lb]")?,
+                Action::DrainListener { listener } | Action::ResumeListener { listener } => {
+                    known(listener, &lb_listeners, "listener", " in [lb]")?
+                }
                 Action::Backend { backend, .. } => known(backend, &lb_backends, "backend", " in [lb]")?,
                 Action::Rebind { client } => known(client, &clients, "[[client]]", "")?,
-                Action::Heal | Action::Network(_) | Action::Reload { .. } | Action::Rehash => {}
+                Action::Heal
+                | Action::Network(_)
+                | Action::Reload { .. }
+                | Action::Rehash
+                | Action::Sigterm { .. } => {}
             }
         }
         for expectation in &self.expectations {
@@ -718,13 +868,23 @@ impl Scenario {
                 | Expectation::Detected { backend, .. }
                 | Expectation::NoNewFlows { backend, .. }
                 | Expectation::NewFlowsAtLeast { backend, .. }
+                | Expectation::HealthHeld { backend, .. }
+                | Expectation::Strays { backend, .. }
                 | Expectation::Share(Share { backend, .. })
                 | Expectation::NoTransition(NoTransition { backend, .. })
                 | Expectation::Transitions(Transitions { backend: Some(backend), .. }) => {
                     known(backend, &lb_backends, "backend", " in [lb]")?
                 }
-                Expectation::ClientAnswered { client, .. }
+                Expectation::ClientAnswered(ClientAnswered { client, .. })
                 | Expectation::Lost { client: Some(client), .. } => answering(client)?,
+                Expectation::Datagrams(Datagrams { backend, client, .. }) => {
+                    if let Some(backend) = backend {
+                        known(backend, &lb_backends, "backend", " in [lb]")?;
+                    }
+                    if let Some(client) = client {
+                        known(client, &clients, "[[client]]", "")?;
+                    }
+                }
                 Expectation::Lost { client: None, .. }
                 | Expectation::Transitions(Transitions { backend: None, .. })
                 | Expectation::Answered { .. }

@@ -1,5 +1,16 @@
-//! The discrete-event loop: one or more balancer instances (each the core's driver on
-//! simulated sockets), the clients and backends, and the timeline, driven through virtual time.
+//! The discrete-event loop: one or more balancer instances (each a process of one or more
+//! workers, each worker the core's driver on simulated sockets), the clients and backends, and
+//! the timeline, driven through virtual time.
+//!
+//! Workers are modelled as the shell runs them (`process.workers`): every worker has its own
+//! listener sockets in one SO_REUSEPORT group, and the kernel picks a worker for each client
+//! datagram by a hash of its 4-tuple with a per-boot secret (so one client host's sockets may
+//! land on different workers); each worker has its own flow table and upstream sockets (from
+//! its instance's address, ports the kernel hands it alone). With several workers the first is
+//! the leader: it alone probes and decides health, and its backend states reach the followers,
+//! whose passive signals reach it, as messages handled after the current event (as the shell's
+//! channels are read on the next turn of the receiving loop). Budgets are split between
+//! workers by `udplb_core::config::worker_config`, as the shell splits them.
 //!
 //! Virtual time jumps from event to event; events are ordered by (time, sequence number). An
 //! event is a packet arriving, a host sending, a client's next request, a timeline action, an
@@ -13,11 +24,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use udplb_core::balancer::Output;
+use udplb_core::config::Affinity as AffinityMode;
 use udplb_core::driver::Driver;
 use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, BackendCommand, Balancer, DATAGRAM_HEADROOM, Input, Instant, Keys, ProbeId, ProbeResult,
-    UpstreamError,
+    AdminCommand, BackendCommand, Balancer, Config, DATAGRAM_HEADROOM, Input, Instant, Keys, ListenerId,
+    ProbeId, ProbeResult, Role, UpstreamError,
 };
 
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
@@ -35,14 +50,57 @@ enum Event {
     Send(Packet),
     ClientSends(usize),
     Timeline(usize),
-    /// Balancer instance `n`'s timer.
+    /// Worker `n`'s timer (`n` indexes `World::drivers`).
     BalancerTimer(usize),
+    /// A TCP probe's SYN (attempt `attempt`, from 0) leaves worker `worker` for `backend`.
+    TcpSyn {
+        worker: usize,
+        probe: ProbeId,
+        backend: usize,
+        attempt: u32,
+    },
     TcpProbeAnswer {
-        instance: usize,
+        worker: usize,
         probe: ProbeId,
         result: ProbeResult,
     },
+    /// A message between the workers of one instance: an input for worker `worker`.
+    Relay {
+        worker: usize,
+        input: Input,
+    },
 }
+
+/// One balancer instance: a process with its workers.
+#[derive(Debug)]
+pub struct Instance {
+    /// Its workers are `drivers[first..first + workers]`; the first is the leader (or the
+    /// whole balancer, with one worker).
+    pub first: usize,
+    pub workers: usize,
+    /// Its configuration as the file gives it (before the split between workers).
+    pub lb: Config,
+    /// SIGTERM received: every listener of every worker drains.
+    pub stopping: bool,
+    /// Exited after SIGTERM, once no flow was left: its sockets are closed.
+    pub stopped: bool,
+    /// When its configuration last changed (start or reload).
+    pub configured: Instant,
+    /// The kernel's per-boot secret in its reuseport hash.
+    secret: u64,
+}
+
+impl Instance {
+    fn worker_range(&self) -> std::ops::Range<usize> {
+        self.first..self.first + self.workers
+    }
+}
+
+/// How long the kernel waits before sending a TCP SYN again (Linux's initial RTO), doubling
+/// after each; it gives up after this many attempts (the probe's own timeout usually comes
+/// first).
+const SYN_RTO: std::time::Duration = std::time::Duration::from_secs(1);
+const SYN_ATTEMPTS: u32 = 4;
 
 /// Bound on events per run: a runaway scenario stops instead of spinning.
 const MAX_EVENTS: u64 = 50_000_000;
@@ -55,8 +113,13 @@ pub struct World {
     queue: BTreeMap<(Instant, u64), Event>,
     sequence: u64,
     network: Network,
-    /// One driver per balancer instance (one, unless `[ecmp]` asks for more).
+    /// One driver per worker of every balancer instance, instance after instance (one, unless
+    /// `[ecmp]` or `process.workers` ask for more).
     pub drivers: Vec<Driver<SimPlatform>>,
+    /// The balancer instances, and which drivers are each one's workers.
+    pub instances: Vec<Instance>,
+    /// Per driver: its instance.
+    instance_of: Vec<usize>,
     pub backends: Vec<BackendHost>,
     pub clients: Vec<ClientHost>,
     pub trace: Trace,
@@ -64,17 +127,49 @@ pub struct World {
     balancer_timers: Vec<Option<Instant>>,
     events_run: u64,
     affinity: Affinity,
+    /// The hosts' own random draws (a backend's varying delay), apart from the network's so
+    /// that a scenario without them draws what it always did.
+    hosts_rng: ChaCha8Rng,
+    /// Trace every flow's opening and closing and every probe (`--trace-flows`).
+    pub detailed: bool,
+}
+
+/// The layout of a run's workers: per instance, its worker count.
+fn layout(scenario: &Scenario) -> Vec<usize> {
+    (0..scenario.ecmp.count()).map(|i| scenario.lb_of(i).process.workers().max(1) as usize).collect()
 }
 
 impl World {
     pub fn new(scenario: Scenario, seed: u64) -> World {
-        let instances = scenario.ecmp.instances;
-        let drivers = (0..instances)
-            .map(|instance| {
-                Driver::new(World::balancer(&scenario, seed, instance), SimPlatform::new(instance))
-            })
-            .collect();
+        let mut drivers = Vec::new();
+        let mut instances = Vec::new();
+        let mut instance_of = Vec::new();
+        for (instance, workers) in layout(&scenario).into_iter().enumerate() {
+            let first = drivers.len();
+            for worker in 0..workers {
+                let core = World::balancer(&scenario, seed, first + worker);
+                drivers.push(Driver::new(core, SimPlatform::worker(instance, worker, workers)));
+                instance_of.push(instance);
+            }
+            let secret = Keys::from_seed(seed ^ 0x7265_7573_6570_6f72 ^ instance as u64).selection[0..8]
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            instances.push(Instance {
+                first,
+                workers,
+                lb: scenario.lb_of(instance).clone(),
+                stopping: false,
+                stopped: false,
+                configured: Instant::ZERO,
+                secret,
+            });
+        }
+        let workers = drivers.len();
         let mut world = World {
+            instances,
+            instance_of,
+            hosts_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x686f_7374_735f_726e),
+            detailed: false,
             network: Network::new(scenario.network.clone(), seed),
             backends: scenario.backends.iter().cloned().map(BackendHost::new).collect(),
             clients: scenario.clients.iter().cloned().map(ClientHost::new).collect(),
@@ -85,7 +180,7 @@ impl World {
             drivers,
             trace: Trace::default(),
             record: Record::default(),
-            balancer_timers: vec![None; instances],
+            balancer_timers: vec![None; workers],
             events_run: 0,
             affinity: Affinity::default(),
         };
@@ -102,13 +197,27 @@ impl World {
         world
     }
 
-    /// Balancer instance `instance`'s core as a run with `seed` starts it: instances share the
+    /// The core of `drivers[index]` as a run with `seed` starts it: instances share the
     /// selection key (so consistent hashing agrees) and each has its own flow-table key, as
-    /// separate processes would. A recorded run replays into a fresh one of these.
-    pub fn balancer(scenario: &Scenario, seed: u64, instance: usize) -> Balancer {
-        let table = Keys::from_seed(seed ^ ((instance as u64 + 1) << 32)).table;
-        let keys = Keys { table, ..Keys::from_seed(seed) };
-        Balancer::new(&scenario.lb, keys).expect("the scenario's [lb] was validated")
+    /// separate processes would; the workers of one instance share its keys, each runs its
+    /// share of the budgets, the first leads. A recorded run replays into a fresh one of these.
+    pub fn balancer(scenario: &Scenario, seed: u64, index: usize) -> Balancer {
+        let mut first = 0;
+        for (instance, workers) in layout(scenario).into_iter().enumerate() {
+            if index < first + workers {
+                let table = Keys::from_seed(seed ^ ((instance as u64 + 1) << 32)).table;
+                let keys = Keys { table, ..Keys::from_seed(seed) };
+                let lb = scenario.lb_of(instance);
+                if workers == 1 {
+                    return Balancer::new(lb, keys).expect("the scenario's [lb] was validated");
+                }
+                let config = udplb_core::config::worker_config(lb, workers as u32, lb.process.max_flows());
+                let role = if index == first { Role::Leader } else { Role::Follower };
+                return Balancer::with_role(&config, keys, role).expect("the scenario's [lb] was validated");
+            }
+            first += workers;
+        }
+        panic!("no worker {index} in this scenario");
     }
 
     fn schedule(&mut self, at: Instant, event: Event) {
@@ -137,17 +246,13 @@ impl World {
             self.record.violation(format!("stopped after {MAX_EVENTS} events"));
         }
         self.now = end;
-        self.for_each_instance(|driver, now| {
+        self.for_each_worker(None, |driver, now| {
             let _ = driver.handle(now, Input::Timeout);
         });
         invariants::check_instances(self.now, &self.drivers, &mut self.record);
-        invariants::check_liveness(
-            &self.scenario,
-            &self.network,
-            &self.backends,
-            &self.drivers,
-            &mut self.record,
-        );
+        let running: Vec<&Driver<SimPlatform>> =
+            (0..self.drivers.len()).filter(|w| !self.stopped(*w)).map(|w| &self.drivers[w]).collect();
+        invariants::check_liveness(&self.scenario, &self.network, &self.backends, &running, &mut self.record);
         invariants::check_proxy_headers(&self.backends, &mut self.record);
     }
 
@@ -162,86 +267,237 @@ impl World {
             Event::Send(packet) => self.send(packet),
             Event::ClientSends(index) => self.client_sends(index),
             Event::Timeline(index) => self.timeline(index),
-            Event::BalancerTimer(instance) => {
-                self.balancer_timers[instance] = None;
-                let _ = self.with_driver(instance, |driver, now| driver.handle(now, Input::Timeout));
+            Event::BalancerTimer(worker) => {
+                self.balancer_timers[worker] = None;
+                if !self.stopped(worker) {
+                    let _ = self.with_driver(worker, |driver, now| driver.handle(now, Input::Timeout));
+                }
             }
-            Event::TcpProbeAnswer { instance, probe, result } => {
-                let _ = self.with_driver(instance, |driver, now| {
-                    driver.handle(now, Input::ProbeResult { probe, result })
-                });
+            Event::TcpSyn { worker, probe, backend, attempt } => {
+                self.tcp_syn(worker, probe, backend, attempt)
+            }
+            Event::TcpProbeAnswer { worker, probe, result } => {
+                if self.detailed {
+                    self.trace.line(self.now, format!("probe {probe:?} on worker {worker}: {result:?}"));
+                }
+                if !self.stopped(worker) {
+                    let _ = self.with_driver(worker, |driver, now| {
+                        driver.handle(now, Input::ProbeResult { probe, result })
+                    });
+                }
+            }
+            Event::Relay { worker, input } => {
+                if !self.stopped(worker) {
+                    let _ = self.with_driver(worker, |driver, now| driver.handle(now, input));
+                }
+            }
+        }
+        self.check_stopping();
+    }
+
+    /// Whether worker `worker`'s process has exited.
+    fn stopped(&self, worker: usize) -> bool {
+        self.instances[self.instance_of[worker]].stopped
+    }
+
+    /// An instance told to stop exits once none of its workers has a flow left, as the shell
+    /// does: its sockets close and its timers stop.
+    fn check_stopping(&mut self) {
+        for index in 0..self.instances.len() {
+            let instance = &self.instances[index];
+            if !instance.stopping || instance.stopped {
+                continue;
+            }
+            let drained =
+                instance.worker_range().all(|w| self.drivers[w].core().flows().stats().flows.active == 0);
+            if drained {
+                self.instances[index].stopped = true;
+                self.trace.line(self.now, format!("instance {index}: drained, exited"));
+                self.record.exits.push((self.now, index));
             }
         }
     }
 
-    /// Schedules a wake-up at each instance's next deadline (an earlier pending one stays: an
+    /// Schedules a wake-up at each worker's next deadline (an earlier pending one stays: an
     /// early wake-up is harmless, and exercising it is part of the test).
     fn rearm_balancer_timers(&mut self) {
-        for instance in 0..self.drivers.len() {
-            if let Some(deadline) = self.drivers[instance].next_deadline()
-                && self.balancer_timers[instance].is_none_or(|armed| deadline < armed)
+        for worker in 0..self.drivers.len() {
+            if let Some(deadline) = self.drivers[worker].next_deadline()
+                && self.balancer_timers[worker].is_none_or(|armed| deadline < armed)
+                && !self.stopped(worker)
             {
                 let at = deadline.max(self.now);
-                self.balancer_timers[instance] = Some(at);
-                self.schedule(at, Event::BalancerTimer(instance));
+                self.balancer_timers[worker] = Some(at);
+                self.schedule(at, Event::BalancerTimer(worker));
             }
         }
     }
 
-    /// Calls one instance's driver at the current time, then carries out what it asked for.
+    /// Calls one worker's driver at the current time, then carries out what it asked for.
     fn with_driver<T>(
         &mut self,
-        instance: usize,
+        worker: usize,
         call: impl FnOnce(&mut Driver<SimPlatform>, Instant) -> T,
     ) -> T {
-        let fail_open_before = invariants::fail_open_flows(&self.drivers[instance]);
-        self.drivers[instance].platform_mut().now = self.now;
-        let result = call(&mut self.drivers[instance], self.now);
-        let effects = std::mem::take(&mut self.drivers[instance].platform_mut().effects);
-        let fail_open_now = invariants::fail_open_flows(&self.drivers[instance]);
+        let fail_open_before = invariants::fail_open_flows(&self.drivers[worker]);
+        self.drivers[worker].platform_mut().now = self.now;
+        let result = call(&mut self.drivers[worker], self.now);
+        let effects = std::mem::take(&mut self.drivers[worker].platform_mut().effects);
+        let fail_open_now = invariants::fail_open_flows(&self.drivers[worker]);
         for effect in effects {
-            self.carry_out(instance, effect, fail_open_now > fail_open_before);
+            self.carry_out(worker, effect, fail_open_now > fail_open_before);
         }
         result
     }
 
-    /// An operator action or a reload, applied to every instance.
-    fn for_each_instance(&mut self, mut call: impl FnMut(&mut Driver<SimPlatform>, Instant)) {
-        for instance in 0..self.drivers.len() {
-            self.with_driver(instance, &mut call);
+    /// An operator action applied to every worker of every running instance (or of
+    /// `instance` only).
+    fn for_each_worker(
+        &mut self,
+        instance: Option<usize>,
+        mut call: impl FnMut(&mut Driver<SimPlatform>, Instant),
+    ) {
+        for worker in 0..self.drivers.len() {
+            let of = self.instance_of[worker];
+            if instance.is_none_or(|i| i == of) && !self.instances[of].stopped {
+                self.with_driver(worker, &mut call);
+            }
         }
     }
 
-    /// The first instance: every instance has the same configuration, so names and addresses
-    /// can be looked up on it.
-    fn first(&self) -> &Driver<SimPlatform> {
-        &self.drivers[0]
-    }
-
-    fn carry_out(&mut self, instance: usize, effect: Effect, failed_open: bool) {
+    fn carry_out(&mut self, worker: usize, effect: Effect, failed_open: bool) {
         match effect {
             Effect::Send { from, to, payload } => self.send(Packet::datagram(from, to, payload)),
             Effect::SendFromListener { listener, to, payload } => {
-                if let Some((_, vip)) = self.drivers[instance].core().flows().listener(listener) {
+                if let Some((_, vip)) = self.drivers[worker].core().flows().listener(listener) {
                     self.send(Packet::datagram(vip, to, payload));
                 }
             }
-            Effect::TcpProbe { probe, address } => self.tcp_probe(instance, probe, address),
+            Effect::TcpProbe { probe, address } => {
+                if self.detailed {
+                    self.trace.line(self.now, format!("probe {probe:?} on worker {worker}: tcp {address}"));
+                }
+                if let Some(backend) = self.backends.iter().position(|b| b.spec.address.ip() == address.ip())
+                {
+                    self.tcp_syn(worker, probe, backend, 0);
+                }
+            }
             Effect::SendFailed { flow } => {
-                let _ = self.with_driver(instance, |driver, now| {
+                let _ = self.with_driver(worker, |driver, now| {
                     driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::SendFailed })
                 });
             }
             Effect::Opened { flow, backend } => {
                 // A new flow's upstream opened: the flow is booked once the driver returns.
-                let core = self.drivers[instance].core();
+                let instance = self.instance_of[worker];
+                let core = self.drivers[worker].core();
                 invariants::check_new_flow(self.now, core, backend, failed_open, &mut self.record);
                 self.record.flow_opened(self.now, instance, core, flow, backend);
+                if self.detailed
+                    && let Some(info) = core.flows().flow(flow)
+                {
+                    let name = core.flows().backend(backend).map_or("?", |(n, _)| n);
+                    let line = format!(
+                        "flow {flow} opened on instance {instance} worker {}: {} -> {name}",
+                        worker - self.instances[instance].first,
+                        info.client
+                    );
+                    self.trace.line(self.now, line);
+                }
+                self.check_shared_affinity(worker, flow);
             }
             Effect::Notify(output) => {
-                let core = self.drivers[instance].core();
-                self.record.notice(&mut self.trace, self.now, instance, core, &output);
+                self.relay(worker, &output);
+                if self.detailed
+                    && let Output::Flow(udplb_core::Output::CloseUpstream { flow, reason }) = &output
+                {
+                    self.trace.line(self.now, format!("flow {flow} on worker {worker} closed: {reason}"));
+                }
+                // The trace and event counts follow the first instance's leader.
+                let core = self.drivers[worker].core();
+                self.record.notice(&mut self.trace, self.now, worker == 0, core, &output);
             }
+        }
+    }
+
+    /// Affinity across workers and instances: with `affinity = "client_address"`, every
+    /// socket of one client host shares one backend. A new flow of such a client on one worker
+    /// may not go to another backend than a live flow of the same client host on another
+    /// worker of the same instance — or, when its cluster hashes consistently (`hrw`,
+    /// `maglev`), of another instance — unless health, an operator or a reload moved it: the
+    /// older flow's backend is no longer eligible, or a reload came after it opened.
+    fn check_shared_affinity(&mut self, worker: usize, flow: udplb_core::FlowId) {
+        let core = self.drivers[worker].core();
+        let Some(info) = core.flows().flow(flow) else { return };
+        let Some((listener, _)) = core.flows().listener(info.listener) else { return };
+        let instance = self.instance_of[worker];
+        let config = &self.instances[instance].lb;
+        let Some(listener_config) = config.listeners.get(listener) else { return };
+        if listener_config.affinity != AffinityMode::ClientAddress {
+            return;
+        }
+        let consistent = config.clusters.get(&listener_config.cluster).is_some_and(|c| {
+            matches!(c.algorithm, udplb_core::config::Algorithm::Hrw | udplb_core::config::Algorithm::Maglev)
+        });
+        let backend = core.flows().backend(info.backend).map_or("?", |(n, _)| n).to_owned();
+        for other in 0..self.drivers.len() {
+            let other_instance = self.instance_of[other];
+            let comparable = other_instance == instance || consistent;
+            if other == worker || !comparable || self.stopped(other) {
+                continue;
+            }
+            let since = self.instances[other_instance].configured.max(self.instances[instance].configured);
+            let core = self.drivers[other].core();
+            let Some(other_listener) = core.flows().listener_id(listener) else { continue };
+            let held = core.flows().flows().find(|f| {
+                f.listener == other_listener
+                    && f.client.ip() == info.client.ip()
+                    && !f.retired
+                    && f.created >= since
+                    && core.monitor().is_eligible(f.backend)
+            });
+            if let Some(held) = held {
+                let other_backend = core.flows().backend(held.backend).map_or("?", |(n, _)| n);
+                if other_backend != backend {
+                    let message = format!(
+                        "{}: affinity: client host {} is on {other_backend} (worker {other}) and {backend} (worker {worker}) at once",
+                        self.now,
+                        info.client.ip()
+                    );
+                    self.record.violation(message);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// With several workers: what one worker's output tells the others, as the shell passes it
+    /// on — a backend's state from the leader to every follower, a follower's passive signals
+    /// to the leader — delivered after the current event.
+    fn relay(&mut self, worker: usize, output: &Output) {
+        let instance = &self.instances[self.instance_of[worker]];
+        if instance.workers == 1 {
+            return;
+        }
+        let leader = instance.first;
+        let followers = instance.first + 1..instance.first + instance.workers;
+        let now = self.now;
+        match output {
+            Output::BackendState { backend, state } if worker == leader => {
+                for follower in followers {
+                    let input = Input::BackendState { backend: *backend, state: *state };
+                    self.schedule(now, Event::Relay { worker: follower, input });
+                }
+            }
+            Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) if worker != leader => {
+                let input = Input::PassiveFailure { backend: *backend, failure: *failure };
+                self.schedule(now, Event::Relay { worker: leader, input });
+            }
+            Output::Flow(udplb_core::Output::PassiveSuccess { backend, answered }) if worker != leader => {
+                let input = Input::PassiveSuccess { backend: *backend, answered: *answered };
+                self.schedule(now, Event::Relay { worker: leader, input });
+            }
+            _ => {}
         }
     }
 
@@ -260,8 +516,36 @@ impl World {
     }
 
     fn is_vip(&self, address: SocketAddr) -> bool {
-        let flows = self.first().core().flows();
-        flows.listener_ids().any(|l| flows.listener(l).map(|(_, a)| a) == Some(address))
+        self.drivers.iter().any(|driver| {
+            let flows = driver.core().flows();
+            flows.listener_ids().any(|l| flows.listener(l).map(|(_, a)| a) == Some(address))
+        })
+    }
+
+    /// The listener of worker `worker` at `address`.
+    fn listener_at(&self, worker: usize, address: SocketAddr) -> Option<ListenerId> {
+        let flows = self.drivers[worker].core().flows();
+        flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(address))
+    }
+
+    /// The worker of `instance` that the kernel's SO_REUSEPORT hash picks for a datagram from
+    /// `from` to `to`: a hash of the 4-tuple with the instance's per-boot secret.
+    fn reuseport_pick(&self, instance: usize, from: SocketAddr, to: SocketAddr) -> usize {
+        let instance = &self.instances[instance];
+        if instance.workers == 1 {
+            return instance.first;
+        }
+        let fold = |address: SocketAddr| {
+            let ip = match address.ip().to_canonical() {
+                IpAddr::V4(v4) => u64::from(u32::from(v4)),
+                IpAddr::V6(v6) => (u128::from(v6) as u64) ^ ((u128::from(v6) >> 64) as u64),
+            };
+            ip.wrapping_mul(0x1_0000).wrapping_add(u64::from(address.port()))
+        };
+        let mut z = fold(from) ^ fold(to).rotate_left(29) ^ instance.secret;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        instance.first + ((z ^ (z >> 31)) % instance.workers as u64) as usize
     }
 
     /// Puts a packet on the network, which tells when (and whether) it arrives.
@@ -288,68 +572,92 @@ impl World {
             return;
         }
         let to = packet.to;
-        let instance_with = |ip: IpAddr, probe: bool| {
-            self.drivers.iter().position(|d| {
-                if probe { d.platform().probe_ip == ip } else { d.platform().upstream_ip == ip }
-            })
+        // The instance whose upstream (or probe) address `ip` is, and among its workers the
+        // one whose socket has `port`.
+        let owner = |ip: IpAddr, port: u16, probe: bool| {
+            let instance = self.instances.iter().position(|i| {
+                let platform = self.drivers[i.first].platform();
+                if probe { platform.probe_ip == ip } else { platform.upstream_ip == ip }
+            })?;
+            let workers = self.instances[instance].worker_range();
+            let worker = workers.clone().find(|w| {
+                let platform = self.drivers[*w].platform();
+                if probe {
+                    platform.probes_by_port.contains_key(&port)
+                } else {
+                    platform.upstream_by_port.contains_key(&port)
+                }
+            });
+            Some((instance, worker.unwrap_or(workers.start)))
         };
         if self.is_vip(to) {
-            let flows = self.first().core().flows();
-            let listener = flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(to));
-            if let Some(listener) = listener {
-                let instance = self.network.spread(packet.from, self.drivers.len());
-                let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
-                buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
-                let from = packet.from;
-                let verdict = self.with_driver(instance, |driver, now| {
-                    driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
-                });
-                if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
-                    let driver = &self.drivers[instance];
-                    let core = driver.core();
-                    // Its flow's backend: from the core while the flow lives, from the
-                    // upstream it was just sent on when the flow ended with it.
-                    let sent = driver.platform().last_upstream_send.filter(|(sent_on, _)| *sent_on == flow);
-                    let backend = core.flows().flow(flow).map(|f| f.backend).or(sent.map(|(_, id)| id));
-                    match backend {
-                        Some(backend) => self.record.forwarded(self.now, core, backend),
-                        None => {
-                            self.record.violation(format!("{}: forwarded on {flow} to no backend", self.now))
-                        }
-                    }
-                    if let Err(violation) =
-                        self.affinity.check(self.now, instance, core, listener, from, flow)
-                    {
-                        self.record.violation(violation);
-                    }
+            let instance = self.network.spread(packet.from, self.instances.len());
+            if self.instances[instance].stopped {
+                // The process has exited: nothing listens there any more.
+                self.record.unserved += 1;
+                return;
+            }
+            let worker = self.reuseport_pick(instance, packet.from, to);
+            let Some(listener) = self.listener_at(worker, to) else { return };
+            let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
+            buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
+            let from = packet.from;
+            let verdict = self.with_driver(worker, |driver, now| {
+                driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
+            });
+            if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
+                let driver = &self.drivers[worker];
+                let core = driver.core();
+                // Its flow's backend: from the core while the flow lives, from the
+                // upstream it was just sent on when the flow ended with it.
+                let sent = driver.platform().last_upstream_send.filter(|(sent_on, _)| *sent_on == flow);
+                let backend = core.flows().flow(flow).map(|f| f.backend).or(sent.map(|(_, id)| id));
+                match backend {
+                    Some(backend) => self.record.forwarded(self.now, core, backend, from),
+                    None => self.record.violation(format!("{}: forwarded on {flow} to no backend", self.now)),
+                }
+                if let Err(violation) = self.affinity.check(self.now, worker, core, listener, from, flow) {
+                    self.record.violation(violation);
                 }
             }
-        } else if let Some(instance) = instance_with(to.ip(), false) {
+        } else if let Some((instance, worker)) = owner(to.ip(), to.port(), false) {
+            if self.instances[instance].stopped {
+                return;
+            }
             // As on the shell's shared upstream sockets: a datagram is its flow's only if it
             // comes from the flow's backend; anything else is handed to the core as a stray.
-            let platform = self.drivers[instance].platform();
+            let platform = self.drivers[worker].platform();
             let flow = platform
                 .upstream_by_port
                 .get(&to.port())
                 .and_then(|flow| platform.upstreams.get(flow))
                 .filter(|upstream| upstream.backend == packet.from)
-                .map(|upstream| upstream.flow);
+                .map(|upstream| (upstream.flow, upstream.id));
             match flow {
-                Some(flow) => {
-                    self.with_driver(instance, |driver, now| {
+                Some((flow, backend)) => {
+                    let verdict = self.with_driver(worker, |driver, now| {
                         driver.backend_datagram(now, flow, &packet.payload, false)
                     });
+                    if let udplb_core::BackendVerdict::Return { client, .. } = verdict {
+                        let core = self.drivers[worker].core();
+                        self.record.returned(self.now, core, backend, client);
+                    }
                 }
                 None => {
                     let stray = Input::StrayReply { from: packet.from, bytes: packet.payload.len() };
-                    let _ = self.with_driver(instance, |driver, now| driver.handle(now, stray));
+                    let _ = self.with_driver(worker, |driver, now| driver.handle(now, stray));
                 }
             }
-        } else if let Some(instance) = instance_with(to.ip(), true) {
-            if let Some((probe, _)) = self.drivers[instance].platform_mut().probes_by_port.remove(&to.port())
-            {
+        } else if let Some((instance, worker)) = owner(to.ip(), to.port(), true) {
+            if self.instances[instance].stopped {
+                return;
+            }
+            if let Some((probe, _)) = self.drivers[worker].platform_mut().probes_by_port.remove(&to.port()) {
                 let reply = packet.payload.clone();
-                let _ = self.with_driver(instance, |driver, now| {
+                if self.detailed {
+                    self.trace.line(self.now, format!("probe {probe:?} on worker {worker}: udp reply"));
+                }
+                let _ = self.with_driver(worker, |driver, now| {
                     driver.handle(now, Input::ProbeReply { probe, reply })
                 });
             }
@@ -380,20 +688,23 @@ impl World {
             }
             return;
         }
-        for instance in 0..self.drivers.len() {
-            let platform = self.drivers[instance].platform();
+        for worker in 0..self.drivers.len() {
+            if self.stopped(worker) {
+                continue;
+            }
+            let platform = self.drivers[worker].platform();
             if sender.ip() == platform.upstream_ip {
                 if let Some(flow) = platform.upstream_by_port.get(&sender.port()).copied() {
-                    let _ = self.with_driver(instance, |driver, now| {
+                    let _ = self.with_driver(worker, |driver, now| {
                         driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::Refused })
                     });
                 }
             } else if sender.ip() == platform.probe_ip
                 && let Some((probe, _)) =
-                    self.drivers[instance].platform_mut().probes_by_port.remove(&sender.port())
+                    self.drivers[worker].platform_mut().probes_by_port.remove(&sender.port())
             {
                 let refused = ProbeResult::Fail(ProbeFailure::Refused);
-                let _ = self.with_driver(instance, |driver, now| {
+                let _ = self.with_driver(worker, |driver, now| {
                     driver.handle(now, Input::ProbeResult { probe, result: refused })
                 });
             }
@@ -401,9 +712,14 @@ impl World {
     }
 
     fn backend_receives(&mut self, index: usize, packet: Packet) {
-        let flows = self.first().core().flows();
-        let vips: Vec<SocketAddr> =
-            flows.listener_ids().filter_map(|l| flows.listener(l).map(|(_, a)| a)).collect();
+        let vips: Vec<SocketAddr> = self
+            .drivers
+            .iter()
+            .flat_map(|d| {
+                let flows = d.core().flows();
+                flows.listener_ids().filter_map(|l| flows.listener(l).map(|(_, a)| a)).collect::<Vec<_>>()
+            })
+            .collect();
         let client_ips: BTreeSet<IpAddr> = self.clients.iter().map(|c| c.spec.address).collect();
         let is_client =
             |ip: IpAddr| client_ips.contains(&ip) || matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 198);
@@ -411,8 +727,15 @@ impl World {
         let address = self.backends[index].reply_source();
         match reaction {
             BackendReaction::Reply { payloads, delay } => {
+                let spec = &self.backends[index].spec;
+                let (jitter, late_copy) = (spec.delay_jitter, spec.late_copy);
                 for payload in payloads {
+                    // A draw only for a backend whose delay varies.
+                    let delay = delay + uniform(&mut self.hosts_rng, jitter);
                     let packet = Packet::datagram(address, packet.from, payload);
+                    if let Some(late) = late_copy {
+                        self.schedule(self.now + delay + late.0, Event::Send(packet.clone()));
+                    }
                     if delay.is_zero() {
                         self.send(packet);
                     } else {
@@ -433,26 +756,53 @@ impl World {
         }
     }
 
-    fn tcp_probe(&mut self, instance: usize, probe: ProbeId, address: SocketAddr) {
-        let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == address.ip()) else {
+    /// A TCP connect probe's SYN (attempt `attempt`) from worker `worker` to backend host
+    /// `backend`, through the network both ways: the SYN and the answer (SYN-ACK or RST) are
+    /// each partitioned, lost, delayed like any packet between the two hosts. A SYN or SYN-ACK
+    /// lost is sent again by the kernel after its retransmission timeout (1 s, doubling); a RST
+    /// lost is not, and the probe times out. Silence (a blackholed host) is left to the core's
+    /// own timer, which turns it into a Timeout failure.
+    fn tcp_syn(&mut self, worker: usize, probe: ProbeId, backend: usize, attempt: u32) {
+        if self.stopped(worker) || attempt >= SYN_ATTEMPTS {
+            return;
+        }
+        let probe_from = SocketAddr::new(self.drivers[worker].platform().probe_ip, 0);
+        let host = &self.backends[backend];
+        let (name, address) = (host.spec.name.clone(), host.spec.address);
+        let retransmit = self.now + SYN_RTO * 2u32.pow(attempt);
+        let syn = Packet::datagram(probe_from, address, Vec::new());
+        let arrived = match self.network.transit(self.now, &syn, Some("lb"), Some(&name)) {
+            Transit::Arrives(times) => times.first().copied(),
+            Transit::Lost | Transit::TooBig { .. } => None,
+        };
+        let Some(arrived) = arrived else {
+            self.schedule(retransmit, Event::TcpSyn { worker, probe, backend, attempt: attempt + 1 });
             return;
         };
-        let path_open = self.network.connects("lb", &backend.spec.name);
-        let answer = if path_open { backend.tcp_answer() } else { None };
-        let result = match answer {
+        let result = match self.backends[backend].tcp_answer() {
             Some(true) => ProbeResult::Pass,
             Some(false) => ProbeResult::Fail(ProbeFailure::Refused),
-            // Silence: the core's own timer turns it into a Timeout failure.
             None => return,
         };
-        let at = self.now + self.network.round_trip();
-        self.schedule(at, Event::TcpProbeAnswer { instance, probe, result });
+        // The answer leaves the backend when the SYN arrives.
+        let answer = Packet::datagram(address, probe_from, Vec::new());
+        match self.network.transit(arrived, &answer, Some(&name), Some("lb")) {
+            Transit::Arrives(times) => {
+                let at = times[0];
+                self.schedule(at, Event::TcpProbeAnswer { worker, probe, result });
+            }
+            Transit::Lost | Transit::TooBig { .. } => {
+                if result == ProbeResult::Pass {
+                    self.schedule(retransmit, Event::TcpSyn { worker, probe, backend, attempt: attempt + 1 });
+                }
+            }
+        }
     }
 
     fn client_sends(&mut self, index: usize) {
         let Some((from, payload)) = self.clients[index].next_request() else { return };
         let listener = self.clients[index].spec.listener.clone();
-        let vip = self.scenario.lb.listeners.get(listener.as_str()).map(|l| l.address);
+        let vip = self.instances[0].lb.listeners.get(listener.as_str()).map(|l| l.address);
         if let Some(vip) = vip {
             self.send(Packet::datagram(from, vip, payload));
         }
@@ -492,12 +842,32 @@ impl World {
             Action::Heal => self.network.heal(),
             Action::Network(network) => self.network.set_conditions(network),
             Action::DrainListener { listener } => {
-                let id = self.first().core().flows().listener_id(&listener);
-                match id {
-                    Some(id) => self.for_each_instance(|driver, now| {
-                        let _ = driver.handle(now, Input::Admin(AdminCommand::DrainListener(id)));
-                    }),
-                    None => self.record.violation(format!("no listener {listener:?}")),
+                self.listener_command(&listener, AdminCommand::DrainListener)
+            }
+            Action::ResumeListener { listener } => {
+                self.listener_command(&listener, AdminCommand::ResumeListener)
+            }
+            Action::Sigterm { instance } => {
+                for index in 0..self.instances.len() {
+                    if instance.is_none_or(|i| i == index) && !self.instances[index].stopping {
+                        self.instances[index].stopping = true;
+                        // As the shell's `stop`: every worker drains every listener.
+                        self.for_each_worker(Some(index), |driver, now| {
+                            let listeners: Vec<ListenerId> = driver.core().flows().listener_ids().collect();
+                            for listener in listeners {
+                                let _ =
+                                    driver.handle(now, Input::Admin(AdminCommand::DrainListener(listener)));
+                            }
+                        });
+                    }
+                }
+            }
+            Action::SetBackend(change) => {
+                match self.backends.iter_mut().find(|b| b.spec.name == change.backend) {
+                    Some(host) => host.change(&change),
+                    None => {
+                        self.record.violation(format!("timeline names unknown backend {:?}", change.backend))
+                    }
                 }
             }
             Action::Rehash => self.network.rehash(),
@@ -506,36 +876,106 @@ impl World {
                 None => self.record.violation(format!("timeline names unknown client {client:?}")),
             },
             Action::Backend { backend, command } => self.backend_command(&backend, command.0),
-            Action::Reload { lb } => {
-                let mut rejected = None;
-                self.for_each_instance(|driver, now| {
-                    if let Err(errors) = driver.reload(now, &lb) {
-                        rejected = Some(errors);
-                    }
-                });
-                if let Some(errors) = rejected {
-                    self.record.violation(format!("reload rejected: {errors:?}"));
-                }
+            Action::Reload { lb, instance, rejected: expected } => {
+                self.reload(index, &lb, instance, expected)
             }
         }
     }
 
+    /// An operator command on a backend, on every running instance, by the backend's name in
+    /// each (instances may number their backends differently). As the shell does, a command
+    /// goes to the leader, whose new state reaches the followers; a weight is every worker's
+    /// to set.
     fn backend_command(&mut self, name: &str, command: BackendCommand) {
-        let flows = self.first().core().flows();
-        let id = flows.backend_ids().find(|b| flows.backend(*b).map(|(n, _)| n) == Some(name));
-        match id {
-            Some(id) => {
-                let mut refused = None;
-                self.for_each_instance(|driver, now| {
-                    if let Err(error) = driver.handle(now, Input::Backend { backend: id, command }) {
-                        refused = Some(error);
+        let mut found = false;
+        for worker in 0..self.drivers.len() {
+            let instance = &self.instances[self.instance_of[worker]];
+            let is_leader = worker == instance.first;
+            if instance.stopped || !(is_leader || matches!(command, BackendCommand::Weight(_))) {
+                continue;
+            }
+            let flows = self.drivers[worker].core().flows();
+            let Some(id) = flows.backend_ids().find(|b| flows.backend(*b).map(|(n, _)| n) == Some(name))
+            else {
+                continue;
+            };
+            found = true;
+            let refused = self.with_driver(worker, |driver, now| {
+                driver.handle(now, Input::Backend { backend: id, command })
+            });
+            if let Err(error) = refused {
+                self.record.violation(format!("backend command refused: {error}"));
+            }
+        }
+        if !found {
+            self.record.violation(format!("no backend {name:?}"));
+        }
+    }
+
+    /// A listener command on every worker of every running instance, by the listener's name.
+    fn listener_command(&mut self, name: &str, command: fn(ListenerId) -> AdminCommand) {
+        let mut found = false;
+        for worker in 0..self.drivers.len() {
+            if self.stopped(worker) {
+                continue;
+            }
+            let Some(id) = self.drivers[worker].core().flows().listener_id(name) else { continue };
+            found = true;
+            let _ = self.with_driver(worker, |driver, now| driver.handle(now, Input::Admin(command(id))));
+        }
+        if !found {
+            self.record.violation(format!("no listener {name:?}"));
+        }
+    }
+
+    /// Timeline entry `index` reloads every running instance (or `instance`) with `lb`, each
+    /// worker with its share of the budgets. `expected`: the reload must be refused, with a
+    /// message containing that text, and the running configuration kept.
+    fn reload(&mut self, index: usize, lb: &Config, instance: Option<usize>, expected: Option<String>) {
+        let mut refusals = Vec::new();
+        let mut accepted = 0;
+        for target in 0..self.instances.len() {
+            let running = &self.instances[target];
+            if instance.is_some_and(|i| i != target) || running.stopped {
+                continue;
+            }
+            let workers = running.workers;
+            let config = if workers == 1 {
+                lb.clone()
+            } else {
+                udplb_core::config::worker_config(lb, workers as u32, lb.process.max_flows())
+            };
+            for worker in running.worker_range() {
+                let before = self.drivers[worker].core().flows().stats().flows.clone();
+                match self.with_driver(worker, |driver, now| driver.reload(now, &config)) {
+                    Ok(_) => accepted += 1,
+                    Err(errors) => {
+                        let after = &self.drivers[worker].core().flows().stats().flows;
+                        if *after != before {
+                            self.record
+                                .violation(format!("{}: a refused reload changed the flows", self.now));
+                        }
+                        refusals.push(udplb_core::config::render_errors(&errors));
                     }
-                });
-                if let Some(error) = refused {
-                    self.record.violation(format!("backend command refused: {error}"));
                 }
             }
-            None => self.record.violation(format!("no backend {name:?}")),
+            if accepted > 0 {
+                self.instances[target].lb = lb.clone();
+                self.instances[target].configured = self.now;
+            }
+        }
+        match expected {
+            Some(expected) => {
+                let outcome = if accepted > 0 { None } else { refusals.first().cloned() };
+                self.trace
+                    .line(self.now, format!("reload refused: {}", outcome.as_deref().unwrap_or("ACCEPTED")));
+                self.record.refused_reloads.push((index, expected, outcome));
+            }
+            None => {
+                if let Some(errors) = refusals.first() {
+                    self.record.violation(format!("reload rejected: {errors}"));
+                }
+            }
         }
     }
 }
@@ -569,8 +1009,32 @@ fn describe(action: &Action) -> String {
         }
         Action::DrainListener { listener } => format!("drain listener {listener}"),
         Action::Backend { backend, command } => format!("{command} backend {backend}"),
-        Action::Reload { .. } => "reload".into(),
+        Action::Reload { instance: None, rejected: None, .. } => "reload".into(),
+        Action::Reload { instance, rejected, .. } => {
+            let mut line = "reload".to_owned();
+            if let Some(instance) = instance {
+                line.push_str(&format!(" instance {instance}"));
+            }
+            if rejected.is_some() {
+                line.push_str(" (to be refused)");
+            }
+            line
+        }
+        Action::Sigterm { instance: None } => "SIGTERM".into(),
+        Action::Sigterm { instance: Some(instance) } => format!("SIGTERM to instance {instance}"),
+        Action::ResumeListener { listener } => format!("resume listener {listener}"),
+        Action::SetBackend(change) => format!("{} changes how it answers", change.backend),
         Action::Rehash => "ecmp rehash".into(),
         Action::Rebind { client } => format!("NAT rebinds {client}"),
+    }
+}
+
+/// A uniform draw in `0..=up_to`; no draw at all for zero.
+fn uniform(rng: &mut ChaCha8Rng, up_to: std::time::Duration) -> std::time::Duration {
+    let nanos = u64::try_from(up_to.as_nanos()).unwrap_or(u64::MAX);
+    if nanos == 0 {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_nanos(rng.next_u64() % (nanos.saturating_add(1)))
     }
 }

@@ -243,9 +243,9 @@ fn lost_holds_when_every_request_is_answered_and_fails_when_some_are_not() {
 
 #[test]
 fn a_link_fault_hits_only_that_host_and_a_network_action_without_it_ends_it() {
-    // b2's link loses everything until 2s; TCP probes do not see datagram loss, so b2 stays
-    // Up, and round robin sends it half the new flows until the unanswered ones eject it.
-    // Clients that only start after the link is mended lose nothing.
+    // b2's link loses everything until 2s, TCP probes included: its probes time out, so it
+    // goes Down within a few probe intervals, and round robin sends it new flows only until
+    // then. Clients that only start after the link is mended lose nothing.
     let extra = r#"
 [[network.link]]
 host = "b2"
@@ -273,16 +273,24 @@ at_least = 1.0
 [[expect]]
 kind = "client_answered"
 client = "stub"
-at_least = 0.95
+at_least = 1.0
 
 [[expect]]
 kind = "client_answered"
 client = "stub"
-at_least = 0.6
+at_least = 0.95
+
+[[expect]]
+kind = "health_held"
+backend = "b2"
+state = "down"
+from = "1s"
+until = "2s"
 "#;
     let verdicts = verdicts(extra);
     holds(&verdicts[0]);
-    // Before b2 was ejected, stub's flows to it (about half of them) lost their requests.
+    // Before b2's probes timed out, stub's flows to it lost their requests.
     fails(&verdicts[1]);
     holds(&verdicts[2]);
+    holds(&verdicts[3]);
 }

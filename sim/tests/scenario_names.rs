@@ -170,7 +170,9 @@ fn the_valid_file_loads_with_every_name_typed() {
         matches!(typed(6), Expectation::Share(Share { backend, at_most: Some(high), at_least: None, .. })
         if backend.as_str() == "s1" && high.0 == 0.9)
     );
-    assert!(matches!(typed(7), Expectation::ClientAnswered { client, .. } if client.as_str() == "player"));
+    assert!(
+        matches!(typed(7), Expectation::ClientAnswered(udplb_sim::scenario::ClientAnswered { client, .. }) if client.as_str() == "player")
+    );
     assert!(matches!(typed(8), Expectation::NoTransition(NoTransition { to: Some(Health::Up), .. })));
     assert!(
         matches!(typed(9), Expectation::Lost { client: Some(client), at_most: 5 } if client.as_str() == "player")

@@ -26,9 +26,12 @@ mod parse;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod workers;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
 pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel, OutlierConfig};
+
+pub use workers::{worker_config, worker_share};
 
 pub use validate::{
     IdleSide, MAX_CONTROL_SOCKET_PATH_BYTES, MAX_FLOWS_LIMIT, MAX_NAME_BYTES, MAX_WEIGHT, NameProblem,

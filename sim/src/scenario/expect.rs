@@ -27,9 +27,12 @@ pub enum Expectation {
     NewFlowsAtLeast { backend: Name, count: u64 },
     /// At least this fraction of all requests got all their replies.
     Answered { at_least: f64 },
-    /// Client datagrams dropped for `reason` over the run: at least / at most.
+    /// Datagrams dropped for `reason` over the run (those from clients, or with `direction =
+    /// "to_client"` those from backends, or `"both"`): at least / at most.
     Drops {
         reason: DropReason,
+        #[serde(default)]
+        direction: DropDirection,
         #[serde(default)]
         at_least: Option<u64>,
         #[serde(default)]
@@ -59,8 +62,24 @@ pub enum Expectation {
     /// Of the client datagrams forwarded to any backend between `from` and `to` (every
     /// instance), the share that went to `backend`.
     Share(Share),
-    /// At least this fraction of one client's requests got all their replies.
-    ClientAnswered { client: Name, at_least: Fraction },
+    /// The fraction of one client's requests that got all their replies: at least / at most.
+    ClientAnswered(ClientAnswered),
+    /// Datagrams forwarded to backends (`direction = "to_backend"`) or returned to clients
+    /// (`"to_client"`), of one backend and/or one client, between `from` and `until` (the
+    /// whole run by default): at least / at most.
+    Datagrams(Datagrams),
+    /// The backend is in `state` at `from` (on the first instance) and makes no transition
+    /// until `until`.
+    HealthHeld { backend: Name, state: Health, from: TimeOf, until: TimeOf },
+    /// Replies from the backend's IP that matched no flow (a reply from another port, a late
+    /// reply to a flow that ended): at least / at most, over every instance.
+    Strays {
+        backend: Name,
+        #[serde(default)]
+        at_least: Option<u64>,
+        #[serde(default)]
+        at_most: Option<u64>,
+    },
     /// No health transition of `backend` (into `to`, or any) between `from` and `until`.
     NoTransition(NoTransition),
     /// At most this many requests never got all their replies, over every client or `client`.
@@ -298,4 +317,118 @@ impl<'de> Deserialize<'de> for EventSelector {
         let name = String::deserialize(deserializer)?;
         name.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// Which datagrams a `drops` expectation counts.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropDirection {
+    /// Client datagrams on their way to a backend (the default).
+    #[default]
+    ToBackend,
+    /// Backend datagrams on their way to a client.
+    ToClient,
+    /// Both.
+    Both,
+}
+
+/// Which way a `datagrams` expectation counts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Client datagrams the balancer forwarded to a backend.
+    ToBackend,
+    /// Backend datagrams the balancer returned to a client.
+    ToClient,
+}
+
+/// A `client_answered` expectation: bounds on the fraction of `client`'s requests answered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "ClientAnsweredKeys")]
+pub struct ClientAnswered {
+    pub client: Name,
+    pub at_least: Option<Fraction>,
+    pub at_most: Option<Fraction>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientAnsweredKeys {
+    client: Name,
+    #[serde(default)]
+    at_least: Option<Fraction>,
+    #[serde(default)]
+    at_most: Option<Fraction>,
+}
+
+impl TryFrom<ClientAnsweredKeys> for ClientAnswered {
+    type Error = String;
+
+    fn try_from(keys: ClientAnsweredKeys) -> Result<ClientAnswered, String> {
+        let ClientAnsweredKeys { client, at_least, at_most } = keys;
+        bounds_given("client_answered", at_least.map(|f| f.0), at_most.map(|f| f.0))?;
+        Ok(ClientAnswered { client, at_least, at_most })
+    }
+}
+
+/// A `datagrams` expectation: a count of datagrams one way, of a backend and/or a client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "DatagramsKeys")]
+pub struct Datagrams {
+    pub direction: Direction,
+    pub backend: Option<Name>,
+    pub client: Option<Name>,
+    pub from: Option<TimeOf>,
+    pub until: Option<TimeOf>,
+    pub at_least: Option<u64>,
+    pub at_most: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatagramsKeys {
+    direction: Direction,
+    #[serde(default)]
+    backend: Option<Name>,
+    #[serde(default)]
+    client: Option<Name>,
+    #[serde(default)]
+    from: Option<TimeOf>,
+    #[serde(default)]
+    until: Option<TimeOf>,
+    #[serde(default)]
+    at_least: Option<u64>,
+    #[serde(default)]
+    at_most: Option<u64>,
+}
+
+impl TryFrom<DatagramsKeys> for Datagrams {
+    type Error = String;
+
+    fn try_from(keys: DatagramsKeys) -> Result<Datagrams, String> {
+        let DatagramsKeys { direction, backend, client, from, until, at_least, at_most } = keys;
+        bounds_given("datagrams", at_least.map(|n| n as f64), at_most.map(|n| n as f64))?;
+        if backend.is_none() && client.is_none() {
+            return Err("`datagrams` needs `backend`, `client` or both".into());
+        }
+        if let (Some(from), Some(until)) = (from, until)
+            && from.0 > until.0
+        {
+            return Err(format!("`datagrams` needs `from` ({from}) no later than `until` ({until})"));
+        }
+        Ok(Datagrams { direction, backend, client, from, until, at_least, at_most })
+    }
+}
+
+/// At least one bound, and bounds that do not cross.
+fn bounds_given(kind: &str, at_least: Option<f64>, at_most: Option<f64>) -> Result<(), String> {
+    if at_least.is_none() && at_most.is_none() {
+        return Err(format!("`{kind}` needs `at_least`, `at_most` or both"));
+    }
+    if let (Some(low), Some(high)) = (at_least, at_most)
+        && low > high
+    {
+        return Err(format!("`{kind}` bounds cross: `at_least` {low} is above `at_most` {high}"));
+    }
+    Ok(())
 }

@@ -99,7 +99,7 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
                 detail: format!("{answered} of {sent}"),
             }
         }
-        Expectation::Drops { reason, at_least, at_most } => {
+        Expectation::Drops { reason, at_least, at_most, .. } => {
             let count = facts.stats.client_drops(*reason);
             Verdict {
                 what: format!("client drops {reason} in {at_least:?}..={at_most:?}"),
@@ -132,7 +132,10 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
         | Expectation::ClientAnswered { .. }
         | Expectation::NoTransition(_)
         | Expectation::Transitions(_)
-        | Expectation::Lost { .. } => Verdict {
+        | Expectation::Lost { .. }
+        | Expectation::Datagrams(_)
+        | Expectation::HealthHeld { .. }
+        | Expectation::Strays { .. } => Verdict {
             what: "a user-level expectation".into(),
             passed: false,
             detail: "not judged here yet: `unsupported` refuses such scenarios".into(),

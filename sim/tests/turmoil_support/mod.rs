@@ -121,8 +121,11 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
         if backend.expect_proxy.is_some() {
             missing.push(format!("backend {}: PROXY v2 checks", backend.name));
         }
-        if backend.reply_port.is_some() {
-            missing.push(format!("backend {}: replies from another port", backend.name));
+        if backend.reply_port.is_some() || backend.reply_address.is_some() {
+            missing.push(format!("backend {}: replies from another port or address", backend.name));
+        }
+        if !backend.delay_jitter.is_zero() || backend.late_copy.is_some() {
+            missing.push(format!("backend {}: varying delays or late copies", backend.name));
         }
         host_ips.push(backend.address.ip());
     }
@@ -135,8 +138,14 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     if host_ips.len() != count {
         missing.push("two hosts on one address".to_owned());
     }
-    if scenario.ecmp.instances != 1 {
+    if scenario.ecmp.count() != 1 {
         missing.push("several balancer instances behind a spreader".to_owned());
+    }
+    if scenario.lb.process.workers() != 1 {
+        missing.push("several workers".to_owned());
+    }
+    if scenario.rejected.is_some() {
+        missing.push("a configuration expected refused".to_owned());
     }
     if scenario.expectations.iter().any(|e| matches!(e, Expectation::ConsistentPlacement { .. })) {
         missing.push("placement across instances".to_owned());
@@ -148,6 +157,14 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
             Expectation::NoTransition(_) => "no_transition",
             Expectation::Lost { .. } => "lost",
             Expectation::Transitions(_) => "transitions",
+            Expectation::Datagrams(_) => "datagrams",
+            Expectation::HealthHeld { .. } => "health_held",
+            Expectation::Strays { .. } => "strays",
+            Expectation::Drops { direction, .. }
+                if *direction != udplb_sim::scenario::DropDirection::ToBackend =>
+            {
+                "drops (towards clients)"
+            }
             _ => continue,
         };
         missing.push(format!("the `{kind}` expectation (not judged here yet)"));
