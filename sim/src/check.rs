@@ -126,8 +126,11 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             let count: u64 = stats
                 .map(|s| match direction {
                     DropDirection::ToBackend => s.client_drops(*reason),
-                    DropDirection::ToClient => s.backend_drops(*reason),
-                    DropDirection::Both => s.client_drops(*reason) + s.backend_drops(*reason),
+                    // Datagrams from backends: on a flow, or matching none (unattributed).
+                    DropDirection::ToClient => s.backend_drops(*reason) + s.unattributed.dropped(*reason),
+                    DropDirection::Both => {
+                        s.client_drops(*reason) + s.backend_drops(*reason) + s.unattributed.dropped(*reason)
+                    }
                 })
                 .sum();
             let whose = match direction {
@@ -263,6 +266,18 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                     format!("{backend}: {at_start} at {from}, no transition until {until}")
                 } else {
                     format!("{backend}: {at_start} at {from}, then {}", first_few(&moved))
+                },
+            }
+        }
+        Expectation::Exited { instance, by } => {
+            let exit = record.exits.iter().find(|(_, i)| i == instance).map(|(at, _)| *at);
+            let by = Instant::ZERO + by.0;
+            Verdict {
+                what: format!("instance {instance} has exited by {by}"),
+                passed: exit.is_some_and(|at| at <= by),
+                detail: match exit {
+                    Some(at) => format!("exited at {at}"),
+                    None => "still running at the end".into(),
                 },
             }
         }

@@ -271,14 +271,14 @@ impl ClientHost {
                 self.pending.insert(number, replies);
                 Some((SocketAddr::new(self.spec.address, port), payload))
             }
-            ClientModel::Flood { sources, keep_ports, address, .. } => {
+            ClientModel::Flood { sources, keep_ports, one_host, .. } => {
                 let index = number % sources.max(1);
-                let from = match address {
+                let from = match one_host {
                     // One host, its `sources` ports, each sending in turn.
-                    Some(address) => SocketAddr::new(address, 1024 + (index % 60_000) as u16),
+                    true => SocketAddr::new(self.spec.address, 1024 + (index % 60_000) as u16),
                     // Spoofed: each datagram from another address of 198.18.0.0/15, from a new
                     // port each time unless the sources keep theirs.
-                    None => {
+                    false => {
                         let ip = IpAddr::from([
                             198,
                             18 + (index >> 16) as u8 % 2,

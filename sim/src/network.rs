@@ -146,17 +146,23 @@ impl Network {
         !self.is_cut(a, b) && !self.is_cut(b, a)
     }
 
-    /// How long a TCP connect takes to be answered: there and back at the base latency.
-    pub fn round_trip(&self) -> Duration {
-        self.spec.latency * 2
-    }
-
     /// No link cut and no loss, on the whole network or on any host's link, and no host's link
     /// with an MTU of its own.
     pub fn fault_free(&self) -> bool {
         self.partitions.is_empty()
             && self.spec.loss == 0.0
             && self.spec.links.iter().all(|l| l.loss.0 == 0.0 && l.mtu.is_none())
+    }
+
+    /// Removes every fault: cut links, loss, duplication, reordering, ICMP loss and every
+    /// host link's own faults; latency and jitter stay as they are.
+    pub fn heal_everything(&mut self) {
+        self.partitions.clear();
+        self.spec.loss = 0.0;
+        self.spec.duplicate = 0.0;
+        self.spec.reorder = 0.0;
+        self.spec.icmp_loss = 0.0;
+        self.spec.links.clear();
     }
 
     /// How long a host keeps a path MTU it learned.
@@ -174,16 +180,24 @@ impl Network {
     /// `[[network.link]]` of either host (in the link's direction) is one more independent
     /// chance. Zero without any.
     fn link_loss(&self, from: Option<&str>, to: Option<&str>) -> f64 {
-        let on_path = |link: &LinkSpec| {
+        let kept: f64 = self.links_on_path(from, to).map(|l| 1.0 - l.loss.0).product();
+        1.0 - kept
+    }
+
+    /// The `[[network.link]]`s a datagram from `from` to `to` crosses, in their direction.
+    fn links_on_path<'a>(
+        &'a self,
+        from: Option<&'a str>,
+        to: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a LinkSpec> + 'a {
+        self.spec.links.iter().filter(move |link| {
             let host = Some(link.host.as_str());
             match link.direction {
                 LinkDirection::Both => from == host || to == host,
                 LinkDirection::In => to == host,
                 LinkDirection::Out => from == host,
             }
-        };
-        let kept: f64 = self.spec.links.iter().filter(|l| on_path(l)).map(|l| 1.0 - l.loss.0).product();
-        1.0 - kept
+        })
     }
 
     /// Whether `host` may send one more ICMP error to `destination` at `now`: within its
@@ -266,10 +280,16 @@ impl Network {
         {
             return Transit::TooBig { mtu };
         }
-        let copies = if self.chance(self.spec.duplicate) { 2 } else { 1 };
+        let mut copies = if self.chance(self.spec.duplicate) { 2 } else { 1 };
+        // The links' own copies and delays: no draw without a link that duplicates.
+        let link_duplicate = 1.0 - self.links_on_path(from, to).map(|l| 1.0 - l.duplicate.0).product::<f64>();
+        if link_duplicate > 0.0 && copies == 1 && self.chance(link_duplicate) {
+            copies = 2;
+        }
+        let link_latency: Duration = self.links_on_path(from, to).map(|l| l.latency).sum();
         let mut arrivals = Vec::with_capacity(copies);
         for _ in 0..copies {
-            let mut delay = self.spec.latency + self.uniform(self.spec.jitter);
+            let mut delay = self.spec.latency + link_latency + self.uniform(self.spec.jitter);
             if self.chance(self.spec.reorder) {
                 delay += self.spec.reorder_delay;
             }

@@ -39,7 +39,8 @@ pub struct Record {
     pub violations: Vec<String>,
     pub delivered: u64,
     pub lost: u64,
-    /// Where each new flow went: (instance, client address, backend name).
+    /// Where each new flow went: (instance, client address — port 0 where flows are keyed by
+    /// address alone —, backend name).
     pub placements: Vec<(usize, SocketAddr, String)>,
 }
 
@@ -53,6 +54,8 @@ impl Record {
 
     /// Instance `instance` (whose core is `core`) opened the upstream of `flow`, a new flow to
     /// `backend`, at `now`.
+    /// `by_address`: its listener keys flows by client address alone (`client_address`
+    /// affinity), so its placement is the client host's, whatever the port.
     pub fn flow_opened(
         &mut self,
         now: Instant,
@@ -60,10 +63,12 @@ impl Record {
         core: &Balancer,
         flow: FlowId,
         backend: BackendId,
+        by_address: bool,
     ) {
         let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
         if let Some(client) = core.flows().flow(flow).map(|f| f.client) {
-            self.placements.push((instance, client, name.clone()));
+            let key = if by_address { SocketAddr::new(client.ip(), 0) } else { client };
+            self.placements.push((instance, key, name.clone()));
         }
         self.new_flows.push((now, name));
     }

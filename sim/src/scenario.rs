@@ -315,9 +315,9 @@ pub enum ClientModel {
         #[serde(default = "default_size")]
         size: usize,
     },
-    /// Spoofed sources: `count` one-way datagrams, each from another address of `sources`
-    /// addresses (of 198.18.0.0/15, or all from `address`), one every `interval` from `start`.
-    /// Nothing answers them.
+    /// Spoofed sources: `count` one-way datagrams, each from another of `sources` addresses of
+    /// 198.18.0.0/15 (or, with `one_host`, of `sources` ports of the client's address), one
+    /// every `interval` from `start`. Nothing answers them.
     Flood {
         #[serde(default = "zero", with = "duration::required")]
         start: Duration,
@@ -329,9 +329,10 @@ pub enum ClientModel {
         /// datagram (a spoofed flood).
         #[serde(default)]
         keep_ports: bool,
-        /// Every datagram from this one host: the `sources` are its ports.
+        /// Every datagram from the client's own `address`: the `sources` are its ports (one
+        /// host behind which many senders sit, or one host flooding from many ports).
         #[serde(default)]
-        address: Option<IpAddr>,
+        one_host: bool,
     },
 }
 
@@ -893,6 +894,14 @@ impl Scenario {
                 | Expectation::ConsistentPlacement { .. }
                 | Expectation::FlowsCreated { .. }
                 | Expectation::Events { .. } => {}
+                Expectation::Exited { instance, .. } => {
+                    if *instance >= self.ecmp.count() {
+                        return Err(ScenarioError(format!(
+                            " an `exited` expectation names instance {instance}; there are {}",
+                            self.ecmp.count()
+                        )));
+                    }
+                }
             }
         }
         Ok(())

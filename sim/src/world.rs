@@ -392,7 +392,14 @@ impl World {
                 let instance = self.instance_of[worker];
                 let core = self.drivers[worker].core();
                 invariants::check_new_flow(self.now, core, backend, failed_open, &mut self.record);
-                self.record.flow_opened(self.now, instance, core, flow, backend);
+                let by_address =
+                    core.flows().flow(flow).and_then(|f| core.flows().listener(f.listener)).is_some_and(
+                        |(name, _)| {
+                            let listener = self.instances[instance].lb.listeners.get(name);
+                            listener.is_some_and(|l| l.affinity == AffinityMode::ClientAddress)
+                        },
+                    );
+                self.record.flow_opened(self.now, instance, core, flow, backend, by_address);
                 if self.detailed
                     && let Some(info) = core.flows().flow(flow)
                 {
@@ -460,15 +467,23 @@ impl World {
                 let other_backend = core.flows().backend(held.backend).map_or("?", |(n, _)| n);
                 if other_backend != backend {
                     let message = format!(
-                        "{}: affinity: client host {} is on {other_backend} (worker {other}) and {backend} (worker {worker}) at once",
+                        "{}: affinity: client host {} is on {other_backend} ({}) and {backend} ({}) at once",
                         self.now,
-                        info.client.ip()
+                        info.client.ip(),
+                        self.worker_name(other),
+                        self.worker_name(worker)
                     );
                     self.record.violation(message);
                     return;
                 }
             }
         }
+    }
+
+    /// A worker as a reader knows it: "instance 1 worker 0".
+    fn worker_name(&self, worker: usize) -> String {
+        let instance = self.instance_of[worker];
+        format!("instance {instance} worker {}", worker - self.instances[instance].first)
     }
 
     /// With several workers: what one worker's output tells the others, as the shell passes it

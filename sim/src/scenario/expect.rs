@@ -28,7 +28,8 @@ pub enum Expectation {
     /// At least this fraction of all requests got all their replies.
     Answered { at_least: f64 },
     /// Datagrams dropped for `reason` over the run (those from clients, or with `direction =
-    /// "to_client"` those from backends, or `"both"`): at least / at most.
+    /// "to_client"` those from backends — on a flow or matching none —, or `"both"`): at least /
+    /// at most.
     Drops {
         reason: DropReason,
         #[serde(default)]
@@ -71,6 +72,13 @@ pub enum Expectation {
     /// The backend is in `state` at `from` (on the first instance) and makes no transition
     /// until `until`.
     HealthHeld { backend: Name, state: Health, from: TimeOf, until: TimeOf },
+    /// Balancer instance `instance` (default 0) has exited after a SIGTERM by `by` (drained:
+    /// no flow left on any worker).
+    Exited {
+        #[serde(default)]
+        instance: usize,
+        by: TimeOf,
+    },
     /// Replies from the backend's IP that matched no flow (a reply from another port, a late
     /// reply to a flow that ended): at least / at most, over every instance.
     Strays {

@@ -135,7 +135,8 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
         | Expectation::Lost { .. }
         | Expectation::Datagrams(_)
         | Expectation::HealthHeld { .. }
-        | Expectation::Strays { .. } => Verdict {
+        | Expectation::Strays { .. }
+        | Expectation::Exited { .. } => Verdict {
             what: "a user-level expectation".into(),
             passed: false,
             detail: "not judged here yet: `unsupported` refuses such scenarios".into(),

@@ -160,6 +160,7 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
             Expectation::Datagrams(_) => "datagrams",
             Expectation::HealthHeld { .. } => "health_held",
             Expectation::Strays { .. } => "strays",
+            Expectation::Exited { .. } => "exited",
             Expectation::Drops { direction, .. }
                 if *direction != udplb_sim::scenario::DropDirection::ToBackend =>
             {
