@@ -31,6 +31,7 @@
 //!   on, the end-of-run summary.
 //! - `trace.rs`: the compact, snapshot-tested trace.
 //! - `report.rs`: the HTML report.
+//! - `junit.rs`: the JUnit XML report for CI systems, and the escaping it needs.
 //!
 //! Imports run one way: `world.rs` uses the network, the record and the invariants, and none
 //! of them uses it back. The network knows hosts only by name and drivers not at all: it
@@ -39,6 +40,7 @@
 pub mod check;
 pub mod hosts;
 pub mod invariants;
+pub mod junit;
 pub mod network;
 pub mod platform;
 pub mod record;
