@@ -81,7 +81,8 @@ fn test_case(xml: &mut String, case: &Case<'_>) {
             );
             for verdict in report.verdicts.iter().filter(|v| !v.passed) {
                 let message = format!("expected {}", verdict.what);
-                let text = format!("expected {}\ngot {}\nreproduce: {reproduce}", verdict.what, verdict.detail);
+                let text =
+                    format!("expected {}\ngot {}\nreproduce: {reproduce}", verdict.what, verdict.detail);
                 failure(xml, "expectation", &message, &text);
             }
             for violation in &report.violations {

@@ -583,7 +583,8 @@ impl Scenario {
         let config_file = config_path.display().to_string();
         let config_text = std::fs::read_to_string(config_path)
             .map_err(|e| ScenarioError(format!("{config_file}: cannot read: {e}")))?;
-        let config = Config::from_toml_str(&config_text).map_err(|errors| ScenarioError(errors.render(&config_file)))?;
+        let config = Config::from_toml_str(&config_text)
+            .map_err(|errors| ScenarioError(errors.render(&config_file)))?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| ScenarioError(format!("{}: cannot read: {e}", path.display())))?;
         let in_file = |ScenarioError(message)| ScenarioError(format!("{}:{message}", path.display()));
@@ -593,10 +594,12 @@ impl Scenario {
             ScenarioError(format!("{config_file}:{message}"))
         };
         let file = path.display().to_string();
-        user_config::check_addresses(&scenario, (&file, &text), (&config_file, &config_text)).map_err(|error| match error {
-            user_config::Mismatch::InScenario(span, message) => in_file(located(&text, span, &message)),
-            user_config::Mismatch::InConfig(span, message) => config_error(span, &message),
-        })?;
+        user_config::check_addresses(&scenario, (&file, &text), (&config_file, &config_text)).map_err(
+            |error| match error {
+                user_config::Mismatch::InScenario(span, message) => in_file(located(&text, span, &message)),
+                user_config::Mismatch::InConfig(span, message) => config_error(span, &message),
+            },
+        )?;
         Ok(scenario)
     }
 

@@ -81,7 +81,14 @@ fn mixed_suite(test: &str) -> PathBuf {
     std::fs::create_dir(&suite).unwrap();
     write(&suite, "a_passes.toml", &scenario("passes", ""));
     write(&suite, "b_fails.toml", &scenario(TRICKY_NAME, IMPOSSIBLE));
-    write(&suite, "c_invalid.toml", &scenario("invalid", "[[expect]]\nkind = \"health\"\nbackend = \"s9\"\nstate = \"up\"\nby = \"1s\"\n"));
+    write(
+        &suite,
+        "c_invalid.toml",
+        &scenario(
+            "invalid",
+            "[[expect]]\nkind = \"health\"\nbackend = \"s9\"\nstate = \"up\"\nby = \"1s\"\n",
+        ),
+    );
     suite
 }
 
@@ -272,7 +279,9 @@ fn the_junit_report_counts_and_describes_every_scenario() {
     for failure in &failures {
         assert!(failure.text.contains("\ngot "), "{}", failure.text);
         assert!(
-            failure.text.contains("reproduce: cargo run --release -p udplb-sim -- run suite/b_fails.toml --seed 1"),
+            failure
+                .text
+                .contains("reproduce: cargo run --release -p udplb-sim -- run suite/b_fails.toml --seed 1"),
             "{}",
             failure.text
         );
@@ -313,7 +322,10 @@ impl Element {
     }
 
     fn child(&self, name: &str) -> &Element {
-        self.children.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("<{}> has no <{name}>", self.name))
+        self.children
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("<{}> has no <{name}>", self.name))
     }
 }
 
@@ -323,7 +335,8 @@ impl Element {
 fn parse_xml(xml: &str) -> Element {
     let rest = xml.strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n").expect("an XML declaration");
     for c in rest.chars() {
-        let allowed = matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+        let allowed =
+            matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
         assert!(allowed, "character {c:?} is not allowed in XML 1.0");
     }
     let mut at = 0;
@@ -402,7 +415,8 @@ fn decode(raw: &str) -> String {
             "quot" => '"',
             "apos" => '\'',
             _ => {
-                let number = reference.strip_prefix('#').unwrap_or_else(|| panic!("unknown entity &{reference};"));
+                let number =
+                    reference.strip_prefix('#').unwrap_or_else(|| panic!("unknown entity &{reference};"));
                 let value = match number.strip_prefix('x') {
                     Some(hex) => u32::from_str_radix(hex, 16),
                     None => number.parse(),
@@ -430,7 +444,8 @@ fn the_xml_reader_refuses_what_is_not_xml() {
     for case in cases {
         assert!(std::panic::catch_unwind(|| parse_xml(case)).is_err(), "accepted {case:?}");
     }
-    let fine = parse_xml("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<a k=\"&quot;&#10;&lt;\">x &amp; y<b/></a>\n");
+    let fine =
+        parse_xml("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<a k=\"&quot;&#10;&lt;\">x &amp; y<b/></a>\n");
     assert_eq!((fine.attr("k"), fine.text.as_str(), fine.children.len()), ("\"\n<", "x & y", 1));
 }
 
@@ -450,7 +465,8 @@ fn the_worked_example_passes_against_its_configuration() {
     assert!(stdout(&output).contains("quic-backend-dies"), "{}", stdout(&output));
     // The same through the library: the configuration is the file's, unchanged.
     let root = repository();
-    let scenario = Scenario::load_with_config(&root.join(EXAMPLE_SCENARIO), &root.join(EXAMPLE_CONFIG)).unwrap();
+    let scenario =
+        Scenario::load_with_config(&root.join(EXAMPLE_SCENARIO), &root.join(EXAMPLE_CONFIG)).unwrap();
     let text = std::fs::read_to_string(root.join(EXAMPLE_CONFIG)).unwrap();
     assert_eq!(scenario.lb, udplb_core::Config::from_toml_str(&text).unwrap());
     let report = udplb_sim::run(&scenario, &root.join(EXAMPLE_SCENARIO), None);
@@ -508,7 +524,8 @@ fn a_backend_host_away_from_the_configured_address_is_an_error_with_both_address
     let config = repository().join(EXAMPLE_CONFIG).display().to_string();
     // A host named as a backend, elsewhere.
     let line = line_of(EXAMPLE_SCENARIO, "address = \"10.0.3.12:443\"");
-    let error = example_error("user_config_moved", "address = \"10.0.3.12:443\"", "address = \"10.0.3.99:443\"");
+    let error =
+        example_error("user_config_moved", "address = \"10.0.3.12:443\"", "address = \"10.0.3.99:443\"");
     assert_eq!(
         error,
         format!(
