@@ -614,6 +614,13 @@ impl Scenario {
         let toml_error = |error: toml::de::Error| located(text, error.span(), error.message());
         let mut root = DeTable::parse(text).map_err(toml_error)?;
         let table = root.get_mut();
+        if lb.is_none() && !table.contains_key("lb") {
+            return Err(ScenarioError(
+                " no [lb]: a scenario without one runs against a configuration file \
+                 (`udplb-sim run --config FILE SCENARIO`)"
+                    .into(),
+            ));
+        }
         if lb.is_some() {
             // Replaced below: an empty table stands in for it (every `[lb]` key has a default).
             table.remove("lb");
