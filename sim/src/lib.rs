@@ -11,9 +11,10 @@
 //! One job per file:
 //!
 //! - `lib.rs`: [`run`], one scenario with one seed, from world to verdicts, trace and timeline.
-//! - `main.rs`: the `udplb-sim` command (run, report, sweep).
+//! - `main.rs`: the `udplb-sim` command (run, report, sweep), its options and exit codes.
 //! - `scenario.rs`: scenario files: the schema, loading with file and line, the faults a sweep
-//!   draws; `scenario/expect.rs` the `[[expect]]` kinds, typed as they load.
+//!   draws; `scenario/expect.rs` the `[[expect]]` kinds, typed as they load;
+//!   `scenario/user_config.rs` how a user's own configuration file ties to the scenario's hosts.
 //! - `world.rs`: the event loop: the queue of timed events, each instance's timer, the
 //!   timeline, calling the drivers and the hosts and carrying out what the drivers ask for.
 //! - `network.rs`: the network model: packets, partitions, MTU, loss (everywhere or on one
@@ -31,6 +32,7 @@
 //!   on, the end-of-run summary.
 //! - `trace.rs`: the compact, snapshot-tested trace.
 //! - `report.rs`: the HTML report.
+//! - `junit.rs`: the JUnit XML report for CI systems, and the escaping it needs.
 //!
 //! Imports run one way: `world.rs` uses the network, the record and the invariants, and none
 //! of them uses it back. The network knows hosts only by name and drivers not at all: it
@@ -39,6 +41,7 @@
 pub mod check;
 pub mod hosts;
 pub mod invariants;
+pub mod junit;
 pub mod network;
 pub mod platform;
 pub mod record;

@@ -9,12 +9,15 @@ const USAGE: &str = "\
 udplb-sim: deterministic simulator for udplb scenario files
 
 usage:
-  udplb-sim run PATH [--seed N] [--trace] [--trace-flows]
+  udplb-sim run PATH [--seed N] [--trace] [--trace-flows] [--config FILE] [--junit FILE]
       Run scenario files (a file, or every *.toml in a directory) and print verdicts.
       --seed N        run with this seed instead of each scenario's own
       --trace         print each scenario's trace too
       --trace-flows   print a detailed trace: every flow (opened on which instance and
                       worker, to which backend; closed, why) and every probe
+      --config FILE   run against this udplb configuration file (as `udplb run -c FILE`
+                      reads it) in place of each scenario's own [lb]
+      --junit FILE    also write a JUnit XML report to FILE (deterministic: no wall clock)
   udplb-sim report PATH [--out FILE]
       Run scenarios and write an HTML page with an SVG timeline for each
       (default FILE: report.html).
@@ -22,12 +25,33 @@ usage:
       Run every scenario with many seeds (default 100, from seed 1), drawing each seed's
       network faults from the scenario's envelope; prints a reproduction command for every
       failure.
+
+exit status (run; report and sweep alike):
+  0  every scenario passed
+  1  at least one scenario failed an expectation or broke an invariant
+  2  usage error, no scenario files, a file that cannot be read or is not a valid scenario
+     (or configuration), or a report that cannot be written; with `run`, the valid
+     scenarios still run and are reported, and 2 wins over 1
 ";
 
 enum Command {
-    Run { path: PathBuf, seed: Option<u64>, trace: bool, flows: bool },
-    Report { path: PathBuf, out: PathBuf },
-    Sweep { path: PathBuf, seeds: u64, from: u64 },
+    Run {
+        path: PathBuf,
+        seed: Option<u64>,
+        trace: bool,
+        flows: bool,
+        config: Option<PathBuf>,
+        junit: Option<PathBuf>,
+    },
+    Report {
+        path: PathBuf,
+        out: PathBuf,
+    },
+    Sweep {
+        path: PathBuf,
+        seeds: u64,
+        from: u64,
+    },
 }
 
 /// Reads the command line: one subcommand, one path, and the subcommand's options (as
@@ -58,16 +82,18 @@ fn parse(args: &[String]) -> Result<Command, String> {
     };
     match command.as_str() {
         "run" => {
-            let (mut seed, mut trace, mut flows) = (None, false, false);
+            let (mut seed, mut trace, mut flows, mut config, mut junit) = (None, false, false, None, None);
             for (name, value) in &options {
-                match name.as_str() {
-                    "seed" => seed = Some(number(name, value)?),
-                    "trace" if value.is_none() => trace = true,
-                    "trace-flows" if value.is_none() => (trace, flows) = (true, true),
+                match (name.as_str(), value) {
+                    ("seed", _) => seed = Some(number(name, value)?),
+                    ("trace", None) => trace = true,
+                    ("trace-flows", None) => (trace, flows) = (true, true),
+                    ("config", Some(value)) => config = Some(PathBuf::from(value)),
+                    ("junit", Some(value)) => junit = Some(PathBuf::from(value)),
                     _ => return Err(format!("run takes no option --{name}")),
                 }
             }
-            Ok(Command::Run { path, seed, trace, flows })
+            Ok(Command::Run { path, seed, trace, flows, config, junit })
         }
         "report" => {
             let mut out = PathBuf::from("report.html");
@@ -101,7 +127,9 @@ fn main() -> ExitCode {
         return if args.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS };
     }
     match parse(&args) {
-        Ok(Command::Run { path, seed, trace, flows }) => run(&path, seed, trace, flows),
+        Ok(Command::Run { path, seed, trace, flows, config, junit }) => {
+            run(&path, seed, trace, flows, config.as_deref(), junit.as_deref())
+        }
         Ok(Command::Sweep { path, seeds, from }) => sweep(&path, from, seeds),
         Ok(Command::Report { path, out }) => report(&path, &out),
         Err(error) => {
@@ -111,7 +139,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, seed: Option<u64>, show_trace: bool, flows: bool) -> ExitCode {
+fn run(
+    path: &std::path::Path,
+    seed: Option<u64>,
+    show_trace: bool,
+    flows: bool,
+    config: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+) -> ExitCode {
     let files = match udplb_sim::scenario_files(path) {
         Ok(files) if !files.is_empty() => files,
         Ok(_) => {
@@ -123,19 +158,27 @@ fn run(path: &std::path::Path, seed: Option<u64>, show_trace: bool, flows: bool)
             return ExitCode::from(2);
         }
     };
-    let mut failed = 0;
+    // Every file's outcome, in order: a report (and its reproduction command) or an error.
+    let mut outcomes: Vec<Result<(udplb_sim::RunReport, String), String>> = Vec::new();
+    let (mut failed, mut invalid) = (0, 0);
     println!("{:<34} {:>6} {:>10} {:>12}  result", "scenario", "seed", "events", "expectations");
     for file in &files {
-        let scenario = match Scenario::load(file) {
+        let loaded = match config {
+            Some(config) => Scenario::load_with_config(file, config),
+            None => Scenario::load(file),
+        };
+        let scenario = match loaded {
             Ok(scenario) => scenario,
             Err(error) => {
                 println!("{:<34} {:>6} {:>10} {:>12}  INVALID", file.display(), "-", "-", "-");
                 eprintln!("{error}");
-                failed += 1;
+                invalid += 1;
+                outcomes.push(Err(error.to_string()));
                 continue;
             }
         };
         let report = udplb_sim::run_traced(&scenario, file, seed, flows);
+        let reproduce = udplb_sim::junit::reproduce_command(file, report.seed, config);
         let held = report.verdicts.iter().filter(|v| v.passed).count();
         let result = if report.passed() { "ok" } else { "FAILED" };
         println!(
@@ -153,18 +196,36 @@ fn run(path: &std::path::Path, seed: Option<u64>, show_trace: bool, flows: bool)
             for violation in &report.violations {
                 println!("    invariant: {violation}");
             }
-            println!(
-                "    reproduce: cargo run --release -p udplb-sim -- run {} --seed {}",
-                file.display(),
-                report.seed
-            );
+            println!("    reproduce: {reproduce}");
         }
         if show_trace {
             print!("{}", report.trace);
         }
+        outcomes.push(Ok((report, reproduce)));
     }
-    println!("{} scenarios, {} failed", files.len(), failed);
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    let invalid_note = if invalid > 0 { format!(", {invalid} invalid") } else { String::new() };
+    println!("{} scenarios, {} failed{invalid_note}", files.len(), failed);
+    if let Some(out) = junit {
+        use udplb_sim::junit::Case;
+        let cases: Vec<Case<'_>> = files
+            .iter()
+            .zip(&outcomes)
+            .map(|(file, outcome)| match outcome {
+                Ok((report, reproduce)) => Case::Ran { report, reproduce: reproduce.clone() },
+                Err(error) => Case::Invalid { file, error: error.clone() },
+            })
+            .collect();
+        let xml = udplb_sim::junit::render(&path.display().to_string(), &cases);
+        if let Err(error) = std::fs::write(out, xml) {
+            eprintln!("{}: cannot write the JUnit report: {error}", out.display());
+            return ExitCode::from(2);
+        }
+    }
+    match (invalid, failed) {
+        (0, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::FAILURE,
+        _ => ExitCode::from(2),
+    }
 }
 
 fn sweep(path: &std::path::Path, from: u64, seeds: u64) -> ExitCode {

@@ -29,6 +29,7 @@ use udplb_core::config::duration;
 use udplb_core::{BackendCommand, Config};
 
 mod expect;
+mod user_config;
 
 pub use expect::{
     ClientAnswered, Datagrams, Detectable, Direction, DropDirection, EventSelector, Expectation, Fraction,
@@ -669,16 +670,72 @@ impl Scenario {
             .map_err(|ScenarioError(message)| ScenarioError(format!("{}:{message}", path.display())))
     }
 
+    /// Reads and checks a scenario file to run against a user's own configuration file (the
+    /// shell's format, read as `udplb run -c FILE` reads it): the scenario supplies the world,
+    /// `config_path` the `[lb]`, replacing the scenario's own if it has one. Names in the
+    /// scenario are checked against the configuration; every backend the configuration lists
+    /// needs a `[[backend]]` host at its address, and a host named as a backend must be at
+    /// that backend's address (`docs/scenarios.md`, "Writing scenarios for your deployment").
+    pub fn load_with_config(path: &Path, config_path: &Path) -> Result<Scenario, ScenarioError> {
+        let config_file = config_path.display().to_string();
+        let config_text = std::fs::read_to_string(config_path)
+            .map_err(|e| ScenarioError(format!("{config_file}: cannot read: {e}")))?;
+        let config = Config::from_toml_str(&config_text)
+            .map_err(|errors| ScenarioError(errors.render(&config_file)))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError(format!("{}: cannot read: {e}", path.display())))?;
+        let in_file = |ScenarioError(message)| ScenarioError(format!("{}:{message}", path.display()));
+        let scenario = Scenario::parse_with(&text, Some((config, &config_file))).map_err(in_file)?;
+        let config_error = |span, message: &str| {
+            let ScenarioError(message) = located(&config_text, span, message);
+            ScenarioError(format!("{config_file}:{message}"))
+        };
+        let file = path.display().to_string();
+        user_config::check_addresses(&scenario, (&file, &text), (&config_file, &config_text)).map_err(
+            |error| match error {
+                user_config::Mismatch::InScenario(span, message) => in_file(located(&text, span, &message)),
+                user_config::Mismatch::InConfig(span, message) => config_error(span, &message),
+            },
+        )?;
+        Ok(scenario)
+    }
+
     /// Parses and checks scenario text.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_with(text, None)
+    }
+
+    /// Parses and checks scenario text; with `lb`, a configuration and the name of its file,
+    /// the scenario's `[lb]` is that configuration.
+    fn parse_with(text: &str, lb: Option<(Config, &str)>) -> Result<Scenario, ScenarioError> {
         let toml_error = |error: toml::de::Error| located(text, error.span(), error.message());
         let mut root = DeTable::parse(text).map_err(toml_error)?;
         let table = root.get_mut();
+        if lb.is_none() && !table.contains_key("lb") {
+            return Err(ScenarioError(
+                " no [lb]: a scenario without one runs against a configuration file \
+                 (`udplb-sim run --config FILE SCENARIO`)"
+                    .into(),
+            ));
+        }
+        if lb.is_some() {
+            // Replaced below: an empty table stands in for it (every `[lb]` key has a default).
+            table.remove("lb");
+            let key = Spanned::new(0..0, std::borrow::Cow::Borrowed("lb"));
+            table.insert(key, Spanned::new(0..0, DeValue::Table(DeTable::new())));
+        }
         retag(text, table, "expect", "kind", &[], None, &[])?;
         retag(text, table, "timeline", "action", &["at"], Some("action"), Action::UNITS)?;
         retag(text, table, "client", "kind", &["name", "address", "listener"], Some("model"), &[])?;
-        let scenario = Scenario::deserialize(toml::de::Deserializer::from(root)).map_err(toml_error)?;
-        scenario.check(text)?;
+        let mut scenario = Scenario::deserialize(toml::de::Deserializer::from(root)).map_err(toml_error)?;
+        let lb_place = match lb {
+            Some((config, file)) => {
+                scenario.lb = config;
+                file.to_owned()
+            }
+            None => "[lb]".to_owned(),
+        };
+        scenario.check(text, &lb_place)?;
         Ok(scenario)
     }
 
@@ -721,7 +778,9 @@ impl Scenario {
 
     /// What serde cannot see: settings that depend on each other, and names that must refer
     /// to something the file declares elsewhere.
-    fn check(&self, text: &str) -> Result<(), ScenarioError> {
+    /// `lb_place` says where `[lb]` came from (`[lb]`, or a configuration file's name).
+    fn check(&self, text: &str, lb_place: &str) -> Result<(), ScenarioError> {
+        let in_lb = format!(" in {lb_place}");
         let instances = self.ecmp.count();
         if !(1..=8).contains(&instances) {
             return Err(ScenarioError(" ecmp.instances must be between 1 and 8".into()));
@@ -816,7 +875,7 @@ impl Scenario {
         };
         let initial_listeners: Vec<&str> = self.lb.listeners.keys().map(String::as_str).collect();
         for client in &self.clients {
-            known(&client.listener, &initial_listeners, "listener", " in [lb]")?;
+            known(&client.listener, &initial_listeners, "listener", &in_lb)?;
         }
         let links = std::iter::once(&self.network)
             .chain(self.timeline.iter().filter_map(|entry| match &entry.action {
@@ -852,9 +911,9 @@ impl Scenario {
                     known(to, &hosts, "host", "")?;
                 }
                 Action::DrainListener { listener } | Action::ResumeListener { listener } => {
-                    known(listener, &lb_listeners, "listener", " in [lb]")?
+                    known(listener, &lb_listeners, "listener", &in_lb)?
                 }
-                Action::Backend { backend, .. } => known(backend, &lb_backends, "backend", " in [lb]")?,
+                Action::Backend { backend, .. } => known(backend, &lb_backends, "backend", &in_lb)?,
                 Action::Rebind { client } => known(client, &clients, "[[client]]", "")?,
                 Action::Heal
                 | Action::Network(_)
@@ -874,13 +933,13 @@ impl Scenario {
                 | Expectation::Share(Share { backend, .. })
                 | Expectation::NoTransition(NoTransition { backend, .. })
                 | Expectation::Transitions(Transitions { backend: Some(backend), .. }) => {
-                    known(backend, &lb_backends, "backend", " in [lb]")?
+                    known(backend, &lb_backends, "backend", &in_lb)?
                 }
                 Expectation::ClientAnswered(ClientAnswered { client, .. })
                 | Expectation::Lost { client: Some(client), .. } => answering(client)?,
                 Expectation::Datagrams(Datagrams { backend, client, .. }) => {
                     if let Some(backend) = backend {
-                        known(backend, &lb_backends, "backend", " in [lb]")?;
+                        known(backend, &lb_backends, "backend", &in_lb)?;
                     }
                     if let Some(client) = client {
                         known(client, &clients, "[[client]]", "")?;
