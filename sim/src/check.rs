@@ -490,6 +490,12 @@ pub fn summary(world: &World) -> Vec<String> {
     if resent(world) > 0 {
         lines.push(format!("retries: {} re-sent", resent(world)));
     }
+    if world.record.unserved > 0 {
+        lines.push(format!(
+            "unserved: {} client datagrams reached an instance that had exited",
+            world.record.unserved
+        ));
+    }
     lines
 }
 
