@@ -37,6 +37,8 @@
 //! says when a packet arrives, and the world delivers it.
 
 pub mod check;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hosts;
 pub mod invariants;
 pub mod network;
