@@ -14,9 +14,12 @@ use crate::scenario::Scenario;
 /// the text, and the committed scenarios are all shorter.
 const MAX_TEXT_BYTES: usize = 16 * 1024;
 
+/// A target body: the fuzzer's bytes in, a panic out when a promise is broken.
+pub type Target = fn(&[u8]);
+
 /// Every target of this crate, by the name of its directory under `fuzz/corpus/` and of its
 /// cargo-fuzz binary.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("scenario_parse", scenario_parse)];
+pub const TARGETS: &[(&str, Target)] = &[("scenario_parse", scenario_parse)];
 
 /// Parses `data` (lossily decoded as UTF-8) with [`Scenario::parse`].
 ///
@@ -40,11 +43,7 @@ pub fn scenario_parse(data: &[u8]) {
         }
     }
     let again = Scenario::parse(&text);
-    assert_eq!(
-        format!("{result:?}"),
-        format!("{again:?}"),
-        "parsing the same text twice disagrees"
-    );
+    assert_eq!(format!("{result:?}"), format!("{again:?}"), "parsing the same text twice disagrees");
 }
 
 /// One line of a rejection: `LINE:COLUMN: message` with the place inside the text, or

@@ -101,7 +101,11 @@ fn every_named_mutant_is_caught() {
         (Mutant::RefusalsMoveHealth, &|| scenario_fails("udp_rejected.toml"), "scenario udp-rejected"),
         (
             Mutant::StraysNotBlamed,
-            &|| core_test_fails(partial_faults::a_reply_from_another_port_is_blamed_on_the_backend_with_that_address),
+            &|| {
+                core_test_fails(
+                    partial_faults::a_reply_from_another_port_is_blamed_on_the_backend_with_that_address,
+                )
+            },
             "core test a_reply_from_another_port_is_blamed_on_the_backend_with_that_address",
         ),
         (
@@ -112,7 +116,11 @@ fn every_named_mutant_is_caught() {
         (Mutant::EjectionIgnoresCap, &|| scenario_fails("ejection_cap.toml"), "scenario ejection-cap"),
         (
             Mutant::ReselectKeepsFlow,
-            &|| core_test_fails(partial_faults::reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram),
+            &|| {
+                core_test_fails(
+                    partial_faults::reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram,
+                )
+            },
             "core test reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram",
         ),
         (Mutant::FailOpenNeverOpens, &|| scenario_fails("fail_open.toml"), "scenario fail-open"),

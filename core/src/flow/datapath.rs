@@ -100,7 +100,8 @@ impl FlowManager {
         };
         let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
         let cluster = &mut self.clusters[cluster_id.0 as usize];
-        let fail_open = cluster.fail_open && !crate::mutants::active(crate::mutants::Mutant::FailOpenNeverOpens);
+        let fail_open =
+            cluster.fail_open && !crate::mutants::active(crate::mutants::Mutant::FailOpenNeverOpens);
         let request = SelectionRequest { affinity_hash, exclude: &[], fail_open };
         let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
@@ -401,7 +402,8 @@ impl FlowManager {
         let cluster = self.backends[backend.0 as usize].cluster;
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get_mut(slot);
-        let drops_copies = teardown.drops_copies() && !crate::mutants::active(crate::mutants::Mutant::DuplicateRepliesKept);
+        let drops_copies =
+            teardown.drops_copies() && !crate::mutants::active(crate::mutants::Mutant::DuplicateRepliesKept);
         if drops_copies && !flow.note_reply(payload, now) {
             counters.drop_for(DropReason::DuplicateReply);
             self.stats.backends[backend.0 as usize].duplicate_replies += 1;

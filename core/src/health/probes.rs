@@ -95,7 +95,9 @@ impl HealthMonitor {
             return;
         }
         let refusal = matches!(failure, PassiveFailure::Refused | PassiveFailure::Unreachable);
-        if self.ejects(backend) && !(refusal && crate::mutants::active(crate::mutants::Mutant::RefusalsMoveHealth)) {
+        if self.ejects(backend)
+            && !(refusal && crate::mutants::active(crate::mutants::Mutant::RefusalsMoveHealth))
+        {
             self.stats.passive_counted += 1;
             self.outlier_failure(now, backend, failure);
             self.debug_check();
