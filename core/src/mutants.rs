@@ -2,9 +2,9 @@
 //! scenarios and tests around the core would catch them (`docs/testing.md`, "Mutants").
 //!
 //! The switches exist only with the `mutants` feature, which no release build enables. With
-//! it, this module is public, a mutant is switched on for the whole process with [`set`], and
-//! tests that use mutants therefore run in a test binary of their own
-//! (`sim/tests/mutants.rs`), one mutant at a time. Without it, the module is private and
+//! it, this module is public, a mutant is switched on for the calling thread with [`set`]
+//! (the core and the simulator run on the caller's thread), and the tests that use mutants
+//! run in a test binary of their own (`sim/tests/mutants.rs`), one mutant at a time. Without it, the module is private and
 //! `active` is a `const fn` that returns `false`, so every mutant check in the core is a
 //! constant condition and compiles away.
 
@@ -27,29 +27,68 @@ pub enum Mutant {
     SilenceIsHealthy = 16,
     /// Selection ignores health: every enabled backend is eligible.
     SelectionIgnoresHealth = 32,
+    /// A write-off at the back deadline does not retire the flow: the client's next datagram
+    /// stays on the backend that lost its reply, so a lossy backend keeps its clients pinned.
+    WriteOffKeepsFlow = 64,
+    /// A reply byte-for-byte equal to one the flow returned less than 100 ms ago (with
+    /// `responses = 1`) is returned and counted instead of dropped as a network copy.
+    DuplicateRepliesKept = 128,
+    /// A request the network copied is owed a reply of its own: the flow waits for a reply
+    /// that never comes and writes it off against a healthy backend.
+    CopiedRequestsOwed = 256,
+    /// Data-path refusals move the health state (the hysteresis) even though active probes
+    /// run and outlier ejection is on, so a refusal or two can take a backend Down that
+    /// its probes find healthy.
+    RefusalsMoveHealth = 512,
+    /// A datagram from a backend's IP address but another port is not blamed on that
+    /// backend: replies from the wrong port go uncounted and never eject it.
+    StraysNotBlamed = 1024,
+    /// A late reply does not take its write-off back: it settles a newer request instead,
+    /// which is then written off in turn.
+    LateRepliesNotTakenBack = 2048,
+    /// Outlier ejection ignores `max_ejected_percent` (every backend but the last eligible
+    /// one may be out at once).
+    EjectionIgnoresCap = 4096,
+    /// `on_backend_down = "reselect"` keeps the flow on its backend after it went out.
+    ReselectKeepsFlow = 8192,
+    /// `fail_open = true` never opens: with every backend out, new flows are dropped.
+    FailOpenNeverOpens = 16384,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant, for tests that go through them all.
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::ResponsesPerFlow,
         Mutant::TimerLostOnEarlyFire,
         Mutant::IeeeCrc32,
         Mutant::MaglevUnsorted,
         Mutant::SilenceIsHealthy,
         Mutant::SelectionIgnoresHealth,
+        Mutant::WriteOffKeepsFlow,
+        Mutant::DuplicateRepliesKept,
+        Mutant::CopiedRequestsOwed,
+        Mutant::RefusalsMoveHealth,
+        Mutant::StraysNotBlamed,
+        Mutant::LateRepliesNotTakenBack,
+        Mutant::EjectionIgnoresCap,
+        Mutant::ReselectKeepsFlow,
+        Mutant::FailOpenNeverOpens,
     ];
 }
 
 #[cfg(feature = "mutants")]
-static ACTIVE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+std::thread_local! {
+    /// Per thread, so that a test binary's other tests, which the harness runs on threads of
+    /// their own, never see a mutant another test switched on.
+    static ACTIVE: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
 
-/// Whether `mutant` is switched on.
+/// Whether `mutant` is switched on (in this thread).
 #[cfg(feature = "mutants")]
 #[inline(always)]
 pub fn active(mutant: Mutant) -> bool {
-    ACTIVE.load(core::sync::atomic::Ordering::Relaxed) & mutant as u32 != 0
+    ACTIVE.with(|active| active.get() & mutant as u32 != 0)
 }
 
 /// Without the `mutants` feature no mutant is ever on.
@@ -59,10 +98,10 @@ pub(crate) const fn active(_mutant: Mutant) -> bool {
     false
 }
 
-/// Switches exactly `mutant` on (or every mutant off with `None`).
+/// Switches exactly `mutant` on (or every mutant off with `None`) in the calling thread.
 #[cfg(feature = "mutants")]
 pub fn set(mutant: Option<Mutant>) {
-    ACTIVE.store(mutant.map_or(0, |m| m as u32), core::sync::atomic::Ordering::Relaxed);
+    ACTIVE.with(|active| active.set(mutant.map_or(0, |m| m as u32)));
 }
 
 /// IEEE 802.3 CRC-32 (the wrong checksum for PPv2), for [`Mutant::IeeeCrc32`].

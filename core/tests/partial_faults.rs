@@ -1,5 +1,8 @@
 //! The flow semantics a lossy or misbehaving backend meets: owed replies written off, no
 //! pinning, late replies taken back, copies not counted, reselection, faults attributed.
+//!
+//! The `pub` tests are also the catchers of named mutants (`sim/tests/mutants.rs` compiles this
+//! file in and calls them with a mutant switched on).
 
 mod common;
 
@@ -23,7 +26,7 @@ fn failures(h: &Harness) -> Vec<PassiveFailure> {
 }
 
 #[test]
-fn a_lost_reply_is_written_off_at_the_back_deadline_and_the_client_moves_on() {
+pub fn a_lost_reply_is_written_off_at_the_back_deadline_and_the_client_moves_on() {
     let mut h = Harness::new(&one_listener(2, "responses = 1", ""));
     // Both backends answer in 2 ms (what udplb learns of their reply times).
     for client in ["192.0.2.8:1", "192.0.2.9:1"] {
@@ -59,7 +62,7 @@ fn a_lost_reply_is_written_off_at_the_back_deadline_and_the_client_moves_on() {
 }
 
 #[test]
-fn a_late_reply_takes_its_write_off_back_and_reaches_the_client() {
+pub fn a_late_reply_takes_its_write_off_back_and_reaches_the_client() {
     let mut h = Harness::new(&one_listener(1, "responses = 1", ""));
     let flow = h.forward("192.0.2.1:5000", b"q1");
     h.run_until(h.now + ms(1_001));
@@ -91,7 +94,7 @@ fn queries_in_flight_on_a_busy_socket_are_never_written_off() {
 }
 
 #[test]
-fn copies_the_network_made_are_not_counted() {
+pub fn copies_the_network_made_are_not_counted() {
     let mut h = Harness::new(&one_listener(1, "responses = 1", ""));
     let flow = h.forward("192.0.2.1:5000", b"q1");
     h.forward("192.0.2.1:5000", b"q2");
@@ -119,7 +122,7 @@ fn copies_the_network_made_are_not_counted() {
 }
 
 #[test]
-fn reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram() {
+pub fn reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram() {
     let mut h = Harness::new(&one_listener(2, "responses = 1", ""));
     let flow = h.forward("192.0.2.1:5000", b"q1");
     h.forward("192.0.2.1:5000", b"q2");
@@ -140,7 +143,7 @@ fn reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram() {
 }
 
 #[test]
-fn a_reply_from_another_port_is_blamed_on_the_backend_with_that_address() {
+pub fn a_reply_from_another_port_is_blamed_on_the_backend_with_that_address() {
     let mut h = Harness::new(&one_listener(2, "responses = 1", ""));
     h.core.handle_stray_reply(h.now, addr("10.1.0.2:5353"), 10);
     h.after_call();

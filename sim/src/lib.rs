@@ -39,6 +39,8 @@
 //! says when a packet arrives, and the world delivers it.
 
 pub mod check;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hosts;
 pub mod invariants;
 pub mod junit;

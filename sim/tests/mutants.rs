@@ -1,10 +1,14 @@
 //! The scenarios can fail: each named mutant of the core (a deliberate bug behind a test-only
 //! switch, `core/src/mutants.rs`) is caught by at least one scenario or test.
 //!
-//! Mutants are process-wide switches, so this file is its own test binary with one test that
-//! switches them on one at a time.
+//! This file is its own test binary with one test that switches the mutants on one at a time.
+//! Where no scenario shows a mutant, its catcher is one of the core's own tests of the
+//! behaviour it breaks (`core/tests/partial_faults.rs`, compiled in here as a module and
+//! called as a function with the mutant on). Switches are per thread, so those tests' own
+//! runs in this binary, on other threads, never see a mutant.
 
 use std::net::SocketAddr;
+use std::panic;
 use std::path::Path;
 
 use udplb_core::BackendId;
@@ -12,6 +16,14 @@ use udplb_core::config::Algorithm;
 use udplb_core::mutants::{self, Mutant};
 use udplb_core::select::{Candidate, Selector, identity_hash};
 use udplb_sim::scenario::Scenario;
+
+#[path = "../../core/tests/partial_faults.rs"]
+mod partial_faults;
+
+/// Whether one of the core's tests fails (panics).
+fn core_test_fails(test: fn()) -> bool {
+    panic::catch_unwind(test).is_err()
+}
 
 fn scenario_fails(name: &str) -> bool {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(name);
@@ -48,7 +60,7 @@ fn maglev_ignores_input_order() -> bool {
 
 #[test]
 fn every_named_mutant_is_caught() {
-    let catchers: [(Mutant, &dyn Fn() -> bool, &str); 6] = [
+    let catchers: [(Mutant, &dyn Fn() -> bool, &str); 15] = [
         (
             Mutant::ResponsesPerFlow,
             &|| scenario_fails("pipelined_queries.toml"),
@@ -67,6 +79,51 @@ fn every_named_mutant_is_caught() {
             &|| scenario_fails("backend_killed_icmp.toml"),
             "scenario backend-killed-icmp",
         ),
+        (
+            Mutant::WriteOffKeepsFlow,
+            &|| {
+                core_test_fails(
+                    partial_faults::a_lost_reply_is_written_off_at_the_back_deadline_and_the_client_moves_on,
+                )
+            },
+            "core test a_lost_reply_is_written_off_at_the_back_deadline_and_the_client_moves_on",
+        ),
+        (
+            Mutant::DuplicateRepliesKept,
+            &|| scenario_fails("duplicated_replies.toml"),
+            "scenario duplicated-replies",
+        ),
+        (
+            Mutant::CopiedRequestsOwed,
+            &|| core_test_fails(partial_faults::copies_the_network_made_are_not_counted),
+            "core test copies_the_network_made_are_not_counted",
+        ),
+        (Mutant::RefusalsMoveHealth, &|| scenario_fails("udp_rejected.toml"), "scenario udp-rejected"),
+        (
+            Mutant::StraysNotBlamed,
+            &|| {
+                core_test_fails(
+                    partial_faults::a_reply_from_another_port_is_blamed_on_the_backend_with_that_address,
+                )
+            },
+            "core test a_reply_from_another_port_is_blamed_on_the_backend_with_that_address",
+        ),
+        (
+            Mutant::LateRepliesNotTakenBack,
+            &|| core_test_fails(partial_faults::a_late_reply_takes_its_write_off_back_and_reaches_the_client),
+            "core test a_late_reply_takes_its_write_off_back_and_reaches_the_client",
+        ),
+        (Mutant::EjectionIgnoresCap, &|| scenario_fails("ejection_cap.toml"), "scenario ejection-cap"),
+        (
+            Mutant::ReselectKeepsFlow,
+            &|| {
+                core_test_fails(
+                    partial_faults::reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram,
+                )
+            },
+            "core test reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram",
+        ),
+        (Mutant::FailOpenNeverOpens, &|| scenario_fails("fail_open.toml"), "scenario fail-open"),
     ];
     assert_eq!(catchers.len(), Mutant::ALL.len(), "every mutant has a catcher");
     mutants::set(None);

@@ -93,7 +93,9 @@ impl FlowManager {
         // `back` more for what it still owes and for replies that were only late.
         flow.awaiting_since = now;
         flow.recent().floor = 0;
-        self.retire_flow(slot);
+        if !crate::mutants::active(crate::mutants::Mutant::WriteOffKeepsFlow) {
+            self.retire_flow(slot);
+        }
         self.rearm_flow(now, slot);
         for _ in 0..lost.min(MAX_FAILURES_PER_DEADLINE) {
             self.passive_failure(now, backend, PassiveFailure::Unanswered);

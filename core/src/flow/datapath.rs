@@ -100,7 +100,9 @@ impl FlowManager {
         };
         let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
         let cluster = &mut self.clusters[cluster_id.0 as usize];
-        let request = SelectionRequest { affinity_hash, exclude: &[], fail_open: cluster.fail_open };
+        let fail_open =
+            cluster.fail_open && !crate::mutants::active(crate::mutants::Mutant::FailOpenNeverOpens);
+        let request = SelectionRequest { affinity_hash, exclude: &[], fail_open };
         let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
         };
@@ -129,6 +131,7 @@ impl FlowManager {
         let cluster = &self.clusters[backend.cluster.0 as usize];
         if cluster.on_backend_down != crate::config::OnBackendDown::Reselect
             || backend.admin != crate::health::AdminState::Enabled
+            || crate::mutants::active(crate::mutants::Mutant::ReselectKeepsFlow)
         {
             return false;
         }
@@ -287,6 +290,7 @@ impl FlowManager {
         // Per request only: per flow, a copy changes nothing that is owed.
         if teardown.drops_copies()
             && teardown.responses_mode == crate::config::ResponsesMode::PerRequest
+            && !crate::mutants::active(crate::mutants::Mutant::CopiedRequestsOwed)
             && !flow.note_request(payload, now)
         {
             // A copy the network made: forwarded (the backend deduplicates, or answers twice,
@@ -398,7 +402,9 @@ impl FlowManager {
         let cluster = self.backends[backend.0 as usize].cluster;
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get_mut(slot);
-        if teardown.drops_copies() && !flow.note_reply(payload, now) {
+        let drops_copies =
+            teardown.drops_copies() && !crate::mutants::active(crate::mutants::Mutant::DuplicateRepliesKept);
+        if drops_copies && !flow.note_reply(payload, now) {
             counters.drop_for(DropReason::DuplicateReply);
             self.stats.backends[backend.0 as usize].duplicate_replies += 1;
             return BackendVerdict::Drop(DropReason::DuplicateReply);

@@ -162,7 +162,7 @@ impl Teardown {
     /// off again at the next deadline: a lost reply may be counted against its backend twice,
     /// never a late one once too often.)
     pub(crate) fn takes_back(&self, flow: &Flow) -> bool {
-        flow.written_off() > 0
+        flow.written_off() > 0 && !crate::mutants::active(crate::mutants::Mutant::LateRepliesNotTakenBack)
     }
 
     /// Requests left unanswered by the replies still owed (for a flow closing `IdleBack`).

@@ -103,7 +103,7 @@ impl FlowManager {
         for slot in self.table.indexed_slots() {
             ensure!(self.table.is_occupied(slot), "index points at vacant slot {slot}");
             ensure!(!self.table.get(slot).retired, "retired flow in slot {slot} is still indexed");
-            indexed.insert(slot);
+            ensure!(indexed.insert(slot), "slot {slot} is indexed twice");
         }
         ensure!(
             self.table.indexed_len() as u64 == self.stats.flows.active - self.stats.flows.retired,

@@ -111,7 +111,9 @@ impl FlowManager {
     /// fault.
     fn stray_source(&self, from: SocketAddr) -> Option<BackendId> {
         let live = || self.backends.iter().enumerate().filter(|(_, b)| !b.removed);
-        if live().any(|(_, b)| b.address == from) {
+        if live().any(|(_, b)| b.address == from)
+            || crate::mutants::active(crate::mutants::Mutant::StraysNotBlamed)
+        {
             return None;
         }
         live().find(|(_, b)| b.address.ip() == from.ip()).map(|(id, _)| BackendId(id as u32))

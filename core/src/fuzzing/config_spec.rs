@@ -223,12 +223,13 @@ impl ClusterSpec {
                 unique_id: mode != ProxyProtocolMode::Off && self.proxy_protocol & 0x20 != 0,
             },
             algorithm,
-            // Small primes keep Maglev tables cheap to build on every reload; 255 is not
-            // prime (a rare refusal).
+            // The two smallest primes validation allows (a reload may still change the size),
+            // so Maglev tables stay cheap to build on every reload and health change; 255 is
+            // not prime (a rare refusal).
             maglev_table_size: match self.maglev_table_size {
                 255 => 255,
                 n if n % 2 == 0 => 251,
-                _ => 1_009,
+                _ => 257,
             },
             fail_open: self.fail_open,
             on_backend_down: match self.on_backend_down % 4 {

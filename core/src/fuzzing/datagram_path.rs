@@ -436,14 +436,16 @@ impl Run {
     /// numbered id; one in sixteen, an id never numbered.
     fn listener(&self, pick: u8) -> ListenerId {
         let numbered = self.core.flows().stats().listeners.len();
-        let live: Vec<ListenerId> = self.core.flows().listener_ids().collect();
         let index = match pick {
             240.. => numbered + usize::from(pick % 4),
             208..=239 => usize::from(pick) % numbered.max(1),
-            _ => match live.get(usize::from(pick) % live.len().max(1)) {
-                Some(listener) => return *listener,
-                None => numbered,
-            },
+            _ => {
+                let live = self.core.flows().listener_ids().count();
+                match self.core.flows().listener_ids().nth(usize::from(pick) % live.max(1)) {
+                    Some(listener) => return listener,
+                    None => numbered,
+                }
+            }
         };
         ListenerId(index as u32)
     }
@@ -451,9 +453,9 @@ impl Run {
     /// A backend id: mostly a live one; one pick in eight, any id in a small range (removed
     /// ones and ones never numbered included).
     fn backend(&self, pick: u8) -> BackendId {
-        let live: Vec<BackendId> = self.core.flows().backend_ids().collect();
-        match live.get(usize::from(pick) % live.len().max(1)) {
-            Some(backend) if pick < 224 => *backend,
+        let live = self.core.flows().backend_ids().count();
+        match self.core.flows().backend_ids().nth(usize::from(pick) % live.max(1)) {
+            Some(backend) if pick < 224 => backend,
             _ => BackendId(u32::from(pick % BACKEND_IDS)),
         }
     }

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 
 use super::monitor::TimerKey;
 use super::{AdminState, HealthMonitor, MonitorInvariantViolation};
-use crate::id::BackendId;
 
 macro_rules! ensure {
     ($condition:expr, $($message:tt)+) => {
@@ -117,16 +116,15 @@ impl HealthMonitor {
     fn check_clusters(&self) -> Result<(), MonitorInvariantViolation> {
         for (cluster, state) in &self.clusters {
             ensure!(!state.members.is_empty(), "{cluster} is kept with no members");
-            let views: Vec<_> =
-                state.members.iter().map(|b: &BackendId| self.backends.get(b).map(|r| r.view())).collect();
-            ensure!(views.iter().all(Option::is_some), "{cluster} has a member that is not monitored");
-            let views = views.into_iter().flatten();
-            let (enabled, eligible) = views.fold((0, 0), |(enabled, eligible), view| {
-                (
-                    enabled + usize::from(view.admin == AdminState::Enabled),
-                    eligible + usize::from(view.eligible()),
-                )
-            });
+            let (mut enabled, mut eligible) = (0usize, 0usize);
+            for member in &state.members {
+                let view = self.backends.get(member).map(|r| r.view());
+                ensure!(view.is_some(), "{cluster} has a member that is not monitored");
+                if let Some(view) = view {
+                    enabled += usize::from(view.admin == AdminState::Enabled);
+                    eligible += usize::from(view.eligible());
+                }
+            }
             if state.all_down {
                 ensure!(eligible == 0, "{cluster} is latched all-down with {eligible} eligible backends");
             } else {

@@ -214,7 +214,12 @@ impl HealthMonitor {
                 view.ejected && view.health != super::Health::Down && view.admin == AdminState::Enabled
             })
             .count();
-        let allowed = (members.len() * config.max_ejected_percent as usize / 100).max(1);
+        let percent = if crate::mutants::active(crate::mutants::Mutant::EjectionIgnoresCap) {
+            100
+        } else {
+            config.max_ejected_percent
+        };
+        let allowed = (members.len() * percent as usize / 100).max(1);
         let others_eligible =
             members.iter().filter(|b| **b != backend).any(|b| self.record(*b).view().eligible());
         if ejected >= allowed || !others_eligible {

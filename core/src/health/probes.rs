@@ -94,7 +94,10 @@ impl HealthMonitor {
             self.stats.passive_ignored += 1;
             return;
         }
-        if self.ejects(backend) {
+        let refusal = matches!(failure, PassiveFailure::Refused | PassiveFailure::Unreachable);
+        if self.ejects(backend)
+            && !(refusal && crate::mutants::active(crate::mutants::Mutant::RefusalsMoveHealth))
+        {
             self.stats.passive_counted += 1;
             self.outlier_failure(now, backend, failure);
             self.debug_check();
