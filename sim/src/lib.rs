@@ -31,6 +31,9 @@
 //!   on, the end-of-run summary.
 //! - `trace.rs`: the compact, snapshot-tested trace.
 //! - `report.rs`: the HTML report.
+//! - `sweep/`: `udplb-sim sweep`: swarm draws of each seed's faults, the liveness phase after a
+//!   run, the determinism re-check, coverage of rare branches, shrinking a failure into a
+//!   ready scenario file.
 //!
 //! Imports run one way: `world.rs` uses the network, the record and the invariants, and none
 //! of them uses it back. The network knows hosts only by name and drivers not at all: it
@@ -44,6 +47,7 @@ pub mod platform;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod sweep;
 pub mod trace;
 pub mod world;
 
@@ -78,18 +82,29 @@ impl RunReport {
     }
 }
 
-/// Runs a scenario with its own seed, or `seed` when given.
+/// Runs a scenario with its own seed, or `seed` when given (with the liveness phase when the
+/// scenario says `liveness = "always"`).
 pub fn run(scenario: &Scenario, file: &Path, seed: Option<u64>) -> RunReport {
+    run_world(scenario, file, seed, scenario.liveness == scenario::Liveness::Always).0
+}
+
+/// [`run`], with the liveness phase after the scenario's end when `phase` (its verdicts come
+/// after the scenario's own, which are judged at the end, before the phase), and the finished
+/// world.
+pub fn run_world(scenario: &Scenario, file: &Path, seed: Option<u64>, phase: bool) -> (RunReport, World) {
     let seed = seed.unwrap_or(scenario.seed);
     let mut world = World::new(scenario.clone(), seed);
     world.run();
-    let verdicts = check::check(&world);
+    let mut verdicts = check::check(&world);
+    if phase {
+        verdicts.extend(sweep::liveness::phase(&mut world));
+    }
     let mut trace = world.trace.render();
     for line in check::summary(&world) {
         trace.push_str(&format!("{:>16} {line}\n", "end"));
     }
     let timeline = report::Timeline::from_world(&world);
-    RunReport {
+    let report = RunReport {
         timeline,
         name: scenario.name.clone(),
         file: file.to_owned(),
@@ -99,7 +114,8 @@ pub fn run(scenario: &Scenario, file: &Path, seed: Option<u64>) -> RunReport {
         trace,
         events: world.events_run(),
         delivered: world.record.delivered,
-    }
+    };
+    (report, world)
 }
 
 /// The scenario files at `path`: the file itself, or every `*.toml` in the directory, sorted.

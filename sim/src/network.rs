@@ -127,6 +127,11 @@ impl Network {
         }
     }
 
+    /// The conditions in force now.
+    pub fn spec(&self) -> &NetworkSpec {
+        &self.spec
+    }
+
     /// Restores every cut link.
     pub fn heal(&mut self) {
         self.partitions.clear();
