@@ -254,21 +254,27 @@ pub fn shrink(failing: &Failing<'_>) -> Result<Shrunk, String> {
         ));
     }
     header.push(format!(
-        "removed: {} of {timeline_total} timeline entries{}{}",
+        "removed: {} of {timeline_total} timeline entries{}",
         timeline.len(),
-        if removed_entries.is_empty() { String::new() } else { format!(" ({})", removed_entries.join("; ")) },
         if faults_off.is_empty() {
             String::new()
         } else {
             format!("; faults set to their gentlest value: {}", faults_off.join(", "))
         },
     ));
+    // The removed entries, a few to a line.
+    for entries in removed_entries.chunks(5) {
+        header.push(format!("  {}", entries.join("; ")));
+    }
     header.push(format!(
         "also removed: [envelope] (the draw is in [network]) and the expectations that held{}",
         if failing.phase { "; liveness = \"always\" runs the liveness phase in `udplb-sim run`" } else { "" }
     ));
-    for failure in &failures {
+    for failure in failures.iter().take(5) {
         header.push(format!("fails: {failure}"));
+    }
+    if failures.len() > 5 {
+        header.push(format!("fails: ... and {} more", failures.len() - 5));
     }
     header.push("reproduce: udplb-sim run THIS_FILE".into());
     let mut out: String = header.iter().map(|line| format!("# {line}\n")).collect();
