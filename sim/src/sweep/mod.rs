@@ -346,7 +346,7 @@ pub fn sweep(options: &Options, out: &mut dyn Write) -> Result<Totals, String> {
                     let _ = writeln!(
                         out,
                         "shrunk {} seed {seed} in {} runs: {} of {} timeline entries kept, faults on: {}\n    \
-                         wrote {}; reproduce: cargo run --release -p udplb-sim{} -- run {}",
+                         wrote {}; reproduce: cargo run --release -p udplb-sim -- run {}{}",
                         base.file.display(),
                         shrunk.runs,
                         shrunk.timeline_kept,
@@ -357,8 +357,11 @@ pub fn sweep(options: &Options, out: &mut dyn Write) -> Result<Totals, String> {
                             shrunk.faults_on.iter().map(|k| k.key()).collect::<Vec<_>>().join(", ")
                         },
                         path.display(),
-                        if options.mutant.is_some() { " --features mutants" } else { "" },
                         path.display(),
+                        match &options.mutant {
+                            Some(mutant) => format!(" (it fails only with the mutant {mutant} on)"),
+                            None => String::new(),
+                        },
                     );
                     totals.shrunk.push(path);
                 }

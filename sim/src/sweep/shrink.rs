@@ -276,7 +276,10 @@ pub fn shrink(failing: &Failing<'_>) -> Result<Shrunk, String> {
     if failures.len() > 5 {
         header.push(format!("fails: ... and {} more", failures.len() - 5));
     }
-    header.push("reproduce: udplb-sim run THIS_FILE".into());
+    header.push(match &failing.mutant {
+        None => "reproduce: udplb-sim run THIS_FILE".into(),
+        Some(mutant) => format!("reproduce: udplb-sim run THIS_FILE, in a process with the mutant {mutant} on"),
+    });
     let mut out: String = header.iter().map(|line| format!("# {line}\n")).collect();
     out.push('\n');
     out.push_str(&body);
