@@ -35,7 +35,11 @@ fn each_seed_draws_its_own_mix_of_faults_and_the_same_seed_the_same() {
         assert_eq!(draw, Draw::from_seed(envelope, seed), "seed {seed} draws the same twice");
         let on: Vec<FaultKind> = draw.on().collect();
         for drawn in &draw.faults {
-            if drawn.on { on_somewhere.insert(drawn.kind) } else { off_somewhere.insert(drawn.kind) };
+            if drawn.on {
+                on_somewhere.insert(drawn.kind)
+            } else {
+                off_somewhere.insert(drawn.kind)
+            };
             if let (Some((low, high)), Value::Fraction(x)) = (envelope.loss, drawn.value)
                 && drawn.kind == FaultKind::Loss
             {

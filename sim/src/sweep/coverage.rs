@@ -21,7 +21,8 @@ fn client_drops(stats: &Stats, reason: DropReason) -> u64 {
 }
 
 fn backend_drops(stats: &Stats, reason: DropReason) -> u64 {
-    stats.listeners.iter().map(|l| l.backend.dropped(reason)).sum::<u64>() + stats.unattributed.dropped(reason)
+    stats.listeners.iter().map(|l| l.backend.dropped(reason)).sum::<u64>()
+        + stats.unattributed.dropped(reason)
 }
 
 fn event(events: &BTreeMap<EventName, u64>, name: EventName) -> u64 {
@@ -30,25 +31,61 @@ fn event(events: &BTreeMap<EventName, u64>, name: EventName) -> u64 {
 
 /// The paths `sweep` reports, in the order of its table.
 pub const PATHS: &[RarePath] = &[
-    RarePath { name: "ICMP refusal closes a flow (upstream_refused)", count: |s, _| s.flows.closed_for(CloseReason::UpstreamRefused) },
+    RarePath {
+        name: "ICMP refusal closes a flow (upstream_refused)",
+        count: |s, _| s.flows.closed_for(CloseReason::UpstreamRefused),
+    },
     RarePath { name: "refused datagram re-sent to another backend", count: |s, _| s.retries.resent },
-    RarePath { name: "refused datagram, no other backend to retry", count: |s, _| s.retries.no_other_backend },
-    RarePath { name: "retry slot exhausted (retry_buffer_bytes)", count: |s, _| s.retries.not_kept_over_budget },
+    RarePath {
+        name: "refused datagram, no other backend to retry",
+        count: |s, _| s.retries.no_other_backend,
+    },
+    RarePath {
+        name: "retry slot exhausted (retry_buffer_bytes)",
+        count: |s, _| s.retries.not_kept_over_budget,
+    },
     RarePath { name: "table full (shed)", count: |s, _| client_drops(s, DropReason::Shed) },
-    RarePath { name: "no healthy backend (dropped)", count: |s, _| client_drops(s, DropReason::NoHealthyBackend) },
-    RarePath { name: "fail-open entry (flow to an ineligible backend)", count: |s, _| s.listeners.iter().map(|l| l.fail_open_flows).sum() },
+    RarePath {
+        name: "no healthy backend (dropped)",
+        count: |s, _| client_drops(s, DropReason::NoHealthyBackend),
+    },
+    RarePath {
+        name: "fail-open entry (flow to an ineligible backend)",
+        count: |s, _| s.listeners.iter().map(|l| l.fail_open_flows).sum(),
+    },
     RarePath { name: "ejection (outlier)", count: |_, e| event(e, EventName::BackendEjected) },
     RarePath { name: "readmission after ejection", count: |_, e| event(e, EventName::BackendReadmitted) },
-    RarePath { name: "reselect (flow moved off a Down backend)", count: |s, _| s.flows.closed_for(CloseReason::Reselected) },
-    RarePath { name: "flow closed because its backend went Down", count: |s, _| s.flows.closed_for(CloseReason::BackendDown) },
+    RarePath {
+        name: "reselect (flow moved off a Down backend)",
+        count: |s, _| s.flows.closed_for(CloseReason::Reselected),
+    },
+    RarePath {
+        name: "flow closed because its backend went Down",
+        count: |s, _| s.flows.closed_for(CloseReason::BackendDown),
+    },
     RarePath { name: "cluster all down", count: |_, e| event(e, EventName::ClusterAllDown) },
-    RarePath { name: "reply written off (idle_timeout.back)", count: |s, _| s.backends.iter().map(|b| b.replies_written_off).sum() },
-    RarePath { name: "written-off reply taken back", count: |s, _| s.backends.iter().map(|b| b.replies_taken_back).sum() },
+    RarePath {
+        name: "reply written off (idle_timeout.back)",
+        count: |s, _| s.backends.iter().map(|b| b.replies_written_off).sum(),
+    },
+    RarePath {
+        name: "written-off reply taken back",
+        count: |s, _| s.backends.iter().map(|b| b.replies_taken_back).sum(),
+    },
     RarePath { name: "duplicate reply dropped", count: |s, _| backend_drops(s, DropReason::DuplicateReply) },
-    RarePath { name: "stray reply (backend's IP, other port)", count: |s, _| s.backends.iter().map(|b| b.stray_replies).sum() },
-    RarePath { name: "upstream unreachable closes a flow", count: |s, _| s.flows.closed_for(CloseReason::UpstreamUnreachable) },
+    RarePath {
+        name: "stray reply (backend's IP, other port)",
+        count: |s, _| s.backends.iter().map(|b| b.stray_replies).sum(),
+    },
+    RarePath {
+        name: "upstream unreachable closes a flow",
+        count: |s, _| s.flows.closed_for(CloseReason::UpstreamUnreachable),
+    },
     RarePath { name: "upstream open failed", count: |s, _| client_drops(s, DropReason::UpstreamOpenFailed) },
-    RarePath { name: "send failed", count: |s, _| client_drops(s, DropReason::SendFailed) + backend_drops(s, DropReason::SendFailed) },
+    RarePath {
+        name: "send failed",
+        count: |s, _| client_drops(s, DropReason::SendFailed) + backend_drops(s, DropReason::SendFailed),
+    },
     RarePath { name: "lifetime reached", count: |s, _| s.flows.closed_for(CloseReason::LifetimeReached) },
     RarePath { name: "listener drained", count: |_, e| event(e, EventName::ListenerDrained) },
     RarePath { name: "backend fault event", count: |_, e| event(e, EventName::BackendFault) },

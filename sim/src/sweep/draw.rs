@@ -52,7 +52,8 @@ impl FaultKind {
 
     /// The envelope's range for this kind, if it has one: (gentlest, hardest).
     fn range(self, envelope: &Envelope) -> Option<(Value, Value)> {
-        let fraction = |range: Option<(f64, f64)>| range.map(|(a, b)| (Value::Fraction(a), Value::Fraction(b)));
+        let fraction =
+            |range: Option<(f64, f64)>| range.map(|(a, b)| (Value::Fraction(a), Value::Fraction(b)));
         let time = |range: Option<(crate::scenario::TimeOf, crate::scenario::TimeOf)>| {
             range.map(|(a, b)| (Value::Time(a.0), Value::Time(b.0)))
         };

@@ -48,9 +48,7 @@ pub fn recovery_bound(scenario: &Scenario) -> Duration {
     let health = std::iter::once(&scenario.lb)
         .chain(reloads)
         .flat_map(|lb| lb.clusters.values())
-        .map(|cluster| {
-            udplb_core::health::worst_case_recovery(&cluster.health, Health::Down)
-        })
+        .map(|cluster| udplb_core::health::worst_case_recovery(&cluster.health, Health::Down))
         .max()
         .unwrap_or_default();
     health.saturating_add(answer_bound(scenario))
@@ -73,11 +71,16 @@ pub fn answer_bound(scenario: &Scenario) -> Duration {
 /// Whether a client of `listener` can be answered at all: some backend host of its cluster
 /// (in `[lb]`) is not `silent`. A client of silent backends only is not a live client.
 fn answerable(scenario: &Scenario, listener: &str) -> bool {
-    let Some(cluster) = scenario.lb.listeners.get(listener).and_then(|l| scenario.lb.clusters.get(&l.cluster)) else {
+    let Some(cluster) =
+        scenario.lb.listeners.get(listener).and_then(|l| scenario.lb.clusters.get(&l.cluster))
+    else {
         return false;
     };
     cluster.backends.iter().any(|backend| {
-        scenario.backends.iter().any(|host| host.address == backend.address && host.model != BackendModel::Silent)
+        scenario
+            .backends
+            .iter()
+            .any(|host| host.address == backend.address && host.model != BackendModel::Silent)
     })
 }
 

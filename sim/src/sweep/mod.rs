@@ -132,7 +132,8 @@ pub fn load(path: &Path) -> Result<Vec<Base>, String> {
     files
         .into_iter()
         .map(|file| {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
             let scenario = Scenario::parse(&text).map_err(|e| format!("{}:{e}", file.display()))?;
             Ok(Base { file, text, scenario })
         })
@@ -172,7 +173,10 @@ pub fn run_one(base: &Base, seed: u64) -> Outcome {
         hash.add(violation.as_bytes());
     }
     let record = &world.record;
-    hash.add(format!("{} {} {} {}", report.events, record.delivered, record.lost, record.new_flows.len()).as_bytes());
+    hash.add(
+        format!("{} {} {} {}", report.events, record.delivered, record.lost, record.new_flows.len())
+            .as_bytes(),
+    );
     hash.add(format!("{:?} {coverage:?}", record.events).as_bytes());
     Outcome { report, draw, phase, coverage, hash: hash.0, simulated }
 }

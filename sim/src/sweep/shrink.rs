@@ -185,12 +185,8 @@ pub fn shrink(failing: &Failing<'_>) -> Result<Shrunk, String> {
         }
     };
     // ddmin over the elements still in (removing a chunk at a time).
-    let mut kept: Vec<Element> = failing
-        .draw
-        .on()
-        .map(Element::Fault)
-        .chain((0..timeline_total).map(Element::Timeline))
-        .collect();
+    let mut kept: Vec<Element> =
+        failing.draw.on().map(Element::Fault).chain((0..timeline_total).map(Element::Timeline)).collect();
     let mut removed: Vec<Element> = Vec::new();
     let mut chunks = 2usize;
     while !kept.is_empty() && runs < MAX_RUNS {
@@ -230,7 +226,9 @@ pub fn shrink(failing: &Failing<'_>) -> Result<Shrunk, String> {
     let body = render(failing.text, failing.seed, &draw, failing.phase, &timeline, Some(&keep))?;
     let final_report = run_text(&body, failing.file)?;
     if final_report.passed() || signature(&final_report).is_disjoint(&target) {
-        return Err("the reduced reproduction no longer fails once its passing expectations are dropped".into());
+        return Err(
+            "the reduced reproduction no longer fails once its passing expectations are dropped".into()
+        );
     }
     let failures: Vec<String> = final_report
         .verdicts
@@ -241,7 +239,8 @@ pub fn shrink(failing: &Failing<'_>) -> Result<Shrunk, String> {
         .collect();
     let doc: DocumentMut = failing.text.parse().map_err(|e| format!("{e}"))?;
     let removed_entries: Vec<String> = timeline.iter().map(|i| describe_entry(&doc, *i)).collect();
-    let faults_off: Vec<&str> = failing.draw.on().filter(|k| !draw.on().any(|o| o == *k)).map(|k| k.key()).collect();
+    let faults_off: Vec<&str> =
+        failing.draw.on().filter(|k| !draw.on().any(|o| o == *k)).map(|k| k.key()).collect();
     let mut header = vec![
         "Shrunk by `udplb-sim sweep --shrink-out`: a minimal reproduction of a sweep failure.".to_owned(),
         format!("original: {}, seed {}", failing.file.display(), failing.seed),
@@ -278,12 +277,16 @@ pub fn shrink(failing: &Failing<'_>) -> Result<Shrunk, String> {
     }
     header.push(match &failing.mutant {
         None => "reproduce: udplb-sim run THIS_FILE".into(),
-        Some(mutant) => format!("reproduce: udplb-sim run THIS_FILE, in a process with the mutant {mutant} on"),
+        Some(mutant) => {
+            format!("reproduce: udplb-sim run THIS_FILE, in a process with the mutant {mutant} on")
+        }
     });
     let mut out: String = header.iter().map(|line| format!("# {line}\n")).collect();
     out.push('\n');
     out.push_str(&body);
-    out.push_str("\n# The trace lines that show the failure (`udplb-sim run THIS_FILE --trace` prints them all):\n");
+    out.push_str(
+        "\n# The trace lines that show the failure (`udplb-sim run THIS_FILE --trace` prints them all):\n",
+    );
     let mut names: Vec<&str> = original.backends.iter().map(|b| b.name.as_str()).collect();
     names.extend(original.clients.iter().map(|c| c.name.as_str()));
     names.extend(original.lb.clusters.values().flat_map(|c| &c.backends).map(|b| b.id.as_str()));
@@ -323,7 +326,9 @@ fn proof(report: &RunReport, names: &[&str]) -> Vec<String> {
     let chosen: Vec<&str> = body
         .into_iter()
         .filter(|line| {
-            line.contains("timeline:") || line.contains("liveness:") || split(line).iter().any(|w| words.contains(w))
+            line.contains("timeline:")
+                || line.contains("liveness:")
+                || split(line).iter().any(|w| words.contains(w))
         })
         .collect();
     let mut lines: Vec<String> = if chosen.len() > 60 {
