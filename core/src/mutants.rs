@@ -84,11 +84,25 @@ std::thread_local! {
     static ACTIVE: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
 }
 
-/// Whether `mutant` is switched on (in this thread).
+/// A mutant switched on for every thread of the process ([`set_for_process`]): a sweep runs
+/// its seeds on worker threads of its own.
+#[cfg(feature = "mutants")]
+static PROCESS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Whether `mutant` is switched on (in this thread, or for the whole process).
 #[cfg(feature = "mutants")]
 #[inline(always)]
 pub fn active(mutant: Mutant) -> bool {
-    ACTIVE.with(|active| active.get() & mutant as u32 != 0)
+    let process = PROCESS.load(core::sync::atomic::Ordering::Relaxed);
+    ACTIVE.with(|active| (active.get() | process) & mutant as u32 != 0)
+}
+
+/// Switches exactly `mutant` on (or off with `None`) for every thread of the process, on top
+/// of each thread's own switch. Only for a binary that runs one mutant at a time throughout
+/// (`udplb-sim sweep --mutant`, a test binary of one test).
+#[cfg(feature = "mutants")]
+pub fn set_for_process(mutant: Option<Mutant>) {
+    PROCESS.store(mutant.map_or(0, |m| m as u32), core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Without the `mutants` feature no mutant is ever on.

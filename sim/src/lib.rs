@@ -33,6 +33,9 @@
 //! - `trace.rs`: the compact, snapshot-tested trace.
 //! - `report.rs`: the HTML report.
 //! - `junit.rs`: the JUnit XML report for CI systems, and the escaping it needs.
+//! - `sweep/`: `udplb-sim sweep`: swarm draws of each seed's faults, the liveness phase after a
+//!   run, the determinism re-check, coverage of rare branches, shrinking a failure into a
+//!   ready scenario file.
 //!
 //! Imports run one way: `world.rs` uses the network, the record and the invariants, and none
 //! of them uses it back. The network knows hosts only by name and drivers not at all: it
@@ -49,6 +52,7 @@ pub mod platform;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod sweep;
 pub mod trace;
 pub mod world;
 
@@ -83,7 +87,8 @@ impl RunReport {
     }
 }
 
-/// Runs a scenario with its own seed, or `seed` when given.
+/// Runs a scenario with its own seed, or `seed` when given (with the liveness phase when the
+/// scenario says `liveness = "always"`).
 pub fn run(scenario: &Scenario, file: &Path, seed: Option<u64>) -> RunReport {
     run_traced(scenario, file, seed, false)
 }
@@ -91,10 +96,28 @@ pub fn run(scenario: &Scenario, file: &Path, seed: Option<u64>) -> RunReport {
 /// [`run`], with `detailed`: the trace follows every flow (opened, on which instance and
 /// worker, to which backend; closed, why) and every probe, and is not cut short.
 pub fn run_traced(scenario: &Scenario, file: &Path, seed: Option<u64>, detailed: bool) -> RunReport {
-    let seed = seed.unwrap_or(scenario.seed);
     if let Some(expected) = &scenario.rejected {
-        return refused_config(scenario, file, seed, expected);
+        return refused_config(scenario, file, seed.unwrap_or(scenario.seed), expected);
     }
+    let phase = scenario.liveness == scenario::Liveness::Always;
+    run_world_with(scenario, file, seed, phase, detailed).0
+}
+
+/// [`run`], with the liveness phase after the scenario's end when `phase` (its verdicts come
+/// after the scenario's own, which are judged at the end, before the phase), and the finished
+/// world. A scenario whose `[lb]` is expected refused has no world: see [`run`].
+pub fn run_world(scenario: &Scenario, file: &Path, seed: Option<u64>, phase: bool) -> (RunReport, World) {
+    run_world_with(scenario, file, seed, phase, false)
+}
+
+fn run_world_with(
+    scenario: &Scenario,
+    file: &Path,
+    seed: Option<u64>,
+    phase: bool,
+    detailed: bool,
+) -> (RunReport, World) {
+    let seed = seed.unwrap_or(scenario.seed);
     let mut world = World::new(scenario.clone(), seed);
     if detailed {
         world.detailed = true;
@@ -102,13 +125,16 @@ pub fn run_traced(scenario: &Scenario, file: &Path, seed: Option<u64>, detailed:
         world.trace.line(udplb_core::Instant::ZERO, format!("start: {}", scenario.name));
     }
     world.run();
-    let verdicts = check::check(&world);
+    let mut verdicts = check::check(&world);
+    if phase {
+        verdicts.extend(sweep::liveness::phase(&mut world));
+    }
     let mut trace = world.trace.render();
     for line in check::summary(&world) {
         trace.push_str(&format!("{:>16} {line}\n", "end"));
     }
     let timeline = report::Timeline::from_world(&world);
-    RunReport {
+    let report = RunReport {
         timeline,
         name: scenario.name.clone(),
         file: file.to_owned(),
@@ -118,7 +144,8 @@ pub fn run_traced(scenario: &Scenario, file: &Path, seed: Option<u64>, detailed:
         trace,
         events: world.events_run(),
         delivered: world.record.delivered,
-    }
+    };
+    (report, world)
 }
 
 /// A scenario whose `[lb]` must be refused: loading it checked that validation refuses it

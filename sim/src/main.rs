@@ -21,12 +21,18 @@ usage:
   udplb-sim report PATH [--out FILE]
       Run scenarios and write an HTML page with an SVG timeline for each
       (default FILE: report.html).
-  udplb-sim sweep PATH [--seeds N] [--from N]
-      Run every scenario with many seeds (default 100, from seed 1), drawing each seed's
-      network faults from the scenario's envelope; prints a reproduction command for every
-      failure.
+  udplb-sim sweep PATH [--seeds N] [--from N] [--jobs N] [--recheck N] [--shrink-out DIR]
+                       [--mutant NAME]
+      Run every scenario with many seeds (default 100, from seed 1) on N worker threads
+      (default 2). Each seed draws which of the envelope's faults are on and how hard; each
+      run ends with a liveness phase (every fault healed; every client answered and every
+      enabled backend Up in time). Every N-th run (default 50, 0: none) runs twice and
+      must hash the same. Prints each failure with its draw and a reproduction command,
+      then a table of rare branches reached. --shrink-out DIR: reduce the first failure of
+      each scenario to a minimal scenario file in DIR. --mutant NAME: switch a core mutant
+      on (needs a build with --features mutants).
 
-exit status (run; report and sweep alike):
+exit status (run, report and sweep alike):
   0  every scenario passed
   1  at least one scenario failed an expectation or broke an invariant
   2  usage error, no scenario files, a file that cannot be read or is not a valid scenario
@@ -47,11 +53,7 @@ enum Command {
         path: PathBuf,
         out: PathBuf,
     },
-    Sweep {
-        path: PathBuf,
-        seeds: u64,
-        from: u64,
-    },
+    Sweep(udplb_sim::sweep::Options),
 }
 
 /// Reads the command line: one subcommand, one path, and the subcommand's options (as
@@ -106,15 +108,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
             Ok(Command::Report { path, out })
         }
         "sweep" => {
-            let (mut seeds, mut from) = (100, 1);
+            let mut sweep = udplb_sim::sweep::Options::new(path);
             for (name, value) in &options {
-                match name.as_str() {
-                    "seeds" => seeds = number(name, value)?,
-                    "from" => from = number(name, value)?,
-                    _ => return Err(format!("sweep takes no option --{name}")),
-                }
+                sweep.set(name, value.as_deref())?;
             }
-            Ok(Command::Sweep { path, seeds, from })
+            Ok(Command::Sweep(sweep))
         }
         other => Err(format!("unknown command {other:?}")),
     }
@@ -130,7 +128,7 @@ fn main() -> ExitCode {
         Ok(Command::Run { path, seed, trace, flows, config, junit }) => {
             run(&path, seed, trace, flows, config.as_deref(), junit.as_deref())
         }
-        Ok(Command::Sweep { path, seeds, from }) => sweep(&path, from, seeds),
+        Ok(Command::Sweep(options)) => sweep(&options),
         Ok(Command::Report { path, out }) => report(&path, &out),
         Err(error) => {
             eprint!("udplb-sim: {error}\n\n{USAGE}");
@@ -228,64 +226,15 @@ fn run(
     }
 }
 
-fn sweep(path: &std::path::Path, from: u64, seeds: u64) -> ExitCode {
-    let files = match udplb_sim::scenario_files(path) {
-        Ok(files) if !files.is_empty() => files,
-        _ => {
-            eprintln!("{}: no scenario files", path.display());
-            return ExitCode::from(2);
-        }
-    };
-    let mut scenarios = Vec::new();
-    for file in &files {
-        match Scenario::load(file) {
-            Ok(scenario) => scenarios.push((file.clone(), scenario)),
-            Err(error) => {
-                eprintln!("{error}");
-                return ExitCode::from(2);
-            }
+fn sweep(options: &udplb_sim::sweep::Options) -> ExitCode {
+    match udplb_sim::sweep::sweep(options, &mut std::io::stdout()) {
+        Ok(totals) if totals.failures == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("udplb-sim: {error}");
+            ExitCode::from(2)
         }
     }
-    let total = scenarios.len() as u64 * seeds;
-    let started = std::time::Instant::now();
-    let (mut done, mut failures, mut events, mut delivered) = (0u64, 0u64, 0u64, 0u64);
-    for seed in from..from + seeds {
-        for (file, scenario) in &scenarios {
-            let drawn = scenario.with_faults_drawn(seed);
-            let report = udplb_sim::run(&drawn, file, Some(seed));
-            events += report.events;
-            delivered += report.delivered;
-            done += 1;
-            if !report.passed() {
-                failures += 1;
-                println!("FAILED {} seed {seed}", report.name);
-                for verdict in report.verdicts.iter().filter(|v| !v.passed) {
-                    println!("    expected {}: got {}", verdict.what, verdict.detail);
-                }
-                for violation in &report.violations {
-                    println!("    invariant: {violation}");
-                }
-                println!(
-                    "    reproduce: cargo run --release -p udplb-sim -- sweep {} --seeds 1 --from {seed}",
-                    file.display()
-                );
-            }
-            if done % (total / 10).max(1) == 0 {
-                eprintln!(
-                    "  {done}/{total} runs, {failures} failed, {:.1}s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{total} runs ({} scenarios x {seeds} seeds), {failures} failed, {seconds:.1}s wall, {events} events, \
-         {delivered} datagrams delivered ({:.0} per second)",
-        scenarios.len(),
-        delivered as f64 / seconds.max(1e-9)
-    );
-    if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn report(path: &std::path::Path, out: &std::path::Path) -> ExitCode {

@@ -127,6 +127,11 @@ impl Network {
         }
     }
 
+    /// The conditions in force now.
+    pub fn spec(&self) -> &NetworkSpec {
+        &self.spec
+    }
+
     /// Restores every cut link.
     pub fn heal(&mut self) {
         self.partitions.clear();
@@ -152,17 +157,6 @@ impl Network {
         self.partitions.is_empty()
             && self.spec.loss == 0.0
             && self.spec.links.iter().all(|l| l.loss.0 == 0.0 && l.mtu.is_none())
-    }
-
-    /// Removes every fault: cut links, loss, duplication, reordering, ICMP loss and every
-    /// host link's own faults; latency and jitter stay as they are.
-    pub fn heal_everything(&mut self) {
-        self.partitions.clear();
-        self.spec.loss = 0.0;
-        self.spec.duplicate = 0.0;
-        self.spec.reorder = 0.0;
-        self.spec.icmp_loss = 0.0;
-        self.spec.links.clear();
     }
 
     /// How long a host keeps a path MTU it learned.

@@ -76,6 +76,23 @@ pub struct Scenario {
     /// containing this text (empty: any message). Nothing runs; the verdict is the refusal.
     #[serde(default)]
     pub rejected: Option<String>,
+    /// When the liveness phase runs after the scenario's end (`docs/scenarios.md`, "sweep").
+    #[serde(default)]
+    pub liveness: Liveness,
+}
+
+/// When a run ends with the liveness phase: every fault healed, clients sending on, and
+/// every client answered and every enabled backend Up within a bound the configuration gives.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Under `sweep` only (the default): `run` stops at `duration`, as the snapshots show.
+    #[default]
+    Sweep,
+    /// In every run, `run` included (a shrunk reproduction of a liveness failure says this).
+    Always,
+    /// Never: the scenario's end state is not meant to recover (a backend that stays dead).
+    Off,
 }
 
 /// Balancer instances sharing the listeners' addresses: a spreader hashes each client address

@@ -227,7 +227,16 @@ impl World {
 
     /// Runs until the scenario's duration, then checks the end-state invariants.
     pub fn run(&mut self) {
-        let end = Instant::ZERO + self.scenario.duration;
+        self.advance_to(Instant::ZERO + self.scenario.duration);
+        let running: Vec<&Driver<SimPlatform>> =
+            (0..self.drivers.len()).filter(|w| !self.stopped(*w)).map(|w| &self.drivers[w]).collect();
+        invariants::check_liveness(&self.scenario, &self.network, &self.backends, &running, &mut self.record);
+        invariants::check_proxy_headers(&self.backends, &mut self.record);
+    }
+
+    /// Runs every event up to `end`, wakes every instance at `end` and checks the core's
+    /// invariants there (a sweep's liveness phase calls it again past the scenario's end).
+    pub fn advance_to(&mut self, end: Instant) {
         while let Some(entry) = self.queue.first_entry() {
             let (at, _) = *entry.key();
             if at > end || self.events_run >= MAX_EVENTS {
@@ -250,10 +259,50 @@ impl World {
             let _ = driver.handle(now, Input::Timeout);
         });
         invariants::check_instances(self.now, &self.drivers, &mut self.record);
-        let running: Vec<&Driver<SimPlatform>> =
-            (0..self.drivers.len()).filter(|w| !self.stopped(*w)).map(|w| &self.drivers[w]).collect();
-        invariants::check_liveness(&self.scenario, &self.network, &self.backends, &running, &mut self.record);
-        invariants::check_proxy_headers(&self.backends, &mut self.record);
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Every fault healed at once, for a sweep's liveness phase: partitions removed, the
+    /// network's loss, duplication, reordering and ICMP loss set to zero and its per-link
+    /// faults cleared (latency, jitter and MTU stay: they are properties, not faults), every
+    /// backend host answering again as its `[[backend]]` says, and timeline actions still
+    /// pending (after the end) dropped.
+    pub fn heal_everything(&mut self) {
+        self.queue.retain(|_, event| !matches!(event, Event::Timeline(_)));
+        self.network.heal();
+        let mut spec = self.network.spec().clone();
+        spec.loss = 0.0;
+        spec.duplicate = 0.0;
+        spec.reorder = 0.0;
+        spec.icmp_loss = 0.0;
+        spec.links.clear();
+        self.network.set_conditions(spec);
+        for backend in &mut self.backends {
+            backend.restore();
+        }
+        self.trace.line(self.now, "liveness: every fault healed".into());
+    }
+
+    /// Client `index` sends `count` more requests, one every `interval` from `at` (whatever it
+    /// still had to send is sent on this schedule too); returns the number its first new
+    /// request will carry.
+    pub fn send_more(&mut self, index: usize, at: Instant, count: u32, interval: std::time::Duration) -> u32 {
+        self.queue.retain(|_, event| !matches!(event, Event::ClientSends(i) if *i == index));
+        let client = &mut self.clients[index];
+        let first = client.sent;
+        match &mut client.spec.model {
+            crate::scenario::ClientModel::RequestResponse { count: total, interval: every, .. }
+            | crate::scenario::ClientModel::Flood { count: total, interval: every, .. } => {
+                *total = first + count;
+                *every = interval;
+            }
+        }
+        self.schedule(at, Event::ClientSends(index));
+        first
     }
 
     /// Events handled so far.
