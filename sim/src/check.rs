@@ -108,6 +108,15 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 detail: format!("{count}"),
             }
         }
+        Expectation::Platform { count, at_least, at_most } => {
+            let name = count.name();
+            let value = world.record.platform.named().iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+            Verdict {
+                what: format!("platform {name} {}", range_text(*at_least, *at_most)),
+                passed: range_ok(value, *at_least, *at_most),
+                detail: format!("{value}"),
+            }
+        }
         Expectation::Closes { reason, at_least, at_most } => {
             let count = closed_for(world, *reason);
             Verdict {
@@ -336,6 +345,19 @@ pub fn summary(world: &World) -> Vec<String> {
     }
     if resent(world) > 0 {
         lines.push(format!("retries: {} re-sent", resent(world)));
+    }
+    // Drawn platform faults, when the scenario has any (strays alone do not make the line:
+    // they are the core's to count, and existing traces stay as they were).
+    let platform = world.record.platform;
+    if !world.scenario.platform.is_empty() {
+        let counts: Vec<String> =
+            platform.named().iter().filter(|(_, v)| *v > 0).map(|(n, v)| format!("{n} {v}")).collect();
+        let counts = if counts.is_empty() { "none".to_owned() } else { counts.join(", ") };
+        lines.push(format!("platform faults: {counts}"));
+    }
+    let sockets: usize = world.drivers.iter().map(|d| d.platform().pool_sockets()).sum();
+    if !world.scenario.platform.is_empty() || platform.stray_datagrams > 0 {
+        lines.push(format!("upstream pool: {sockets} sockets, {} stray datagrams", platform.stray_datagrams));
     }
     lines
 }

@@ -30,7 +30,9 @@ use udplb_core::{BackendCommand, Config};
 
 mod expect;
 
-pub use expect::{Detectable, EventSelector, Expectation, Fraction, NoTransition, Share, Transitions};
+pub use expect::{
+    Detectable, EventSelector, Expectation, Fraction, NoTransition, PlatformCount, Share, Transitions,
+};
 
 /// One scenario file. Read it with [`Scenario::parse`] or [`Scenario::load`]: the file's
 /// `kind` and `action` keys are turned into serde's enum form first (see `retag`), so that
@@ -68,6 +70,77 @@ pub struct Scenario {
     /// Several balancer instances behind an ECMP-like spreader.
     #[serde(default)]
     pub ecmp: Ecmp,
+    /// What the balancer's simulated kernel fails, and how often.
+    #[serde(default)]
+    pub platform: PlatformSpec,
+}
+
+/// Faults of the balancer's own sockets (`[platform]`): each a probability, drawn per open or
+/// per send from a random stream of the platform's own. All zero (the default): nothing is
+/// drawn at all.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSpec {
+    /// Opening an upstream socket fails (a pool socket when the pool grows, or a per-flow
+    /// socket), as with EMFILE.
+    #[serde(default)]
+    pub open_fail: f64,
+    /// A send to a backend fails with an error (one the shell's retry does not clear).
+    #[serde(default)]
+    pub upstream_send_fail: f64,
+    /// A send to a backend fails with EMSGSIZE.
+    #[serde(default)]
+    pub upstream_too_long: f64,
+    /// A send to a backend finds its socket's send buffer full (EAGAIN, ENOBUFS).
+    #[serde(default)]
+    pub upstream_buffer_full: f64,
+    /// A send to a client (from a listener socket) fails with an error.
+    #[serde(default)]
+    pub client_send_fail: f64,
+    /// A send to a client fails with EMSGSIZE.
+    #[serde(default)]
+    pub client_too_long: f64,
+    /// A send to a client finds the listener's send buffer full.
+    #[serde(default)]
+    pub client_buffer_full: f64,
+}
+
+impl PlatformSpec {
+    /// No fault can happen.
+    pub fn is_empty(&self) -> bool {
+        self.probabilities().iter().all(|(_, p)| *p <= 0.0)
+    }
+
+    fn probabilities(&self) -> [(&'static str, f64); 7] {
+        [
+            ("open_fail", self.open_fail),
+            ("upstream_send_fail", self.upstream_send_fail),
+            ("upstream_too_long", self.upstream_too_long),
+            ("upstream_buffer_full", self.upstream_buffer_full),
+            ("client_send_fail", self.client_send_fail),
+            ("client_too_long", self.client_too_long),
+            ("client_buffer_full", self.client_buffer_full),
+        ]
+    }
+
+    /// Each probability in 0..=1, and the three of one direction's sends together too.
+    fn check(&self) -> Result<(), ScenarioError> {
+        for (key, p) in self.probabilities() {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ScenarioError(format!(" platform.{key} must lie in 0..=1, not {p}")));
+            }
+        }
+        let upstream = self.upstream_send_fail + self.upstream_too_long + self.upstream_buffer_full;
+        let client = self.client_send_fail + self.client_too_long + self.client_buffer_full;
+        for (direction, sum) in [("upstream", upstream), ("client", client)] {
+            if sum > 1.0 {
+                return Err(ScenarioError(format!(
+                    " platform: the {direction}_* probabilities add up to {sum}, more than 1"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Balancer instances sharing the listeners' addresses: a spreader hashes each client address
@@ -107,6 +180,21 @@ pub struct Envelope {
     pub latency: Option<(TimeOf, TimeOf)>,
     #[serde(default)]
     pub jitter: Option<(TimeOf, TimeOf)>,
+    /// Ranges of the `[platform]` faults (a missing range keeps the `[platform]` value).
+    #[serde(default)]
+    pub open_fail: Option<(f64, f64)>,
+    #[serde(default)]
+    pub upstream_send_fail: Option<(f64, f64)>,
+    #[serde(default)]
+    pub upstream_too_long: Option<(f64, f64)>,
+    #[serde(default)]
+    pub upstream_buffer_full: Option<(f64, f64)>,
+    #[serde(default)]
+    pub client_send_fail: Option<(f64, f64)>,
+    #[serde(default)]
+    pub client_too_long: Option<(f64, f64)>,
+    #[serde(default)]
+    pub client_buffer_full: Option<(f64, f64)>,
 }
 
 fn default_seed() -> u64 {
@@ -618,6 +706,28 @@ impl Scenario {
         if let Some(range) = envelope.jitter {
             network.jitter = draw_time(range);
         }
+        let platform = &mut scenario.platform;
+        if let Some(range) = envelope.open_fail {
+            platform.open_fail = draw(range);
+        }
+        if let Some(range) = envelope.upstream_send_fail {
+            platform.upstream_send_fail = draw(range);
+        }
+        if let Some(range) = envelope.upstream_too_long {
+            platform.upstream_too_long = draw(range);
+        }
+        if let Some(range) = envelope.upstream_buffer_full {
+            platform.upstream_buffer_full = draw(range);
+        }
+        if let Some(range) = envelope.client_send_fail {
+            platform.client_send_fail = draw(range);
+        }
+        if let Some(range) = envelope.client_too_long {
+            platform.client_too_long = draw(range);
+        }
+        if let Some(range) = envelope.client_buffer_full {
+            platform.client_buffer_full = draw(range);
+        }
         scenario.seed = seed;
         scenario
     }
@@ -628,6 +738,7 @@ impl Scenario {
         if !(1..=8).contains(&self.ecmp.instances) {
             return Err(ScenarioError(" ecmp.instances must be between 1 and 8".into()));
         }
+        self.platform.check()?;
         let lb_errors = |config: &Config, prefix: &str| {
             config.validate().map_err(|errors| {
                 let lines: Vec<String> =
@@ -732,6 +843,7 @@ impl Scenario {
                 | Expectation::Closes { .. }
                 | Expectation::ConsistentPlacement { .. }
                 | Expectation::FlowsCreated { .. }
+                | Expectation::Platform { .. }
                 | Expectation::Events { .. } => {}
             }
         }

@@ -23,7 +23,7 @@ use udplb_core::{
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
 use crate::invariants::{self, Affinity};
 use crate::network::{Icmp, Network, Packet, Transit};
-use crate::platform::{Effect, SimPlatform};
+use crate::platform::{Arrival, Effect, SendFault, SimPlatform};
 use crate::record::Record;
 use crate::scenario::{Action, Scenario};
 use crate::trace::Trace;
@@ -71,7 +71,9 @@ impl World {
         let instances = scenario.ecmp.instances;
         let drivers = (0..instances)
             .map(|instance| {
-                Driver::new(World::balancer(&scenario, seed, instance), SimPlatform::new(instance))
+                let mode = scenario.lb.process.upstream_mode;
+                let platform = SimPlatform::new(instance, mode, &scenario.platform, seed);
+                Driver::new(World::balancer(&scenario, seed, instance), platform)
             })
             .collect();
         let mut world = World {
@@ -195,7 +197,7 @@ impl World {
         call: impl FnOnce(&mut Driver<SimPlatform>, Instant) -> T,
     ) -> T {
         let fail_open_before = invariants::fail_open_flows(&self.drivers[instance]);
-        self.drivers[instance].platform_mut().now = self.now;
+        self.drivers[instance].platform_mut().begin(self.now);
         let result = call(&mut self.drivers[instance], self.now);
         let effects = std::mem::take(&mut self.drivers[instance].platform_mut().effects);
         let fail_open_now = invariants::fail_open_flows(&self.drivers[instance]);
@@ -227,11 +229,29 @@ impl World {
                 }
             }
             Effect::TcpProbe { probe, address } => self.tcp_probe(instance, probe, address),
-            Effect::SendFailed { flow } => {
+            Effect::SendFailed { flow, fault } => {
+                let counts = &mut self.record.platform;
+                match fault {
+                    Some(SendFault::Failed) => counts.upstream_send_failed += 1,
+                    Some(SendFault::TooLong) => counts.upstream_too_long += 1,
+                    Some(SendFault::BufferFull) => counts.upstream_buffer_full += 1,
+                    None => {}
+                }
                 let _ = self.with_driver(instance, |driver, now| {
                     driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::SendFailed })
                 });
             }
+            Effect::ReturnFailed { listener, bytes, fault } => {
+                let counts = &mut self.record.platform;
+                match fault {
+                    SendFault::Failed => counts.client_send_failed += 1,
+                    SendFault::TooLong => counts.client_too_long += 1,
+                    SendFault::BufferFull => counts.client_buffer_full += 1,
+                }
+                let _ = self
+                    .with_driver(instance, |driver, now| driver.handle(now, Input::ReturnFailed { listener, bytes }));
+            }
+            Effect::SocketOpenFailed => self.record.platform.open_failed += 1,
             Effect::Opened { flow, backend } => {
                 // A new flow's upstream opened: the flow is booked once the driver returns.
                 let core = self.drivers[instance].core();
@@ -325,25 +345,22 @@ impl World {
                 }
             }
         } else if let Some(instance) = instance_with(to.ip(), false) {
-            // As on the shell's shared upstream sockets: a datagram is its flow's only if it
-            // comes from the flow's backend; anything else is handed to the core as a stray.
-            let platform = self.drivers[instance].platform();
-            let flow = platform
-                .upstream_by_port
-                .get(&to.port())
-                .and_then(|flow| platform.upstreams.get(flow))
-                .filter(|upstream| upstream.backend == packet.from)
-                .map(|upstream| upstream.flow);
-            match flow {
-                Some(flow) => {
+            // As the shell's event loop reads a shared upstream socket: a datagram belongs to
+            // the flow bound at (socket, source address); from an address with no flow on that
+            // socket (a late reply to a flow that ended, a reply from another port, a
+            // stranger) it is counted and handed to the core as a stray.
+            match self.drivers[instance].platform().arrival(to.port(), packet.from) {
+                Arrival::Flow(flow) => {
                     self.with_driver(instance, |driver, now| {
                         driver.backend_datagram(now, flow, &packet.payload, false)
                     });
                 }
-                None => {
+                Arrival::Stray => {
+                    self.record.platform.stray_datagrams += 1;
                     let stray = Input::StrayReply { from: packet.from, bytes: packet.payload.len() };
                     let _ = self.with_driver(instance, |driver, now| driver.handle(now, stray));
                 }
+                Arrival::Filtered => {}
             }
         } else if let Some(instance) = instance_with(to.ip(), true) {
             if let Some((probe, _)) = self.drivers[instance].platform_mut().probes_by_port.remove(&to.port())
@@ -383,7 +400,9 @@ impl World {
         for instance in 0..self.drivers.len() {
             let platform = self.drivers[instance].platform();
             if sender.ip() == platform.upstream_ip {
-                if let Some(flow) = platform.upstream_by_port.get(&sender.port()).copied() {
+                // The error names the datagram's destination: the flow bound at (socket,
+                // destination) hears it, as the shell reads a pool socket's error queue.
+                if let Arrival::Flow(flow) = platform.arrival(sender.port(), packet.from) {
                     let _ = self.with_driver(instance, |driver, now| {
                         driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::Refused })
                     });

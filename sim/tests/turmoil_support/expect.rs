@@ -132,6 +132,7 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
         | Expectation::ClientAnswered { .. }
         | Expectation::NoTransition(_)
         | Expectation::Transitions(_)
+        | Expectation::Platform { .. }
         | Expectation::Lost { .. } => Verdict {
             what: "a user-level expectation".into(),
             passed: false,

@@ -138,6 +138,9 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     if scenario.ecmp.instances != 1 {
         missing.push("several balancer instances behind a spreader".to_owned());
     }
+    if !scenario.platform.is_empty() {
+        missing.push("[platform] faults of the balancer's sockets".to_owned());
+    }
     if scenario.expectations.iter().any(|e| matches!(e, Expectation::ConsistentPlacement { .. })) {
         missing.push("placement across instances".to_owned());
     }
@@ -148,6 +151,7 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
             Expectation::NoTransition(_) => "no_transition",
             Expectation::Lost { .. } => "lost",
             Expectation::Transitions(_) => "transitions",
+            Expectation::Platform { .. } => "platform",
             _ => continue,
         };
         missing.push(format!("the `{kind}` expectation (not judged here yet)"));
