@@ -4,7 +4,7 @@
 
 use udplb_core::{CloseReason, DropReason, Health, Instant};
 
-use crate::scenario::{Expectation, Fraction, NoTransition, Share, Transitions};
+use crate::scenario::{Expectation, Fraction, NoTransition, PlatformCount, Share, Transitions};
 use crate::world::World;
 
 /// One checked expectation.
@@ -110,7 +110,10 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
         }
         Expectation::Platform { count, at_least, at_most } => {
             let name = count.name();
-            let value = world.record.platform.named().iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+            let value = match count {
+                PlatformCount::PoolSockets => pool_sockets(world),
+                _ => world.record.platform.named().iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v),
+            };
             Verdict {
                 what: format!("platform {name} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(value, *at_least, *at_most),
@@ -355,11 +358,16 @@ pub fn summary(world: &World) -> Vec<String> {
         let counts = if counts.is_empty() { "none".to_owned() } else { counts.join(", ") };
         lines.push(format!("platform faults: {counts}"));
     }
-    let sockets: usize = world.drivers.iter().map(|d| d.platform().pool_sockets()).sum();
     if !world.scenario.platform.is_empty() || platform.stray_datagrams > 0 {
+        let sockets = pool_sockets(world);
         lines.push(format!("upstream pool: {sockets} sockets, {} stray datagrams", platform.stray_datagrams));
     }
     lines
+}
+
+/// Upstream pool sockets opened over the run, every instance.
+pub fn pool_sockets(world: &World) -> u64 {
+    world.drivers.iter().map(|d| d.platform().pool_sockets() as u64).sum()
 }
 
 /// Client datagrams dropped for `reason`, over every instance.

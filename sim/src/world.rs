@@ -373,11 +373,25 @@ impl World {
         } else if let Some(index) = self.backends.iter().position(|b| b.spec.address == to) {
             self.backend_receives(index, packet);
         } else if let Some(index) = self.clients.iter().position(|c| c.spec.address == to.ip()) {
+            self.check_reply_owner(index, &packet.payload);
             if self.clients[index].listens_on(to.port()) {
                 self.clients[index].receive(&packet.payload);
             } else {
                 self.clients[index].stale_replies += 1;
             }
+        }
+    }
+
+    /// A reply carries its request's tag (`client#n`): one that reaches another client was
+    /// returned on the wrong flow (a late reply taken for a newer flow's on a shared upstream
+    /// port, say), which no client may ever see.
+    fn check_reply_owner(&mut self, index: usize, payload: &[u8]) {
+        let Some(end) = payload.iter().position(|b| *b == b'#') else { return };
+        let owner = &payload[..end];
+        let receiver = &self.clients[index].spec.name;
+        if owner != receiver.as_bytes() && self.clients.iter().any(|c| c.spec.name.as_bytes() == owner) {
+            let owner = String::from_utf8_lossy(owner);
+            self.record.violation(format!("{}: {receiver} received a reply meant for {owner}", self.now));
         }
     }
 

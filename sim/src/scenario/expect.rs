@@ -99,6 +99,8 @@ pub enum PlatformCount {
     ClientBufferFull,
     /// Datagrams that reached an upstream socket from an address with no flow on it.
     StrayDatagrams,
+    /// Upstream pool sockets (local ports) opened over the run, every instance.
+    PoolSockets,
 }
 
 impl PlatformCount {
@@ -112,6 +114,7 @@ impl PlatformCount {
             PlatformCount::ClientTooLong => "client_too_long",
             PlatformCount::ClientBufferFull => "client_buffer_full",
             PlatformCount::StrayDatagrams => "stray_datagrams",
+            PlatformCount::PoolSockets => "pool_sockets",
         }
     }
 }
