@@ -32,7 +32,6 @@ use udplb_core::{BackendId, Balancer, FlowId, Input, Instant, ListenerId, ProbeI
 use crate::batch::{self, SendQueue};
 use crate::notices::Notices;
 
-
 /// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
 /// tens of thousands of datagrams per second in bursts.
 const LISTENER_RECEIVE_BUFFER: usize = 8 << 20;

@@ -240,11 +240,12 @@ impl SimPlatform {
                 None => Arrival::Filtered,
             },
             // A connected socket hears its own peer only.
-            UpstreamMode::PerFlow => match self.upstream_by_port.get(&port).and_then(|f| self.upstreams.get(f))
-            {
-                Some(upstream) if upstream.backend == source => Arrival::Flow(upstream.flow),
-                _ => Arrival::Filtered,
-            },
+            UpstreamMode::PerFlow => {
+                match self.upstream_by_port.get(&port).and_then(|f| self.upstreams.get(f)) {
+                    Some(upstream) if upstream.backend == source => Arrival::Flow(upstream.flow),
+                    _ => Arrival::Filtered,
+                }
+            }
         }
     }
 
@@ -301,7 +302,11 @@ impl SimPlatform {
             Acquire::Grow => match self.open_socket() {
                 Ok(port) => {
                     let index = self.pool.add_socket(address);
-                    debug_assert_eq!(index as usize, self.pool_ports.len(), "the pool and its ports grow together");
+                    debug_assert_eq!(
+                        index as usize,
+                        self.pool_ports.len(),
+                        "the pool and its ports grow together"
+                    );
                     self.pool_ports.push(port);
                     self.pool_socket_by_port.insert(port, index);
                     index
@@ -318,7 +323,11 @@ impl SimPlatform {
 
     /// Whether a send on `socket` fails, and how: a socket found full earlier in this call
     /// stays full; otherwise a fault is drawn with the direction's probabilities.
-    fn send_fault(&mut self, socket: FullSocket, odds: fn(&PlatformSpec) -> (f64, f64, f64)) -> Option<SendFault> {
+    fn send_fault(
+        &mut self,
+        socket: FullSocket,
+        odds: fn(&PlatformSpec) -> (f64, f64, f64),
+    ) -> Option<SendFault> {
         if self.full.contains(&socket) {
             return Some(SendFault::BufferFull);
         }
@@ -377,7 +386,9 @@ impl Platform for SimPlatform {
             self.effects.push(Effect::SendFailed { flow, fault: None });
             return;
         }
-        let odds = |spec: &PlatformSpec| (spec.upstream_send_fail, spec.upstream_too_long, spec.upstream_buffer_full);
+        let odds = |spec: &PlatformSpec| {
+            (spec.upstream_send_fail, spec.upstream_too_long, spec.upstream_buffer_full)
+        };
         if let Some(fault) = self.send_fault(FullSocket::Upstream(port), odds) {
             self.effects.push(Effect::SendFailed { flow, fault: Some(fault) });
             return;
@@ -387,7 +398,8 @@ impl Platform for SimPlatform {
     }
 
     fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]) {
-        let odds = |spec: &PlatformSpec| (spec.client_send_fail, spec.client_too_long, spec.client_buffer_full);
+        let odds =
+            |spec: &PlatformSpec| (spec.client_send_fail, spec.client_too_long, spec.client_buffer_full);
         if let Some(fault) = self.send_fault(FullSocket::Listener(listener), odds) {
             self.effects.push(Effect::ReturnFailed { listener, bytes: datagram.len(), fault });
             return;

@@ -248,8 +248,9 @@ impl World {
                     SendFault::TooLong => counts.client_too_long += 1,
                     SendFault::BufferFull => counts.client_buffer_full += 1,
                 }
-                let _ = self
-                    .with_driver(instance, |driver, now| driver.handle(now, Input::ReturnFailed { listener, bytes }));
+                let _ = self.with_driver(instance, |driver, now| {
+                    driver.handle(now, Input::ReturnFailed { listener, bytes })
+                });
             }
             Effect::SocketOpenFailed => self.record.platform.open_failed += 1,
             Effect::Opened { flow, backend } => {
