@@ -38,6 +38,13 @@ impl FlowId {
     pub fn serial(self) -> u64 {
         self.serial
     }
+
+    /// A handle made up by a test of a platform (the simulator's port allocation), which needs
+    /// flows without a core; test builds only.
+    #[cfg(any(test, feature = "fuzzing", feature = "mutants"))]
+    pub fn for_tests(slot: u32, serial: u64) -> FlowId {
+        FlowId { slot, serial }
+    }
 }
 
 impl fmt::Display for ListenerId {

@@ -98,6 +98,7 @@ pub mod mutants;
 mod mutants;
 pub mod names;
 pub mod outcome;
+pub mod pool;
 pub mod proxy_v2;
 pub mod select;
 pub mod stats;

@@ -17,8 +17,8 @@
 //! - `workers.rs`: what passes between workers (messages, handles) and how per-process
 //!   budgets are split between them;
 //! - `mio_platform.rs`: the platform: listener, pool, per-flow and probe sockets; sending,
-//!   flushing, reading errors;
-//! - `pool.rs`: the upstream pool's bookkeeping (which pool socket carries which flow);
+//!   flushing, reading errors (which pool socket carries which flow is decided by the core's
+//!   `udplb_core::pool`, which the simulator uses too);
 //! - `batch.rs`: batched datagram I/O (`recvmmsg`, `sendmmsg`, the ICMP error queue);
 //! - `notices.rs`: what becomes of every output of the core: kept for the other workers,
 //!   counted, queued for watchers, logged;
@@ -38,7 +38,6 @@ pub mod log_events;
 pub mod metrics;
 mod mio_platform;
 mod notices;
-mod pool;
 pub mod system;
 mod workers;
 

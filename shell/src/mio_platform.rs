@@ -3,7 +3,7 @@
 //!
 //! Listener sockets (SO_REUSEPORT, a large receive buffer) receive client datagrams in batches
 //! and send replies in batches. Upstreams are either shared pool sockets (the default, see
-//! [`crate::pool`]: unconnected, `IP_RECVERR` so that an ICMP error names the backend it is
+//! [`udplb_core::pool`]: unconnected, `IP_RECVERR` so that an ICMP error names the backend it is
 //! about) or one connected socket per flow (`upstream_mode = "per_flow"`, whose
 //! `ECONNREFUSED` is the kernel's report of an ICMP port unreachable). Sends to pool sockets
 //! and listeners are queued during a batch and go out with `sendmmsg` when the event loop
@@ -26,11 +26,11 @@ use udplb_core::balancer::Output;
 use udplb_core::config::UpstreamMode;
 use udplb_core::driver::{OpenError, Platform};
 use udplb_core::health::{ProbeKind, ProbeRequest};
+use udplb_core::pool::{Acquire, FastMap, Pool};
 use udplb_core::{BackendId, Balancer, FlowId, Input, Instant, ListenerId, ProbeId, UpstreamError};
 
 use crate::batch::{self, SendQueue};
 use crate::notices::Notices;
-use crate::pool::{Acquire, FastMap, Pool};
 
 /// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
 /// tens of thousands of datagrams per second in bursts.

@@ -5,8 +5,8 @@
 use udplb_core::{CloseReason, DropReason, Health, Instant};
 
 use crate::scenario::{
-    ClientAnswered, Datagrams, Direction, DropDirection, Expectation, Fraction, NoTransition, Share,
-    Transitions,
+    ClientAnswered, Datagrams, Direction, DropDirection, Expectation, Fraction, NoTransition, PlatformCount,
+    Share, Transitions,
 };
 use crate::world::World;
 
@@ -142,6 +142,18 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 what: format!("{whose} drops {reason} {}", range_text(*at_least, *at_most)),
                 passed: range_ok(count, *at_least, *at_most),
                 detail: format!("{count}"),
+            }
+        }
+        Expectation::Platform { count, at_least, at_most } => {
+            let name = count.name();
+            let value = match count {
+                PlatformCount::PoolSockets => pool_sockets(world),
+                _ => world.record.platform.named().iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v),
+            };
+            Verdict {
+                what: format!("platform {name} {}", range_text(*at_least, *at_most)),
+                passed: range_ok(value, *at_least, *at_most),
+                detail: format!("{value}"),
             }
         }
         Expectation::Closes { reason, at_least, at_most } => {
@@ -496,7 +508,25 @@ pub fn summary(world: &World) -> Vec<String> {
             world.record.unserved
         ));
     }
+    // Drawn platform faults, when the scenario has any (strays alone do not make the line:
+    // they are the core's to count, and existing traces stay as they were).
+    let platform = world.record.platform;
+    if !world.scenario.platform.is_empty() {
+        let counts: Vec<String> =
+            platform.named().iter().filter(|(_, v)| *v > 0).map(|(n, v)| format!("{n} {v}")).collect();
+        let counts = if counts.is_empty() { "none".to_owned() } else { counts.join(", ") };
+        lines.push(format!("platform faults: {counts}"));
+    }
+    if !world.scenario.platform.is_empty() || platform.stray_datagrams > 0 {
+        let sockets = pool_sockets(world);
+        lines.push(format!("upstream pool: {sockets} sockets, {} stray datagrams", platform.stray_datagrams));
+    }
     lines
+}
+
+/// Upstream pool sockets opened over the run, every instance.
+pub fn pool_sockets(world: &World) -> u64 {
+    world.drivers.iter().map(|d| d.platform().pool_sockets() as u64).sum()
 }
 
 /// Client datagrams dropped for `reason`, over every instance.

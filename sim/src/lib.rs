@@ -21,7 +21,8 @@
 //!   host's link), latency, jitter, reordering, duplication, ICMP rate limits, the ECMP
 //!   spreader and the run's random stream.
 //! - `platform.rs`: the core's `Platform` on simulated sockets, whose sends become effects the
-//!   world carries out.
+//!   world carries out; upstream ports placed by the core's own pool (`udplb_core::pool`, as
+//!   the shell places them); the `[platform]` faults, drawn from a stream of their own.
 //! - `hosts.rs`: clients and backends: what they send and how they answer what arrives.
 //! - `record.rs`: what the run saw: health transitions, new flows and placements, client
 //!   datagrams forwarded by backend, events by name, datagrams delivered and lost, violations.

@@ -42,6 +42,39 @@ pub struct Record {
     /// Where each new flow went: (instance, client address — port 0 where flows are keyed by
     /// address alone —, backend name).
     pub placements: Vec<(usize, SocketAddr, String)>,
+    /// What the balancer's simulated kernel did: drawn `[platform]` faults and strays.
+    pub platform: PlatformCounts,
+}
+
+/// Counts of what happened on the balancer's sockets, every instance: each drawn `[platform]`
+/// fault, and the datagrams that reached an upstream socket from an address with no flow on
+/// it (the shell's `udplb_stray_upstream_datagrams_total`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformCounts {
+    pub open_failed: u64,
+    pub upstream_send_failed: u64,
+    pub upstream_too_long: u64,
+    pub upstream_buffer_full: u64,
+    pub client_send_failed: u64,
+    pub client_too_long: u64,
+    pub client_buffer_full: u64,
+    pub stray_datagrams: u64,
+}
+
+impl PlatformCounts {
+    /// Every count with its name (the names `platform` expectations use).
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("open_failed", self.open_failed),
+            ("upstream_send_failed", self.upstream_send_failed),
+            ("upstream_too_long", self.upstream_too_long),
+            ("upstream_buffer_full", self.upstream_buffer_full),
+            ("client_send_failed", self.client_send_failed),
+            ("client_too_long", self.client_too_long),
+            ("client_buffer_full", self.client_buffer_full),
+            ("stray_datagrams", self.stray_datagrams),
+        ]
+    }
 }
 
 impl Record {

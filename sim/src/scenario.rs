@@ -33,7 +33,7 @@ mod user_config;
 
 pub use expect::{
     ClientAnswered, Datagrams, Detectable, Direction, DropDirection, EventSelector, Expectation, Fraction,
-    NoTransition, Share, Transitions,
+    NoTransition, PlatformCount, Share, Transitions,
 };
 
 /// One scenario file. Read it with [`Scenario::parse`] or [`Scenario::load`]: the file's
@@ -79,6 +79,9 @@ pub struct Scenario {
     /// When the liveness phase runs after the scenario's end (`docs/scenarios.md`, "sweep").
     #[serde(default)]
     pub liveness: Liveness,
+    /// What the balancer's simulated kernel fails, and how often.
+    #[serde(default)]
+    pub platform: PlatformSpec,
 }
 
 /// When a run ends with the liveness phase: every fault healed, clients sending on, and
@@ -93,6 +96,74 @@ pub enum Liveness {
     Always,
     /// Never: the scenario's end state is not meant to recover (a backend that stays dead).
     Off,
+}
+
+/// Faults of the balancer's own sockets (`[platform]`): each a probability, drawn per open or
+/// per send from a random stream of the platform's own. All zero (the default): nothing is
+/// drawn at all.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSpec {
+    /// Opening an upstream socket fails (a pool socket when the pool grows, or a per-flow
+    /// socket), as with EMFILE.
+    #[serde(default)]
+    pub open_fail: f64,
+    /// A send to a backend fails with an error (one the shell's retry does not clear).
+    #[serde(default)]
+    pub upstream_send_fail: f64,
+    /// A send to a backend fails with EMSGSIZE.
+    #[serde(default)]
+    pub upstream_too_long: f64,
+    /// A send to a backend finds its socket's send buffer full (EAGAIN, ENOBUFS).
+    #[serde(default)]
+    pub upstream_buffer_full: f64,
+    /// A send to a client (from a listener socket) fails with an error.
+    #[serde(default)]
+    pub client_send_fail: f64,
+    /// A send to a client fails with EMSGSIZE.
+    #[serde(default)]
+    pub client_too_long: f64,
+    /// A send to a client finds the listener's send buffer full.
+    #[serde(default)]
+    pub client_buffer_full: f64,
+}
+
+impl PlatformSpec {
+    /// No fault can happen.
+    pub fn is_empty(&self) -> bool {
+        self.probabilities().iter().all(|(_, p)| *p <= 0.0)
+    }
+
+    fn probabilities(&self) -> [(&'static str, f64); 7] {
+        [
+            ("open_fail", self.open_fail),
+            ("upstream_send_fail", self.upstream_send_fail),
+            ("upstream_too_long", self.upstream_too_long),
+            ("upstream_buffer_full", self.upstream_buffer_full),
+            ("client_send_fail", self.client_send_fail),
+            ("client_too_long", self.client_too_long),
+            ("client_buffer_full", self.client_buffer_full),
+        ]
+    }
+
+    /// Each probability in 0..=1, and the three of one direction's sends together too.
+    fn check(&self) -> Result<(), ScenarioError> {
+        for (key, p) in self.probabilities() {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ScenarioError(format!(" platform.{key} must lie in 0..=1, not {p}")));
+            }
+        }
+        let upstream = self.upstream_send_fail + self.upstream_too_long + self.upstream_buffer_full;
+        let client = self.client_send_fail + self.client_too_long + self.client_buffer_full;
+        for (direction, sum) in [("upstream", upstream), ("client", client)] {
+            if sum > 1.0 {
+                return Err(ScenarioError(format!(
+                    " platform: the {direction}_* probabilities add up to {sum}, more than 1"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Balancer instances sharing the listeners' addresses: a spreader hashes each client address
@@ -150,6 +221,21 @@ pub struct Envelope {
     pub latency: Option<(TimeOf, TimeOf)>,
     #[serde(default)]
     pub jitter: Option<(TimeOf, TimeOf)>,
+    /// Ranges of the `[platform]` faults (a missing range keeps the `[platform]` value).
+    #[serde(default)]
+    pub open_fail: Option<(f64, f64)>,
+    #[serde(default)]
+    pub upstream_send_fail: Option<(f64, f64)>,
+    #[serde(default)]
+    pub upstream_too_long: Option<(f64, f64)>,
+    #[serde(default)]
+    pub upstream_buffer_full: Option<(f64, f64)>,
+    #[serde(default)]
+    pub client_send_fail: Option<(f64, f64)>,
+    #[serde(default)]
+    pub client_too_long: Option<(f64, f64)>,
+    #[serde(default)]
+    pub client_buffer_full: Option<(f64, f64)>,
 }
 
 fn default_seed() -> u64 {
@@ -756,43 +842,6 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// This scenario with its network faults drawn from its envelope by `seed`.
-    pub fn with_faults_drawn(&self, seed: u64) -> Scenario {
-        use rand_chacha::ChaCha8Rng;
-        use rand_chacha::rand_core::{Rng, SeedableRng};
-        // A stream of its own, so the draw does not shift the run's own random numbers.
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5757_4545_5050_0001);
-        let mut fraction = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let mut draw = |range: (f64, f64)| range.0 + (range.1 - range.0) * fraction();
-        let mut scenario = self.clone();
-        let network = &mut scenario.network;
-        let envelope = &self.envelope;
-        if let Some(range) = envelope.loss {
-            network.loss = draw(range);
-        }
-        if let Some(range) = envelope.duplicate {
-            network.duplicate = draw(range);
-        }
-        if let Some(range) = envelope.reorder {
-            network.reorder = draw(range);
-        }
-        if let Some(range) = envelope.icmp_loss {
-            network.icmp_loss = draw(range);
-        }
-        let mut draw_time = |(low, high): (TimeOf, TimeOf)| {
-            let (low, high) = (low.0.as_nanos() as f64, high.0.as_nanos() as f64);
-            Duration::from_nanos(draw((low, high)) as u64)
-        };
-        if let Some(range) = envelope.latency {
-            network.latency = draw_time(range);
-        }
-        if let Some(range) = envelope.jitter {
-            network.jitter = draw_time(range);
-        }
-        scenario.seed = seed;
-        scenario
-    }
-
     /// What serde cannot see: settings that depend on each other, and names that must refer
     /// to something the file declares elsewhere.
     /// `lb_place` says where `[lb]` came from (`[lb]`, or a configuration file's name).
@@ -808,6 +857,7 @@ impl Scenario {
                 self.ecmp.instance_specs.len()
             )));
         }
+        self.platform.check()?;
         let lb_errors = |config: &Config, prefix: &str| {
             config.validate().map_err(|errors| {
                 let lines: Vec<String> =
@@ -969,6 +1019,7 @@ impl Scenario {
                 | Expectation::Closes { .. }
                 | Expectation::ConsistentPlacement { .. }
                 | Expectation::FlowsCreated { .. }
+                | Expectation::Platform { .. }
                 | Expectation::Events { .. } => {}
                 Expectation::Exited { instance, .. } => {
                     if *instance >= self.ecmp.count() {

@@ -38,7 +38,7 @@ use udplb_core::{
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
 use crate::invariants::{self, Affinity};
 use crate::network::{Icmp, Network, Packet, Transit};
-use crate::platform::{Effect, SimPlatform};
+use crate::platform::{Arrival, Effect, SendFault, SimPlatform};
 use crate::record::Record;
 use crate::scenario::{Action, Scenario};
 use crate::trace::Trace;
@@ -148,7 +148,9 @@ impl World {
             let first = drivers.len();
             for worker in 0..workers {
                 let core = World::balancer(&scenario, seed, first + worker);
-                drivers.push(Driver::new(core, SimPlatform::worker(instance, worker, workers)));
+                let mode = scenario.lb_of(instance).process.upstream_mode;
+                let platform = SimPlatform::new(instance, worker, workers, mode, &scenario.platform, seed);
+                drivers.push(Driver::new(core, platform));
                 instance_of.push(instance);
             }
             let secret = Keys::from_seed(seed ^ 0x7265_7573_6570_6f72 ^ instance as u64).selection[0..8]
@@ -389,7 +391,7 @@ impl World {
         call: impl FnOnce(&mut Driver<SimPlatform>, Instant) -> T,
     ) -> T {
         let fail_open_before = invariants::fail_open_flows(&self.drivers[worker]);
-        self.drivers[worker].platform_mut().now = self.now;
+        self.drivers[worker].platform_mut().begin(self.now);
         let result = call(&mut self.drivers[worker], self.now);
         let effects = std::mem::take(&mut self.drivers[worker].platform_mut().effects);
         let fail_open_now = invariants::fail_open_flows(&self.drivers[worker]);
@@ -431,11 +433,30 @@ impl World {
                     self.tcp_syn(worker, probe, backend, 0);
                 }
             }
-            Effect::SendFailed { flow } => {
+            Effect::SendFailed { flow, fault } => {
+                let counts = &mut self.record.platform;
+                match fault {
+                    Some(SendFault::Failed) => counts.upstream_send_failed += 1,
+                    Some(SendFault::TooLong) => counts.upstream_too_long += 1,
+                    Some(SendFault::BufferFull) => counts.upstream_buffer_full += 1,
+                    None => {}
+                }
                 let _ = self.with_driver(worker, |driver, now| {
                     driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::SendFailed })
                 });
             }
+            Effect::ReturnFailed { listener, bytes, fault } => {
+                let counts = &mut self.record.platform;
+                match fault {
+                    SendFault::Failed => counts.client_send_failed += 1,
+                    SendFault::TooLong => counts.client_too_long += 1,
+                    SendFault::BufferFull => counts.client_buffer_full += 1,
+                }
+                let _ = self.with_driver(worker, |driver, now| {
+                    driver.handle(now, Input::ReturnFailed { listener, bytes })
+                });
+            }
+            Effect::SocketOpenFailed => self.record.platform.open_failed += 1,
             Effect::Opened { flow, backend } => {
                 // A new flow's upstream opened: the flow is booked once the driver returns.
                 let instance = self.instance_of[worker];
@@ -649,7 +670,7 @@ impl World {
                 if probe {
                     platform.probes_by_port.contains_key(&port)
                 } else {
-                    platform.upstream_by_port.contains_key(&port)
+                    platform.has_upstream_port(port)
                 }
             });
             Some((instance, worker.unwrap_or(workers.start)))
@@ -688,29 +709,29 @@ impl World {
             if self.instances[instance].stopped {
                 return;
             }
-            // As on the shell's shared upstream sockets: a datagram is its flow's only if it
-            // comes from the flow's backend; anything else is handed to the core as a stray.
-            let platform = self.drivers[worker].platform();
-            let flow = platform
-                .upstream_by_port
-                .get(&to.port())
-                .and_then(|flow| platform.upstreams.get(flow))
-                .filter(|upstream| upstream.backend == packet.from)
-                .map(|upstream| (upstream.flow, upstream.id));
-            match flow {
-                Some((flow, backend)) => {
+            // As the shell's event loop reads a shared upstream socket: a datagram belongs to
+            // the flow bound at (socket, source address); from an address with no flow on that
+            // socket (a late reply to a flow that ended, a reply from another port, a
+            // stranger) it is counted and handed to the core as a stray.
+            match self.drivers[worker].platform().arrival(to.port(), packet.from) {
+                Arrival::Flow(flow) => {
+                    let backend = self.drivers[worker].core().flows().flow(flow).map(|f| f.backend);
                     let verdict = self.with_driver(worker, |driver, now| {
                         driver.backend_datagram(now, flow, &packet.payload, false)
                     });
-                    if let udplb_core::BackendVerdict::Return { client, .. } = verdict {
+                    if let (udplb_core::BackendVerdict::Return { client, .. }, Some(backend)) =
+                        (verdict, backend)
+                    {
                         let core = self.drivers[worker].core();
                         self.record.returned(self.now, core, backend, client);
                     }
                 }
-                None => {
+                Arrival::Stray => {
+                    self.record.platform.stray_datagrams += 1;
                     let stray = Input::StrayReply { from: packet.from, bytes: packet.payload.len() };
                     let _ = self.with_driver(worker, |driver, now| driver.handle(now, stray));
                 }
+                Arrival::Filtered => {}
             }
         } else if let Some((instance, worker)) = owner(to.ip(), to.port(), true) {
             if self.instances[instance].stopped {
@@ -728,11 +749,25 @@ impl World {
         } else if let Some(index) = self.backends.iter().position(|b| b.spec.address == to) {
             self.backend_receives(index, packet);
         } else if let Some(index) = self.clients.iter().position(|c| c.spec.address == to.ip()) {
+            self.check_reply_owner(index, &packet.payload);
             if self.clients[index].listens_on(to.port()) {
                 self.clients[index].receive(&packet.payload);
             } else {
                 self.clients[index].stale_replies += 1;
             }
+        }
+    }
+
+    /// A reply carries its request's tag (`client#n`): one that reaches another client was
+    /// returned on the wrong flow (a late reply taken for a newer flow's on a shared upstream
+    /// port, say), which no client may ever see.
+    fn check_reply_owner(&mut self, index: usize, payload: &[u8]) {
+        let Some(end) = payload.iter().position(|b| *b == b'#') else { return };
+        let owner = &payload[..end];
+        let receiver = &self.clients[index].spec.name;
+        if owner != receiver.as_bytes() && self.clients.iter().any(|c| c.spec.name.as_bytes() == owner) {
+            let owner = String::from_utf8_lossy(owner);
+            self.record.violation(format!("{}: {receiver} received a reply meant for {owner}", self.now));
         }
     }
 
@@ -758,7 +793,9 @@ impl World {
             }
             let platform = self.drivers[worker].platform();
             if sender.ip() == platform.upstream_ip {
-                if let Some(flow) = platform.upstream_by_port.get(&sender.port()).copied() {
+                // The error names the datagram's destination: the flow bound at (socket,
+                // destination) hears it, as the shell reads a pool socket's error queue.
+                if let Arrival::Flow(flow) = platform.arrival(sender.port(), packet.from) {
                     let _ = self.with_driver(worker, |driver, now| {
                         driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::Refused })
                     });

@@ -99,6 +99,51 @@ pub enum Expectation {
     /// Health transitions (of `backend`, or of every backend; into `to`, or any) between
     /// `from` and `until`: at least / at most.
     Transitions(Transitions),
+    /// What the balancer's sockets saw over the run (every instance): a drawn `[platform]`
+    /// fault, or stray datagrams on upstream sockets: at least / at most.
+    Platform {
+        count: PlatformCount,
+        #[serde(default)]
+        at_least: Option<u64>,
+        #[serde(default)]
+        at_most: Option<u64>,
+    },
+}
+
+/// What a `platform` expectation counts (the names of `record::PlatformCounts::named`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformCount {
+    /// Upstream sockets that failed to open (`open_fail`).
+    OpenFailed,
+    UpstreamSendFailed,
+    UpstreamTooLong,
+    /// Datagrams to backends not sent because the socket's send buffer was full.
+    UpstreamBufferFull,
+    ClientSendFailed,
+    ClientTooLong,
+    /// Datagrams to clients not sent because the listener's send buffer was full.
+    ClientBufferFull,
+    /// Datagrams that reached an upstream socket from an address with no flow on it.
+    StrayDatagrams,
+    /// Upstream pool sockets (local ports) opened over the run, every instance.
+    PoolSockets,
+}
+
+impl PlatformCount {
+    pub fn name(self) -> &'static str {
+        match self {
+            PlatformCount::OpenFailed => "open_failed",
+            PlatformCount::UpstreamSendFailed => "upstream_send_failed",
+            PlatformCount::UpstreamTooLong => "upstream_too_long",
+            PlatformCount::UpstreamBufferFull => "upstream_buffer_full",
+            PlatformCount::ClientSendFailed => "client_send_failed",
+            PlatformCount::ClientTooLong => "client_too_long",
+            PlatformCount::ClientBufferFull => "client_buffer_full",
+            PlatformCount::StrayDatagrams => "stray_datagrams",
+            PlatformCount::PoolSockets => "pool_sockets",
+        }
+    }
 }
 
 /// A `transitions` expectation: how many health transitions (of `backend` or any backend,

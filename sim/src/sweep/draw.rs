@@ -15,9 +15,9 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
-use crate::scenario::{Envelope, NetworkSpec};
+use crate::scenario::{Envelope, NetworkSpec, PlatformSpec};
 
-/// A fault kind an envelope can range over, by its `[network]` key.
+/// A fault kind an envelope can range over, by its `[network]` or `[platform]` key.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {
     Loss,
@@ -26,19 +26,33 @@ pub enum FaultKind {
     IcmpLoss,
     Latency,
     Jitter,
+    OpenFail,
+    UpstreamSendFail,
+    UpstreamTooLong,
+    UpstreamBufferFull,
+    ClientSendFail,
+    ClientTooLong,
+    ClientBufferFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Loss,
         FaultKind::Duplicate,
         FaultKind::Reorder,
         FaultKind::IcmpLoss,
         FaultKind::Latency,
         FaultKind::Jitter,
+        FaultKind::OpenFail,
+        FaultKind::UpstreamSendFail,
+        FaultKind::UpstreamTooLong,
+        FaultKind::UpstreamBufferFull,
+        FaultKind::ClientSendFail,
+        FaultKind::ClientTooLong,
+        FaultKind::ClientBufferFull,
     ];
 
-    /// The key in `[network]` (and `[envelope]`).
+    /// The key in `[network]` or `[platform]` (and `[envelope]`).
     pub fn key(self) -> &'static str {
         match self {
             FaultKind::Loss => "loss",
@@ -47,6 +61,26 @@ impl FaultKind {
             FaultKind::IcmpLoss => "icmp_loss",
             FaultKind::Latency => "latency",
             FaultKind::Jitter => "jitter",
+            FaultKind::OpenFail => "open_fail",
+            FaultKind::UpstreamSendFail => "upstream_send_fail",
+            FaultKind::UpstreamTooLong => "upstream_too_long",
+            FaultKind::UpstreamBufferFull => "upstream_buffer_full",
+            FaultKind::ClientSendFail => "client_send_fail",
+            FaultKind::ClientTooLong => "client_too_long",
+            FaultKind::ClientBufferFull => "client_buffer_full",
+        }
+    }
+
+    /// The section the kind's key lives in: `network` or `platform`.
+    pub fn section(self) -> &'static str {
+        match self {
+            FaultKind::Loss
+            | FaultKind::Duplicate
+            | FaultKind::Reorder
+            | FaultKind::IcmpLoss
+            | FaultKind::Latency
+            | FaultKind::Jitter => "network",
+            _ => "platform",
         }
     }
 
@@ -64,6 +98,13 @@ impl FaultKind {
             FaultKind::IcmpLoss => fraction(envelope.icmp_loss),
             FaultKind::Latency => time(envelope.latency),
             FaultKind::Jitter => time(envelope.jitter),
+            FaultKind::OpenFail => fraction(envelope.open_fail),
+            FaultKind::UpstreamSendFail => fraction(envelope.upstream_send_fail),
+            FaultKind::UpstreamTooLong => fraction(envelope.upstream_too_long),
+            FaultKind::UpstreamBufferFull => fraction(envelope.upstream_buffer_full),
+            FaultKind::ClientSendFail => fraction(envelope.client_send_fail),
+            FaultKind::ClientTooLong => fraction(envelope.client_too_long),
+            FaultKind::ClientBufferFull => fraction(envelope.client_buffer_full),
         }
     }
 }
@@ -143,10 +184,17 @@ impl Draw {
         self.faults.iter().filter(|d| d.on).map(|d| d.kind)
     }
 
-    /// Writes the drawn values into `network`.
-    pub fn apply(&self, network: &mut NetworkSpec) {
+    /// Writes the drawn values into `network` and `platform`.
+    pub fn apply(&self, network: &mut NetworkSpec, platform: &mut PlatformSpec) {
         for drawn in &self.faults {
             match (drawn.kind, drawn.value) {
+                (FaultKind::OpenFail, Value::Fraction(x)) => platform.open_fail = x,
+                (FaultKind::UpstreamSendFail, Value::Fraction(x)) => platform.upstream_send_fail = x,
+                (FaultKind::UpstreamTooLong, Value::Fraction(x)) => platform.upstream_too_long = x,
+                (FaultKind::UpstreamBufferFull, Value::Fraction(x)) => platform.upstream_buffer_full = x,
+                (FaultKind::ClientSendFail, Value::Fraction(x)) => platform.client_send_fail = x,
+                (FaultKind::ClientTooLong, Value::Fraction(x)) => platform.client_too_long = x,
+                (FaultKind::ClientBufferFull, Value::Fraction(x)) => platform.client_buffer_full = x,
                 (FaultKind::Loss, Value::Fraction(x)) => network.loss = x,
                 (FaultKind::Duplicate, Value::Fraction(x)) => network.duplicate = x,
                 (FaultKind::Reorder, Value::Fraction(x)) => network.reorder = x,

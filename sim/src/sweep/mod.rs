@@ -161,7 +161,7 @@ pub struct Outcome {
 pub fn run_one(base: &Base, seed: u64) -> Outcome {
     let mut scenario = base.scenario.clone();
     let draw = Draw::from_seed(&scenario.envelope, seed);
-    draw.apply(&mut scenario.network);
+    draw.apply(&mut scenario.network, &mut scenario.platform);
     scenario.seed = seed;
     let phase = scenario.liveness != Liveness::Off;
     let (report, world) = run_world(&scenario, &base.file, Some(seed), phase);

@@ -98,11 +98,12 @@ pub fn render(
         doc["liveness"] = value("always");
     }
     if !draw.faults.is_empty() {
-        if !doc.contains_key("network") {
-            doc["network"] = toml_edit::table();
-        }
         for drawn in &draw.faults {
-            doc["network"][drawn.kind.key()] = match drawn.value {
+            let section = drawn.kind.section();
+            if !doc.contains_key(section) {
+                doc[section] = toml_edit::table();
+            }
+            doc[section][drawn.kind.key()] = match drawn.value {
                 Value::Fraction(x) => value(x),
                 Value::Time(t) => value(format!("{}ns", t.as_nanos())),
             };

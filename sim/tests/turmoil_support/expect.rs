@@ -136,6 +136,7 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
         | Expectation::Datagrams(_)
         | Expectation::HealthHeld { .. }
         | Expectation::Strays { .. }
+        | Expectation::Platform { .. }
         | Expectation::Exited { .. } => Verdict {
             what: "a user-level expectation".into(),
             passed: false,

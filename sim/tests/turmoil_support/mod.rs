@@ -147,6 +147,9 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
     if scenario.rejected.is_some() {
         missing.push("a configuration expected refused".to_owned());
     }
+    if !scenario.platform.is_empty() {
+        missing.push("[platform] faults of the balancer's sockets".to_owned());
+    }
     if scenario.expectations.iter().any(|e| matches!(e, Expectation::ConsistentPlacement { .. })) {
         missing.push("placement across instances".to_owned());
     }
@@ -166,6 +169,7 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
             {
                 "drops (towards clients)"
             }
+            Expectation::Platform { .. } => "platform",
             _ => continue,
         };
         missing.push(format!("the `{kind}` expectation (not judged here yet)"));

@@ -10,32 +10,39 @@
 //! or is already more than twice the lane's live flows plus [`POOL_SLACK`]), so that a late
 //! reply to the old flow is not taken for one to the new flow.
 //!
-//! This module decides; the event loop owns the sockets and asks it. It holds no sockets,
-//! so it is tested without any.
+//! This module decides; the platform owns the sockets and asks it. It holds no sockets, so it
+//! is tested without any, and both platforms use it: the shell's `MioPlatform` (real sockets)
+//! and the simulator's `SimPlatform` (simulated ports), so the simulator shares ports between
+//! flows exactly as the binary does.
+//!
+//! Determinism: the maps are keyed lookups with a fixed hasher ([`FastHasher`]); nothing
+//! iterates them on the way to a decision (only the test-only consistency check does), so the
+//! same calls give the same sockets in every run.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
-use udplb_core::{BackendId, Instant};
+use crate::id::BackendId;
+use crate::time::Instant;
 
 /// How long a socket released by a flow to backend B stays unused for B (if the pool may
 /// grow instead): a reply arriving later than this after its flow closed could otherwise
 /// reach the client of a new flow. Replies that late are already lost to the old flow's
 /// client; per-flow sockets have the same exposure when the kernel reuses a port.
-pub(crate) const QUARANTINE_NANOS: u64 = 250_000_000;
+pub const QUARANTINE_NANOS: u64 = 250_000_000;
 
 /// Sockets the pool may hold beyond twice the live flows of the lane asking, before it
 /// reuses a quarantined socket instead of opening one: every pool socket holds an ephemeral
 /// port, which the whole machine shares, so churn (a new flow per query at tens of thousands
 /// per second) must not turn the quarantine into thousands of idle ports.
-pub(crate) const POOL_SLACK: usize = 256;
+pub const POOL_SLACK: usize = 256;
 
 /// A fast hasher for the pool's small keys (ids and addresses), which are not chosen by a
 /// remote peer in a way that could collide on purpose: backend addresses come from the
 /// configuration, and flow ids from the core.
 #[derive(Default)]
-pub(crate) struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
@@ -65,11 +72,13 @@ impl Hasher for FastHasher {
     }
 }
 
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// A map with the fast, fixed hasher: keyed lookups only (see the module's note on
+/// determinism).
+pub type FastMap<K, V> = hashbrown::HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// One flow's place in the pool.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Binding<F> {
+pub struct Binding<F> {
     /// The pool socket (index into the event loop's socket list).
     pub socket: u32,
     /// The backend's address.
@@ -82,7 +91,7 @@ pub(crate) struct Binding<F> {
 
 /// What [`Pool::acquire`] found for a new flow.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Acquire {
+pub enum Acquire {
     /// Use this existing socket.
     Socket(u32),
     /// Every existing socket of this address family is busy (or quarantined) for this
@@ -102,7 +111,7 @@ struct Lane {
 
 /// The pool's bookkeeping (no sockets).
 #[derive(Debug)]
-pub(crate) struct Pool<F> {
+pub struct Pool<F> {
     /// Pool sockets by family: `[IPv4, IPv6]`, each a list of indices into the socket list.
     families: [Vec<u32>; 2],
     lanes: FastMap<SocketAddr, Lane>,
@@ -130,7 +139,7 @@ impl<F> Default for Pool<F> {
 
 impl<F: Copy + Eq + std::hash::Hash + std::fmt::Debug> Pool<F> {
     /// Where a new flow to `address` goes.
-    pub(crate) fn acquire(&mut self, address: SocketAddr, now: Instant) -> Acquire {
+    pub fn acquire(&mut self, address: SocketAddr, now: Instant) -> Acquire {
         let sockets = &self.families[family(address)];
         let lane = self.lanes.entry(address).or_default();
         if let Some(&(socket, released)) = lane.free.front()
@@ -154,13 +163,13 @@ impl<F: Copy + Eq + std::hash::Hash + std::fmt::Debug> Pool<F> {
 
     /// The pool could not grow: the socket released longest ago for `address`, quarantine or
     /// not, if there is one.
-    pub(crate) fn acquire_quarantined(&mut self, address: SocketAddr) -> Option<u32> {
+    pub fn acquire_quarantined(&mut self, address: SocketAddr) -> Option<u32> {
         self.lanes.get_mut(&address)?.free.pop_front().map(|(socket, _)| socket)
     }
 
     /// Registers a socket just opened for `address`'s family after [`Acquire::Grow`] and
     /// takes it for `address`. Returns its index.
-    pub(crate) fn add_socket(&mut self, address: SocketAddr) -> u32 {
+    pub fn add_socket(&mut self, address: SocketAddr) -> u32 {
         let socket = self.sockets;
         self.sockets += 1;
         self.families[family(address)].push(socket);
@@ -171,13 +180,13 @@ impl<F: Copy + Eq + std::hash::Hash + std::fmt::Debug> Pool<F> {
     }
 
     /// Records that `flow` (to `backend` at `address`) uses `socket`.
-    pub(crate) fn bind(&mut self, flow: F, socket: u32, address: SocketAddr, backend: BackendId) {
+    pub fn bind(&mut self, flow: F, socket: u32, address: SocketAddr, backend: BackendId) {
         self.occupants.insert((socket, address), flow);
         self.bindings.insert(flow, Binding { socket, address, flow, backend });
     }
 
     /// Ends `flow`'s use of its socket; the socket waits in its lane's quarantine.
-    pub(crate) fn release(&mut self, flow: F, now: Instant) -> Option<Binding<F>> {
+    pub fn release(&mut self, flow: F, now: Instant) -> Option<Binding<F>> {
         let binding = self.bindings.remove(&flow)?;
         self.occupants.remove(&(binding.socket, binding.address));
         if let Some(lane) = self.lanes.get_mut(&binding.address) {
@@ -186,22 +195,27 @@ impl<F: Copy + Eq + std::hash::Hash + std::fmt::Debug> Pool<F> {
         Some(binding)
     }
 
-    pub(crate) fn binding(&self, flow: F) -> Option<&Binding<F>> {
+    pub fn binding(&self, flow: F) -> Option<&Binding<F>> {
         self.bindings.get(&flow)
     }
 
     /// The flow a datagram from `source` on `socket` belongs to.
-    pub(crate) fn occupant(&self, socket: u32, source: SocketAddr) -> Option<&Binding<F>> {
+    pub fn occupant(&self, socket: u32, source: SocketAddr) -> Option<&Binding<F>> {
         self.bindings.get(self.occupants.get(&(socket, source))?)
     }
 
     /// Flows currently placed.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.bindings.len()
     }
 
+    /// No flow is placed.
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
     /// Pool sockets opened (never closed while the process runs).
-    pub(crate) fn sockets(&self) -> u32 {
+    pub fn sockets(&self) -> u32 {
         self.sockets
     }
 
