@@ -237,6 +237,11 @@ impl SimPlatform {
         self.full.clear();
     }
 
+    /// Its kernel stops failing: no platform fault is drawn from now on.
+    pub fn heal(&mut self) {
+        self.faults = None;
+    }
+
     /// Whether one of its upstream sockets (a pool socket or a flow's own) has `port`.
     pub fn has_upstream_port(&self, port: u16) -> bool {
         self.upstream_by_port.contains_key(&port) || self.pool_socket_by_port.contains_key(&port)

@@ -270,8 +270,9 @@ impl World {
 
     /// Every fault healed at once, for a sweep's liveness phase: partitions removed, the
     /// network's loss, duplication, reordering and ICMP loss set to zero and its per-link
-    /// faults cleared (latency, jitter and MTU stay: they are properties, not faults), every
-    /// backend host answering again as its `[[backend]]` says, and timeline actions still
+    /// faults cleared (latency, jitter and MTU stay: they are properties, not faults), the
+    /// balancer's `[platform]` faults ended, every backend host answering again as its
+    /// `[[backend]]` says, and timeline actions still
     /// pending (after the end) dropped.
     pub fn heal_everything(&mut self) {
         self.queue.retain(|_, event| !matches!(event, Event::Timeline(_)));
@@ -285,6 +286,9 @@ impl World {
         self.network.set_conditions(spec);
         for backend in &mut self.backends {
             backend.restore();
+        }
+        for driver in &mut self.drivers {
+            driver.platform_mut().heal();
         }
         self.trace.line(self.now, "liveness: every fault healed".into());
     }
