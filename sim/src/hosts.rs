@@ -323,11 +323,13 @@ impl ClientHost {
             }
             return;
         }
-        let text = String::from_utf8_lossy(payload);
-        let tag = text.trim_end_matches('.');
-        let Some(number) =
-            tag.strip_prefix(&format!("{}#", self.spec.name)).and_then(|n| n.parse::<u32>().ok())
-        else {
+        // `NAME#N` then padding dots: compared as bytes, without building the prefix.
+        let name = self.spec.name.as_bytes();
+        let tagged = payload.len() > name.len() && payload.starts_with(name) && payload[name.len()] == b'#';
+        let digits = if tagged { &payload[name.len() + 1..] } else { &[][..] };
+        let end = digits.iter().position(|b| *b == b'.').unwrap_or(digits.len());
+        let number = std::str::from_utf8(&digits[..end]).ok().and_then(|n| n.parse::<u32>().ok());
+        let Some(number) = number.filter(|_| tagged && digits[end..].iter().all(|b| *b == b'.')) else {
             return;
         };
         if let Some(remaining) = self.pending.get_mut(&number) {

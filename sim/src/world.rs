@@ -21,7 +21,7 @@
 //! its end. The network's random stream is seeded by the scenario's seed, so a seed is a
 //! complete description of a run. There is no wall clock anywhere.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::net::{IpAddr, SocketAddr};
 
 use rand_chacha::ChaCha8Rng;
@@ -71,6 +71,35 @@ enum Event {
     },
 }
 
+/// An event at its time; the queue pops the earliest, and of equal times the one scheduled
+/// first (a binary heap ordered by (time, sequence), reversed).
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.sequence) == (other.at, other.sequence)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.sequence).cmp(&(self.at, self.sequence))
+    }
+}
+
 /// One balancer instance: a process with its workers.
 #[derive(Debug)]
 pub struct Instance {
@@ -110,7 +139,8 @@ const CHECK_EVERY: u64 = 512;
 pub struct World {
     pub scenario: Scenario,
     now: Instant,
-    queue: BTreeMap<(Instant, u64), Event>,
+    /// Pending events, earliest first (ties in the order they were scheduled).
+    queue: BinaryHeap<Scheduled>,
     sequence: u64,
     network: Network,
     /// One driver per worker of every balancer instance, instance after instance (one, unless
@@ -177,7 +207,7 @@ impl World {
             clients: scenario.clients.iter().cloned().map(ClientHost::new).collect(),
             scenario,
             now: Instant::ZERO,
-            queue: BTreeMap::new(),
+            queue: BinaryHeap::new(),
             sequence: 0,
             drivers,
             trace: Trace::default(),
@@ -224,7 +254,7 @@ impl World {
 
     fn schedule(&mut self, at: Instant, event: Event) {
         self.sequence += 1;
-        self.queue.insert((at, self.sequence), event);
+        self.queue.push(Scheduled { at, sequence: self.sequence, event });
     }
 
     /// Runs until the scenario's duration, then checks the end-state invariants.
@@ -239,12 +269,12 @@ impl World {
     /// Runs every event up to `end`, wakes every instance at `end` and checks the core's
     /// invariants there (a sweep's liveness phase calls it again past the scenario's end).
     pub fn advance_to(&mut self, end: Instant) {
-        while let Some(entry) = self.queue.first_entry() {
-            let (at, _) = *entry.key();
+        while let Some(next) = self.queue.peek() {
+            let at = next.at;
             if at > end || self.events_run >= MAX_EVENTS {
                 break;
             }
-            let event = entry.remove();
+            let Some(Scheduled { event, .. }) = self.queue.pop() else { break };
             self.now = at;
             self.events_run += 1;
             self.handle(event);
@@ -275,7 +305,7 @@ impl World {
     /// `[[backend]]` says, and timeline actions still
     /// pending (after the end) dropped.
     pub fn heal_everything(&mut self) {
-        self.queue.retain(|_, event| !matches!(event, Event::Timeline(_)));
+        self.queue.retain(|scheduled| !matches!(scheduled.event, Event::Timeline(_)));
         self.network.heal();
         let mut spec = self.network.spec().clone();
         spec.loss = 0.0;
@@ -297,7 +327,7 @@ impl World {
     /// still had to send is sent on this schedule too); returns the number its first new
     /// request will carry.
     pub fn send_more(&mut self, index: usize, at: Instant, count: u32, interval: std::time::Duration) -> u32 {
-        self.queue.retain(|_, event| !matches!(event, Event::ClientSends(i) if *i == index));
+        self.queue.retain(|scheduled| !matches!(scheduled.event, Event::ClientSends(i) if i == index));
         let client = &mut self.clients[index];
         let first = client.sent;
         match &mut client.spec.model {
@@ -590,25 +620,8 @@ impl World {
         }
     }
 
-    /// The host an address belongs to, by name ("lb" for the balancer).
-    fn host_of(&self, address: SocketAddr) -> Option<String> {
-        let ip = address.ip();
-        let balancer =
-            self.drivers.iter().any(|d| d.platform().upstream_ip == ip || d.platform().probe_ip == ip);
-        if balancer || self.is_vip(address) {
-            return Some("lb".into());
-        }
-        if let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == ip) {
-            return Some(backend.spec.name.clone());
-        }
-        self.clients.iter().find(|c| c.spec.address == ip).map(|c| c.spec.name.clone())
-    }
-
     fn is_vip(&self, address: SocketAddr) -> bool {
-        self.drivers.iter().any(|driver| {
-            let flows = driver.core().flows();
-            flows.listener_ids().any(|l| flows.listener(l).map(|(_, a)| a) == Some(address))
-        })
+        is_vip(&self.drivers, address)
     }
 
     /// The listener of worker `worker` at `address`.
@@ -639,8 +652,11 @@ impl World {
 
     /// Puts a packet on the network, which tells when (and whether) it arrives.
     fn send(&mut self, packet: Packet) {
-        let (from, to) = (self.host_of(packet.from), self.host_of(packet.to));
-        match self.network.transit(self.now, &packet, from.as_deref(), to.as_deref()) {
+        // The hosts' names, borrowed: no allocation per packet.
+        let from = host_of(&self.drivers, &self.backends, &self.clients, packet.from);
+        let to = host_of(&self.drivers, &self.backends, &self.clients, packet.to);
+        let transit = self.network.transit(self.now, &packet, from, to);
+        match transit {
             Transit::Lost => self.record.lost += 1,
             Transit::TooBig { mtu } => {
                 self.record.lost += 1;
@@ -817,15 +833,21 @@ impl World {
     }
 
     fn backend_receives(&mut self, index: usize, packet: Packet) {
-        let vips: Vec<SocketAddr> = self
-            .drivers
-            .iter()
-            .flat_map(|d| {
-                let flows = d.core().flows();
-                flows.listener_ids().filter_map(|l| flows.listener(l).map(|(_, a)| a)).collect::<Vec<_>>()
-            })
-            .collect();
-        let client_ips: BTreeSet<IpAddr> = self.clients.iter().map(|c| c.spec.address).collect();
+        // What a PROXY v2 header may name, gathered only for a backend that checks headers.
+        let checks = self.backends[index].spec.expect_proxy.is_some();
+        let vips: Vec<SocketAddr> = if !checks {
+            Vec::new()
+        } else {
+            self.drivers
+                .iter()
+                .flat_map(|d| {
+                    let flows = d.core().flows();
+                    flows.listener_ids().filter_map(|l| flows.listener(l).map(|(_, a)| a)).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let client_ips: BTreeSet<IpAddr> =
+            if checks { self.clients.iter().map(|c| c.spec.address).collect() } else { BTreeSet::new() };
         let is_client =
             |ip: IpAddr| client_ips.contains(&ip) || matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 198);
         let reaction = self.backends[index].receive(packet.from, &packet.payload, &vips, is_client);
@@ -1142,4 +1164,30 @@ fn uniform(rng: &mut ChaCha8Rng, up_to: std::time::Duration) -> std::time::Durat
     } else {
         std::time::Duration::from_nanos(rng.next_u64() % (nanos.saturating_add(1)))
     }
+}
+
+/// The host an address belongs to, by name ("lb" for the balancer).
+fn host_of<'a>(
+    drivers: &[Driver<SimPlatform>],
+    backends: &'a [BackendHost],
+    clients: &'a [ClientHost],
+    address: SocketAddr,
+) -> Option<&'a str> {
+    let ip = address.ip();
+    let balancer = drivers.iter().any(|d| d.platform().upstream_ip == ip || d.platform().probe_ip == ip);
+    if balancer || is_vip(drivers, address) {
+        return Some("lb");
+    }
+    if let Some(backend) = backends.iter().find(|b| b.spec.address.ip() == ip) {
+        return Some(&backend.spec.name);
+    }
+    clients.iter().find(|c| c.spec.address == ip).map(|c| c.spec.name.as_str())
+}
+
+/// Whether `address` is a listener's address on some worker.
+fn is_vip(drivers: &[Driver<SimPlatform>], address: SocketAddr) -> bool {
+    drivers.iter().any(|driver| {
+        let flows = driver.core().flows();
+        flows.listener_ids().any(|l| flows.listener(l).map(|(_, a)| a) == Some(address))
+    })
 }
