@@ -167,27 +167,33 @@ enum ResultPick {
 /// `handle_timeout(now)` returned, a verdict that contradicts the core's own state, or a
 /// refused reload that changed something.
 pub fn datagram_path(data: &[u8]) {
+    run(data);
+}
+
+/// The body of [`datagram_path`]; returns how many steps the input held (0 when it ended
+/// before or within the configuration, or the configuration was refused).
+fn run(data: &[u8]) -> usize {
     let mut input = Unstructured::new(data);
     let (Ok(seed), Ok(spec)) = (input.arbitrary::<u64>(), ConfigSpec::arbitrary(&mut input)) else {
-        return;
+        return 0;
     };
     let config = spec.to_config();
     let keys = Keys::from_seed(seed);
     if config.validate().is_err() {
         assert!(Balancer::new(&config, keys).is_err(), "an invalid configuration was accepted");
-        return;
+        return 0;
     }
     let core = Balancer::new(&config, keys).expect("a validated configuration builds");
     let mut run =
         Run { core, now: Instant::ZERO, flows: Vec::new(), probes: Vec::new(), fail_next_open: false };
     run.check(false);
-    for _ in 0..MAX_STEPS {
-        if input.is_empty() {
-            break;
-        }
+    let mut steps = 0;
+    while steps < MAX_STEPS && !input.is_empty() {
         let Ok(step) = Step::arbitrary(&mut input) else { break };
         run.step(step);
+        steps += 1;
     }
+    steps
 }
 
 struct Run {
@@ -536,5 +542,28 @@ fn assert_proxy_header(bytes: &[u8], prefix_len: usize, client: SocketAddr, vip:
     assert_eq!((canonical(source), canonical(destination)), (canonical(client), canonical(vip)));
     if let Some(unique_id) = header.tlv(TlvKind::UniqueId) {
         assert_eq!(unique_id, flow.serial().to_be_bytes(), "UNIQUE_ID is not the flow's serial");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::MAX_STEPS;
+
+    /// `ci/fuzz` runs this target with `-max_len=512` (`docs/fuzzing.md`, "Speed of
+    /// `datagram_path`"). That is long enough only if an input of 512 bytes can still hold a
+    /// whole run, `MAX_STEPS` steps, after its configuration: the committed corpus keeps one
+    /// that does (found by a run at that limit), so the fuzzer starts from a full history and
+    /// this test fails if the step encoding ever grows past what 512 bytes can hold.
+    #[test]
+    fn an_input_of_max_len_holds_a_whole_run() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/datagram_path");
+        let mut longest = 0;
+        for entry in std::fs::read_dir(&corpus).expect("the committed corpus") {
+            let data = std::fs::read(entry.expect("an entry").path()).expect("an input");
+            longest = longest.max(super::run(&data[..data.len().min(512)]));
+        }
+        assert_eq!(longest, MAX_STEPS, "no committed input holds a whole run in 512 bytes");
     }
 }
