@@ -191,6 +191,11 @@ impl Balancer {
         now: Instant,
         datagram: flow::ClientDatagram<'_>,
     ) -> flow::ClientVerdict {
+        // An overdue reply of the client's flow is written off first, and its passive failures
+        // reach the monitor before the datagram picks a new flow's backend.
+        if self.flows.write_off_overdue(now, datagram.listener, datagram.client) {
+            self.route(now);
+        }
         let verdict = self.flows.handle_client_datagram(now, datagram);
         self.route(now);
         verdict

@@ -199,3 +199,43 @@ fn when_every_backend_is_down_fail_open_still_routes_and_counts() {
     closed.run_until(secs(10));
     assert_eq!(closed.new_flow_backend("192.0.2.1:1000"), None);
 }
+
+#[test]
+fn a_lost_reply_pins_a_client_only_until_its_next_datagram() {
+    // One socket sending every 200 ms, responses = 1 (a flow per query, closed by its reply);
+    // its backend answers in 2 ms but loses the reply to the second query, whose flow stays
+    // open, owing it. At the back deadline (1 s) the write-off would come four
+    // datagrams too late: a lossy backend would keep the client for a second of its traffic,
+    // and gain traffic for losing replies. Written off when the client sends again, the next
+    // query is a new flow, selected afresh.
+    let config = common::config(
+        "[listeners.dns]\naddress = \"10.0.0.1:53\"\ncluster = \"c\"\n\
+         [clusters.c]\nresponses = 1\nbackends = [{ id = \"b1\", address = \"10.1.0.1:53\" }, \
+         { id = \"b2\", address = \"10.1.0.2:53\" }]\n",
+    );
+    let mut h = BalancerHarness::new(&config);
+    let ms = std::time::Duration::from_millis;
+    // Both backends answer in 2 ms (what udplb learns of their reply times).
+    for client in ["192.0.2.8:1", "192.0.2.9:1"] {
+        let warm = h.client(client, b"warm");
+        let warm = h.flow_of(warm);
+        h.run_until(h.now + ms(2));
+        let _ = h.core.handle_backend_datagram(h.now, warm, b"up", false);
+    }
+    let first = h.client("192.0.2.1:5000", b"q1");
+    let first = h.flow_of(first);
+    h.run_until(h.now + ms(2));
+    let reply = h.core.handle_backend_datagram(h.now, first, b"r1", false);
+    assert!(matches!(reply, udplb_core::BackendVerdict::Return { .. }));
+    h.run_until(h.now + ms(198));
+    let lost = h.client("192.0.2.1:5000", b"q2");
+    let lost = h.flow_of(lost);
+    h.run_until(h.now + ms(200));
+    let next = h.client("192.0.2.1:5000", b"q3");
+    let next = h.flow_of(next);
+    assert_ne!(next, lost, "the overdue reply was written off: a new flow");
+    let written_off: u64 = h.core.flows().stats().backends.iter().map(|b| b.replies_written_off).sum();
+    assert_eq!(written_off, 1);
+    assert!(h.core.flows().flow(lost).is_some_and(|f| f.retired), "the old flow waits for a late reply");
+    h.core.check_invariants().unwrap();
+}

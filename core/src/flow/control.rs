@@ -68,7 +68,7 @@ impl FlowManager {
     /// [`MAX_FAILURES_PER_DEADLINE`]). The flow ends (`IdleBack`) if
     /// that was all it owed, so the client's next datagram is a new flow, selected afresh;
     /// otherwise the replies still owed get a wait of their own, from now.
-    fn write_off(&mut self, now: Instant, slot: u32) {
+    pub(super) fn write_off(&mut self, now: Instant, slot: u32) {
         let cluster = self.backends[self.table.get(slot).backend.0 as usize].cluster;
         let teardown = &self.clusters[cluster.0 as usize].teardown;
         let flow = self.table.get(slot);

@@ -1,6 +1,8 @@
 //! The two datagram inputs. Each returns its own verdict; neither allocates on an
 //! established flow, and neither touches the deadline index unless a flow opens or closes.
 
+use std::net::SocketAddr;
+
 use super::entry::Flow;
 use super::{BackendVerdict, ClientDatagram, ClientVerdict, DrainState, FlowManager, Incoming};
 use crate::config::{ProxyProtocolConfig, ProxyProtocolMode};
@@ -24,6 +26,43 @@ impl FlowManager {
         let verdict = self.admit_client_datagram(now, datagram);
         self.debug_check();
         verdict
+    }
+
+    /// A datagram of `client` arrived on `listener`, and is about to be handled: if the client's
+    /// live flow owes it a reply the back deadline would write off now (its cluster counts
+    /// replies, the backend's reply time is known, and the fewest replies owed through the wait
+    /// include an overdue one), the reply
+    /// is written off at once, which retires the flow, so that the datagram starts a new flow,
+    /// selected afresh. Returns whether it did. A lost reply then pins a client to its backend
+    /// until the client's next datagram, not for `idle_timeout.back`: otherwise a lossy backend
+    /// keeps every client it lost a reply of for a whole second of that client's traffic, and
+    /// gains traffic for losing it. The balancer calls this, and routes the write-off's passive
+    /// failures to the health monitor, before it hands the datagram over, so the new flow's
+    /// selection already knows them.
+    pub fn write_off_overdue(&mut self, now: Instant, listener: ListenerId, client: SocketAddr) -> bool {
+        let now = self.observe(now);
+        let Some(state) = self.listeners.get(listener.0 as usize).filter(|l| !l.removed) else {
+            return false;
+        };
+        let hash = self.table.hash(state.address, client, state.affinity);
+        let Some(slot) = self.table.find(hash, listener, client, state.affinity) else { return false };
+        let flow = self.table.get(slot);
+        let teardown = self.teardown_of(flow);
+        if flow.retired || teardown.responses.is_none() {
+            return false;
+        }
+        // Only against a known reply time: before the backend has answered anything, a
+        // request in flight is not yet overdue here (a client that pipelines its first
+        // queries would otherwise be charged for all of them); the back deadline judges it.
+        let Some(fastest) = self.backends[flow.backend.0 as usize].reply_time.fastest() else {
+            return false;
+        };
+        if teardown.due_at_deadline(flow, now, Some(fastest)).0 == 0 {
+            return false;
+        }
+        self.write_off(now, slot);
+        self.debug_check();
+        true
     }
 
     fn admit_client_datagram(&mut self, now: Instant, datagram: ClientDatagram<'_>) -> ClientVerdict {
