@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use udplb_core::Instant;
 
-use crate::scenario::{LinkDirection, LinkSpec, NetworkSpec};
+use crate::scenario::{LinkDirection, LinkProtocol, LinkSpec, NetworkSpec};
 
 /// A datagram (or an ICMP error about one) in flight.
 #[derive(Clone, Debug)]
@@ -28,6 +28,8 @@ pub struct Packet {
     /// An ICMP error about a datagram `to` sent earlier from `to`'s address to `from`; the
     /// packet goes back to that sender.
     pub icmp: Option<Icmp>,
+    /// A TCP probe's segment (SYN, SYN-ACK or RST), not a datagram.
+    pub tcp: bool,
 }
 
 /// The ICMP errors the network carries.
@@ -43,12 +45,18 @@ pub enum Icmp {
 impl Packet {
     /// A UDP datagram.
     pub fn datagram(from: SocketAddr, to: SocketAddr, payload: Vec<u8>) -> Packet {
-        Packet { from, to, payload, icmp: None }
+        Packet { from, to, payload, icmp: None, tcp: false }
     }
 
     /// The ICMP port unreachable that `refused`'s destination sends back to its sender.
     pub fn port_unreachable(refused: &Packet) -> Packet {
-        Packet { from: refused.to, to: refused.from, payload: Vec::new(), icmp: Some(Icmp::PortUnreachable) }
+        Packet {
+            from: refused.to,
+            to: refused.from,
+            payload: Vec::new(),
+            icmp: Some(Icmp::PortUnreachable),
+            tcp: false,
+        }
     }
 
     /// The ICMP "fragmentation needed" that the router before a link of `mtu` sends back to
@@ -56,7 +64,7 @@ impl Packet {
     /// sender's kernel files it under).
     pub fn fragmentation_needed(too_big: &Packet, mtu: usize) -> Packet {
         let icmp = Some(Icmp::FragmentationNeeded { mtu });
-        Packet { from: too_big.to, to: too_big.from, payload: Vec::new(), icmp }
+        Packet { from: too_big.to, to: too_big.from, payload: Vec::new(), icmp, tcp: false }
     }
 
     pub fn is_icmp(&self) -> bool {
@@ -173,8 +181,9 @@ impl Network {
     /// The chance that a datagram between the two hosts is lost on their own links: each
     /// `[[network.link]]` of either host (in the link's direction) is one more independent
     /// chance. Zero without any.
-    fn link_loss(&self, from: Option<&str>, to: Option<&str>) -> f64 {
-        let kept: f64 = self.links_on_path(from, to).map(|l| 1.0 - l.loss.0).product();
+    fn link_loss(&self, from: Option<&str>, to: Option<&str>, tcp: bool) -> f64 {
+        let applies = |link: &&LinkSpec| !tcp || link.protocol == LinkProtocol::Any;
+        let kept: f64 = self.links_on_path(from, to).filter(applies).map(|l| 1.0 - l.loss.0).product();
         1.0 - kept
     }
 
@@ -263,7 +272,7 @@ impl Network {
         }
         // A draw of its own, and none at all without a link fault on the path, so a network
         // without `[[network.link]]` draws exactly what it always did.
-        let link_loss = self.link_loss(from, to);
+        let link_loss = self.link_loss(from, to, packet.tcp);
         if self.chance(link_loss) {
             return Transit::Lost;
         }

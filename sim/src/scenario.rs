@@ -312,6 +312,10 @@ pub struct LinkSpec {
     /// datagrams are fragmented by its own kernel and get through.
     #[serde(default)]
     pub mtu: Option<usize>,
+    /// Which packets the link's faults take: `any` (the default), or `udp` only (as a firewall
+    /// rule with `-p udp` would: TCP health probes then pass).
+    #[serde(default)]
+    pub protocol: LinkProtocol,
     /// Extra one-way delay of every datagram through the link (in its `direction`), on top of
     /// the network's latency.
     #[serde(default = "zero", with = "duration::required")]
@@ -319,6 +323,17 @@ pub struct LinkSpec {
     /// Probability that a datagram through the link (in its `direction`) is delivered twice.
     #[serde(default)]
     pub duplicate: Fraction,
+}
+
+/// Which packets a host link's faults apply to.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkProtocol {
+    /// Every packet: UDP datagrams, ICMP errors and TCP probes.
+    #[default]
+    Any,
+    /// UDP datagrams (and ICMP errors) only.
+    Udp,
 }
 
 /// Which way a host link's loss applies.

@@ -897,7 +897,7 @@ impl World {
         let host = &self.backends[backend];
         let (name, address) = (host.spec.name.clone(), host.spec.address);
         let retransmit = self.now + SYN_RTO * 2u32.pow(attempt);
-        let syn = Packet::datagram(probe_from, address, Vec::new());
+        let syn = Packet { tcp: true, ..Packet::datagram(probe_from, address, Vec::new()) };
         let arrived = match self.network.transit(self.now, &syn, Some("lb"), Some(&name)) {
             Transit::Arrives(times) => times.first().copied(),
             Transit::Lost | Transit::TooBig { .. } => None,
@@ -912,7 +912,7 @@ impl World {
             None => return,
         };
         // The answer leaves the backend when the SYN arrives.
-        let answer = Packet::datagram(address, probe_from, Vec::new());
+        let answer = Packet { tcp: true, ..Packet::datagram(address, probe_from, Vec::new()) };
         match self.network.transit(arrived, &answer, Some(&name), Some("lb")) {
             Transit::Arrives(times) => {
                 let at = times[0];
