@@ -96,7 +96,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             let count = record
                 .new_flows
                 .iter()
-                .filter(|(at, name)| name == backend && *at >= from && *at <= to)
+                .filter(|(at, name)| **name == **backend && *at >= from && *at <= to)
                 .count();
             Verdict {
                 what: format!("no new flow to {backend} between {from} and {to}"),
@@ -105,7 +105,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             }
         }
         Expectation::NewFlowsAtLeast { backend, count } => {
-            let got = record.new_flows.iter().filter(|(_, name)| name == backend).count() as u64;
+            let got = record.new_flows.iter().filter(|(_, name)| **name == **backend).count() as u64;
             Verdict {
                 what: format!("at least {count} new flows to {backend}"),
                 passed: got >= *count,
@@ -173,7 +173,7 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
             for (instance, client, backend) in &record.placements {
                 let entry = placements.entry(*client).or_default();
                 entry.0.insert(*instance);
-                entry.1.insert(backend.as_str());
+                entry.1.insert(&**backend);
             }
             let moved: Vec<_> = placements.values().filter(|(instances, _)| instances.len() > 1).collect();
             let disagreeing = moved.iter().filter(|(_, backends)| backends.len() > 1).count();
@@ -339,7 +339,7 @@ fn check_share(world: &World, share: &Share) -> Verdict {
         .iter()
         .filter(|(at, _, _)| *at >= start && *at <= end)
         .fold((0u64, 0u64), |(total, carried), (_, name, _)| {
-            (total + 1, carried + u64::from(name == backend))
+            (total + 1, carried + u64::from(**name == **backend))
         });
     let fraction = (total > 0).then(|| carried as f64 / total as f64);
     let bounds = match (at_least, at_most) {
@@ -384,7 +384,7 @@ fn check_datagrams(world: &World, datagrams: &Datagrams) -> Verdict {
         .filter(|(at, name, address)| {
             *at >= start
                 && *at <= end
-                && backend.as_ref().is_none_or(|b| name == b)
+                && backend.as_ref().is_none_or(|b| **name == **b)
                 && client_ip.is_none_or(|ip| address.ip() == ip)
         })
         .count() as u64;

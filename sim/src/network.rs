@@ -43,6 +43,15 @@ pub enum Icmp {
 }
 
 impl Packet {
+    /// A placeholder, in a free slot.
+    pub const EMPTY: Packet = Packet {
+        from: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        to: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        payload: Vec::new(),
+        icmp: None,
+        tcp: false,
+    };
+
     /// A UDP datagram.
     pub fn datagram(from: SocketAddr, to: SocketAddr, payload: Vec<u8>) -> Packet {
         Packet { from, to, payload, icmp: None, tcp: false }
@@ -80,8 +89,8 @@ pub enum Transit {
     /// Larger than the MTU of its destination's own link (`mtu`): lost, and the router before
     /// that link tells the sender.
     TooBig { mtu: usize },
-    /// It arrives at each of these times: once, or twice when duplicated.
-    Arrives(Vec<Instant>),
+    /// It arrives at this time, and again at the second when duplicated.
+    Arrives(Instant, Option<Instant>),
 }
 
 /// A per-destination ICMP token bucket (Linux's `inet_peer` rate limit): tokens, in
@@ -151,7 +160,8 @@ impl Network {
     }
 
     fn is_cut(&self, from: &str, to: &str) -> bool {
-        self.partitions.contains(&(from.to_owned(), to.to_owned()))
+        // Compared in place: no owned key per packet.
+        self.partitions.iter().any(|(a, b)| a == from && b == to)
     }
 
     /// Whether a TCP connection between the two hosts can be made: no partition either way.
@@ -290,15 +300,19 @@ impl Network {
             copies = 2;
         }
         let link_latency: Duration = self.links_on_path(from, to).map(|l| l.latency).sum();
-        let mut arrivals = Vec::with_capacity(copies);
-        for _ in 0..copies {
-            let mut delay = self.spec.latency + link_latency + self.uniform(self.spec.jitter);
-            if self.chance(self.spec.reorder) {
-                delay += self.spec.reorder_delay;
-            }
-            arrivals.push(now + delay);
+        let first = self.arrival(now, link_latency);
+        let second = (copies == 2).then(|| self.arrival(now, link_latency));
+        Transit::Arrives(first, second)
+    }
+
+    /// When one copy of a packet sent at `now` arrives: latency (the network's and its links'),
+    /// jitter, and reordering's extra delay when drawn.
+    fn arrival(&mut self, now: Instant, link_latency: Duration) -> Instant {
+        let mut delay = self.spec.latency + link_latency + self.uniform(self.spec.jitter);
+        if self.chance(self.spec.reorder) {
+            delay += self.spec.reorder_delay;
         }
-        Transit::Arrives(arrivals)
+        now + delay
     }
 
     fn chance(&mut self, probability: f64) -> bool {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use udplb_core::balancer::Output;
 use udplb_core::health::HealthEvent;
@@ -19,13 +20,13 @@ pub struct Record {
     /// Health transitions: (time, backend name, new state).
     pub health: Vec<(Instant, String, Health)>,
     /// New flows: (time, backend name).
-    pub new_flows: Vec<(Instant, String)>,
+    pub new_flows: Vec<(Instant, Arc<str>)>,
     /// Client datagrams forwarded (a `Forward` verdict, every worker of every instance):
     /// (time, backend name of their flow, client address).
-    pub forwarded: Vec<(Instant, String, SocketAddr)>,
+    pub forwarded: Vec<(Instant, Arc<str>, SocketAddr)>,
     /// Backend datagrams returned to clients (a `Return` verdict, every worker of every
     /// instance): (time, backend name, client address).
-    pub returned: Vec<(Instant, String, SocketAddr)>,
+    pub returned: Vec<(Instant, Arc<str>, SocketAddr)>,
     /// Instances that exited after SIGTERM: (time, instance).
     pub exits: Vec<(Instant, usize)>,
     /// Client datagrams that reached an instance that had exited (nothing listens there).
@@ -41,9 +42,12 @@ pub struct Record {
     pub lost: u64,
     /// Where each new flow went: (instance, client address — port 0 where flows are keyed by
     /// address alone —, backend name).
-    pub placements: Vec<(usize, SocketAddr, String)>,
+    pub placements: Vec<(usize, SocketAddr, Arc<str>)>,
     /// What the balancer's simulated kernel did: drawn `[platform]` faults and strays.
     pub platform: PlatformCounts,
+    /// Backend names seen so far, shared by the entries above (one allocation per name, not
+    /// per datagram).
+    names: Vec<Arc<str>>,
 }
 
 /// Counts of what happened on the balancer's sockets, every instance: each drawn `[platform]`
@@ -79,6 +83,16 @@ impl PlatformCounts {
 
 impl Record {
     /// Notes a broken invariant (the first 20 are kept).
+    /// `name`, shared.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.names.iter().find(|known| ***known == *name) {
+            return known.clone();
+        }
+        let shared: Arc<str> = name.into();
+        self.names.push(shared.clone());
+        shared
+    }
+
     pub fn violation(&mut self, what: String) {
         if self.violations.len() < 20 {
             self.violations.push(what);
@@ -98,7 +112,7 @@ impl Record {
         backend: BackendId,
         by_address: bool,
     ) {
-        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+        let name = self.name(core.flows().backend(backend).map_or("?", |(name, _)| name));
         if let Some(client) = core.flows().flow(flow).map(|f| f.client) {
             let key = if by_address { SocketAddr::new(client.ip(), 0) } else { client };
             self.placements.push((instance, key, name.clone()));
@@ -108,13 +122,13 @@ impl Record {
 
     /// A worker (whose core is `core`) forwarded a datagram of `client` to `backend` at `now`.
     pub fn forwarded(&mut self, now: Instant, core: &Balancer, backend: BackendId, client: SocketAddr) {
-        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+        let name = self.name(core.flows().backend(backend).map_or("?", |(name, _)| name));
         self.forwarded.push((now, name, client));
     }
 
     /// A worker (whose core is `core`) returned a datagram of `backend` to `client` at `now`.
     pub fn returned(&mut self, now: Instant, core: &Balancer, backend: BackendId, client: SocketAddr) {
-        let name = core.flows().backend(backend).map_or("?", |(name, _)| name).to_owned();
+        let name = self.name(core.flows().backend(backend).map_or("?", |(name, _)| name));
         self.returned.push((now, name, client));
     }
 

@@ -18,7 +18,7 @@ pub struct Timeline {
     /// Backend names, in the order the `[lb]` lists them.
     pub backends: Vec<String>,
     pub health: Vec<(Instant, String, Health)>,
-    pub new_flows: Vec<(Instant, String)>,
+    pub new_flows: Vec<(Instant, std::sync::Arc<str>)>,
     pub actions: Vec<(Instant, String)>,
     pub drops: Vec<(String, u64)>,
 }
@@ -149,7 +149,7 @@ fn svg(timeline: &Timeline) -> String {
         }
         // New flows per bin, scaled to the busiest bin of this backend.
         let mut bins = [0u32; BINS];
-        for (at, _) in timeline.new_flows.iter().filter(|(_, name)| name == backend) {
+        for (at, _) in timeline.new_flows.iter().filter(|(_, name)| **name == **backend) {
             let bin = ((at.as_nanos() as f64 / 1e9 / seconds) * BINS as f64) as usize;
             bins[bin.min(BINS - 1)] += 1;
         }

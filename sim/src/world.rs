@@ -45,9 +45,11 @@ use crate::trace::Trace;
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver(Packet),
-    /// A host puts a packet on the network (a backend answering after its delay).
-    Send(Packet),
+    /// A packet (held in `World::in_flight`) arrives.
+    Deliver(PacketId),
+    /// A host puts a packet (held in `World::in_flight`) on the network (a backend answering
+    /// after its delay).
+    Send(PacketId),
     ClientSends(usize),
     Timeline(usize),
     /// Worker `n`'s timer (`n` indexes `World::drivers`).
@@ -67,8 +69,40 @@ enum Event {
     /// A message between the workers of one instance: an input for worker `worker`.
     Relay {
         worker: usize,
-        input: Input,
+        input: Box<Input>,
     },
+}
+
+/// A packet in `World::in_flight`.
+#[derive(Copy, Clone, Debug)]
+struct PacketId(u32);
+
+/// The packets events carry, kept out of the event queue so that its entries stay small
+/// (the queue moves them on every push and pop); freed slots are reused.
+#[derive(Debug, Default)]
+struct InFlight {
+    packets: Vec<Packet>,
+    free: Vec<u32>,
+}
+
+impl InFlight {
+    fn put(&mut self, packet: Packet) -> PacketId {
+        match self.free.pop() {
+            Some(slot) => {
+                self.packets[slot as usize] = packet;
+                PacketId(slot)
+            }
+            None => {
+                self.packets.push(packet);
+                PacketId((self.packets.len() - 1) as u32)
+            }
+        }
+    }
+
+    fn take(&mut self, id: PacketId) -> Packet {
+        self.free.push(id.0);
+        std::mem::replace(&mut self.packets[id.0 as usize], Packet::EMPTY)
+    }
 }
 
 /// An event at its time; the queue pops the earliest, and of equal times the one scheduled
@@ -141,6 +175,14 @@ pub struct World {
     now: Instant,
     /// Pending events, earliest first (ties in the order they were scheduled).
     queue: BinaryHeap<Scheduled>,
+    /// The packets of pending `Deliver` and `Send` events.
+    in_flight: InFlight,
+    /// A buffer for a client datagram handed to a driver (with the core's headroom), reused.
+    client_buffer: Vec<u8>,
+    /// Every listener address of every worker (kept current across reloads).
+    vips: Vec<SocketAddr>,
+    /// The balancer instances' own addresses (upstream sockets and probes).
+    lb_ips: Vec<IpAddr>,
     sequence: u64,
     network: Network,
     /// One driver per worker of every balancer instance, instance after instance (one, unless
@@ -208,6 +250,10 @@ impl World {
             scenario,
             now: Instant::ZERO,
             queue: BinaryHeap::new(),
+            in_flight: InFlight::default(),
+            client_buffer: Vec::new(),
+            vips: vips(&drivers),
+            lb_ips: drivers.iter().flat_map(|d| [d.platform().upstream_ip, d.platform().probe_ip]).collect(),
             sequence: 0,
             drivers,
             trace: Trace::default(),
@@ -348,10 +394,20 @@ impl World {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Deliver(packet) => self.deliver(packet),
-            Event::Send(packet) => self.send(packet),
+            Event::Deliver(packet) => {
+                let packet = self.in_flight.take(packet);
+                self.deliver(packet)
+            }
+            Event::Send(packet) => {
+                let packet = self.in_flight.take(packet);
+                self.send(packet)
+            }
             Event::ClientSends(index) => self.client_sends(index),
-            Event::Timeline(index) => self.timeline(index),
+            Event::Timeline(index) => {
+                self.timeline(index);
+                // A reload may have added or removed listeners.
+                self.vips = vips(&self.drivers);
+            }
             Event::BalancerTimer(worker) => {
                 self.balancer_timers[worker] = None;
                 if !self.stopped(worker) {
@@ -373,7 +429,7 @@ impl World {
             }
             Event::Relay { worker, input } => {
                 if !self.stopped(worker) {
-                    let _ = self.with_driver(worker, |driver, now| driver.handle(now, input));
+                    let _ = self.with_driver(worker, |driver, now| driver.handle(now, *input));
                 }
             }
         }
@@ -605,23 +661,23 @@ impl World {
             Output::BackendState { backend, state } if worker == leader => {
                 for follower in followers {
                     let input = Input::BackendState { backend: *backend, state: *state };
-                    self.schedule(now, Event::Relay { worker: follower, input });
+                    self.schedule(now, Event::Relay { worker: follower, input: Box::new(input) });
                 }
             }
             Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) if worker != leader => {
                 let input = Input::PassiveFailure { backend: *backend, failure: *failure };
-                self.schedule(now, Event::Relay { worker: leader, input });
+                self.schedule(now, Event::Relay { worker: leader, input: Box::new(input) });
             }
             Output::Flow(udplb_core::Output::PassiveSuccess { backend, answered }) if worker != leader => {
                 let input = Input::PassiveSuccess { backend: *backend, answered: *answered };
-                self.schedule(now, Event::Relay { worker: leader, input });
+                self.schedule(now, Event::Relay { worker: leader, input: Box::new(input) });
             }
             _ => {}
         }
     }
 
     fn is_vip(&self, address: SocketAddr) -> bool {
-        is_vip(&self.drivers, address)
+        self.vips.contains(&address)
     }
 
     /// The listener of worker `worker` at `address`.
@@ -652,9 +708,18 @@ impl World {
 
     /// Puts a packet on the network, which tells when (and whether) it arrives.
     fn send(&mut self, packet: Packet) {
+        let host_of = |address: SocketAddr| {
+            let ip = address.ip();
+            if self.lb_ips.contains(&ip) || self.vips.contains(&address) {
+                return Some("lb");
+            }
+            if let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == ip) {
+                return Some(backend.spec.name.as_str());
+            }
+            self.clients.iter().find(|c| c.spec.address == ip).map(|c| c.spec.name.as_str())
+        };
         // The hosts' names, borrowed: no allocation per packet.
-        let from = host_of(&self.drivers, &self.backends, &self.clients, packet.from);
-        let to = host_of(&self.drivers, &self.backends, &self.clients, packet.to);
+        let (from, to) = (host_of(packet.from), host_of(packet.to));
         let transit = self.network.transit(self.now, &packet, from, to);
         match transit {
             Transit::Lost => self.record.lost += 1,
@@ -662,10 +727,13 @@ impl World {
                 self.record.lost += 1;
                 self.send(Packet::fragmentation_needed(&packet, mtu));
             }
-            Transit::Arrives(arrivals) => {
-                for at in arrivals {
-                    self.schedule(at, Event::Deliver(packet.clone()));
+            Transit::Arrives(first, second) => {
+                if let Some(at) = second {
+                    let copy = self.in_flight.put(packet.clone());
+                    self.schedule(at, Event::Deliver(copy));
                 }
+                let packet = self.in_flight.put(packet);
+                self.schedule(first, Event::Deliver(packet));
             }
         }
     }
@@ -704,12 +772,15 @@ impl World {
             }
             let worker = self.reuseport_pick(instance, packet.from, to);
             let Some(listener) = self.listener_at(worker, to) else { return };
-            let mut buffer = vec![0u8; DATAGRAM_HEADROOM + packet.payload.len()];
-            buffer[DATAGRAM_HEADROOM..].copy_from_slice(&packet.payload);
+            let mut buffer = std::mem::take(&mut self.client_buffer);
+            buffer.clear();
+            buffer.resize(DATAGRAM_HEADROOM, 0);
+            buffer.extend_from_slice(&packet.payload);
             let from = packet.from;
             let verdict = self.with_driver(worker, |driver, now| {
                 driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
             });
+            self.client_buffer = buffer;
             if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
                 let driver = &self.drivers[worker];
                 let core = driver.core();
@@ -861,12 +932,14 @@ impl World {
                     let delay = delay + uniform(&mut self.hosts_rng, jitter);
                     let packet = Packet::datagram(address, packet.from, payload);
                     if let Some(late) = late_copy {
-                        self.schedule(self.now + delay + late.0, Event::Send(packet.clone()));
+                        let copy = self.in_flight.put(packet.clone());
+                        self.schedule(self.now + delay + late.0, Event::Send(copy));
                     }
                     if delay.is_zero() {
                         self.send(packet);
                     } else {
                         let at = self.now + delay;
+                        let packet = self.in_flight.put(packet);
                         self.schedule(at, Event::Send(packet));
                     }
                 }
@@ -899,7 +972,7 @@ impl World {
         let retransmit = self.now + SYN_RTO * 2u32.pow(attempt);
         let syn = Packet { tcp: true, ..Packet::datagram(probe_from, address, Vec::new()) };
         let arrived = match self.network.transit(self.now, &syn, Some("lb"), Some(&name)) {
-            Transit::Arrives(times) => times.first().copied(),
+            Transit::Arrives(first, _) => Some(first),
             Transit::Lost | Transit::TooBig { .. } => None,
         };
         let Some(arrived) = arrived else {
@@ -914,8 +987,7 @@ impl World {
         // The answer leaves the backend when the SYN arrives.
         let answer = Packet { tcp: true, ..Packet::datagram(address, probe_from, Vec::new()) };
         match self.network.transit(arrived, &answer, Some(&name), Some("lb")) {
-            Transit::Arrives(times) => {
-                let at = times[0];
+            Transit::Arrives(at, _) => {
                 self.schedule(at, Event::TcpProbeAnswer { worker, probe, result });
             }
             Transit::Lost | Transit::TooBig { .. } => {
@@ -1166,28 +1238,16 @@ fn uniform(rng: &mut ChaCha8Rng, up_to: std::time::Duration) -> std::time::Durat
     }
 }
 
-/// The host an address belongs to, by name ("lb" for the balancer).
-fn host_of<'a>(
-    drivers: &[Driver<SimPlatform>],
-    backends: &'a [BackendHost],
-    clients: &'a [ClientHost],
-    address: SocketAddr,
-) -> Option<&'a str> {
-    let ip = address.ip();
-    let balancer = drivers.iter().any(|d| d.platform().upstream_ip == ip || d.platform().probe_ip == ip);
-    if balancer || is_vip(drivers, address) {
-        return Some("lb");
-    }
-    if let Some(backend) = backends.iter().find(|b| b.spec.address.ip() == ip) {
-        return Some(&backend.spec.name);
-    }
-    clients.iter().find(|c| c.spec.address == ip).map(|c| c.spec.name.as_str())
-}
-
-/// Whether `address` is a listener's address on some worker.
-fn is_vip(drivers: &[Driver<SimPlatform>], address: SocketAddr) -> bool {
-    drivers.iter().any(|driver| {
-        let flows = driver.core().flows();
-        flows.listener_ids().any(|l| flows.listener(l).map(|(_, a)| a) == Some(address))
-    })
+/// Every worker's listener addresses.
+fn vips(drivers: &[Driver<SimPlatform>]) -> Vec<SocketAddr> {
+    let mut vips: Vec<SocketAddr> = drivers
+        .iter()
+        .flat_map(|driver| {
+            let flows = driver.core().flows();
+            flows.listener_ids().filter_map(move |l| flows.listener(l).map(|(_, a)| a))
+        })
+        .collect();
+    vips.sort();
+    vips.dedup();
+    vips
 }
