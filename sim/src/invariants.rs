@@ -4,7 +4,6 @@
 //! backend is Up at the end of a run whose faults all healed in time, and the PROXY v2 headers
 //! the backends received were well formed. A broken one becomes a violation in the record.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -59,8 +58,9 @@ pub fn check_new_flow(
 /// one has ended or retired (`requests` reached).
 #[derive(Debug, Default)]
 pub struct Affinity {
-    /// Per instance, listener and client address: the last flow its datagrams rode.
-    last: BTreeMap<(usize, ListenerId, SocketAddr), FlowId>,
+    /// Per worker, listener and client address: the last flow its datagrams rode (looked up
+    /// per datagram, never iterated).
+    last: hashbrown::HashMap<(usize, ListenerId, SocketAddr), FlowId>,
 }
 
 impl Affinity {

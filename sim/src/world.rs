@@ -54,23 +54,22 @@ enum Event {
     Timeline(usize),
     /// Worker `n`'s timer (`n` indexes `World::drivers`).
     BalancerTimer(usize),
-    /// A TCP probe's SYN (attempt `attempt`, from 0) leaves worker `worker` for `backend`.
-    TcpSyn {
-        worker: usize,
-        probe: ProbeId,
-        backend: usize,
-        attempt: u32,
-    },
-    TcpProbeAnswer {
-        worker: usize,
-        probe: ProbeId,
-        result: ProbeResult,
-    },
-    /// A message between the workers of one instance: an input for worker `worker`.
-    Relay {
-        worker: usize,
-        input: Box<Input>,
-    },
+    /// A TCP probe's SYN leaves its worker (boxed, as the rarer events are, so that every
+    /// entry of the queue stays small).
+    TcpSyn(Box<TcpSyn>),
+    /// A TCP probe's answer (or a SYN's retransmissions given up) reaches worker `worker`.
+    TcpProbeAnswer(Box<(usize, ProbeId, ProbeResult)>),
+    /// A message between the workers of one instance: an input for worker `.0`.
+    Relay(Box<(usize, Input)>),
+}
+
+/// A TCP probe's SYN (attempt `attempt`, from 0) from worker `worker` to `backend`.
+#[derive(Clone, Debug)]
+struct TcpSyn {
+    worker: usize,
+    probe: ProbeId,
+    backend: usize,
+    attempt: u32,
 }
 
 /// A packet in `World::in_flight`.
@@ -169,6 +168,10 @@ const SYN_ATTEMPTS: u32 = 4;
 const MAX_EVENTS: u64 = 50_000_000;
 /// Full invariant checks every this many events (and at the end).
 const CHECK_EVERY: u64 = 512;
+
+// The queue moves its entries on every push and pop: they stay two words of key and two of
+// event.
+const _: () = assert!(std::mem::size_of::<Scheduled>() <= 32);
 
 pub struct World {
     pub scenario: Scenario,
@@ -414,10 +417,9 @@ impl World {
                     let _ = self.with_driver(worker, |driver, now| driver.handle(now, Input::Timeout));
                 }
             }
-            Event::TcpSyn { worker, probe, backend, attempt } => {
-                self.tcp_syn(worker, probe, backend, attempt)
-            }
-            Event::TcpProbeAnswer { worker, probe, result } => {
+            Event::TcpSyn(syn) => self.tcp_syn(syn.worker, syn.probe, syn.backend, syn.attempt),
+            Event::TcpProbeAnswer(answer) => {
+                let (worker, probe, result) = *answer;
                 if self.detailed {
                     self.trace.line(self.now, format!("probe {probe:?} on worker {worker}: {result:?}"));
                 }
@@ -427,9 +429,10 @@ impl World {
                     });
                 }
             }
-            Event::Relay { worker, input } => {
+            Event::Relay(relay) => {
+                let (worker, input) = *relay;
                 if !self.stopped(worker) {
-                    let _ = self.with_driver(worker, |driver, now| driver.handle(now, *input));
+                    let _ = self.with_driver(worker, |driver, now| driver.handle(now, input));
                 }
             }
         }
@@ -483,10 +486,15 @@ impl World {
         let fail_open_before = invariants::fail_open_flows(&self.drivers[worker]);
         self.drivers[worker].platform_mut().begin(self.now);
         let result = call(&mut self.drivers[worker], self.now);
-        let effects = std::mem::take(&mut self.drivers[worker].platform_mut().effects);
+        let mut effects = std::mem::take(&mut self.drivers[worker].platform_mut().effects);
         let fail_open_now = invariants::fail_open_flows(&self.drivers[worker]);
-        for effect in effects {
+        for effect in effects.drain(..) {
             self.carry_out(worker, effect, fail_open_now > fail_open_before);
+        }
+        // The emptied buffer goes back, so that the next call does not grow a new one.
+        let platform = self.drivers[worker].platform_mut();
+        if platform.effects.is_empty() {
+            platform.effects = effects;
         }
         result
     }
@@ -661,16 +669,16 @@ impl World {
             Output::BackendState { backend, state } if worker == leader => {
                 for follower in followers {
                     let input = Input::BackendState { backend: *backend, state: *state };
-                    self.schedule(now, Event::Relay { worker: follower, input: Box::new(input) });
+                    self.schedule(now, Event::Relay(Box::new((follower, input))));
                 }
             }
             Output::Flow(udplb_core::Output::PassiveFailure { backend, failure }) if worker != leader => {
                 let input = Input::PassiveFailure { backend: *backend, failure: *failure };
-                self.schedule(now, Event::Relay { worker: leader, input: Box::new(input) });
+                self.schedule(now, Event::Relay(Box::new((leader, input))));
             }
             Output::Flow(udplb_core::Output::PassiveSuccess { backend, answered }) if worker != leader => {
                 let input = Input::PassiveSuccess { backend: *backend, answered: *answered };
-                self.schedule(now, Event::Relay { worker: leader, input: Box::new(input) });
+                self.schedule(now, Event::Relay(Box::new((leader, input))));
             }
             _ => {}
         }
@@ -976,7 +984,10 @@ impl World {
             Transit::Lost | Transit::TooBig { .. } => None,
         };
         let Some(arrived) = arrived else {
-            self.schedule(retransmit, Event::TcpSyn { worker, probe, backend, attempt: attempt + 1 });
+            self.schedule(
+                retransmit,
+                Event::TcpSyn(Box::new(TcpSyn { worker, probe, backend, attempt: attempt + 1 })),
+            );
             return;
         };
         let result = match self.backends[backend].tcp_answer() {
@@ -988,11 +999,14 @@ impl World {
         let answer = Packet { tcp: true, ..Packet::datagram(address, probe_from, Vec::new()) };
         match self.network.transit(arrived, &answer, Some(&name), Some("lb")) {
             Transit::Arrives(at, _) => {
-                self.schedule(at, Event::TcpProbeAnswer { worker, probe, result });
+                self.schedule(at, Event::TcpProbeAnswer(Box::new((worker, probe, result))));
             }
             Transit::Lost | Transit::TooBig { .. } => {
                 if result == ProbeResult::Pass {
-                    self.schedule(retransmit, Event::TcpSyn { worker, probe, backend, attempt: attempt + 1 });
+                    self.schedule(
+                        retransmit,
+                        Event::TcpSyn(Box::new(TcpSyn { worker, probe, backend, attempt: attempt + 1 })),
+                    );
                 }
             }
         }
