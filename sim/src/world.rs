@@ -186,6 +186,8 @@ pub struct World {
     vips: Vec<SocketAddr>,
     /// The balancer instances' own addresses (upstream sockets and probes).
     lb_ips: Vec<IpAddr>,
+    /// The hosts by address (fixed for a run; the first host listed wins a shared one).
+    index: HostIndex,
     sequence: u64,
     network: Network,
     /// One driver per worker of every balancer instance, instance after instance (one, unless
@@ -207,6 +209,29 @@ pub struct World {
     hosts_rng: ChaCha8Rng,
     /// Trace every flow's opening and closing and every probe (`--trace-flows`).
     pub detailed: bool,
+}
+
+/// The clients and backends by address, built once per run (addresses never change): lookups
+/// only, never iterated.
+#[derive(Debug, Default)]
+struct HostIndex {
+    backend_at: hashbrown::HashMap<SocketAddr, usize>,
+    backend_ip: hashbrown::HashMap<IpAddr, usize>,
+    client_ip: hashbrown::HashMap<IpAddr, usize>,
+}
+
+impl HostIndex {
+    fn new(scenario: &Scenario) -> HostIndex {
+        let mut index = HostIndex::default();
+        for (i, backend) in scenario.backends.iter().enumerate() {
+            index.backend_at.entry(backend.address).or_insert(i);
+            index.backend_ip.entry(backend.address.ip()).or_insert(i);
+        }
+        for (i, client) in scenario.clients.iter().enumerate() {
+            index.client_ip.entry(client.address).or_insert(i);
+        }
+        index
+    }
 }
 
 /// The layout of a run's workers: per instance, its worker count.
@@ -242,6 +267,7 @@ impl World {
             });
         }
         let workers = drivers.len();
+        let index = HostIndex::new(&scenario);
         let mut world = World {
             instances,
             instance_of,
@@ -257,6 +283,7 @@ impl World {
             client_buffer: Vec::new(),
             vips: vips(&drivers),
             lb_ips: drivers.iter().flat_map(|d| [d.platform().upstream_ip, d.platform().probe_ip]).collect(),
+            index,
             sequence: 0,
             drivers,
             trace: Trace::default(),
@@ -721,10 +748,10 @@ impl World {
             if self.lb_ips.contains(&ip) || self.vips.contains(&address) {
                 return Some("lb");
             }
-            if let Some(backend) = self.backends.iter().find(|b| b.spec.address.ip() == ip) {
-                return Some(backend.spec.name.as_str());
+            if let Some(backend) = self.index.backend_ip.get(&ip) {
+                return Some(self.backends[*backend].spec.name.as_str());
             }
-            self.clients.iter().find(|c| c.spec.address == ip).map(|c| c.spec.name.as_str())
+            self.index.client_ip.get(&ip).map(|c| self.clients[*c].spec.name.as_str())
         };
         // The hosts' names, borrowed: no allocation per packet.
         let (from, to) = (host_of(packet.from), host_of(packet.to));
@@ -845,9 +872,9 @@ impl World {
                     driver.handle(now, Input::ProbeReply { probe, reply })
                 });
             }
-        } else if let Some(index) = self.backends.iter().position(|b| b.spec.address == to) {
+        } else if let Some(index) = self.index.backend_at.get(&to).copied() {
             self.backend_receives(index, packet);
-        } else if let Some(index) = self.clients.iter().position(|c| c.spec.address == to.ip()) {
+        } else if let Some(index) = self.index.client_ip.get(&to.ip()).copied() {
             self.check_reply_owner(index, &packet.payload);
             if self.clients[index].listens_on(to.port()) {
                 self.clients[index].receive(&packet.payload);
