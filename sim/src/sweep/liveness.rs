@@ -64,8 +64,24 @@ pub fn answer_bound(scenario: &Scenario) -> Duration {
         }
     }));
     let one_way = networks.map(|n| n.latency + n.jitter).max().unwrap_or_default();
-    let delay = scenario.backends.iter().map(|b| b.delay).max().unwrap_or_default();
+    let delay = scenario.backends.iter().map(|b| slowest_answer(scenario, b)).max().unwrap_or_default();
     one_way * 4 + delay + Duration::from_millis(100)
+}
+
+/// The longest a backend host may take to answer: its largest delay plus its largest jitter,
+/// over its `[[backend]]` and every `set_backend` of it (how a host answers is a property the
+/// heal keeps, not a fault).
+fn slowest_answer(scenario: &Scenario, backend: &crate::scenario::BackendSpec) -> Duration {
+    let changes = scenario.timeline.iter().filter_map(|entry| match &entry.action {
+        Action::SetBackend(change) if change.backend.as_str() == backend.name.as_str() => Some(change),
+        _ => None,
+    });
+    let (mut delay, mut jitter) = (backend.delay, backend.delay_jitter);
+    for change in changes {
+        delay = delay.max(change.delay.map_or(Duration::ZERO, |d| d.0));
+        jitter = jitter.max(change.delay_jitter.map_or(Duration::ZERO, |j| j.0));
+    }
+    delay + jitter
 }
 
 /// Whether a client of `listener` can be answered at all: some backend host of its cluster
