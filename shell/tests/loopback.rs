@@ -23,6 +23,8 @@ struct Backend {
     sources: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
     /// The balancer-side ports datagrams came from: one per upstream, so one per flow.
     peer_ports: Arc<std::sync::Mutex<Vec<u16>>>,
+    /// Every payload it received (after any PROXY v2 header).
+    payloads: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Backend {
@@ -48,8 +50,9 @@ impl Backend {
         let stop = Arc::new(AtomicBool::new(false));
         let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
         let peer_ports = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (counter, flag, seen, ports) =
-            (received.clone(), stop.clone(), sources.clone(), peer_ports.clone());
+        let payloads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counter, flag, seen, ports, kept) =
+            (received.clone(), stop.clone(), sources.clone(), peer_ports.clone(), payloads.clone());
         let thread = std::thread::spawn(move || {
             let mut buffer = [0u8; 2048];
             while !flag.load(Ordering::Relaxed) {
@@ -66,10 +69,11 @@ impl Backend {
                     }
                     payload = &payload[consumed..];
                 }
+                kept.lock().unwrap().push(payload.to_vec());
                 let _ = socket.send_to(payload, from);
             }
         });
-        Backend { address, received, stop, thread: Some(thread), sources, peer_ports }
+        Backend { address, received, stop, thread: Some(thread), sources, peer_ports, payloads }
     }
 }
 
@@ -576,3 +580,53 @@ fn a_flow_that_closes_on_its_only_datagram_still_sends_it() {
         );
     }
 }
+
+/// `affinity = "client_address"` promises one flow, so one backend, per client host: every
+/// socket of the host shares it. With several workers each worker has its own flow table, so
+/// that holds only if every datagram of a host reaches the same worker — which the kernel's
+/// own SO_REUSEPORT pick (a hash of the 4-tuple) does not do, and the steering program
+/// attached to the listener's group does. Ten hosts (127.0.0.10-19), eight sockets each,
+/// after an uneven warm-up from 127.0.0.1, round robin over three backends: each host's
+/// datagrams all reach one backend, with 2 and with 4 workers. (Before the steering program,
+/// with 2 workers, every host was split over two or three backends.)
+#[test]
+fn a_client_host_keeps_one_backend_whatever_the_number_of_workers() {
+    for workers in [2, 4] {
+        let backends = [Backend::echo(false), Backend::echo(false), Backend::echo(false)];
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+        let text = format!(
+            "[process]\nworkers = {workers}\n\n{}",
+            config(listen, "algorithm = \"round_robin\"", &addresses)
+                .replace("cluster = \"pool\"\n", "cluster = \"pool\"\naffinity = \"client_address\"\n")
+        );
+        let balancer = Balancer::start(&text, listen);
+        // Uneven warm-up: sockets of 127.0.0.1, spread over the workers, move their counters.
+        for i in 0..7 {
+            let socket = client();
+            let _ = (0..5).find_map(|_| ask(&socket, listen, format!("warm {i}").as_bytes()));
+        }
+        for host in 10..20 {
+            for socket_number in 0..8 {
+                let socket = UdpSocket::bind(format!("127.0.0.{host}:0")).unwrap();
+                socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                let payload = format!("host {host} socket {socket_number}");
+                let answer = (0..5).find_map(|_| ask(&socket, listen, payload.as_bytes()));
+                assert_eq!(answer.as_deref(), Some(payload.as_bytes()), "{payload} with {workers} workers");
+            }
+        }
+        drop(balancer);
+        let mut split = Vec::new();
+        for host in 10..20 {
+            let prefix = format!("host {host} ");
+            let reached: Vec<usize> = (0..backends.len())
+                .filter(|b| backends[*b].payloads.lock().unwrap().iter().any(|p| p.starts_with(prefix.as_bytes())))
+                .collect();
+            if reached.len() != 1 {
+                split.push(format!("127.0.0.{host} on backends {reached:?}"));
+            }
+        }
+        assert!(split.is_empty(), "with {workers} workers: {split:?}");
+    }
+}
+
