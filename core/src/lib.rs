@@ -102,6 +102,7 @@ pub mod pool;
 pub mod proxy_v2;
 pub mod select;
 pub mod stats;
+pub mod steer;
 pub mod time;
 mod timer;
 

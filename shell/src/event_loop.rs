@@ -104,8 +104,14 @@ impl EventLoop {
     ) -> anyhow::Result<EventLoop> {
         // With several workers, every one has others to tell.
         let notices = Notices::new(core.role() != Role::Whole);
-        let platform =
-            MioPlatform::new(poll.registry().try_clone()?, origin, config.process.upstream_mode, notices);
+        let workers = config.process.workers();
+        let platform = MioPlatform::new(
+            poll.registry().try_clone()?,
+            origin,
+            workers,
+            config.process.upstream_mode,
+            notices,
+        );
         let mut driver = Driver::new(core, platform);
         let waker_token = driver.platform_mut().token(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);

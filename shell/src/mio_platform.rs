@@ -23,7 +23,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use udplb_core::balancer::Output;
-use udplb_core::config::UpstreamMode;
+use udplb_core::config::{Affinity, UpstreamMode};
 use udplb_core::driver::{OpenError, Platform};
 use udplb_core::health::{ProbeKind, ProbeRequest};
 use udplb_core::pool::{Acquire, FastMap, Pool};
@@ -76,6 +76,9 @@ pub(crate) struct Listener {
     pub(crate) socket: UdpSocket,
     token: Token,
     address: SocketAddr,
+    /// Whether the steering program attached to its group keys by port too (with several
+    /// workers; `None` with one).
+    steered_by_port: Option<bool>,
     /// Replies waiting for the next flush.
     queue: SendQueue<()>,
 }
@@ -99,6 +102,9 @@ pub(crate) struct PoolSocket {
 pub struct MioPlatform {
     registry: Registry,
     origin: std::time::Instant,
+    /// The process's workers: each listener's SO_REUSEPORT group has one socket per worker,
+    /// steered by the affinity key (`udplb_core::steer`) when there are several.
+    workers: u32,
     pub(crate) listeners: BTreeMap<ListenerId, Listener>,
     mode: UpstreamMode,
     pub(crate) flow_sockets: FastMap<FlowId, FlowSocket>,
@@ -135,12 +141,14 @@ impl MioPlatform {
     pub(crate) fn new(
         registry: Registry,
         origin: std::time::Instant,
+        workers: u32,
         mode: UpstreamMode,
         notices: Notices,
     ) -> MioPlatform {
         MioPlatform {
             registry,
             origin,
+            workers,
             listeners: BTreeMap::new(),
             mode,
             flow_sockets: FastMap::default(),
@@ -215,14 +223,30 @@ impl MioPlatform {
             }
         }
         for (id, address) in wanted {
-            if self.listeners.contains_key(&id) {
+            // Several workers: steered by the affinity key, by port unless keyed by address.
+            let by_port = core.flows().listener_affinity(id) != Some(Affinity::ClientAddress);
+            let steered_by_port = (self.workers > 1).then_some(by_port);
+            if let Some(listener) = self.listeners.get_mut(&id) {
+                // A reload that changed the affinity changes the group's program.
+                if listener.steered_by_port != steered_by_port
+                    && let Some(by_port) = steered_by_port
+                {
+                    attach_steering(&listener.socket, by_port, self.workers)
+                        .map_err(|error| anyhow::anyhow!("cannot steer {address}: {error}"))?;
+                    listener.steered_by_port = steered_by_port;
+                }
                 continue;
             }
             let mut socket = bind_listener(address)
                 .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
+            if let Some(by_port) = steered_by_port {
+                attach_steering(&socket, by_port, self.workers)
+                    .map_err(|error| anyhow::anyhow!("cannot steer {address}: {error}"))?;
+            }
             let token = self.token(Source::Listener(id));
             self.registry.register(&mut socket, token, Interest::READABLE)?;
-            self.listeners.insert(id, Listener { socket, token, address, queue: SendQueue::default() });
+            let queue = SendQueue::default();
+            self.listeners.insert(id, Listener { socket, token, address, steered_by_port, queue });
             tracing::info!(%address, "listening");
         }
         Ok(())
@@ -395,6 +419,32 @@ fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
+}
+
+/// Attaches the steering program (`udplb_core::steer::program`) to the SO_REUSEPORT group
+/// of `socket`, for `workers` sockets keyed by address (and port when `by_port`): the kernel
+/// then wakes the socket the program names for each datagram, so one client always reaches
+/// the same worker. Attaching again (every worker does, and a reload may) replaces it.
+fn attach_steering(socket: &UdpSocket, by_port: bool, workers: u32) -> std::io::Result<()> {
+    let mut filter: Vec<libc::sock_filter> = udplb_core::steer::program(by_port, workers)
+        .into_iter()
+        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .collect();
+    let program = libc::sock_fprog {
+        len: u16::try_from(filter.len()).expect("a short program"),
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `program` points at `filter`, alive for the call; the kernel copies both.
+    let status = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&program as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if status == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 fn wildcard(address: SocketAddr) -> SocketAddr {

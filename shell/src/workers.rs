@@ -1,5 +1,6 @@
 //! Several workers in one process (`process.workers = N`): N threads, each an event loop with
-//! its own SO_REUSEPORT listener sockets (the kernel spreads clients over them by 4-tuple),
+//! its own SO_REUSEPORT listener sockets (a steering program spreads clients over them by the
+//! listener's affinity key, `udplb_core::steer`, so a client always reaches one worker),
 //! its own flow table and its own upstream sockets. Worker 0, the *leader*, runs on the main
 //! thread: it alone probes backends, decides their health, serves the control socket,
 //! metrics and signals. The *followers* take every backend state change from it and hand it

@@ -620,7 +620,9 @@ fn a_client_host_keeps_one_backend_whatever_the_number_of_workers() {
         for host in 10..20 {
             let prefix = format!("host {host} ");
             let reached: Vec<usize> = (0..backends.len())
-                .filter(|b| backends[*b].payloads.lock().unwrap().iter().any(|p| p.starts_with(prefix.as_bytes())))
+                .filter(|b| {
+                    backends[*b].payloads.lock().unwrap().iter().any(|p| p.starts_with(prefix.as_bytes()))
+                })
                 .collect();
             if reached.len() != 1 {
                 split.push(format!("127.0.0.{host} on backends {reached:?}"));
@@ -629,4 +631,3 @@ fn a_client_host_keeps_one_backend_whatever_the_number_of_workers() {
         assert!(split.is_empty(), "with {workers} workers: {split:?}");
     }
 }
-

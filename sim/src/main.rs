@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use udplb_sim::scenario::Scenario;
 
-// A run allocates and frees a few small buffers per simulated datagram; mimalloc takes about a
-// fifth off a sweep's time against the system allocator (BENCHMARKS.md).
+// A run allocates and frees a few small buffers per simulated datagram; mimalloc took about a
+// tenth off a sweep's time against the system allocator (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

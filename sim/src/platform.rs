@@ -574,6 +574,7 @@ mod tests {
             client_send_fail: 0.1,
             client_too_long: 0.1,
             client_buffer_full: 0.1,
+            reuseport: Default::default(),
         };
         let one = fault_effects(&spec, 7);
         assert_eq!(one, fault_effects(&spec, 7), "same seed, same faults");

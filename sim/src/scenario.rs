@@ -126,6 +126,24 @@ pub struct PlatformSpec {
     /// A send to a client finds the listener's send buffer full.
     #[serde(default)]
     pub client_buffer_full: f64,
+    /// How the kernel picks a worker's listener socket for a client datagram (with
+    /// `process.workers` > 1): `steered` (the default) runs the shell's steering program
+    /// (`udplb_core::steer`: the affinity key, hashed); `kernel` is the kernel's own hash of
+    /// the 4-tuple with a per-boot secret, as a shell without the program would get — to show
+    /// what the steering prevents. Not a fault: a sweep never draws it.
+    #[serde(default)]
+    pub reuseport: Reuseport,
+}
+
+/// How a listener's SO_REUSEPORT group picks a socket (`[platform] reuseport`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reuseport {
+    /// The shell's steering program: the affinity key decides.
+    #[default]
+    Steered,
+    /// The kernel's hash of the 4-tuple.
+    Kernel,
 }
 
 impl PlatformSpec {

@@ -3,9 +3,10 @@
 //! the timeline, driven through virtual time.
 //!
 //! Workers are modelled as the shell runs them (`process.workers`): every worker has its own
-//! listener sockets in one SO_REUSEPORT group, and the kernel picks a worker for each client
-//! datagram by a hash of its 4-tuple with a per-boot secret (so one client host's sockets may
-//! land on different workers); each worker has its own flow table and upstream sockets (from
+//! listener sockets in one SO_REUSEPORT group, and a worker is picked for each client datagram
+//! as the shell's steering program picks it (the listener's affinity key, hashed: one client,
+//! one worker), or by the kernel's own 4-tuple hash with `[platform] reuseport = "kernel"`;
+//! each worker has its own flow table and upstream sockets (from
 //! its instance's address, ports the kernel hands it alone). With several workers the first is
 //! the leader: it alone probes and decides health, and its backend states reach the followers,
 //! whose passive signals reach it, as messages handled after the current event (as the shell's
@@ -721,12 +722,24 @@ impl World {
         flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(address))
     }
 
-    /// The worker of `instance` that the kernel's SO_REUSEPORT hash picks for a datagram from
-    /// `from` to `to`: a hash of the 4-tuple with the instance's per-boot secret.
+    /// The worker of `instance` whose socket in the SO_REUSEPORT group of `to` gets a
+    /// datagram from `from`: as the shell's steering program picks (the listener's affinity
+    /// key, [`udplb_core::steer`]), or with `[platform] reuseport = "kernel"` as the kernel's
+    /// own hash does (the 4-tuple with the instance's per-boot secret). Socket index `i` is
+    /// worker `i` (in the shell, the order the workers bound their sockets: any fixed order
+    /// serves a client alike).
     fn reuseport_pick(&self, instance: usize, from: SocketAddr, to: SocketAddr) -> usize {
         let instance = &self.instances[instance];
         if instance.workers == 1 {
             return instance.first;
+        }
+        if self.scenario.platform.reuseport == crate::scenario::Reuseport::Steered {
+            let flows = self.drivers[instance.first].core().flows();
+            let listener = flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(to));
+            let by_port =
+                listener.and_then(|l| flows.listener_affinity(l)) != Some(AffinityMode::ClientAddress);
+            let index = udplb_core::steer::worker_of(from, by_port, instance.workers as u32);
+            return instance.first + index as usize;
         }
         let fold = |address: SocketAddr| {
             let ip = match address.ip().to_canonical() {

@@ -79,17 +79,22 @@ fn the_kernel_spreads_client_sockets_over_every_worker_and_followers_follow_the_
 }
 
 #[test]
-fn a_host_keyed_by_address_split_over_workers_breaks_the_affinity_invariant() {
-    // The known bug of the workers issue: the kernel's 4-tuple hash splits one host's sockets.
-    let (scenario, file) = load("tests/data/known_bugs/workers_client_address.toml");
+fn steering_keeps_a_host_keyed_by_address_on_one_worker_and_the_kernel_hash_would_not() {
+    let (scenario, file) = load("../scenarios/workers_client_address.toml");
     let report = udplb_sim::run(&scenario, &file, None);
+    assert!(report.passed(), "{:?} {:?}", report.violations, report.verdicts);
+    // The kernel's own 4-tuple hash (no steering program) spreads one host's sockets over the
+    // workers, each with its own flow table: the affinity invariant catches the split.
+    let mut unsteered = scenario.clone();
+    unsteered.platform.reuseport = udplb_sim::scenario::Reuseport::Kernel;
+    let report = udplb_sim::run(&unsteered, &file, None);
     assert!(
         report.violations.iter().any(|v| v.contains("affinity: client host 192.0.2.")),
         "the affinity invariant should catch the split: {:?}",
         report.violations
     );
-    // With one worker the same world keeps each host on one backend.
-    let mut one = scenario.clone();
+    // With one worker there is nothing to steer.
+    let mut one = unsteered.clone();
     one.lb.process.workers = None;
     let report = udplb_sim::run(&one, &file, None);
     assert!(report.passed(), "{:?} {:?}", report.violations, report.verdicts);

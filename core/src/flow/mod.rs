@@ -447,6 +447,12 @@ impl FlowManager {
         cluster.candidates.iter().map(|c| c.backend).find(|id| self.backends[id.0 as usize].name == backend)
     }
 
+    /// A listener's affinity: what keys its flows (and, with several workers, steers its
+    /// clients to a worker: [`crate::steer`]).
+    pub fn listener_affinity(&self, listener: ListenerId) -> Option<Affinity> {
+        self.listeners.get(listener.0 as usize).map(|l| l.affinity)
+    }
+
     /// A listener's name and VIP address.
     pub fn listener(&self, listener: ListenerId) -> Option<(&str, SocketAddr)> {
         self.listeners.get(listener.0 as usize).map(|l| (l.name.as_str(), l.address))
