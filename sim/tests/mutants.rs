@@ -101,12 +101,8 @@ fn every_named_mutant_is_caught() {
         (Mutant::RefusalsMoveHealth, &|| scenario_fails("udp_rejected.toml"), "scenario udp-rejected"),
         (
             Mutant::StraysNotBlamed,
-            &|| {
-                core_test_fails(
-                    partial_faults::a_reply_from_another_port_is_blamed_on_the_backend_with_that_address,
-                )
-            },
-            "core test a_reply_from_another_port_is_blamed_on_the_backend_with_that_address",
+            &|| scenario_fails("stray_replies_uncounted.toml"),
+            "scenario stray-replies-uncounted",
         ),
         (
             Mutant::LateRepliesNotTakenBack,
