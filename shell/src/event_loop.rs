@@ -113,6 +113,10 @@ impl EventLoop {
             notices,
         );
         let mut driver = Driver::new(core, platform);
+        // The leader (or the only worker) binds each listener first and checks that no other
+        // process serves its address; followers join the group it made.
+        let exclusive = matches!(&duties, Duties::Leader(leader) if !leader.share_listeners);
+        driver.platform_mut().set_exclusive(exclusive);
         let waker_token = driver.platform_mut().token(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);
         let (core, platform) = driver.parts_mut();

@@ -27,6 +27,10 @@ enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Bind listener addresses that another process already serves (by default udplb
+        /// refuses to start, since the kernel would split new clients between the two).
+        #[arg(long)]
+        share_listeners: bool,
     },
     /// Check a configuration file: exit 0 if valid; otherwise print every error with file,
     /// line, column and field, and exit 1.
@@ -98,7 +102,7 @@ fn main() -> ExitCode {
             };
             ctl::run(&socket, json, &command)
         }
-        Command::Run { config } => match run(&config) {
+        Command::Run { config, share_listeners } => match run(&config, share_listeners) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("udplb: {error:#}");
@@ -115,7 +119,7 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::from_toml_str(&text).map_err(|errors| errors.render(&file))
 }
 
-fn run(path: &Path) -> anyhow::Result<()> {
+fn run(path: &Path, share_listeners: bool) -> anyhow::Result<()> {
     let config = load(path).map_err(|message| anyhow::anyhow!("invalid configuration:\n{message}"))?;
     init_logging(config.process.log_format);
     let nofile = system::raise_nofile_limit();
@@ -141,7 +145,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let core = Balancer::with_role(&effective, keys.clone(), role).map_err(|errors| {
         anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
     })?;
-    let mut event_loop = EventLoop::new(path, config, core, default_max_flows)?;
+    let mut event_loop = EventLoop::new(path, config, core, default_max_flows, share_listeners)?;
     for index in 1..workers {
         event_loop.spawn_follower(index, &effective, keys.clone())?;
     }

@@ -105,6 +105,9 @@ pub struct MioPlatform {
     /// The process's workers: each listener's SO_REUSEPORT group has one socket per worker,
     /// steered by the affinity key (`udplb_core::steer`) when there are several.
     workers: u32,
+    /// Whether a new listener's address must be free of other processes' sockets (the
+    /// leader's check, unless `--share-listeners`).
+    exclusive: bool,
     pub(crate) listeners: BTreeMap<ListenerId, Listener>,
     mode: UpstreamMode,
     pub(crate) flow_sockets: FastMap<FlowId, FlowSocket>,
@@ -149,6 +152,7 @@ impl MioPlatform {
             registry,
             origin,
             workers,
+            exclusive: false,
             listeners: BTreeMap::new(),
             mode,
             flow_sockets: FastMap::default(),
@@ -162,6 +166,12 @@ impl MioPlatform {
             failures: Vec::new(),
             notices,
         }
+    }
+
+    /// Whether listeners bound from now on must find their address free of other processes'
+    /// sockets (see [`MioPlatform::sync_listeners`]).
+    pub(crate) fn set_exclusive(&mut self, exclusive: bool) {
+        self.exclusive = exclusive;
     }
 
     /// How upstreams are opened (fixed for the life of the process).
@@ -236,6 +246,15 @@ impl MioPlatform {
                     listener.steered_by_port = steered_by_port;
                 }
                 continue;
+            }
+            if self.exclusive && served_elsewhere(address) {
+                let name = core.flows().listener(id).map_or("?", |(name, _)| name);
+                anyhow::bail!(
+                    "cannot listen on {address} (listener {name}): another process already serves \
+                     that address (another udplb?), and sharing it would split new clients \
+                     between the two. Stop the other process first, or start this one with \
+                     `udplb run --share-listeners` to share the address on purpose"
+                );
             }
             let mut socket = bind_listener(address)
                 .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
@@ -419,6 +438,17 @@ fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     Ok(UdpSocket::from_std(StdUdpSocket::from(socket)))
+}
+
+/// Whether another socket already holds `address` (or its port on a wildcard address): a
+/// socket bound without SO_REUSEADDR and SO_REUSEPORT cannot share it, so its bind fails with
+/// EADDRINUSE exactly when someone is there — with SO_REUSEPORT our own bind would succeed and
+/// silently join that process's group. Any other failure is left to the real bind to report.
+fn served_elsewhere(address: SocketAddr) -> bool {
+    let Ok(probe) = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP)) else {
+        return false;
+    };
+    matches!(probe.bind(&address.into()), Err(error) if error.kind() == ErrorKind::AddrInUse)
 }
 
 /// Attaches the steering program (`udplb_core::steer::program`) to the SO_REUSEPORT group

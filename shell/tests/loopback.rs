@@ -122,6 +122,11 @@ impl Balancer {
 
     /// Starts udplb without waiting for an answer (one-way configurations give none).
     fn spawn(config_text: &str, listen: SocketAddr) -> Balancer {
+        Balancer::spawn_with(config_text, listen, &[])
+    }
+
+    /// Starts `udplb run -c FILE ARGS` without waiting for an answer.
+    fn spawn_with(config_text: &str, listen: SocketAddr, args: &[&str]) -> Balancer {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let config = std::env::temp_dir().join(format!("udplb-test-{}-{n}.toml", std::process::id()));
@@ -129,6 +134,7 @@ impl Balancer {
         let child = Command::new(common::udplb())
             .args(["run", "-c"])
             .arg(&config)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -630,4 +636,83 @@ fn a_client_host_keeps_one_backend_whatever_the_number_of_workers() {
         }
         assert!(split.is_empty(), "with {workers} workers: {split:?}");
     }
+}
+
+/// Runs `udplb run -c CONFIG ARGS` to its exit (bounded: killed after 10 s); its status and
+/// stderr.
+fn run_to_exit(config_text: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let config =
+        std::env::temp_dir().join(format!("udplb-test-exit-{}-{}.toml", std::process::id(), free_port()));
+    std::fs::write(&config, config_text).unwrap();
+    let mut child = Command::new(common::udplb())
+        .args(["run", "-c"])
+        .arg(&config)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start udplb");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    let _ = std::fs::remove_file(&config);
+    (status, stderr)
+}
+
+/// A second `udplb run` on a listener address another process serves would join its
+/// SO_REUSEPORT group and take part of the new clients (99 of 200 when tried by hand), maybe
+/// with another configuration. It refuses to start instead, naming the address and the way to
+/// share it on purpose; the first keeps serving. With `--share-listeners` it starts.
+#[test]
+fn a_second_instance_on_a_served_listener_refuses_to_start_unless_told_to_share() {
+    let backend = Backend::echo(false);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = config(listen, "", &[backend.address]);
+    let first = Balancer::start(&text, listen);
+    let (status, stderr) = run_to_exit(&text, &[]);
+    assert!(!status.success(), "the second instance ran: {stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {listen} (listener test)")), "{stderr}");
+    assert!(
+        stderr.contains("another process already serves") && stderr.contains("--share-listeners"),
+        "{stderr}"
+    );
+    first.wait_until_answering();
+    // Told to share, it starts and stays up (killed when dropped).
+    let mut shared = Balancer::spawn_with(&text, listen, &["--share-listeners"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(shared.child.try_wait().unwrap().is_none(), "--share-listeners should start");
+    drop(shared);
+    drop(first);
+    drop(backend);
+}
+
+/// A process whose control socket is in use by a running udplb refuses before it binds
+/// anything: its own listener is never opened.
+#[test]
+fn a_busy_control_socket_is_refused_before_any_listener_is_bound() {
+    let backend = Backend::echo(false);
+    let socket =
+        std::env::temp_dir().join(format!("udplb-test-ctl-{}-{}.sock", std::process::id(), free_port()));
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let process = format!("[process]\ncontrol_socket = \"{}\"\n\n", socket.display());
+    let first = Balancer::start(&format!("{process}{}", config(listen, "", &[backend.address])), listen);
+    let other: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (status, stderr) = run_to_exit(&format!("{process}{}", config(other, "", &[backend.address])), &[]);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("is in use by a running process"), "{stderr}");
+    assert!(!stderr.contains("listening"), "a listener was bound before the refusal: {stderr}");
+    first.wait_until_answering();
+    drop(first);
+    let _ = std::fs::remove_file(&socket);
 }

@@ -230,15 +230,20 @@ impl EventLoop {
                 errors.iter().map(|e| format!("{file}: field `{}`: {e}", e.path())).collect();
             lines.join("\n")
         })?;
+        let mut warnings = Vec::new();
+        // The leader binds new listeners before the followers are told: its check that no
+        // other process serves a new address must not find a follower's socket.
+        {
+            let (core, platform) = self.driver.parts_mut();
+            if let Err(error) = platform.sync_listeners(core) {
+                warnings.push(format!("a new listener could not be opened: {error:#}"));
+            }
+        }
         let shared = Arc::new(effective);
         for follower in self.followers() {
             follower.send(ToFollower::Reload(shared.clone()));
         }
-        let mut warnings = Vec::new();
         let (core, platform) = self.driver.parts_mut();
-        if let Err(error) = platform.sync_listeners(core) {
-            warnings.push(format!("a new listener could not be opened: {error:#}"));
-        }
         platform.notices.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
         if config.process.control_socket != self.config.process.control_socket {
             warnings.push("process.control_socket changed; it takes effect at the next start".to_owned());

@@ -342,6 +342,20 @@ impl Drop for ControlServer {
     }
 }
 
+/// Refuses (before anything is bound) to run beside the process that owns the control socket
+/// at `path`: a socket file there that accepts a connection belongs to a running udplb.
+pub fn refuse_if_in_use(path: &Path) -> anyhow::Result<()> {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!(
+            "the control socket {} is in use by a running process (another udplb?); stop it \
+             first, or give this one another process.control_socket",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Removes a socket file left by a process that died without cleaning up. A socket that
 /// still answers belongs to a running udplb, and anything that is not a socket is not ours:
 /// both are errors rather than something to delete.

@@ -36,6 +36,8 @@ pub(super) struct LeaderDuties {
     followers: Vec<Follower>,
     /// Its messages from its followers, once it has one.
     inbox: Option<(Sender<ToLeader>, Receiver<ToLeader>)>,
+    /// `udplb run --share-listeners`: bind listener addresses another process already serves.
+    pub(super) share_listeners: bool,
 }
 
 impl EventLoop {
@@ -43,17 +45,26 @@ impl EventLoop {
     /// and starts the core: the leader's loop, which runs alone until followers are spawned.
     /// `config` is the file as read (`max_flows` may be unset: the core then runs with
     /// `default_max_flows`, now and after every reload).
+    ///
+    /// Before binding anything it refuses to start beside another udplb: when the control
+    /// socket answers (a running process owns it), and, unless `share_listeners`, when another
+    /// process already serves a listener's address (checked as each is bound).
     pub fn new(
         config_path: &Path,
         config: Config,
         core: Balancer,
         default_max_flows: u32,
+        share_listeners: bool,
     ) -> anyhow::Result<EventLoop> {
+        if let Some(path) = &config.process.control_socket {
+            crate::control::server::refuse_if_in_use(path)?;
+        }
         let origin = std::time::Instant::now();
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let duties = Duties::Leader(LeaderDuties { signals, followers: Vec::new(), inbox: None });
+        let duties =
+            Duties::Leader(LeaderDuties { signals, followers: Vec::new(), inbox: None, share_listeners });
         let mut event_loop =
             EventLoop::build(poll, config_path, config, core, default_max_flows, origin, duties)?;
         event_loop.bind_services()?;
