@@ -104,11 +104,7 @@ fn every_named_mutant_is_caught() {
             &|| scenario_fails("stray_replies_uncounted.toml"),
             "scenario stray-replies-uncounted",
         ),
-        (
-            Mutant::LateRepliesNotTakenBack,
-            &|| core_test_fails(partial_faults::a_late_reply_takes_its_write_off_back_and_reaches_the_client),
-            "core test a_late_reply_takes_its_write_off_back_and_reaches_the_client",
-        ),
+        (Mutant::LateRepliesNotTakenBack, &|| scenario_fails("late_replies.toml"), "scenario late-replies"),
         (Mutant::EjectionIgnoresCap, &|| scenario_fails("ejection_cap.toml"), "scenario ejection-cap"),
         (
             Mutant::ReselectKeepsFlow,
