@@ -5,7 +5,7 @@ mod common;
 
 use common::{Harness, addr, one_listener};
 use udplb_core::proxy_v2::{Addresses, Command, Header, TlvKind, Transport};
-use udplb_core::{ClientVerdict, DropReason};
+use udplb_core::{ClientVerdict, DropReason, Keys};
 
 fn decode(bytes: &[u8]) -> (Header, Vec<u8>) {
     let (header, len) = Header::parse(bytes).expect("the core's header decodes");
@@ -29,7 +29,9 @@ fn first_mode_puts_the_header_on_the_first_datagram_of_each_flow_only() {
     assert_eq!(header.transport, Transport::Dgram);
     assert_eq!(header.proxied_endpoints(), Some((addr("192.0.2.1:4000"), addr("10.0.0.1:53"))));
     assert!(header.checksum().is_some(), "CRC32C TLV present and verified by the decoder");
-    assert_eq!(header.tlv(TlvKind::UniqueId), Some(&flow.serial().to_be_bytes()[..]));
+    // UNIQUE_ID: the worker's prefix (an input: `Keys::unique`), then the flow's serial.
+    let expected = [Keys::from_seed(7).unique, flow.serial().to_be_bytes()].concat();
+    assert_eq!(header.tlv(TlvKind::UniqueId), Some(&expected[..]));
 
     assert!(matches!(h.client("192.0.2.1:4000", b"second"), ClientVerdict::Forward { prefix_len: 0, .. }));
     assert_eq!(h.last_sent, b"second");
@@ -90,4 +92,23 @@ fn a_header_that_would_exceed_max_datagram_size_is_a_typed_drop() {
     );
     assert!(every.core.flow(flow).is_some(), "the flow survives a dropped datagram");
     assert_eq!(every.core.stats().client_drops(DropReason::ProxyHeaderTooLarge), 1);
+}
+
+/// Two workers (or two processes) number their flows alike, from 1: their UNIQUE_IDs differ
+/// by the prefix each is given, and a flow's ID is the same on every datagram it carries.
+#[test]
+fn unique_ids_of_two_workers_differ_though_their_serials_are_the_same() {
+    let config = one_listener(1, "proxy_protocol = { mode = \"every\", unique_id = true }", "");
+    let mut ids = Vec::new();
+    for seed in [7, 8] {
+        let mut h = common::Harness::with_seed(&config, seed);
+        let ClientVerdict::Forward { flow, .. } = h.client("192.0.2.1:4000", b"hello") else { panic!() };
+        assert_eq!(flow.serial(), 1);
+        let first = decode(&h.last_sent).0.tlv(TlvKind::UniqueId).unwrap().to_vec();
+        h.client("192.0.2.1:4000", b"again");
+        assert_eq!(decode(&h.last_sent).0.tlv(TlvKind::UniqueId).unwrap(), &first[..], "same flow, same ID");
+        ids.push(first);
+    }
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(ids[0][8..], ids[1][8..], "the serials are equal; the prefixes tell the flows apart");
 }

@@ -134,7 +134,8 @@ fn a_resent_datagram_carries_the_proxy_header_of_its_new_flow() {
         header.proxied_endpoints(),
         Some((common::addr("192.0.2.1:5000"), common::addr("10.0.0.1:53")))
     );
-    assert_eq!(header.tlv(udplb_core::proxy_v2::TlvKind::UniqueId), Some(&retry.serial().to_be_bytes()[..]));
+    let unique_id = [udplb_core::Keys::from_seed(7).unique, retry.serial().to_be_bytes()].concat();
+    assert_eq!(header.tlv(udplb_core::proxy_v2::TlvKind::UniqueId), Some(&unique_id[..]));
     // The retry flow's next datagram carries no header: its first one did.
     assert!(matches!(h.client("192.0.2.1:5000", b"again"), ClientVerdict::Forward { prefix_len: 0, .. }));
 }

@@ -37,7 +37,7 @@ use crate::control::server::ControlServer;
 use crate::metrics::http::MetricsServer;
 use crate::mio_platform::{MioPlatform, Probe, ProbeSocket, Source};
 use crate::notices::Notices;
-use crate::workers::WorkerView;
+use crate::workers::{FlowQueries, WorkerView};
 use follower::FollowerDuties;
 use leader::LeaderDuties;
 
@@ -76,6 +76,8 @@ pub struct EventLoop {
     pub(crate) metrics: Option<MetricsServer>,
     /// Set by a stop: listeners are draining, and the loop ends when no flow is left.
     stopping: bool,
+    /// The leader's questions about flows waiting for its followers' answers.
+    pub(crate) queries: FlowQueries,
     /// Client datagrams land here, each with headroom for a PROXY header.
     client_batch: RecvBatch,
     /// Backend replies and probe replies land here.
@@ -133,6 +135,7 @@ impl EventLoop {
             control: None,
             metrics: None,
             stopping: false,
+            queries: FlowQueries::default(),
             client_batch: RecvBatch::new(DATAGRAM_HEADROOM, RECEIVE_CAPACITY),
             backend_batch: RecvBatch::new(0, RECEIVE_CAPACITY),
         })

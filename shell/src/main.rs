@@ -140,14 +140,20 @@ fn run(path: &Path, share_listeners: bool) -> anyhow::Result<()> {
         nofile,
         "starting"
     );
-    let keys = Keys { selection: config.process.selection_key_bytes(), table: system::random_table_key() };
+    let process_id = system::random_process_id();
+    let keys = Keys {
+        selection: config.process.selection_key_bytes(),
+        table: system::random_table_key(),
+        unique: system::unique_prefix(process_id, 0),
+    };
     let role = if workers > 1 { Role::Leader } else { Role::Whole };
     let core = Balancer::with_role(&effective, keys.clone(), role).map_err(|errors| {
         anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
     })?;
     let mut event_loop = EventLoop::new(path, config, core, default_max_flows, share_listeners)?;
     for index in 1..workers {
-        event_loop.spawn_follower(index, &effective, keys.clone())?;
+        let keys = Keys { unique: system::unique_prefix(process_id, index), ..keys.clone() };
+        event_loop.spawn_follower(index, &effective, keys)?;
     }
     event_loop.run()
 }

@@ -59,6 +59,24 @@ pub fn random_table_key() -> [u8; 16] {
     key
 }
 
+/// The UNIQUE_ID prefix of worker `worker` of this process: `process` (6 bytes drawn once per
+/// process from the kernel's random source), then the worker's number, big-endian.
+pub fn unique_prefix(process: [u8; 6], worker: u32) -> [u8; 8] {
+    let mut prefix = [0u8; 8];
+    prefix[..6].copy_from_slice(&process);
+    prefix[6..].copy_from_slice(&(worker as u16).to_be_bytes());
+    prefix
+}
+
+/// 6 bytes from the kernel's random source: this process's part of every UNIQUE_ID.
+pub fn random_process_id() -> [u8; 6] {
+    let mut id = [0u8; 6];
+    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
+        let _ = random.read_exact(&mut id);
+    }
+    id
+}
+
 /// Tells systemd (when it started us with `Type=notify`) about a state change:
 /// `READY=1`, `RELOADING=1`, `STOPPING=1`. Does nothing outside systemd.
 ///

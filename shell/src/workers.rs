@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use mio::Waker;
 use udplb_core::{Config, Input};
 
+pub(crate) use crate::control::protocol::{FlowExplanation, FlowView};
 pub(crate) use crate::counters::WorkerView;
 
 /// From the leader to a follower.
@@ -36,6 +37,59 @@ pub(crate) enum ToFollower {
     Reload(Arc<Config>),
     /// SIGTERM: drain every listener, then end the thread once no flow is left.
     Stop,
+    /// A question about this worker's flows (`show flows`, `show flow`), answered with
+    /// [`ToLeader::Answer`] carrying the same `id`.
+    Query { id: u64, question: FlowQuestion },
+}
+
+/// A question about flows that every worker answers from its own table: the leader asks its
+/// followers, answers for itself, and responds once every answer is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FlowQuestion {
+    /// `show flows`: up to `limit` flows, and how many are live.
+    Flows { limit: usize },
+    /// `show flow CLIENT`: the client's flows and why each went where it went.
+    Client(String),
+}
+
+/// One worker's answer to a [`FlowQuestion`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FlowAnswer {
+    pub flows: Vec<FlowView>,
+    pub explanations: Vec<FlowExplanation>,
+    /// Live flows in this worker's table (`show flows`).
+    pub total: u64,
+    /// The question could not be answered (a client that is not an address).
+    pub error: Option<String>,
+}
+
+/// The leader's questions its followers have not all answered yet.
+#[derive(Debug, Default)]
+pub(crate) struct FlowQueries {
+    pub next_id: u64,
+    pub pending: Vec<PendingQuery>,
+}
+
+/// A question asked on behalf of a control connection.
+#[derive(Debug)]
+pub(crate) struct PendingQuery {
+    pub id: u64,
+    /// The control connection that asked: it gets no other answer until this one.
+    pub token: mio::Token,
+    pub question: FlowQuestion,
+    /// Answers so far, by worker.
+    pub answers: Vec<(u32, FlowAnswer)>,
+    /// Workers asked, the leader included.
+    pub workers: u32,
+    /// When to give up on a worker that has not answered.
+    pub deadline: std::time::Instant,
+}
+
+impl FlowQueries {
+    /// Whether a question of `token`'s is still waiting for answers.
+    pub(crate) fn waits_on(&self, token: mio::Token) -> bool {
+        self.pending.iter().any(|query| query.token == token)
+    }
 }
 
 /// From a follower to the leader: an input for the leader's core (a passive failure the
@@ -43,6 +97,12 @@ pub(crate) enum ToFollower {
 #[derive(Debug)]
 pub(crate) enum ToLeader {
     Input(Input),
+    /// Worker `worker`'s answer to question `id`.
+    Answer {
+        id: u64,
+        worker: u32,
+        answer: FlowAnswer,
+    },
 }
 
 /// The leader's handle on one follower.

@@ -364,3 +364,43 @@ fn with_two_workers_show_and_metrics_count_every_workers_flows() {
     assert!(metrics.lines().any(|line| line == "udplb_workers 2"), "{metrics}");
     assert!(metrics.lines().any(|line| line == "udplb_flows_active{listener=\"test\"} 41"), "{metrics}");
 }
+
+/// With two workers each has its own flow table: `show flows` and `show flow` must ask both.
+/// Before they did, 40 live clients showed as about 20 flows in `show flows`, and `show flow`
+/// answered "no live flow" for every client the follower served.
+#[test]
+fn with_two_workers_show_flows_and_show_flow_find_every_workers_flows() {
+    let backends = [Backend::echo(), Backend::echo()];
+    let listen = free_udp_address();
+    let body = format!(
+        "[process]\nworkers = 2\n\n{}",
+        listener_and_pool(listen, "", &[backends[0].address, backends[1].address])
+    );
+    let balancer = Balancer::start(&body, listen, true);
+    let clients: Vec<_> = (0..40).map(|_| client()).collect();
+    for (i, socket) in clients.iter().enumerate() {
+        assert!(ask(socket, listen, format!("hello {i}").as_bytes()).is_some(), "client {i}");
+    }
+    // Every flow, the one `start` opened included, named by worker and serial.
+    let answer = balancer.ctl_json(&["show", "flows"]);
+    let flows = answer["flows"].as_array().unwrap();
+    assert_eq!((flows.len(), answer["flows_total"].as_u64()), (41, Some(41)), "{answer}");
+    let named: std::collections::BTreeSet<(u64, u64)> =
+        flows.iter().map(|f| (f["worker"].as_u64().unwrap(), f["flow"].as_u64().unwrap())).collect();
+    assert_eq!(named.len(), 41, "each flow once: {answer}");
+    let workers: std::collections::BTreeSet<u64> = named.iter().map(|(worker, _)| *worker).collect();
+    assert_eq!(workers.len(), 2, "both workers serve: {answer}");
+    // Every client's flow is found, whichever worker holds it, and explained.
+    for socket in &clients {
+        let address = socket.local_addr().unwrap().to_string();
+        let answer = balancer.ctl_json(&["show", "flow", &address]);
+        let flows = answer["flows"].as_array().unwrap();
+        assert_eq!(flows.len(), 1, "{address}: {answer}");
+        assert_eq!(flows[0]["client"].as_str(), Some(address.as_str()));
+        assert_eq!(answer["explanations"].as_array().unwrap().len(), 1, "{answer}");
+    }
+    // The limit applies to the whole list.
+    let limited = balancer.ctl_json(&["show", "flows", "--limit", "5"]);
+    assert_eq!(limited["flows"].as_array().unwrap().len(), 5, "{limited}");
+    assert_eq!(limited["flows_total"].as_u64(), Some(41));
+}

@@ -210,6 +210,9 @@ pub struct World {
     hosts_rng: ChaCha8Rng,
     /// Trace every flow's opening and closing and every probe (`--trace-flows`).
     pub detailed: bool,
+    /// Every PROXY v2 UNIQUE_ID a flow got so far, every worker of every instance (kept only
+    /// when some cluster sends UNIQUE_ID): no two flows may share one.
+    unique_ids: Option<hashbrown::HashSet<[u8; 16]>>,
 }
 
 /// The clients and backends by address, built once per run (addresses never change): lookups
@@ -292,7 +295,11 @@ impl World {
             balancer_timers: vec![None; workers],
             events_run: 0,
             affinity: Affinity::default(),
+            unique_ids: None,
         };
+        let sends_unique_ids = (0..world.instances.len())
+            .any(|i| world.instances[i].lb.clusters.values().any(|c| c.proxy_protocol.unique_id));
+        world.unique_ids = sends_unique_ids.then(hashbrown::HashSet::new);
         for index in 0..world.clients.len() {
             let at = Instant::ZERO + world.clients[index].start();
             world.schedule(at, Event::ClientSends(index));
@@ -315,7 +322,10 @@ impl World {
         for (instance, workers) in layout(scenario).into_iter().enumerate() {
             if index < first + workers {
                 let table = Keys::from_seed(seed ^ ((instance as u64 + 1) << 32)).table;
-                let keys = Keys { table, ..Keys::from_seed(seed) };
+                // Each worker of each instance its own UNIQUE_ID prefix, as the shell draws one
+                // per worker of each process.
+                let unique = Keys::from_seed(seed ^ ((index as u64 + 1) << 40)).unique;
+                let keys = Keys { table, unique, ..Keys::from_seed(seed) };
                 let lb = scenario.lb_of(instance);
                 if workers == 1 {
                     return Balancer::new(lb, keys).expect("the scenario's [lb] was validated");
@@ -588,6 +598,12 @@ impl World {
                 let instance = self.instance_of[worker];
                 let core = self.drivers[worker].core();
                 invariants::check_new_flow(self.now, core, backend, failed_open, &mut self.record);
+                if let Some(seen) = &mut self.unique_ids
+                    && !seen.insert(core.flows().unique_id(flow.serial()))
+                {
+                    let message = format!("{}: {flow}'s UNIQUE_ID is another flow's too", self.now);
+                    self.record.violation(message);
+                }
                 let by_address =
                     core.flows().flow(flow).and_then(|f| core.flows().listener(f.listener)).is_some_and(
                         |(name, _)| {

@@ -248,7 +248,8 @@ impl FlowManager {
         if proxy.mode == crate::config::ProxyProtocolMode::Off {
             return payload.to_vec();
         }
-        let tlvs = TlvOptions { crc32c: proxy.crc32c, unique_id: proxy.unique_id.then_some(serial) };
+        let tlvs =
+            TlvOptions { crc32c: proxy.crc32c, unique_id: proxy.unique_id.then(|| self.unique_id(serial)) };
         let header_len = proxy_v2::proxy_header_len(client, vip, tlvs);
         let mut datagram = vec![0; header_len + payload.len()];
         // The buffer is exactly the header's length, so writing cannot fail.

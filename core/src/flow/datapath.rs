@@ -388,7 +388,8 @@ impl FlowManager {
         headroom: usize,
     ) -> Result<usize, DropReason> {
         let listener = &self.listeners[listener.0 as usize];
-        let tlvs = TlvOptions { crc32c: config.crc32c, unique_id: config.unique_id.then_some(serial) };
+        let tlvs =
+            TlvOptions { crc32c: config.crc32c, unique_id: config.unique_id.then(|| self.unique_id(serial)) };
         let header_len = proxy_v2::proxy_header_len(client, listener.address, tlvs);
         let payload_len = buffer.len() - headroom;
         if payload_len + header_len > listener.max_datagram_size {

@@ -52,6 +52,11 @@ pub struct Keys {
     /// Secret to this process: keys the flow-table hash so that spoofed floods cannot aim at
     /// hash collisions. The shell draws it from the operating system at start.
     pub table: [u8; 16],
+    /// The first 8 bytes of every PROXY v2 UNIQUE_ID this worker sends (the flow's serial
+    /// follows): different for every worker of every process, so that IDs never repeat across
+    /// workers or restarts. The shell draws 6 random bytes at start and appends the worker's
+    /// number.
+    pub unique: [u8; 8],
 }
 
 impl Keys {
@@ -74,7 +79,8 @@ impl Keys {
         for chunk in table.chunks_exact_mut(8) {
             chunk.copy_from_slice(&next().to_le_bytes());
         }
-        Keys { selection, table }
+        let unique = next().to_le_bytes();
+        Keys { selection, table, unique }
     }
 }
 
@@ -375,6 +381,8 @@ pub struct FlowManager {
     selection_hasher: KeyedHasher,
     /// The shared selection key, for building selectors.
     selection_key: [u8; 32],
+    /// [`Keys::unique`]: the first half of every UNIQUE_ID.
+    unique_prefix: [u8; 8],
     table: FlowTable,
     timers: DeadlineIndex<TimerKey>,
     outputs: VecDeque<Output>,
@@ -401,6 +409,7 @@ impl FlowManager {
             backends: Vec::new(),
             selection_hasher: KeyedHasher::new(selection_key),
             selection_key: keys.selection,
+            unique_prefix: keys.unique,
             table: FlowTable::new(KeyedHasher::new(keys.table)),
             timers: DeadlineIndex::new(),
             outputs: VecDeque::new(),
@@ -445,6 +454,15 @@ impl FlowManager {
     pub fn backend_id(&self, cluster: &str, backend: &str) -> Option<BackendId> {
         let cluster = self.clusters.iter().find(|c| c.name == cluster && !c.removed)?;
         cluster.candidates.iter().map(|c| c.backend).find(|id| self.backends[id.0 as usize].name == backend)
+    }
+
+    /// The PROXY v2 UNIQUE_ID of the flow with serial `serial`: this worker's prefix, then the
+    /// serial, big-endian.
+    pub fn unique_id(&self, serial: u64) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.unique_prefix);
+        id[8..].copy_from_slice(&serial.to_be_bytes());
+        id
     }
 
     /// A listener's affinity: what keys its flows (and, with several workers, steers its

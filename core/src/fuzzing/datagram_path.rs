@@ -533,7 +533,7 @@ fn client_address(pick: u8) -> SocketAddr {
 
 /// The prefix the core wrote in front of a forwarded payload is one PPv2 header that names
 /// the client and the VIP (canonicalised, as the encoder sends IPv4-mapped addresses as
-/// IPv4) and, with UNIQUE_ID, the flow's serial.
+/// IPv4) and, with UNIQUE_ID, 16 bytes ending with the flow's serial.
 fn assert_proxy_header(bytes: &[u8], prefix_len: usize, client: SocketAddr, vip: SocketAddr, flow: FlowId) {
     let (header, consumed) = Header::parse(bytes).expect("the prefix is a valid PROXY v2 header");
     assert_eq!(consumed, prefix_len, "the header is not the whole prefix");
@@ -541,7 +541,12 @@ fn assert_proxy_header(bytes: &[u8], prefix_len: usize, client: SocketAddr, vip:
     let (source, destination) = header.proxied_endpoints().expect("a PROXY header with addresses");
     assert_eq!((canonical(source), canonical(destination)), (canonical(client), canonical(vip)));
     if let Some(unique_id) = header.tlv(TlvKind::UniqueId) {
-        assert_eq!(unique_id, flow.serial().to_be_bytes(), "UNIQUE_ID is not the flow's serial");
+        assert_eq!(unique_id.len(), 16, "UNIQUE_ID is the worker's prefix and the serial");
+        assert_eq!(
+            unique_id[8..],
+            flow.serial().to_be_bytes(),
+            "UNIQUE_ID does not end with the flow's serial"
+        );
     }
 }
 

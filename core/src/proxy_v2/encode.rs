@@ -40,9 +40,9 @@ const UNSPEC: u8 = family_transport(AddressFamily::Unspec, Transport::Unspec);
 pub struct TlvOptions {
     /// Add a PP2_TYPE_CRC32C TLV (PPv2 §2.2.3): the Castagnoli CRC of the whole header.
     pub crc32c: bool,
-    /// Add a PP2_TYPE_UNIQUE_ID TLV (PPv2 §2.2.5) carrying this value as 8 big-endian bytes
-    /// (udplb passes the flow serial).
-    pub unique_id: Option<u64>,
+    /// Add a PP2_TYPE_UNIQUE_ID TLV (PPv2 §2.2.5) carrying these 16 bytes (udplb passes its
+    /// worker's 8-byte prefix, drawn at start, then the flow's serial, big-endian).
+    pub unique_id: Option<[u8; 16]>,
 }
 
 impl TlvOptions {
@@ -132,7 +132,7 @@ pub fn write_local_header(out: &mut [u8], tlvs: TlvOptions) -> Result<usize, Buf
 fn write_tlvs(writer: &mut Writer<'_>, tlvs: TlvOptions) -> Result<Option<usize>, BufferTooSmall> {
     let checksum_offset = if tlvs.crc32c { Some(write_checksum_placeholder(writer)?) } else { None };
     if let Some(id) = tlvs.unique_id {
-        write_tlv(writer, TlvKind::UNIQUE_ID, &id.to_be_bytes())?;
+        write_tlv(writer, TlvKind::UNIQUE_ID, &id)?;
     }
     Ok(checksum_offset)
 }

@@ -47,7 +47,7 @@ pub const CRC32C_TLV_LEN: usize = TLV_HEADER_LEN + CRC32C_VALUE_LEN;
 
 /// Bytes of the UNIQUE_ID TLV udplb sends: type, length, the flow serial as a big-endian
 /// u64 (PPv2 §2.2.5 allows up to 128 value bytes; 8 suffice).
-pub const UNIQUE_ID_TLV_LEN: usize = TLV_HEADER_LEN + 8;
+pub const UNIQUE_ID_TLV_LEN: usize = TLV_HEADER_LEN + 16;
 
 /// Largest header [`write_proxy_header`](super::write_proxy_header) can produce (both TLVs,
 /// IPv6): 70 bytes. The shell reserves this much headroom in front of every received

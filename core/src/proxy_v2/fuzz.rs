@@ -40,10 +40,8 @@ pub fn fuzz_roundtrip(data: &[u8]) {
     let flags = input.byte();
     let source = input.endpoint(flags & 0b11);
     let destination = input.endpoint((flags >> 2) & 0b11);
-    let tlvs = TlvOptions {
-        crc32c: flags & 0x10 != 0,
-        unique_id: (flags & 0x20 != 0).then(|| u64::from_be_bytes(input.array())),
-    };
+    let tlvs =
+        TlvOptions { crc32c: flags & 0x10 != 0, unique_id: (flags & 0x20 != 0).then(|| input.array()) };
 
     let mut out = [0; MAX_PROXY_HEADER_LEN];
     let len = write_proxy_header(&mut out, source, destination, tlvs)

@@ -41,7 +41,7 @@
 //!
 //! let client: SocketAddr = "192.0.2.1:53000".parse().unwrap();
 //! let vip: SocketAddr = "198.51.100.7:53".parse().unwrap();
-//! let tlvs = TlvOptions { crc32c: true, unique_id: Some(7) };
+//! let tlvs = TlvOptions { crc32c: true, unique_id: Some([7; 16]) };
 //! let mut headroom = [0u8; MAX_PROXY_HEADER_LEN];
 //! let len = write_proxy_header(&mut headroom, client, vip, tlvs).unwrap();
 //!

@@ -108,9 +108,9 @@ impl Tlv {
         Tlv::new(TlvKind::Crc32c, [0; CRC32C_VALUE_LEN])
     }
 
-    /// The UNIQUE_ID TLV udplb sends: the flow's serial as 8 big-endian bytes.
-    pub fn unique_id(id: u64) -> Self {
-        Tlv::new(TlvKind::UniqueId, id.to_be_bytes())
+    /// The UNIQUE_ID TLV udplb sends: 16 bytes, its worker's prefix then the flow's serial.
+    pub fn unique_id(id: [u8; 16]) -> Self {
+        Tlv::new(TlvKind::UniqueId, id)
     }
 
     /// Bytes this TLV takes on the wire. A CRC32C TLV always takes 3 + 4, whatever its

@@ -17,12 +17,53 @@ use super::protocol::{
 use super::status;
 use crate::event_loop::EventLoop;
 use crate::mio_platform::Source;
-use crate::workers::{ToFollower, worker_config};
+use crate::workers::{FlowAnswer, FlowQuestion, PendingQuery, ToFollower, worker_config};
 
 /// Largest `limit` a `show flows` request may ask for: one answer stays a few megabytes.
 const MAX_FLOW_LIMIT: usize = 10_000;
 /// Requests answered per readiness event of one connection before serving the others.
 const REQUESTS_PER_EVENT: usize = 16;
+/// How long the leader waits for every worker's answer about flows before answering with an
+/// error (a worker's loop answers on its next turn: well under a millisecond when it is well).
+const QUERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The workers' answers to one question, as one response: every worker's flows (by worker,
+/// then in table order), at most `limit` for `show flows` with the total of all; an error if a
+/// worker did not answer in time, or could not.
+fn merge_answers(query: PendingQuery) -> Response {
+    let mut answers = query.answers;
+    answers.sort_by_key(|(worker, _)| *worker);
+    let missing: Vec<String> = (0..query.workers)
+        .filter(|worker| !answers.iter().any(|(answered, _)| answered == worker))
+        .map(|worker| worker.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Response::error(format!(
+            "worker {} did not answer within {QUERY_DEADLINE:?}, so no flow is listed rather than \
+             part of them; ask again",
+            missing.join(", ")
+        ));
+    }
+    if let Some(error) = answers.iter().find_map(|(_, answer)| answer.error.clone()) {
+        return Response::error(error);
+    }
+    match query.question {
+        FlowQuestion::Flows { limit } => {
+            let total = answers.iter().map(|(_, answer)| answer.total).sum();
+            let flows = answers.into_iter().flat_map(|(_, answer)| answer.flows).take(limit).collect();
+            Response { flows: Some(flows), flows_total: Some(total), ..Response::ok() }
+        }
+        FlowQuestion::Client(_) => {
+            let mut flows = Vec::new();
+            let mut explanations = Vec::new();
+            for (_, answer) in answers {
+                flows.extend(answer.flows);
+                explanations.extend(answer.explanations);
+            }
+            Response { flows: Some(flows), explanations: Some(explanations), ..Response::ok() }
+        }
+    }
+}
 
 impl EventLoop {
     pub(crate) fn accept_control(&mut self) {
@@ -33,19 +74,96 @@ impl EventLoop {
 
     pub(crate) fn serve_control(&mut self, token: Token) {
         for _ in 0..REQUESTS_PER_EVENT {
+            // A connection's answers go out in the order it asked: nothing more is read from
+            // it while a question of its waits for the other workers.
+            if self.queries.waits_on(token) {
+                break;
+            }
             let Some(request) = self.control.as_mut().and_then(|control| control.next_request(token)) else {
                 break;
             };
-            let response = self.execute(token, request);
-            if let Some(control) = &mut self.control {
+            // `None`: the other workers were asked; `finish_queries` answers.
+            if let Some(response) = self.execute(token, request)
+                && let Some(control) = &mut self.control
+            {
                 control.respond(token, &response);
             }
         }
     }
 
+    /// Asks every worker `question` about its own flow table, for control connection
+    /// `token`. With one worker the answer is at hand; with followers each is sent the
+    /// question and the answer goes out once all have answered (`finish_queries`), never a
+    /// part of the flows presented as all of them.
+    fn ask_workers(&mut self, token: Token, question: FlowQuestion) -> Option<Response> {
+        let now = self.driver.platform().now();
+        let own = status::answer(self.driver.core(), &self.config, now, &question, 0);
+        let followers = self.followers().len() as u32;
+        let id = self.queries.next_id;
+        let query = PendingQuery {
+            id,
+            token,
+            question,
+            answers: vec![(0, own)],
+            workers: 1 + followers,
+            deadline: std::time::Instant::now() + QUERY_DEADLINE,
+        };
+        if followers == 0 {
+            return Some(merge_answers(query));
+        }
+        self.queries.next_id += 1;
+        for follower in self.followers() {
+            follower.send(ToFollower::Query { id, question: query.question.clone() });
+        }
+        self.queries.pending.push(query);
+        None
+    }
+
+    /// A follower's answer to question `id`.
+    pub(crate) fn take_answer(&mut self, id: u64, worker: u32, answer: FlowAnswer) {
+        if let Some(query) = self.queries.pending.iter_mut().find(|query| query.id == id) {
+            query.answers.push((worker, answer));
+        }
+    }
+
+    /// Answers every question that has all its answers, or has waited past its deadline (an
+    /// error then: a partial list would be a wrong answer), then serves what its connection
+    /// asked next.
+    pub(crate) fn finish_queries(&mut self) {
+        let now = std::time::Instant::now();
+        let (done, waiting): (Vec<PendingQuery>, Vec<PendingQuery>) =
+            std::mem::take(&mut self.queries.pending)
+                .into_iter()
+                .partition(|query| query.answers.len() as u32 >= query.workers || now >= query.deadline);
+        self.queries.pending = waiting;
+        for query in done {
+            let token = query.token;
+            let response = merge_answers(query);
+            if let Some(control) = &mut self.control {
+                control.respond(token, &response);
+            }
+            self.serve_control(token);
+        }
+    }
+
     /// Executes one command. Changes go through the driver, so their outputs (events,
-    /// closed flows) are acted on before the answer is written.
-    fn execute(&mut self, token: Token, request: Request) -> Response {
+    /// closed flows) are acted on before the answer is written. `None`: a question about
+    /// flows went to the other workers, and is answered when they have answered.
+    fn execute(&mut self, token: Token, request: Request) -> Option<Response> {
+        match request {
+            Request::Show { what: ShowWhat::Flows, limit, .. } => {
+                let limit = limit.unwrap_or(DEFAULT_FLOW_LIMIT).min(MAX_FLOW_LIMIT);
+                self.ask_workers(token, FlowQuestion::Flows { limit })
+            }
+            Request::Show { what: ShowWhat::Flow, client: Some(client), .. } => {
+                self.ask_workers(token, FlowQuestion::Client(client))
+            }
+            request => Some(self.execute_now(token, request)),
+        }
+    }
+
+    /// Executes a command this worker answers alone.
+    fn execute_now(&mut self, token: Token, request: Request) -> Response {
         let now = self.driver.platform().now();
         let totals = self.totals();
         let core = self.driver.core();
@@ -59,18 +177,9 @@ impl EventLoop {
             Request::Show { what: ShowWhat::Backends, .. } => {
                 Response { backends: Some(status::backends(core, now, &totals)), ..Response::ok() }
             }
-            Request::Show { what: ShowWhat::Flows, limit, .. } => {
-                let limit = limit.unwrap_or(DEFAULT_FLOW_LIMIT).min(MAX_FLOW_LIMIT);
-                let (flows, total) = status::flows(core, now, limit, &totals);
-                Response { flows: Some(flows), flows_total: Some(total), ..Response::ok() }
-            }
-            Request::Show { what: ShowWhat::Flow, client: Some(client), .. } => {
-                match status::flows_of_client(core, &self.config, now, &client) {
-                    Ok((flows, explanations)) => {
-                        Response { flows: Some(flows), explanations: Some(explanations), ..Response::ok() }
-                    }
-                    Err(message) => Response::error(message),
-                }
+            Request::Show { what: ShowWhat::Flows, .. }
+            | Request::Show { what: ShowWhat::Flow, client: Some(_), .. } => {
+                Response::error("internal: a question about flows goes to every worker")
             }
             Request::Show { what: ShowWhat::Flow, client: None, .. } => {
                 Response::error("show flow needs a \"client\" address")

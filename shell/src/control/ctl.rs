@@ -328,11 +328,14 @@ pub fn render(response: &Response) -> String {
         return render_explanations(response, explanations);
     }
     if let Some(flows) = &response.flows {
+        // With several workers each flow is named by its worker too (serials are per worker).
+        let workers = flows.iter().any(|f| f.worker > 0);
         let rows: Vec<Vec<String>> = flows
             .iter()
             .map(|f| {
+                let flow = if workers { format!("{}/{}", f.worker, f.flow) } else { f.flow.to_string() };
                 vec![
-                    f.flow.to_string(),
+                    flow,
                     f.listener.clone(),
                     f.client.clone(),
                     format!("{}/{}", f.cluster, f.backend),
@@ -343,7 +346,8 @@ pub fn render(response: &Response) -> String {
                 ]
             })
             .collect();
-        let headers = ["FLOW", "LISTENER", "CLIENT", "BACKEND", "AGE", "REQUESTS", "RESPONSES", "RETIRED"];
+        let first = if workers { "WORKER/FLOW" } else { "FLOW" };
+        let headers = [first, "LISTENER", "CLIENT", "BACKEND", "AGE", "REQUESTS", "RESPONSES", "RETIRED"];
         let mut text = table(&headers, &rows);
         if let Some(total) = response.flows_total.filter(|total| *total > flows.len() as u64) {
             text.push_str(&format!("({} of {total} flows shown; --limit shows more)\n", flows.len()));
@@ -385,8 +389,9 @@ fn render_explanations(response: &Response, explanations: &[super::protocol::Flo
     }
     let mut text = String::new();
     for (flow, why) in flows.iter().zip(explanations) {
+        let worker = if flow.worker > 0 { format!(" (worker {})", flow.worker) } else { String::new() };
         text.push_str(&format!(
-            "flow {} on listener {}: client {} -> backend {}/{} ({})\n\
+            "flow {}{worker} on listener {}: client {} -> backend {}/{} ({})\n\
              \x20 age {}, {} requests, {} responses, retired: {}\n\
              \x20 chosen by {} on key [{}] (affinity {}), table fingerprint {}\n\
              \x20 backend now: health {}, admin {}, eligible: {} (its state at admission is not recorded)\n",

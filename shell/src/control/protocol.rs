@@ -207,8 +207,11 @@ pub struct HistoryView {
 /// One live flow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowView {
-    /// The flow's serial number (the PPv2 UNIQUE_ID, when sent).
+    /// The flow's serial number (the PPv2 UNIQUE_ID, when sent): unique within its worker.
     pub flow: u64,
+    /// The worker whose table holds it (0: the leader, or the only worker).
+    #[serde(default)]
+    pub worker: u32,
     pub listener: String,
     pub client: String,
     pub cluster: String,
@@ -224,6 +227,9 @@ pub struct FlowView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowExplanation {
     pub flow: u64,
+    /// The worker whose table holds the flow.
+    #[serde(default)]
+    pub worker: u32,
     pub algorithm: String,
     pub affinity: String,
     /// The flow key as the listener's affinity builds it: the VIP and the client address,

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Serialize;
 use udplb_core::balancer::Output;
 
-use crate::workers::WorkerView;
+use crate::workers::{FlowAnswer, FlowQuestion, WorkerView};
 use udplb_core::config::Affinity;
 use udplb_core::health::{CounterView, HealthEvent, HistoryChange};
 use udplb_core::{
@@ -154,6 +154,7 @@ fn flow_view(core: &Balancer, now: Instant, flow: &FlowInfo) -> FlowView {
     let (cluster, backend) = backend_names(core, flow.backend);
     FlowView {
         flow: flow.flow.serial(),
+        worker: 0,
         listener: listener_name(core, flow.listener),
         client: flow.client.to_string(),
         cluster,
@@ -166,16 +167,33 @@ fn flow_view(core: &Balancer, now: Instant, flow: &FlowInfo) -> FlowView {
     }
 }
 
-/// At most `limit` live flows of the leader worker (in table order), and how many there are
-/// in all, every worker's included (`totals`: every worker's counters added up).
-pub(crate) fn flows(
+/// This worker's answer (it is worker `worker`) to a question about flows: its own table
+/// only; the leader puts the workers' answers together.
+pub(crate) fn answer(
     core: &Balancer,
+    config: &Config,
     now: Instant,
-    limit: usize,
-    totals: &WorkerView,
-) -> (Vec<FlowView>, u64) {
-    let listed = core.flows().flows().take(limit).map(|flow| flow_view(core, now, &flow)).collect();
-    (listed, totals.stats.flows.active)
+    question: &FlowQuestion,
+    worker: u32,
+) -> FlowAnswer {
+    let mut answer = match question {
+        FlowQuestion::Flows { limit } => FlowAnswer {
+            flows: core.flows().flows().take(*limit).map(|flow| flow_view(core, now, &flow)).collect(),
+            total: core.flows().stats().flows.active,
+            ..FlowAnswer::default()
+        },
+        FlowQuestion::Client(client) => match flows_of_client(core, config, now, client) {
+            Ok((flows, explanations)) => FlowAnswer { flows, explanations, ..FlowAnswer::default() },
+            Err(error) => FlowAnswer { error: Some(error), ..FlowAnswer::default() },
+        },
+    };
+    for flow in &mut answer.flows {
+        flow.worker = worker;
+    }
+    for explanation in &mut answer.explanations {
+        explanation.worker = worker;
+    }
+    answer
 }
 
 /// A client as `show flow` takes it: one socket (`ip:port`) or every socket of a host (`ip`).
@@ -234,6 +252,7 @@ fn explain(core: &Balancer, config: &Config, flow: &FlowInfo) -> FlowExplanation
     let status = core.monitor().backend(flow.backend);
     FlowExplanation {
         flow: flow.flow.serial(),
+        worker: 0,
         algorithm: cluster_settings.map_or_else(|| "?".to_owned(), |c| config_name(&c.algorithm)),
         affinity: config_name(&affinity),
         key: format!("vip {vip} + client {client}"),

@@ -59,6 +59,18 @@ impl EventLoop {
                     }
                 }
                 ToFollower::Stop => self.drain(),
+                ToFollower::Query { id, question } => {
+                    let Some(duties) = self.following() else { continue };
+                    let worker = duties.link.index;
+                    let answer = crate::control::status::answer(
+                        self.driver.core(),
+                        &self.config,
+                        now,
+                        &question,
+                        worker,
+                    );
+                    duties.link.send(ToLeader::Answer { id, worker, answer });
+                }
             }
         }
     }

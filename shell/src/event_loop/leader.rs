@@ -167,7 +167,8 @@ impl EventLoop {
     /// How long the leader may sleep at most: while stopping, it checks on its followers until
     /// the last has drained.
     pub(super) fn leader_interval(&self) -> Option<Duration> {
-        (self.stopping && !self.followers().is_empty()).then_some(DRAIN_CHECK_INTERVAL)
+        let waiting = !self.queries.pending.is_empty();
+        ((self.stopping && !self.followers().is_empty()) || waiting).then_some(DRAIN_CHECK_INTERVAL)
     }
 
     pub(super) fn handle_signals(&mut self) -> anyhow::Result<()> {
@@ -207,8 +208,13 @@ impl EventLoop {
         let now = self.driver.platform().now();
         let Duties::Leader(LeaderDuties { inbox: Some((_, inbox)), .. }) = &self.duties else { return };
         let messages: Vec<ToLeader> = inbox.try_iter().collect();
-        for ToLeader::Input(input) in messages {
-            let _ = self.driver.handle(now, input);
+        for message in messages {
+            match message {
+                ToLeader::Input(input) => {
+                    let _ = self.driver.handle(now, input);
+                }
+                ToLeader::Answer { id, worker, answer } => self.take_answer(id, worker, answer),
+            }
         }
     }
 
@@ -216,6 +222,9 @@ impl EventLoop {
     /// that they are alive. Returns whether the loop is done: stopped, and every worker
     /// drained.
     pub(super) fn end_leader_turn(&mut self) -> anyhow::Result<bool> {
+        if !self.queries.pending.is_empty() {
+            self.finish_queries();
+        }
         for output in self.driver.platform_mut().notices.take_relayed() {
             // Backend states only: a leader's core hands its own passive failures to its monitor.
             if let Output::BackendState { backend, state } = output {

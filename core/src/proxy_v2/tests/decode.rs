@@ -28,7 +28,7 @@ fn proxy_header_decodes_to_the_client_and_the_vip() {
         let (source, destination) = header.proxied_endpoints().expect("IP endpoints");
         let canonical = |address: SocketAddr| SocketAddr::new(address.ip().to_canonical(), address.port());
         assert_eq!((canonical(source), canonical(destination)), (client, vip));
-        assert_eq!(header.tlv(TlvKind::UniqueId), Some(&UNIQUE_ID.to_be_bytes()[..]));
+        assert_eq!(header.tlv(TlvKind::UniqueId), Some(&UNIQUE_ID[..]));
         assert!(header.checksum().is_some());
     }
 }
@@ -43,7 +43,7 @@ fn the_datagram_after_the_header_is_not_consumed() {
 
 #[test]
 fn local_header_decodes_without_endpoints() {
-    let tlvs = TlvOptions { crc32c: true, unique_id: Some(9) };
+    let tlvs = TlvOptions { crc32c: true, unique_id: Some([9; 16]) };
     let mut out = [0; 64];
     let len = write_local_header(&mut out, tlvs).expect("fits");
     assert_eq!(len, local_header_len(tlvs));
@@ -52,7 +52,7 @@ fn local_header_decodes_without_endpoints() {
     assert_eq!(header.transport, Transport::Unspec);
     assert_eq!(header.addresses, Addresses::Unspec);
     assert_eq!(header.proxied_endpoints(), None);
-    assert_eq!(header.tlv(TlvKind::UniqueId), Some(&9u64.to_be_bytes()[..]));
+    assert_eq!(header.tlv(TlvKind::UniqueId), Some(&[9u8; 16][..]));
 }
 
 #[test]
@@ -218,14 +218,15 @@ fn packet_view_reads_the_fixed_fields() {
     assert_eq!(packet.command(), 1);
     assert_eq!(packet.family(), 1);
     assert_eq!(packet.transport(), 2);
-    assert_eq!(packet.payload_len(), 30);
-    assert_eq!(packet.header_len(), 46);
-    assert_eq!(packet.payload().len(), 30);
-    assert_eq!(packet.as_bytes(), &bytes[..46]);
+    // 12 of addresses, 7 of CRC32C, 19 of UNIQUE_ID.
+    assert_eq!(packet.payload_len(), 38);
+    assert_eq!(packet.header_len(), 54);
+    assert_eq!(packet.payload().len(), 38);
+    assert_eq!(packet.as_bytes(), &bytes[..54]);
     let tlvs: Vec<RawTlv<'_>> = packet.tlvs(12).collect::<Result<_, _>>().expect("valid TLVs");
     assert_eq!(tlvs.len(), 2);
     assert_eq!((tlvs[0].kind, tlvs[0].offset, tlvs[0].value_offset()), (0x03, 28, 31));
-    assert_eq!((tlvs[1].kind, tlvs[1].offset, tlvs[1].value), (0x05, 35, &UNIQUE_ID.to_be_bytes()[..]));
+    assert_eq!((tlvs[1].kind, tlvs[1].offset, tlvs[1].value), (0x05, 35, &UNIQUE_ID[..]));
 }
 
 #[test]

@@ -193,7 +193,7 @@ fn emit_refuses_a_unique_id_over_128_bytes() {
 
 #[test]
 fn emit_refuses_two_checksums() {
-    let header = proxy_header(vec![Tlv::crc32c(), Tlv::unique_id(1), Tlv::crc32c()]);
+    let header = proxy_header(vec![Tlv::crc32c(), Tlv::unique_id([1; 16]), Tlv::crc32c()]);
     let mut out = vec![0; header.buffer_len()];
     assert_eq!(header.emit(&mut out), Err(EmitError::DuplicateChecksum));
 }

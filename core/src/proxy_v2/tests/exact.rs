@@ -31,8 +31,8 @@ const MIXED_BLOCK: [u8; 36] = [
     0xCF, 0x08, 0x00, 0x35,
 ];
 
-/// PP2_TYPE_UNIQUE_ID (0x05), length 8, 0x0102030405060708 big-endian.
-const UNIQUE_ID_TLV: [u8; 11] = [0x05, 0x00, 0x08, 1, 2, 3, 4, 5, 6, 7, 8];
+/// PP2_TYPE_UNIQUE_ID (0x05), length 16, the bytes 1 to 16.
+const UNIQUE_ID_TLV: [u8; 19] = [0x05, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 
 /// PP2_TYPE_CRC32C (0x03), length 4, then the checksum big-endian.
 const fn crc_tlv(checksum: [u8; 4]) -> [u8; 7] {
@@ -76,12 +76,12 @@ fn ipv4_headers_are_byte_exact() {
         [
             concat(&[&SIGNATURE, &fixed(12), &IPV4_BLOCK]),
             concat(&[&SIGNATURE, &fixed(19), &IPV4_BLOCK, &crc_tlv([0x85, 0x5C, 0x53, 0xE2])]),
-            concat(&[&SIGNATURE, &fixed(23), &IPV4_BLOCK, &UNIQUE_ID_TLV]),
+            concat(&[&SIGNATURE, &fixed(31), &IPV4_BLOCK, &UNIQUE_ID_TLV]),
             concat(&[
                 &SIGNATURE,
-                &fixed(30),
+                &fixed(38),
                 &IPV4_BLOCK,
-                &crc_tlv([0x3F, 0x90, 0x2B, 0x66]),
+                &crc_tlv([0x7A, 0x4A, 0x6B, 0xE2]),
                 &UNIQUE_ID_TLV,
             ]),
         ],
@@ -97,12 +97,12 @@ fn ipv6_headers_are_byte_exact() {
         [
             concat(&[&SIGNATURE, &fixed(36), &IPV6_BLOCK]),
             concat(&[&SIGNATURE, &fixed(43), &IPV6_BLOCK, &crc_tlv([0x14, 0x0D, 0x2E, 0x7F])]),
-            concat(&[&SIGNATURE, &fixed(47), &IPV6_BLOCK, &UNIQUE_ID_TLV]),
+            concat(&[&SIGNATURE, &fixed(55), &IPV6_BLOCK, &UNIQUE_ID_TLV]),
             concat(&[
                 &SIGNATURE,
-                &fixed(54),
+                &fixed(62),
                 &IPV6_BLOCK,
-                &crc_tlv([0xF3, 0x4E, 0xE1, 0xFF]),
+                &crc_tlv([0x49, 0xB7, 0xC3, 0x12]),
                 &UNIQUE_ID_TLV,
             ]),
         ],
@@ -118,12 +118,12 @@ fn mixed_families_are_written_as_ipv6_with_the_ipv4_side_mapped() {
         [
             concat(&[&SIGNATURE, &fixed(36), &MIXED_BLOCK]),
             concat(&[&SIGNATURE, &fixed(43), &MIXED_BLOCK, &crc_tlv([0x8D, 0x8F, 0x04, 0x5A])]),
-            concat(&[&SIGNATURE, &fixed(47), &MIXED_BLOCK, &UNIQUE_ID_TLV]),
+            concat(&[&SIGNATURE, &fixed(55), &MIXED_BLOCK, &UNIQUE_ID_TLV]),
             concat(&[
                 &SIGNATURE,
-                &fixed(54),
+                &fixed(62),
                 &MIXED_BLOCK,
-                &crc_tlv([0xB2, 0x95, 0xD7, 0xD1]),
+                &crc_tlv([0xE8, 0xF5, 0x35, 0xEC]),
                 &UNIQUE_ID_TLV,
             ]),
         ],
@@ -163,8 +163,8 @@ fn local_headers_are_byte_exact() {
     let expected = [
         concat(&[&SIGNATURE, &fixed(0)]),
         concat(&[&SIGNATURE, &fixed(7), &crc_tlv([0xA9, 0xB8, 0x7E, 0x8F])]),
-        concat(&[&SIGNATURE, &fixed(11), &UNIQUE_ID_TLV]),
-        concat(&[&SIGNATURE, &fixed(18), &crc_tlv([0xB7, 0x49, 0x0C, 0x6B]), &UNIQUE_ID_TLV]),
+        concat(&[&SIGNATURE, &fixed(19), &UNIQUE_ID_TLV]),
+        concat(&[&SIGNATURE, &fixed(26), &crc_tlv([0x72, 0x64, 0xD9, 0x6B]), &UNIQUE_ID_TLV]),
     ];
     for (tlvs, expected) in TLV_COMBINATIONS.into_iter().zip(expected) {
         let mut out = [0; MAX_PROXY_HEADER_LEN];
@@ -180,13 +180,13 @@ fn checksum_literals_match_an_independent_crc32c() {
     // (version/command to length, address block, expected checksum, UNIQUE_ID present)
     let cases: [(&[u8], &[u8], u32, bool); 8] = [
         (&[0x21, 0x12, 0x00, 19], &IPV4_BLOCK, 0x855C_53E2, false),
-        (&[0x21, 0x12, 0x00, 30], &IPV4_BLOCK, 0x3F90_2B66, true),
+        (&[0x21, 0x12, 0x00, 38], &IPV4_BLOCK, 0x7A4A_6BE2, true),
         (&[0x21, 0x22, 0x00, 43], &IPV6_BLOCK, 0x140D_2E7F, false),
-        (&[0x21, 0x22, 0x00, 54], &IPV6_BLOCK, 0xF34E_E1FF, true),
+        (&[0x21, 0x22, 0x00, 62], &IPV6_BLOCK, 0x49B7_C312, true),
         (&[0x21, 0x22, 0x00, 43], &MIXED_BLOCK, 0x8D8F_045A, false),
-        (&[0x21, 0x22, 0x00, 54], &MIXED_BLOCK, 0xB295_D7D1, true),
+        (&[0x21, 0x22, 0x00, 62], &MIXED_BLOCK, 0xE8F5_35EC, true),
         (&[0x20, 0x00, 0x00, 7], &[], 0xA9B8_7E8F, false),
-        (&[0x20, 0x00, 0x00, 18], &[], 0xB749_0C6B, true),
+        (&[0x20, 0x00, 0x00, 26], &[], 0x7264_D96B, true),
     ];
     for (fixed, block, checksum, with_unique_id) in cases {
         let unique_id: &[u8] = if with_unique_id { &UNIQUE_ID_TLV } else { &[] };
@@ -198,16 +198,16 @@ fn checksum_literals_match_an_independent_crc32c() {
 
 #[test]
 fn max_proxy_header_len_is_the_ipv6_header_with_both_tlvs() {
-    let both = TlvOptions { crc32c: true, unique_id: Some(u64::MAX) };
-    assert_eq!(MAX_PROXY_HEADER_LEN, 70);
-    assert_eq!(proxy_header_len(client_v6(), vip_v6(), both), 70);
-    assert_eq!(proxy_header_len(client_v4(), vip_v6(), both), 70);
-    assert_eq!(proxy_header_len(client_v4(), vip_v4(), both), 46);
+    let both = TlvOptions { crc32c: true, unique_id: Some([0xFF; 16]) };
+    assert_eq!(MAX_PROXY_HEADER_LEN, 78);
+    assert_eq!(proxy_header_len(client_v6(), vip_v6(), both), 78);
+    assert_eq!(proxy_header_len(client_v4(), vip_v6(), both), 78);
+    assert_eq!(proxy_header_len(client_v4(), vip_v4(), both), 54);
 }
 
 #[test]
 fn short_buffer_is_an_error_and_left_untouched() {
-    let tlvs = TlvOptions { crc32c: true, unique_id: Some(1) };
+    let tlvs = TlvOptions { crc32c: true, unique_id: Some([1; 16]) };
     let len = proxy_header_len(client_v4(), vip_v4(), tlvs);
     let mut out = vec![0xAA; len - 1];
     assert_eq!(write_proxy_header(&mut out, client_v4(), vip_v4(), tlvs), Err(BufferTooSmall));

@@ -64,7 +64,7 @@ fn raw(version_command: u8, family_transport: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The unique id the tests send, chosen so that every byte differs.
-const UNIQUE_ID: u64 = 0x0102_0304_0506_0708;
+const UNIQUE_ID: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 
 /// The four TLV combinations, in a fixed order.
 const TLV_COMBINATIONS: [TlvOptions; 4] = [

@@ -35,7 +35,7 @@ pub(super) mod strategies {
     }
 
     pub fn tlv_options() -> impl Strategy<Value = TlvOptions> {
-        (any::<bool>(), proptest::option::of(any::<u64>()))
+        (any::<bool>(), proptest::option::of(any::<[u8; 16]>()))
             .prop_map(|(crc32c, unique_id)| TlvOptions { crc32c, unique_id })
     }
 
@@ -137,7 +137,7 @@ proptest! {
         prop_assert_eq!(canonical(decoded_source), canonical(source));
         prop_assert_eq!(canonical(decoded_destination), canonical(destination));
 
-        let unique_id = tlvs.unique_id.map(u64::to_be_bytes);
+        let unique_id = tlvs.unique_id;
         prop_assert_eq!(decoded.tlv(TlvKind::UniqueId), unique_id.as_ref().map(|id| &id[..]));
         prop_assert_eq!(decoded.checksum().is_some(), tlvs.crc32c);
         if let Some(checksum) = decoded.checksum() {
