@@ -37,6 +37,11 @@ impl Backend {
         Backend::serve(UdpSocket::bind("127.0.0.1:0").expect("bind backend"), decode_proxy, delay)
     }
 
+    /// An echo server on ::1.
+    fn echo_v6(decode_proxy: bool) -> Backend {
+        Backend::serve(UdpSocket::bind("[::1]:0").expect("bind [::1]"), decode_proxy, Duration::ZERO)
+    }
+
     /// An echo server on another loopback address (127.0.0.0/8 is all loopback on Linux).
     fn echo_at(ip: &str) -> Backend {
         let socket = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
@@ -143,7 +148,7 @@ impl Balancer {
     }
 
     fn wait_until_answering(&self) {
-        let client = client();
+        let client = if self.listen.is_ipv6() { client_v6() } else { client() };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if ask(&client, self.listen, b"ping").is_some() {
@@ -165,6 +170,13 @@ impl Drop for Balancer {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// A client socket on ::1.
+fn client_v6() -> UdpSocket {
+    let socket = UdpSocket::bind("[::1]:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    socket
 }
 
 fn client() -> UdpSocket {
@@ -715,4 +727,87 @@ fn a_busy_control_socket_is_refused_before_any_listener_is_bound() {
     first.wait_until_answering();
     drop(first);
     let _ = std::fs::remove_file(&socket);
+}
+
+/// IPv6 end to end: a listener on [::1] in front of one IPv6 and one IPv4 backend, PROXY v2
+/// on every datagram. Every client is answered by both kinds of backend; the IPv6 backend's
+/// header names the IPv6 client, and so does the IPv4 backend's (a header for an IPv6 client
+/// is an IPv6 header whatever the backend's family).
+#[test]
+fn an_ipv6_listener_serves_through_ipv6_and_ipv4_backends_with_proxy_v2_naming_the_client() {
+    let (v6, v4) = (Backend::echo_v6(true), Backend::echo(true));
+    let listen: SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
+    let extra =
+        "algorithm = \"round_robin\"\nproxy_protocol = { mode = \"every\", crc32c = true, unique_id = true }";
+    let _balancer = Balancer::start(&config(listen, extra, &[v6.address, v4.address]), listen);
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let socket = client_v6();
+        let payload = format!("v6 query {i}");
+        let answer = (0..5).find_map(|_| ask(&socket, listen, payload.as_bytes()));
+        assert_eq!(answer.as_deref(), Some(payload.as_bytes()), "query {i}");
+        clients.push(socket.local_addr().unwrap());
+    }
+    // Each header names an IPv6 client socket (the start-up check's among them); every test
+    // client is named by one backend or the other.
+    let mut named = Vec::new();
+    for backend in [&v6, &v4] {
+        let sources = backend.sources.lock().unwrap().clone();
+        assert!(sources.len() >= 5, "round robin reaches {}: {sources:?}", backend.address);
+        let loopback = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        assert!(sources.iter().all(|s| s.ip() == loopback), "{}: {sources:?}", backend.address);
+        named.extend(sources);
+    }
+    assert!(clients.iter().all(|c| named.contains(c)), "clients {clients:?}, named {named:?}");
+}
+
+/// A refusal in ICMPv6 (port unreachable from ::1) moves the query to another backend, as in
+/// IPv4: none is lost.
+#[test]
+fn an_icmpv6_refusal_moves_the_query_to_another_backend() {
+    let live = Backend::echo_v6(false);
+    let dead = {
+        let socket = UdpSocket::bind("[::1]:0").unwrap();
+        socket.local_addr().unwrap()
+    };
+    let listen: SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
+    let extra = "responses = 1\nhealth = { mode = \"udp\", udp_payload = \"probe\", interval = \"200ms\", timeout = \"100ms\", rise = 2, fall = 2 }";
+    let _balancer = Balancer::start(&config(listen, extra, &[live.address, dead]), listen);
+    for i in 0..40 {
+        let socket = client_v6();
+        let payload = format!("query {i}");
+        assert_eq!(
+            ask(&socket, listen, payload.as_bytes()).as_deref(),
+            Some(payload.as_bytes()),
+            "query {i} lost"
+        );
+    }
+}
+
+/// The steering program's IPv6 path, in the kernel: with four workers and affinity by
+/// address, every socket of ::1 stays on one backend (a program that misread the IPv6 header
+/// would return an index past the last socket, and the kernel's own 4-tuple hash would split
+/// them).
+#[test]
+fn ipv6_sockets_of_one_host_keep_one_backend_with_four_workers() {
+    let backends = [Backend::echo_v6(false), Backend::echo_v6(false), Backend::echo_v6(false)];
+    let listen: SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+    let text = format!(
+        "[process]\nworkers = 4\n\n{}",
+        config(listen, "algorithm = \"round_robin\"", &addresses)
+            .replace("cluster = \"pool\"\n", "cluster = \"pool\"\naffinity = \"client_address\"\n")
+    );
+    let balancer = Balancer::start(&text, listen);
+    for i in 0..16 {
+        let socket = client_v6();
+        let payload = format!("socket {i}");
+        let answer = (0..5).find_map(|_| ask(&socket, listen, payload.as_bytes()));
+        assert_eq!(answer.as_deref(), Some(payload.as_bytes()), "{payload}");
+    }
+    drop(balancer);
+    let reached: Vec<usize> = (0..backends.len())
+        .filter(|b| backends[*b].payloads.lock().unwrap().iter().any(|p| p.starts_with(b"socket ")))
+        .collect();
+    assert_eq!(reached.len(), 1, "::1 on backends {reached:?}");
 }

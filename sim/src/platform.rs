@@ -39,6 +39,17 @@ pub fn probe_ip(instance: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 253 - 2 * instance as u8))
 }
 
+/// Balancer instance `instance`'s IPv6 address for its upstream sockets to IPv6 backends
+/// (fd00::fe, fd00::fc, …) and for UDP probes of them (fd00::fd, …), as the shell's sockets of
+/// each family have their own source address.
+pub fn upstream_ip6(instance: usize) -> IpAddr {
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0xfe - 2 * instance as u16))
+}
+
+pub fn probe_ip6(instance: usize) -> IpAddr {
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0xfd - 2 * instance as u16))
+}
+
 /// Why a send failed at once, when the `[platform]` faults made it fail (a send bigger than a
 /// learned path MTU fails too, but that is the network's doing, not a drawn fault).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -148,6 +159,9 @@ impl Faults {
 pub struct SimPlatform {
     pub upstream_ip: IpAddr,
     pub probe_ip: IpAddr,
+    /// The same for IPv6 backends.
+    pub upstream_ip6: IpAddr,
+    pub probe_ip6: IpAddr,
     mode: UpstreamMode,
     /// Every flow's upstream (its port: its pool socket's, or its own).
     pub upstreams: BTreeMap<FlowId, Upstream>,
@@ -210,6 +224,8 @@ impl SimPlatform {
         SimPlatform {
             upstream_ip: upstream_ip(instance),
             probe_ip: probe_ip(instance),
+            upstream_ip6: upstream_ip6(instance),
+            probe_ip6: probe_ip6(instance),
             mode,
             upstreams: BTreeMap::new(),
             upstream_by_port: BTreeMap::new(),
@@ -235,6 +251,27 @@ impl SimPlatform {
     pub fn begin(&mut self, now: Instant) {
         self.now = now;
         self.full.clear();
+    }
+
+    /// Whether `ip` is one of its upstream sockets' addresses (either family).
+    pub fn is_upstream_ip(&self, ip: IpAddr) -> bool {
+        ip == self.upstream_ip || ip == self.upstream_ip6
+    }
+
+    /// Whether `ip` is one of its probes' addresses (either family).
+    pub fn is_probe_ip(&self, ip: IpAddr) -> bool {
+        ip == self.probe_ip || ip == self.probe_ip6
+    }
+
+    /// The address a datagram to `to` leaves from: the upstream (or, with `probe`, the probe)
+    /// address of `to`'s family (an IPv4-mapped address is IPv4).
+    pub fn source_for(&self, to: SocketAddr, probe: bool) -> IpAddr {
+        match (to.ip().to_canonical().is_ipv6(), probe) {
+            (false, false) => self.upstream_ip,
+            (false, true) => self.probe_ip,
+            (true, false) => self.upstream_ip6,
+            (true, true) => self.probe_ip6,
+        }
     }
 
     /// Its kernel stops failing: no platform fault is drawn from now on.
@@ -422,7 +459,7 @@ impl Platform for SimPlatform {
             self.effects.push(Effect::SendFailed { flow, fault: Some(fault) });
             return;
         }
-        let from = SocketAddr::new(self.upstream_ip, port);
+        let from = SocketAddr::new(self.source_for(backend, false), port);
         self.effects.push(Effect::Send { from, to: backend, payload: datagram.to_vec() });
     }
 
@@ -452,7 +489,7 @@ impl Platform for SimPlatform {
                     return;
                 };
                 self.probes_by_port.insert(port, (probe.probe, probe.deadline));
-                let from = SocketAddr::new(self.probe_ip, port);
+                let from = SocketAddr::new(self.source_for(*address, true), port);
                 self.effects.push(Effect::Send { from, to: *address, payload: datagram.clone() });
             }
         }

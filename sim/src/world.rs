@@ -286,7 +286,13 @@ impl World {
             in_flight: InFlight::default(),
             client_buffer: Vec::new(),
             vips: vips(&drivers),
-            lb_ips: drivers.iter().flat_map(|d| [d.platform().upstream_ip, d.platform().probe_ip]).collect(),
+            lb_ips: drivers
+                .iter()
+                .flat_map(|d| {
+                    let p = d.platform();
+                    [p.upstream_ip, p.probe_ip, p.upstream_ip6, p.probe_ip6]
+                })
+                .collect(),
             index,
             sequence: 0,
             drivers,
@@ -814,7 +820,7 @@ impl World {
         let owner = |ip: IpAddr, port: u16, probe: bool| {
             let instance = self.instances.iter().position(|i| {
                 let platform = self.drivers[i.first].platform();
-                if probe { platform.probe_ip == ip } else { platform.upstream_ip == ip }
+                if probe { platform.is_probe_ip(ip) } else { platform.is_upstream_ip(ip) }
             })?;
             let workers = self.instances[instance].worker_range();
             let worker = workers.clone().find(|w| {
@@ -936,7 +942,7 @@ impl World {
             let expires = self.now + self.network.pmtu_expires();
             for driver in &mut self.drivers {
                 let platform = driver.platform_mut();
-                if sender.ip() == platform.upstream_ip || sender.ip() == platform.probe_ip {
+                if platform.is_upstream_ip(sender.ip()) || platform.is_probe_ip(sender.ip()) {
                     platform.learn_path_mtu(packet.from.ip(), mtu, expires);
                 }
             }
@@ -947,7 +953,7 @@ impl World {
                 continue;
             }
             let platform = self.drivers[worker].platform();
-            if sender.ip() == platform.upstream_ip {
+            if platform.is_upstream_ip(sender.ip()) {
                 // The error names the datagram's destination: the flow bound at (socket,
                 // destination) hears it, as the shell reads a pool socket's error queue.
                 if let Arrival::Flow(flow) = platform.arrival(sender.port(), packet.from) {
@@ -955,7 +961,7 @@ impl World {
                         driver.handle(now, Input::UpstreamError { flow, error: UpstreamError::Refused })
                     });
                 }
-            } else if sender.ip() == platform.probe_ip
+            } else if platform.is_probe_ip(sender.ip())
                 && let Some((probe, _)) =
                     self.drivers[worker].platform_mut().probes_by_port.remove(&sender.port())
             {
@@ -1030,8 +1036,9 @@ impl World {
         if self.stopped(worker) || attempt >= SYN_ATTEMPTS {
             return;
         }
-        let probe_from = SocketAddr::new(self.drivers[worker].platform().probe_ip, 0);
         let host = &self.backends[backend];
+        let probe_from =
+            SocketAddr::new(self.drivers[worker].platform().source_for(host.spec.address, true), 0);
         let (name, address) = (host.spec.name.clone(), host.spec.address);
         let retransmit = self.now + SYN_RTO * 2u32.pow(attempt);
         let syn = Packet { tcp: true, ..Packet::datagram(probe_from, address, Vec::new()) };
