@@ -77,6 +77,12 @@ pub fn key(source: SocketAddr, with_port: bool) -> u32 {
     if with_port { address ^ u32::from(source.port()) } else { address }
 }
 
+/// Whether a listener with this affinity is steered by port too: unless it keys flows by
+/// the client's address alone.
+pub fn by_port(affinity: crate::config::Affinity) -> bool {
+    affinity != crate::config::Affinity::ClientAddress
+}
+
 /// The two rounds of mixing the program applies to a key.
 pub fn mix(key: u32) -> u32 {
     let mut h = key.wrapping_mul(MIX_1);

@@ -23,7 +23,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use udplb_core::balancer::Output;
-use udplb_core::config::{Affinity, UpstreamMode};
+use udplb_core::config::UpstreamMode;
 use udplb_core::driver::{OpenError, Platform};
 use udplb_core::health::{ProbeKind, ProbeRequest};
 use udplb_core::pool::{Acquire, FastMap, Pool};
@@ -234,7 +234,7 @@ impl MioPlatform {
         }
         for (id, address) in wanted {
             // Several workers: steered by the affinity key, by port unless keyed by address.
-            let by_port = core.flows().listener_affinity(id) != Some(Affinity::ClientAddress);
+            let by_port = udplb_core::steer::by_port(core.flows().listener_affinity(id).unwrap_or_default());
             let steered_by_port = (self.workers > 1).then_some(by_port);
             if let Some(listener) = self.listeners.get_mut(&id) {
                 // A reload that changed the affinity changes the group's program.

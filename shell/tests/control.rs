@@ -332,15 +332,21 @@ fn the_control_socket_is_private_replaces_a_stale_file_and_goes_away_on_exit() {
 
 /// Two workers: `show listeners`, `show backends` and the flow total count every worker's
 /// flows (clients are spread over the workers' sockets by the kernel), and metrics add up.
-#[test]
-fn with_two_workers_show_and_metrics_count_every_workers_flows() {
+/// A balancer with two workers in front of two echo backends (kept alive with it).
+fn two_workers() -> (Balancer, [Backend; 2]) {
     let backends = [Backend::echo(), Backend::echo()];
     let listen = free_udp_address();
     let body = format!(
         "[process]\nworkers = 2\n\n{}",
         listener_and_pool(listen, "", &[backends[0].address, backends[1].address])
     );
-    let balancer = Balancer::start(&body, listen, true);
+    (Balancer::start(&body, listen, true), backends)
+}
+
+#[test]
+fn with_two_workers_show_and_metrics_count_every_workers_flows() {
+    let (balancer, _backends) = two_workers();
+    let listen = balancer.listen;
     // Long-lived flows (30 s idle timeout), plus the one `start` opened to check the path.
     let clients: Vec<_> = (0..40).map(|_| client()).collect();
     for (i, socket) in clients.iter().enumerate() {
@@ -370,13 +376,8 @@ fn with_two_workers_show_and_metrics_count_every_workers_flows() {
 /// answered "no live flow" for every client the follower served.
 #[test]
 fn with_two_workers_show_flows_and_show_flow_find_every_workers_flows() {
-    let backends = [Backend::echo(), Backend::echo()];
-    let listen = free_udp_address();
-    let body = format!(
-        "[process]\nworkers = 2\n\n{}",
-        listener_and_pool(listen, "", &[backends[0].address, backends[1].address])
-    );
-    let balancer = Balancer::start(&body, listen, true);
+    let (balancer, _backends) = two_workers();
+    let listen = balancer.listen;
     let clients: Vec<_> = (0..40).map(|_| client()).collect();
     for (i, socket) in clients.iter().enumerate() {
         assert!(ask(socket, listen, format!("hello {i}").as_bytes()).is_some(), "client {i}");

@@ -758,8 +758,9 @@ impl World {
         if self.scenario.platform.reuseport == crate::scenario::Reuseport::Steered {
             let flows = self.drivers[instance.first].core().flows();
             let listener = flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(to));
-            let by_port =
-                listener.and_then(|l| flows.listener_affinity(l)) != Some(AffinityMode::ClientAddress);
+            let by_port = udplb_core::steer::by_port(
+                listener.and_then(|l| flows.listener_affinity(l)).unwrap_or_default(),
+            );
             let index = udplb_core::steer::worker_of(from, by_port, instance.workers as u32);
             return instance.first + index as usize;
         }
