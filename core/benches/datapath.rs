@@ -84,6 +84,7 @@ fn send(core: &mut FlowManager, now: Instant, buffer: &mut [u8], from: SocketAdd
         ClientDatagram {
             listener: ListenerId(0),
             client: from,
+            local: None,
             buffer: &mut *buffer,
             headroom: DATAGRAM_HEADROOM,
             truncated: false,

@@ -67,6 +67,7 @@ impl Demo {
             ClientDatagram {
                 listener,
                 client,
+                local: None,
                 buffer: &mut buffer,
                 headroom: DATAGRAM_HEADROOM,
                 truncated: false,

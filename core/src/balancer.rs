@@ -193,7 +193,7 @@ impl Balancer {
     ) -> flow::ClientVerdict {
         // An overdue reply of the client's flow is written off first, and its passive failures
         // reach the monitor before the datagram picks a new flow's backend.
-        if self.flows.write_off_overdue(now, datagram.listener, datagram.client) {
+        if self.flows.write_off_overdue(now, datagram.listener, datagram.local, datagram.client) {
             self.route(now);
         }
         let verdict = self.flows.handle_client_datagram(now, datagram);

@@ -60,9 +60,16 @@ pub trait Platform {
     /// Sends a datagram to the backend on `flow`'s upstream. A failure, now or later, comes
     /// back as [`Input::UpstreamError`].
     fn send_upstream(&mut self, flow: FlowId, datagram: &[u8]);
-    /// Sends a datagram to `client` from `listener`'s socket. A failure comes back as
-    /// [`Input::ReturnFailed`].
-    fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]);
+    /// Sends a datagram to `client` from `listener`'s socket, with `local` as its source
+    /// address (on a wildcard listener, the address the client sent to; on any other, the
+    /// listener's own). A failure comes back as [`Input::ReturnFailed`].
+    fn send_to_client(
+        &mut self,
+        listener: ListenerId,
+        local: SocketAddr,
+        client: SocketAddr,
+        datagram: &[u8],
+    );
     /// Starts a probe; its outcome comes back as [`Input::ProbeResult`] or
     /// [`Input::ProbeReply`] (or never: the core times it out).
     fn start_probe(&mut self, now: Instant, probe: &ProbeRequest);
@@ -119,23 +126,19 @@ impl<P: Platform> Driver<P> {
         self.core.poll_timeout()
     }
 
-    /// A client datagram in `buffer[headroom..]` (with `headroom` free bytes in front for a
-    /// PROXY header) arrived on `listener` from `client`. Returns the final verdict: a
+    /// A client datagram (see [`ClientDatagram`]: its payload in `buffer[headroom..]`, with
+    /// `headroom` free bytes in front for a PROXY header). Returns the final verdict: a
     /// `Forward` that was sent, or a `Drop` (never `Open`: the driver resolves it).
-    pub fn client_datagram(
-        &mut self,
-        now: Instant,
-        listener: ListenerId,
-        client: SocketAddr,
-        buffer: &mut [u8],
-        headroom: usize,
-        truncated: bool,
-    ) -> ClientVerdict {
+    pub fn client_datagram(&mut self, now: Instant, datagram: ClientDatagram<'_>) -> ClientVerdict {
+        let ClientDatagram { listener, client, local, buffer, headroom, truncated } = datagram;
         if let Some(journal) = &mut self.journal {
             let payload = buffer.get(headroom..).unwrap_or_default().to_vec();
-            journal.input(now, Recorded::ClientDatagram { listener, client, payload, headroom, truncated });
+            journal.input(
+                now,
+                Recorded::ClientDatagram { listener, client, local, payload, headroom, truncated },
+            );
         }
-        let datagram = ClientDatagram { listener, client, buffer: &mut *buffer, headroom, truncated };
+        let datagram = ClientDatagram { listener, client, local, buffer: &mut *buffer, headroom, truncated };
         let mut verdict = self.core.handle_client_datagram(now, datagram);
         if let ClientVerdict::Open(incoming) = verdict {
             let start = headroom.saturating_sub(incoming.prefix_len());
@@ -161,8 +164,8 @@ impl<P: Platform> Driver<P> {
             journal.input(now, Recorded::BackendDatagram { flow, payload: payload.to_vec(), truncated });
         }
         let verdict = self.core.handle_backend_datagram(now, flow, payload, truncated);
-        if let BackendVerdict::Return { listener, client } = verdict {
-            self.platform.send_to_client(listener, client, payload);
+        if let BackendVerdict::Return { listener, client, local } = verdict {
+            self.platform.send_to_client(listener, local, client, payload);
         }
         self.observe(|| Observed::Backend(verdict));
         self.drain(now);

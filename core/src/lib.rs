@@ -51,7 +51,8 @@
 //! let mut buffer = vec![0u8; DATAGRAM_HEADROOM + 5];
 //! buffer[DATAGRAM_HEADROOM..].copy_from_slice(b"query");
 //! let client = "198.51.100.7:33000".parse().unwrap();
-//! let datagram = ClientDatagram { listener, client, buffer: &mut buffer, headroom: DATAGRAM_HEADROOM, truncated: false };
+//! let datagram =
+//!     ClientDatagram { listener, client, local: None, buffer: &mut buffer, headroom: DATAGRAM_HEADROOM, truncated: false };
 //! let verdict = match core.handle_client_datagram(now, datagram) {
 //!     // A new flow: open an upstream towards `incoming.address()` here, then confirm.
 //!     ClientVerdict::Open(incoming) => {

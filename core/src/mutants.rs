@@ -53,12 +53,15 @@ pub enum Mutant {
     ReselectKeepsFlow = 8192,
     /// `fail_open = true` never opens: with every backend out, new flows are dropped.
     FailOpenNeverOpens = 16384,
+    /// Replies leave from the listener's own address, not the one the client sent to: on a
+    /// wildcard listener the kernel then picks the source, and a connected client drops them.
+    RepliesFromListenerAddress = 32768,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant, for tests that go through them all.
-    pub const ALL: [Mutant; 15] = [
+    pub const ALL: [Mutant; 16] = [
         Mutant::ResponsesPerFlow,
         Mutant::TimerLostOnEarlyFire,
         Mutant::IeeeCrc32,
@@ -74,6 +77,7 @@ impl Mutant {
         Mutant::EjectionIgnoresCap,
         Mutant::ReselectKeepsFlow,
         Mutant::FailOpenNeverOpens,
+        Mutant::RepliesFromListenerAddress,
     ];
 }
 

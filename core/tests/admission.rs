@@ -49,6 +49,7 @@ fn an_incoming_confirmed_after_another_input_is_refused() {
         let datagram = ClientDatagram {
             listener: dns,
             client: addr(client),
+            local: None,
             buffer: &mut buffer,
             headroom: DATAGRAM_HEADROOM,
             truncated: false,
@@ -115,6 +116,7 @@ fn unknown_listener_and_missing_headroom_are_typed_drops() {
         udplb_core::ClientDatagram {
             listener: h.listener("dns"),
             client: addr("192.0.2.1:1"),
+            local: None,
             buffer: &mut buffer,
             headroom: 8,
             truncated: false,
@@ -223,7 +225,11 @@ fn affinity_without_port_shares_one_flow_and_replies_follow_the_latest_port() {
     assert_eq!(h.forward("192.0.2.1:2000", b"x"), flow);
     assert_eq!(
         h.backend(flow, b"reply"),
-        udplb_core::BackendVerdict::Return { listener: h.listener("dns"), client: addr("192.0.2.1:2000") }
+        udplb_core::BackendVerdict::Return {
+            listener: h.listener("dns"),
+            client: addr("192.0.2.1:2000"),
+            local: addr("10.0.0.1:53")
+        }
     );
     // With the default affinity, each client port is its own flow.
     let mut per_port = Harness::new(&one_listener(2, "", ""));

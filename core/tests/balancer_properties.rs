@@ -92,6 +92,7 @@ fn run(first: u8, seed: u64, steps: &[Step]) -> Vec<String> {
                     ClientDatagram {
                         listener,
                         client,
+                        local: None,
                         buffer: &mut buffer,
                         headroom: DATAGRAM_HEADROOM,
                         truncated: false,

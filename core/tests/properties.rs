@@ -168,6 +168,7 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
                     ClientDatagram {
                         listener: ListenerId(u32::from(listener)),
                         client: client_address(host, port),
+                        local: None,
                         buffer: &mut buffer,
                         headroom: DATAGRAM_HEADROOM,
                         truncated,

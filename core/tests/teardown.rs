@@ -316,13 +316,14 @@ fn nat_return_sends_from_the_flows_listener_to_the_flows_client() {
     let a = h.forward("192.0.2.1:1111", b"q");
     let b = h.forward("[2001:db8::7]:2222", b"q");
     let dns = h.listener("dns");
+    let local = common::addr("10.0.0.1:53");
     assert_eq!(
         h.backend(b, b"r"),
-        BackendVerdict::Return { listener: dns, client: common::addr("[2001:db8::7]:2222") }
+        BackendVerdict::Return { listener: dns, client: common::addr("[2001:db8::7]:2222"), local }
     );
     assert_eq!(
         h.backend(a, b"r"),
-        BackendVerdict::Return { listener: dns, client: common::addr("192.0.2.1:1111") }
+        BackendVerdict::Return { listener: dns, client: common::addr("192.0.2.1:1111"), local }
     );
 }
 

@@ -36,6 +36,7 @@ fn client(core: &mut Balancer, now: Instant, n: u16) -> ClientVerdict {
     let datagram = ClientDatagram {
         listener: ListenerId(0),
         client: format!("192.0.2.1:{}", 1000 + n).parse().unwrap(),
+        local: None,
         buffer: &mut buffer,
         headroom: DATAGRAM_HEADROOM,
         truncated: false,

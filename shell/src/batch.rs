@@ -9,7 +9,7 @@
 
 use std::io;
 use std::mem::{MaybeUninit, size_of, zeroed};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 
 use socket2::{SockAddr, SockAddrStorage};
@@ -23,13 +23,22 @@ pub(crate) struct RecvBatch {
     buffer: Vec<u8>,
     headroom: usize,
     capacity: usize,
+    /// Each slot's ancillary data (`CONTROL_WORDS` words): the packet information of a
+    /// socket that asked for it ([`enable_pktinfo`]).
+    control: Vec<u64>,
     received: Vec<Received>,
 }
 
-/// One received datagram: where it came from, its length, whether it was cut.
+/// Words of ancillary data per received datagram: room for one `in6_pktinfo` (or
+/// `in_pktinfo`) message with its header, and some to spare.
+const CONTROL_WORDS: usize = 8;
+
+/// One received datagram: where it came from, where it was sent (on a socket with
+/// [`enable_pktinfo`]), its length, whether it was cut.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct Received {
     pub source: Option<SocketAddr>,
+    pub local: Option<IpAddr>,
     pub length: usize,
     pub truncated: bool,
 }
@@ -40,6 +49,7 @@ impl RecvBatch {
             buffer: vec![0u8; BATCH * (headroom + capacity)],
             headroom,
             capacity,
+            control: vec![0u64; BATCH * CONTROL_WORDS],
             received: Vec::with_capacity(BATCH),
         }
     }
@@ -53,9 +63,11 @@ impl RecvBatch {
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let stride = self.stride();
         let base = self.buffer.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
         // SAFETY: zeroed sockaddr_storage, iovec and mmsghdr are valid (null pointers, zero
         // lengths); every pointer set below points into `self.buffer` (each iovec inside its own
-        // slot) or into these local arrays, all of which outlive the call.
+        // slot), into `self.control` (each slot's own words) or into these local arrays, all of
+        // which outlive the call.
         let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
         let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
@@ -70,6 +82,9 @@ impl RecvBatch {
             header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
+            // SAFETY: slot `i`'s words are within `self.control` (BATCH * CONTROL_WORDS).
+            header.msg_control = unsafe { control.add(i * CONTROL_WORDS) }.cast();
+            header.msg_controllen = (CONTROL_WORDS * size_of::<u64>()) as _;
         }
         // SAFETY: the headers describe BATCH valid, writable buffers and name slots.
         let count = unsafe {
@@ -89,6 +104,7 @@ impl RecvBatch {
             let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             self.received.push(Received {
                 source: socket_addr(name, header.msg_hdr.msg_namelen),
+                local: packet_destination(&header.msg_hdr),
                 length: (header.msg_len as usize).min(self.capacity),
                 truncated,
             });
@@ -132,7 +148,18 @@ fn is_full(error: &io::Error) -> bool {
 #[derive(Debug)]
 pub(crate) struct SendQueue<T> {
     bytes: Vec<u8>,
-    entries: Vec<(usize, usize, SocketAddr, T)>,
+    entries: Vec<Queued<T>>,
+}
+
+/// One queued datagram: its bytes in the queue's buffer, where it goes, the source address
+/// it must leave from (a wildcard listener's reply), and the caller's tag.
+#[derive(Copy, Clone, Debug)]
+struct Queued<T> {
+    offset: usize,
+    length: usize,
+    destination: SocketAddr,
+    source: Option<IpAddr>,
+    tag: T,
 }
 
 impl<T> Default for SendQueue<T> {
@@ -151,9 +178,21 @@ pub(crate) struct SendFailure<T> {
 
 impl<T: Copy> SendQueue<T> {
     pub(crate) fn push(&mut self, destination: SocketAddr, datagram: &[u8], tag: T) {
-        let start = self.bytes.len();
+        self.push_from(None, destination, datagram, tag);
+    }
+
+    /// Queues a datagram that must leave from `source` (`IP_PKTINFO`/`IPV6_PKTINFO` on its
+    /// send): a socket bound to a wildcard address would otherwise let the kernel pick one.
+    pub(crate) fn push_from(
+        &mut self,
+        source: Option<IpAddr>,
+        destination: SocketAddr,
+        datagram: &[u8],
+        tag: T,
+    ) {
+        let offset = self.bytes.len();
         self.bytes.extend_from_slice(datagram);
-        self.entries.push((start, datagram.len(), destination, tag));
+        self.entries.push(Queued { offset, length: datagram.len(), destination, source, tag });
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -183,7 +222,8 @@ impl<T: Copy> SendQueue<T> {
                 Ok(sent) => next += sent,
                 Err(error) if is_full(&error) => {
                     // The socket's send buffer is full: the rest would fail the same way.
-                    for &(_, length, _, tag) in &self.entries[next..] {
+                    for entry in &self.entries[next..] {
+                        let (tag, length) = (entry.tag, entry.length);
                         failed(SendFailure { tag, length, error: io::Error::from(error.kind()) });
                     }
                     break;
@@ -193,7 +233,7 @@ impl<T: Copy> SendQueue<T> {
                         retried_at = next;
                         continue;
                     }
-                    let (_, length, _, tag) = self.entries[next];
+                    let (tag, length) = (self.entries[next].tag, self.entries[next].length);
                     failed(SendFailure { tag, length, error });
                     next += 1;
                 }
@@ -217,15 +257,21 @@ impl<T: Copy> SendQueue<T> {
         // `self.bytes` (read only by the kernel) and into `names`, which outlive the call.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (i, (offset, length, destination, _)) in self.entries[start..end].iter().enumerate() {
-            let name = names[i].write(SockAddr::from(*destination));
-            iovecs[i] =
-                libc::iovec { iov_base: self.bytes[*offset..].as_ptr().cast_mut().cast(), iov_len: *length };
+        let mut controls = [[0u64; CONTROL_WORDS]; BATCH];
+        for (i, entry) in self.entries[start..end].iter().enumerate() {
+            let name = names[i].write(SockAddr::from(entry.destination));
+            iovecs[i] = libc::iovec {
+                iov_base: self.bytes[entry.offset..].as_ptr().cast_mut().cast(),
+                iov_len: entry.length,
+            };
             let header = &mut headers[i].msg_hdr;
             header.msg_name = name.as_ptr().cast_mut().cast();
             header.msg_namelen = name.len();
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
+            if let Some(source) = entry.source {
+                set_packet_source(header, &mut controls[i], source, entry.destination.is_ipv6());
+            }
         }
         // SAFETY: `count` headers are initialised and describe readable buffers and names.
         let sent =
@@ -236,6 +282,116 @@ impl<T: Copy> SendQueue<T> {
             return Err(if sent == 0 { io::Error::from(io::ErrorKind::WriteZero) } else { error });
         }
         Ok(sent as usize)
+    }
+}
+
+/// Asks the kernel to say, for every datagram a socket receives, the address it was sent to
+/// (`IP_PKTINFO`, or `IPV6_RECVPKTINFO`, which also covers IPv4 datagrams on a dual-stack
+/// socket, as IPv4-mapped addresses): a socket bound to a wildcard address learns which of
+/// the host's addresses each client used.
+pub(crate) fn enable_pktinfo(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_flag(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        set_flag(fd, libc::IPPROTO_IP, libc::IP_PKTINFO)
+    }
+}
+
+/// Sets a boolean socket option.
+fn set_flag(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid c_int option value and its size.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The destination address of a received datagram, from its packet information (present
+/// only on a socket with [`enable_pktinfo`]).
+fn packet_destination(header: &libc::msghdr) -> Option<IpAddr> {
+    if header.msg_controllen == 0 {
+        return None;
+    }
+    let mut local = None;
+    // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen; each
+    // payload read is the size the kernel wrote for its type.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+            } else if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                let info: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    local
+}
+
+/// Points `header`'s ancillary data at `control`, holding one packet-information message
+/// that makes the datagram leave from `source`: `IPV6_PKTINFO` on an IPv6 socket (an IPv4
+/// source as IPv4-mapped, for an IPv4 client of a dual-stack socket), `IP_PKTINFO` with
+/// `ipi_spec_dst` on an IPv4 one. The interface is left to the route.
+fn set_packet_source(
+    header: &mut libc::msghdr,
+    control: &mut [u64; CONTROL_WORDS],
+    source: IpAddr,
+    ipv6_socket: bool,
+) {
+    if ipv6_socket {
+        let address = match source {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let info =
+            libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: address.octets() }, ipi6_ifindex: 0 };
+        put_control_message(header, control, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
+    } else {
+        // An IPv6 source cannot leave an IPv4 socket: then the kernel picks.
+        let IpAddr::V4(address) = source.to_canonical() else { return };
+        let spec_dst = libc::in_addr { s_addr: u32::from(address).to_be() };
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: spec_dst,
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        put_control_message(header, control, libc::IPPROTO_IP, libc::IP_PKTINFO, info);
+    }
+}
+
+/// Makes `control` the ancillary data of `header`, with one message of `level` and `kind`
+/// carrying `value`.
+fn put_control_message<T>(
+    header: &mut libc::msghdr,
+    control: &mut [u64; CONTROL_WORDS],
+    level: libc::c_int,
+    kind: libc::c_int,
+    value: T,
+) {
+    let length = size_of::<T>() as u32;
+    // SAFETY: CMSG_SPACE(length) fits `control` (a packet-information structure takes at most
+    // 40 of its 64 bytes, `control_room_fits_packet_information`), so CMSG_FIRSTHDR is
+    // non-null and the header and data written stay inside `control`, which outlives the send.
+    unsafe {
+        debug_assert!(libc::CMSG_SPACE(length) as usize <= size_of::<[u64; CONTROL_WORDS]>());
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = libc::CMSG_SPACE(length) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(header);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(length) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), value);
     }
 }
 
@@ -250,20 +406,9 @@ pub(crate) struct QueuedError {
 /// Asks the kernel to queue ICMP errors on an unconnected UDP socket (`IP_RECVERR`, or
 /// `IPV6_RECVERR`), so that they can be read back with the destination they concern.
 pub(crate) fn enable_recverr(fd: RawFd, ipv6: bool) -> io::Result<()> {
-    let on: libc::c_int = 1;
     let (level, name) =
         if ipv6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) } else { (libc::IPPROTO_IP, libc::IP_RECVERR) };
-    // SAFETY: a valid c_int option value and its size.
-    let result = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if result != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    set_flag(fd, level, name)
 }
 
 /// Reads one error from a socket's error queue (`MSG_ERRQUEUE`), or `None` once it is empty.
@@ -366,6 +511,42 @@ mod tests {
         }
         assert_eq!(seen, (0..(BATCH + 7) as u32).collect::<Vec<_>>());
         assert_eq!(batch.recv(b.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn control_room_fits_packet_information() {
+        let room = CONTROL_WORDS * size_of::<u64>();
+        // SAFETY: CMSG_SPACE is arithmetic.
+        let needed = unsafe {
+            libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32)
+                .max(libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32))
+        };
+        assert!(needed as usize <= room, "{needed} > {room}");
+    }
+
+    /// A socket on the wildcard address learns each datagram's destination, and a reply
+    /// queued with a source leaves from it.
+    #[test]
+    fn a_wildcard_socket_reads_the_destination_and_replies_from_it() {
+        let server = UdpSocket::bind("0.0.0.0:0").unwrap();
+        enable_pktinfo(server.as_raw_fd(), false).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+        for vip in ["127.0.0.2", "127.0.0.3"] {
+            let to = SocketAddr::new(vip.parse().unwrap(), port);
+            client.send_to(b"q", to).unwrap();
+            let mut batch = RecvBatch::new(0, 100);
+            assert_eq!(batch.recv(server.as_raw_fd()).unwrap(), 1);
+            let received = batch.received()[0];
+            assert_eq!(received.local, Some(to.ip()));
+            let mut queue = SendQueue::default();
+            queue.push_from(received.local, received.source.unwrap(), b"r", ());
+            queue.flush(server.as_raw_fd(), |_| false, |failure| panic!("{failure:?}"));
+            let mut buffer = [0u8; 8];
+            let (_, from) = client.recv_from(&mut buffer).unwrap();
+            assert_eq!(from, to, "the reply left from another address");
+        }
     }
 
     #[test]

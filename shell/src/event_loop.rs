@@ -28,8 +28,8 @@ use mio::{Events, Poll, Waker};
 use udplb_core::driver::Driver;
 use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, Balancer, Config, DATAGRAM_HEADROOM, FlowId, Input, ListenerId, ProbeId, ProbeResult, Role,
-    UpstreamError,
+    AdminCommand, Balancer, ClientDatagram, Config, DATAGRAM_HEADROOM, FlowId, Input, ListenerId, ProbeId,
+    ProbeResult, Role, UpstreamError,
 };
 
 use crate::batch::RecvBatch;
@@ -122,7 +122,7 @@ impl EventLoop {
         let waker_token = driver.platform_mut().token(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);
         let (core, platform) = driver.parts_mut();
-        platform.sync_listeners(core)?;
+        platform.sync_listeners(core, &config)?;
         Ok(EventLoop {
             poll,
             driver,
@@ -293,7 +293,15 @@ impl EventLoop {
                 let Some(client) = received.source else { continue };
                 // The batch and the driver are separate fields: no copy per datagram.
                 let slot = self.client_batch.slot_mut(i);
-                self.driver.client_datagram(now, listener, client, slot, headroom, received.truncated);
+                let datagram = ClientDatagram {
+                    listener,
+                    client,
+                    local: received.local,
+                    buffer: slot,
+                    headroom,
+                    truncated: received.truncated,
+                };
+                self.driver.client_datagram(now, datagram);
             }
             self.settle();
             if count < crate::batch::BATCH {

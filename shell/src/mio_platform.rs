@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
+use udplb_core::Config;
 use udplb_core::balancer::Output;
 use udplb_core::config::UpstreamMode;
 use udplb_core::driver::{OpenError, Platform};
@@ -76,6 +77,9 @@ pub(crate) struct Listener {
     pub(crate) socket: UdpSocket,
     token: Token,
     address: SocketAddr,
+    /// Bound to a wildcard address (`0.0.0.0`, `[::]`): it reads each datagram's destination
+    /// (`IP_PKTINFO`) and sends each reply from the address its client used.
+    wildcard: bool,
     /// Whether the steering program attached to its group keys by port too (with several
     /// workers; `None` with one).
     steered_by_port: Option<bool>,
@@ -217,12 +221,17 @@ impl MioPlatform {
     }
 
     /// Opens the listeners the core has and the platform lacks, closes the others.
-    pub(crate) fn sync_listeners(&mut self, core: &Balancer) -> anyhow::Result<()> {
+    /// `config` is the one `core` runs (for what only sockets use: `freebind`).
+    pub(crate) fn sync_listeners(&mut self, core: &Balancer, config: &Config) -> anyhow::Result<()> {
         let wanted: BTreeMap<ListenerId, SocketAddr> = core
             .flows()
             .listener_ids()
             .filter_map(|id| core.flows().listener(id).map(|(_, a)| (id, a)))
             .collect();
+        let freebind = |id: ListenerId| {
+            let name = core.flows().listener(id).map(|(name, _)| name);
+            name.and_then(|name| config.listeners.get(name)).is_some_and(|l| l.freebind)
+        };
         let stale: Vec<ListenerId> =
             self.listeners.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
         for id in stale {
@@ -256,8 +265,15 @@ impl MioPlatform {
                      `udplb run --share-listeners` to share the address on purpose"
                 );
             }
-            let mut socket = bind_listener(address)
-                .map_err(|error| anyhow::anyhow!("cannot listen on {address}: {error}"))?;
+            let mut socket = bind_listener(address, freebind(id)).map_err(|error| {
+                let hint = if error.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+                    " (no interface has that address yet: set `freebind = true` on the listener to \
+                     bind it before the address is up)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("cannot listen on {address}: {error}{hint}")
+            })?;
             if let Some(by_port) = steered_by_port {
                 attach_steering(&socket, by_port, self.workers)
                     .map_err(|error| anyhow::anyhow!("cannot steer {address}: {error}"))?;
@@ -265,7 +281,8 @@ impl MioPlatform {
             let token = self.token(Source::Listener(id));
             self.registry.register(&mut socket, token, Interest::READABLE)?;
             let queue = SendQueue::default();
-            self.listeners.insert(id, Listener { socket, token, address, steered_by_port, queue });
+            let wildcard = address.ip().is_unspecified();
+            self.listeners.insert(id, Listener { socket, token, address, wildcard, steered_by_port, queue });
             tracing::info!(%address, "listening");
         }
         Ok(())
@@ -428,10 +445,22 @@ impl MioPlatform {
     }
 }
 
-fn bind_listener(address: SocketAddr) -> std::io::Result<UdpSocket> {
+/// A listener's socket: in the SO_REUSEPORT group of `address`, with large buffers; on a
+/// wildcard address, telling each datagram's destination; with `freebind`, bound even before
+/// the host has the address.
+fn bind_listener(address: SocketAddr, freebind: bool) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    if address.ip().is_unspecified() {
+        batch::enable_pktinfo(socket.as_raw_fd(), address.is_ipv6())?;
+    }
+    if freebind {
+        match address {
+            SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
+        }
+    }
     // Best effort: the kernel caps it at net.core.rmem_max unless we may exceed it.
     let _ = socket.set_recv_buffer_size(LISTENER_RECEIVE_BUFFER);
     let _ = socket.set_send_buffer_size(SEND_BUFFER);
@@ -562,7 +591,13 @@ impl Platform for MioPlatform {
         }
     }
 
-    fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]) {
+    fn send_to_client(
+        &mut self,
+        listener: ListenerId,
+        local: SocketAddr,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) {
         let Some(queued) = self.listeners.get_mut(&listener) else {
             self.failures.push(Input::ReturnFailed { listener, bytes: datagram.len() });
             return;
@@ -570,7 +605,10 @@ impl Platform for MioPlatform {
         if queued.queue.is_empty() {
             self.dirty_listeners.push(listener);
         }
-        queued.queue.push(client, datagram, ());
+        // A socket bound to one address sends from it; a wildcard one from where the client
+        // sent (the kernel would pick by route, and a connected client drops the reply).
+        let source = (queued.wildcard && !local.ip().is_unspecified()).then_some(local.ip());
+        queued.queue.push_from(source, client, datagram, ());
     }
 
     fn start_probe(&mut self, _now: Instant, probe: &ProbeRequest) {

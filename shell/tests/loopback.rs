@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::run_to_exit;
 use udplb_core::proxy_v2::Header;
 
 /// A UDP echo server on a free loopback port, counting what it receives.
@@ -648,38 +649,6 @@ fn a_client_host_keeps_one_backend_whatever_the_number_of_workers() {
         }
         assert!(split.is_empty(), "with {workers} workers: {split:?}");
     }
-}
-
-/// Runs `udplb run -c CONFIG ARGS` to its exit (bounded: killed after 10 s); its status and
-/// stderr.
-fn run_to_exit(config_text: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
-    let config =
-        std::env::temp_dir().join(format!("udplb-test-exit-{}-{}.toml", std::process::id(), free_port()));
-    std::fs::write(&config, config_text).unwrap();
-    let mut child = Command::new(common::udplb())
-        .args(["run", "-c"])
-        .arg(&config)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start udplb");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    use std::io::Read;
-    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-    let _ = std::fs::remove_file(&config);
-    (status, stderr)
 }
 
 /// A second `udplb run` on a listener address another process serves would join its

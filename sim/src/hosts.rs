@@ -75,14 +75,14 @@ impl BackendHost {
         }
     }
 
-    /// A datagram from `from` arrived on its UDP port. `vips` are the balancer's listener
-    /// addresses and `clients` the IPs a PROXY header may name as the source.
+    /// A datagram from `from` arrived on its UDP port. `sends_to` says, for an IP a PROXY
+    /// header names as the source, where that client sends (the VIPs the header may name as
+    /// the destination), and `None` for an IP that is no client's.
     pub fn receive(
         &mut self,
         from: SocketAddr,
         payload: &[u8],
-        vips: &[SocketAddr],
-        is_client: impl Fn(IpAddr) -> bool,
+        sends_to: impl Fn(IpAddr) -> Option<Vec<SocketAddr>>,
     ) -> BackendReaction {
         match self.state {
             BackendState::Blackholed | BackendState::DroppingUdp => return BackendReaction::Dropped,
@@ -91,7 +91,7 @@ impl BackendHost {
         }
         self.received += 1;
         let body = match self.spec.expect_proxy {
-            Some(mode) => match self.check_proxy(from, payload, mode, vips, is_client) {
+            Some(mode) => match self.check_proxy(from, payload, mode, sends_to) {
                 Some(body) => body,
                 None => return BackendReaction::Nothing,
             },
@@ -112,8 +112,7 @@ impl BackendHost {
         from: SocketAddr,
         payload: &[u8],
         mode: ProxyExpectation,
-        vips: &[SocketAddr],
-        is_client: impl Fn(IpAddr) -> bool,
+        sends_to: impl Fn(IpAddr) -> Option<Vec<SocketAddr>>,
     ) -> Option<Vec<u8>> {
         let seen_before = self.proxied_ports.get(&from.port()).copied().unwrap_or(0);
         let parsed = Header::parse(payload);
@@ -126,14 +125,20 @@ impl BackendHost {
                 }
                 match header.proxied_endpoints() {
                     Some((source, destination)) => {
-                        if !is_client(source.ip().to_canonical()) {
-                            self.violation(format!("header names {source}, which is not a client"));
-                        }
                         let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-                        if !vips.iter().any(|vip| canonical(*vip) == canonical(destination)) {
-                            self.violation(format!(
-                                "header names destination {destination}, which is not a VIP"
-                            ));
+                        match sends_to(source.ip().to_canonical()) {
+                            None => self.violation(format!("header names {source}, which is not a client")),
+                            Some(vips)
+                                if !vips.iter().any(|vip| canonical(*vip) == canonical(destination)) =>
+                            {
+                                let vips: Vec<String> = vips.iter().map(ToString::to_string).collect();
+                                self.violation(format!(
+                                    "header names destination {destination}, but client {source} sends \
+                                     to {}",
+                                    vips.join(" or ")
+                                ));
+                            }
+                            Some(_) => {}
                         }
                     }
                     None => self.violation("PROXY header without addresses".into()),

@@ -70,8 +70,9 @@ pub enum SendFault {
 pub enum Effect {
     /// A datagram from one of the balancer's sockets.
     Send { from: SocketAddr, to: SocketAddr, payload: Vec<u8> },
-    /// A datagram from a listener's socket (the world knows the listener's address).
-    SendFromListener { listener: ListenerId, to: SocketAddr, payload: Vec<u8> },
+    /// A datagram from a listener's socket, with `from` as its source (the address its client
+    /// sent to, as the shell's IP_PKTINFO sets it on a wildcard listener).
+    SendFromListener { listener: ListenerId, from: SocketAddr, to: SocketAddr, payload: Vec<u8> },
     /// A TCP connect probe.
     TcpProbe { probe: ProbeId, address: SocketAddr },
     /// An upstream was opened for a new flow to `backend`.
@@ -463,14 +464,21 @@ impl Platform for SimPlatform {
         self.effects.push(Effect::Send { from, to: backend, payload: datagram.to_vec() });
     }
 
-    fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]) {
+    fn send_to_client(
+        &mut self,
+        listener: ListenerId,
+        local: SocketAddr,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) {
         let odds =
             |spec: &PlatformSpec| (spec.client_send_fail, spec.client_too_long, spec.client_buffer_full);
         if let Some(fault) = self.send_fault(FullSocket::Listener(listener), odds) {
             self.effects.push(Effect::ReturnFailed { listener, bytes: datagram.len(), fault });
             return;
         }
-        self.effects.push(Effect::SendFromListener { listener, to: client, payload: datagram.to_vec() });
+        let payload = datagram.to_vec();
+        self.effects.push(Effect::SendFromListener { listener, from: local, to: client, payload });
     }
 
     fn start_probe(&mut self, now: Instant, probe: &ProbeRequest) {
@@ -588,8 +596,8 @@ mod tests {
             platform.begin(now);
             if open(&mut platform, now, serial, (serial % 4) as u8).is_ok() {
                 platform.send_upstream(flow(serial), b"query");
-                platform.send_to_client(ListenerId(0), backend(9), b"answer");
-                platform.send_to_client(ListenerId(0), backend(9), b"answer");
+                platform.send_to_client(ListenerId(0), backend(1), backend(9), b"answer");
+                platform.send_to_client(ListenerId(0), backend(1), backend(9), b"answer");
             }
             seen.extend(platform.effects.drain(..).filter_map(|e| match e {
                 Effect::SocketOpenFailed => Some("open".to_owned()),

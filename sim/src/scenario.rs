@@ -423,6 +423,12 @@ pub struct ClientSpec {
     pub address: IpAddr,
     /// The listener it talks to (by name).
     pub listener: Name,
+    /// The balancer's address it sends to, when its listener is on a wildcard address
+    /// (`0.0.0.0`, `[::]`, where it is required): one of the host's addresses, each a VIP of
+    /// its own. Replies must come back from it: a client with a connected socket (most
+    /// resolvers, QUIC stacks) drops any other.
+    #[serde(default)]
+    pub to: Option<IpAddr>,
     /// What it does: the file's `kind` and that kind's keys, beside the three above.
     pub model: ClientModel,
 }
@@ -862,7 +868,7 @@ impl Scenario {
         }
         retag(text, table, "expect", "kind", &[], None, &[])?;
         retag(text, table, "timeline", "action", &["at"], Some("action"), Action::UNITS)?;
-        retag(text, table, "client", "kind", &["name", "address", "listener"], Some("model"), &[])?;
+        retag(text, table, "client", "kind", &["name", "address", "listener", "to"], Some("model"), &[])?;
         let mut scenario = Scenario::deserialize(toml::de::Deserializer::from(root)).map_err(toml_error)?;
         let lb_place = match lb {
             Some((config, file)) => {
@@ -976,6 +982,36 @@ impl Scenario {
         let initial_listeners: Vec<&str> = self.lb.listeners.keys().map(String::as_str).collect();
         for client in &self.clients {
             known(&client.listener, &initial_listeners, "listener", &in_lb)?;
+            let Some(listener) = self.lb.listeners.get(client.listener.as_str()) else { continue };
+            let wildcard = listener.address.ip().is_unspecified();
+            let problem = match client.to {
+                None if wildcard => Some(format!(
+                    "client `{}` talks to listener `{}` on {}, a wildcard address: say which of \
+                     the balancer's addresses it sends to, e.g. `to = \"{}\"`",
+                    client.name.as_str(),
+                    client.listener.as_str(),
+                    listener.address,
+                    if listener.address.is_ipv4() { "10.0.0.1" } else { "2001:db8::1" },
+                )),
+                Some(to) if !wildcard && to != listener.address.ip() => Some(format!(
+                    "client `{}` sends to {to}, but listener `{}` is on {} only: `to` is for \
+                     listeners on a wildcard address",
+                    client.name.as_str(),
+                    client.listener.as_str(),
+                    listener.address,
+                )),
+                Some(to) if wildcard && listener.address.is_ipv4() && !to.is_ipv4() => Some(format!(
+                    "client `{}` sends to {to}, an IPv6 address, but listener `{}` on {} takes \
+                     IPv4 only",
+                    client.name.as_str(),
+                    client.listener.as_str(),
+                    listener.address,
+                )),
+                _ => None,
+            };
+            if let Some(message) = problem {
+                return Err(located(text, Some(client.listener.span()), &message));
+            }
         }
         let links = std::iter::once(&self.network)
             .chain(self.timeline.iter().filter_map(|entry| match &entry.action {

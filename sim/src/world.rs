@@ -22,7 +22,7 @@
 //! its end. The network's random stream is seeded by the scenario's seed, so a seed is a
 //! complete description of a run. There is no wall clock anywhere.
 
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 
 use rand_chacha::ChaCha8Rng;
@@ -32,8 +32,8 @@ use udplb_core::config::Affinity as AffinityMode;
 use udplb_core::driver::Driver;
 use udplb_core::health::ProbeFailure;
 use udplb_core::{
-    AdminCommand, BackendCommand, Balancer, Config, DATAGRAM_HEADROOM, Input, Instant, Keys, ListenerId,
-    ProbeId, ProbeResult, Role, UpstreamError,
+    AdminCommand, BackendCommand, Balancer, ClientDatagram, Config, DATAGRAM_HEADROOM, Input, Instant, Keys,
+    ListenerId, ProbeId, ProbeResult, Role, UpstreamError,
 };
 
 use crate::hosts::{BackendHost, BackendReaction, BackendState, ClientHost};
@@ -41,7 +41,7 @@ use crate::invariants::{self, Affinity};
 use crate::network::{Icmp, Network, Packet, Transit};
 use crate::platform::{Arrival, Effect, SendFault, SimPlatform};
 use crate::record::Record;
-use crate::scenario::{Action, Scenario};
+use crate::scenario::{Action, ClientModel, Scenario};
 use crate::trace::Trace;
 
 #[derive(Clone, Debug)]
@@ -285,7 +285,7 @@ impl World {
             queue: BinaryHeap::new(),
             in_flight: InFlight::default(),
             client_buffer: Vec::new(),
-            vips: vips(&drivers),
+            vips: Vec::new(),
             lb_ips: drivers
                 .iter()
                 .flat_map(|d| {
@@ -303,6 +303,7 @@ impl World {
             affinity: Affinity::default(),
             unique_ids: None,
         };
+        world.vips = vips(&world.drivers, &world.clients);
         let sends_unique_ids = (0..world.instances.len())
             .any(|i| world.instances[i].lb.clusters.values().any(|c| c.proxy_protocol.unique_id));
         world.unique_ids = sends_unique_ids.then(hashbrown::HashSet::new);
@@ -453,7 +454,7 @@ impl World {
             Event::Timeline(index) => {
                 self.timeline(index);
                 // A reload may have added or removed listeners.
-                self.vips = vips(&self.drivers);
+                self.vips = vips(&self.drivers, &self.clients);
             }
             Event::BalancerTimer(worker) => {
                 self.balancer_timers[worker] = None;
@@ -561,9 +562,9 @@ impl World {
     fn carry_out(&mut self, worker: usize, effect: Effect, failed_open: bool) {
         match effect {
             Effect::Send { from, to, payload } => self.send(Packet::datagram(from, to, payload)),
-            Effect::SendFromListener { listener, to, payload } => {
-                if let Some((_, vip)) = self.drivers[worker].core().flows().listener(listener) {
-                    self.send(Packet::datagram(vip, to, payload));
+            Effect::SendFromListener { listener, from, to, payload } => {
+                if self.drivers[worker].core().flows().listener(listener).is_some() {
+                    self.send(Packet::datagram(from, to, payload));
                 }
             }
             Effect::TcpProbe { probe, address } => {
@@ -738,10 +739,11 @@ impl World {
         self.vips.contains(&address)
     }
 
-    /// The listener of worker `worker` at `address`.
+    /// The listener of worker `worker` that gets datagrams sent to `address`: the one bound
+    /// to it, or else one on a wildcard address of its port (`0.0.0.0` for IPv4, `[::]` for
+    /// both families, as a dual-stack socket), as the kernel picks.
     fn listener_at(&self, worker: usize, address: SocketAddr) -> Option<ListenerId> {
-        let flows = self.drivers[worker].core().flows();
-        flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(address))
+        listener_for(self.drivers[worker].core(), address)
     }
 
     /// The worker of `instance` whose socket in the SO_REUSEPORT group of `to` gets a
@@ -757,7 +759,7 @@ impl World {
         }
         if self.scenario.platform.reuseport == crate::scenario::Reuseport::Steered {
             let flows = self.drivers[instance.first].core().flows();
-            let listener = flows.listener_ids().find(|l| flows.listener(*l).map(|(_, a)| a) == Some(to));
+            let listener = listener_for(self.drivers[instance.first].core(), to);
             let by_port = udplb_core::steer::by_port(
                 listener.and_then(|l| flows.listener_affinity(l)).unwrap_or_default(),
             );
@@ -843,13 +845,23 @@ impl World {
             }
             let worker = self.reuseport_pick(instance, packet.from, to);
             let Some(listener) = self.listener_at(worker, to) else { return };
+            // As the shell reads it with IP_PKTINFO: the address the datagram was sent to.
+            let local = Some(to.ip());
             let mut buffer = std::mem::take(&mut self.client_buffer);
             buffer.clear();
             buffer.resize(DATAGRAM_HEADROOM, 0);
             buffer.extend_from_slice(&packet.payload);
             let from = packet.from;
             let verdict = self.with_driver(worker, |driver, now| {
-                driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false)
+                let datagram = ClientDatagram {
+                    listener,
+                    client: from,
+                    local,
+                    buffer: &mut buffer,
+                    headroom: DATAGRAM_HEADROOM,
+                    truncated: false,
+                };
+                driver.client_datagram(now, datagram)
             });
             self.client_buffer = buffer;
             if let udplb_core::ClientVerdict::Forward { flow, .. } = verdict {
@@ -912,6 +924,9 @@ impl World {
             self.backend_receives(index, packet);
         } else if let Some(index) = self.index.client_ip.get(&to.ip()).copied() {
             self.check_reply_owner(index, &packet.payload);
+            if !self.check_reply_source(index, packet.from) {
+                return;
+            }
             if self.clients[index].listens_on(to.port()) {
                 self.clients[index].receive(&packet.payload);
             } else {
@@ -931,6 +946,24 @@ impl World {
             let owner = String::from_utf8_lossy(owner);
             self.record.violation(format!("{}: {receiver} received a reply meant for {owner}", self.now));
         }
+    }
+
+    /// A reply must come from where its client sent: a client with a connected socket (a
+    /// stub resolver, a QUIC stack) never sees one from another address, and a balancer that
+    /// sends one (a wildcard listener replying from an address the kernel picked) fails it.
+    /// Returns whether the client takes it.
+    fn check_reply_source(&mut self, index: usize, from: SocketAddr) -> bool {
+        let Some(target) = self.client_target(index) else { return true };
+        if from == target {
+            return true;
+        }
+        let client = &self.clients[index].spec.name;
+        self.record.violation(format!(
+            "{}: {client} got a reply from {from}, not from {target} where it sent: a client with a \
+             connected socket drops it",
+            self.now
+        ));
+        false
     }
 
     /// An ICMP error reached the sender of the datagram it is about: a port unreachable is
@@ -975,24 +1008,27 @@ impl World {
     }
 
     fn backend_receives(&mut self, index: usize, packet: Packet) {
-        // What a PROXY v2 header may name, gathered only for a backend that checks headers.
+        // What a PROXY v2 header may name, gathered only for a backend that checks headers:
+        // each client's IP with where it sends; spoofed sources (198.18.0.0/15) with where
+        // the floods that spoof them send.
         let checks = self.backends[index].spec.expect_proxy.is_some();
-        let vips: Vec<SocketAddr> = if !checks {
-            Vec::new()
-        } else {
-            self.drivers
-                .iter()
-                .flat_map(|d| {
-                    let flows = d.core().flows();
-                    flows.listener_ids().filter_map(|l| flows.listener(l).map(|(_, a)| a)).collect::<Vec<_>>()
-                })
-                .collect()
+        let mut targets: Vec<(IpAddr, SocketAddr)> = Vec::new();
+        if checks {
+            for (client, host) in self.clients.iter().enumerate() {
+                let Some(target) = self.client_target(client) else { continue };
+                targets.push((host.spec.address, target));
+                if matches!(host.spec.model, ClientModel::Flood { one_host: false, .. }) {
+                    targets.push((IpAddr::from([198, 18, 0, 0]), target));
+                }
+            }
+        }
+        let sends_to = |ip: IpAddr| {
+            let spoofed = matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 198);
+            let key = if spoofed { IpAddr::from([198, 18, 0, 0]) } else { ip };
+            let found: Vec<SocketAddr> = targets.iter().filter(|(i, _)| *i == key).map(|(_, t)| *t).collect();
+            (!found.is_empty()).then_some(found)
         };
-        let client_ips: BTreeSet<IpAddr> =
-            if checks { self.clients.iter().map(|c| c.spec.address).collect() } else { BTreeSet::new() };
-        let is_client =
-            |ip: IpAddr| client_ips.contains(&ip) || matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 198);
-        let reaction = self.backends[index].receive(packet.from, &packet.payload, &vips, is_client);
+        let reaction = self.backends[index].receive(packet.from, &packet.payload, sends_to);
         let address = self.backends[index].reply_source();
         match reaction {
             BackendReaction::Reply { payloads, delay } => {
@@ -1078,15 +1114,21 @@ impl World {
 
     fn client_sends(&mut self, index: usize) {
         let Some((from, payload)) = self.clients[index].next_request() else { return };
-        let listener = self.clients[index].spec.listener.clone();
-        let vip = self.instances[0].lb.listeners.get(listener.as_str()).map(|l| l.address);
-        if let Some(vip) = vip {
+        if let Some(vip) = self.client_target(index) {
             self.send(Packet::datagram(from, vip, payload));
         }
         if self.clients[index].sent < self.clients[index].count() {
             let at = self.now + self.clients[index].interval();
             self.schedule(at, Event::ClientSends(index));
         }
+    }
+
+    /// Where client `index` sends: its listener's address, or on a wildcard listener the
+    /// address it names (`to`).
+    fn client_target(&self, index: usize) -> Option<SocketAddr> {
+        let spec = &self.clients[index].spec;
+        let address = self.instances[0].lb.listeners.get(spec.listener.as_str())?.address;
+        Some(spec.to.map_or(address, |to| SocketAddr::new(to, address.port())))
     }
 
     fn timeline(&mut self, index: usize) {
@@ -1316,15 +1358,37 @@ fn uniform(rng: &mut ChaCha8Rng, up_to: std::time::Duration) -> std::time::Durat
     }
 }
 
-/// Every worker's listener addresses.
-fn vips(drivers: &[Driver<SimPlatform>]) -> Vec<SocketAddr> {
-    let mut vips: Vec<SocketAddr> = drivers
+/// The listener of `core` that gets datagrams sent to `address` (see `World::listener_at`).
+fn listener_for(core: &Balancer, address: SocketAddr) -> Option<ListenerId> {
+    let flows = core.flows();
+    let at = |l: &ListenerId| flows.listener(*l).map(|(_, a)| a);
+    flows.listener_ids().find(|l| at(l) == Some(address)).or_else(|| {
+        flows.listener_ids().find(|l| {
+            at(l).is_some_and(|a| {
+                a.port() == address.port()
+                    && a.ip().is_unspecified()
+                    && (a.is_ipv6() || address.ip().to_canonical().is_ipv4())
+            })
+        })
+    })
+}
+
+/// Every worker's listener addresses, and the addresses clients of wildcard listeners send
+/// to (each a VIP of its own).
+fn vips(drivers: &[Driver<SimPlatform>], clients: &[ClientHost]) -> Vec<SocketAddr> {
+    let listeners: Vec<(String, SocketAddr)> = drivers
         .iter()
         .flat_map(|driver| {
             let flows = driver.core().flows();
-            flows.listener_ids().filter_map(move |l| flows.listener(l).map(|(_, a)| a))
+            flows.listener_ids().filter_map(move |l| flows.listener(l).map(|(n, a)| (n.to_owned(), a)))
         })
         .collect();
+    let targets = clients.iter().filter_map(|client| {
+        let to = client.spec.to?;
+        let (_, address) = listeners.iter().find(|(name, _)| name == client.spec.listener.as_str())?;
+        Some(SocketAddr::new(to, address.port()))
+    });
+    let mut vips: Vec<SocketAddr> = listeners.iter().map(|(_, a)| *a).chain(targets).collect();
     vips.sort();
     vips.dedup();
     vips

@@ -119,12 +119,12 @@ fn dropped_udp_draws_no_icmp_and_leaves_the_tcp_port_open() {
     let mut host = BackendHost::new(scenario.backends[0].clone());
     host.state = BackendState::DroppingUdp;
     let from = SocketAddr::from(([10, 0, 0, 254], 40_000));
-    assert_eq!(host.receive(from, b"query", &[], |_| true), BackendReaction::Dropped);
+    assert_eq!(host.receive(from, b"query", |_| Some(Vec::new())), BackendReaction::Dropped);
     assert_eq!(host.received, 0);
     assert_eq!(host.tcp_answer(), Some(true));
     host.restore();
     assert_eq!(host.state, BackendState::Up);
-    assert!(matches!(host.receive(from, b"query", &[], |_| true), BackendReaction::Reply { .. }));
+    assert!(matches!(host.receive(from, b"query", |_| Some(Vec::new())), BackendReaction::Reply { .. }));
 }
 
 #[test]

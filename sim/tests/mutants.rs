@@ -60,7 +60,7 @@ fn maglev_ignores_input_order() -> bool {
 
 #[test]
 fn every_named_mutant_is_caught() {
-    let catchers: [(Mutant, &dyn Fn() -> bool, &str); 15] = [
+    let catchers: [(Mutant, &dyn Fn() -> bool, &str); 16] = [
         (
             Mutant::ResponsesPerFlow,
             &|| scenario_fails("pipelined_queries.toml"),
@@ -116,6 +116,11 @@ fn every_named_mutant_is_caught() {
             "core test reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram",
         ),
         (Mutant::FailOpenNeverOpens, &|| scenario_fails("fail_open.toml"), "scenario fail-open"),
+        (
+            Mutant::RepliesFromListenerAddress,
+            &|| scenario_fails("wildcard_listener.toml"),
+            "scenario wildcard-listener",
+        ),
     ];
     assert_eq!(catchers.len(), Mutant::ALL.len(), "every mutant has a catcher");
     mutants::set(None);

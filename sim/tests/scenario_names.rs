@@ -342,3 +342,29 @@ fn a_flood_client_expects_no_replies_so_no_expectation_may_count_them() {
         "client `swarm` is a flood: it expects no replies",
     );
 }
+
+#[test]
+fn a_client_of_a_wildcard_listener_names_the_address_it_sends_to() {
+    // A wildcard listener serves every address of the host: which one the client uses is
+    // the scenario's to say (each is a VIP of its own).
+    let says = "client `player` talks to listener `game` on 0.0.0.0:7777, a wildcard address: say which of \
+                the balancer's addresses it sends to";
+    fails_at("wildcard_without_to", "10.0.0.1:7777", "0.0.0.0:7777", "\"game\"", says);
+    let text = VALID
+        .replace("10.0.0.1:7777", "0.0.0.0:7777")
+        .replace("listener = \"game\"", "listener = \"game\"\nto = \"10.0.0.9\"");
+    let (_, result) = load("wildcard_with_to", &text);
+    assert_eq!(result.unwrap().clients[0].to, Some("10.0.0.9".parse().unwrap()));
+    // On a listener bound to one address `to` can only be a mistake; on an IPv4 wildcard an
+    // IPv6 address cannot be reached.
+    let text = VALID.replace("listener = \"game\"", "listener = \"game\"\nto = \"10.0.0.9\"");
+    let (_, result) = load("to_on_a_bound_listener", &text);
+    let error = result.unwrap_err();
+    assert!(error.contains("`to` is for listeners on a wildcard address"), "{error}");
+    let text = VALID
+        .replace("10.0.0.1:7777", "0.0.0.0:7777")
+        .replace("listener = \"game\"", "listener = \"game\"\nto = \"2001:db8::9\"");
+    let (_, result) = load("ipv6_to_on_ipv4_wildcard", &text);
+    let error = result.unwrap_err();
+    assert!(error.contains("takes IPv4 only"), "{error}");
+}

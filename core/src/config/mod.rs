@@ -197,6 +197,11 @@ pub struct ListenerConfig {
     /// every flow to end by its own teardown.
     #[serde(default, with = "duration::optional")]
     pub drain_timeout: Option<Duration>,
+    /// Bind even if `address` is not (yet) one of the host's (`IP_FREEBIND`): a VIP that a
+    /// failover daemon or a BGP announcement brings up later. Read when the listener's
+    /// socket is opened; the core ignores it.
+    #[serde(default)]
+    pub freebind: bool,
 }
 
 /// The largest UDP payload over IPv4 (65,535 − 8 − 20).

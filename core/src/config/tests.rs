@@ -122,6 +122,7 @@ fn full_config_parses_to_the_expected_struct() {
                     max_flows: Some(50_000),
                     max_datagram_size: 4096,
                     drain_timeout: Some(Duration::from_secs(30)),
+                    freebind: false,
                 },
             ),
             (
@@ -133,6 +134,7 @@ fn full_config_parses_to_the_expected_struct() {
                     max_flows: None,
                     max_datagram_size: MAX_UDP_PAYLOAD,
                     drain_timeout: None,
+                    freebind: false,
                 },
             ),
         ]),
@@ -658,6 +660,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                     max_flows,
                     max_datagram_size,
                     drain_timeout,
+                    freebind: false,
                 }
             });
     (

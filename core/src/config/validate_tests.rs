@@ -375,6 +375,7 @@ fn every_violation_is_reported_not_just_the_first() {
                 max_flows: Some(0),
                 max_datagram_size: 0,
                 drain_timeout: None,
+                freebind: false,
             },
         )]),
         clusters: BTreeMap::new(),

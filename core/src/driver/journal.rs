@@ -7,12 +7,12 @@
 //! (or a journal from another build).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::{Driver, OpenError, Platform};
 use crate::balancer::{Balancer, Input, Output, Reload};
 use crate::config::{Config, ValidationError};
-use crate::flow::{AdminError, BackendVerdict, ClientVerdict};
+use crate::flow::{AdminError, BackendVerdict, ClientDatagram, ClientVerdict};
 use crate::health::ProbeRequest;
 use crate::id::{BackendId, FlowId, ListenerId};
 use crate::time::Instant;
@@ -23,6 +23,7 @@ pub enum Recorded {
     ClientDatagram {
         listener: ListenerId,
         client: SocketAddr,
+        local: Option<IpAddr>,
         payload: Vec<u8>,
         headroom: usize,
         truncated: bool,
@@ -78,10 +79,18 @@ pub fn replay(core: Balancer, journal: &Journal) -> Journal {
     for (now, input) in &journal.inputs {
         let now = *now;
         match input {
-            Recorded::ClientDatagram { listener, client, payload, headroom, truncated } => {
+            Recorded::ClientDatagram { listener, client, local, payload, headroom, truncated } => {
                 let mut buffer = vec![0; headroom + payload.len()];
                 buffer[*headroom..].copy_from_slice(payload);
-                driver.client_datagram(now, *listener, *client, &mut buffer, *headroom, *truncated);
+                let datagram = ClientDatagram {
+                    listener: *listener,
+                    client: *client,
+                    local: *local,
+                    buffer: &mut buffer,
+                    headroom: *headroom,
+                    truncated: *truncated,
+                };
+                driver.client_datagram(now, datagram);
             }
             Recorded::BackendDatagram { flow, payload, truncated } => {
                 driver.backend_datagram(now, *flow, payload, *truncated);
@@ -115,7 +124,7 @@ impl Platform for Replayed {
 
     fn send_upstream(&mut self, _: FlowId, _: &[u8]) {}
 
-    fn send_to_client(&mut self, _: ListenerId, _: SocketAddr, _: &[u8]) {}
+    fn send_to_client(&mut self, _: ListenerId, _: SocketAddr, _: SocketAddr, _: &[u8]) {}
 
     fn start_probe(&mut self, _: Instant, _: &ProbeRequest) {}
 

@@ -194,7 +194,8 @@ impl FlowManager {
     /// new flow to a backend selected without the refusing one.
     fn upstream_refused(&mut self, now: Instant, slot: u32) {
         let flow = self.table.get_mut(slot);
-        let (backend, listener, client, hash) = (flow.backend, flow.listener, flow.client, flow.hash);
+        let (backend, listener, client, local, hash) =
+            (flow.backend, flow.listener, flow.client, flow.local, flow.hash);
         let retry = if !flow.retried && !flow.retired && flow.responses == 0 {
             self.retry_slots.take(&mut flow.retry)
         } else {
@@ -206,8 +207,8 @@ impl FlowManager {
         if retry.is_empty() {
             return;
         }
-        let (vip, affinity) =
-            (self.listeners[listener.0 as usize].address, self.listeners[listener.0 as usize].affinity);
+        let listener_state = &self.listeners[listener.0 as usize];
+        let (vip, affinity) = (listener_state.vip(Some(local)), listener_state.affinity);
         let cluster_id = self.backends[backend.0 as usize].cluster;
         let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
         let cluster = &mut self.clusters[cluster_id.0 as usize];
@@ -226,6 +227,7 @@ impl FlowManager {
             backend: selection.backend,
             address: self.backends[selection.backend.0 as usize].address,
             client,
+            local: vip,
             hash,
             prefix_len: datagram.len() - retry.len(),
             payload_len: retry.len(),

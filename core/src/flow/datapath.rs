@@ -1,7 +1,7 @@
 //! The two datagram inputs. Each returns its own verdict; neither allocates on an
 //! established flow, and neither touches the deadline index unless a flow opens or closes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::entry::Flow;
 use super::{BackendVerdict, ClientDatagram, ClientVerdict, DrainState, FlowManager, Incoming};
@@ -39,13 +39,20 @@ impl FlowManager {
     /// gains traffic for losing it. The balancer calls this, and routes the write-off's passive
     /// failures to the health monitor, before it hands the datagram over, so the new flow's
     /// selection already knows them.
-    pub fn write_off_overdue(&mut self, now: Instant, listener: ListenerId, client: SocketAddr) -> bool {
+    pub fn write_off_overdue(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        local: Option<IpAddr>,
+        client: SocketAddr,
+    ) -> bool {
         let now = self.observe(now);
         let Some(state) = self.listeners.get(listener.0 as usize).filter(|l| !l.removed) else {
             return false;
         };
-        let hash = self.table.hash(state.address, client, state.affinity);
-        let Some(slot) = self.table.find(hash, listener, client, state.affinity) else { return false };
+        let vip = state.vip(local);
+        let hash = self.table.hash(vip, client, state.affinity);
+        let Some(slot) = self.table.find(hash, listener, vip, client, state.affinity) else { return false };
         let flow = self.table.get(slot);
         let teardown = self.teardown_of(flow);
         if flow.retired || teardown.responses.is_none() {
@@ -66,7 +73,7 @@ impl FlowManager {
     }
 
     fn admit_client_datagram(&mut self, now: Instant, datagram: ClientDatagram<'_>) -> ClientVerdict {
-        let ClientDatagram { listener: listener_id, client, buffer, headroom, truncated } = datagram;
+        let ClientDatagram { listener: listener_id, client, local, buffer, headroom, truncated } = datagram;
         let Some(listener) = self.listeners.get(listener_id.0 as usize).filter(|l| !l.removed) else {
             self.stats.unattributed.receive(buffer.len().saturating_sub(headroom));
             return self.drop_unattributed(DropReason::UnknownListener);
@@ -86,13 +93,13 @@ impl FlowManager {
             counters.drop_for(DropReason::Invalid);
             return ClientVerdict::Drop(DropReason::Invalid);
         }
-        let (vip, affinity, cluster_id) = (listener.address, listener.affinity, listener.cluster);
+        let (vip, affinity, cluster_id) = (listener.vip(local), listener.affinity, listener.cluster);
         let draining = matches!(listener.drain, DrainState::Draining { .. });
         let listener_max_flows = u64::from(listener.max_flows);
         let proxy = self.clusters[cluster_id.0 as usize].proxy_protocol;
         let hash = self.table.hash(vip, client, affinity);
 
-        let mut found = self.table.find(hash, listener_id, client, affinity);
+        let mut found = self.table.find(hash, listener_id, vip, client, affinity);
         if let Some(slot) = found
             && self.reselects(slot)
         {
@@ -109,7 +116,7 @@ impl FlowManager {
             let proxy =
                 self.clusters[self.backends[flow.backend.0 as usize].cluster.0 as usize].proxy_protocol;
             let prefix_len = if proxy.mode == ProxyProtocolMode::Every {
-                match self.write_proxy_header(listener_id, proxy, client, serial, buffer, headroom) {
+                match self.write_proxy_header(listener_id, vip, proxy, client, serial, buffer, headroom) {
                     Ok(len) => len,
                     Err(reason) => return self.drop_client(listener_id, reason),
                 }
@@ -132,7 +139,7 @@ impl FlowManager {
         let prefix_len = if proxy.mode == ProxyProtocolMode::Off {
             0
         } else {
-            match self.write_proxy_header(listener_id, proxy, client, serial, buffer, headroom) {
+            match self.write_proxy_header(listener_id, vip, proxy, client, serial, buffer, headroom) {
                 Ok(len) => len,
                 Err(reason) => return self.drop_client(listener_id, reason),
             }
@@ -154,6 +161,7 @@ impl FlowManager {
             backend: selection.backend,
             address: self.backends[selection.backend.0 as usize].address,
             client,
+            local: vip,
             hash,
             prefix_len,
             payload_len,
@@ -226,7 +234,7 @@ impl FlowManager {
             self.stats.listeners[listener.0 as usize].fail_open_flows += 1;
         }
         let slot = incoming.flow.slot;
-        self.open_flow(now, slot, listener, incoming.client, incoming.hash, incoming.backend);
+        self.open_flow(now, incoming);
         if incoming.resend {
             self.table.get_mut(slot).retried = true;
             self.stats.retries.resent += 1;
@@ -253,17 +261,12 @@ impl FlowManager {
         }
     }
 
-    /// Creates a flow of `client` on `listener` to `backend` (whose upstream is open) in `slot`,
-    /// indexes it under `hash` and books it. The caller forwards its first datagram.
-    pub(super) fn open_flow(
-        &mut self,
-        now: Instant,
-        slot: u32,
-        listener: ListenerId,
-        client: std::net::SocketAddr,
-        hash: u64,
-        backend: crate::id::BackendId,
-    ) {
+    /// Creates `incoming`'s flow (its upstream is open) in its slot, indexes it under its hash
+    /// and books it. The caller forwards its first datagram.
+    fn open_flow(&mut self, now: Instant, incoming: &Incoming) {
+        let Incoming { flow, listener, backend, client, local, hash, .. } = *incoming;
+        let slot = flow.slot;
+        let local = local.ip();
         let serial = self.next_serial;
         self.next_serial += 1;
         self.table.insert_at(
@@ -274,6 +277,7 @@ impl FlowManager {
                 listener,
                 backend,
                 client,
+                local,
                 created: now,
                 last_client: now,
                 last_backend: now,
@@ -378,9 +382,11 @@ impl FlowManager {
     }
 
     /// Writes the PROXY v2 header for this client into the end of the headroom.
+    #[allow(clippy::too_many_arguments)]
     fn write_proxy_header(
         &self,
         listener: ListenerId,
+        vip: SocketAddr,
         config: ProxyProtocolConfig,
         client: std::net::SocketAddr,
         serial: u64,
@@ -390,7 +396,7 @@ impl FlowManager {
         let listener = &self.listeners[listener.0 as usize];
         let tlvs =
             TlvOptions { crc32c: config.crc32c, unique_id: config.unique_id.then(|| self.unique_id(serial)) };
-        let header_len = proxy_v2::proxy_header_len(client, listener.address, tlvs);
+        let header_len = proxy_v2::proxy_header_len(client, vip, tlvs);
         let payload_len = buffer.len() - headroom;
         if payload_len + header_len > listener.max_datagram_size {
             return Err(DropReason::ProxyHeaderTooLarge);
@@ -399,7 +405,7 @@ impl FlowManager {
             return Err(DropReason::InsufficientHeadroom);
         }
         let start = headroom - header_len;
-        proxy_v2::write_proxy_header(&mut buffer[start..headroom], client, listener.address, tlvs)
+        proxy_v2::write_proxy_header(&mut buffer[start..headroom], client, vip, tlvs)
             .map_err(|_| DropReason::InsufficientHeadroom)
     }
 
@@ -483,14 +489,20 @@ impl FlowManager {
         let completes = teardown.completes_request(flow);
         // A flow retired by a write-off stays for the rest of the replies written off.
         let reached = teardown.responses_reached(flow) && !flow.awaits_late_replies();
-        let client = flow.client;
+        let (client, local) = (flow.client, flow.local);
         if completes {
             self.passive_success(backend, 1);
         }
         if reached {
             self.close_flow(slot, CloseReason::ResponsesReached);
         }
-        BackendVerdict::Return { listener: listener_id, client }
+        let listener = &self.listeners[listener_id.0 as usize];
+        let local = if crate::mutants::active(crate::mutants::Mutant::RepliesFromListenerAddress) {
+            listener.address
+        } else {
+            SocketAddr::new(local, listener.address.port())
+        };
+        BackendVerdict::Return { listener: listener_id, client, local }
     }
 
     fn drop_client(&mut self, listener: ListenerId, reason: DropReason) -> ClientVerdict {

@@ -8,7 +8,7 @@
 //! deadline `idle_timeout.back` from now, so a flow that is not waiting is armed no later
 //! than `back` from now.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{ClusterConfig, ResponsesMode};
@@ -28,6 +28,9 @@ pub(crate) struct Flow {
     pub(crate) backend: BackendId,
     /// Where replies go. With `affinity = "client_address"` it follows the client's port.
     pub(crate) client: SocketAddr,
+    /// The address the client sent to, where replies leave from: part of the flow key (on a
+    /// wildcard listener, each address the host has is a VIP of its own).
+    pub(crate) local: IpAddr,
     pub(crate) created: Instant,
     /// Last client datagram forwarded (for a retired flow: when it retired).
     pub(crate) last_client: Instant,

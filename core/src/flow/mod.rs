@@ -7,7 +7,7 @@
 //! ("Flow lifecycle").
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{Affinity, Config, OnBackendDown, ProxyProtocolConfig, ValidationError};
@@ -96,6 +96,12 @@ pub struct ClientDatagram<'a> {
     pub listener: ListenerId,
     /// The client's address as seen by the listener socket.
     pub client: SocketAddr,
+    /// The address the client sent to, when the shell knows it (IP_PKTINFO): on a wildcard
+    /// listener (`0.0.0.0`, `[::]`) it names the VIP the client used, which keys its flow,
+    /// goes in its PROXY header and is where its replies leave from. Ignored on a listener
+    /// bound to one address, which is always its own; `None` on a wildcard listener leaves the
+    /// wildcard in its place.
+    pub local: Option<IpAddr>,
     /// Headroom followed by the payload.
     pub buffer: &'a mut [u8],
     /// Length of the free space in front of the payload.
@@ -136,6 +142,8 @@ pub struct Incoming {
     backend: BackendId,
     address: SocketAddr,
     client: SocketAddr,
+    /// The address the client sent to (see [`ClientDatagram::local`]).
+    local: SocketAddr,
     hash: u64,
     prefix_len: usize,
     payload_len: usize,
@@ -170,6 +178,12 @@ impl Incoming {
         self.client
     }
 
+    /// The address the client sent to: the listener's, or on a wildcard listener the one
+    /// the datagram named.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
     /// Bytes of PROXY header in front of the payload of the datagram to send.
     pub fn prefix_len(&self) -> usize {
         self.prefix_len
@@ -179,8 +193,10 @@ impl Incoming {
 /// The verdict on a backend datagram.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BackendVerdict {
-    /// Send the payload to `client` from `listener`'s socket.
-    Return { listener: ListenerId, client: SocketAddr },
+    /// Send the payload to `client` from `listener`'s socket, with `local` (the address the
+    /// client sent to) as its source: on a wildcard listener the kernel would otherwise pick
+    /// one, and a client that checks where replies come from would drop it.
+    Return { listener: ListenerId, client: SocketAddr, local: SocketAddr },
     /// Do not send; the reason is counted.
     Drop(DropReason),
 }
@@ -281,6 +297,9 @@ pub struct FlowInfo {
     pub backend: BackendId,
     /// Where replies go.
     pub client: SocketAddr,
+    /// The address the client sent to (the listener's, or on a wildcard listener the one its
+    /// first datagram named): where replies leave from.
+    pub local: SocketAddr,
     pub created: Instant,
     /// Client datagrams forwarded.
     pub requests: u32,
@@ -306,6 +325,17 @@ struct Listener {
     /// Flows alive when a reload last set `max_flows`: a lowered cap sheds new flows but
     /// never closes existing ones, so until they end the count may exceed the cap.
     flows_at_cap_change: u64,
+}
+
+impl Listener {
+    /// The address a client of this listener sent to: its own, or on a wildcard listener the
+    /// datagram's destination when the shell read it (see [`ClientDatagram::local`]).
+    fn vip(&self, local: Option<IpAddr>) -> SocketAddr {
+        match local {
+            Some(ip) if self.address.ip().is_unspecified() => SocketAddr::new(ip, self.address.port()),
+            _ => self.address,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -498,6 +528,7 @@ impl FlowManager {
             listener: flow.listener,
             backend: flow.backend,
             client: flow.client,
+            local: SocketAddr::new(flow.local, self.listeners[flow.listener.0 as usize].address.port()),
             created: flow.created,
             requests: flow.requests,
             responses: flow.responses,

@@ -41,11 +41,12 @@ impl FlowTable {
         self.hasher.flow_hash(vip, client, affinity)
     }
 
-    /// The live, non-retired flow of `client` on `listener`, if any.
+    /// The live, non-retired flow of `client` on `listener` at `vip`, if any.
     pub(crate) fn find(
         &self,
         hash: u64,
         listener: ListenerId,
+        vip: SocketAddr,
         client: SocketAddr,
         affinity: Affinity,
     ) -> Option<u32> {
@@ -53,7 +54,9 @@ impl FlowTable {
         self.index
             .find(hash, |&slot| match &slots[slot as usize] {
                 Slot::Occupied(flow) => {
-                    flow.listener == listener && same_client(flow.client, client, affinity)
+                    flow.listener == listener
+                        && flow.local == vip.ip()
+                        && same_client(flow.client, client, affinity)
                 }
                 Slot::Vacant { .. } => false,
             })

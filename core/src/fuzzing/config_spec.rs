@@ -25,13 +25,15 @@ pub(super) const PROBE_REPLIES: [&[u8]; 4] = [b"pong", b"pong, and more", b"ok",
 
 /// VIP addresses: IPv4, IPv6, IPv4-mapped IPv6 (a dual-stack listener) and a second port on
 /// the first address.
-const LISTENER_ADDRESSES: [&str; 6] = [
+const LISTENER_ADDRESSES: [&str; 8] = [
     "10.0.0.1:53",
     "10.0.0.2:53",
     "10.0.0.1:5353",
     "[2001:db8::53]:53",
     "[::ffff:10.0.0.3]:53",
     "10.0.0.4:123",
+    "0.0.0.0:514",
+    "[::]:443",
 ];
 
 #[derive(Arbitrary, Debug)]
@@ -181,6 +183,7 @@ impl ListenerSpec {
                 _ => u32::from(self.max_datagram_size % 2_200),
             },
             drain_timeout: self.drain_timeout_ms.map(millis),
+            freebind: false,
         }
     }
 }

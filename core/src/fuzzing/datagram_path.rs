@@ -129,6 +129,8 @@ impl<'a> Arbitrary<'a> for Step {
 struct ClientStep {
     listener: u8,
     client: u8,
+    /// The address the datagram was sent to, as the shell reads it (IP_PKTINFO).
+    local: u8,
     size: u16,
     fill: u8,
     truncated: u8,
@@ -291,6 +293,7 @@ impl Run {
     fn client_datagram(&mut self, step: &ClientStep) {
         let listener = self.listener(step.listener);
         let client = client_address(step.client);
+        let local = local_address(step.local);
         let size = usize::from(step.size) % (MAX_PAYLOAD_BYTES + 1);
         // Mostly the headroom the shell reserves; rarely less, or more than the buffer.
         let (allocated, headroom) = match step.headroom {
@@ -305,6 +308,7 @@ impl Run {
             ClientDatagram {
                 listener,
                 client,
+                local,
                 buffer: &mut buffer,
                 headroom,
                 truncated: step.truncated % 16 == 15,
@@ -326,8 +330,16 @@ impl Run {
             "a {prefix_len}-byte prefix does not fit {headroom} bytes of headroom"
         );
         assert!(buffer[headroom..].iter().all(|&byte| byte == step.fill), "the payload was modified");
+        let (_, address) = self.core.flows().listener(listener).expect("forwarded on a listener that exists");
+        // A wildcard listener's flows are at the address the client used, when it is known.
+        let vip = match local {
+            Some(ip) if address.ip().is_unspecified() => SocketAddr::new(ip, address.port()),
+            _ => address,
+        };
+        if let Some(info) = self.core.flows().flow(flow) {
+            assert_eq!(info.local, vip, "{flow} is not at the address its client used");
+        }
         if prefix_len > 0 {
-            let (_, vip) = self.core.flows().listener(listener).expect("forwarded on a listener that exists");
             assert_proxy_header(&buffer[headroom - prefix_len..], prefix_len, client, vip, flow);
         }
     }
@@ -358,12 +370,12 @@ impl Run {
         let before = self.core.flows().flow(flow);
         let payload = vec![fill; size % (MAX_PAYLOAD_BYTES + 1)];
         match self.core.handle_backend_datagram(self.now, flow, &payload, truncated) {
-            BackendVerdict::Return { listener, client } => {
+            BackendVerdict::Return { listener, client, local } => {
                 let before = before.expect("a datagram was returned on a flow that does not exist");
                 assert_eq!(
-                    (listener, client),
-                    (before.listener, before.client),
-                    "returned to the wrong place"
+                    (listener, client, local),
+                    (before.listener, before.client, before.local),
+                    "returned to the wrong place, or from the wrong address"
                 );
             }
             BackendVerdict::Drop(DropReason::UnknownFlow) => {
@@ -529,6 +541,20 @@ fn client_address(pick: u8) -> SocketAddr {
         _ => IpAddr::V4(Ipv4Addr::BROADCAST),
     };
     SocketAddr::new(ip, 1000 + u16::from(pick >> 5))
+}
+
+/// Where a client's datagram was sent, as the shell would say: unknown (a listener bound to
+/// one address, or a platform that did not read it), a listener's own address, or other
+/// addresses of the host in both families.
+fn local_address(pick: u8) -> Option<IpAddr> {
+    match pick % 8 {
+        0..=2 => None,
+        3 => Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+        4 => Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))),
+        5 => Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200))),
+        6 => Some(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99))),
+        _ => Some(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 9).to_ipv6_mapped())),
+    }
 }
 
 /// The prefix the core wrote in front of a forwarded payload is one PPv2 header that names

@@ -107,6 +107,7 @@ impl BalancerHarness {
             ClientDatagram {
                 listener,
                 client: addr(client),
+                local: None,
                 buffer: &mut buffer,
                 headroom: DATAGRAM_HEADROOM,
                 truncated: false,

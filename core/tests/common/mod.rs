@@ -47,6 +47,8 @@ pub struct Harness {
     pub opened: Vec<(FlowId, BackendId, SocketAddr)>,
     /// Staged opens fail (as a shell out of sockets would) while set.
     pub fail_opens: bool,
+    /// The destination the next client datagrams name (`ClientDatagram::local`).
+    pub local: Option<std::net::IpAddr>,
 }
 
 impl Harness {
@@ -63,6 +65,7 @@ impl Harness {
             last_sent: Vec::new(),
             opened: Vec::new(),
             fail_opens: false,
+            local: None,
         }
     }
 
@@ -116,6 +119,7 @@ impl Harness {
             ClientDatagram {
                 listener,
                 client: addr(client),
+                local: self.local,
                 buffer: &mut buffer,
                 headroom: DATAGRAM_HEADROOM,
                 truncated,

@@ -344,7 +344,7 @@ impl EventLoop {
         // other process serves a new address must not find a follower's socket.
         {
             let (core, platform) = self.driver.parts_mut();
-            if let Err(error) = platform.sync_listeners(core) {
+            if let Err(error) = platform.sync_listeners(core, &effective) {
                 warnings.push(format!("a new listener could not be opened: {error:#}"));
             }
         }

@@ -337,6 +337,7 @@ pub fn render(response: &Response) -> String {
                 vec![
                     flow,
                     f.listener.clone(),
+                    f.vip.clone(),
                     f.client.clone(),
                     format!("{}/{}", f.cluster, f.backend),
                     age(f.age_ms),
@@ -347,7 +348,8 @@ pub fn render(response: &Response) -> String {
             })
             .collect();
         let first = if workers { "WORKER/FLOW" } else { "FLOW" };
-        let headers = [first, "LISTENER", "CLIENT", "BACKEND", "AGE", "REQUESTS", "RESPONSES", "RETIRED"];
+        let headers =
+            [first, "LISTENER", "VIP", "CLIENT", "BACKEND", "AGE", "REQUESTS", "RESPONSES", "RETIRED"];
         let mut text = table(&headers, &rows);
         if let Some(total) = response.flows_total.filter(|total| *total > flows.len() as u64) {
             text.push_str(&format!("({} of {total} flows shown; --limit shows more)\n", flows.len()));
@@ -391,12 +393,13 @@ fn render_explanations(response: &Response, explanations: &[super::protocol::Flo
     for (flow, why) in flows.iter().zip(explanations) {
         let worker = if flow.worker > 0 { format!(" (worker {})", flow.worker) } else { String::new() };
         text.push_str(&format!(
-            "flow {}{worker} on listener {}: client {} -> backend {}/{} ({})\n\
+            "flow {}{worker} on listener {} at {}: client {} -> backend {}/{} ({})\n\
              \x20 age {}, {} requests, {} responses, retired: {}\n\
              \x20 chosen by {} on key [{}] (affinity {}), table fingerprint {}\n\
              \x20 backend now: health {}, admin {}, eligible: {} (its state at admission is not recorded)\n",
             flow.flow,
             flow.listener,
+            flow.vip,
             flow.client,
             flow.cluster,
             flow.backend,

@@ -213,6 +213,10 @@ pub struct FlowView {
     #[serde(default)]
     pub worker: u32,
     pub listener: String,
+    /// The address the client sent to: the listener's, or on a wildcard listener the one
+    /// it used (its replies leave from it).
+    #[serde(default)]
+    pub vip: String,
     pub client: String,
     pub cluster: String,
     pub backend: String,

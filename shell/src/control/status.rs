@@ -156,6 +156,7 @@ fn flow_view(core: &Balancer, now: Instant, flow: &FlowInfo) -> FlowView {
         flow: flow.flow.serial(),
         worker: 0,
         listener: listener_name(core, flow.listener),
+        vip: flow.local.to_string(),
         client: flow.client.to_string(),
         cluster,
         backend,
@@ -237,13 +238,14 @@ pub fn flows_of_client(
 
 fn explain(core: &Balancer, config: &Config, flow: &FlowInfo) -> FlowExplanation {
     let flows = core.flows();
-    let (listener, vip) = flows.listener(flow.listener).map_or(("?", None), |(name, vip)| (name, Some(vip)));
+    let listener = flows.listener(flow.listener).map_or("?", |(name, _)| name);
     let affinity = config.listeners.get(listener).map_or(Affinity::default(), |l| l.affinity);
     let client = match affinity {
         Affinity::ClientAddressPort => flow.client.to_string(),
         Affinity::ClientAddress => flow.client.ip().to_string(),
     };
-    let vip = vip.map_or_else(|| "?".to_owned(), |vip| vip.to_string());
+    // The address the client used: on a wildcard listener, part of the key.
+    let vip = flow.local;
     // The cluster that chose the backend is the backend's own: a reload may have pointed the
     // listener at another cluster since, and the flow stays where it was placed.
     let cluster = flows.backend_cluster(flow.backend);

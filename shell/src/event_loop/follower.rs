@@ -54,7 +54,7 @@ impl EventLoop {
                         tracing::error!(%errors, "worker could not apply the leader's configuration");
                     }
                     let (core, platform) = self.driver.parts_mut();
-                    if let Err(error) = platform.sync_listeners(core) {
+                    if let Err(error) = platform.sync_listeners(core, &config) {
                         tracing::error!("a new listener could not be opened: {error:#}");
                     }
                 }

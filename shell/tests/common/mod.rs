@@ -192,6 +192,48 @@ fn write_config_file(
     std::fs::write(config, format!("{process}\n{body}")).unwrap();
 }
 
+/// A configuration file and a control socket path no other test uses.
+fn fresh_paths() -> (PathBuf, PathBuf) {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("udplb-ctl-test-{}-{n}", std::process::id()));
+    (base.with_extension("toml"), base.with_extension("sock"))
+}
+
+/// Runs `udplb run -c CONFIG ARGS` to its exit (bounded: killed after 10 s); its status and
+/// stderr.
+pub fn run_to_exit(config_text: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let config = std::env::temp_dir().join(format!(
+        "udplb-test-exit-{}-{}.toml",
+        std::process::id(),
+        closed_port().port()
+    ));
+    std::fs::write(&config, config_text).unwrap();
+    let mut child = Command::new(udplb())
+        .args(["run", "-c"])
+        .arg(&config)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start udplb");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    let _ = std::fs::remove_file(&config);
+    (status, stderr)
+}
+
 /// What `udplb ctl` printed.
 pub struct CtlOutput {
     pub success: bool,
@@ -213,15 +255,17 @@ impl Balancer {
     /// fresh control socket and, when `metrics`, a metrics address; waits until `listen`
     /// answers through it.
     pub fn start(body: &str, listen: SocketAddr, metrics: bool) -> Balancer {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base = std::env::temp_dir().join(format!("udplb-ctl-test-{}-{n}", std::process::id()));
-        let socket = base.with_extension("sock");
-        let config = base.with_extension("toml");
+        let (config, socket) = fresh_paths();
         let metrics = metrics.then(free_tcp_address);
         let balancer = Balancer::spawn(config, socket, metrics, listen, body);
         balancer.wait_until_answering();
         balancer
+    }
+
+    /// Starts udplb with `body` and a fresh control socket, without waiting for traffic.
+    pub fn launch(body: &str, listen: SocketAddr) -> Balancer {
+        let (config, socket) = fresh_paths();
+        Balancer::spawn(config, socket, None, listen, body)
     }
 
     /// Starts udplb without waiting for traffic to pass (for configurations that drop it).

@@ -225,7 +225,15 @@ impl BalancerHost {
                 let mut buffer = vec![0u8; DATAGRAM_HEADROOM + datagram.len()];
                 buffer[DATAGRAM_HEADROOM..].copy_from_slice(&datagram);
                 self.call(|driver, now| {
-                    driver.client_datagram(now, listener, from, &mut buffer, DATAGRAM_HEADROOM, false);
+                    let datagram = udplb_core::ClientDatagram {
+                        listener,
+                        client: from,
+                        local: None,
+                        buffer: &mut buffer,
+                        headroom: DATAGRAM_HEADROOM,
+                        truncated: false,
+                    };
+                    driver.client_datagram(now, datagram);
                 });
             }
             Input::Backend { upstream, datagram } => {

@@ -114,7 +114,7 @@ pub async fn backend(
                     while delayed_replies.try_join_next().is_some() {}
                     // PROXY v2 checks are off (the harness refuses scenarios that ask for them),
                     // so the VIPs and client addresses are not needed.
-                    let reaction = host.borrow_mut().receive(from, &buffer[..length], &[], |_| true);
+                    let reaction = host.borrow_mut().receive(from, &buffer[..length], |_| Some(Vec::new()));
                     if let (BackendReaction::Reply { payloads, delay }, Some(udp)) = (reaction, &udp) {
                         if delay.is_zero() {
                             for payload in payloads {

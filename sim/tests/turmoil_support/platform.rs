@@ -74,7 +74,13 @@ impl Platform for TurmoilPlatform {
         }
     }
 
-    fn send_to_client(&mut self, listener: ListenerId, client: SocketAddr, datagram: &[u8]) {
+    fn send_to_client(
+        &mut self,
+        listener: ListenerId,
+        _local: SocketAddr,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) {
         self.work.push(SocketWork::SendToClient { listener, client, datagram: datagram.to_vec() });
     }
 
