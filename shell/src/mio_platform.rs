@@ -80,9 +80,6 @@ pub(crate) struct Listener {
     /// Bound to a wildcard address (`0.0.0.0`, `[::]`): it reads each datagram's destination
     /// (`IP_PKTINFO`) and sends each reply from the address its client used.
     wildcard: bool,
-    /// Whether the steering program attached to its group keys by port too (with several
-    /// workers; `None` with one).
-    steered_by_port: Option<bool>,
     /// Replies waiting for the next flush.
     queue: SendQueue<()>,
 }
@@ -234,6 +231,10 @@ impl MioPlatform {
         };
         let stale: Vec<ListenerId> =
             self.listeners.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+        // Addresses this process serves already: a listener replaced on one of them (a reload
+        // that changed its affinity) finds the other workers' sockets still there, which are
+        // no other process's.
+        let served_here: Vec<SocketAddr> = self.listeners.values().map(|l| l.address).collect();
         for id in stale {
             if let Some(mut listener) = self.listeners.remove(&id) {
                 let _ = self.registry.deregister(&mut listener.socket);
@@ -244,19 +245,12 @@ impl MioPlatform {
         for (id, address) in wanted {
             // Several workers: steered by the affinity key, by port unless keyed by address.
             let by_port = udplb_core::steer::by_port(core.flows().listener_affinity(id).unwrap_or_default());
-            let steered_by_port = (self.workers > 1).then_some(by_port);
-            if let Some(listener) = self.listeners.get_mut(&id) {
-                // A reload that changed the affinity changes the group's program.
-                if listener.steered_by_port != steered_by_port
-                    && let Some(by_port) = steered_by_port
-                {
-                    attach_steering(&listener.socket, by_port, self.workers)
-                        .map_err(|error| anyhow::anyhow!("cannot steer {address}: {error}"))?;
-                    listener.steered_by_port = steered_by_port;
-                }
+            // A listener keeps its affinity for life: a reload that changes it replaces the
+            // listener (a new id), whose new sockets attach the new program to the group.
+            if self.listeners.contains_key(&id) {
                 continue;
             }
-            if self.exclusive && served_elsewhere(address) {
+            if self.exclusive && !served_here.contains(&address) && served_elsewhere(address) {
                 let name = core.flows().listener(id).map_or("?", |(name, _)| name);
                 anyhow::bail!(
                     "cannot listen on {address} (listener {name}): another process already serves \
@@ -274,7 +268,7 @@ impl MioPlatform {
                 };
                 anyhow::anyhow!("cannot listen on {address}: {error}{hint}")
             })?;
-            if let Some(by_port) = steered_by_port {
+            if self.workers > 1 {
                 attach_steering(&socket, by_port, self.workers)
                     .map_err(|error| anyhow::anyhow!("cannot steer {address}: {error}"))?;
             }
@@ -282,7 +276,7 @@ impl MioPlatform {
             self.registry.register(&mut socket, token, Interest::READABLE)?;
             let queue = SendQueue::default();
             let wildcard = address.ip().is_unspecified();
-            self.listeners.insert(id, Listener { socket, token, address, wildcard, steered_by_port, queue });
+            self.listeners.insert(id, Listener { socket, token, address, wildcard, queue });
             tracing::info!(%address, "listening");
         }
         Ok(())

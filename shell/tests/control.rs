@@ -405,3 +405,65 @@ fn with_two_workers_show_flows_and_show_flow_find_every_workers_flows() {
     assert_eq!(limited["flows"].as_array().unwrap().len(), 5, "{limited}");
     assert_eq!(limited["flows_total"].as_u64(), Some(41));
 }
+
+/// A reload that changes a listener's affinity changes how its workers are steered: with
+/// `client_address_port` the steering program spreads one host's sockets over the workers
+/// by port; after a reload to `client_address` every socket of the host must reach one worker
+/// (one flow, one backend), which only holds if the new program was attached to the group.
+#[test]
+fn a_reload_that_keys_by_address_steers_a_hosts_sockets_to_one_worker() {
+    let backends = [Backend::echo(), Backend::echo(), Backend::echo()];
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+    let listen = free_udp_address();
+    let body = |affinity: &str| {
+        let pool = listener_and_pool(listen, "algorithm = \"round_robin\"", &addresses);
+        let pool =
+            pool.replace("cluster = \"pool\"\n", &format!("cluster = \"pool\"\naffinity = \"{affinity}\"\n"));
+        format!("[process]\nworkers = 4\n\n{pool}")
+    };
+    let balancer = Balancer::start(&body("client_address_port"), listen, false);
+    let workers_of = |ports: &[u16]| {
+        let flows = balancer.ctl_json(&["show", "flows"]);
+        let mut workers: Vec<u64> = flows["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["client"].as_str().unwrap().parse::<SocketAddr>().is_ok_and(|c| ports.contains(&c.port()))
+            })
+            .map(|f| f["worker"].as_u64().unwrap())
+            .collect();
+        workers.sort_unstable();
+        workers.dedup();
+        workers
+    };
+    // Keyed by port: 16 sockets of 127.0.0.1 land on several workers.
+    let before: Vec<_> = (0..16).map(|_| client()).collect();
+    for (i, socket) in before.iter().enumerate() {
+        assert!(ask(socket, listen, format!("before {i}").as_bytes()).is_some(), "socket {i}");
+    }
+    let ports: Vec<u16> = before.iter().map(|s| s.local_addr().unwrap().port()).collect();
+    assert!(workers_of(&ports).len() > 1, "16 sockets by port on one worker: {:?}", workers_of(&ports));
+    balancer.write_config(&body("client_address"));
+    let applied = balancer.ctl(&["reload"]);
+    assert!(applied.success, "{}", applied.stderr);
+    // The listener is replaced (its flows close): every worker opens it again, the leader
+    // too, although the followers' old sockets are still bound when it does.
+    assert!(!applied.stdout.contains("could not be opened"), "{}", applied.stdout);
+    assert!(applied.stdout.contains("listeners added: test"), "{}", applied.stdout);
+    // Keyed by address: every new socket of the host reaches the same worker.
+    let after: Vec<_> = (0..16).map(|_| client()).collect();
+    for (i, socket) in after.iter().enumerate() {
+        assert!(ask(socket, listen, format!("after {i}").as_bytes()).is_some(), "socket {i}");
+    }
+    let mut workers = Vec::new();
+    for socket in &after {
+        // With `client_address` a flow's client is the port it last heard from: ask each
+        // socket's flow alone.
+        assert!(ask(socket, listen, b"where").is_some());
+        workers.extend(workers_of(&[socket.local_addr().unwrap().port()]));
+    }
+    workers.sort_unstable();
+    workers.dedup();
+    assert_eq!(workers.len(), 1, "after the reload the host's sockets reached workers {workers:?}");
+}
