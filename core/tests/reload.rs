@@ -212,3 +212,21 @@ fn raising_responses_on_reload_makes_existing_flows_wait_for_their_replies() {
     h.backend(flow, b"a2");
     assert_eq!(h.closes(), vec![(flow, CloseReason::ResponsesReached)]);
 }
+
+#[test]
+fn a_late_reply_after_a_reload_to_responses_zero_closes_the_flow_it_retired() {
+    // Found by the property test: a flow retired by a write-off waits for its late reply; a
+    // reload meanwhile says no reply is owed at all (`responses = 0`). When the late reply
+    // comes and takes the write-off back, the retired flow owes nothing and waits for
+    // nothing: it must close then, not sit in the table past its deadline.
+    let timeouts = "idle_timeout = { front = \"60s\", back = \"1s\" }";
+    let mut h = Harness::new(&two_backends("", &format!("responses = 1\n{timeouts}")));
+    let flow = h.forward("192.0.2.1:1000", b"q");
+    h.run_until(h.now + Duration::from_millis(1_001));
+    assert!(h.core.flow(flow).is_some_and(|f| f.retired), "written off and retired");
+    reload(&mut h, &two_backends("", &format!("responses = 0\n{timeouts}")));
+    h.take_outputs();
+    assert!(matches!(h.backend(flow, b"late"), BackendVerdict::Return { .. }), "late, but returned");
+    h.core.check_invariants().unwrap();
+    assert_eq!(h.closes(), vec![(flow, CloseReason::RequestsReached)]);
+}

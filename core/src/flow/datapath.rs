@@ -489,12 +489,21 @@ impl FlowManager {
         let completes = teardown.completes_request(flow);
         // A flow retired by a write-off stays for the rest of the replies written off.
         let reached = teardown.responses_reached(flow) && !flow.awaits_late_replies();
+        // A retired flow that owes nothing and waits for no late reply is done (its deadline
+        // is now): this reply took back its last write-off under a reply count that asks for
+        // none (`responses = 0`, set by a reload).
+        let done = !reached
+            && flow.retired
+            && !flow.awaits_late_replies()
+            && teardown.owes_replies(flow) == Some(false);
         let (client, local) = (flow.client, flow.local);
         if completes {
             self.passive_success(backend, 1);
         }
         if reached {
             self.close_flow(slot, CloseReason::ResponsesReached);
+        } else if done {
+            self.close_flow(slot, CloseReason::RequestsReached);
         }
         let listener = &self.listeners[listener_id.0 as usize];
         let local = if crate::mutants::active(crate::mutants::Mutant::RepliesFromListenerAddress) {
