@@ -43,7 +43,7 @@ macro_rules! counted_enum {
 counted_enum! {
     /// Why a datagram was not forwarded (client → backend) or returned (backend → client).
     ///
-    /// Client-side admission runs in declaration order: `Truncated` and `Invalid` apply to
+    /// Client-side admission runs in declaration order: `Truncated` and `Empty` apply to
     /// every datagram; a datagram of an established flow is then forwarded (or, when every
     /// datagram carries a PROXY header, may be `ProxyHeaderTooLarge`); one that would start a
     /// flow is checked for `Draining`, `Shed`, `ProxyHeaderTooLarge` and `NoHealthyBackend`,
@@ -51,8 +51,8 @@ counted_enum! {
     pub enum DropReason {
         /// The datagram did not fit the shell's buffer or exceeds `max_datagram_size`.
         Truncated = "truncated",
-        /// An empty client datagram: there is nothing to forward or to select a flow with.
-        Invalid = "invalid",
+        /// An empty client datagram on a listener set to drop them (`empty_datagrams = "drop"`).
+        Empty = "empty",
         /// The listener is draining and this datagram would start a new flow.
         Draining = "draining",
         /// The flow table (process-wide or this listener's share) is full.

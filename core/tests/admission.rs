@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Harness, addr, config, one_listener};
-use udplb_core::{AdminCommand, BackendId, ClientVerdict, DropReason, ListenerId};
+use udplb_core::{AdminCommand, BackendId, BackendVerdict, ClientVerdict, DropReason, ListenerId};
 
 #[test]
 fn first_datagram_stages_a_flow_that_is_booked_once_its_upstream_opens() {
@@ -95,11 +95,23 @@ fn truncated_and_oversized_datagrams_drop_as_truncated() {
 }
 
 #[test]
-fn empty_datagram_is_invalid_and_allocates_nothing() {
+fn an_empty_datagram_is_forwarded_like_any_other() {
     let mut h = Harness::new(&one_listener(1, "", ""));
-    assert_eq!(h.client("192.0.2.1:1", b""), ClientVerdict::Drop(DropReason::Invalid));
+    let flow = h.forward("192.0.2.1:1", b"");
+    assert_eq!(h.core.flow(flow).unwrap().requests, 1, "it counts as a request");
+    assert!(matches!(h.backend(flow, b""), BackendVerdict::Return { .. }), "and an empty reply returns");
+    assert_eq!(h.core.stats().listeners[0].client.dropped(DropReason::Empty), 0);
+}
+
+#[test]
+fn a_listener_set_to_drop_empty_datagrams_counts_them_and_allocates_nothing() {
+    let mut h = Harness::new(&one_listener(1, "", "empty_datagrams = \"drop\""));
+    assert_eq!(h.client("192.0.2.1:1", b""), ClientVerdict::Drop(DropReason::Empty));
     assert_eq!(h.core.stats().flows.created, 0);
+    assert_eq!(h.core.stats().listeners[0].client.dropped(DropReason::Empty), 1);
     assert!(h.outputs.is_empty());
+    // A datagram with a payload still passes.
+    h.forward("192.0.2.1:1", b"x");
 }
 
 #[test]

@@ -224,6 +224,25 @@ fn forwards_and_returns_over_several_echo_backends() {
 }
 
 #[test]
+fn an_empty_datagram_is_forwarded_and_its_empty_reply_returned() {
+    // Empty datagrams are legal UDP (some keepalive schemes send them), and real sockets
+    // carry them both ways; with PROXY v2 the backend gets the header alone.
+    let backend = Backend::echo(true);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let extra = "proxy_protocol = { mode = \"every\" }";
+    let _balancer = Balancer::start(&config(listen, extra, &[backend.address]), listen);
+    let socket = client();
+    for _ in 0..3 {
+        assert_eq!(ask(&socket, listen, b"").as_deref(), Some(&b""[..]), "an empty reply comes back");
+    }
+    // (The start-up check that the balancer serves sent one datagram of its own first.)
+    let payloads = backend.payloads.lock().unwrap().clone();
+    assert_eq!(payloads[payloads.len() - 3..], vec![Vec::<u8>::new(); 3], "{payloads:?}");
+    let sources = backend.sources.lock().unwrap().clone();
+    assert_eq!(sources[sources.len() - 3..], vec![socket.local_addr().unwrap(); 3], "the header alone");
+}
+
+#[test]
 fn one_client_socket_stays_on_one_backend() {
     let backends = [Backend::echo(false), Backend::echo(false)];
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -77,7 +77,12 @@ fn has(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> bool {
 fn counters_move_with_traffic_and_parse_as_prometheus_text() {
     let backend = Backend::echo();
     let listen = free_udp_address();
-    let balancer = Balancer::start(&listener_and_pool(listen, "", &[backend.address]), listen, true);
+    let config = listener_and_pool(listen, "", &[backend.address]).replacen(
+        "cluster = \"pool\"\n",
+        "cluster = \"pool\"\nempty_datagrams = \"drop\"\n",
+        1,
+    );
+    let balancer = Balancer::start(&config, listen, true);
     let (status, body) = balancer.http_get("/metrics");
     assert_eq!(status, "HTTP/1.0 200 OK");
     let before = parse(&body);
@@ -86,16 +91,16 @@ fn counters_move_with_traffic_and_parse_as_prometheus_text() {
         let socket = client();
         assert!(ask(&socket, listen, format!("request {i}").as_bytes()).is_some());
     }
-    client().send_to(b"", listen).unwrap(); // Empty: dropped as `invalid`.
+    client().send_to(b"", listen).unwrap(); // Empty: dropped as `empty` (the listener says so).
     let after = wait_for(Duration::from_secs(5), || {
         let samples = parse(&balancer.http_get("/metrics").1);
         value(
             &samples,
             "udplb_datagrams_dropped_total",
-            &[("listener", "test"), ("direction", "client_to_backend"), ("reason", "invalid")],
+            &[("listener", "test"), ("direction", "client_to_backend"), ("reason", "empty")],
         ) == 1.0
     });
-    assert!(after, "the empty datagram is counted as an invalid drop");
+    assert!(after, "the empty datagram is counted as an `empty` drop");
     let after = parse(&balancer.http_get("/metrics").1);
 
     let delta =

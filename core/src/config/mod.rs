@@ -202,6 +202,22 @@ pub struct ListenerConfig {
     /// socket is opened; the core ignores it.
     #[serde(default)]
     pub freebind: bool,
+    /// What to do with an empty client datagram (legal UDP; some keepalive schemes send
+    /// them): forward it like any other (the default), or drop it, counted as `empty`.
+    #[serde(default)]
+    pub empty_datagrams: EmptyDatagrams,
+}
+
+/// What a listener does with an empty client datagram.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyDatagrams {
+    /// Forward it like any other datagram: it opens or refreshes a flow, and counts as a
+    /// request. The default.
+    #[default]
+    Forward,
+    /// Drop it, counted as drop reason `empty`, before it can open or refresh a flow.
+    Drop,
 }
 
 /// The largest UDP payload over IPv4 (65,535 − 8 − 20).

@@ -123,6 +123,7 @@ fn full_config_parses_to_the_expected_struct() {
                     max_datagram_size: 4096,
                     drain_timeout: Some(Duration::from_secs(30)),
                     freebind: false,
+                    empty_datagrams: Default::default(),
                 },
             ),
             (
@@ -135,6 +136,7 @@ fn full_config_parses_to_the_expected_struct() {
                     max_datagram_size: MAX_UDP_PAYLOAD,
                     drain_timeout: None,
                     freebind: false,
+                    empty_datagrams: Default::default(),
                 },
             ),
         ]),
@@ -661,6 +663,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                     max_datagram_size,
                     drain_timeout,
                     freebind: false,
+                    empty_datagrams: Default::default(),
                 }
             });
     (

@@ -376,6 +376,7 @@ fn every_violation_is_reported_not_just_the_first() {
                 max_datagram_size: 0,
                 drain_timeout: None,
                 freebind: false,
+                empty_datagrams: Default::default(),
             },
         )]),
         clusters: BTreeMap::new(),

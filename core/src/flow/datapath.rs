@@ -89,9 +89,9 @@ impl FlowManager {
             counters.drop_for(DropReason::Truncated);
             return ClientVerdict::Drop(DropReason::Truncated);
         }
-        if payload_len == 0 {
-            counters.drop_for(DropReason::Invalid);
-            return ClientVerdict::Drop(DropReason::Invalid);
+        if payload_len == 0 && listener.drops_empty {
+            counters.drop_for(DropReason::Empty);
+            return ClientVerdict::Drop(DropReason::Empty);
         }
         let (vip, affinity, cluster_id) = (listener.vip(local), listener.affinity, listener.cluster);
         let draining = matches!(listener.drain, DrainState::Draining { .. });

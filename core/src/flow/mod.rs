@@ -318,6 +318,8 @@ struct Listener {
     affinity: Affinity,
     max_flows: u32,
     max_datagram_size: usize,
+    /// `empty_datagrams = "drop"`.
+    drops_empty: bool,
     drain_timeout: Option<Duration>,
     drain: DrainState,
     /// Gone from the configuration; the id is never reused.

@@ -9,7 +9,7 @@
 //! every live flow is re-armed once, since its deadline may have moved either way.
 
 use super::{Backend, Cluster, DrainState, FlowManager, Listener};
-use crate::config::{ClusterConfig, Config, ValidationError};
+use crate::config::{ClusterConfig, Config, EmptyDatagrams, ValidationError};
 use crate::health::{AdminState, Health};
 use crate::id::{BackendId, ClusterId, ListenerId};
 use crate::outcome::CloseReason;
@@ -94,13 +94,17 @@ impl FlowManager {
             match existing {
                 Some(index) => {
                     let kept = &mut self.listeners[index];
-                    let before = (kept.cluster, kept.max_flows, kept.max_datagram_size, kept.drain_timeout);
+                    let settings = |l: &Listener| {
+                        (l.cluster, l.max_flows, l.max_datagram_size, l.drops_empty, l.drain_timeout)
+                    };
+                    let before = settings(kept);
                     kept.cluster = cluster;
                     kept.max_flows = max_flows;
                     kept.max_datagram_size = listener.max_datagram_size as usize;
+                    kept.drops_empty = listener.empty_datagrams == EmptyDatagrams::Drop;
                     kept.drain_timeout = listener.drain_timeout;
                     kept.flows_at_cap_change = self.stats.listeners[index].flows.active;
-                    if before != (kept.cluster, kept.max_flows, kept.max_datagram_size, kept.drain_timeout) {
+                    if before != settings(kept) {
                         summary.listeners_updated.push(ListenerId(index as u32));
                     }
                 }
@@ -115,6 +119,7 @@ impl FlowManager {
                         affinity: listener.affinity,
                         max_flows,
                         max_datagram_size: listener.max_datagram_size as usize,
+                        drops_empty: listener.empty_datagrams == EmptyDatagrams::Drop,
                         drain_timeout: listener.drain_timeout,
                         drain: DrainState::Active,
                         removed: false,

@@ -184,6 +184,7 @@ impl ListenerSpec {
             },
             drain_timeout: self.drain_timeout_ms.map(millis),
             freebind: false,
+            empty_datagrams: Default::default(),
         }
     }
 }
