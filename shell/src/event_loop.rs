@@ -67,6 +67,9 @@ pub struct EventLoop {
     /// The configuration running now (the core does not expose every setting: a cluster's
     /// algorithm, a listener's affinity), as the file gave it.
     pub(crate) config: Config,
+    /// The `[process]` settings the process started with: those a reload cannot change hold
+    /// until the next start (see [`udplb_core::config::ProcessConfig::restart_only_changes`]).
+    pub(crate) started: udplb_core::config::ProcessConfig,
     /// The flow cap derived from the descriptor limit and port range, used whenever the
     /// file sets none: at start and on every reload.
     pub(crate) default_max_flows: u32,
@@ -130,6 +133,7 @@ impl EventLoop {
             duties,
             backlog: Vec::new(),
             config_path: config_path.to_owned(),
+            started: config.process.clone(),
             config,
             default_max_flows,
             control: None,

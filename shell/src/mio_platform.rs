@@ -175,11 +175,6 @@ impl MioPlatform {
         self.exclusive = exclusive;
     }
 
-    /// How upstreams are opened (fixed for the life of the process).
-    pub(crate) fn mode(&self) -> UpstreamMode {
-        self.mode
-    }
-
     /// When this platform's clock started (workers of one process share it).
     pub(crate) fn origin(&self) -> std::time::Instant {
         self.origin

@@ -213,6 +213,26 @@ fn reload_reports_a_bad_file_keeps_serving_and_applies_a_good_one() {
         assert!(ask(&client(), listen, b"spread").is_some());
     }
     assert!(second.count() >= before + 3, "the added backend takes its share of new flows");
+
+    // Settings a reload cannot change are named, and still named at the next reload: the
+    // process runs with the values it started with until it restarts.
+    let key = "ab".repeat(32);
+    let body = listener_and_pool(listen, "", &[first.address, second.address]);
+    balancer.write_config(&format!("[process]\nselection_key = \"{key}\"\nlog_format = \"json\"\n\n{body}"));
+    for attempt in 0..2 {
+        let applied = balancer.ctl(&["reload"]);
+        assert!(applied.success, "{}", applied.stderr);
+        for field in ["process.selection_key", "process.log_format"] {
+            assert!(
+                applied
+                    .stdout
+                    .contains(&format!("warning: {field} differs from the value udplb started with")),
+                "reload {attempt}: {}",
+                applied.stdout
+            );
+        }
+        assert!(!applied.stdout.contains("process.workers"), "{}", applied.stdout);
+    }
 }
 
 #[test]

@@ -173,6 +173,32 @@ impl ProcessConfig {
     pub fn max_flows(&self) -> u32 {
         self.max_flows.unwrap_or(Self::DEFAULT_MAX_FLOWS)
     }
+
+    /// The settings a reload cannot change, by their names in the file, that differ between
+    /// the running process (`self`, as it started) and `next`: they take effect at the next
+    /// start, and a reload says so rather than keep the old values in silence.
+    pub fn restart_only_changes(&self, next: &ProcessConfig) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.selection_key_bytes() != next.selection_key_bytes() {
+            changed.push("process.selection_key");
+        }
+        if self.log_format != next.log_format {
+            changed.push("process.log_format");
+        }
+        if self.control_socket != next.control_socket {
+            changed.push("process.control_socket");
+        }
+        if self.metrics_addr != next.metrics_addr {
+            changed.push("process.metrics_addr");
+        }
+        if self.workers() != next.workers() {
+            changed.push("process.workers");
+        }
+        if self.upstream_mode != next.upstream_mode {
+            changed.push("process.upstream_mode");
+        }
+        changed
+    }
 }
 
 /// A listener: a VIP address that receives client datagrams and routes them to one cluster.

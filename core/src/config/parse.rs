@@ -9,25 +9,118 @@
 //! 3. Validation sees only typed values, so its errors carry a path, which is then looked up
 //!    in the text with `toml_edit` (which keeps spans) for a location.
 //!
-//! Stages 1 and 2 stop at the first error (a document that does not parse has no typed form
-//! to continue with); stage 3 reports every violation.
+//! A syntax error is reported alone (a text that does not parse has nothing more to read).
+//! Serde stops at the first schema error, so stage 2 is repeated: the offending key is taken
+//! out of the document (a table that misses a required key goes as a whole) and the rest is
+//! read again, until it reads cleanly or an error cannot be stepped over (a required key that
+//! is itself wrong, a list whose element is). Every schema error found that way is reported,
+//! located in the original text. Stage 3 runs only on a text whose schema is clean (on a
+//! document with keys taken out it would report what the taking out caused), and reports
+//! every violation.
+//!
+//! Serde's own wording ("invalid type: string \"1\", expected u32") is rewritten in an
+//! operator's words ("expected a whole number from 0 to 4294967295, found the text \"1\"").
+
+use toml_edit::{DocumentMut, Item, TableLike, Value};
 
 use super::locate::SpannedDocument;
 use super::{Config, ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
+
+/// Schema errors reported from one text at most: past this, the rest is noise.
+const MAX_SCHEMA_ERRORS: usize = 20;
 
 impl Config {
     /// Parses a TOML configuration and validates it.
     ///
     /// On failure, every error has a typed [`ConfigErrorKind`], a field path and a line and
-    /// column, sorted by location. A syntax or schema error is reported alone (the text has
-    /// no typed form to check further); validation errors are reported all together.
-    /// Never panics, whatever the text.
+    /// column, sorted by location. A syntax error is reported alone; schema errors (unknown
+    /// keys, wrong types, missing keys) are reported together, as many as can be found
+    /// around one another; validation errors are reported all together once the schema is
+    /// clean. Never panics, whatever the text.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
-        let config = deserialize(text).map_err(|error| ConfigErrors(vec![error]))?;
+        let config = deserialize_reporting_all(text).map_err(ConfigErrors)?;
         if let Err(errors) = config.validate() {
             return Err(locate_validation_errors(text, errors));
         }
         Ok(config)
+    }
+}
+
+/// Stages 1 and 2, reporting every schema error that can be found (see the module's
+/// documentation), sorted by location.
+fn deserialize_reporting_all(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let first = match deserialize(text) {
+        Ok(config) => return Ok(config),
+        Err(error) => error,
+    };
+    let mut errors = vec![first];
+    let (Some(mut document), false) =
+        (text.parse::<DocumentMut>().ok(), matches!(errors[0].kind, ConfigErrorKind::Syntax(_)))
+    else {
+        return Err(errors);
+    };
+    let original = SpannedDocument::parse(text);
+    let mut removed: Vec<FieldPath> = Vec::new();
+    while errors.len() < MAX_SCHEMA_ERRORS {
+        let last = errors.last().expect("at least one error");
+        let Some(target) = step_over(last) else { break };
+        if !remove(document.as_item_mut(), target.segments()) {
+            break;
+        }
+        removed.push(target);
+        let Err(mut next) = deserialize(&document.to_string()) else { break };
+        // A key taken out that was required is missing now: that is not the file's error,
+        // and nothing past it can be read.
+        let caused_here =
+            matches!(next.kind, ConfigErrorKind::MissingField { .. }) && removed.contains(&next.path);
+        let seen = errors.iter().any(|e| e.path == next.path && e.kind == next.kind);
+        if caused_here || seen || matches!(next.kind, ConfigErrorKind::Syntax(_)) {
+            break;
+        }
+        next.location = original.locate(&next.path);
+        errors.push(next);
+    }
+    errors.sort_by_key(|error| error.location);
+    Err(errors)
+}
+
+/// What to take out of the document to read past `error`: the key it names (the whole list,
+/// when it names an element of one); for a missing key, the table that lacks it. `None` when
+/// there is nothing that could go (the document itself).
+fn step_over(error: &ConfigError) -> Option<FieldPath> {
+    let mut segments = error.path.segments().to_vec();
+    if matches!(error.kind, ConfigErrorKind::MissingField { .. }) {
+        segments.pop();
+    }
+    while let Some(PathSegment::Index(_)) = segments.last() {
+        segments.pop();
+    }
+    (!segments.is_empty()).then(|| segments.into_iter().collect())
+}
+
+/// Takes the key at `path` (which ends with a key) out of the document; whether it was there.
+fn remove(item: &mut Item, path: &[PathSegment]) -> bool {
+    match (item, path) {
+        (Item::Table(table), [PathSegment::Key(_), ..]) => remove_in_table(table, path),
+        (Item::Value(Value::InlineTable(table)), [PathSegment::Key(_), ..]) => remove_in_table(table, path),
+        (Item::ArrayOfTables(array), [PathSegment::Index(index), rest @ ..]) => {
+            array.get_mut(*index).is_some_and(|table| remove_in_table(table, rest))
+        }
+        (Item::Value(Value::Array(array)), [PathSegment::Index(index), rest @ ..]) => {
+            match array.get_mut(*index) {
+                Some(Value::InlineTable(table)) => remove_in_table(table, rest),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+fn remove_in_table(table: &mut dyn TableLike, path: &[PathSegment]) -> bool {
+    match path {
+        [PathSegment::Key(key)] => table.remove(key).is_some(),
+        [PathSegment::Key(key), rest @ ..] => table.get_mut(key).is_some_and(|item| remove(item, rest)),
+        _ => false,
     }
 }
 
@@ -98,7 +191,66 @@ fn classify(message: &str, path: &FieldPath) -> ConfigErrorKind {
             return ConfigErrorKind::MissingField { field };
         }
     }
-    ConfigErrorKind::InvalidValue(message.to_owned())
+    ConfigErrorKind::InvalidValue(in_operators_words(message))
+}
+
+/// Rewrites serde's "invalid type: string \"1\", expected u32" (and "invalid value: …") as
+/// "expected a whole number from 0 to 4294967295, found the text \"1\"". Any other message
+/// is kept as it is.
+fn in_operators_words(message: &str) -> String {
+    let rest = message.strip_prefix("invalid type: ").or_else(|| message.strip_prefix("invalid value: "));
+    let Some((found, expected)) = rest.and_then(|rest| rest.split_once(", expected ")) else {
+        return message.to_owned();
+    };
+    format!("expected {}, found {}", expected_in_words(expected), found_in_words(found))
+}
+
+/// Serde's `Unexpected` as an operator would say it.
+fn found_in_words(found: &str) -> String {
+    let backticked = |prefix: &str| {
+        found
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('`'))
+            .and_then(|rest| rest.strip_suffix('`'))
+    };
+    if let Some(text) = found.strip_prefix("string ") {
+        return format!("the text {text}");
+    }
+    if let Some(number) = backticked("integer ") {
+        return format!("the whole number {number}");
+    }
+    if let Some(number) = backticked("floating point ") {
+        return format!("the number {number}");
+    }
+    if let Some(value) = backticked("boolean ") {
+        return value.to_owned();
+    }
+    match found {
+        "sequence" => "a list".to_owned(),
+        "map" => "a table".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Serde's "expected" (a Rust type name, or a deserializer's own `expecting` text, which is
+/// already in words) as an operator would say it.
+fn expected_in_words(expected: &str) -> String {
+    let whole = |max: &str| format!("a whole number from 0 to {max}");
+    match expected {
+        "u8" => whole("255"),
+        "u16" => whole("65535"),
+        "u32" => whole("4294967295"),
+        "u64" | "usize" => whole("18446744073709551615"),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        "a string" => "text in quotes".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        "a map" => "a table".to_owned(),
+        other if other.starts_with("struct ") => "a table".to_owned(),
+        other if other.starts_with("a sequence") => "a list".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// The text up to the next backtick, from just after an opening one.
@@ -170,7 +322,30 @@ mod tests {
         );
         assert_eq!(
             classify("invalid type: string \"3\", expected u32", &path),
-            ConfigErrorKind::InvalidValue("invalid type: string \"3\", expected u32".into())
+            ConfigErrorKind::InvalidValue(
+                "expected a whole number from 0 to 4294967295, found the text \"3\"".into()
+            )
+        );
+        assert_eq!(
+            classify("invalid value: integer `-1`, expected u32", &path),
+            ConfigErrorKind::InvalidValue(
+                "expected a whole number from 0 to 4294967295, found the whole number -1".into()
+            )
+        );
+        assert_eq!(
+            classify("invalid type: boolean `true`, expected a string", &path),
+            ConfigErrorKind::InvalidValue("expected text in quotes, found true".into())
+        );
+        assert_eq!(
+            classify("invalid type: sequence, expected struct ListenerConfig", &path),
+            ConfigErrorKind::InvalidValue("expected a table, found a list".into())
+        );
+        // A deserializer's own words stay.
+        assert_eq!(
+            classify("invalid type: integer `30`, expected a duration such as \"30s\"", &path),
+            ConfigErrorKind::InvalidValue(
+                "expected a duration such as \"30s\", found the whole number 30".into()
+            )
         );
         // Truncated messages fall back to the text rather than failing.
         assert_eq!(

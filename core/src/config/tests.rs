@@ -334,7 +334,9 @@ fn wrong_type_is_rejected_at_the_value() {
     let error = the_error(text);
     assert_eq!(
         error.kind,
-        ConfigErrorKind::InvalidValue("invalid type: string \"many\", expected u32".into())
+        ConfigErrorKind::InvalidValue(
+            "expected a whole number from 0 to 4294967295, found the text \"many\"".into()
+        )
     );
     assert_eq!(error.path.to_string(), "listeners.dns.max_flows");
     assert_eq!(error.location, at(4, 13));
@@ -729,4 +731,49 @@ proptest! {
         // invalid, and what is tested here is the schema, not the rules.
         prop_assert_eq!(parse::deserialize(&text), Ok(config));
     }
+}
+
+#[test]
+fn every_schema_error_of_a_file_is_reported_at_once() {
+    // An unknown key, a wrong type in an inline table, a listener without its cluster, a
+    // backend's wrong type: four mistakes, four lines, in the order of the file.
+    let text = r#"[listeners.dns]
+address = "127.0.0.1:53"
+cluster = "dns"
+adress = "127.0.0.2:53"
+
+[listeners.other]
+address = "127.0.0.1:54"
+
+[clusters.dns]
+responses = "1"
+idle_timeout = { front = "30s", back = 5 }
+backends = [{ id = "a", address = "10.0.0.1:53", weight = "heavy" }]
+"#;
+    let errors = errors(text);
+    let found: Vec<(String, Location)> =
+        errors.iter().map(|error| (error.path.to_string(), error.location)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("listeners.dns.adress".to_owned(), at(4, 10)),
+            ("listeners.other.cluster".to_owned(), at(6, 1)),
+            ("clusters.dns.responses".to_owned(), at(10, 13)),
+            ("clusters.dns.idle_timeout.back".to_owned(), at(11, 40)),
+            ("clusters.dns.backends[0].weight".to_owned(), at(12, 59)),
+        ],
+        "{}",
+        errors.render("udplb.toml")
+    );
+    assert_rendered("several_schema_errors", text);
+}
+
+#[test]
+fn a_required_key_that_is_itself_wrong_ends_the_search_without_inventing_errors() {
+    // `address` is wrong and required: taking it out would make it "missing", which is not
+    // what the operator wrote, so the search stops there and reports the real error once.
+    let text = "[listeners.dns]\naddress = 53\ncluster = \"dns\"\n";
+    let error = the_error(text);
+    assert_eq!(error.path.to_string(), "listeners.dns.address");
+    assert!(matches!(error.kind, ConfigErrorKind::InvalidValue(_)), "{error:?}");
 }

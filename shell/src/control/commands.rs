@@ -354,17 +354,11 @@ impl EventLoop {
         }
         let (core, platform) = self.driver.parts_mut();
         platform.notices.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());
-        if config.process.control_socket != self.config.process.control_socket {
-            warnings.push("process.control_socket changed; it takes effect at the next start".to_owned());
-        }
-        if config.process.workers() != workers {
-            warnings.push("process.workers changed; it takes effect at the next start".to_owned());
-        }
-        if config.process.upstream_mode != platform.mode() {
-            warnings.push("process.upstream_mode changed; it takes effect at the next start".to_owned());
-        }
-        if config.process.metrics_addr != self.config.process.metrics_addr {
-            warnings.push("process.metrics_addr changed; it takes effect at the next start".to_owned());
+        for field in self.started.restart_only_changes(&config.process) {
+            warnings.push(format!(
+                "{field} differs from the value udplb started with; it takes effect at the next start \
+                 (until then the running value holds)"
+            ));
         }
         let view = status::reload_view(core, &reload, warnings);
         self.config = config;
