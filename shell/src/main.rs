@@ -50,6 +50,9 @@ enum Command {
         /// Print the server's JSON lines instead of tables.
         #[arg(long)]
         json: bool,
+        /// Seconds to wait for the answer before giving up with an explanation.
+        #[arg(long, default_value_t = ctl::ANSWER_TIMEOUT.as_secs_f64())]
+        timeout: f64,
         #[command(subcommand)]
         command: CtlCommand,
     },
@@ -88,7 +91,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Ctl { socket, config, json, command } => {
+        Command::Ctl { socket, config, json, timeout, command } => {
+            let Ok(timeout) = std::time::Duration::try_from_secs_f64(timeout)
+                .map(|t| t.max(std::time::Duration::from_millis(1)))
+            else {
+                eprintln!("udplb ctl: --timeout {timeout} is not a number of seconds");
+                return ExitCode::FAILURE;
+            };
             let socket = match (socket, config) {
                 (Some(socket), _) => socket,
                 (None, Some(config)) => match ctl::socket_from_config(&config) {
@@ -100,7 +109,7 @@ fn main() -> ExitCode {
                 },
                 (None, None) => PathBuf::from(ctl::DEFAULT_SOCKET),
             };
-            ctl::run(&socket, json, &command)
+            ctl::run(&socket, json, timeout, &command)
         }
         Command::Run { config, share_listeners } => match run(&config, share_listeners) {
             Ok(()) => ExitCode::SUCCESS,

@@ -50,6 +50,11 @@ pub(crate) enum FlowQuestion {
     Flows { limit: usize },
     /// `show flow CLIENT`: the client's flows and why each went where it went.
     Client(String),
+    /// `flow CLIENT close`: close the client's flows; the answer lists those closed.
+    CloseClient(String),
+    /// `backend CLUSTER ID close-flows`: close the backend's flows; the answer lists them.
+    /// `label` is how the operator named it (`cluster/id`).
+    CloseBackend { backend: udplb_core::BackendId, label: String },
 }
 
 /// One worker's answer to a [`FlowQuestion`].

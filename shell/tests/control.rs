@@ -276,6 +276,11 @@ fn watch_streams_a_health_transition_when_a_backend_port_closes() {
     let _ = watcher.kill();
     let _ = watcher.wait();
     let transition = transition.unwrap_or_else(|| panic!("no transition to down; saw {seen:?}"));
+    // Stamped with the time of day (ISO 8601, UTC, milliseconds), not only udplb's uptime.
+    let time = transition["time"].as_str().unwrap_or_default();
+    let shape: String = time.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+    assert_eq!(shape, "9999-99-99T99:99:99.999Z", "{transition}");
+    assert!(time.starts_with("20"), "{time}");
     assert_eq!(transition["cluster"], "pool");
     assert_eq!(transition["from"], "up");
     assert_eq!(transition["code"], "L4CON", "refused by ICMP port unreachable");
@@ -486,4 +491,106 @@ fn a_reload_that_keys_by_address_steers_a_hosts_sockets_to_one_worker() {
     workers.sort_unstable();
     workers.dedup();
     assert_eq!(workers.len(), 1, "after the reload the host's sockets reached workers {workers:?}");
+}
+
+/// `ctl -c FILE` reads the socket from the file's `process.control_socket`; a file with a
+/// TOML syntax error (the most common way to break one) must not stop `ctl -c FILE reload`
+/// from reaching udplb, which then says what is wrong and keeps its configuration.
+#[test]
+fn ctl_with_a_broken_file_still_finds_the_socket_and_the_reload_names_the_error() {
+    let backend = Backend::echo();
+    let listen = free_udp_address();
+    let balancer = Balancer::start(&listener_and_pool(listen, "", &[backend.address]), listen, false);
+    let good = std::fs::read_to_string(&balancer.config).unwrap();
+    // A table header without its closing bracket.
+    let broken = good.replace("[clusters.pool]", "[clusters.pool");
+    assert_ne!(broken, good);
+    std::fs::write(&balancer.config, &broken).unwrap();
+    let ctl = |args: &[&str]| {
+        Command::new(common::udplb()).arg("ctl").arg("-c").arg(&balancer.config).args(args).output().unwrap()
+    };
+    let shown = ctl(&["show", "listeners"]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let reload = ctl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&reload.stderr);
+    assert!(!reload.status.success(), "the reload is refused");
+    assert!(stderr.contains("reload rejected") && stderr.contains("invalid TOML"), "{stderr}");
+    assert!(ask(&client(), listen, b"still serving").is_some(), "the running configuration is kept");
+}
+
+/// Something that accepts on the socket but never answers: `ctl` gives up after `--timeout`
+/// and says what it means, not `Resource temporarily unavailable (os error 11)`.
+#[test]
+fn ctl_against_a_socket_that_never_answers_gives_up_with_an_explanation() {
+    let path = std::env::temp_dir().join(format!("udplb-mute-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let holder = std::thread::spawn(move || {
+        // Accept, read nothing, answer nothing; let go when the client does.
+        let (stream, _) = listener.accept().unwrap();
+        let mut buffer = [0u8; 1];
+        let _ = std::io::Read::read(&mut &stream, &mut buffer);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let started = std::time::Instant::now();
+    let output = Command::new(common::udplb())
+        .args(["ctl", "--timeout", "0.5", "--socket"])
+        .arg(&path)
+        .args(["show", "listeners"])
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no answer within 500ms") && stderr.contains("--timeout"), "{stderr}");
+    assert!(!stderr.contains("os error 11"), "{stderr}");
+    assert!(waited < Duration::from_secs(3), "gave up after {waited:?}");
+    holder.join().unwrap();
+}
+
+/// `flow CLIENT close` and `backend CLUSTER ID close-flows` close flows on every worker: the
+/// closed flows are gone from `show flows`, their clients are answered again (on new
+/// flows), and nothing else is touched.
+#[test]
+fn closing_a_clients_flows_and_a_backends_flows_reaches_every_worker() {
+    let (balancer, _backends) = two_workers();
+    let listen = balancer.listen;
+    let clients: Vec<_> = (0..30).map(|_| client()).collect();
+    for (i, socket) in clients.iter().enumerate() {
+        assert!(ask(socket, listen, format!("hello {i}").as_bytes()).is_some(), "client {i}");
+    }
+    let flows =
+        |balancer: &Balancer| balancer.ctl_json(&["show", "flows"])["flows"].as_array().unwrap().clone();
+    let before = flows(&balancer);
+    assert_eq!(before.len(), 31, "30 clients and the start-up check");
+    let workers: std::collections::BTreeSet<u64> =
+        before.iter().map(|f| f["worker"].as_u64().unwrap()).collect();
+    assert_eq!(workers.len(), 2, "both workers hold flows");
+
+    // One client socket, on whichever worker holds it.
+    let one = clients[7].local_addr().unwrap().to_string();
+    let closed = balancer.ctl(&["flow", &one, "close"]);
+    assert!(closed.success, "{}", closed.stderr);
+    assert!(closed.stdout.starts_with(&format!("{one}: closed 1 flow\n")), "{}", closed.stdout);
+    assert!(closed.stdout.contains(&one), "the closed flow is listed: {}", closed.stdout);
+    assert!(balancer.ctl_json(&["show", "flow", &one])["flows"].as_array().unwrap().is_empty());
+    assert_eq!(flows(&balancer).len(), 30);
+    assert!(ask(&clients[7], listen, b"again").is_some(), "the client's next datagram starts a new flow");
+    assert_eq!(flows(&balancer).len(), 31);
+
+    // Every flow of backend b0, on both workers.
+    let on_b0 = |flows: &[serde_json::Value]| flows.iter().filter(|f| f["backend"] == "b0").count();
+    let expected = on_b0(&flows(&balancer));
+    assert!(expected > 0);
+    let answer = balancer.ctl_json(&["backend", "pool", "b0", "close-flows"]);
+    assert_eq!(answer["message"].as_str().unwrap(), format!("pool/b0: closed {expected} flows"), "{answer}");
+    assert_eq!(answer["flows"].as_array().unwrap().len(), expected);
+    let after = flows(&balancer);
+    assert_eq!((on_b0(&after), after.len()), (0, 31 - expected), "only b0's flows closed");
+    for socket in &clients {
+        assert!(ask(socket, listen, b"still served").is_some(), "every client is answered afterwards");
+    }
+    let unknown = balancer.ctl(&["flow", "not-an-address", "close"]);
+    assert!(!unknown.success && unknown.stderr.contains("is not a client address"), "{}", unknown.stderr);
 }

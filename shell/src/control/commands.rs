@@ -12,7 +12,8 @@ use mio::Token;
 use udplb_core::{AdminCommand, AdminError, BackendCommand, Config, Input};
 
 use super::protocol::{
-    BackendAction, DEFAULT_FLOW_LIMIT, ListenerAction, ReloadView, Request, Response, ShowWhat, WatchEvent,
+    BackendAction, DEFAULT_FLOW_LIMIT, FlowAction, FlowView, ListenerAction, ReloadView, Request, Response,
+    ShowWhat, WatchEvent,
 };
 use super::status;
 use crate::event_loop::EventLoop;
@@ -62,6 +63,13 @@ fn merge_answers(query: PendingQuery) -> Response {
             }
             Response { flows: Some(flows), explanations: Some(explanations), ..Response::ok() }
         }
+        FlowQuestion::CloseClient(ref label) | FlowQuestion::CloseBackend { ref label, .. } => {
+            let closed: u64 = answers.iter().map(|(_, answer)| answer.total).sum();
+            let flows: Vec<FlowView> = answers.into_iter().flat_map(|(_, answer)| answer.flows).collect();
+            let noun = if closed == 1 { "flow" } else { "flows" };
+            tracing::info!(of = %label, closed, "flows closed by an operator");
+            Response { flows: Some(flows), ..Response::message(format!("{label}: closed {closed} {noun}")) }
+        }
     }
 }
 
@@ -96,8 +104,7 @@ impl EventLoop {
     /// question and the answer goes out once all have answered (`finish_queries`), never a
     /// part of the flows presented as all of them.
     fn ask_workers(&mut self, token: Token, question: FlowQuestion) -> Option<Response> {
-        let now = self.driver.platform().now();
-        let own = status::answer(self.driver.core(), &self.config, now, &question, 0);
+        let own = self.answer_question(&question, 0);
         let followers = self.followers().len() as u32;
         let id = self.queries.next_id;
         let query = PendingQuery {
@@ -117,6 +124,28 @@ impl EventLoop {
         }
         self.queries.pending.push(query);
         None
+    }
+
+    /// This worker's answer to `question` (it is worker `worker`): from its own table; a close
+    /// question closes the flows it names first (close reason `Aborted`, through the driver,
+    /// so their upstreams are released) and answers with what they were.
+    pub(crate) fn answer_question(&mut self, question: &FlowQuestion, worker: u32) -> FlowAnswer {
+        let now = self.driver.platform().now();
+        let mut answer = match status::flows_to_close(self.driver.core(), now, question) {
+            None => return status::answer(self.driver.core(), &self.config, now, question, worker),
+            Some(Err(error)) => FlowAnswer { error: Some(error), ..FlowAnswer::default() },
+            Some(Ok(status::ToClose { ids, views })) => {
+                for flow in &ids {
+                    // A flow cannot end between the scan and here: both are in this turn.
+                    let _ = self.driver.handle(now, Input::Admin(AdminCommand::CloseFlow(*flow)));
+                }
+                FlowAnswer { total: ids.len() as u64, flows: views, ..FlowAnswer::default() }
+            }
+        };
+        for flow in &mut answer.flows {
+            flow.worker = worker;
+        }
+        answer
     }
 
     /// A follower's answer to question `id`.
@@ -158,6 +187,18 @@ impl EventLoop {
             Request::Show { what: ShowWhat::Flow, client: Some(client), .. } => {
                 self.ask_workers(token, FlowQuestion::Client(client))
             }
+            Request::Flow { client, action: FlowAction::Close } => {
+                self.ask_workers(token, FlowQuestion::CloseClient(client))
+            }
+            Request::Backend { cluster, id, action: BackendAction::CloseFlows, weight: None } => {
+                match self.driver.core().flows().backend_id(&cluster, &id) {
+                    Some(backend) => self.ask_workers(
+                        token,
+                        FlowQuestion::CloseBackend { backend, label: format!("{cluster}/{id}") },
+                    ),
+                    None => Some(Response::error(format!("no backend {id:?} in cluster {cluster:?}"))),
+                }
+            }
             request => Some(self.execute_now(token, request)),
         }
     }
@@ -184,6 +225,7 @@ impl EventLoop {
             Request::Show { what: ShowWhat::Flow, client: None, .. } => {
                 Response::error("show flow needs a \"client\" address")
             }
+            Request::Flow { .. } => Response::error("internal: closing flows goes to every worker"),
             Request::Backend { cluster, id, action, weight } => {
                 self.backend_command(&cluster, &id, action, weight)
             }
@@ -225,6 +267,9 @@ impl EventLoop {
             (BackendAction::Enable, None) => (BackendCommand::Enable, "enabled".to_owned()),
             (BackendAction::Disable, None) => (BackendCommand::Disable, "disabled".to_owned()),
             (BackendAction::Drain, None) => (BackendCommand::Drain, "draining".to_owned()),
+            (BackendAction::CloseFlows, None) => {
+                return Response::error("internal: closing flows goes to every worker");
+            }
         };
         let now = self.driver.platform().now();
         match self.driver.handle(now, Input::Backend { backend, command }) {

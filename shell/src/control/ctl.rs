@@ -12,12 +12,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::protocol::{BackendAction, ListenerAction, Request, Response, ShowWhat, WatchEvent};
+use super::protocol::{
+    BackendAction, FlowAction, ListenerAction, Request, Response, ShowWhat, TimedEvent, WatchEvent,
+};
 
 /// Where `udplb ctl` looks when neither `--socket` nor `-c` is given.
 pub const DEFAULT_SOCKET: &str = "/run/udplb/control.sock";
-/// How long `ctl` waits for an answer (every command is answered within one loop turn).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `ctl` waits for an answer by default (every command is answered within one loop
+/// turn, or within a second for a question every worker answers).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `ctl` command line.
 #[derive(Clone, Debug, Subcommand)]
@@ -42,6 +45,13 @@ pub enum CtlCommand {
         name: String,
         #[command(subcommand)]
         action: ListenerActionCommand,
+    },
+    /// Act on one client's live flows: `close` ends them now (the next datagram starts anew).
+    Flow {
+        /// The client's address, with a port (one socket) or without (every socket of the host).
+        client: String,
+        #[command(subcommand)]
+        action: FlowActionCommand,
     },
     /// Re-read the configuration file (as SIGHUP does) and report what changed or why not.
     Reload,
@@ -80,6 +90,16 @@ pub enum ActionCommand {
     Drain,
     /// Set the weight until the next reload.
     Weight { weight: u32 },
+    /// Close every live flow on the backend now (new flows may still come: disable or drain
+    /// it first to keep them away).
+    CloseFlows,
+}
+
+#[derive(Copy, Clone, Debug, Subcommand)]
+pub enum FlowActionCommand {
+    /// Close the flows now (close reason `aborted`); the client's next datagram starts a new
+    /// flow, placed as any new flow is.
+    Close,
 }
 
 #[derive(Copy, Clone, Debug, Subcommand)]
@@ -111,6 +131,7 @@ impl CtlCommand {
                     ActionCommand::Disable => (BackendAction::Disable, None),
                     ActionCommand::Drain => (BackendAction::Drain, None),
                     ActionCommand::Weight { weight } => (BackendAction::Weight, Some(*weight)),
+                    ActionCommand::CloseFlows => (BackendAction::CloseFlows, None),
                 };
                 Request::Backend { cluster: cluster.clone(), id: id.clone(), action, weight }
             }
@@ -121,6 +142,9 @@ impl CtlCommand {
                     ListenerActionCommand::Resume => ListenerAction::Resume,
                 },
             },
+            CtlCommand::Flow { client, action: FlowActionCommand::Close } => {
+                Request::Flow { client: client.clone(), action: FlowAction::Close }
+            }
             CtlCommand::Reload => Request::Reload,
             CtlCommand::Watch => Request::Watch,
         }
@@ -147,8 +171,8 @@ pub fn connect(path: &Path) -> anyhow::Result<UnixStream> {
 }
 
 /// Runs one `ctl` command against the socket at `path`.
-pub fn run(path: &Path, json: bool, command: &CtlCommand) -> ExitCode {
-    match exchange(path, json, command) {
+pub fn run(path: &Path, json: bool, timeout: Duration, command: &CtlCommand) -> ExitCode {
+    match exchange(path, json, timeout, command) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("udplb ctl: {error:#}");
@@ -157,14 +181,26 @@ pub fn run(path: &Path, json: bool, command: &CtlCommand) -> ExitCode {
     }
 }
 
-fn exchange(path: &Path, json: bool, command: &CtlCommand) -> anyhow::Result<ExitCode> {
+fn exchange(path: &Path, json: bool, timeout: Duration, command: &CtlCommand) -> anyhow::Result<ExitCode> {
     let mut stream = connect(path)?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(&command.to_request())?;
     line.push(b'\n');
     stream.write_all(&line).context("sending the request")?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let answer = read_line(&mut reader)?.context("udplb closed the connection without answering")?;
+    let answer = match read_line(&mut reader) {
+        Ok(Some(answer)) => answer,
+        Ok(None) => anyhow::bail!("{}: udplb closed the connection without answering", path.display()),
+        Err(error) if is_timeout(&error) => anyhow::bail!(
+            "{}: no answer within {:?}. Something accepted the connection but did not answer: a \
+             udplb that is stuck, or another program on this socket. Check `systemctl status udplb` \
+             (or the process) and the log; --timeout waits longer",
+            path.display(),
+            timeout
+        ),
+        Err(error) => return Err(error),
+    };
     let response: Response = serde_json::from_str(&answer).context("reading the answer")?;
     if json {
         println!("{answer}");
@@ -182,13 +218,21 @@ fn exchange(path: &Path, json: bool, command: &CtlCommand) -> anyhow::Result<Exi
         while let Some(line) = read_line(&mut reader)? {
             if json {
                 println!("{line}");
-            } else if let Ok(event) = serde_json::from_str::<WatchEvent>(&line) {
-                println!("{}", render_event(&event));
+            } else if let Ok(timed) = serde_json::from_str::<TimedEvent>(&line) {
+                println!("{}", render_timed_event(&timed));
             }
             std::io::stdout().flush()?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether reading failed because the answer timeout ran out (a socket read timeout shows as
+/// `WouldBlock` on Linux, `TimedOut` elsewhere).
+fn is_timeout(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<std::io::Error>().is_some_and(|error| {
+        matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+    })
 }
 
 fn read_line(reader: &mut impl BufRead) -> anyhow::Result<Option<String>> {
@@ -199,16 +243,66 @@ fn read_line(reader: &mut impl BufRead) -> anyhow::Result<Option<String>> {
 
 /// The socket path from a configuration file's `process.control_socket`. Only that key is
 /// read: `ctl -c FILE reload` must still find the socket when the rest of the file has just
-/// been broken (the reload then reports what is wrong).
+/// been broken (the reload then reports what is wrong). A file that is not valid TOML — the
+/// most common way to break one — is read line by line for the key (see
+/// [`scan_control_socket`]); when even that fails, the error says why and what to do.
 pub fn socket_from_config(config: &Path) -> anyhow::Result<PathBuf> {
     let file = config.display().to_string();
     let text = std::fs::read_to_string(config).with_context(|| file.clone())?;
-    let table: toml::Table = text.parse().with_context(|| format!("{file}: not valid TOML"))?;
+    let table = match text.parse::<toml::Table>() {
+        Ok(table) => table,
+        Err(error) => {
+            return scan_control_socket(&text).ok_or_else(|| {
+                let line = error
+                    .span()
+                    .map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                anyhow::anyhow!(
+                    "{file} is not valid TOML (line {line}: {}), and no line `control_socket = \"…\"` \
+                     was found in its [process] table; name the socket with --socket PATH",
+                    error.message()
+                )
+            });
+        }
+    };
     let path = table.get("process").and_then(|process| process.get("control_socket"));
     match path {
         Some(toml::Value::String(path)) => Ok(PathBuf::from(path)),
         Some(_) => anyhow::bail!("{file}: process.control_socket is not a string"),
         None => anyhow::bail!("{file} sets no process.control_socket"),
+    }
+}
+
+/// Finds `control_socket` in a text that does not parse as a whole: a line `control_socket =
+/// "…"` under a `[process]` header, or `process.control_socket = "…"` before any header. The
+/// value is read by the TOML parser on its own, so quoting and escapes mean what they mean
+/// in the file. `None` when there is no such line, or more than one (which is meant is not
+/// for `ctl` to guess).
+pub fn scan_control_socket(text: &str) -> Option<PathBuf> {
+    let mut section: Option<String> = None;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            // `[process]  # comment`; `[[array]]` is never `process`.
+            section = header.split(']').next().map(|name| name.trim().to_owned());
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let key: String = key.split('.').map(str::trim).collect::<Vec<_>>().join(".");
+        let wanted = match section.as_deref() {
+            None => "process.control_socket",
+            Some("process") => "control_socket",
+            Some(_) => continue,
+        };
+        if key != wanted {
+            continue;
+        }
+        let single: toml::Table = format!("value = {}", value.trim()).parse().ok()?;
+        found.push(single.get("value")?.as_str()?.to_owned());
+    }
+    match found.as_slice() {
+        [only] => Some(PathBuf::from(only)),
+        _ => None,
     }
 }
 
@@ -327,6 +421,15 @@ pub fn render(response: &Response) -> String {
     if let Some(explanations) = &response.explanations {
         return render_explanations(response, explanations);
     }
+    // `flow CLIENT close`, `backend … close-flows`: what was done, then the flows it closed.
+    if let (Some(message), Some(flows)) = (&response.message, &response.flows) {
+        let listed = Response { message: None, ..response.clone() };
+        return if flows.is_empty() {
+            format!("{message}\n")
+        } else {
+            format!("{message}\n{}", render(&listed))
+        };
+    }
     if let Some(flows) = &response.flows {
         // With several workers each flow is named by its worker too (serials are per worker).
         let workers = flows.iter().any(|f| f.worker > 0);
@@ -420,6 +523,20 @@ fn render_explanations(response: &Response, explanations: &[super::protocol::Flo
     text
 }
 
+/// One event for people, stamped with the time udplb sent it (ISO 8601, UTC), or with
+/// udplb's uptime from a server too old to send the time.
+pub fn render_timed_event(timed: &TimedEvent) -> String {
+    let text = render_event(&timed.event);
+    match &timed.time {
+        // `[    12.3s] backend …`: the uptime stamp is replaced by the time of day.
+        Some(time) => match text.split_once("] ") {
+            Some((_, rest)) => format!("{time} {rest}"),
+            None => format!("{time} {text}"),
+        },
+        None => text,
+    }
+}
+
 /// One event for people.
 pub fn render_event(event: &WatchEvent) -> String {
     let at = |uptime_ms: &u64| format!("[{:>10}]", age(*uptime_ms));
@@ -468,6 +585,33 @@ pub fn render_event(event: &WatchEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_socket_is_found_in_a_file_that_does_not_parse() {
+        let broken = "[process]  # the usual place\ncontrol_socket = '/run/udplb/a.sock'  # mine\n\n[listeners.dns\naddress = \n";
+        assert_eq!(scan_control_socket(broken), Some(PathBuf::from("/run/udplb/a.sock")));
+        let dotted = "process . control_socket = \"/tmp/b \\u00e9.sock\"\n[clusters.x]\nbackends = [\n";
+        assert_eq!(scan_control_socket(dotted), Some(PathBuf::from("/tmp/b é.sock")));
+        // In another table, twice, or not a string: not guessed.
+        assert_eq!(scan_control_socket("[listeners.x]\ncontrol_socket = \"/a\"\n"), None);
+        assert_eq!(
+            scan_control_socket("[process]\ncontrol_socket = \"/a\"\ncontrol_socket = \"/b\"\n"),
+            None
+        );
+        assert_eq!(scan_control_socket("[process]\ncontrol_socket = 5\n"), None);
+        assert_eq!(scan_control_socket("[[process]]\ncontrol_socket = \"/a\"\n"), None);
+    }
+
+    #[test]
+    fn a_file_without_the_key_says_why_and_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("udplb-ctl-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broken.toml");
+        std::fs::write(&file, "[listeners.dns\naddress = 1\n").unwrap();
+        let error = format!("{:#}", socket_from_config(&file).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(error.contains("is not valid TOML (line 1:") && error.contains("--socket PATH"), "{error}");
+    }
 
     #[test]
     fn ages_read_naturally() {

@@ -15,9 +15,11 @@
 //! ← {"ok":true,"message":"dns: draining, 12 flows remaining"}
 //! → {"command":"show","what":"flow","client":"192.0.2.7:40000"}
 //! ← {"ok":true,"flows":[...],"explanations":[...]}
+//! → {"command":"flow","client":"192.0.2.7","action":"close"}
+//! ← {"ok":true,"message":"closed 2 flows of 192.0.2.7","flows":[...]}
 //! → {"command":"watch"}
 //! ← {"ok":true,"watching":true}
-//! ← {"event":"backend_health","cluster":"dns","backend":"a","from":"up","to":"down","code":"L4CON","uptime_ms":81234}
+//! ← {"time":"2026-12-03T04:10:11.123Z","event":"backend_health","cluster":"dns","backend":"a","from":"up","to":"down","code":"L4CON","uptime_ms":81234}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,9 @@ pub enum Request {
     /// Drain a listener (no new flows; existing flows end by their own teardown, or at its
     /// `drain_timeout`) or resume it.
     Listener { name: String, action: ListenerAction },
+    /// Act on a client's live flows: `close` ends them now (close reason `aborted`); the
+    /// client's next datagram starts a new flow. `client` as in `show flow`.
+    Flow { client: String, action: FlowAction },
     /// Re-read the configuration file, exactly as SIGHUP does.
     Reload,
     /// Stream events on this connection until it closes.
@@ -82,6 +87,16 @@ pub enum BackendAction {
     Disable,
     Drain,
     Weight,
+    /// Close every live flow on the backend now (close reason `aborted`); its state and new
+    /// flows are not affected (`disable` or `drain` first to keep clients away).
+    CloseFlows,
+}
+
+/// What `flow` does.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowAction {
+    Close,
 }
 
 /// What `listener` does.
@@ -262,6 +277,16 @@ pub struct ReloadView {
     /// Applied, but something needs attention (a listener that could not be opened, a
     /// setting that takes effect only at the next start).
     pub warnings: Vec<String>,
+}
+
+/// An event as it goes on the wire: the [`WatchEvent`]'s fields and `time`, the wall-clock
+/// time udplb sent it, in ISO 8601 UTC with milliseconds (`2026-12-03T04:10:11.123Z`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(flatten)]
+    pub event: WatchEvent,
 }
 
 /// An event streamed to `watch`ers. `uptime_ms` is the time since udplb started.

@@ -25,7 +25,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 pub use super::protocol::MAX_REQUEST_BYTES;
-use super::protocol::{Request, Response, WatchEvent};
+use super::protocol::{Request, Response, TimedEvent, WatchEvent};
 
 /// Control connections open at once; one more is told so and closed.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -264,7 +264,11 @@ impl ControlServer {
 
     /// Sends one event to every watcher; drops a watcher whose queue is over its bound.
     pub fn broadcast(&mut self, event: &WatchEvent) {
-        let Ok(line) = serde_json::to_vec(event) else { return };
+        let timed = TimedEvent {
+            time: Some(crate::system::iso8601_utc(std::time::SystemTime::now())),
+            event: event.clone(),
+        };
+        let Ok(line) = serde_json::to_vec(&timed) else { return };
         let mut broken = Vec::new();
         for (token, connection) in &mut self.connections {
             if !connection.watching || connection.closing.is_some() {

@@ -12,7 +12,7 @@ use crate::workers::{FlowAnswer, FlowQuestion, WorkerView};
 use udplb_core::config::Affinity;
 use udplb_core::health::{CounterView, HealthEvent, HistoryChange};
 use udplb_core::{
-    BackendId, Balancer, ClusterId, Config, FlowInfo, FrontendState, Instant, ListenerId, Reload,
+    BackendId, Balancer, ClusterId, Config, FlowId, FlowInfo, FrontendState, Instant, ListenerId, Reload,
 };
 
 use super::protocol::{
@@ -187,6 +187,9 @@ pub(crate) fn answer(
             Ok((flows, explanations)) => FlowAnswer { flows, explanations, ..FlowAnswer::default() },
             Err(error) => FlowAnswer { error: Some(error), ..FlowAnswer::default() },
         },
+        // The worker closed these flows just before (see `EventLoop::answer_question`); an
+        // answer computed here lists nothing.
+        FlowQuestion::CloseClient(_) | FlowQuestion::CloseBackend { .. } => FlowAnswer::default(),
     };
     for flow in &mut answer.flows {
         flow.worker = worker;
@@ -195,6 +198,33 @@ pub(crate) fn answer(
         explanation.worker = worker;
     }
     answer
+}
+
+/// Flows a close question names: their ids, and their views taken before they close.
+pub(crate) struct ToClose {
+    pub ids: Vec<FlowId>,
+    pub views: Vec<FlowView>,
+}
+
+/// The live flows a close question names; an error for a client that is not an address.
+/// `None` for a question that closes nothing.
+pub(crate) fn flows_to_close(
+    core: &Balancer,
+    now: Instant,
+    question: &FlowQuestion,
+) -> Option<Result<ToClose, String>> {
+    let matching: Vec<FlowInfo> = match question {
+        FlowQuestion::CloseClient(client) => match ClientPattern::parse(client) {
+            Ok(pattern) => core.flows().flows().filter(|flow| pattern.matches(flow.client)).collect(),
+            Err(error) => return Some(Err(error)),
+        },
+        FlowQuestion::CloseBackend { backend, .. } => {
+            core.flows().flows().filter(|flow| flow.backend == *backend).collect()
+        }
+        FlowQuestion::Flows { .. } | FlowQuestion::Client(_) => return None,
+    };
+    let ids = matching.iter().map(|flow| flow.flow).collect();
+    Some(Ok(ToClose { ids, views: matching.iter().map(|flow| flow_view(core, now, flow)).collect() }))
 }
 
 /// A client as `show flow` takes it: one socket (`ip:port`) or every socket of a host (`ip`).

@@ -60,16 +60,11 @@ impl EventLoop {
                 }
                 ToFollower::Stop => self.drain(),
                 ToFollower::Query { id, question } => {
-                    let Some(duties) = self.following() else { continue };
-                    let worker = duties.link.index;
-                    let answer = crate::control::status::answer(
-                        self.driver.core(),
-                        &self.config,
-                        now,
-                        &question,
-                        worker,
-                    );
-                    duties.link.send(ToLeader::Answer { id, worker, answer });
+                    let Some(worker) = self.following().map(|duties| duties.link.index) else { continue };
+                    let answer = self.answer_question(&question, worker);
+                    if let Some(duties) = self.following() {
+                        duties.link.send(ToLeader::Answer { id, worker, answer });
+                    }
                 }
             }
         }
