@@ -79,6 +79,8 @@ pub struct EventLoop {
     pub(crate) metrics: Option<MetricsServer>,
     /// Set by a stop: listeners are draining, and the loop ends when no flow is left.
     stopping: bool,
+    /// When a stop gives up waiting: flows still alive then are closed (`process.stop_timeout`).
+    stop_deadline: Option<std::time::Instant>,
     /// The leader's questions about flows waiting for its followers' answers.
     pub(crate) queries: FlowQueries,
     /// Client datagrams land here, each with headroom for a PROXY header.
@@ -139,6 +141,7 @@ impl EventLoop {
             control: None,
             metrics: None,
             stopping: false,
+            stop_deadline: None,
             queries: FlowQueries::default(),
             client_batch: RecvBatch::new(DATAGRAM_HEADROOM, RECEIVE_CAPACITY),
             backend_batch: RecvBatch::new(0, RECEIVE_CAPACITY),
@@ -162,6 +165,10 @@ impl EventLoop {
             }
             if let Some(interval) = self.role_interval() {
                 timeout = Some(timeout.map_or(interval, |t| t.min(interval)));
+            }
+            if let Some(deadline) = self.stop_deadline {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
             if !self.backlog.is_empty() {
                 timeout = Some(Duration::ZERO);
@@ -205,6 +212,7 @@ impl EventLoop {
             let now = self.driver.platform().now();
             let _ = self.driver.handle(now, Input::Timeout);
             self.settle();
+            self.enforce_stop_deadline();
             self.driver.platform_mut().expire_probes(now);
             self.publish_events();
             self.sweep_connections();
@@ -241,10 +249,33 @@ impl EventLoop {
             return;
         }
         self.stopping = true;
+        self.stop_deadline = Some(std::time::Instant::now() + self.config.process.stop_timeout());
         let listeners: Vec<ListenerId> = self.driver.core().flows().listener_ids().collect();
         let now = self.driver.platform().now();
         for listener in listeners {
             let _ = self.driver.handle(now, Input::Admin(AdminCommand::DrainListener(listener)));
+        }
+    }
+
+    /// Past the stop's deadline, closes whatever flows are left (`Shutdown`), so the process
+    /// exits on its own before a service manager kills it.
+    fn enforce_stop_deadline(&mut self) {
+        let Some(deadline) = self.stop_deadline else { return };
+        if std::time::Instant::now() < deadline {
+            return;
+        }
+        self.stop_deadline = None;
+        let left = self.driver.core().flows().stats().flows.active;
+        if left > 0 {
+            tracing::warn!(
+                event = %"stop_timeout_reached",
+                flows = left,
+                stop_timeout = ?self.config.process.stop_timeout(),
+                "stop_timeout reached: closing the flows left"
+            );
+            let now = self.driver.platform().now();
+            let _ = self.driver.handle(now, Input::Admin(AdminCommand::CloseAll));
+            self.settle();
         }
     }
 

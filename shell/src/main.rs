@@ -33,10 +33,13 @@ enum Command {
         share_listeners: bool,
     },
     /// Check a configuration file: exit 0 if valid; otherwise print every error with file,
-    /// line, column and field, and exit 1.
+    /// line, column and field, and exit 1. Risky settings are printed as warnings.
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Treat warnings as errors: exit 1 if there is any.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Talk to a running udplb over its control socket: show state, change backends,
     /// reload, watch events. Prints tables for people; `--json` prints the server's JSON.
@@ -75,12 +78,26 @@ fn version_text(test_features: &[&str]) -> String {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { config } => match load(&config) {
+        Command::Check { config, deny_warnings } => match load(&config) {
             Ok(loaded) => {
+                let file = config.display().to_string();
+                let warnings = warnings(&loaded, system::raise_nofile_limit());
+                if !warnings.is_empty() {
+                    let text = std::fs::read_to_string(&config).unwrap_or_default();
+                    eprintln!("{}", udplb_core::config::render_warnings(&text, &file, &warnings));
+                }
                 let backends: usize = loaded.clusters.values().map(|c| c.backends.len()).sum();
+                let noted = match warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_owned(),
+                    n => format!(", {n} warnings"),
+                };
+                if deny_warnings && !warnings.is_empty() {
+                    eprintln!("{file}: valid{noted}, and --deny-warnings makes warnings errors");
+                    return ExitCode::FAILURE;
+                }
                 println!(
-                    "{}: ok ({} listeners, {} clusters, {backends} backends)",
-                    config.display(),
+                    "{file}: ok ({} listeners, {} clusters, {backends} backends){noted}",
                     loaded.listeners.len(),
                     loaded.clusters.len()
                 );
@@ -121,6 +138,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration's warnings ([`Config::warnings`]) and those that depend on this machine:
+/// a `max_flows` the descriptor limit (`nofile`, as raised) and port range cannot back, more
+/// workers than CPUs.
+fn warnings(config: &Config, nofile: u64) -> Vec<udplb_core::config::ConfigWarning> {
+    use udplb_core::config::{ConfigWarning, FieldPath};
+    let mut warnings = config.warnings();
+    let process = FieldPath::root().key("process");
+    let backed = system::default_max_flows(nofile, config);
+    if let Some(max_flows) = config.process.max_flows
+        && max_flows > backed
+    {
+        warnings.push(ConfigWarning::new(
+            process.clone().key("max_flows"),
+            format!(
+                "{max_flows} flows need more upstream sockets than this machine allows: {nofile} file \
+                 descriptors (RLIMIT_NOFILE) and {} ephemeral ports back about {backed}; new flows past that \
+                 are dropped as upstream_open_failed. Raise LimitNOFILE or net.ipv4.ip_local_port_range, or \
+                 lower max_flows (this counts the limits `udplb check` itself runs with)",
+                system::ephemeral_ports()
+            ),
+        ));
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if config.process.workers() > cpus {
+        warnings.push(ConfigWarning::new(
+            process.key("workers"),
+            format!(
+                "{} workers on {cpus} CPUs: they take turns on the same cores, which adds latency and no \
+                 throughput. Use at most {cpus}",
+                config.process.workers()
+            ),
+        ));
+    }
+    warnings
+}
+
 /// Reads and validates a configuration file; the error is the rendered list of problems.
 fn load(path: &Path) -> Result<Config, String> {
     let file = path.display().to_string();
@@ -133,6 +186,13 @@ fn run(path: &Path, share_listeners: bool) -> anyhow::Result<()> {
     init_logging(config.process.log_format);
     let nofile = system::raise_nofile_limit();
     let default_max_flows = system::default_max_flows(nofile, &config);
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let warnings = warnings(&config, nofile);
+        for line in udplb_core::config::render_warnings(&text, &path.display().to_string(), &warnings).lines()
+        {
+            tracing::warn!(event = %"config_warning", warning = %line, "risky setting");
+        }
+    }
     let workers = config.process.workers();
     let max_flows = config.process.max_flows.unwrap_or(default_max_flows);
     // Budgets are per process: each worker gets its share.

@@ -353,6 +353,76 @@ fn check_reports_each_error_with_file_line_column_and_field() {
     .unwrap();
     let output = Command::new(common::udplb()).args(["check", "-c"]).arg(&good).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Valid, with one risky setting (no drain_timeout): a warning, and --deny-warnings fails.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.ends_with(", 1 warning\n"), "{stdout}");
+    assert!(stderr.contains(":1:12: warning: field `listeners.test`: no drain_timeout"), "{stderr}");
+    let denied =
+        Command::new(common::udplb()).args(["check", "--deny-warnings", "-c"]).arg(&good).output().unwrap();
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("--deny-warnings makes warnings errors"));
+    // What depends on the machine: a flow cap past the descriptors, more workers than CPUs.
+    let greedy = format!(
+        "[process]\nmax_flows = 16000000\nworkers = 256\n\n{}",
+        config("127.0.0.1:5353".parse().unwrap(), "", &["127.0.0.1:5301".parse().unwrap()]).replacen(
+            "cluster = \"pool\"\n",
+            "cluster = \"pool\"\ndrain_timeout = \"1s\"\n",
+            1
+        )
+    );
+    std::fs::write(&good, greedy).unwrap();
+    let output = Command::new(common::udplb()).args(["check", "-c"]).arg(&good).output().unwrap();
+    let _ = std::fs::remove_file(&good);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("field `process.max_flows`: 16000000 flows need more upstream sockets"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("field `process.workers`: 256 workers on"), "{stderr}");
+}
+
+/// SIGTERM is bounded: a listener without drain_timeout and a client that never stops
+/// sending would keep udplb draining for ever; `process.stop_timeout` closes what is left.
+#[test]
+fn sigterm_is_bounded_by_stop_timeout_even_when_a_client_keeps_sending() {
+    let backend = Backend::echo(false);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = format!(
+        "[process]\nstop_timeout = \"1s\"\n\n{}",
+        config(listen, "idle_timeout = { front = \"60s\", back = \"60s\" }", &[backend.address])
+    );
+    let mut balancer = Balancer::start(&text, listen);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sending = stop.clone();
+    let sender = std::thread::spawn(move || {
+        let socket = client();
+        // Every 50 ms, at most 200 times (10 s): its flow never goes idle.
+        for i in 0..200 {
+            if sending.load(Ordering::Relaxed) {
+                break;
+            }
+            let _ = socket.send_to(format!("keepalive {i}").as_bytes(), listen);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    balancer.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = balancer.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(8), "udplb still running 8 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(took >= Duration::from_millis(900), "it waited for the flow first ({took:?})");
+    assert!(took < Duration::from_secs(4), "and stopped at stop_timeout ({took:?})");
 }
 
 #[test]

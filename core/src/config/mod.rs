@@ -26,11 +26,13 @@ mod parse;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod warnings;
 mod workers;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
 pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel, OutlierConfig};
 
+pub use warnings::{ConfigWarning, render_warnings};
 pub use workers::{worker_config, worker_share};
 
 pub use validate::{
@@ -94,6 +96,11 @@ pub struct ProcessConfig {
     /// socket. Changing it needs a restart. See docs/architecture.md, "Upstream sockets".
     #[serde(default)]
     pub upstream_mode: UpstreamMode,
+    /// How long a stop (SIGTERM) may take: listeners drain, flows end by their own rules or
+    /// their listener's `drain_timeout`, and whatever is left after this long is closed
+    /// (`Shutdown`) so the process exits. Absent: [`ProcessConfig::DEFAULT_STOP_TIMEOUT`].
+    #[serde(default, with = "duration::optional")]
+    pub stop_timeout: Option<Duration>,
 }
 
 /// How the `udplb` binary's upstream sockets are shared between flows.
@@ -139,6 +146,16 @@ pub enum LogFormat {
 impl ProcessConfig {
     /// The process-wide flow cap when neither the file nor the caller sets one.
     pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+
+    /// How long a stop may take when the file does not say: under the 30 s systemd gives a
+    /// service to stop by default (and `examples/udplb.service` keeps), so udplb closes its
+    /// last flows and exits on its own before it would be killed.
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// The effective stop bound.
+    pub fn stop_timeout(&self) -> Duration {
+        self.stop_timeout.unwrap_or(Self::DEFAULT_STOP_TIMEOUT)
+    }
 
     /// The retry buffer's budget when the file does not set one.
     pub const DEFAULT_RETRY_BUFFER_BYTES: u32 = 4 << 20;

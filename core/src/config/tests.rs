@@ -777,3 +777,47 @@ fn a_required_key_that_is_itself_wrong_ends_the_search_without_inventing_errors(
     assert_eq!(error.path.to_string(), "listeners.dns.address");
     assert!(matches!(error.kind, ConfigErrorKind::InvalidValue(_)), "{error:?}");
 }
+
+#[test]
+fn risky_settings_are_warned_about_with_their_field() {
+    let text = r#"[process]
+max_flows = 1000
+metrics_addr = "0.0.0.0:9153"
+stop_timeout = "45s"
+
+[listeners.quiet]
+address = "127.0.0.1:53"
+cluster = "dns"
+max_flows = 5000
+
+[listeners.slow]
+address = "127.0.0.1:54"
+cluster = "dns"
+drain_timeout = "1m"
+
+[clusters.dns]
+responses = 1
+health = { mode = "tcp", tcp_port = 53 }
+backends = [{ id = "a", address = "10.0.0.1:53" }]
+
+[clusters.oneway]
+responses = 0
+health = { mode = "tcp", tcp_port = 514 }
+backends = [{ id = "a", address = "10.0.0.2:514" }]
+"#;
+    let config = valid(text);
+    let rendered = render_warnings(text, "udplb.toml", &config.warnings());
+    insta::with_settings!({
+        snapshot_path => SNAPSHOTS,
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("warnings", rendered);
+    });
+    // The one-way cluster's TCP health is all it can have: no warning.
+    assert!(!rendered.contains("clusters.oneway"), "{rendered}");
+    // A careful file has none.
+    let careful = "[listeners.dns]\naddress = \"127.0.0.1:53\"\ncluster = \"dns\"\ndrain_timeout = \"5s\"\n\
+                   [clusters.dns]\nresponses = 1\nbackends = [{ id = \"a\", address = \"10.0.0.1:53\" }]\n";
+    assert_eq!(valid(careful).warnings(), vec![]);
+}
