@@ -142,6 +142,48 @@ pub struct BackendStats {
     /// Flows moved off it on their next datagram because it was Down or ejected
     /// (`on_backend_down = "reselect"`).
     pub flows_reselected: u64,
+    /// How long its replies took: with `responses` counted per request, from each request to
+    /// the reply that completes it; otherwise from the first request of a wait for a reply to
+    /// the reply that ends the wait.
+    pub reply_latency: LatencyHistogram,
+}
+
+/// Upper bounds of [`LatencyHistogram`]'s buckets, in microseconds: 250 µs to 10 s, about
+/// 2.5 per decade, which covers a loopback DNS answer and a reply just inside a long
+/// `idle_timeout.back` alike.
+pub const LATENCY_BOUNDS_MICROS: [u64; 15] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// A histogram of durations with fixed buckets ([`LATENCY_BOUNDS_MICROS`], then one for
+/// anything longer): recording is a few comparisons and additions, never an allocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Samples per bucket (not cumulative): `buckets[i]` counts samples at most
+    /// `LATENCY_BOUNDS_MICROS[i]` and over the bound before; the last, those over 10 s.
+    pub buckets: [u64; LATENCY_BOUNDS_MICROS.len() + 1],
+    /// The sum of every sample, in microseconds.
+    pub sum_micros: u64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_MICROS.partition_point(|bound| *bound < micros);
+        self.buckets[bucket] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+        self.count += 1;
+    }
+
+    pub fn absorb(&mut self, other: &LatencyHistogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+        self.count += other.count;
+    }
 }
 
 impl BackendStats {
@@ -153,6 +195,7 @@ impl BackendStats {
         self.stray_replies += other.stray_replies;
         self.send_failures += other.send_failures;
         self.flows_reselected += other.flows_reselected;
+        self.reply_latency.absorb(&other.reply_latency);
     }
 }
 

@@ -28,6 +28,28 @@ impl BackendTraffic {
     }
 }
 
+/// How configuration reloads went (the leader's; followers do not reload on their own).
+#[derive(Clone, Debug, Default)]
+pub struct ReloadCounters {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub last_success: Option<std::time::SystemTime>,
+    pub last_failure: Option<std::time::SystemTime>,
+}
+
+impl ReloadCounters {
+    pub fn count(&mut self, succeeded: bool) {
+        let now = Some(std::time::SystemTime::now());
+        if succeeded {
+            self.succeeded += 1;
+            self.last_success = now;
+        } else {
+            self.failed += 1;
+            self.last_failure = now;
+        }
+    }
+}
+
 /// What the shell counts itself, because the core counts it otherwise or not at all: traffic
 /// per backend (the core books datagrams per listener) and health transitions per backend
 /// and check code (the core keeps only the last few in each backend's history).

@@ -70,6 +70,8 @@ pub struct EventLoop {
     /// The `[process]` settings the process started with: those a reload cannot change hold
     /// until the next start (see [`udplb_core::config::ProcessConfig::restart_only_changes`]).
     pub(crate) started: udplb_core::config::ProcessConfig,
+    /// How reloads went, for metrics.
+    pub(crate) reloads: crate::counters::ReloadCounters,
     /// The flow cap derived from the descriptor limit and port range, used whenever the
     /// file sets none: at start and on every reload.
     pub(crate) default_max_flows: u32,
@@ -136,6 +138,7 @@ impl EventLoop {
             backlog: Vec::new(),
             config_path: config_path.to_owned(),
             started: config.process.clone(),
+            reloads: Default::default(),
             config,
             default_max_flows,
             control: None,

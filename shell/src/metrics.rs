@@ -9,19 +9,23 @@
 //! loop.
 
 pub mod http;
+mod process;
 mod scrape;
 
 use std::collections::BTreeMap;
 
 use crate::counters::WorkerView;
-pub use crate::counters::{BackendTraffic, ShellCounters};
+pub use crate::counters::{BackendTraffic, ReloadCounters, ShellCounters};
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use udplb_core::stats::DatagramCounters;
+use udplb_core::stats::{LATENCY_BOUNDS_MICROS, LatencyHistogram};
 use udplb_core::{AdminState, Balancer, CloseReason, DropReason, FrontendState, Health};
 
 /// The reason label of datagrams the kernel dropped before udplb could read them (a full
@@ -36,6 +40,34 @@ struct Scrape {
     registry: Registry,
     counters: BTreeMap<&'static str, Family<Labels, Counter>>,
     gauges: BTreeMap<&'static str, Family<Labels, Gauge>>,
+    histograms: BTreeMap<&'static str, Family<Labels, Histogram>>,
+}
+
+/// A histogram the core already counted ([`LatencyHistogram`]), encoded in seconds: the
+/// scrape copies its buckets in, nothing is observed here.
+#[derive(Debug, Default)]
+struct Histogram(std::sync::Mutex<LatencyHistogram>);
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let histogram = self.0.lock().map_err(|_| std::fmt::Error)?.clone();
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_MICROS
+            .iter()
+            .zip(&histogram.buckets)
+            .map(|(bound, count)| (*bound as f64 / 1e6, *count))
+            .collect();
+        buckets.push((f64::INFINITY, histogram.buckets[LATENCY_BOUNDS_MICROS.len()]));
+        let sum = histogram.sum_micros as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, histogram.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl Scrape {
@@ -44,6 +76,20 @@ impl Scrape {
             registry: Registry::with_prefix("udplb"),
             counters: BTreeMap::new(),
             gauges: BTreeMap::new(),
+            histograms: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a histogram sample set (labels required), in seconds.
+    fn histogram(&mut self, name: &'static str, help: &str, labels: Labels, value: &LatencyHistogram) {
+        let registry = &mut self.registry;
+        let family = self.histograms.entry(name).or_insert_with(|| {
+            let family = Family::<Labels, Histogram>::default();
+            registry.register(name, help, family.clone());
+            family
+        });
+        if let Ok(mut slot) = family.get_or_create(&labels).0.lock() {
+            *slot = value.clone();
         }
     }
 
@@ -102,8 +148,14 @@ fn saturating_i64(value: u64) -> i64 {
 /// The whole exposition: health state and names from the leader's `core`, its own counters
 /// (`shell`: health transitions, watch events lost), and the datapath counters of every
 /// worker added up (`totals`, the kernel's listener drop counts included).
-pub(crate) fn render(core: &Balancer, shell: &ShellCounters, totals: &WorkerView) -> String {
+pub(crate) fn render(
+    core: &Balancer,
+    shell: &ShellCounters,
+    totals: &WorkerView,
+    reloads: &ReloadCounters,
+) -> String {
     let mut scrape = Scrape::new();
+    process::metrics(&mut scrape, reloads);
     listener_metrics(&mut scrape, core, totals);
     backend_metrics(&mut scrape, core, totals, shell);
     health_metrics(&mut scrape, core);
@@ -317,6 +369,23 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView, sh
                 status.ejections,
             );
             let seen = totals.stats.backends.get(backend.0 as usize).cloned().unwrap_or_default();
+            scrape.histogram(
+                "backend_reply_seconds",
+                "Time from a request to the backend's reply: per request where responses are counted \
+                 per request, otherwise from the first request of a wait to the reply that ends it",
+                labels(),
+                &seen.reply_latency,
+            );
+            for (result, durations) in
+                [("pass", &status.check_durations.passed), ("fail", &status.check_durations.failed)]
+            {
+                scrape.histogram(
+                    "probe_duration_seconds",
+                    "How long each health check took, from its start to its result (a timeout counts whole)",
+                    with("result", result),
+                    durations,
+                );
+            }
             for (what, value) in [
                 ("requests_answered", seen.requests_answered),
                 ("replies_written_off", seen.replies_written_off),
@@ -498,7 +567,7 @@ mod tests {
         };
         totals.absorb(&follower);
         totals.absorb(&follower);
-        let text = render(&core, &shell, &totals);
+        let text = render(&core, &shell, &totals, &ReloadCounters::default());
         let line = |prefix: &str| {
             text.lines()
                 .find(|line| line.starts_with(prefix))

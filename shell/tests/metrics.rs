@@ -29,7 +29,7 @@ fn parse(text: &str) -> Samples {
             let mut words = comment.splitn(3, ' ');
             match (words.next(), words.next(), words.next()) {
                 (Some("TYPE"), Some(name), Some(kind)) => {
-                    assert!(valid_name(name) && ["counter", "gauge"].contains(&kind), "{line}");
+                    assert!(valid_name(name) && ["counter", "gauge", "histogram"].contains(&kind), "{line}");
                     families.insert(name.to_owned(), kind.to_owned());
                 }
                 (Some("HELP"), Some(name), Some(_)) => assert!(valid_name(name), "{line}"),
@@ -46,8 +46,14 @@ fn parse(text: &str) -> Samples {
             }
             None => (series, ""),
         };
-        let family = name.strip_suffix("_total").filter(|f| families.get(*f).is_some_and(|k| k == "counter"));
-        let family = family.unwrap_or(name);
+        let of_kind = |suffix: &str, kind: &str| {
+            name.strip_suffix(suffix).filter(|f| families.get(*f).is_some_and(|k| k == kind))
+        };
+        let family = of_kind("_total", "counter")
+            .or_else(|| of_kind("_bucket", "histogram"))
+            .or_else(|| of_kind("_sum", "histogram"))
+            .or_else(|| of_kind("_count", "histogram"))
+            .unwrap_or(name);
         assert!(families.contains_key(family), "sample of an undeclared family: {line}");
         let mut parsed = BTreeMap::new();
         for pair in labels.split("\",").filter(|p| !p.is_empty()) {
@@ -197,4 +203,64 @@ fn kernel_drops_on(address: std::net::SocketAddr) -> u64 {
         .filter(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
         .filter_map(|line| line.split_whitespace().nth(12)?.parse::<u64>().ok())
         .sum()
+}
+
+/// The metrics that measure time and the process: reply latency per backend and check
+/// durations (histograms that count every reply and check), build info, start time, memory,
+/// descriptors, and reloads by outcome with their times.
+#[test]
+fn latency_process_and_reload_metrics_are_present_and_move() {
+    let backend = Backend::echo();
+    let listen = free_udp_address();
+    let cluster = format!("responses = 1\n{}", common::UDP_HEALTH);
+    let body = listener_and_pool(listen, &cluster, &[backend.address]);
+    let balancer = Balancer::start(&body, listen, true);
+    let started = std::time::SystemTime::now();
+    assert!(balancer.wait_for_health("b0", "up"));
+    let b0 = [("cluster", "pool"), ("backend", "b0")];
+    let before = parse(&balancer.http_get("/metrics").1);
+    let socket = client();
+    for i in 0..10 {
+        assert!(ask(&socket, listen, format!("query {i}").as_bytes()).is_some());
+    }
+    let after = parse(&balancer.http_get("/metrics").1);
+    let count = |samples: &Samples| value(samples, "udplb_backend_reply_seconds_count", &b0);
+    assert_eq!(count(&after) - count(&before), 10.0, "every reply timed");
+    let sum = value(&after, "udplb_backend_reply_seconds_sum", &b0);
+    assert!(sum > 0.0 && sum < 1.0, "loopback replies take microseconds to milliseconds: {sum}");
+    // Buckets are cumulative and end at +Inf with the count.
+    let bucket = |le: &str| value(&after, "udplb_backend_reply_seconds_bucket", &[b0[0], b0[1], ("le", le)]);
+    assert!(bucket("0.00025") <= bucket("0.1") && bucket("0.1") <= bucket("+Inf"));
+    assert_eq!(bucket("+Inf"), count(&after));
+    assert!(bucket("1.0") >= count(&after) - 1.0, "under a second: {}", bucket("1.0"));
+    // Checks (UDP probes every 100 ms) passed and were timed.
+    let checks = [b0[0], b0[1], ("result", "pass")];
+    assert!(value(&after, "udplb_probe_duration_seconds_count", &checks) >= 1.0);
+    assert!(value(&after, "udplb_probe_duration_seconds_sum", &checks) < 1.0);
+
+    // The process.
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(value(&after, "udplb_build_info", &[("version", version)]), 1.0);
+    let now = started.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let start = value(&after, "udplb_process_start_time_seconds", &[]);
+    assert!((now - 30.0..=now + 1.0).contains(&start), "started at {start}, now {now}");
+    assert!(value(&after, "udplb_process_resident_memory_bytes", &[]) > 1e6);
+    let (open, max) =
+        (value(&after, "udplb_process_open_fds", &[]), value(&after, "udplb_process_max_fds", &[]));
+    assert!(open >= 4.0 && open < max, "{open} of {max} descriptors");
+
+    // Reloads: none yet, then one refused, then one applied.
+    let reloads =
+        |samples: &Samples, outcome: &str| value(samples, "udplb_reloads_total", &[("outcome", outcome)]);
+    assert_eq!((reloads(&after, "success"), reloads(&after, "failure")), (0.0, 0.0));
+    assert!(!has(&after, "udplb_last_reload_success_timestamp_seconds", &[]));
+    balancer.write_config("[listeners.test]\naddress = \"not an address\"\n");
+    assert!(!balancer.ctl(&["reload"]).success);
+    balancer.write_config(&body);
+    assert!(balancer.ctl(&["reload"]).success);
+    let reloaded = parse(&balancer.http_get("/metrics").1);
+    assert_eq!((reloads(&reloaded, "success"), reloads(&reloaded, "failure")), (1.0, 1.0));
+    let last = value(&reloaded, "udplb_last_reload_success_timestamp_seconds", &[]);
+    let failed = value(&reloaded, "udplb_last_reload_failure_timestamp_seconds", &[]);
+    assert!(last >= failed && failed >= now - 1.0, "success at {last}, failure at {failed}");
 }

@@ -457,6 +457,7 @@ impl FlowManager {
         }
         counters.pass(payload_len);
         flow.last_backend = now;
+        let waiting_since = flow.awaiting_since;
         if teardown.takes_back(flow) {
             flow.recent().written_off -= 1;
             self.stats.backends[backend.0 as usize].replies_taken_back += 1;
@@ -471,8 +472,8 @@ impl FlowManager {
             self.retry_slots.release(&mut flow.retry);
             self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
         }
-        if let Some(took) = teardown.answered_request(flow).and_then(|request| flow.reply_time(now, request))
-        {
+        let matched = teardown.answered_request(flow).and_then(|request| flow.reply_time(now, request));
+        if let Some(took) = matched {
             self.backends[backend.0 as usize].reply_time.sample(now, took);
         }
         match teardown.owes_replies(flow) {
@@ -485,6 +486,13 @@ impl FlowManager {
             Some(false) if flow.awaits_late_replies() => {}
             // Nothing owed, or the count is unknown: the next client datagram starts a wait.
             Some(false) | None => flow.awaiting_since = Instant::MAX,
+        }
+        // Where replies are not matched to requests, a reply that ends a wait measures it.
+        let ended_wait =
+            (!teardown.counts_per_request() && waiting_since != Instant::MAX && !flow.is_awaiting())
+                .then(|| now.saturating_duration_since(waiting_since));
+        if let Some(took) = matched.or(ended_wait) {
+            self.stats.backends[backend.0 as usize].reply_latency.record(took);
         }
         let completes = teardown.completes_request(flow);
         // A flow retired by a write-off stays for the rest of the replies written off.

@@ -144,6 +144,12 @@ impl Teardown {
         (replies, self.requests_of(replies))
     }
 
+    /// Whether replies are counted per request (`responses` > 0, `per_request`): then each
+    /// reply can be matched to the request it completes.
+    pub(crate) fn counts_per_request(&self) -> bool {
+        matches!((self.responses, self.responses_mode), (Some(n), ResponsesMode::PerRequest) if n > 0)
+    }
+
     /// The request (counting from 1, in order) a reply that brings `settled` replies settles
     /// completes, where replies are counted per request.
     pub(crate) fn answered_request(&self, flow: &Flow) -> Option<u32> {

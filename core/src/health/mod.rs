@@ -344,6 +344,16 @@ pub struct BackendStatus {
     pub ejected_until: Option<Instant>,
     /// Times outlier detection ejected it.
     pub ejections: u64,
+    /// How long its checks took, by result.
+    pub check_durations: CheckDurations,
+}
+
+/// How long a backend's checks took, from the start of the check (both probes of `tcp+udp`
+/// start together) to its result; a check that timed out counts its whole timeout.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckDurations {
+    pub passed: crate::stats::LatencyHistogram,
+    pub failed: crate::stats::LatencyHistogram,
 }
 
 /// Counters of the monitor, for metrics. Every ignored input is counted here.

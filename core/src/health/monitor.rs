@@ -10,8 +10,8 @@ use super::hysteresis::{Hysteresis, Phase};
 use super::outputs::{Outputs, Protocol, Queued};
 use super::schedule::{self, Jitter};
 use super::{
-    AdminState, BackendState, BackendStatus, CheckCode, Health, HealthError, HealthEvent, HealthOutput,
-    HealthStats, MonitoredBackend, ProbeKind, ProbeRequest, ProbeResult,
+    AdminState, BackendState, BackendStatus, CheckCode, CheckDurations, Health, HealthError, HealthEvent,
+    HealthOutput, HealthStats, MonitoredBackend, ProbeKind, ProbeRequest, ProbeResult,
 };
 use crate::config::{ExpectMatch, HealthConfig, HealthMode};
 use crate::id::{BackendId, ClusterId, ProbeId};
@@ -78,11 +78,15 @@ pub(super) struct Monitored {
     pub(super) last_check_at: Option<Instant>,
     pub(super) history: History,
     pub(super) outlier: super::Outlier,
+    /// How long its checks took, passed and failed.
+    pub(super) check_durations: CheckDurations,
 }
 
 /// A check in flight: one probe, or one of each for `tcp+udp`, sharing one timeout.
 #[derive(Debug)]
 pub(super) struct Check {
+    /// When it started: how long it took is measured to its result.
+    pub(super) started: Instant,
     pub(super) timeout: TimerHandle,
     pub(super) tcp: Option<ProbeSlot>,
     pub(super) udp: Option<ProbeSlot>,
@@ -152,6 +156,7 @@ impl Monitored {
             last_check_at: None,
             history: History::new(health.history),
             outlier: Default::default(),
+            check_durations: CheckDurations::default(),
             spec,
         }
     }
@@ -409,6 +414,7 @@ impl HealthMonitor {
             history: record.history.to_vec(),
             ejected_until: record.outlier.ejected_until(),
             ejections: record.outlier.ejections,
+            check_durations: record.check_durations.clone(),
         })
     }
 

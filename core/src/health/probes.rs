@@ -182,7 +182,7 @@ impl HealthMonitor {
         let mode = self.record(backend).config().mode;
         let timeout_at = now + schedule::probe_timeout(self.record(backend).config());
         let timeout = self.timers.insert(timeout_at, TimerKey::CheckTimeout(backend));
-        let mut check = Check { timeout, tcp: None, udp: None };
+        let mut check = Check { started: now, timeout, tcp: None, udp: None };
         for (wanted, protocol) in [(mode.probes_tcp(), Protocol::Tcp), (mode.probes_udp(), Protocol::Udp)] {
             if !wanted {
                 continue;
@@ -244,6 +244,13 @@ impl HealthMonitor {
             self.stats.checks_failed += 1;
         }
         let record = self.record_mut(backend);
+        let took = now.saturating_duration_since(check.started);
+        let durations = &mut record.check_durations;
+        if passed {
+            durations.passed.record(took)
+        } else {
+            durations.failed.record(took)
+        }
         record.last_check_at = Some(now);
         self.apply_result(now, backend, passed, code);
         let record = self.record_mut(backend);

@@ -344,6 +344,7 @@ impl EventLoop {
     pub(crate) fn reload(&mut self) -> Result<ReloadView, String> {
         crate::system::sd_notify("RELOADING=1");
         let result = self.apply_config_file();
+        self.reloads.count(result.is_ok());
         match &result {
             Ok(view) => {
                 // Names joined with commas: one field per list, readable in either log format.

@@ -21,8 +21,8 @@ impl EventLoop {
         let (status, content_type, body) = match request {
             HttpRequest::Get(path) if path == "/metrics" => {
                 let totals = self.totals();
-                let text =
-                    super::render(self.driver.core(), &self.driver.platform().notices.counters, &totals);
+                let counters = &self.driver.platform().notices.counters;
+                let text = super::render(self.driver.core(), counters, &totals, &self.reloads);
                 ("200 OK", CONTENT_TYPE, text)
             }
             HttpRequest::Get(_) => {
