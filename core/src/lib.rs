@@ -110,8 +110,8 @@ mod timer;
 pub use balancer::{BackendCommand, BackendState, Balancer, FrontendState, Input, Reload, Role};
 pub use config::Config;
 pub use flow::{
-    AdminCommand, AdminError, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM, Event,
-    FlowInfo, FlowManager, Incoming, InvariantViolation, Keys, Output, ReloadSummary, UpstreamError,
+    AdminCommand, AdminError, Admission, BackendVerdict, ClientDatagram, ClientVerdict, DATAGRAM_HEADROOM,
+    Event, FlowInfo, FlowManager, Incoming, InvariantViolation, Keys, Output, ReloadSummary, UpstreamError,
 };
 pub use health::{
     AdminState, Health, HealthEvent, HealthMonitor, HealthOutput, MonitoredBackend, ProbeResult,

@@ -134,6 +134,8 @@ pub fn reselect_moves_a_flow_off_a_backend_that_is_out_on_its_next_datagram() {
     assert_ne!(h.core.flow(moved).unwrap().backend, backend);
     assert!(h.closes().contains(&(flow, CloseReason::Reselected)));
     assert_eq!(h.core.stats().backends[backend.0 as usize].flows_reselected, 1);
+    assert!(h.core.flow(moved).unwrap().admission.reselected, "the new flow says why it exists");
+    assert!(!h.core.flow(moved).unwrap().admission.retry);
     // Sessions (no reply count) keep their backend by default.
     let mut h = Harness::new(&one_listener(2, "", ""));
     let flow = h.forward("192.0.2.1:5000", b"q1");

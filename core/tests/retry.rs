@@ -39,6 +39,8 @@ fn a_refused_request_is_resent_once_on_another_backend() {
         Some((retry, incoming.backend()))
     );
     assert!(h.core.flow(retry).is_some(), "booked once its upstream opened");
+    let admission = h.core.flow(retry).unwrap().admission;
+    assert!(admission.retry && !admission.reselected, "the re-send says so: {admission:?}");
     // The answer comes back on the retry flow, and the client's next query rides it.
     assert!(matches!(h.backend(retry, b"answer"), BackendVerdict::Return { .. }));
     let stats = h.core.stats();

@@ -142,3 +142,27 @@ fn instances_with_the_same_key_publish_the_same_fingerprint_and_it_tracks_health
     a.set_eligible(b2, true);
     assert_eq!(fingerprint(&a), before, "and changed back");
 }
+
+/// What a flow records of its admission: the rule that chose, whatever a reload or the
+/// backends' health do afterwards.
+#[test]
+fn a_flow_records_how_its_backend_was_chosen() {
+    use udplb_core::config::Algorithm;
+    let text = |algorithm: &str| format!("algorithm = \"{algorithm}\"\nfail_open = true\n",);
+    let mut h = common::Harness::new(&common::one_listener(2, &text("maglev"), ""));
+    let flow = h.forward("192.0.2.1:1000", b"q");
+    let fingerprint = h.core.cluster_fingerprint(udplb_core::ClusterId(0)).unwrap();
+    let admission = h.core.flow(flow).unwrap().admission;
+    assert_eq!(admission.algorithm, Algorithm::Maglev);
+    assert_eq!(admission.fingerprint_high, (fingerprint >> 32) as u32);
+    assert!(!admission.fail_open && !admission.retry && !admission.reselected && !admission.backup);
+    // Both backends down: a new client is placed by fail-open, and says so.
+    for backend in [h.core.backend_id("pool", "b1").unwrap(), h.core.backend_id("pool", "b2").unwrap()] {
+        h.set_eligible(backend, false);
+    }
+    let open = h.forward("192.0.2.2:1000", b"q");
+    assert!(h.core.flow(open).unwrap().admission.fail_open);
+    // A reload to round robin: the first flow keeps its record.
+    h.core.apply_config(h.now, &common::one_listener(2, &text("round_robin"), "")).unwrap();
+    assert_eq!(h.core.flow(flow).unwrap().admission.algorithm, Algorithm::Maglev);
+}

@@ -324,6 +324,40 @@ fn show_flow_names_the_backend_a_client_is_on_and_why() {
     assert!(listeners.stdout.starts_with("LISTENER") && listeners.stdout.contains(&listen.to_string()));
     let flows = balancer.ctl(&["show", "flows"]);
     assert!(flows.stdout.contains(&address), "{}", flows.stdout);
+
+    // The decision, not the present: after a reload to round robin with a third backend,
+    // the flow still says maglev, the fingerprint it was admitted under, and when.
+    let explained = &why["explanations"][0];
+    let fingerprint = explained["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(explained["fingerprint_at_admission"].as_str().unwrap(), &fingerprint[..8]);
+    assert_eq!((explained["pool"].as_u64(), explained["fail_open"].as_bool()), (Some(0), Some(false)));
+    assert!(explained["admitted_at"].as_str().unwrap().ends_with('Z'), "{explained}");
+    assert!(shown.stdout.contains("(unchanged since admission)"), "{}", shown.stdout);
+    let third = Backend::echo();
+    let body = listener_and_pool(
+        listen,
+        "algorithm = \"round_robin\"",
+        &[first.address, second.address, third.address],
+    );
+    balancer.write_config(&body);
+    assert!(balancer.ctl(&["reload"]).success);
+    let after = balancer.ctl(&["show", "flow", &address]);
+    assert!(after.stdout.contains(&format!("chosen by maglev on key [vip {listen} + client {address}], in pool 0 (the cluster uses round_robin now)")), "{}", after.stdout);
+    assert!(
+        after.stdout.contains(&format!("table fingerprint at admission {}…, now ", &fingerprint[..8])),
+        "{}",
+        after.stdout
+    );
+    // A new client is placed by the new rule, which uses no key.
+    let newcomer = client();
+    assert!(ask(&newcomer, listen, b"hello").is_some());
+    let newcomer = newcomer.local_addr().unwrap().to_string();
+    let placed = balancer.ctl(&["show", "flow", &newcomer]);
+    assert!(
+        placed.stdout.contains("chosen by round_robin (takes turns; uses no key), in pool 0"),
+        "{}",
+        placed.stdout
+    );
 }
 
 #[test]

@@ -218,6 +218,7 @@ impl FlowManager {
             return;
         };
         let proxy = cluster.proxy_protocol;
+        let decision = super::Decision::of(cluster, &selection, false);
         // Staged like a client's new flow: booked once its upstream is open (`accept`).
         let flow = FlowId { slot: self.table.next_slot(), serial: self.next_serial };
         let datagram = self.datagram_with_header(vip, client, flow.serial, proxy, &retry);
@@ -233,6 +234,7 @@ impl FlowManager {
             payload_len: retry.len(),
             fail_open: selection.fail_open,
             resend: true,
+            decision,
         };
         self.outputs.push_back(Output::Resend { incoming, datagram });
     }

@@ -100,6 +100,7 @@ impl FlowManager {
         let hash = self.table.hash(vip, client, affinity);
 
         let mut found = self.table.find(hash, listener_id, vip, client, affinity);
+        let mut reselected = false;
         if let Some(slot) = found
             && self.reselects(slot)
         {
@@ -107,6 +108,7 @@ impl FlowManager {
             self.stats.backends[backend.0 as usize].flows_reselected += 1;
             self.close_flow(slot, CloseReason::Reselected);
             found = None;
+            reselected = true;
         }
         if let Some(slot) = found {
             let flow = self.table.get(slot);
@@ -152,6 +154,7 @@ impl FlowManager {
         let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
         };
+        let decision = super::Decision::of(cluster, &selection, reselected);
         // Counted as forwarded now, so the books balance while the upstream opens; a refused
         // open re-books it as dropped.
         self.stats.listeners[listener_id.0 as usize].client.pass(payload_len);
@@ -167,6 +170,7 @@ impl FlowManager {
             payload_len,
             fail_open: selection.fail_open,
             resend: false,
+            decision,
         })
     }
 
@@ -264,7 +268,7 @@ impl FlowManager {
     /// Creates `incoming`'s flow (its upstream is open) in its slot, indexes it under its hash
     /// and books it. The caller forwards its first datagram.
     fn open_flow(&mut self, now: Instant, incoming: &Incoming) {
-        let Incoming { flow, listener, backend, client, local, hash, .. } = *incoming;
+        let Incoming { flow, listener, backend, client, local, hash, decision, .. } = *incoming;
         let slot = flow.slot;
         let local = local.ip();
         let serial = self.next_serial;
@@ -289,6 +293,7 @@ impl FlowManager {
                 recent: None,
                 retired: false,
                 retried: false,
+                decision,
                 retry: Vec::new(),
             },
         );

@@ -53,6 +53,8 @@ pub(crate) struct Flow {
     pub(crate) retired: bool,
     /// This flow is itself a retry after a refusal: it is not retried again.
     pub(crate) retried: bool,
+    /// How its backend was chosen at admission (`show flow`).
+    pub(crate) decision: super::Decision,
     /// The last client datagram, until the first reply (see `retry.rs`).
     pub(crate) retry: Vec<u8>,
 }

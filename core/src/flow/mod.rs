@@ -150,6 +150,8 @@ pub struct Incoming {
     fail_open: bool,
     /// A request refused by another backend, re-sent on this new flow.
     resend: bool,
+    /// How the backend was chosen, kept by the flow.
+    decision: Decision,
 }
 
 impl Incoming {
@@ -307,6 +309,80 @@ pub struct FlowInfo {
     pub responses: u32,
     /// Reached `requests`: takes no new client datagrams, still returns owed replies.
     pub retired: bool,
+    /// How its backend was chosen when it was admitted.
+    pub admission: Admission,
+}
+
+/// How a flow's backend was chosen, as recorded when the flow was admitted: `show flow`
+/// explains the decision, not today's state (a reload may have changed the algorithm since, a
+/// backend may have left its pool, the table may have been rebuilt).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The cluster's algorithm then.
+    pub algorithm: crate::config::Algorithm,
+    /// The tier new flows went to: the chosen backend's pool (saturating at 65,535), and
+    /// whether it was a backup (no primary backend qualified).
+    pub pool: u16,
+    pub backup: bool,
+    /// Chosen in fail-open: no backend was eligible, so health was ignored.
+    pub fail_open: bool,
+    /// A re-send: another backend refused the flow's first datagram (`retry_on_refused`).
+    pub retry: bool,
+    /// The client's earlier flow was on a backend that went Down or was ejected, and
+    /// `on_backend_down = "reselect"` moved the client to this new flow.
+    pub reselected: bool,
+    /// The high 32 bits of the cluster's selection fingerprint then (`show clusters` shows
+    /// all 64 bits of today's).
+    pub fingerprint_high: u32,
+}
+
+/// [`Admission`] as a flow keeps it: eight bytes (the retry flag is the flow's own).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Decision {
+    fingerprint_high: u32,
+    pool: u16,
+    flags: u8,
+    algorithm: crate::config::Algorithm,
+}
+
+impl Decision {
+    const BACKUP: u8 = 1;
+    const FAIL_OPEN: u8 = 2;
+    const RESELECTED: u8 = 4;
+
+    /// The decision `selection` made in `cluster`; `reselected` for a client moved off a
+    /// backend that went down.
+    fn of(cluster: &Cluster, selection: &crate::select::Selection, reselected: bool) -> Decision {
+        let candidate = cluster.candidates.get(selection.candidate);
+        let mut flags = 0;
+        if candidate.is_some_and(|c| c.backup) {
+            flags |= Self::BACKUP;
+        }
+        if selection.fail_open {
+            flags |= Self::FAIL_OPEN;
+        }
+        if reselected {
+            flags |= Self::RESELECTED;
+        }
+        Decision {
+            fingerprint_high: (cluster.selector.fingerprint() >> 32) as u32,
+            pool: candidate.map_or(0, |c| u16::try_from(c.pool).unwrap_or(u16::MAX)),
+            flags,
+            algorithm: cluster.algorithm,
+        }
+    }
+
+    fn admission(self, retry: bool) -> Admission {
+        Admission {
+            algorithm: self.algorithm,
+            pool: self.pool,
+            backup: self.flags & Self::BACKUP != 0,
+            fail_open: self.flags & Self::FAIL_OPEN != 0,
+            retry,
+            reselected: self.flags & Self::RESELECTED != 0,
+            fingerprint_high: self.fingerprint_high,
+        }
+    }
 }
 
 /// Runtime state of a listener.
@@ -535,6 +611,7 @@ impl FlowManager {
             requests: flow.requests,
             responses: flow.responses,
             retired: flow.retired,
+            admission: flow.decision.admission(flow.retried),
         }
     }
 

@@ -495,11 +495,25 @@ fn render_explanations(response: &Response, explanations: &[super::protocol::Flo
     let mut text = String::new();
     for (flow, why) in flows.iter().zip(explanations) {
         let worker = if flow.worker > 0 { format!(" (worker {})", flow.worker) } else { String::new() };
+        let table = if why.fingerprint.starts_with(&why.fingerprint_at_admission) {
+            format!("table fingerprint {} (unchanged since admission)", why.fingerprint)
+        } else {
+            format!(
+                "table fingerprint at admission {}…, now {}",
+                why.fingerprint_at_admission, why.fingerprint
+            )
+        };
+        let algorithm_now = why
+            .algorithm_now
+            .as_ref()
+            .map(|now| format!(" (the cluster uses {now} now)"))
+            .unwrap_or_default();
         text.push_str(&format!(
             "flow {}{worker} on listener {} at {}: client {} -> backend {}/{} ({})\n\
-             \x20 age {}, {} requests, {} responses, retired: {}\n\
-             \x20 chosen by {} on key [{}] (affinity {}), table fingerprint {}\n\
-             \x20 backend now: health {}, admin {}, eligible: {} (its state at admission is not recorded)\n",
+             \x20 admitted {} ({} ago), {} requests, {} responses, retired: {}\n\
+             \x20 chosen by {}{algorithm_now} (affinity {})\n\
+             \x20 {table}\n\
+             \x20 backend now: health {}, admin {}, eligible: {}\n",
             flow.flow,
             flow.listener,
             flow.vip,
@@ -507,14 +521,13 @@ fn render_explanations(response: &Response, explanations: &[super::protocol::Flo
             flow.cluster,
             flow.backend,
             flow.backend_address,
+            why.admitted_at,
             age(flow.age_ms),
             flow.requests,
             flow.responses,
             yes_no(flow.retired),
-            why.algorithm,
-            why.key,
+            why.rule,
             why.affinity,
-            why.fingerprint,
             why.backend_health_now,
             why.backend_admin_now,
             yes_no(why.backend_eligible_now),

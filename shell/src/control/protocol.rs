@@ -249,14 +249,40 @@ pub struct FlowExplanation {
     /// The worker whose table holds the flow.
     #[serde(default)]
     pub worker: u32,
+    /// The cluster's algorithm when the flow was admitted.
     pub algorithm: String,
     pub affinity: String,
     /// The flow key as the listener's affinity builds it: the VIP and the client address,
     /// with or without its port. Consistent-hash algorithms hash this key.
     pub key: String,
+    /// The rule that chose the backend, in words: the algorithm and what it used (the key
+    /// for consistent hashing), the pool, and fail-open, a re-send after a refusal, or a move
+    /// off a backend that went down.
+    #[serde(default)]
+    pub rule: String,
+    /// When the flow was admitted (ISO 8601, UTC).
+    #[serde(default)]
+    pub admitted_at: String,
+    /// The chosen backend's pool at admission, and whether it was a backup.
+    #[serde(default)]
+    pub pool: u16,
+    #[serde(default)]
+    pub backup: bool,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub retry: bool,
+    #[serde(default)]
+    pub reselected: bool,
+    /// The cluster's table fingerprint when the flow was admitted: its first 8 hex digits.
+    #[serde(default)]
+    pub fingerprint_at_admission: String,
+    /// The cluster's table fingerprint now (16 hex digits).
     pub fingerprint: String,
-    /// The backend's state now. The core does not remember its state at admission; a flow
-    /// is only ever admitted to an eligible backend, or by fail-open.
+    /// The cluster's algorithm now, if a reload changed it since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm_now: Option<String>,
+    /// The backend's state now (at admission it was eligible, or fail-open chose it).
     pub backend_health_now: String,
     pub backend_admin_now: String,
     pub backend_eligible_now: bool,

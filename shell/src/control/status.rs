@@ -262,11 +262,37 @@ pub fn flows_of_client(
     let pattern = ClientPattern::parse(client)?;
     let matching: Vec<FlowInfo> = core.flows().flows().filter(|flow| pattern.matches(flow.client)).collect();
     let views = matching.iter().map(|flow| flow_view(core, now, flow)).collect();
-    let explanations = matching.iter().map(|flow| explain(core, config, flow)).collect();
+    let explanations = matching.iter().map(|flow| explain(core, config, now, flow)).collect();
     Ok((views, explanations))
 }
 
-fn explain(core: &Balancer, config: &Config, flow: &FlowInfo) -> FlowExplanation {
+/// The rule that chose a flow's backend, in words (see [`FlowExplanation::rule`]).
+fn rule_text(admission: &udplb_core::Admission, key: &str) -> String {
+    use udplb_core::config::Algorithm;
+    let algorithm = config_name(&admission.algorithm);
+    let mut rule = match admission.algorithm {
+        Algorithm::Hrw | Algorithm::Maglev => format!("{algorithm} on key [{key}]"),
+        Algorithm::RoundRobin => format!("{algorithm} (takes turns; uses no key)"),
+        Algorithm::LeastFlows => format!("{algorithm} (fewest flows for its weight; uses no key)"),
+        Algorithm::Random | Algorithm::PowerOfTwo => format!("{algorithm} (weighted draws; uses no key)"),
+    };
+    rule.push_str(&format!(", in pool {}", admission.pool));
+    if admission.backup {
+        rule.push_str(" of the backups (no primary backend qualified)");
+    }
+    if admission.fail_open {
+        rule.push_str("; in fail-open: no backend was eligible, so health was ignored");
+    }
+    if admission.retry {
+        rule.push_str("; a re-send: another backend refused the request");
+    }
+    if admission.reselected {
+        rule.push_str("; reselected: the client's earlier flow was on a backend that went down");
+    }
+    rule
+}
+
+fn explain(core: &Balancer, config: &Config, now: Instant, flow: &FlowInfo) -> FlowExplanation {
     let flows = core.flows();
     let listener = flows.listener(flow.listener).map_or("?", |(name, _)| name);
     let affinity = config.listeners.get(listener).map_or(Affinity::default(), |l| l.affinity);
@@ -282,12 +308,27 @@ fn explain(core: &Balancer, config: &Config, flow: &FlowInfo) -> FlowExplanation
     let cluster_settings =
         cluster.and_then(|c| flows.cluster_name(c)).and_then(|name| config.clusters.get(name));
     let status = core.monitor().backend(flow.backend);
+    let admission = flow.admission;
+    let key = format!("vip {vip} + client {client}");
+    let algorithm = config_name(&admission.algorithm);
+    let algorithm_now = cluster_settings.map(|c| config_name(&c.algorithm)).filter(|now| *now != algorithm);
+    let age = std::time::Duration::from_millis(millis_between(now, flow.created));
+    let admitted = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
     FlowExplanation {
         flow: flow.flow.serial(),
         worker: 0,
-        algorithm: cluster_settings.map_or_else(|| "?".to_owned(), |c| config_name(&c.algorithm)),
+        rule: rule_text(&admission, &key),
+        algorithm,
         affinity: config_name(&affinity),
-        key: format!("vip {vip} + client {client}"),
+        key,
+        admitted_at: crate::system::iso8601_utc(admitted),
+        pool: admission.pool,
+        backup: admission.backup,
+        fail_open: admission.fail_open,
+        retry: admission.retry,
+        reselected: admission.reselected,
+        fingerprint_at_admission: format!("{:08x}", admission.fingerprint_high),
+        algorithm_now,
         fingerprint: format!("{:016x}", cluster.and_then(|c| flows.cluster_fingerprint(c)).unwrap_or(0)),
         backend_health_now: status.as_ref().map_or_else(|| "?".to_owned(), |s| s.health.to_string()),
         backend_admin_now: status.as_ref().map_or_else(|| "?".to_owned(), |s| s.admin.to_string()),
