@@ -255,7 +255,7 @@ pub fn socket_from_config(config: &Path) -> anyhow::Result<PathBuf> {
             return scan_control_socket(&text).ok_or_else(|| {
                 let line = error
                     .span()
-                    .map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                    .map_or(1, |span| text.get(..span.start).unwrap_or(&text).matches('\n').count() + 1);
                 anyhow::anyhow!(
                     "{file} is not valid TOML (line {line}: {}), and no line `control_socket = \"…\"` \
                      was found in its [process] table; name the socket with --socket PATH",
