@@ -69,3 +69,47 @@ fn draining_a_backend_without_flows_reports_drained_at_once() {
     assert_eq!(h.core.poll_output(), Some(Output::Event(Event::BackendDrained { backend })));
     assert!(matches!(h.client("192.0.2.1:1", b"q"), ClientVerdict::Forward { .. }));
 }
+
+/// Like a listener's drain: with `backend_drain_timeout`, the flows a draining backend still
+/// has when it runs out close as `Drained`, and the backend is reported drained. A backend
+/// enabled again before then keeps its flows.
+#[test]
+fn a_draining_backend_closes_its_flows_left_at_backend_drain_timeout() {
+    let timeouts = "backend_drain_timeout = \"2s\"\nidle_timeout = { front = \"60s\", back = \"60s\" }";
+    let mut h = Harness::new(&one_listener(2, timeouts, ""));
+    let flows: Vec<_> = (1..=6).map(|port| h.forward(&format!("192.0.2.1:{port}"), b"q")).collect();
+    let backend = h.core.flow(flows[0]).unwrap().backend;
+    let on_it: Vec<_> =
+        flows.iter().copied().filter(|f| h.core.flow(*f).unwrap().backend == backend).collect();
+    h.core.handle_backend_state(h.now, backend, draining_up());
+    h.take_outputs();
+    // A client of the draining backend keeps sending: its flow would live for ever.
+    for _ in 0..3 {
+        h.run_until(h.now + std::time::Duration::from_millis(600));
+        h.forward("192.0.2.1:1", b"still here");
+    }
+    assert!(h.closes().is_empty(), "nothing closes before the deadline");
+    h.run_until(h.now + std::time::Duration::from_millis(300));
+    let mut closed = h.closes();
+    closed.sort_by_key(|(flow, _)| flow.serial());
+    assert_eq!(closed, on_it.iter().map(|f| (*f, CloseReason::Drained)).collect::<Vec<_>>());
+    assert!(h.outputs.contains(&Output::Event(Event::BackendDrained { backend })));
+    assert_eq!(h.core.backend_flows(backend), 0);
+    assert!(flows.iter().filter(|f| !on_it.contains(f)).all(|f| h.core.flow(*f).is_some()), "others stay");
+    h.core.check_invariants().unwrap();
+
+    // Enabled again before the deadline: the drain and its deadline are off.
+    let mut h = Harness::new(&one_listener(2, timeouts, ""));
+    let flow = h.forward("192.0.2.1:1", b"q");
+    let backend = h.core.flow(flow).unwrap().backend;
+    h.core.handle_backend_state(h.now, backend, draining_up());
+    h.run_until(h.now + std::time::Duration::from_secs(1));
+    h.core.handle_backend_state(
+        h.now,
+        backend,
+        BackendState { eligible: true, health: Health::Up, admin: AdminState::Enabled },
+    );
+    h.run_until(h.now + std::time::Duration::from_secs(5));
+    assert!(h.core.flow(flow).is_some(), "kept: the drain was cancelled");
+    h.core.check_invariants().unwrap();
+}

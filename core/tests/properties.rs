@@ -45,6 +45,8 @@ enum Step {
     Eligibility {
         backend: u8,
         eligible: bool,
+        /// An operator's drain instead of a health change (with `eligible` for its health).
+        draining: bool,
     },
     CloseAll,
     /// Apply the `index`th of the case's alternative configurations.
@@ -63,7 +65,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(|nth| Step::OpenFailed { nth }),
         1 => (0u8..3).prop_map(|listener| Step::Drain { listener }),
         1 => (0u8..3).prop_map(|listener| Step::Resume { listener }),
-        1 => (0u8..4, any::<bool>()).prop_map(|(backend, eligible)| Step::Eligibility { backend, eligible }),
+        1 => (0u8..4, any::<bool>(), proptest::bool::weighted(0.3))
+            .prop_map(|(backend, eligible, draining)| Step::Eligibility { backend, eligible, draining }),
         1 => Just(Step::CloseAll),
         1 => (0u8..3).prop_map(|index| Step::Reload { index }),
     ]
@@ -99,9 +102,22 @@ fn knobs() -> impl Strategy<Value = String> {
         any::<bool>(),
         prop::option::of(0u64..3_000),
         0u8..3,
+        prop::option::of(0u64..3_000),
     )
         .prop_map(
-            |(responses, per_flow, requests, front, back, lifetime, max_flows, by_address, drain, proxy)| {
+            |(
+                responses,
+                per_flow,
+                requests,
+                front,
+                back,
+                lifetime,
+                max_flows,
+                by_address,
+                drain,
+                proxy,
+                backend_drain,
+            )| {
                 let mut text = format!(
                     "[process]\nmax_flows = {max_flows}\n\
                      [listeners.a]\naddress = \"10.0.0.1:53\"\ncluster = \"c\"\nmax_datagram_size = 64\n{}{}\
@@ -123,6 +139,9 @@ fn knobs() -> impl Strategy<Value = String> {
                 }
                 if let Some(lifetime) = lifetime {
                     text.push_str(&format!("lifetime = \"{lifetime}ms\"\n"));
+                }
+                if let Some(backend_drain) = backend_drain {
+                    text.push_str(&format!("backend_drain_timeout = \"{backend_drain}ms\"\n"));
                 }
                 match proxy {
                     1 => text.push_str("proxy_protocol = { mode = \"first\", crc32c = true }\n"),
@@ -229,15 +248,16 @@ fn run(config: &Config, reloads: &[Config], seed: u64, steps: &[Step]) -> Vec<St
                     core.handle_admin(now, AdminCommand::ResumeListener(ListenerId(u32::from(listener))));
                 format!("{now} resume {result:?}")
             }
-            Step::Eligibility { backend, eligible } => {
+            Step::Eligibility { backend, eligible, draining } => {
                 let health = if eligible { udplb_core::Health::Up } else { udplb_core::Health::Down };
-                let admin = udplb_core::AdminState::Enabled;
+                let admin =
+                    if draining { udplb_core::AdminState::Draining } else { udplb_core::AdminState::Enabled };
                 core.handle_backend_state(
                     now,
                     BackendId(u32::from(backend)),
-                    udplb_core::BackendState { eligible, health, admin },
+                    udplb_core::BackendState { eligible: eligible && !draining, health, admin },
                 );
-                format!("{now} eligible {backend} {eligible}")
+                format!("{now} eligible {backend} {eligible} draining {draining}")
             }
             Step::Reload { index } => match reloads.get(usize::from(index)) {
                 Some(next) => {

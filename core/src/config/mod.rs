@@ -329,6 +329,11 @@ pub struct ClusterConfig {
     /// once on another backend.
     #[serde(default = "default_true")]
     pub retry_on_refused: bool,
+    /// When a backend drains (`udplb ctl backend CLUSTER ID drain`), how long its remaining
+    /// flows may live; after that they close (`Drained`). `None` waits for every flow to end
+    /// by its own teardown.
+    #[serde(default, with = "duration::optional")]
+    pub backend_drain_timeout: Option<Duration>,
     /// Active probes, hysteresis and passive health.
     #[serde(default)]
     pub health: HealthConfig,
@@ -369,6 +374,7 @@ impl Default for ClusterConfig {
             fail_open: true,
             on_backend_down: None,
             retry_on_refused: true,
+            backend_drain_timeout: None,
             health: HealthConfig::default(),
         }
     }

@@ -8,12 +8,13 @@
 //! its cluster says `on_backend_down = "close"`; a draining backend takes no new flows and is
 //! reported drained when its last flow ends.
 
-use super::{AdminError, Event, FlowManager, Output};
+use super::{AdminError, Event, FlowManager, Output, TimerKey};
 use crate::config::OnBackendDown;
 use crate::health::{AdminState, BackendState, Health};
 use crate::id::{BackendId, ClusterId, ListenerId};
 use crate::outcome::CloseReason;
 use crate::time::Instant;
+use crate::timer::TimerHandle;
 
 impl FlowManager {
     /// Health-view input: the monitor's latest word on `backend`. `eligible` says whether it
@@ -46,10 +47,33 @@ impl FlowManager {
                 self.close_flow(slot, CloseReason::BackendDown);
             }
         }
+        if admin != AdminState::Draining {
+            let state = &mut self.backends[backend.0 as usize];
+            self.timers.remove(std::mem::replace(&mut state.drain_timer, TimerHandle::DISARMED));
+        }
         if started_draining {
             self.report_backend_drained_if_empty(backend);
+            let state = &self.backends[backend.0 as usize];
+            if let Some(timeout) = self.clusters[cluster_id.0 as usize].backend_drain_timeout
+                && state.flows > 0
+            {
+                let handle = self.timers.insert(now + timeout, TimerKey::BackendDrain(backend));
+                self.backends[backend.0 as usize].drain_timer = handle;
+            }
         }
         self.debug_check();
+    }
+
+    /// A draining backend's `backend_drain_timeout` ran out: its flows left close
+    /// (`Drained`), and it is reported drained.
+    pub(super) fn backend_drain_deadline_reached(&mut self, backend: BackendId) {
+        self.backends[backend.0 as usize].drain_timer = TimerHandle::DISARMED;
+        // A scan of the table, once per drain, as for a listener's.
+        let remaining: Vec<u32> =
+            self.table.iter().filter(|(_, flow)| flow.backend == backend).map(|(slot, _)| slot).collect();
+        for slot in remaining {
+            self.close_flow(slot, CloseReason::Drained);
+        }
     }
 
     /// Books a flow opening on `backend`.
@@ -84,6 +108,7 @@ impl FlowManager {
             && !state.removed
         {
             state.drained_reported = true;
+            self.timers.remove(std::mem::replace(&mut state.drain_timer, TimerHandle::DISARMED));
             self.outputs.push_back(Output::Event(Event::BackendDrained { backend }));
         }
     }

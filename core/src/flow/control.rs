@@ -27,6 +27,7 @@ impl FlowManager {
             match key {
                 TimerKey::Flow { slot } => self.flow_timer_fired(now, slot),
                 TimerKey::ListenerDrain(listener) => self.drain_deadline_reached(listener),
+                TimerKey::BackendDrain(backend) => self.backend_drain_deadline_reached(backend),
             }
         }
         self.timeouts_handled_until = Some(now);

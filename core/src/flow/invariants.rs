@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::{DrainState, FlowManager, TimerKey};
+use crate::timer::TimerHandle;
 
 /// A broken invariant: a bug in the core, described for a human.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +131,16 @@ impl FlowManager {
                         "drain timer for {listener} that is not draining with it"
                     );
                 }
+                TimerKey::BackendDrain(backend) => {
+                    let state = self.backends.get(backend.0 as usize);
+                    ensure!(
+                        state.is_some_and(|b| b.admin == crate::health::AdminState::Draining
+                            && !b.removed
+                            && b.flows > 0
+                            && b.drain_timer == handle),
+                        "drain timer for {backend} that is not draining with flows left and it"
+                    );
+                }
             }
         }
         ensure!(flow_timers == self.table.len(), "{flow_timers} flow timers for {} flows", self.table.len());
@@ -138,9 +149,11 @@ impl FlowManager {
             .iter()
             .filter(|l| matches!(l.drain, DrainState::Draining { timer: Some(_), .. }))
             .count();
+        let backend_drain_timers =
+            self.backends.iter().filter(|b| b.drain_timer != TimerHandle::DISARMED).count();
         ensure!(
-            self.timers.len() == flow_timers + drain_timers,
-            "{} timer entries for {flow_timers} flows and {drain_timers} drains",
+            self.timers.len() == flow_timers + drain_timers + backend_drain_timers,
+            "{} timer entries for {flow_timers} flows, {drain_timers} listener drains and {backend_drain_timers} backend drains",
             self.timers.len()
         );
         Ok(())

@@ -441,6 +441,7 @@ struct Cluster {
     retry_on_refused: bool,
     on_backend_down: OnBackendDown,
     fail_open: bool,
+    backend_drain_timeout: Option<Duration>,
     /// Gone from the configuration; the id is never reused.
     removed: bool,
 }
@@ -464,6 +465,9 @@ struct Backend {
     candidate: usize,
     /// A draining backend whose last flow ended has been reported drained.
     drained_reported: bool,
+    /// While it drains with flows left and its cluster sets `backend_drain_timeout`: when
+    /// the flows left close.
+    drain_timer: TimerHandle,
     /// Passive signals not yet handed to the monitor (see `passive.rs`).
     passive: passive::Tally,
     /// Its fastest recent reply, to tell a reply lost from one in flight.
@@ -475,6 +479,7 @@ struct Backend {
 enum TimerKey {
     Flow { slot: u32 },
     ListenerDrain(ListenerId),
+    BackendDrain(BackendId),
 }
 
 /// The datapath half of the core, for one worker.

@@ -16,6 +16,7 @@ use crate::outcome::CloseReason;
 use crate::select::{Candidate, Selector, identity_hash};
 use crate::stats::ListenerStats;
 use crate::time::Instant;
+use crate::timer::TimerHandle;
 
 use super::entry::Teardown;
 
@@ -171,6 +172,7 @@ impl FlowManager {
                     retry_on_refused: config.retry_on_refused,
                     on_backend_down: config.on_backend_down(),
                     fail_open: config.fail_open,
+                    backend_drain_timeout: config.backend_drain_timeout,
                     removed: false,
                 });
                 self.clusters.len() - 1
@@ -204,6 +206,7 @@ impl FlowManager {
                         flows: 0,
                         candidate: 0,
                         drained_reported: false,
+                        drain_timer: TimerHandle::DISARMED,
                         passive: Default::default(),
                         reply_time: Default::default(),
                     });
@@ -225,7 +228,9 @@ impl FlowManager {
         }
         for old in &previous {
             if !candidates.iter().any(|c| c.backend == old.backend) {
-                self.backends[old.backend.0 as usize].removed = true;
+                let backend = &mut self.backends[old.backend.0 as usize];
+                backend.removed = true;
+                self.timers.remove(std::mem::replace(&mut backend.drain_timer, TimerHandle::DISARMED));
                 summary.backends_removed.push(old.backend);
             }
         }
@@ -247,6 +252,7 @@ impl FlowManager {
         cluster.retry_on_refused = config.retry_on_refused;
         cluster.on_backend_down = config.on_backend_down();
         cluster.fail_open = config.fail_open;
+        cluster.backend_drain_timeout = config.backend_drain_timeout;
     }
 
     /// Marks the live listener called `name` removed and cancels its drain timer. Its flows

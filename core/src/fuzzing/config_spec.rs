@@ -243,6 +243,8 @@ impl ClusterSpec {
                 _ => Some(OnBackendDown::Reselect),
             },
             retry_on_refused: self.retry_on_refused,
+            // A bit `on_backend_down` leaves free.
+            backend_drain_timeout: (self.on_backend_down & 4 != 0).then(|| millis(self.idle_back_ms)),
             health: self.health.to_config(),
         }
     }
