@@ -14,6 +14,8 @@ use udplb::{ctl, system};
 use udplb_core::config::LogFormat;
 use udplb_core::{Balancer, Config, Keys, Role};
 
+mod cli_docs;
+
 #[derive(Parser)]
 #[command(name = "udplb", version = VERSION.as_str(), about = "A UDP load balancer")]
 struct Cli {
@@ -25,6 +27,7 @@ struct Cli {
 enum Command {
     /// Run the balancer with a configuration file.
     Run {
+        /// The configuration file (TOML).
         #[arg(short, long)]
         config: PathBuf,
         /// Bind listener addresses that another process already serves (by default udplb
@@ -35,6 +38,7 @@ enum Command {
     /// Check a configuration file: exit 0 if valid; otherwise print every error with file,
     /// line, column and field, and exit 1. Risky settings are printed as warnings.
     Check {
+        /// The configuration file (TOML).
         #[arg(short, long)]
         config: PathBuf,
         /// Treat warnings as errors: exit 1 if there is any.
@@ -59,6 +63,14 @@ enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+    /// Print a shell completion script on stdout.
+    ///
+    /// For instance `udplb completions bash > ~/.local/share/bash-completion/completions/udplb`;
+    /// the Debian package installs the scripts for bash, zsh and fish.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout; the Debian package installs it as udplb(1).
+    #[command(hide = true)]
+    Man,
 }
 
 /// What `udplb --version` prints after the name.
@@ -78,6 +90,8 @@ fn version_text(test_features: &[&str]) -> String {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Completions { shell } => cli_docs::print_completions(shell),
+        Command::Man => cli_docs::print_man_page(),
         Command::Check { config, deny_warnings } => match load(&config) {
             Ok(loaded) => {
                 let file = config.display().to_string();
