@@ -75,6 +75,9 @@ counted_enum! {
         /// where each request is owed one reply: a copy the network made. Counting it would close the
         /// flow before the replies it is still owed arrive (see `docs/configuration.md`).
         DuplicateReply = "duplicate_reply",
+        /// A reply over the cluster's amplification cap: its flow's backend has already sent
+        /// back as much as the cap allows for what the client sent.
+        Amplification = "amplification",
     }
 }
 

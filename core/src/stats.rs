@@ -142,6 +142,8 @@ pub struct BackendStats {
     /// Flows moved off it on their next datagram because it was Down or ejected
     /// (`on_backend_down = "reselect"`).
     pub flows_reselected: u64,
+    /// Replies dropped by the cluster's amplification cap.
+    pub amplification_drops: u64,
     /// How long its replies took: with `responses` counted per request, from each request to
     /// the reply that completes it; otherwise from the first request of a wait for a reply to
     /// the reply that ends the wait.
@@ -195,6 +197,7 @@ impl BackendStats {
         self.stray_replies += other.stray_replies;
         self.send_failures += other.send_failures;
         self.flows_reselected += other.flows_reselected;
+        self.amplification_drops += other.amplification_drops;
         self.reply_latency.absorb(&other.reply_latency);
     }
 }

@@ -394,12 +394,13 @@ fn backend_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView, sh
                 ("stray_replies", seen.stray_replies),
                 ("send_failures", seen.send_failures),
                 ("flows_reselected", seen.flows_reselected),
+                ("amplification_drops", seen.amplification_drops),
             ] {
                 scrape.counter(
                     "backend_datapath",
                     "What the datapath saw of the backend: requests answered, replies written off \
                      (and taken back when late), copies dropped, replies from another port, \
-                     failed sends, flows moved off it",
+                     failed sends, flows moved off it, replies over the amplification cap",
                     with("what", what),
                     value,
                 );

@@ -100,6 +100,7 @@ impl BackendHost {
         let payloads = match self.spec.model {
             BackendModel::Echo | BackendModel::Dns => vec![body],
             BackendModel::TwoReplies => vec![body.clone(), body],
+            BackendModel::Amplifier => vec![body.repeat(10)],
             BackendModel::Silent => return BackendReaction::Nothing,
         };
         BackendReaction::Reply { payloads, delay: self.spec.delay }

@@ -567,6 +567,9 @@ pub enum BackendModel {
     TwoReplies,
     /// Never answers, but accepts (no ICMP).
     Silent,
+    /// One reply ten times the request's size: a reflector (an open resolver answering a
+    /// short query with a long answer).
+    Amplifier,
 }
 
 /// Which datagrams must carry a PROXY v2 header.

@@ -270,6 +270,24 @@ fn default_max_datagram_size() -> u32 {
     MAX_UDP_PAYLOAD
 }
 
+/// The amplification cap of a cluster: per flow, the bytes returned may not exceed `factor`
+/// times the bytes the client sent plus `allowance_bytes`, nor the datagrams returned `factor`
+/// times the datagrams it sent plus `allowance_datagrams`. A reply over either is dropped
+/// (`amplification`) and counted against its backend.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmplificationConfig {
+    /// The multiple of what the client sent.
+    pub factor: u32,
+    /// Bytes allowed beyond `factor` times the client's: room for a first reply larger than
+    /// its request (a DNS answer to a short query).
+    #[serde(default)]
+    pub allowance_bytes: u32,
+    /// Datagrams allowed beyond `factor` times the client's.
+    #[serde(default)]
+    pub allowance_datagrams: u32,
+}
+
 /// Which parts of the client address key a flow (and, later, select its backend).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -334,6 +352,10 @@ pub struct ClusterConfig {
     /// by its own teardown.
     #[serde(default, with = "duration::optional")]
     pub backend_drain_timeout: Option<Duration>,
+    /// The most a backend may send back for what a client sent, per flow: a bound on what
+    /// udplb returns to a spoofed source. Absent: no bound.
+    #[serde(default)]
+    pub amplification: Option<AmplificationConfig>,
     /// Active probes, hysteresis and passive health.
     #[serde(default)]
     pub health: HealthConfig,
@@ -375,6 +397,7 @@ impl Default for ClusterConfig {
             on_backend_down: None,
             retry_on_refused: true,
             backend_drain_timeout: None,
+            amplification: None,
             health: HealthConfig::default(),
         }
     }

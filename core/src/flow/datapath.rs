@@ -294,6 +294,9 @@ impl FlowManager {
                 retired: false,
                 retried: false,
                 decision,
+                return_credit: self.clusters[self.backends[backend.0 as usize].cluster.0 as usize]
+                    .amplification
+                    .map_or(0, |cap| cap.allowance_bytes),
                 retry: Vec::new(),
             },
         );
@@ -335,6 +338,10 @@ impl FlowManager {
         flow.client = client;
         flow.last_client = now;
         flow.requests = flow.requests.saturating_add(1);
+        if let Some(cap) = cluster.amplification {
+            let earned = u64::from(cap.factor) * payload_len as u64;
+            flow.return_credit = u32::try_from(u64::from(flow.return_credit) + earned).unwrap_or(u32::MAX);
+        }
         // Per request only: per flow, a copy changes nothing that is owed.
         if teardown.drops_copies()
             && teardown.responses_mode == crate::config::ResponsesMode::PerRequest
@@ -459,6 +466,17 @@ impl FlowManager {
             counters.drop_for(DropReason::DuplicateReply);
             self.stats.backends[backend.0 as usize].duplicate_replies += 1;
             return BackendVerdict::Drop(DropReason::DuplicateReply);
+        }
+        if let Some(cap) = self.clusters[cluster.0 as usize].amplification {
+            let datagrams_allowed =
+                u64::from(cap.factor) * u64::from(flow.requests) + u64::from(cap.allowance_datagrams);
+            let bytes = u32::try_from(payload_len).unwrap_or(u32::MAX);
+            if u64::from(flow.responses) >= datagrams_allowed || bytes > flow.return_credit {
+                counters.drop_for(DropReason::Amplification);
+                self.stats.backends[backend.0 as usize].amplification_drops += 1;
+                return BackendVerdict::Drop(DropReason::Amplification);
+            }
+            flow.return_credit -= bytes;
         }
         counters.pass(payload_len);
         flow.last_backend = now;

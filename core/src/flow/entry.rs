@@ -55,6 +55,10 @@ pub(crate) struct Flow {
     pub(crate) retried: bool,
     /// How its backend was chosen at admission (`show flow`).
     pub(crate) decision: super::Decision,
+    /// Under an amplification cap: the bytes its backend may still send back (the cap's
+    /// allowance, plus `factor` times each client datagram forwarded, minus each reply
+    /// returned). Unused without a cap.
+    pub(crate) return_credit: u32,
     /// The last client datagram, until the first reply (see `retry.rs`).
     pub(crate) retry: Vec<u8>,
 }

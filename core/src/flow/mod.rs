@@ -442,6 +442,9 @@ struct Cluster {
     on_backend_down: OnBackendDown,
     fail_open: bool,
     backend_drain_timeout: Option<Duration>,
+    amplification: Option<crate::config::AmplificationConfig>,
+    /// The last reload set a cap where there was none (see `settle_flows_after_reload`).
+    cap_started: bool,
     /// Gone from the configuration; the id is never reused.
     removed: bool,
 }

@@ -173,6 +173,8 @@ impl FlowManager {
                     on_backend_down: config.on_backend_down(),
                     fail_open: config.fail_open,
                     backend_drain_timeout: config.backend_drain_timeout,
+                    amplification: config.amplification,
+                    cap_started: false,
                     removed: false,
                 });
                 self.clusters.len() - 1
@@ -253,6 +255,10 @@ impl FlowManager {
         cluster.on_backend_down = config.on_backend_down();
         cluster.fail_open = config.fail_open;
         cluster.backend_drain_timeout = config.backend_drain_timeout;
+        // A cap that starts now gives the cluster's flows its allowance to start from, as if
+        // they had just begun (settle_flows_after_reload); one that stays keeps their budgets.
+        cluster.cap_started = cluster.amplification.is_none() && config.amplification.is_some();
+        cluster.amplification = config.amplification;
     }
 
     /// Marks the live listener called `name` removed and cancels its drain timer. Its flows
@@ -318,6 +324,13 @@ impl FlowManager {
             } else {
                 self.rejudge_flow(now, slot)
             };
+            if close.is_none() {
+                let cluster =
+                    &self.clusters[self.backends[self.table.get(slot).backend.0 as usize].cluster.0 as usize];
+                if let (true, Some(cap)) = (cluster.cap_started, cluster.amplification) {
+                    self.table.get_mut(slot).return_credit = cap.allowance_bytes;
+                }
+            }
             match close {
                 Some(reason) => {
                     if matches!(reason, CloseReason::BackendRemoved | CloseReason::ListenerRemoved) {

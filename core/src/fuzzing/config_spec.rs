@@ -245,6 +245,12 @@ impl ClusterSpec {
             retry_on_refused: self.retry_on_refused,
             // A bit `on_backend_down` leaves free.
             backend_drain_timeout: (self.on_backend_down & 4 != 0).then(|| millis(self.idle_back_ms)),
+            // The other free bits: a cap from none at all (factor 0) to a loose one.
+            amplification: (self.on_backend_down & 8 != 0).then(|| crate::config::AmplificationConfig {
+                factor: u32::from(self.on_backend_down >> 4),
+                allowance_bytes: u32::from(self.on_backend_down) * 16,
+                allowance_datagrams: u32::from(self.on_backend_down >> 6),
+            }),
             health: self.health.to_config(),
         }
     }

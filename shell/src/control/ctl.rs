@@ -89,7 +89,10 @@ pub enum ActionCommand {
     /// Take no new flows; existing flows end by their own teardown.
     Drain,
     /// Set the weight until the next reload.
-    Weight { weight: u32 },
+    Weight {
+        /// The new weight: new flows' share relative to the other backends' (0 takes none).
+        weight: u32,
+    },
     /// Close every live flow on the backend now (new flows may still come: disable or drain
     /// it first to keep them away).
     CloseFlows,
