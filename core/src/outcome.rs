@@ -46,8 +46,9 @@ counted_enum! {
     /// Client-side admission runs in declaration order: `Truncated` and `Empty` apply to
     /// every datagram; a datagram of an established flow is then forwarded (or, when every
     /// datagram carries a PROXY header, may be `ProxyHeaderTooLarge`); one that would start a
-    /// flow is checked for `Draining`, `Shed`, `ProxyHeaderTooLarge` and `NoHealthyBackend`,
-    /// in that order, before anything is allocated.
+    /// flow is checked for `Draining`, `SourceFlows` and `SourceRate` (a listener with
+    /// `source_limits`), `Shed`, `ProxyHeaderTooLarge` and `NoHealthyBackend`, in that order,
+    /// before anything is allocated.
     pub enum DropReason {
         /// The datagram did not fit the shell's buffer or exceeds `max_datagram_size`.
         Truncated = "truncated",
@@ -55,6 +56,11 @@ counted_enum! {
         Empty = "empty",
         /// The listener is draining and this datagram would start a new flow.
         Draining = "draining",
+        /// The datagram's source (its address cut to `source_limits`' prefix) has started
+        /// `new_flows_per_second` flows lately, beyond its burst.
+        SourceRate = "source_rate",
+        /// The datagram's source holds `source_limits.max_flows` flows already.
+        SourceFlows = "source_flows",
         /// The flow table (process-wide or this listener's share) is full.
         Shed = "shed",
         /// The PROXY v2 header would push the datagram over `max_datagram_size`.

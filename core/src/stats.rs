@@ -102,6 +102,9 @@ pub struct ListenerStats {
     pub flows: FlowCounters,
     /// New flows routed by fail-open: no backend was eligible, so an enabled one was used.
     pub fail_open_flows: u64,
+    /// With `source_limits`: sources tracked now, and sources forgotten to make room.
+    pub sources_tracked: u64,
+    pub sources_evicted: u64,
 }
 
 /// A snapshot of every counter the core keeps.
@@ -250,6 +253,8 @@ impl Stats {
             mine.backend.absorb(&theirs.backend);
             mine.flows.absorb(&theirs.flows);
             mine.fail_open_flows += theirs.fail_open_flows;
+            mine.sources_tracked += theirs.sources_tracked;
+            mine.sources_evicted += theirs.sources_evicted;
         }
         self.unattributed.absorb(&other.unattributed);
         self.flows.absorb(&other.flows);

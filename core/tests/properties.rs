@@ -103,6 +103,7 @@ fn knobs() -> impl Strategy<Value = String> {
         prop::option::of(0u64..3_000),
         0u8..3,
         prop::option::of(0u64..3_000),
+        0u8..3,
     )
         .prop_map(
             |(
@@ -117,15 +118,23 @@ fn knobs() -> impl Strategy<Value = String> {
                 drain,
                 proxy,
                 backend_drain,
+                sources,
             )| {
                 let mut text = format!(
                     "[process]\nmax_flows = {max_flows}\n\
-                     [listeners.a]\naddress = \"10.0.0.1:53\"\ncluster = \"c\"\nmax_datagram_size = 64\n{}{}\
+                     [listeners.a]\naddress = \"10.0.0.1:53\"\ncluster = \"c\"\nmax_datagram_size = 64\n{}{}{}\
                      [listeners.b]\naddress = \"ADDRESS_B\"\ncluster = \"c\"\n\
                      [clusters.c]\nbackends = [BACKENDS]\n\
                      idle_timeout = {{ front = \"{front}ms\", back = \"{back}ms\" }}\n",
                     if by_address { "affinity = \"client_address\"\n" } else { "" },
                     drain.map(|d| format!("drain_timeout = \"{d}ms\"\n")).unwrap_or_default(),
+                    // Tight per-source limits (a table smaller than the flows it must track,
+                    // which the core raises), a rate alone, or none.
+                    match sources {
+                        1 => "source_limits = { prefix_v4 = 24, prefix_v6 = 120, new_flows_per_second = 5, burst = 3, max_flows = 2, table_size = 2 }\n",
+                        2 => "source_limits = { new_flows_per_second = 1 }\n",
+                        _ => "",
+                    },
                 );
                 if let Some(responses) = responses {
                     text.push_str(&format!("responses = {responses}\n"));

@@ -254,6 +254,20 @@ fn listener_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView) {
             labels(),
             listener.fail_open_flows,
         );
+        if flows.listener_sources(id).is_some() {
+            scrape.gauge(
+                "source_table_entries",
+                "Client sources (addresses cut to the source_limits prefix) tracked now",
+                labels(),
+                saturating_i64(listener.sources_tracked),
+            );
+            scrape.counter(
+                "source_table_evictions",
+                "Sources that held no flow, forgotten to make room for new ones (their new-flow budgets restart full)",
+                labels(),
+                listener.sources_evicted,
+            );
+        }
         scrape.gauge(
             "listener_draining",
             "1 while the listener drains",

@@ -249,6 +249,56 @@ pub struct ListenerConfig {
     /// them): forward it like any other (the default), or drop it, counted as `empty`.
     #[serde(default)]
     pub empty_datagrams: EmptyDatagrams,
+    /// Limits per client source (an address cut to a prefix): new flows per second and flows
+    /// at once. Absent: none.
+    #[serde(default)]
+    pub source_limits: Option<SourceLimitsConfig>,
+}
+
+/// A listener's per-source limits. A source is a client address cut to `prefix_v4` or
+/// `prefix_v6` bits: `/32` and `/128` are single hosts, `/24` and `/64` a subnet each.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceLimitsConfig {
+    /// Prefix length sources are aggregated by, for IPv4 clients (0 to 32).
+    #[serde(default = "default_prefix_v4")]
+    pub prefix_v4: u8,
+    /// Prefix length sources are aggregated by, for IPv6 clients (0 to 128).
+    #[serde(default = "default_prefix_v6")]
+    pub prefix_v6: u8,
+    /// New flows a source may start per second, on average. Absent: no rate limit.
+    #[serde(default)]
+    pub new_flows_per_second: Option<u32>,
+    /// New flows a source may start at once after a quiet time. Absent: the rate (one
+    /// second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Flows a source may hold at once. Absent: no limit per source.
+    #[serde(default)]
+    pub max_flows: Option<u32>,
+    /// Sources tracked at most; one that holds no flow is forgotten to make room (raised
+    /// above the listener's flow cap, so a source with flows never is).
+    #[serde(default = "default_source_table_size")]
+    pub table_size: u32,
+}
+
+impl SourceLimitsConfig {
+    /// The bucket's size in new flows.
+    pub fn burst(&self) -> u32 {
+        self.burst.or(self.new_flows_per_second).unwrap_or(1).max(1)
+    }
+}
+
+fn default_prefix_v4() -> u8 {
+    32
+}
+
+fn default_prefix_v6() -> u8 {
+    64
+}
+
+fn default_source_table_size() -> u32 {
+    65_536
 }
 
 /// What a listener does with an empty client datagram.

@@ -124,6 +124,7 @@ fn full_config_parses_to_the_expected_struct() {
                     drain_timeout: Some(Duration::from_secs(30)),
                     freebind: false,
                     empty_datagrams: Default::default(),
+                    source_limits: None,
                 },
             ),
             (
@@ -137,6 +138,7 @@ fn full_config_parses_to_the_expected_struct() {
                     drain_timeout: None,
                     freebind: false,
                     empty_datagrams: Default::default(),
+                    source_limits: None,
                 },
             ),
         ]),
@@ -666,6 +668,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                     drain_timeout,
                     freebind: false,
                     empty_datagrams: Default::default(),
+                    source_limits: None,
                 }
             });
     (

@@ -159,6 +159,18 @@ pub enum ValidationError {
         /// The configured value.
         max_flows: u32,
     },
+    /// A `source_limits` value is out of its range.
+    #[error("{field} = {value} is out of range: it must be {range}")]
+    SourceLimitOutOfRange {
+        /// The listener.
+        listener: String,
+        /// The key in `source_limits`.
+        field: &'static str,
+        /// The configured value.
+        value: u64,
+        /// The range, in words.
+        range: &'static str,
+    },
     /// A cluster name is empty, too long or has a character that is not allowed.
     #[error("cluster name {cluster:?} {problem}")]
     InvalidClusterName {
@@ -368,6 +380,9 @@ impl ValidationError {
             }
             MaxDatagramSizeOutOfRange { listener, .. } => listener_path(listener).key("max_datagram_size"),
             ListenerMaxFlowsOutOfRange { listener, .. } => listener_path(listener).key("max_flows"),
+            SourceLimitOutOfRange { listener, field, .. } => {
+                listener_path(listener).key("source_limits").key(*field)
+            }
             InvalidClusterName { cluster, .. } => cluster_path(cluster),
             RequestsZero { cluster } => cluster_path(cluster).key("requests"),
             RequestsWithoutResponses { cluster, .. } => cluster_path(cluster).key("requests"),
@@ -500,6 +515,31 @@ fn validate_listener_fields(name: &str, listener: &ListenerConfig, errors: &mut 
     }
     if let Some(max_flows) = listener.max_flows.filter(|max_flows| !max_flows_in_range(*max_flows)) {
         errors.push(ValidationError::ListenerMaxFlowsOutOfRange { listener: name.to_owned(), max_flows });
+    }
+    if let Some(limits) = &listener.source_limits {
+        let mut check =
+            |field: &'static str, value: Option<u64>, allowed: std::ops::RangeInclusive<u64>, range| {
+                if let Some(value) = value.filter(|value| !allowed.contains(value)) {
+                    errors.push(ValidationError::SourceLimitOutOfRange {
+                        listener: name.to_owned(),
+                        field,
+                        value,
+                        range,
+                    });
+                }
+            };
+        check("prefix_v4", Some(limits.prefix_v4.into()), 0..=32, "between 0 and 32");
+        check("prefix_v6", Some(limits.prefix_v6.into()), 0..=128, "between 0 and 128");
+        let flows = u64::from(MAX_FLOWS_LIMIT);
+        check(
+            "new_flows_per_second",
+            limits.new_flows_per_second.map(u64::from),
+            1..=flows,
+            "between 1 and 16777216",
+        );
+        check("burst", limits.burst.map(u64::from), 1..=flows, "between 1 and 16777216");
+        check("max_flows", limits.max_flows.map(u64::from), 1..=flows, "between 1 and 16777216");
+        check("table_size", Some(limits.table_size.into()), 1..=flows, "between 1 and 16777216");
     }
 }
 

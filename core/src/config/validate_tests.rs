@@ -377,6 +377,7 @@ fn every_violation_is_reported_not_just_the_first() {
                 drain_timeout: None,
                 freebind: false,
                 empty_datagrams: Default::default(),
+                source_limits: None,
             },
         )]),
         clusters: BTreeMap::new(),

@@ -127,6 +127,9 @@ impl FlowManager {
 
     fn book_close(&mut self, flow: &super::entry::Flow, reason: CloseReason) {
         self.backend_flow_closed(flow.backend);
+        if let Some(sources) = &mut self.listeners[flow.listener.0 as usize].sources {
+            sources.closed(flow.client.ip());
+        }
         for counters in [&mut self.stats.flows, &mut self.stats.listeners[flow.listener.0 as usize].flows] {
             counters.closed[reason.index()] += 1;
             counters.active -= 1;

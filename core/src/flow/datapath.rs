@@ -134,6 +134,14 @@ impl FlowManager {
             return self.drop_client(listener_id, DropReason::Draining);
         }
         let listener_flows = self.stats.listeners[listener_id.0 as usize].flows.active;
+        if let Some(sources) = &mut self.listeners[listener_id.0 as usize].sources {
+            let admitted = sources.admit(now, client.ip());
+            let stats = &mut self.stats.listeners[listener_id.0 as usize];
+            (stats.sources_tracked, stats.sources_evicted) = (sources.len() as u64, sources.evictions);
+            if let Err(reason) = admitted {
+                return self.drop_client(listener_id, reason);
+            }
+        }
         if self.table.len() >= self.max_flows as usize || listener_flows >= listener_max_flows {
             return self.drop_client(listener_id, DropReason::Shed);
         }
@@ -303,6 +311,11 @@ impl FlowManager {
         for counters in [&mut self.stats.listeners[listener.0 as usize].flows, &mut self.stats.flows] {
             counters.created += 1;
             counters.active += 1;
+        }
+        if let Some(sources) = &mut self.listeners[listener.0 as usize].sources {
+            sources.opened(now, client.ip());
+            let stats = &mut self.stats.listeners[listener.0 as usize];
+            (stats.sources_tracked, stats.sources_evicted) = (sources.len() as u64, sources.evictions);
         }
         self.backend_flow_opened(backend);
     }

@@ -144,6 +144,29 @@ impl FlowManager {
             }
         }
         ensure!(flow_timers == self.table.len(), "{flow_timers} flow timers for {} flows", self.table.len());
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let Some(sources) = &listener.sources else { continue };
+            ensure!(sources.consistent(), "listener {}'s source table and its index disagree", listener.name);
+            let mut counted = std::collections::BTreeMap::new();
+            for (_, flow) in self.table.iter().filter(|(_, flow)| flow.listener.0 as usize == index) {
+                *counted.entry(sources.prefix_of(flow.client.ip())).or_insert(0u32) += 1;
+            }
+            let mut tracked = 0;
+            for (prefix, flows) in sources.flow_counts() {
+                ensure!(
+                    counted.get(&prefix).copied().unwrap_or(0) == flows,
+                    "listener {}: a source counts {flows} flows, the table holds {:?}",
+                    listener.name,
+                    counted.get(&prefix)
+                );
+                tracked += usize::from(flows > 0);
+            }
+            ensure!(
+                tracked == counted.len(),
+                "listener {}: a source with flows is not tracked",
+                listener.name
+            );
+        }
         let drain_timers = self
             .listeners
             .iter()

@@ -28,6 +28,7 @@ mod key;
 mod passive;
 mod reload;
 mod retry;
+mod sources;
 mod table;
 
 pub use invariants::InvariantViolation;
@@ -396,6 +397,8 @@ struct Listener {
     max_datagram_size: usize,
     /// `empty_datagrams = "drop"`.
     drops_empty: bool,
+    /// `source_limits`, with the sources it tracks.
+    sources: Option<sources::SourceTable>,
     drain_timeout: Option<Duration>,
     drain: DrainState,
     /// Gone from the configuration; the id is never reused.
@@ -497,6 +500,9 @@ pub struct FlowManager {
     selection_hasher: KeyedHasher,
     /// The shared selection key, for building selectors.
     selection_key: [u8; 32],
+    /// Keys the per-source tables' hashes (the flow table's key; the sources hash under a
+    /// tag of their own).
+    source_key: [u8; 16],
     /// [`Keys::unique`]: the first half of every UNIQUE_ID.
     unique_prefix: [u8; 8],
     table: FlowTable,
@@ -527,6 +533,7 @@ impl FlowManager {
             selection_key: keys.selection,
             unique_prefix: keys.unique,
             table: FlowTable::new(KeyedHasher::new(keys.table)),
+            source_key: keys.table,
             timers: DeadlineIndex::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -554,6 +561,13 @@ impl FlowManager {
     /// harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
+    }
+
+    /// A listener's source table, if it has `source_limits`: the sources tracked now and how
+    /// many were forgotten to make room.
+    pub fn listener_sources(&self, listener: ListenerId) -> Option<(usize, u64)> {
+        let sources = self.listeners.get(listener.0 as usize)?.sources.as_ref()?;
+        Some((sources.len(), sources.evictions))
     }
 
     /// Every counter.

@@ -83,6 +83,8 @@ impl FlowManager {
             }
         }
 
+        // Listeners whose source table was rebuilt: their flows are counted into it below.
+        let mut rebuilt_sources: Vec<usize> = Vec::new();
         for (name, listener) in &config.listeners {
             let cluster = self.cluster_named(&listener.cluster);
             let existing = self.listeners.iter().position(|l| {
@@ -104,8 +106,19 @@ impl FlowManager {
                     kept.max_datagram_size = listener.max_datagram_size as usize;
                     kept.drops_empty = listener.empty_datagrams == EmptyDatagrams::Drop;
                     kept.drain_timeout = listener.drain_timeout;
+                    let keeps_sources = match (&kept.sources, &listener.source_limits) {
+                        (Some(table), Some(limits)) => table.built_for(limits, max_flows),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !keeps_sources {
+                        kept.sources = listener.source_limits.map(|limits| {
+                            super::sources::SourceTable::new(limits, max_flows, self.source_key)
+                        });
+                        rebuilt_sources.push(index);
+                    }
                     kept.flows_at_cap_change = self.stats.listeners[index].flows.active;
-                    if before != settings(kept) {
+                    if before != settings(kept) || rebuilt_sources.last() == Some(&index) {
                         summary.listeners_updated.push(ListenerId(index as u32));
                     }
                 }
@@ -121,12 +134,28 @@ impl FlowManager {
                         max_flows,
                         max_datagram_size: listener.max_datagram_size as usize,
                         drops_empty: listener.empty_datagrams == EmptyDatagrams::Drop,
+                        sources: listener.source_limits.map(|limits| {
+                            super::sources::SourceTable::new(limits, max_flows, self.source_key)
+                        }),
                         drain_timeout: listener.drain_timeout,
                         drain: DrainState::Active,
                         removed: false,
                         flows_at_cap_change: 0,
                     });
                     self.stats.listeners.push(ListenerStats::default());
+                }
+            }
+        }
+        for index in rebuilt_sources {
+            let clients: Vec<std::net::IpAddr> = self
+                .table
+                .iter()
+                .filter(|(_, flow)| flow.listener.0 as usize == index)
+                .map(|(_, flow)| flow.client.ip())
+                .collect();
+            if let Some(sources) = &mut self.listeners[index].sources {
+                for ip in clients {
+                    sources.opened(now, ip);
                 }
             }
         }

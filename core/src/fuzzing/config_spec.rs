@@ -185,6 +185,7 @@ impl ListenerSpec {
             drain_timeout: self.drain_timeout_ms.map(millis),
             freebind: false,
             empty_datagrams: Default::default(),
+            source_limits: None,
         }
     }
 }
