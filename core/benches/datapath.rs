@@ -43,7 +43,9 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const FLOWS: u32 = 100_000;
 
-fn config(extra: &str) -> Config {
+/// The benchmark's configuration with `listener_extra` in the listener and `extra` in the
+/// cluster.
+fn config_with(listener_extra: &str, extra: &str) -> Config {
     let text = format!(
         r#"
         [process]
@@ -51,6 +53,7 @@ fn config(extra: &str) -> Config {
         [listeners.dns]
         address = "10.0.0.1:53"
         cluster = "pool"
+        {listener_extra}
         [clusters.pool]
         idle_timeout = {{ front = "30s", back = "10s" }}
         {extra}
@@ -103,7 +106,11 @@ fn send(core: &mut FlowManager, now: Instant, buffer: &mut [u8], from: SocketAdd
 
 /// A core holding `count` established flows, and their ids.
 fn populated(count: u32, extra: &str) -> (FlowManager, Vec<FlowId>) {
-    let mut core = FlowManager::new(&config(extra), Keys::from_seed(1)).expect("valid");
+    populated_with(count, "", extra)
+}
+
+fn populated_with(count: u32, listener_extra: &str, extra: &str) -> (FlowManager, Vec<FlowId>) {
+    let mut core = FlowManager::new(&config_with(listener_extra, extra), Keys::from_seed(1)).expect("valid");
     let mut buffer = vec![0u8; DATAGRAM_HEADROOM + 64];
     let flows = (0..count)
         .map(|i| match send(&mut core, Instant::ZERO, &mut buffer, client(i)) {
@@ -168,6 +175,33 @@ fn benches(c: &mut Criterion) {
         })
     });
     drop(core);
+
+    // The same established flow, one datagram each way per iteration, without and with the
+    // abuse guards (per-source limits on the listener, an amplification cap on the cluster):
+    // what the checks cost a flow that is already open.
+    for (name, listener_extra, extra) in [
+        ("established_flow_both_ways_100k_flows", "", ""),
+        (
+            "established_flow_both_ways_100k_flows_with_abuse_guards",
+            "source_limits = { new_flows_per_second = 16777216, max_flows = 16777216 }",
+            "amplification = { factor = 1000, allowance_bytes = 65536 }",
+        ),
+    ] {
+        let (mut core, flows) = populated_with(FLOWS, listener_extra, extra);
+        let flow = flows[(FLOWS / 2) as usize];
+        let mut now = Instant::from_secs(1);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                now = now + Duration::from_nanos(50);
+                black_box(send(&mut core, now, &mut buffer, black_box(target)));
+                let verdict = core.handle_backend_datagram(now, black_box(flow), &buffer[..64], false);
+                assert!(matches!(verdict, BackendVerdict::Return { .. }));
+                drain(&mut core);
+                black_box(verdict)
+            })
+        });
+        drop(core);
+    }
 
     // DNS-like: each query opens a flow (admission, selection, open upstream) and its answer
     // closes it (responses = 1). Measures a whole short flow's life, among 10k standing flows.

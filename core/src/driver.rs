@@ -141,11 +141,11 @@ impl<P: Platform> Driver<P> {
         let datagram = ClientDatagram { listener, client, local, buffer: &mut *buffer, headroom, truncated };
         let mut verdict = self.core.handle_client_datagram(now, datagram);
         if let ClientVerdict::Open(incoming) = verdict {
-            let start = headroom.saturating_sub(incoming.prefix_len());
+            let start = incoming.datagram_start(headroom);
             verdict = self.open(now, incoming, &buffer[start..]);
         }
-        if let ClientVerdict::Forward { flow, prefix_len, .. } = verdict {
-            self.platform.send_upstream(flow, &buffer[headroom - prefix_len..]);
+        if let ClientVerdict::Forward { flow, prefix_len, skip, .. } = verdict {
+            self.platform.send_upstream(flow, &buffer[headroom + skip - prefix_len..]);
         }
         self.observe(|| Observed::Client(verdict.clone()));
         self.drain(now);

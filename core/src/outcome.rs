@@ -54,6 +54,13 @@ counted_enum! {
         Truncated = "truncated",
         /// An empty client datagram on a listener set to drop them (`empty_datagrams = "drop"`).
         Empty = "empty",
+        /// `accept_proxy`: a PROXY v2 header from a source the listener does not trust, or,
+        /// where headers are `required`, any datagram from such a source.
+        ProxyUntrusted = "proxy_untrusted",
+        /// `accept_proxy` with `required`: a trusted upstream's datagram without a header.
+        ProxyMissing = "proxy_missing",
+        /// `accept_proxy`: a trusted upstream's header that does not decode.
+        ProxyInvalid = "proxy_invalid",
         /// The listener is draining and this datagram would start a new flow.
         Draining = "draining",
         /// The datagram's source (its address cut to `source_limits`' prefix) has started

@@ -11,7 +11,7 @@ use udplb_core::{AdminCommand, BackendId, BackendVerdict, ClientVerdict, DropRea
 fn first_datagram_stages_a_flow_that_is_booked_once_its_upstream_opens() {
     let mut h = Harness::new(&one_listener(2, "", ""));
     let verdict = h.client("192.0.2.1:40000", b"query");
-    let ClientVerdict::Forward { flow, prefix_len, closes } = verdict else { panic!("{verdict:?}") };
+    let ClientVerdict::Forward { flow, prefix_len, closes, .. } = verdict else { panic!("{verdict:?}") };
     assert_eq!((prefix_len, closes), (0, false));
     assert_eq!(h.last_sent, b"query");
     assert_eq!(h.opened, vec![(flow, BackendId(0), addr("10.1.0.1:5300"))]);
@@ -19,7 +19,7 @@ fn first_datagram_stages_a_flow_that_is_booked_once_its_upstream_opens() {
     // The next datagram from the same client rides the same flow and opens nothing.
     assert_eq!(
         h.client("192.0.2.1:40000", b"again"),
-        ClientVerdict::Forward { flow, prefix_len: 0, closes: false }
+        ClientVerdict::Forward { flow, prefix_len: 0, skip: 0, closes: false }
     );
     assert_eq!(h.opened.len(), 1);
     assert!(h.outputs.is_empty());
@@ -88,7 +88,12 @@ fn truncated_and_oversized_datagrams_drop_as_truncated() {
     assert_eq!(h.client("192.0.2.1:1", b"12345"), ClientVerdict::Drop(DropReason::Truncated));
     assert_eq!(
         h.client("192.0.2.1:1", b"1234"),
-        ClientVerdict::Forward { flow: h.core.flows().next().unwrap().flow, prefix_len: 0, closes: false }
+        ClientVerdict::Forward {
+            flow: h.core.flows().next().unwrap().flow,
+            prefix_len: 0,
+            skip: 0,
+            closes: false
+        }
     );
     let stats = &h.core.stats().listeners[0].client;
     assert_eq!((stats.received, stats.passed, stats.dropped(DropReason::Truncated)), (3, 1, 2));

@@ -869,3 +869,52 @@ fn ipv6_sockets_of_one_host_keep_one_backend_with_four_workers() {
         .collect();
     assert_eq!(reached.len(), 1, "::1 on backends {reached:?}");
 }
+
+/// Trusted ingress: udplb behind another balancer that sends PROXY v2. A real sender on
+/// 127.0.0.1 (trusted) puts a header naming the client in front of each datagram: the backend
+/// sees that client in udplb's own header, and the answer comes back to the sender. The
+/// same from 127.0.0.3, which the listener does not trust, is dropped and counted.
+#[test]
+fn a_trusted_upstream_names_the_client_and_an_untrusted_one_is_refused() {
+    use udplb_core::proxy_v2::{TlvOptions, write_proxy_header};
+    let backend = Backend::echo(true);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let extra = "proxy_protocol = { mode = \"every\" }";
+    let text = config(listen, extra, &[backend.address]).replacen(
+        "cluster = \"pool\"\n",
+        "cluster = \"pool\"\naccept_proxy = { from = [\"127.0.0.1/32\", \"::1\"] }\n",
+        1,
+    );
+    let _balancer = Balancer::start(&text, listen);
+    let real_client: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+    let proxied = |payload: &[u8]| {
+        let mut out = vec![0u8; 128];
+        let len = write_proxy_header(&mut out, real_client, listen, TlvOptions::default()).unwrap();
+        out.truncate(len);
+        out.extend_from_slice(payload);
+        out
+    };
+    let upstream = client();
+    for i in 0..5 {
+        let payload = format!("query {i}");
+        let answer = ask(&upstream, listen, &proxied(payload.as_bytes()));
+        assert_eq!(answer.as_deref(), Some(payload.as_bytes()), "answered to the upstream, header stripped");
+    }
+    let sources = backend.sources.lock().unwrap().clone();
+    assert_eq!(
+        sources.iter().filter(|s| **s == real_client).count(),
+        5,
+        "the backend saw the real client: {sources:?}"
+    );
+
+    let untrusted = UdpSocket::bind("127.0.0.3:0").unwrap();
+    untrusted.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    assert_eq!(
+        ask(&untrusted, listen, &proxied(b"spoof")),
+        None,
+        "a header from an untrusted source is dropped"
+    );
+    assert!(!backend.payloads.lock().unwrap().iter().any(|p| p == b"spoof"));
+    // Without a header, that host is an ordinary client (headers are not required here).
+    assert_eq!(ask(&untrusted, listen, b"plain").as_deref(), Some(&b"plain"[..]));
+}

@@ -261,7 +261,7 @@ impl ClientHost {
         let number = self.sent;
         self.sent += 1;
         match self.spec.model {
-            ClientModel::RequestResponse { replies, new_port_per_request, port, size, .. } => {
+            ClientModel::RequestResponse { replies, new_port_per_request, port, size, proxy_for, .. } => {
                 let port = if new_port_per_request {
                     port.wrapping_add((number % 20_000) as u16)
                 } else {
@@ -291,6 +291,22 @@ impl ClientHost {
                     }
                 }
                 self.pending.insert(number, replies);
+                if let Some(client) = proxy_for {
+                    // The header's destination is not read by udplb; the client's own family.
+                    let unspecified: IpAddr =
+                        if client.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() };
+                    let mut header = vec![0u8; udplb_core::proxy_v2::MAX_PROXY_HEADER_LEN];
+                    let len = udplb_core::proxy_v2::write_proxy_header(
+                        &mut header,
+                        client,
+                        SocketAddr::new(unspecified, 0),
+                        udplb_core::proxy_v2::TlvOptions::default(),
+                    )
+                    .expect("a header fits its maximum length");
+                    header.truncate(len);
+                    header.extend_from_slice(&payload);
+                    payload = header;
+                }
                 Some((SocketAddr::new(self.spec.address, port), payload))
             }
             ClientModel::Flood { sources, keep_ports, one_host, .. } => {

@@ -457,6 +457,10 @@ pub enum ClientModel {
         /// owed a reply.
         #[serde(default = "default_size")]
         size: usize,
+        /// The client is an upstream balancer relaying for this client: every request starts
+        /// with a PROXY v2 header naming it (what `accept_proxy` reads).
+        #[serde(default)]
+        proxy_for: Option<SocketAddr>,
     },
     /// Spoofed sources: `count` one-way datagrams, each from another of `sources` addresses of
     /// 198.18.0.0/15 (or, with `one_host`, of `sources` ports of the client's address), one

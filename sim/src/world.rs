@@ -1017,6 +1017,10 @@ impl World {
             for (client, host) in self.clients.iter().enumerate() {
                 let Some(target) = self.client_target(client) else { continue };
                 targets.push((host.spec.address, target));
+                // A relaying upstream's client is named in the balancer's header too.
+                if let ClientModel::RequestResponse { proxy_for: Some(client), .. } = host.spec.model {
+                    targets.push((client.ip(), target));
+                }
                 if matches!(host.spec.model, ClientModel::Flood { one_host: false, .. }) {
                     targets.push((IpAddr::from([198, 18, 0, 0]), target));
                 }

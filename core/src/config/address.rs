@@ -41,3 +41,84 @@ impl Visitor<'_> for SocketAddrVisitor {
         })
     }
 }
+
+/// An address prefix: `"10.0.0.0/8"`, `"2001:db8::/32"`, or one address (`"192.0.2.7"`, a /32
+/// or /128). Bits past the prefix are ignored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct IpPrefix {
+    pub address: std::net::IpAddr,
+    pub len: u8,
+}
+
+impl IpPrefix {
+    /// Whether `ip` is in the prefix (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let (mine, theirs): (Vec<u8>, Vec<u8>) = match (self.address.to_canonical(), ip.to_canonical()) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (a.octets().to_vec(), b.octets().to_vec()),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (a.octets().to_vec(), b.octets().to_vec()),
+            _ => return false,
+        };
+        let len = usize::from(self.len);
+        let whole = len / 8;
+        if mine[..whole] != theirs[..whole] {
+            return false;
+        }
+        let rest = len % 8;
+        rest == 0 || {
+            let mask = 0xFFu8 << (8 - rest);
+            mine[whole] & mask == theirs[whole] & mask
+        }
+    }
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.len)
+    }
+}
+
+impl std::str::FromStr for IpPrefix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<IpPrefix, String> {
+        let (address, len) = match text.split_once('/') {
+            Some((address, len)) => (address, Some(len)),
+            None => (text, None),
+        };
+        let address: std::net::IpAddr = address.parse().map_err(|_| {
+            format!("invalid prefix {text:?}: expected an IP address with an optional length, such as \"10.0.0.0/8\", \"2001:db8::/32\" or \"192.0.2.7\"")
+        })?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let len =
+            match len {
+                None => max,
+                Some(len) => len.parse::<u8>().ok().filter(|len| *len <= max).ok_or_else(|| {
+                    format!("invalid prefix {text:?}: the length must be between 0 and {max}")
+                })?,
+            };
+        Ok(IpPrefix { address, len })
+    }
+}
+
+impl serde::Serialize for IpPrefix {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IpPrefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IpPrefix, D::Error> {
+        struct PrefixVisitor;
+        impl Visitor<'_> for PrefixVisitor {
+            type Value = IpPrefix;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("an address prefix such as \"10.0.0.0/8\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<IpPrefix, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(PrefixVisitor)
+    }
+}

@@ -29,6 +29,7 @@ mod validate;
 mod warnings;
 mod workers;
 
+pub use address::IpPrefix;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, FieldPath, Location, PathSegment};
 pub use health::{ExpectMatch, HealthConfig, HealthMode, HealthProblem, HysteresisModel, OutlierConfig};
 
@@ -253,6 +254,29 @@ pub struct ListenerConfig {
     /// at once. Absent: none.
     #[serde(default)]
     pub source_limits: Option<SourceLimitsConfig>,
+    /// Accept PROXY v2 headers from trusted upstream balancers: the client is the one the
+    /// header names. Absent: a datagram's client is its sender.
+    #[serde(default)]
+    pub accept_proxy: Option<AcceptProxyConfig>,
+}
+
+/// Trusted ingress: PROXY v2 headers are taken from these sources only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptProxyConfig {
+    /// The upstream balancers trusted to name the client: addresses or prefixes.
+    pub from: Vec<IpPrefix>,
+    /// Every datagram must come from a trusted source and carry a header; others are
+    /// dropped. Otherwise a datagram without one is served as its sender's own.
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl AcceptProxyConfig {
+    /// Whether `ip` may send a header.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.from.iter().any(|prefix| prefix.contains(ip))
+    }
 }
 
 /// A listener's per-source limits. A source is a client address cut to `prefix_v4` or

@@ -125,6 +125,7 @@ fn full_config_parses_to_the_expected_struct() {
                     freebind: false,
                     empty_datagrams: Default::default(),
                     source_limits: None,
+                    accept_proxy: None,
                 },
             ),
             (
@@ -139,6 +140,7 @@ fn full_config_parses_to_the_expected_struct() {
                     freebind: false,
                     empty_datagrams: Default::default(),
                     source_limits: None,
+                    accept_proxy: None,
                 },
             ),
         ]),
@@ -669,6 +671,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                     freebind: false,
                     empty_datagrams: Default::default(),
                     source_limits: None,
+                    accept_proxy: None,
                 }
             });
     (
@@ -823,4 +826,28 @@ backends = [{ id = "a", address = "10.0.0.2:514" }]
     let careful = "[listeners.dns]\naddress = \"127.0.0.1:53\"\ncluster = \"dns\"\ndrain_timeout = \"5s\"\n\
                    [clusters.dns]\nresponses = 1\nbackends = [{ id = \"a\", address = \"10.0.0.1:53\" }]\n";
     assert_eq!(valid(careful).warnings(), vec![]);
+}
+
+#[test]
+fn trusted_upstreams_are_addresses_or_prefixes() {
+    let text = "[listeners.dns]\naddress = \"127.0.0.1:53\"\ncluster = \"dns\"\n\
+                accept_proxy = { from = [\"10.1.0.0/24\", \"192.0.2.7\", \"fd00:1::/64\"], required = true }\n\
+                [clusters.dns]\nbackends = [{ id = \"a\", address = \"10.0.0.1:53\" }]\n";
+    let accept = valid(text).listeners["dns"].accept_proxy.clone().expect("set");
+    assert!(accept.required);
+    for (ip, trusted) in [
+        ("10.1.0.200", true),
+        ("10.1.1.1", false),
+        ("192.0.2.7", true),
+        ("192.0.2.8", false),
+        ("::ffff:10.1.0.9", true),
+        ("fd00:1::abcd", true),
+        ("fd00:2::1", false),
+    ] {
+        assert_eq!(accept.trusts(ip.parse().unwrap()), trusted, "{ip}");
+    }
+    let bad = text.replace("\"10.1.0.0/24\"", "\"10.1.0.0/33\"");
+    let error = the_error(&bad);
+    assert_eq!(error.path.to_string(), "listeners.dns.accept_proxy.from[0]");
+    assert!(error.to_string().contains("the length must be between 0 and 32"), "{error}");
 }

@@ -378,6 +378,7 @@ fn every_violation_is_reported_not_just_the_first() {
                 freebind: false,
                 empty_datagrams: Default::default(),
                 source_limits: None,
+                accept_proxy: None,
             },
         )]),
         clusters: BTreeMap::new(),

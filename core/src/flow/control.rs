@@ -200,6 +200,7 @@ impl FlowManager {
         let flow = self.table.get_mut(slot);
         let (backend, listener, client, local, hash) =
             (flow.backend, flow.listener, flow.client, flow.local, flow.hash);
+        let via = flow.via.as_deref().copied();
         let retry = if !flow.retried && !flow.retired && flow.responses == 0 {
             self.retry_slots.take(&mut flow.retry)
         } else {
@@ -234,11 +235,13 @@ impl FlowManager {
             client,
             local: vip,
             hash,
-            prefix_len: datagram.len() - retry.len(),
-            payload_len: retry.len(),
+            prefix_len: u16::try_from(datagram.len() - retry.len()).unwrap_or(u16::MAX),
+            payload_len: u32::try_from(retry.len()).unwrap_or(u32::MAX),
             fail_open: selection.fail_open,
             resend: true,
             decision,
+            via,
+            skip: 0,
         };
         self.outputs.push_back(Output::Resend { incoming, datagram });
     }

@@ -93,6 +93,19 @@ impl FlowManager {
             counters.drop_for(DropReason::Empty);
             return ClientVerdict::Drop(DropReason::Empty);
         }
+        // Trusted ingress: the client a trusted upstream's header names, and the header's
+        // length, left out of what is forwarded.
+        let (client, via, skip) = match &listener.accept_proxy {
+            None => (client, None, 0),
+            Some(accept) => match ingress(accept, client, &buffer[headroom..]) {
+                Ok(found) => found,
+                Err(reason) => {
+                    counters.drop_for(reason);
+                    return ClientVerdict::Drop(reason);
+                }
+            },
+        };
+        let headroom = headroom + skip;
         let (vip, affinity, cluster_id) = (listener.vip(local), listener.affinity, listener.cluster);
         let draining = matches!(listener.drain, DrainState::Draining { .. });
         let listener_max_flows = u64::from(listener.max_flows);
@@ -125,8 +138,8 @@ impl FlowManager {
             } else {
                 0
             };
-            let closes = self.forward_on_flow(now, slot, client, &buffer[headroom..], true);
-            return ClientVerdict::Forward { flow: FlowId { slot, serial }, prefix_len, closes };
+            let closes = self.forward_on_flow(now, slot, client, via, &buffer[headroom..], true);
+            return ClientVerdict::Forward { flow: FlowId { slot, serial }, prefix_len, skip, closes };
         }
 
         // A new flow: every check before anything is allocated.
@@ -174,11 +187,14 @@ impl FlowManager {
             client,
             local: vip,
             hash,
-            prefix_len,
-            payload_len,
+            // A header fits the datagram, which fits 65,507 bytes.
+            prefix_len: u16::try_from(prefix_len).unwrap_or(u16::MAX),
+            payload_len: u32::try_from(payload_len - skip).unwrap_or(u32::MAX),
             fail_open: selection.fail_open,
             resend: false,
             decision,
+            via,
+            skip: u16::try_from(skip).unwrap_or(u16::MAX),
         })
     }
 
@@ -251,10 +267,15 @@ impl FlowManager {
             self.table.get_mut(slot).retried = true;
             self.stats.retries.resent += 1;
         }
-        let payload = datagram.get(incoming.prefix_len..).unwrap_or_default();
+        let payload = datagram.get(incoming.prefix_len()..).unwrap_or_default();
         // Counted when it arrived (a client datagram) or when first forwarded (a re-send).
-        let closes = self.forward_on_flow(now, slot, incoming.client, payload, false);
-        ClientVerdict::Forward { flow: incoming.flow, prefix_len: incoming.prefix_len, closes }
+        let closes = self.forward_on_flow(now, slot, incoming.client, incoming.via, payload, false);
+        ClientVerdict::Forward {
+            flow: incoming.flow,
+            prefix_len: incoming.prefix_len(),
+            skip: incoming.skip(),
+            closes,
+        }
     }
 
     fn refuse_incoming(&mut self, incoming: &Incoming) {
@@ -265,7 +286,7 @@ impl FlowManager {
         if !incoming.resend {
             self.stats.listeners[listener]
                 .client
-                .reclassify_as_dropped(incoming.payload_len, DropReason::UpstreamOpenFailed);
+                .reclassify_as_dropped(incoming.payload_len as usize, DropReason::UpstreamOpenFailed);
         }
         for counters in [&mut self.stats.listeners[listener].flows, &mut self.stats.flows] {
             counters.created += 1;
@@ -276,7 +297,7 @@ impl FlowManager {
     /// Creates `incoming`'s flow (its upstream is open) in its slot, indexes it under its hash
     /// and books it. The caller forwards its first datagram.
     fn open_flow(&mut self, now: Instant, incoming: &Incoming) {
-        let Incoming { flow, listener, backend, client, local, hash, decision, .. } = *incoming;
+        let Incoming { flow, listener, backend, client, local, hash, decision, via, .. } = *incoming;
         let slot = flow.slot;
         let local = local.ip();
         let serial = self.next_serial;
@@ -289,6 +310,7 @@ impl FlowManager {
                 listener,
                 backend,
                 client,
+                via: via.map(Box::new),
                 local,
                 created: now,
                 last_client: now,
@@ -330,6 +352,7 @@ impl FlowManager {
         now: Instant,
         slot: u32,
         client: std::net::SocketAddr,
+        via: Option<std::net::SocketAddr>,
         payload: &[u8],
         count: bool,
     ) -> bool {
@@ -349,6 +372,11 @@ impl FlowManager {
             self.stats.retries.bytes_kept = self.retry_slots.bytes_kept();
         }
         flow.client = client;
+        // Replies go to the upstream the latest datagram came through (no allocation when it
+        // is the same one).
+        if flow.via.as_deref() != via.as_ref() {
+            flow.via = via.map(Box::new);
+        }
         flow.last_client = now;
         flow.requests = flow.requests.saturating_add(1);
         if let Some(cap) = cluster.amplification {
@@ -540,7 +568,7 @@ impl FlowManager {
             && flow.retired
             && !flow.awaits_late_replies()
             && teardown.owes_replies(flow) == Some(false);
-        let (client, local) = (flow.client, flow.local);
+        let (client, local) = (flow.via.as_deref().copied().unwrap_or(flow.client), flow.local);
         if completes {
             self.passive_success(backend, 1);
         }
@@ -566,5 +594,30 @@ impl FlowManager {
     fn drop_unattributed(&mut self, reason: DropReason) -> ClientVerdict {
         self.stats.unattributed.drop_for(reason);
         ClientVerdict::Drop(reason)
+    }
+}
+
+/// Trusted ingress (`accept_proxy`): who the client of a datagram from `peer` is, the trusted
+/// upstream it came through (where replies go), and how many bytes of header to leave out of
+/// what is forwarded. A header from a source that is not trusted is refused (it would let
+/// anyone pose as any client); so is a datagram without one where headers are `required`,
+/// and a malformed one from a trusted upstream. A LOCAL header (an upstream's own health
+/// check) names no client: the datagram is the upstream's own.
+fn ingress(
+    accept: &crate::config::AcceptProxyConfig,
+    peer: std::net::SocketAddr,
+    payload: &[u8],
+) -> Result<(std::net::SocketAddr, Option<std::net::SocketAddr>, usize), DropReason> {
+    let signed = payload.starts_with(&crate::proxy_v2::SIGNATURE);
+    if !accept.trusts(peer.ip()) {
+        return if signed || accept.required { Err(DropReason::ProxyUntrusted) } else { Ok((peer, None, 0)) };
+    }
+    if !signed {
+        return if accept.required { Err(DropReason::ProxyMissing) } else { Ok((peer, None, 0)) };
+    }
+    let (header, consumed) = crate::proxy_v2::Header::parse(payload).map_err(|_| DropReason::ProxyInvalid)?;
+    match header.proxied_endpoints() {
+        Some((client, _)) => Ok((client, Some(peer), consumed)),
+        None => Ok((peer, None, consumed)),
     }
 }

@@ -26,8 +26,12 @@ pub(crate) struct Flow {
     pub(crate) hash: u64,
     pub(crate) listener: ListenerId,
     pub(crate) backend: BackendId,
-    /// Where replies go. With `affinity = "client_address"` it follows the client's port.
+    /// The client: where replies go, unless it came through a trusted upstream (`via`). With
+    /// `affinity = "client_address"` it follows the client's port.
     pub(crate) client: SocketAddr,
+    /// The trusted upstream balancer the client's latest datagram came through (its PROXY
+    /// v2 header named `client`): replies go there. Out of line: most flows have none.
+    pub(crate) via: Option<Box<SocketAddr>>,
     /// The address the client sent to, where replies leave from: part of the flow key (on a
     /// wildcard listener, each address the host has is a VIP of its own).
     pub(crate) local: IpAddr,

@@ -114,10 +114,12 @@ pub struct ClientDatagram<'a> {
 /// The verdict on a client datagram (and on [`FlowManager::accept`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientVerdict {
-    /// Send `buffer[headroom - prefix_len..]` on `flow`'s upstream. `closes`: the flow ended
-    /// with this datagram (it owes no reply); its `CloseUpstream` output follows, to act on
-    /// after the send.
-    Forward { flow: FlowId, prefix_len: usize, closes: bool },
+    /// Send `buffer[headroom + skip - prefix_len..]` on `flow`'s upstream: `skip` bytes of the
+    /// payload (a PROXY v2 header from a trusted upstream, see `accept_proxy`) left out and
+    /// `prefix_len` bytes of PROXY header for the backend put in front. `closes`: the flow
+    /// ended with this datagram (it owes no reply); its `CloseUpstream` output follows, to
+    /// act on after the send.
+    Forward { flow: FlowId, prefix_len: usize, skip: usize, closes: bool },
     /// The datagram starts a new flow, not booked yet: open its upstream, then confirm with
     /// [`FlowManager::accept`] (which returns the `Forward`) or report the failure with
     /// [`FlowManager::refuse`].
@@ -146,13 +148,19 @@ pub struct Incoming {
     /// The address the client sent to (see [`ClientDatagram::local`]).
     local: SocketAddr,
     hash: u64,
-    prefix_len: usize,
-    payload_len: usize,
+    /// Narrow types keep `Incoming` (and the `Output::Resend` that carries one) small: a
+    /// header is at most `MAX_PROXY_HEADER_LEN` bytes, a datagram at most 65,535.
+    prefix_len: u16,
+    payload_len: u32,
     fail_open: bool,
     /// A request refused by another backend, re-sent on this new flow.
     resend: bool,
     /// How the backend was chosen, kept by the flow.
     decision: Decision,
+    /// The trusted upstream the client came through (replies go there), if any.
+    via: Option<SocketAddr>,
+    /// Bytes of the payload's front the datagram leaves out (see [`Incoming::skip`]).
+    skip: u16,
 }
 
 impl Incoming {
@@ -189,7 +197,18 @@ impl Incoming {
 
     /// Bytes of PROXY header in front of the payload of the datagram to send.
     pub fn prefix_len(&self) -> usize {
-        self.prefix_len
+        usize::from(self.prefix_len)
+    }
+
+    /// Bytes at the front of the received payload the datagram to send leaves out (a trusted
+    /// upstream's PROXY v2 header).
+    pub fn skip(&self) -> usize {
+        usize::from(self.skip)
+    }
+
+    /// Where, in a buffer whose payload starts at `headroom`, the datagram to send starts.
+    pub fn datagram_start(&self, headroom: usize) -> usize {
+        (headroom + self.skip()).saturating_sub(self.prefix_len())
     }
 }
 
@@ -312,6 +331,9 @@ pub struct FlowInfo {
     pub retired: bool,
     /// How its backend was chosen when it was admitted.
     pub admission: Admission,
+    /// The trusted upstream balancer the client's latest datagram came through, where replies
+    /// go; `client` is the client its PROXY v2 header named. `None`: the client itself.
+    pub via: Option<SocketAddr>,
 }
 
 /// How a flow's backend was chosen, as recorded when the flow was admitted: `show flow`
@@ -399,6 +421,8 @@ struct Listener {
     drops_empty: bool,
     /// `source_limits`, with the sources it tracks.
     sources: Option<sources::SourceTable>,
+    /// `accept_proxy`: trusted upstreams whose PROXY v2 headers name the client.
+    accept_proxy: Option<crate::config::AcceptProxyConfig>,
     drain_timeout: Option<Duration>,
     drain: DrainState,
     /// Gone from the configuration; the id is never reused.
@@ -634,6 +658,7 @@ impl FlowManager {
             responses: flow.responses,
             retired: flow.retired,
             admission: flow.decision.admission(flow.retried),
+            via: flow.via.as_deref().copied(),
         }
     }
 

@@ -106,6 +106,8 @@ impl FlowManager {
                     kept.max_datagram_size = listener.max_datagram_size as usize;
                     kept.drops_empty = listener.empty_datagrams == EmptyDatagrams::Drop;
                     kept.drain_timeout = listener.drain_timeout;
+                    let proxy_changed = kept.accept_proxy != listener.accept_proxy;
+                    kept.accept_proxy = listener.accept_proxy.clone();
                     let keeps_sources = match (&kept.sources, &listener.source_limits) {
                         (Some(table), Some(limits)) => table.built_for(limits, max_flows),
                         (None, None) => true,
@@ -118,7 +120,7 @@ impl FlowManager {
                         rebuilt_sources.push(index);
                     }
                     kept.flows_at_cap_change = self.stats.listeners[index].flows.active;
-                    if before != settings(kept) || rebuilt_sources.last() == Some(&index) {
+                    if before != settings(kept) || rebuilt_sources.last() == Some(&index) || proxy_changed {
                         summary.listeners_updated.push(ListenerId(index as u32));
                     }
                 }
@@ -137,6 +139,7 @@ impl FlowManager {
                         sources: listener.source_limits.map(|limits| {
                             super::sources::SourceTable::new(limits, max_flows, self.source_key)
                         }),
+                        accept_proxy: listener.accept_proxy.clone(),
                         drain_timeout: listener.drain_timeout,
                         drain: DrainState::Active,
                         removed: false,

@@ -186,6 +186,15 @@ impl ListenerSpec {
             freebind: false,
             empty_datagrams: Default::default(),
             source_limits: None,
+            // Bits `max_flows` leaves free: trusted ingress from two of the four IPv4 clients
+            // `datagram_path` sends from, the header required or not. (Its payloads never
+            // start with the PROXY signature: this reaches the trust and `required` checks.)
+            accept_proxy: self.max_flows.filter(|flows| flows & 0x10 != 0).map(|flows| {
+                crate::config::AcceptProxyConfig {
+                    from: vec!["192.0.2.0/31".parse().expect("a valid prefix")],
+                    required: flows & 0x20 != 0,
+                }
+            }),
         }
     }
 }

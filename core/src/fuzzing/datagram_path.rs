@@ -322,7 +322,7 @@ impl Run {
             }
             verdict => verdict,
         };
-        let ClientVerdict::Forward { flow, prefix_len, closes } = verdict else { return };
+        let ClientVerdict::Forward { flow, prefix_len, closes, .. } = verdict else { return };
         self.remember_flow(flow);
         assert_eq!(closes, self.core.flows().flow(flow).is_none(), "{flow}: `closes` is wrong");
         assert!(

@@ -127,13 +127,13 @@ impl Harness {
         );
         let verdict = match verdict {
             ClientVerdict::Open(incoming) => {
-                let start = DATAGRAM_HEADROOM - incoming.prefix_len();
+                let start = incoming.datagram_start(DATAGRAM_HEADROOM);
                 self.open(incoming, &buffer[start..])
             }
             verdict => verdict,
         };
-        if let ClientVerdict::Forward { prefix_len, .. } = verdict {
-            self.last_sent = buffer[DATAGRAM_HEADROOM - prefix_len..].to_vec();
+        if let ClientVerdict::Forward { prefix_len, skip, .. } = verdict {
+            self.last_sent = buffer[DATAGRAM_HEADROOM + skip - prefix_len..].to_vec();
         }
         self.after_call();
         verdict

@@ -232,7 +232,11 @@ pub struct FlowView {
     /// it used (its replies leave from it).
     #[serde(default)]
     pub vip: String,
+    /// The client: the sender, or the client a trusted upstream's PROXY v2 header named.
     pub client: String,
+    /// The trusted upstream balancer the client came through (replies go there), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub cluster: String,
     pub backend: String,
     pub backend_address: String,

@@ -158,6 +158,7 @@ fn flow_view(core: &Balancer, now: Instant, flow: &FlowInfo) -> FlowView {
         listener: listener_name(core, flow.listener),
         vip: flow.local.to_string(),
         client: flow.client.to_string(),
+        via: flow.via.map(|via| via.to_string()),
         cluster,
         backend,
         backend_address: core.flows().backend(flow.backend).map_or_else(String::new, |(_, a)| a.to_string()),
