@@ -113,3 +113,22 @@ fn a_draining_backend_closes_its_flows_left_at_backend_drain_timeout() {
     assert!(h.core.flow(flow).is_some(), "kept: the drain was cancelled");
     h.core.check_invariants().unwrap();
 }
+
+/// Found by `datagram_path`: a reload that removes a draining backend's whole cluster must
+/// take the drain's deadline with it.
+#[test]
+fn a_reload_removing_a_draining_backends_cluster_cancels_its_deadline() {
+    let timeouts = "backend_drain_timeout = \"2s\"\nidle_timeout = { front = \"60s\", back = \"60s\" }";
+    let mut h = Harness::new(&one_listener(2, timeouts, ""));
+    let flow = h.forward("192.0.2.1:1", b"q");
+    let backend = h.core.flow(flow).unwrap().backend;
+    h.core.handle_backend_state(h.now, backend, draining_up());
+    let other = common::config(
+        "[listeners.dns]\naddress = \"10.0.0.1:53\"\ncluster = \"other\"\n\
+         [clusters.other]\nbackends = [{ id = \"c1\", address = \"10.2.0.1:53\" }]\n",
+    );
+    h.core.apply_config(h.now, &other).unwrap();
+    h.core.check_invariants().unwrap();
+    h.run_until(h.now + std::time::Duration::from_secs(3));
+    h.core.check_invariants().unwrap();
+}

@@ -76,7 +76,10 @@ impl FlowManager {
             if !cluster.removed && !config.clusters.contains_key(&cluster.name) {
                 cluster.removed = true;
                 for candidate in std::mem::take(&mut cluster.candidates) {
-                    self.backends[candidate.backend.0 as usize].removed = true;
+                    let backend = &mut self.backends[candidate.backend.0 as usize];
+                    backend.removed = true;
+                    // A drain's deadline goes with it (its flows close as BackendRemoved).
+                    self.timers.remove(std::mem::replace(&mut backend.drain_timer, TimerHandle::DISARMED));
                     summary.backends_removed.push(candidate.backend);
                 }
                 summary.clusters_removed.push(ClusterId(index as u32));

@@ -17,7 +17,7 @@ use super::config_spec::{ConfigSpec, PROBE_REPLIES};
 use crate::balancer::Output;
 use crate::health::ProbeFailure;
 use crate::outcome::DropReason;
-use crate::proxy_v2::{Header, TlvKind};
+use crate::proxy_v2::{Header, MAX_PROXY_HEADER_LEN, TlvKind, TlvOptions, write_proxy_header};
 use crate::{
     AdminCommand, BackendCommand, BackendId, BackendVerdict, Balancer, ClientDatagram, ClientVerdict,
     DATAGRAM_HEADROOM, FlowId, Incoming, Input, Instant, Keys, ListenerId, ProbeId, ProbeResult,
@@ -294,7 +294,25 @@ impl Run {
         let listener = self.listener(step.listener);
         let client = client_address(step.client);
         let local = local_address(step.local);
-        let size = usize::from(step.size) % (MAX_PAYLOAD_BYTES + 1);
+        // Sometimes the sender is an upstream balancer relaying for another client: the
+        // payload starts with a PROXY v2 header naming it (trusted ingress, `accept_proxy`).
+        let relayed_for = (step.truncated & 0x40 != 0).then(|| client_address(step.client.wrapping_add(37)));
+        let header = relayed_for.map(|named| {
+            let unspecified: IpAddr =
+                if named.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+            let mut header = vec![0; MAX_PROXY_HEADER_LEN];
+            let len = write_proxy_header(
+                &mut header,
+                named,
+                SocketAddr::new(unspecified, 0),
+                TlvOptions::default(),
+            )
+            .expect("a header fits its maximum length");
+            header.truncate(len);
+            header
+        });
+        let header_len = header.as_ref().map_or(0, Vec::len);
+        let size = header_len + usize::from(step.size) % (MAX_PAYLOAD_BYTES + 1);
         // Mostly the headroom the shell reserves; rarely less, or more than the buffer.
         let (allocated, headroom) = match step.headroom {
             248..=254 => (usize::from(step.headroom - 248) * 9, usize::from(step.headroom - 248) * 9),
@@ -303,6 +321,9 @@ impl Run {
         };
         let mut buffer = vec![0; allocated + size];
         buffer[allocated..].fill(step.fill);
+        if let Some(header) = &header {
+            buffer[allocated..allocated + header_len].copy_from_slice(header);
+        }
         let verdict = self.core.handle_client_datagram(
             self.now,
             ClientDatagram {
@@ -317,19 +338,44 @@ impl Run {
         let verdict = match verdict {
             ClientVerdict::Open(incoming) => {
                 let prefix_len = incoming.prefix_len();
-                assert!(prefix_len <= headroom, "a {prefix_len}-byte prefix does not fit {headroom} bytes");
-                self.confirm(incoming, &buffer[headroom - prefix_len..])
+                assert!(
+                    prefix_len <= headroom + incoming.skip(),
+                    "a {prefix_len}-byte prefix does not fit {headroom} bytes"
+                );
+                let start = incoming.datagram_start(headroom);
+                self.confirm(incoming, &buffer[start..])
             }
             verdict => verdict,
         };
-        let ClientVerdict::Forward { flow, prefix_len, closes, .. } = verdict else { return };
+        let ClientVerdict::Forward { flow, prefix_len, skip, closes } = verdict else { return };
         self.remember_flow(flow);
         assert_eq!(closes, self.core.flows().flow(flow).is_none(), "{flow}: `closes` is wrong");
         assert!(
-            prefix_len <= headroom,
+            prefix_len <= headroom + skip,
             "a {prefix_len}-byte prefix does not fit {headroom} bytes of headroom"
         );
-        assert!(buffer[headroom..].iter().all(|&byte| byte == step.fill), "the payload was modified");
+        // A trusted upstream's header is left out, and the client is the one it names;
+        // anywhere else the header is payload like any other.
+        let identity = match (skip, relayed_for) {
+            (0, _) => client,
+            (skip, Some(named)) => {
+                assert_eq!(skip, header_len, "skipped {skip} bytes of a {header_len}-byte header");
+                named
+            }
+            (skip, None) => panic!("{skip} bytes skipped of a datagram without a header"),
+        };
+        if skip == 0
+            && let Some(header) = &header
+        {
+            assert!(buffer[headroom..headroom + header_len] == header[..], "the relayed header was modified");
+        }
+        assert!(
+            buffer[headroom + header_len..].iter().all(|&byte| byte == step.fill),
+            "the payload was modified"
+        );
+        if let Some(info) = self.core.flows().flow(flow) {
+            assert_eq!(info.client.ip().to_canonical(), identity.ip().to_canonical(), "{flow}'s client");
+        }
         let (_, address) = self.core.flows().listener(listener).expect("forwarded on a listener that exists");
         // A wildcard listener's flows are at the address the client used, when it is known.
         let vip = match local {
@@ -340,7 +386,7 @@ impl Run {
             assert_eq!(info.local, vip, "{flow} is not at the address its client used");
         }
         if prefix_len > 0 {
-            assert_proxy_header(&buffer[headroom - prefix_len..], prefix_len, client, vip, flow);
+            assert_proxy_header(&buffer[headroom + skip - prefix_len..], prefix_len, identity, vip, flow);
         }
     }
 
@@ -372,9 +418,10 @@ impl Run {
         match self.core.handle_backend_datagram(self.now, flow, &payload, truncated) {
             BackendVerdict::Return { listener, client, local } => {
                 let before = before.expect("a datagram was returned on a flow that does not exist");
+                // To the client, or to the trusted upstream it came through.
                 assert_eq!(
                     (listener, client, local),
-                    (before.listener, before.client, before.local),
+                    (before.listener, before.via.unwrap_or(before.client), before.local),
                     "returned to the wrong place, or from the wrong address"
                 );
             }
