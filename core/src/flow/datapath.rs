@@ -150,7 +150,7 @@ impl FlowManager {
         if let Some(sources) = &mut self.listeners[listener_id.0 as usize].sources {
             let admitted = sources.admit(now, client.ip());
             let stats = &mut self.stats.listeners[listener_id.0 as usize];
-            (stats.sources_tracked, stats.sources_evicted) = (sources.len() as u64, sources.evictions);
+            sources.publish(stats);
             if let Err(reason) = admitted {
                 return self.drop_client(listener_id, reason);
             }
@@ -337,7 +337,7 @@ impl FlowManager {
         if let Some(sources) = &mut self.listeners[listener.0 as usize].sources {
             sources.opened(now, client.ip());
             let stats = &mut self.stats.listeners[listener.0 as usize];
-            (stats.sources_tracked, stats.sources_evicted) = (sources.len() as u64, sources.evictions);
+            sources.publish(stats);
         }
         self.backend_flow_opened(backend);
     }

@@ -107,6 +107,11 @@ impl SourceTable {
         self.sources.len()
     }
 
+    /// Copies what the table holds into its listener's counters.
+    pub(crate) fn publish(&self, stats: &mut crate::stats::ListenerStats) {
+        (stats.sources_tracked, stats.sources_evicted) = (self.sources.len() as u64, self.evictions);
+    }
+
     fn hash(&self, prefix: &Prefix) -> u64 {
         let mut hasher = SipHasher13::new_with_key(&self.key);
         hasher.write(b"udplb/source/v1");
