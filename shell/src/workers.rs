@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use mio::Waker;
 use udplb_core::{Config, Input};
 
-pub(crate) use crate::control::protocol::{FlowExplanation, FlowView};
+pub(crate) use crate::control::protocol::{FlowExplanation, FlowView, ReloadView};
 pub(crate) use crate::counters::WorkerView;
 
 /// From the leader to a follower.
@@ -34,7 +34,10 @@ pub(crate) enum ToFollower {
     /// operator's weight for a backend (until the next reload).
     Input(Input),
     /// The leader applied this configuration (already validated, flow cap already split).
-    Reload(Arc<Config>),
+    /// With `ack`, the follower answers [`ToLeader::Answer`] with that id once it has applied
+    /// it and opened its listeners: `total` is the flows the reload closed, `error` what
+    /// went wrong. A `ctl reload` is answered only then.
+    Reload { config: Arc<Config>, ack: Option<u64> },
     /// SIGTERM: drain every listener, then end the thread once no flow is left.
     Stop,
     /// A question about this worker's flows (`show flows`, `show flow`), answered with
@@ -55,6 +58,11 @@ pub(crate) enum FlowQuestion {
     /// `backend CLUSTER ID close-flows`: close the backend's flows; the answer lists them.
     /// `label` is how the operator named it (`cluster/id`).
     CloseBackend { backend: udplb_core::BackendId, label: String },
+    /// Never sent to a follower: a `ctl reload` the leader has applied, waiting for every
+    /// follower's [`ToFollower::Reload`] acknowledgement before it is answered (until then,
+    /// a follower may still hold the replaced listeners' sockets, and a client steered to one
+    /// goes unanswered).
+    Reloaded(Box<ReloadView>),
 }
 
 /// One worker's answer to a [`FlowQuestion`].

@@ -27,6 +27,9 @@ const REQUESTS_PER_EVENT: usize = 16;
 /// How long the leader waits for every worker's answer about flows before answering with an
 /// error (a worker's loop answers on its next turn: well under a millisecond when it is well).
 const QUERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a `ctl reload` waits for every worker to apply the configuration before it is
+/// answered anyway, with a warning naming the workers that had not.
+const RELOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The workers' answers to one question, as one response: every worker's flows (by worker,
 /// then in table order), at most `limit` for `show flows` with the total of all; an error if a
@@ -38,17 +41,24 @@ fn merge_answers(query: PendingQuery) -> Response {
         .filter(|worker| !answers.iter().any(|(answered, _)| answered == worker))
         .map(|worker| worker.to_string())
         .collect();
-    if !missing.is_empty() {
+    // A reload is applied whatever the followers answer: their failures are warnings.
+    let reloaded = matches!(query.question, FlowQuestion::Reloaded(_));
+    if !missing.is_empty() && !reloaded {
         return Response::error(format!(
             "worker {} did not answer within {QUERY_DEADLINE:?}, so no flow is listed rather than \
              part of them; ask again",
             missing.join(", ")
         ));
     }
-    if let Some(error) = answers.iter().find_map(|(_, answer)| answer.error.clone()) {
+    if let Some(error) = answers.iter().find_map(|(_, answer)| answer.error.clone())
+        && !reloaded
+    {
         return Response::error(error);
     }
     match query.question {
+        FlowQuestion::Reloaded(view) => {
+            Response { reload: Some(reload_applied(*view, &answers, &missing)), ..Response::ok() }
+        }
         FlowQuestion::Flows { limit } => {
             let total = answers.iter().map(|(_, answer)| answer.total).sum();
             let flows = answers.into_iter().flat_map(|(_, answer)| answer.flows).take(limit).collect();
@@ -71,6 +81,31 @@ fn merge_answers(query: PendingQuery) -> Response {
             Response { flows: Some(flows), ..Response::message(format!("{label}: closed {closed} {noun}")) }
         }
     }
+}
+
+/// The leader's account of a reload completed with the followers' acknowledgements: the flows
+/// every worker closed, and a warning for each worker that failed or had not applied it yet.
+fn reload_applied(mut view: ReloadView, answers: &[(u32, FlowAnswer)], missing: &[String]) -> ReloadView {
+    for (worker, answer) in answers.iter().filter(|(worker, _)| *worker != 0) {
+        view.flows_closed += answer.total;
+        if let Some(error) = &answer.error {
+            view.warnings.push(format!("worker {worker}: {error}"));
+        }
+    }
+    if !missing.is_empty() {
+        view.warnings.push(format!(
+            "worker {} had not applied the configuration within {RELOAD_DEADLINE:?} (it will on its \
+             next turn); until then it serves with the previous one",
+            missing.join(", ")
+        ));
+    }
+    tracing::info!(
+        event = %"config_reload_applied",
+        workers_applied = answers.len(),
+        flows_closed = view.flows_closed,
+        "the workers applied the configuration (flows_closed counts all of theirs)"
+    );
+    view
 }
 
 impl EventLoop {
@@ -199,8 +234,38 @@ impl EventLoop {
                     None => Some(Response::error(format!("no backend {id:?} in cluster {cluster:?}"))),
                 }
             }
+            Request::Reload => self.reload_for(token),
             request => Some(self.execute_now(token, request)),
         }
+    }
+
+    /// `ctl reload`: applies the file, then answers once every follower has applied it too
+    /// (`finish_queries`), so that an operator (or a script) who sends traffic after the
+    /// answer finds every worker on the new configuration and its listeners open.
+    fn reload_for(&mut self, token: Token) -> Option<Response> {
+        let followers = self.followers().len() as u32;
+        let id = self.queries.next_id;
+        let view = match self.reload((followers > 0).then_some(id)) {
+            Ok(view) => view,
+            Err(message) => {
+                return Some(Response::error(format!(
+                    "reload rejected; the running configuration is kept:\n{message}"
+                )));
+            }
+        };
+        if followers == 0 {
+            return Some(Response { reload: Some(view), ..Response::ok() });
+        }
+        self.queries.next_id += 1;
+        self.queries.pending.push(PendingQuery {
+            id,
+            token,
+            question: FlowQuestion::Reloaded(Box::new(view)),
+            answers: vec![(0, FlowAnswer::default())],
+            workers: 1 + followers,
+            deadline: std::time::Instant::now() + RELOAD_DEADLINE,
+        });
+        None
     }
 
     /// Executes a command this worker answers alone.
@@ -230,12 +295,7 @@ impl EventLoop {
                 self.backend_command(&cluster, &id, action, weight)
             }
             Request::Listener { name, action } => self.listener_command(&name, action),
-            Request::Reload => match self.reload() {
-                Ok(view) => Response { reload: Some(view), ..Response::ok() },
-                Err(message) => {
-                    Response::error(format!("reload rejected; the running configuration is kept:\n{message}"))
-                }
-            },
+            Request::Reload => Response::error("internal: a reload is answered once every worker applied it"),
             Request::Watch => {
                 if let Some(control) = &mut self.control {
                     control.watch(token);
@@ -340,10 +400,11 @@ impl EventLoop {
 
     /// Re-reads the configuration file and applies it: the one path for SIGHUP and
     /// `udplb ctl reload`. An invalid file keeps the running configuration; the error is the
-    /// rendered list of problems (file, line, column, field).
-    pub(crate) fn reload(&mut self) -> Result<ReloadView, String> {
+    /// rendered list of problems (file, line, column, field). With `ack`, every follower
+    /// acknowledges the reload as question `ack` (see [`ToFollower::Reload`]).
+    pub(crate) fn reload(&mut self, ack: Option<u64>) -> Result<ReloadView, String> {
         crate::system::sd_notify("RELOADING=1");
-        let result = self.apply_config_file();
+        let result = self.apply_config_file(ack);
         self.reloads.count(result.is_ok());
         match &result {
             Ok(view) => {
@@ -372,7 +433,7 @@ impl EventLoop {
         result
     }
 
-    fn apply_config_file(&mut self) -> Result<ReloadView, String> {
+    fn apply_config_file(&mut self, ack: Option<u64>) -> Result<ReloadView, String> {
         let file = self.config_path.display().to_string();
         let text = std::fs::read_to_string(&self.config_path).map_err(|error| format!("{file}: {error}"))?;
         let config = Config::from_toml_str(&text).map_err(|errors| errors.render(&file))?;
@@ -396,7 +457,7 @@ impl EventLoop {
         }
         let shared = Arc::new(effective);
         for follower in self.followers() {
-            follower.send(ToFollower::Reload(shared.clone()));
+            follower.send(ToFollower::Reload { config: shared.clone(), ack });
         }
         let (core, platform) = self.driver.parts_mut();
         platform.notices.counters.retain_backends(|backend| core.flows().backend_cluster(backend).is_some());

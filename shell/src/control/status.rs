@@ -191,6 +191,8 @@ pub(crate) fn answer(
         // The worker closed these flows just before (see `EventLoop::answer_question`); an
         // answer computed here lists nothing.
         FlowQuestion::CloseClient(_) | FlowQuestion::CloseBackend { .. } => FlowAnswer::default(),
+        // Followers acknowledge a reload as they apply it (`ToFollower::Reload`).
+        FlowQuestion::Reloaded(_) => FlowAnswer::default(),
     };
     for flow in &mut answer.flows {
         flow.worker = worker;
@@ -222,7 +224,7 @@ pub(crate) fn flows_to_close(
         FlowQuestion::CloseBackend { backend, .. } => {
             core.flows().flows().filter(|flow| flow.backend == *backend).collect()
         }
-        FlowQuestion::Flows { .. } | FlowQuestion::Client(_) => return None,
+        FlowQuestion::Flows { .. } | FlowQuestion::Client(_) | FlowQuestion::Reloaded(_) => return None,
     };
     let ids = matching.iter().map(|flow| flow.flow).collect();
     Some(Ok(ToClose { ids, views: matching.iter().map(|flow| flow_view(core, now, flow)).collect() }))

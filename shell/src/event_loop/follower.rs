@@ -9,7 +9,7 @@ use udplb_core::Input;
 use udplb_core::balancer::Output;
 
 use super::{Duties, EventLoop};
-use crate::workers::{LeaderLink, ToFollower, ToLeader};
+use crate::workers::{FlowAnswer, LeaderLink, ToFollower, ToLeader};
 
 /// How often a follower publishes its counters for the leader's metrics.
 pub(super) const VIEW_INTERVAL: Duration = Duration::from_millis(200);
@@ -47,15 +47,26 @@ impl EventLoop {
                 ToFollower::Input(input) => {
                     let _ = self.driver.handle(now, input);
                 }
-                ToFollower::Reload(config) => {
-                    if let Err(errors) = self.driver.reload(now, &config) {
-                        // Cannot happen: the leader validated the same file.
-                        let errors = udplb_core::config::render_errors(&errors);
-                        tracing::error!(%errors, "worker could not apply the leader's configuration");
+                ToFollower::Reload { config, ack } => {
+                    let mut answer = FlowAnswer::default();
+                    match self.driver.reload(now, &config) {
+                        Ok(reload) => answer.total = reload.flows.flows_closed,
+                        Err(errors) => {
+                            // Cannot happen: the leader validated the same file.
+                            let errors = udplb_core::config::render_errors(&errors);
+                            tracing::error!(%errors, "worker could not apply the leader's configuration");
+                            answer.error = Some(format!("could not apply the configuration: {errors}"));
+                        }
                     }
                     let (core, platform) = self.driver.parts_mut();
                     if let Err(error) = platform.sync_listeners(core, &config) {
                         tracing::error!("a new listener could not be opened: {error:#}");
+                        answer.error = Some(format!("a new listener could not be opened: {error:#}"));
+                    }
+                    if let Some(id) = ack
+                        && let Some(duties) = self.following()
+                    {
+                        duties.link.send(ToLeader::Answer { id, worker: duties.link.index, answer });
                     }
                 }
                 ToFollower::Stop => self.drain(),

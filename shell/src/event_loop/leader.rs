@@ -178,7 +178,7 @@ impl EventLoop {
             match signal {
                 SIGHUP => {
                     // The outcome is logged by `reload`; there is no one else to tell.
-                    let _ = self.reload();
+                    let _ = self.reload(None);
                 }
                 SIGTERM | SIGINT if !self.stopping => {
                     crate::system::sd_notify("STOPPING=1");
