@@ -101,6 +101,7 @@ pub mod names;
 pub mod outcome;
 pub mod pool;
 pub mod proxy_v2;
+pub mod quic_lb;
 pub mod select;
 pub mod stats;
 pub mod steer;
