@@ -13,7 +13,8 @@ use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 /// The longest half of a four-pass plaintext: half of 19 octets, rounded up.
 const MAX_HALF: usize = 10;
 
-/// One half of a four-pass plaintext or ciphertext; only the first `half_len` octets count.
+/// One half of a four-pass plaintext or ciphertext: the first `half_len` octets, then
+/// zeros.
 type Half = [u8; MAX_HALF];
 
 /// A 16-octet key with its AES-128 key schedule expanded once, at config load.
@@ -59,9 +60,13 @@ impl Key {
     /// The round function of pass `pass`: AES of `expand(total_len, pass, input)`, where
     /// expand puts the `half_len` input octets first, zeros after them, the plaintext length
     /// in octet 15 and the pass number in octet 16 (§5.4.2, "Useful functions").
+    ///
+    /// The octets of `input` past `half_len` are zero (every [`Half`] keeps them so), which
+    /// lets this copy a fixed ten octets.
     fn round(&self, total_len: usize, pass: u8, input: &Half, half_len: usize) -> [u8; 16] {
+        debug_assert!(input[half_len.min(MAX_HALF)..].iter().all(|&octet| octet == 0));
         let mut block = [0u8; 16];
-        block[..half_len].copy_from_slice(&input[..half_len]);
+        block[..MAX_HALF].copy_from_slice(input);
         block[14] = total_len as u8;
         block[15] = pass;
         self.encrypt_block(&mut block);
@@ -110,13 +115,27 @@ struct Shape {
     total: usize,
     half: usize,
     odd: bool,
+    /// The bits of a left half that belong to it: the first `half` octets, less the last
+    /// nibble for an odd length.
+    left_mask: Half,
+    /// The bits of a right half that belong to it: the first `half` octets, less the first
+    /// nibble for an odd length.
+    right_mask: Half,
 }
 
 impl Shape {
     /// The shape of a `total`-octet plaintext; `total` is at most 19, so halves fit.
     fn of(total: usize) -> Shape {
         let total = total.min(2 * MAX_HALF - 1);
-        Shape { total, half: total.div_ceil(2), odd: total % 2 == 1 }
+        let half = total.div_ceil(2);
+        let odd = total % 2 == 1;
+        let mut left_mask: Half = std::array::from_fn(|i| if i < half { 0xff } else { 0 });
+        let mut right_mask = left_mask;
+        if odd {
+            left_mask[half - 1] = 0xf0;
+            right_mask[0] = 0x0f;
+        }
+        Shape { total, half, odd, left_mask, right_mask }
     }
 
     /// Step 2: the first and last `half` octets; for an odd length the left half's last
@@ -132,37 +151,29 @@ impl Shape {
         for (to, from) in right[..self.half].iter_mut().zip(&octets[right_start..]) {
             *to = *from;
         }
-        self.clear_left(&mut left);
-        self.clear_right(&mut right);
+        for ((left, right), (left_mask, right_mask)) in
+            left.iter_mut().zip(right.iter_mut()).zip(self.left_mask.iter().zip(&self.right_mask))
+        {
+            *left &= left_mask;
+            *right &= right_mask;
+        }
         (left, right)
     }
 
-    /// The left half's last nibble, cleared for an odd length (steps 7 and 11).
-    fn clear_left(&self, left: &mut Half) {
-        if self.odd {
-            left[self.half - 1] &= 0xf0;
-        }
-    }
-
-    /// The right half's first nibble, cleared for an odd length (steps 5 and 9).
-    fn clear_right(&self, right: &mut Half) {
-        if self.odd {
-            right[0] &= 0x0f;
-        }
-    }
-
-    /// XORs the first `half` octets of a round's output into the left half, then clears
-    /// the nibble that does not belong to it.
+    /// XORs a round's output into the left half and keeps only the left half's bits: its
+    /// `half` octets, less the last nibble for an odd length (steps 6, 7, 10 and 11).
     fn xor_left(&self, left: &mut Half, pad: &[u8; 16]) {
-        left.iter_mut().zip(pad).take(self.half).for_each(|(octet, mask)| *octet ^= mask);
-        self.clear_left(left);
+        for ((octet, pad), mask) in left.iter_mut().zip(pad).zip(&self.left_mask) {
+            *octet = (*octet ^ pad) & mask;
+        }
     }
 
-    /// XORs the first `half` octets of a round's output into the right half, then clears
-    /// the nibble that does not belong to it.
+    /// XORs a round's output into the right half and keeps only the right half's bits: its
+    /// `half` octets, less the first nibble for an odd length (steps 4, 5, 8 and 9).
     fn xor_right(&self, right: &mut Half, pad: &[u8; 16]) {
-        right.iter_mut().zip(pad).take(self.half).for_each(|(octet, mask)| *octet ^= mask);
-        self.clear_right(right);
+        for ((octet, pad), mask) in right.iter_mut().zip(pad).zip(&self.right_mask) {
+            *octet = (*octet ^ pad) & mask;
+        }
     }
 
     /// Step 12: the halves back into `total` octets; for an odd length the middle octet is
