@@ -56,12 +56,16 @@ pub enum Mutant {
     /// Replies leave from the listener's own address, not the one the client sent to: on a
     /// wildcard listener the kernel then picks the source, and a connected client drops them.
     RepliesFromListenerAddress = 32768,
+    /// QUIC-LB connection IDs are not read: every new flow of a `quic_lb` cluster is placed
+    /// by its algorithm on the 4-tuple, so a client whose NAT rebinds may reach a server
+    /// that has no connection for it.
+    QuicLbIgnored = 65536,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant, for tests that go through them all.
-    pub const ALL: [Mutant; 16] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::ResponsesPerFlow,
         Mutant::TimerLostOnEarlyFire,
         Mutant::IeeeCrc32,
@@ -78,6 +82,7 @@ impl Mutant {
         Mutant::ReselectKeepsFlow,
         Mutant::FailOpenNeverOpens,
         Mutant::RepliesFromListenerAddress,
+        Mutant::QuicLbIgnored,
     ];
 }
 

@@ -105,6 +105,9 @@ pub struct ListenerStats {
     /// With `source_limits`: sources tracked now, and sources forgotten to make room.
     pub sources_tracked: u64,
     pub sources_evicted: u64,
+    /// In a cluster with `quic_lb`: new flows by how QUIC-LB placed them, indexed by
+    /// [`crate::flow::QuicRoute::index`] (routed by connection ID, or why not).
+    pub quic_lb: [u64; crate::flow::QuicRoute::COUNT],
 }
 
 /// A snapshot of every counter the core keeps.
@@ -255,6 +258,9 @@ impl Stats {
             mine.fail_open_flows += theirs.fail_open_flows;
             mine.sources_tracked += theirs.sources_tracked;
             mine.sources_evicted += theirs.sources_evicted;
+            for (mine, theirs) in mine.quic_lb.iter_mut().zip(theirs.quic_lb) {
+                *mine += theirs;
+            }
         }
         self.unattributed.absorb(&other.unattributed);
         self.flows.absorb(&other.flows);

@@ -254,6 +254,18 @@ fn listener_metrics(scrape: &mut Scrape, core: &Balancer, totals: &WorkerView) {
             labels(),
             listener.fail_open_flows,
         );
+        if flows.listener_routes_quic(id) {
+            for route in udplb_core::flow::QuicRoute::ALL {
+                let mut labels = labels();
+                labels.push(("outcome", route.as_str().to_owned()));
+                scrape.counter(
+                    "quic_lb_flows",
+                    "New flows of a quic_lb cluster: routed by connection ID, or why not (then placed by the algorithm)",
+                    labels,
+                    listener.quic_lb[route.index()],
+                );
+            }
+        }
         if flows.listener_sources(id).is_some() {
             scrape.gauge(
                 "source_table_entries",

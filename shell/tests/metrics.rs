@@ -264,3 +264,76 @@ fn latency_process_and_reload_metrics_are_present_and_move() {
     let failed = value(&reloaded, "udplb_last_reload_failure_timestamp_seconds", &[]);
     assert!(last >= failed && failed >= now - 1.0, "success at {last}, failure at {failed}");
 }
+
+/// QUIC-LB on a real process with two workers: short-header packets whose connection ID
+/// carries backend b1's server ID reach b1 from every client socket, whichever worker takes
+/// the socket; `show flow` says the connection ID routed each, and the metrics count them by
+/// outcome beside the client's own first packets, which the hash placed.
+#[test]
+fn quic_lb_routes_by_connection_id_and_counts_each_outcome() {
+    use udplb_core::quic_lb::{QuicLbConfig, ServerId};
+    let backends = [Backend::echo(), Backend::echo(), Backend::echo()];
+    let addresses: Vec<_> = backends.iter().map(|b| b.address).collect();
+    let listen = free_udp_address();
+    let mut pool = listener_and_pool(listen, "algorithm = \"maglev\"", &addresses);
+    for (i, address) in addresses.iter().enumerate() {
+        pool = pool.replace(
+            &format!("address = \"{address}\" }}"),
+            &format!("address = \"{address}\", server_id = \"0{i}\" }}"),
+        );
+    }
+    let body = format!(
+        "[process]\nworkers = 2\n\n{pool}\n[clusters.pool.quic_lb]\nconfigs = [{{ id = 0, server_id_len = 1, nonce_len = 8, key = \"4d7a2ce4bd80bdbc2b6c8b0e2f3a9d15\" }}]\n"
+    );
+    let balancer = Balancer::start(&body, listen, true);
+    let key: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&"4d7a2ce4bd80bdbc2b6c8b0e2f3a9d15"[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let config = QuicLbConfig::new(0, 1, 8, Some(key.try_into().unwrap())).unwrap();
+    let before: Vec<u64> = backends.iter().map(Backend::count).collect();
+    let sockets: Vec<_> = (0..16).map(|_| client()).collect();
+    for (i, socket) in sockets.iter().enumerate() {
+        let nonce = [i as u8; 8];
+        let cid = config.encode(&ServerId::from_hex("01").unwrap(), &nonce, 0, false).unwrap();
+        let mut packet = vec![0x40];
+        packet.extend_from_slice(cid.as_bytes());
+        packet.extend_from_slice(format!("stream data {i}").as_bytes());
+        assert!(ask(socket, listen, &packet).is_some(), "socket {i} answered");
+    }
+    let served: Vec<u64> = backends.iter().zip(&before).map(|(b, before)| b.count() - before).collect();
+    assert!(served[1] >= 16, "b1 took every routed datagram: {served:?}");
+    let flows = balancer.ctl_json(&["show", "flows"]);
+    let flows = flows["flows"].as_array().unwrap();
+    let ports: Vec<u16> = sockets.iter().map(|s| s.local_addr().unwrap().port()).collect();
+    let ours: Vec<_> = flows
+        .iter()
+        .filter(|f| {
+            f["client"]
+                .as_str()
+                .unwrap()
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|c| ports.contains(&c.port()))
+        })
+        .collect();
+    assert_eq!(ours.len(), 16, "{flows:?}");
+    assert!(ours.iter().all(|f| f["backend"] == "b1"), "{ours:?}");
+    let workers: std::collections::BTreeSet<u64> =
+        ours.iter().map(|f| f["worker"].as_u64().unwrap()).collect();
+    assert_eq!(workers.len(), 2, "the sockets were spread over both workers");
+    let client = sockets[3].local_addr().unwrap().to_string();
+    let shown = balancer.ctl_json(&["show", "flow", &client]);
+    assert_eq!(shown["explanations"][0]["quic_lb"], "routed", "{shown}");
+    // A client's first packet, with its own random connection ID: placed by the hash.
+    let mut initial = vec![0xc0, 0, 0, 0, 1, 8, 0xf1, 2, 3, 4, 5, 6, 7, 8, 0];
+    initial.resize(1200, 0);
+    assert!(ask(&common::client(), listen, &initial).is_some());
+    let counted = wait_for(Duration::from_secs(5), || {
+        let samples = parse(&balancer.http_get("/metrics").1);
+        let outcome =
+            |o: &str| value(&samples, "udplb_quic_lb_flows_total", &[("listener", "test"), ("outcome", o)]);
+        // 16 routed; the Initial (config bits 7) and `Balancer::start`'s "ping" (read as a
+        // short header whose connection ID starts with 'i': config bits 3) are unroutable.
+        outcome("routed") == 16.0 && outcome("unknown_config") == 2.0 && outcome("too_short") == 0.0
+    });
+    assert!(counted, "{}", balancer.http_get("/metrics").1);
+}

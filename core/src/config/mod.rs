@@ -430,6 +430,11 @@ pub struct ClusterConfig {
     /// udplb returns to a spoofed source. Absent: no bound.
     #[serde(default)]
     pub amplification: Option<AmplificationConfig>,
+    /// QUIC-LB connection-ID routing: a new flow whose destination connection ID names a
+    /// backend's `server_id` goes to that backend (see `docs/quic.md`). Absent: flows are
+    /// placed by `algorithm` alone.
+    #[serde(default)]
+    pub quic_lb: Option<QuicLbSection>,
     /// Active probes, hysteresis and passive health.
     #[serde(default)]
     pub health: HealthConfig,
@@ -472,6 +477,7 @@ impl Default for ClusterConfig {
             retry_on_refused: true,
             backend_drain_timeout: None,
             amplification: None,
+            quic_lb: None,
             health: HealthConfig::default(),
         }
     }
@@ -615,6 +621,75 @@ pub struct BackendConfig {
     /// Used only when no primary (non-backup) backend of the cluster is eligible.
     #[serde(default)]
     pub backup: bool,
+    /// The QUIC-LB server ID its QUIC server encodes in the connection IDs it issues, in hex
+    /// (`"0a"`, two digits per octet); required in a cluster with `quic_lb`.
+    #[serde(default)]
+    pub server_id: Option<String>,
+}
+
+/// A cluster's `quic_lb` table: the QUIC-LB configurations its servers may issue connection
+/// IDs with, up to one per config ID (the top three bits of a connection ID's first octet).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicLbSection {
+    pub configs: Vec<QuicLbEntry>,
+}
+
+/// One QUIC-LB configuration as the file writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicLbEntry {
+    /// The config ID (config rotation bits), 0 to 6; 7 marks connection IDs as unroutable.
+    pub id: u8,
+    /// Octets of server ID in a connection ID, 1 to 15.
+    pub server_id_len: u8,
+    /// Octets of nonce after it, 4 to 18; with `server_id_len` at most 19.
+    pub nonce_len: u8,
+    /// The 16-octet AES-128 key, in 32 hex digits; absent, connection IDs are in plaintext.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+impl QuicLbEntry {
+    /// The key's octets: `None` without a key, `Err` for anything but 32 hex digits.
+    pub fn key_bytes(&self) -> Result<Option<[u8; 16]>, String> {
+        let Some(key) = &self.key else { return Ok(None) };
+        let bytes = decode_hex(key)?;
+        let key: [u8; 16] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+            format!("is {} octets; a QUIC-LB key is 16 octets, 32 hex digits", bytes.len())
+        })?;
+        Ok(Some(key))
+    }
+
+    /// The codec's configuration; `Err` for what validation rejects.
+    pub fn to_codec(&self) -> Result<crate::quic_lb::QuicLbConfig, String> {
+        let key = self.key_bytes()?;
+        crate::quic_lb::QuicLbConfig::new(self.id, self.server_id_len, self.nonce_len, key)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl QuicLbSection {
+    /// The codec's configuration set; `Err` for what validation rejects.
+    pub fn to_codec(&self) -> Result<crate::quic_lb::QuicLbConfigs, String> {
+        let configs = self.configs.iter().map(QuicLbEntry::to_codec).collect::<Result<Vec<_>, _>>()?;
+        crate::quic_lb::QuicLbConfigs::new(configs).map_err(|error| error.to_string())
+    }
+}
+
+/// Octets from hex digits (either case; no separators).
+pub(crate) fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 {
+        return Err(format!("{text:?} has an odd number of hex digits; write two per octet"));
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| match (digit(pair[0]), digit(pair[1])) {
+            (Some(high), Some(low)) => Ok(high << 4 | low),
+            _ => Err(format!("{text:?} is not hex: write two digits 0-9, a-f per octet")),
+        })
+        .collect()
 }
 
 fn default_weight() -> u32 {

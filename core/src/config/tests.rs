@@ -155,6 +155,7 @@ fn full_config_parses_to_the_expected_struct() {
                             weight: 3,
                             pool: 0,
                             backup: false,
+                            server_id: None,
                         },
                         BackendConfig {
                             id: "dns-2".into(),
@@ -162,6 +163,7 @@ fn full_config_parses_to_the_expected_struct() {
                             weight: 0,
                             pool: 0,
                             backup: false,
+                            server_id: None,
                         },
                     ],
                     responses: Some(1),
@@ -189,6 +191,7 @@ fn full_config_parses_to_the_expected_struct() {
                         weight: 1,
                         pool: 0,
                         backup: false,
+                        server_id: None,
                     }],
                     responses: Some(0),
                     ..ClusterConfig::default()
@@ -315,7 +318,14 @@ backends = [
         error.kind,
         ConfigErrorKind::UnknownField {
             field: "wieght".into(),
-            expected: vec!["id".into(), "address".into(), "weight".into(), "pool".into(), "backup".into()],
+            expected: vec![
+                "id".into(),
+                "address".into(),
+                "weight".into(),
+                "pool".into(),
+                "backup".into(),
+                "server_id".into(),
+            ],
         }
     );
     assert_eq!(error.path.to_string(), "clusters.dns.backends[1].wieght");
@@ -632,8 +642,9 @@ fn assert_well_formed(text: &str, errors: &ConfigErrors) {
 fn any_config() -> impl Strategy<Value = Config> {
     let address = (any::<std::net::IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port));
     let duration = any::<u64>().prop_map(Duration::from_nanos);
-    let backend = ("\\PC{0,8}", address.clone(), any::<u32>())
-        .prop_map(|(id, address, weight)| BackendConfig { id, address, weight, pool: 0, backup: false });
+    let backend = ("\\PC{0,8}", address.clone(), any::<u32>()).prop_map(|(id, address, weight)| {
+        BackendConfig { id, address, weight, pool: 0, backup: false, server_id: None }
+    });
     let cluster = (
         prop::collection::vec(backend, 0..3),
         (any::<Option<u32>>(), any::<bool>(), any::<Option<u32>>()),

@@ -323,6 +323,37 @@ pub enum ValidationError {
         /// The configured value.
         size: u32,
     },
+    /// A cluster's `quic_lb` table lists no configuration.
+    #[error(
+        "lists no configuration: add one, e.g. {{ id = 0, server_id_len = 1, nonce_len = 8 }}, or remove quic_lb"
+    )]
+    QuicLbEmpty {
+        /// The cluster.
+        cluster: String,
+    },
+    /// A field of one of a cluster's QUIC-LB configurations.
+    #[error("{problem}")]
+    QuicLbConfig {
+        /// The cluster.
+        cluster: String,
+        /// The configuration's position in `quic_lb.configs`.
+        index: usize,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A backend's `server_id` in a cluster with `quic_lb` is missing, not hex, of the wrong
+    /// length or another backend's.
+    #[error("{problem}")]
+    ServerId {
+        /// The cluster.
+        cluster: String,
+        /// The backend's position.
+        index: usize,
+        /// What is wrong.
+        problem: String,
+    },
     /// `weight` above [`MAX_WEIGHT`].
     #[error("weight = {weight} is over the maximum of {MAX_WEIGHT}")]
     WeightTooLarge {
@@ -407,6 +438,11 @@ impl ValidationError {
                 FieldPath::root().key("process").key("control_socket")
             }
             MaglevTableSize { cluster, .. } => cluster_path(cluster).key("maglev_table_size"),
+            QuicLbEmpty { cluster } => cluster_path(cluster).key("quic_lb").key("configs"),
+            QuicLbConfig { cluster, index, field, .. } => {
+                cluster_path(cluster).key("quic_lb").key("configs").index(*index).key(*field)
+            }
+            ServerId { cluster, index, .. } => backend_path(cluster, *index).key("server_id"),
         }
     }
 }
@@ -584,6 +620,123 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, errors: &mut Vec<Valida
         errors.push(ValidationError::Health { cluster: cluster_name(), problem });
     }
     validate_backends(name, &cluster.backends, errors);
+    if let Some(quic_lb) = &cluster.quic_lb {
+        validate_quic_lb(name, quic_lb, &cluster.backends, errors);
+    }
+}
+
+/// The checks on a cluster's `quic_lb` table and its backends' server IDs: the ranges the
+/// QUIC-LB draft sets, one configuration per config ID, one server ID length for all (every
+/// configuration routes the same backends' IDs), and a distinct server ID per backend.
+fn validate_quic_lb(
+    cluster: &str,
+    quic_lb: &super::QuicLbSection,
+    backends: &[BackendConfig],
+    errors: &mut Vec<ValidationError>,
+) {
+    let config_error = |index: usize, field: &'static str, problem: String| ValidationError::QuicLbConfig {
+        cluster: cluster.to_owned(),
+        index,
+        field,
+        problem,
+    };
+    let Some(first) = quic_lb.configs.first() else {
+        errors.push(ValidationError::QuicLbEmpty { cluster: cluster.to_owned() });
+        return;
+    };
+    let mut first_index_by_id: BTreeMap<u8, usize> = BTreeMap::new();
+    for (index, entry) in quic_lb.configs.iter().enumerate() {
+        if entry.id > 6 {
+            errors.push(config_error(
+                index,
+                "id",
+                format!(
+                    "id = {} is out of range: config IDs are 0 to 6 (7 marks a connection ID unroutable)",
+                    entry.id
+                ),
+            ));
+        } else if let Some(first_index) = first_index_by_id.insert(entry.id, index) {
+            first_index_by_id.insert(entry.id, first_index);
+            errors.push(config_error(
+                index,
+                "id",
+                format!("id = {} is already the id of quic_lb.configs[{first_index}]", entry.id),
+            ));
+        }
+        let server_id_ok = (1..=15).contains(&entry.server_id_len);
+        if !server_id_ok {
+            errors.push(config_error(
+                index,
+                "server_id_len",
+                format!(
+                    "server_id_len = {} is out of range: a server ID is 1 to 15 octets",
+                    entry.server_id_len
+                ),
+            ));
+        } else if entry.server_id_len != first.server_id_len {
+            errors.push(config_error(
+                index,
+                "server_id_len",
+                format!(
+                    "server_id_len = {} differs from quic_lb.configs[0]'s {}: every configuration routes \
+                     the same backends' server_id, so they must be of one length",
+                    entry.server_id_len, first.server_id_len
+                ),
+            ));
+        }
+        if !(4..=18).contains(&entry.nonce_len) {
+            errors.push(config_error(
+                index,
+                "nonce_len",
+                format!("nonce_len = {} is out of range: a nonce is 4 to 18 octets", entry.nonce_len),
+            ));
+        } else if server_id_ok && entry.server_id_len + entry.nonce_len > 19 {
+            errors.push(config_error(
+                index,
+                "nonce_len",
+                format!(
+                    "server_id_len + nonce_len = {} is over 19: a connection ID holds at most 20 octets, \
+                     the first of which is the config octet",
+                    entry.server_id_len + entry.nonce_len
+                ),
+            ));
+        }
+        if let Err(problem) = entry.key_bytes() {
+            errors.push(config_error(index, "key", problem));
+        }
+    }
+    let length = usize::from(first.server_id_len);
+    let mut first_index_by_server: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for (index, backend) in backends.iter().enumerate() {
+        let problem = match backend.server_id.as_deref().map(super::decode_hex) {
+            None => Some(format!(
+                "is missing: every backend of a cluster with quic_lb needs the server ID its QUIC server \
+                 encodes in its connection IDs ({length} octets, {} hex digits)",
+                length * 2
+            )),
+            Some(Err(problem)) => Some(problem),
+            Some(Ok(octets)) if octets.len() != length && (1..=15).contains(&length) => Some(format!(
+                "is {} octets; quic_lb.configs says server_id_len = {length} ({} hex digits)",
+                octets.len(),
+                length * 2
+            )),
+            Some(Ok(octets)) => match first_index_by_server.get(&octets) {
+                Some(&first_index) => Some(format!(
+                    "{:?} is already the server_id of backend {:?}: each server needs its own, or its \
+                     connections would reach the other",
+                    backend.server_id.as_deref().unwrap_or_default(),
+                    backends[first_index].id
+                )),
+                None => {
+                    first_index_by_server.insert(octets, index);
+                    None
+                }
+            },
+        };
+        if let Some(problem) = problem {
+            errors.push(ValidationError::ServerId { cluster: cluster.to_owned(), index, problem });
+        }
+    }
 }
 
 /// Smallest Maglev table: a table needs many entries per backend to balance at all.

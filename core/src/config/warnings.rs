@@ -38,6 +38,27 @@ impl Config {
     /// (deterministic); [`render_warnings`] sorts them by place in the file.
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let mut warnings = Vec::new();
+        for (name, cluster) in &self.clusters {
+            if cluster.quic_lb.is_some() {
+                continue;
+            }
+            for (index, backend) in cluster.backends.iter().enumerate() {
+                if backend.server_id.is_some() {
+                    warnings.push(ConfigWarning::new(
+                        FieldPath::root()
+                            .key("clusters")
+                            .key(name)
+                            .key("backends")
+                            .index(index)
+                            .key("server_id"),
+                        format!(
+                            "has no effect: cluster {name:?} has no quic_lb table, so connection IDs are not \
+                             read and flows are placed by its algorithm alone"
+                        ),
+                    ));
+                }
+            }
+        }
         let process = FieldPath::root().key("process");
         let stop = self.process.stop_timeout();
         if stop > SYSTEMD_STOP_TIMEOUT {

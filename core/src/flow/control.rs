@@ -223,7 +223,7 @@ impl FlowManager {
             return;
         };
         let proxy = cluster.proxy_protocol;
-        let decision = super::Decision::of(cluster, &selection, false);
+        let decision = super::Decision::of(cluster, &selection, false, None);
         // Staged like a client's new flow: booked once its upstream is open (`accept`).
         let flow = FlowId { slot: self.table.next_slot(), serial: self.next_serial };
         let datagram = self.datagram_with_header(vip, client, flow.serial, proxy, &retry);

@@ -168,14 +168,40 @@ impl FlowManager {
             }
         };
         let affinity_hash = self.selection_hasher.flow_hash(vip, client, affinity);
+        let backends = &self.backends;
         let cluster = &mut self.clusters[cluster_id.0 as usize];
+        // QUIC-LB: a connection ID that names a backend takes the flow there (`quic.rs`).
+        let (routed, quic) = match &cluster.quic_lb {
+            Some(_) if crate::mutants::active(crate::mutants::Mutant::QuicLbIgnored) => {
+                (None, Some(super::QuicRoute::UnknownServer))
+            }
+            Some(routing) => {
+                let (routed, route) =
+                    routing.route(&buffer[headroom..], |backend| backends[backend.0 as usize].health);
+                (routed, Some(route))
+            }
+            None => (None, None),
+        };
         let fail_open =
             cluster.fail_open && !crate::mutants::active(crate::mutants::Mutant::FailOpenNeverOpens);
-        let request = SelectionRequest { affinity_hash, exclude: &[], fail_open };
-        let Some(selection) = cluster.selector.select(&cluster.candidates, request) else {
+        let selection = match routed {
+            Some(backend) => Some(crate::select::Selection {
+                candidate: backends[backend.0 as usize].candidate,
+                backend,
+                fail_open: false,
+            }),
+            None => {
+                let request = SelectionRequest { affinity_hash, exclude: &[], fail_open };
+                cluster.selector.select(&cluster.candidates, request)
+            }
+        };
+        let Some(selection) = selection else {
             return self.drop_client(listener_id, DropReason::NoHealthyBackend);
         };
-        let decision = super::Decision::of(cluster, &selection, reselected);
+        let decision = super::Decision::of(cluster, &selection, reselected, quic);
+        if let Some(route) = quic {
+            self.stats.listeners[listener_id.0 as usize].quic_lb[route.index()] += 1;
+        }
         // Counted as forwarded now, so the books balance while the upstream opens; a refused
         // open re-books it as dropped.
         self.stats.listeners[listener_id.0 as usize].client.pass(payload_len);

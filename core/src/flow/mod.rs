@@ -26,12 +26,14 @@ mod entry;
 mod invariants;
 mod key;
 mod passive;
+mod quic;
 mod reload;
 mod retry;
 mod sources;
 mod table;
 
 pub use invariants::InvariantViolation;
+pub use quic::QuicRoute;
 pub use reload::ReloadSummary;
 
 use entry::Teardown;
@@ -357,6 +359,9 @@ pub struct Admission {
     /// The high 32 bits of the cluster's selection fingerprint then (`show clusters` shows
     /// all 64 bits of today's).
     pub fingerprint_high: u32,
+    /// In a cluster with `quic_lb`: whether the flow's first datagram was routed by its
+    /// connection ID, or why not (then `algorithm` placed it). `None` without `quic_lb`.
+    pub quic: Option<QuicRoute>,
 }
 
 /// [`Admission`] as a flow keeps it: eight bytes (the retry flag is the flow's own).
@@ -372,10 +377,17 @@ impl Decision {
     const BACKUP: u8 = 1;
     const FAIL_OPEN: u8 = 2;
     const RESELECTED: u8 = 4;
+    /// Bits 3 to 5: the [`QuicRoute`] (0: the cluster has no `quic_lb`).
+    const QUIC_SHIFT: u8 = 3;
 
     /// The decision `selection` made in `cluster`; `reselected` for a client moved off a
     /// backend that went down.
-    fn of(cluster: &Cluster, selection: &crate::select::Selection, reselected: bool) -> Decision {
+    fn of(
+        cluster: &Cluster,
+        selection: &crate::select::Selection,
+        reselected: bool,
+        quic: Option<QuicRoute>,
+    ) -> Decision {
         let candidate = cluster.candidates.get(selection.candidate);
         let mut flags = 0;
         if candidate.is_some_and(|c| c.backup) {
@@ -386,6 +398,9 @@ impl Decision {
         }
         if reselected {
             flags |= Self::RESELECTED;
+        }
+        if let Some(route) = quic {
+            flags |= route.to_bits() << Self::QUIC_SHIFT;
         }
         Decision {
             fingerprint_high: (cluster.selector.fingerprint() >> 32) as u32,
@@ -404,6 +419,7 @@ impl Decision {
             retry,
             reselected: self.flags & Self::RESELECTED != 0,
             fingerprint_high: self.fingerprint_high,
+            quic: QuicRoute::from_bits((self.flags >> Self::QUIC_SHIFT) & 0b111),
         }
     }
 }
@@ -470,6 +486,8 @@ struct Cluster {
     fail_open: bool,
     backend_drain_timeout: Option<Duration>,
     amplification: Option<crate::config::AmplificationConfig>,
+    /// With a `quic_lb` table: its configurations and the backends' server IDs.
+    quic_lb: Option<quic::QuicRouting>,
     /// The last reload set a cap where there was none (see `settle_flows_after_reload`).
     cap_started: bool,
     /// Gone from the configuration; the id is never reused.
@@ -592,6 +610,14 @@ impl FlowManager {
     pub fn listener_sources(&self, listener: ListenerId) -> Option<(usize, u64)> {
         let sources = self.listeners.get(listener.0 as usize)?.sources.as_ref()?;
         Some((sources.len(), sources.evictions))
+    }
+
+    /// Whether the listener's cluster routes QUIC connection IDs (`quic_lb`).
+    pub fn listener_routes_quic(&self, listener: ListenerId) -> bool {
+        self.listeners
+            .get(listener.0 as usize)
+            .and_then(|l| self.clusters.get(l.cluster.0 as usize))
+            .is_some_and(|c| c.quic_lb.is_some())
     }
 
     /// Every counter.

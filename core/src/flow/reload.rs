@@ -209,6 +209,7 @@ impl FlowManager {
                     fail_open: config.fail_open,
                     backend_drain_timeout: config.backend_drain_timeout,
                     amplification: config.amplification,
+                    quic_lb: None,
                     cap_started: false,
                     removed: false,
                 });
@@ -294,6 +295,11 @@ impl FlowManager {
         // they had just begun (settle_flows_after_reload); one that stays keeps their budgets.
         cluster.cap_started = cluster.amplification.is_none() && config.amplification.is_some();
         cluster.amplification = config.amplification;
+        let backends = &self.backends;
+        let candidates = &cluster.candidates;
+        cluster.quic_lb = super::quic::QuicRouting::from_config(config, |id| {
+            candidates.iter().map(|c| c.backend).find(|backend| backends[backend.0 as usize].name == id)
+        });
     }
 
     /// Marks the live listener called `name` removed and cancels its drain timer. Its flows

@@ -261,6 +261,19 @@ impl ClusterSpec {
                 allowance_bytes: u32::from(self.on_backend_down) * 16,
                 allowance_datagrams: u32::from(self.on_backend_down >> 6),
             }),
+            // What `algorithm % 6` leaves: QUIC-LB off, in plaintext, or keyed (four passes);
+            // one server-ID octet, so datagrams routed by it are easy to come by.
+            quic_lb: match (self.algorithm / 6) % 3 {
+                0 => None,
+                keyed => Some(crate::config::QuicLbSection {
+                    configs: vec![crate::config::QuicLbEntry {
+                        id: 0,
+                        server_id_len: 1,
+                        nonce_len: 4,
+                        key: (keyed == 2).then(|| "fdf726a9893ec05c0632d3956680baf0".to_owned()),
+                    }],
+                }),
+            },
             health: self.health.to_config(),
         }
     }
@@ -281,6 +294,8 @@ impl BackendSpec {
             weight: if self.weight == 255 { 70_000 } else { u32::from(self.weight % 8) },
             pool: u32::from(self.pool % 3),
             backup: self.backup,
+            // Distinct per id; used when the cluster has `quic_lb`.
+            server_id: Some(format!("{:02x}", self.id % 6)),
         }
     }
 }

@@ -278,6 +278,11 @@ pub struct FlowExplanation {
     pub retry: bool,
     #[serde(default)]
     pub reselected: bool,
+    /// In a cluster with `quic_lb`: `routed` (its first datagram's connection ID named the
+    /// backend's server ID), or why it was unroutable (`not_quic`, `unknown_config`,
+    /// `too_short`, `unknown_server`, `server_down`) and the algorithm placed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic_lb: Option<String>,
     /// The cluster's table fingerprint when the flow was admitted: its first 8 hex digits.
     #[serde(default)]
     pub fingerprint_at_admission: String,

@@ -272,13 +272,30 @@ pub fn flows_of_client(
 /// The rule that chose a flow's backend, in words (see [`FlowExplanation::rule`]).
 fn rule_text(admission: &udplb_core::Admission, key: &str) -> String {
     use udplb_core::config::Algorithm;
+    use udplb_core::flow::QuicRoute;
     let algorithm = config_name(&admission.algorithm);
-    let mut rule = match admission.algorithm {
+    let unroutable = match admission.quic {
+        None => "",
+        Some(QuicRoute::Routed) => {
+            return "QUIC-LB: its first datagram's connection ID named this backend's server_id".to_owned();
+        }
+        Some(QuicRoute::NotQuic) => "QUIC-LB found no QUIC header, so ",
+        Some(QuicRoute::UnknownConfig) => {
+            "QUIC-LB: the connection ID's config ID is not one of the cluster's, so "
+        }
+        Some(QuicRoute::TooShort) => "QUIC-LB: the connection ID is too short for its config, so ",
+        Some(QuicRoute::UnknownServer) => {
+            "QUIC-LB: the connection ID names no backend's server_id (a client's own ID), so "
+        }
+        Some(QuicRoute::ServerDown) => "QUIC-LB: the connection ID names a backend that was down, so ",
+    };
+    let mut rule = unroutable.to_owned();
+    rule.push_str(&match admission.algorithm {
         Algorithm::Hrw | Algorithm::Maglev => format!("{algorithm} on key [{key}]"),
         Algorithm::RoundRobin => format!("{algorithm} (takes turns; uses no key)"),
         Algorithm::LeastFlows => format!("{algorithm} (fewest flows for its weight; uses no key)"),
         Algorithm::Random | Algorithm::PowerOfTwo => format!("{algorithm} (weighted draws; uses no key)"),
-    };
+    });
     rule.push_str(&format!(", in pool {}", admission.pool));
     if admission.backup {
         rule.push_str(" of the backups (no primary backend qualified)");
@@ -330,6 +347,7 @@ fn explain(core: &Balancer, config: &Config, now: Instant, flow: &FlowInfo) -> F
         fail_open: admission.fail_open,
         retry: admission.retry,
         reselected: admission.reselected,
+        quic_lb: admission.quic.map(|route| route.as_str().to_owned()),
         fingerprint_at_admission: format!("{:08x}", admission.fingerprint_high),
         algorithm_now,
         fingerprint: format!("{:016x}", cluster.and_then(|c| flows.cluster_fingerprint(c)).unwrap_or(0)),
