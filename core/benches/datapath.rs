@@ -58,10 +58,10 @@ fn config_with(listener_extra: &str, extra: &str) -> Config {
         idle_timeout = {{ front = "30s", back = "10s" }}
         {extra}
         backends = [
-          {{ id = "b1", address = "10.1.0.1:53" }},
-          {{ id = "b2", address = "10.1.0.2:53" }},
-          {{ id = "b3", address = "10.1.0.3:53" }},
-          {{ id = "b4", address = "10.1.0.4:53" }},
+          {{ id = "b1", address = "10.1.0.1:53", server_id = "01" }},
+          {{ id = "b2", address = "10.1.0.2:53", server_id = "02" }},
+          {{ id = "b3", address = "10.1.0.3:53", server_id = "03" }},
+          {{ id = "b4", address = "10.1.0.4:53", server_id = "04" }},
         ]
         "#
     );
@@ -222,6 +222,47 @@ fn benches(c: &mut Criterion) {
         })
     });
     drop(core);
+
+    // The same short flows in a `quic_lb` cluster: each query's connection ID is decoded (in
+    // plaintext, or with the four-pass cipher) and routes it; or it names no backend and the
+    // algorithm places it. What QUIC-LB adds to a new flow.
+    const KEY: &str = "fdf726a9893ec05c0632d3956680baf0";
+    let key: [u8; 16] = std::array::from_fn(|i| u8::from_str_radix(&KEY[2 * i..2 * i + 2], 16).unwrap());
+    for (name, key, server) in [
+        ("new_flow_quic_lb_plaintext_routed_responses_1", None, "02"),
+        ("new_flow_quic_lb_four_pass_routed_responses_1", Some(key), "02"),
+        ("new_flow_quic_lb_unknown_server_responses_1", None, "7f"),
+    ] {
+        let quic_lb = match key {
+            Some(_) => format!("quic_lb = {{ configs = [{{ id = 0, server_id_len = 1, nonce_len = 8, key = \"{KEY}\" }}] }}"),
+            None => "quic_lb = { configs = [{ id = 0, server_id_len = 1, nonce_len = 8 }] }".to_owned(),
+        };
+        let (mut core, _) = populated(10_000, &format!("responses = 1\n{quic_lb}"));
+        let config = udplb_core::quic_lb::QuicLbConfig::new(0, 1, 8, key).unwrap();
+        let server_id = udplb_core::quic_lb::ServerId::from_hex(server).unwrap();
+        let cid = config.encode(&server_id, &[7; 8], 0, true).unwrap();
+        let mut packet = vec![0u8; DATAGRAM_HEADROOM + 64];
+        packet[DATAGRAM_HEADROOM] = 0x40;
+        packet[DATAGRAM_HEADROOM + 1..DATAGRAM_HEADROOM + 1 + cid.len()].copy_from_slice(&cid);
+        let mut next_client = 1_000_000u32;
+        let mut now = Instant::from_secs(1);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                next_client += 1;
+                now = now + Duration::from_nanos(100);
+                let ClientVerdict::Forward { flow, .. } = send(&mut core, now, &mut packet, client(next_client))
+                else {
+                    panic!("admission failed")
+                };
+                let verdict = core.handle_backend_datagram(now, flow, &packet[..64], false);
+                drain(&mut core);
+                black_box(verdict)
+            })
+        });
+        let routed = core.stats().listeners[0].quic_lb[udplb_core::flow::QuicRoute::Routed.index()];
+        assert_eq!(routed > 0, server == "02", "{name}: {routed} routed");
+        drop(core);
+    }
 
     // Timer churn: 100k flows whose armed entries all fire early (the clients stayed active)
     // and are re-armed once each, in one handle_timeout call. Reported per batch of 100k.
