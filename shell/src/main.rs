@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                 .map(|t| t.max(std::time::Duration::from_millis(1)))
             else {
                 eprintln!("udplb ctl: --timeout {timeout} is not a number of seconds");
-                return ExitCode::FAILURE;
+                return command.failure_code();
             };
             let socket = match (socket, config) {
                 (Some(socket), _) => socket,
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
                     Ok(socket) => socket,
                     Err(error) => {
                         eprintln!("udplb ctl: {error:#}");
-                        return ExitCode::FAILURE;
+                        return command.failure_code();
                     }
                 },
                 (None, None) => PathBuf::from(ctl::DEFAULT_SOCKET),

@@ -1,7 +1,10 @@
 //! `udplb ctl`: the client side of the control socket. It sends one request
 //! ([`super::protocol`]), prints the answer as a table for people or, with `--json`, as the
 //! server's JSON line for scripts, and exits 0 on success, 1 on a refused command or a
-//! connection problem. `watch` prints events until interrupted.
+//! connection problem. `watch` prints events until interrupted. `check listener NAME` is the
+//! exception: it asks several questions and answers one, whether the listener is serving, in
+//! the exit status a BGP speaker's health check reads (0 serving, 1 not, 2 cannot tell); see
+//! [`check_listener`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -13,7 +16,8 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::protocol::{
-    BackendAction, FlowAction, ListenerAction, Request, Response, ShowWhat, TimedEvent, WatchEvent,
+    BackendAction, BackendView, ClusterView, FlowAction, ListenerAction, ListenerView, Request, Response,
+    ShowWhat, TimedEvent, WatchEvent,
 };
 
 /// Where `udplb ctl` looks when neither `--socket` nor `-c` is given.
@@ -57,6 +61,35 @@ pub enum CtlCommand {
     Reload,
     /// Print events (health transitions, admin changes, drains, listener states) as they happen.
     Watch,
+    /// Whether a listener is serving, for a health check that announces its VIP (ExaBGP's
+    /// healthcheck, a script driving BIRD): exit 0 serving, 1 not, 2 when udplb cannot be
+    /// asked; one line on stdout says why.
+    Check {
+        #[command(subcommand)]
+        what: CheckCommand,
+    },
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Exit 0 when the listener is serving, 1 when it is not, 2 when udplb cannot be asked.
+    ///
+    /// Serving: the listener exists, is not draining, is not withdrawn (--withdraw-file), and
+    /// new flows would be forwarded: its cluster has an eligible backend that has passed a
+    /// health check (or has no active checks), or fails open over enabled backends.
+    Listener {
+        /// The listener's name.
+        name: String,
+        /// Report "not serving" while this file exists, whatever udplb's state: the switch
+        /// that withdraws the VIP from the router before a drain, while udplb still takes
+        /// every flow the router sends until it has converged.
+        #[arg(long, value_name = "FILE")]
+        withdraw_file: Option<PathBuf>,
+        /// Report "not serving" when no backend is eligible even if the cluster fails open
+        /// (by default an instance failing open serves, as it forwards new flows).
+        #[arg(long)]
+        require_eligible: bool,
+    },
 }
 
 #[derive(Clone, Debug, Subcommand)]
@@ -114,8 +147,9 @@ pub enum ListenerActionCommand {
 }
 
 impl CtlCommand {
-    pub fn to_request(&self) -> Request {
-        match self {
+    /// The one request this command sends; `None` for `check`, which asks several.
+    pub fn to_request(&self) -> Option<Request> {
+        Some(match self {
             CtlCommand::Show { what } => {
                 let (what, client, limit) = match what {
                     ShowCommand::Listeners => (ShowWhat::Listeners, None, None),
@@ -150,6 +184,17 @@ impl CtlCommand {
             }
             CtlCommand::Reload => Request::Reload,
             CtlCommand::Watch => Request::Watch,
+            CtlCommand::Check { .. } => return None,
+        })
+    }
+
+    /// The exit status for a failure before udplb could be asked (a bad `--timeout`, a
+    /// configuration file without the socket): 1, or [`CHECK_UNKNOWN`] for `check`, whose 1
+    /// means "not serving".
+    pub fn failure_code(&self) -> ExitCode {
+        match self {
+            CtlCommand::Check { .. } => ExitCode::from(CHECK_UNKNOWN),
+            _ => ExitCode::FAILURE,
         }
     }
 }
@@ -175,6 +220,15 @@ pub fn connect(path: &Path) -> anyhow::Result<UnixStream> {
 
 /// Runs one `ctl` command against the socket at `path`.
 pub fn run(path: &Path, json: bool, timeout: Duration, command: &CtlCommand) -> ExitCode {
+    if let CtlCommand::Check { what: CheckCommand::Listener { name, withdraw_file, require_eligible } } =
+        command
+    {
+        let options =
+            CheckOptions { withdraw_file: withdraw_file.clone(), require_eligible: *require_eligible };
+        let verdict = check_listener(path, timeout, name, &options);
+        println!("{}", if json { verdict.to_json() } else { verdict.line() });
+        return verdict.exit_code();
+    }
     match exchange(path, json, timeout, command) {
         Ok(code) => code,
         Err(error) => {
@@ -185,25 +239,14 @@ pub fn run(path: &Path, json: bool, timeout: Duration, command: &CtlCommand) -> 
 }
 
 fn exchange(path: &Path, json: bool, timeout: Duration, command: &CtlCommand) -> anyhow::Result<ExitCode> {
-    let mut stream = connect(path)?;
+    let Some(request) = command.to_request() else {
+        anyhow::bail!("this command is not one request");
+    };
+    let stream = connect(path)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let mut line = serde_json::to_vec(&command.to_request())?;
-    line.push(b'\n');
-    stream.write_all(&line).context("sending the request")?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let answer = match read_line(&mut reader) {
-        Ok(Some(answer)) => answer,
-        Ok(None) => anyhow::bail!("{}: udplb closed the connection without answering", path.display()),
-        Err(error) if is_timeout(&error) => anyhow::bail!(
-            "{}: no answer within {:?}. Something accepted the connection but did not answer: a \
-             udplb that is stuck, or another program on this socket. Check `systemctl status udplb` \
-             (or the process) and the log; --timeout waits longer",
-            path.display(),
-            timeout
-        ),
-        Err(error) => return Err(error),
-    };
+    let answer = ask(path, timeout, &stream, &mut reader, &request)?;
     let response: Response = serde_json::from_str(&answer).context("reading the answer")?;
     if json {
         println!("{answer}");
@@ -228,6 +271,202 @@ fn exchange(path: &Path, json: bool, timeout: Duration, command: &CtlCommand) ->
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends one request on `stream` and reads its answer line from `reader` (the same
+/// connection), explaining a timeout or a closed connection in words.
+fn ask(
+    path: &Path,
+    timeout: Duration,
+    mut stream: &UnixStream,
+    reader: &mut impl BufRead,
+    request: &Request,
+) -> anyhow::Result<String> {
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line).context("sending the request")?;
+    match read_line(reader) {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => anyhow::bail!("{}: udplb closed the connection without answering", path.display()),
+        Err(error) if is_timeout(&error) => anyhow::bail!(
+            "{}: no answer within {:?}. Something accepted the connection but did not answer: a \
+             udplb that is stuck, or another program on this socket. Check `systemctl status udplb` \
+             (or the process) and the log; --timeout waits longer",
+            path.display(),
+            timeout
+        ),
+        Err(error) => Err(error),
+    }
+}
+
+/// `check`'s exit status when udplb could not be asked (no socket, no answer, an answer it
+/// could not read): the health check cannot tell, and a BGP speaker withdraws as it would for 1.
+pub const CHECK_UNKNOWN: u8 = 2;
+
+/// How `check listener` judges.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Not serving while this file exists.
+    pub withdraw_file: Option<PathBuf>,
+    /// Not serving when no backend is eligible, even while the cluster fails open.
+    pub require_eligible: bool,
+}
+
+/// What `check listener` found: serving or not, and why, in one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckVerdict {
+    pub listener: String,
+    /// `Some(true)` serving, `Some(false)` not, `None` udplb could not be asked.
+    pub serving: Option<bool>,
+    pub reason: String,
+}
+
+impl CheckVerdict {
+    fn serving(listener: &str, reason: String) -> CheckVerdict {
+        CheckVerdict { listener: listener.to_owned(), serving: Some(true), reason }
+    }
+
+    fn not_serving(listener: &str, reason: String) -> CheckVerdict {
+        CheckVerdict { listener: listener.to_owned(), serving: Some(false), reason }
+    }
+
+    /// 0 serving, 1 not serving, [`CHECK_UNKNOWN`] cannot tell.
+    pub fn exit_code(&self) -> ExitCode {
+        match self.serving {
+            Some(true) => ExitCode::SUCCESS,
+            Some(false) => ExitCode::FAILURE,
+            None => ExitCode::from(CHECK_UNKNOWN),
+        }
+    }
+
+    /// `vip: serving (…)`, `vip: not serving: …`, `vip: unknown: …`.
+    pub fn line(&self) -> String {
+        match self.serving {
+            Some(true) => format!("{}: serving ({})", self.listener, self.reason),
+            Some(false) => format!("{}: not serving: {}", self.listener, self.reason),
+            None => format!("{}: unknown: {}", self.listener, self.reason),
+        }
+    }
+
+    /// `{"listener":"vip","serving":true,"reason":"…"}` (`serving` null when unknown).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "listener": self.listener, "serving": self.serving, "reason": self.reason })
+            .to_string()
+    }
+}
+
+/// Whether listener `name` of the udplb at `path` is serving — whether a router should send
+/// it clients. Serving means all of:
+///
+/// - `options.withdraw_file`, if given, does not exist (looked at first: an operator who
+///   withdrew the VIP is obeyed whatever udplb says, and even when it cannot be asked);
+/// - the listener exists and is not draining (a draining listener refuses new flows);
+/// - new flows would be forwarded: the listener is `up` (an eligible backend has passed its
+///   health check, or the cluster has no active checks), or it is `down` and the cluster
+///   fails open over at least one administratively enabled backend (unless
+///   `options.require_eligible`). `unknown` — active checks have not yet reported on any
+///   eligible backend, right after a start or a reload — is not serving: a speaker announces
+///   once the first check has passed.
+///
+/// The answers come from `show listeners`, `show clusters` and `show backends` on one
+/// connection. A refused or unreadable answer, or no answer, is "cannot tell".
+pub fn check_listener(path: &Path, timeout: Duration, name: &str, options: &CheckOptions) -> CheckVerdict {
+    if let Some(file) = &options.withdraw_file
+        && file.exists()
+    {
+        return CheckVerdict::not_serving(name, format!("withdrawn ({} exists)", file.display()));
+    }
+    match ask_check_questions(path, timeout) {
+        Ok((listeners, clusters, backends)) => {
+            judge_listener(name, &listeners, &clusters, &backends, options.require_eligible)
+        }
+        Err(error) => CheckVerdict { listener: name.to_owned(), serving: None, reason: format!("{error:#}") },
+    }
+}
+
+type CheckAnswers = (Vec<ListenerView>, Vec<ClusterView>, Vec<BackendView>);
+
+fn ask_check_questions(path: &Path, timeout: Duration) -> anyhow::Result<CheckAnswers> {
+    let stream = connect(path)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut show = |what: ShowWhat| -> anyhow::Result<Response> {
+        let request = Request::Show { what, client: None, limit: None };
+        let answer = ask(path, timeout, &stream, &mut reader, &request)?;
+        let response: Response = serde_json::from_str(&answer).context("reading the answer")?;
+        if !response.ok {
+            anyhow::bail!("udplb refused `show`: {}", response.error.as_deref().unwrap_or("no reason given"));
+        }
+        Ok(response)
+    };
+    let listeners = show(ShowWhat::Listeners)?.listeners.context("`show listeners` listed no listeners")?;
+    let clusters = show(ShowWhat::Clusters)?.clusters.context("`show clusters` listed no clusters")?;
+    let backends = show(ShowWhat::Backends)?.backends.context("`show backends` listed no backends")?;
+    Ok((listeners, clusters, backends))
+}
+
+/// The verdict from the three answers (see [`check_listener`]).
+pub fn judge_listener(
+    name: &str,
+    listeners: &[ListenerView],
+    clusters: &[ClusterView],
+    backends: &[BackendView],
+    require_eligible: bool,
+) -> CheckVerdict {
+    let Some(listener) = listeners.iter().find(|l| l.name == name) else {
+        let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        let known = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+        return CheckVerdict::not_serving(name, format!("no listener named {name} (listeners: {known})"));
+    };
+    if listener.draining {
+        return CheckVerdict::not_serving(name, format!("draining ({} flows remaining)", listener.flows));
+    }
+    let cluster_name = &listener.cluster;
+    let cluster = clusters.iter().find(|c| &c.name == cluster_name);
+    let members: Vec<&BackendView> = backends.iter().filter(|b| &b.cluster == cluster_name).collect();
+    let eligible = members.iter().filter(|b| b.eligible).count();
+    let enabled = members.iter().filter(|b| b.admin == "enabled").count();
+    let total = members.len();
+    match listener.state.as_str() {
+        "up" => CheckVerdict::serving(
+            name,
+            format!("cluster {cluster_name}: {eligible} of {total} backends eligible"),
+        ),
+        "unknown" => CheckVerdict::not_serving(
+            name,
+            format!("cluster {cluster_name}: no health check result yet (state unknown)"),
+        ),
+        _ => {
+            let fail_open = cluster.is_some_and(|c| c.fail_open);
+            if !fail_open {
+                CheckVerdict::not_serving(
+                    name,
+                    format!("cluster {cluster_name}: no backend eligible, and fail_open is off"),
+                )
+            } else if enabled == 0 {
+                CheckVerdict::not_serving(
+                    name,
+                    format!("cluster {cluster_name}: no backend eligible, and none enabled to fail open to"),
+                )
+            } else if require_eligible {
+                CheckVerdict::not_serving(
+                    name,
+                    format!(
+                        "cluster {cluster_name}: no backend eligible (failing open over {enabled}, \
+                         which --require-eligible does not count)"
+                    ),
+                )
+            } else {
+                CheckVerdict::serving(
+                    name,
+                    format!(
+                        "cluster {cluster_name}: no backend eligible, failing open over {enabled} enabled"
+                    ),
+                )
+            }
+        }
+    }
 }
 
 /// Whether reading failed because the answer timeout ran out (a socket read timeout shows as
@@ -649,12 +888,12 @@ mod tests {
             action: ActionCommand::Weight { weight: 5 },
         };
         assert_eq!(
-            serde_json::to_string(&weight.to_request()).unwrap(),
+            serde_json::to_string(&weight.to_request().unwrap()).unwrap(),
             r#"{"command":"backend","cluster":"dns","id":"a","action":"weight","weight":5}"#
         );
         let show = CtlCommand::Show { what: ShowCommand::Backends };
         assert_eq!(
-            serde_json::to_string(&show.to_request()).unwrap(),
+            serde_json::to_string(&show.to_request().unwrap()).unwrap(),
             r#"{"command":"show","what":"backends"}"#
         );
         let unknown = serde_json::from_str::<Request>(r#"{"command":"show","what":"backends","colour":1}"#);
