@@ -2,11 +2,12 @@
 //! what its drivers and clients counted; the totals those counts add up to; and the
 //! end-of-run summary of them in the trace.
 
+use udplb_core::flow::QuicRoute;
 use udplb_core::{CloseReason, DropReason, Health, Instant};
 
 use crate::scenario::{
-    ClientAnswered, Datagrams, Direction, DropDirection, Expectation, Fraction, NoTransition, PlatformCount,
-    Share, Transitions,
+    Answered, AnsweredPerClient, ClientAnswered, ClientModel, Datagrams, Direction, DropDirection,
+    Expectation, Fraction, NoTransition, PlatformCount, QuicUnknownConnections, Share, Transitions,
 };
 use crate::world::World;
 
@@ -112,15 +113,17 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 detail: format!("{got} new flows"),
             }
         }
-        Expectation::Answered { at_least } => {
+        Expectation::Answered(Answered { at_least, at_most }) => {
             let (sent, answered) = answered(world);
             let fraction = if sent == 0 { 1.0 } else { answered as f64 / sent as f64 };
             Verdict {
-                what: format!("at least {:.2}% of requests answered", at_least * 100.0),
-                passed: fraction >= *at_least,
+                what: format!("{} of requests answered", fraction_bounds(*at_least, *at_most)),
+                passed: within(fraction, *at_least, *at_most),
                 detail: format!("{answered} of {sent} ({:.2}%)", fraction * 100.0),
             }
         }
+        Expectation::AnsweredPerClient(bounds) => check_answered_per_client(world, bounds),
+        Expectation::QuicUnknownConnections(unknown) => check_quic_unknown(world, unknown),
         Expectation::Drops { reason, direction, at_least, at_most } => {
             let stats = world.drivers.iter().map(|d| d.core().flows().stats());
             let count: u64 = stats
@@ -210,22 +213,10 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 .find(|c| c.spec.name == *client)
                 .map_or((0, 0), |c| (u64::from(c.requests()), u64::from(c.answered)));
             let fraction = (sent > 0).then(|| answered as f64 / sent as f64);
-            let bounds = match (at_least, at_most) {
-                (Some(low), Some(high)) => {
-                    format!("between {:.2}% and {:.2}%", low.0 * 100.0, high.0 * 100.0)
-                }
-                (Some(low), None) => format!("at least {:.2}%", low.0 * 100.0),
-                (None, Some(high)) => format!("at most {:.2}%", high.0 * 100.0),
-                (None, None) => "any share".into(),
-            };
-            let within = |fraction: f64| {
-                at_least.is_none_or(|Fraction(low)| fraction >= low)
-                    && at_most.is_none_or(|Fraction(high)| fraction <= high)
-            };
             Verdict {
-                what: format!("{bounds} of {client}'s requests answered"),
+                what: format!("{} of {client}'s requests answered", fraction_bounds(*at_least, *at_most)),
                 // A client that sent nothing proves nothing.
-                passed: fraction.is_some_and(within),
+                passed: fraction.is_some_and(|fraction| within(fraction, *at_least, *at_most)),
                 detail: match fraction {
                     Some(fraction) => {
                         format!("{client}: {answered} of {sent} answered ({:.2}%)", fraction * 100.0)
@@ -326,6 +317,102 @@ fn check_one(world: &World, expectation: &Expectation) -> Verdict {
                 detail: format!("{whose}: {lost} of {sent} requests never got all their replies"),
             }
         }
+    }
+}
+
+/// Bounds on a fraction, in words: `at least 99.00%`, `at most 80.00%`, `between .. and ..`.
+fn fraction_bounds(at_least: Option<Fraction>, at_most: Option<Fraction>) -> String {
+    match (at_least, at_most) {
+        (Some(low), Some(high)) => format!("between {:.2}% and {:.2}%", low.0 * 100.0, high.0 * 100.0),
+        (Some(low), None) => format!("at least {:.2}%", low.0 * 100.0),
+        (None, Some(high)) => format!("at most {:.2}%", high.0 * 100.0),
+        (None, None) => "any share".into(),
+    }
+}
+
+/// Whether a fraction is within its bounds.
+fn within(fraction: f64, at_least: Option<Fraction>, at_most: Option<Fraction>) -> bool {
+    at_least.is_none_or(|Fraction(low)| fraction >= low)
+        && at_most.is_none_or(|Fraction(high)| fraction <= high)
+}
+
+/// Every client that expects replies has its answered fraction within the bounds; one that
+/// sent nothing fails it (it proves nothing). The detail names the clients outside, or the
+/// lowest and highest fractions.
+fn check_answered_per_client(world: &World, bounds: &AnsweredPerClient) -> Verdict {
+    let AnsweredPerClient { at_least, at_most } = *bounds;
+    let mut outside = Vec::new();
+    let mut lowest: Option<(f64, &str)> = None;
+    let mut highest: Option<(f64, &str)> = None;
+    let mut counted = 0;
+    for client in world.clients.iter().filter(|c| !matches!(c.spec.model, ClientModel::Flood { .. })) {
+        counted += 1;
+        let (sent, answered) = (client.requests(), client.answered);
+        let name = client.spec.name.as_str();
+        if sent == 0 {
+            outside.push(format!("{name} sent no request"));
+            continue;
+        }
+        let fraction = f64::from(answered) / f64::from(sent);
+        if !within(fraction, at_least, at_most) {
+            outside.push(format!("{name}: {answered} of {sent} ({:.2}%)", fraction * 100.0));
+        }
+        if lowest.is_none_or(|(low, _)| fraction < low) {
+            lowest = Some((fraction, name));
+        }
+        if highest.is_none_or(|(high, _)| fraction > high) {
+            highest = Some((fraction, name));
+        }
+    }
+    let range = match (lowest, highest) {
+        (Some((low, low_name)), Some((high, high_name))) => format!(
+            "{counted} clients, lowest {:.2}% ({low_name}), highest {:.2}% ({high_name})",
+            low * 100.0,
+            high * 100.0
+        ),
+        _ => format!("{counted} clients"),
+    };
+    Verdict {
+        what: format!("{} of each client's requests answered", fraction_bounds(at_least, at_most)),
+        passed: counted > 0 && outside.is_empty(),
+        detail: match outside.len() {
+            0 => range,
+            n => format!("{n} outside: {}", first_few(&outside)),
+        },
+    }
+}
+
+/// Packets `quic` servers received for connections they do not have, of one receiver and/or
+/// one issuer, against their bounds.
+fn check_quic_unknown(world: &World, unknown: &QuicUnknownConnections) -> Verdict {
+    let QuicUnknownConnections { backend, issued_by, at_least, at_most } = unknown;
+    let index_of = |name: &str| world.backends.iter().position(|b| b.spec.name == name);
+    let receiver = backend.as_ref().map(|name| index_of(name));
+    let issuer = issued_by.as_ref().map(|name| index_of(name));
+    let count = world
+        .record
+        .quic_unknown
+        .iter()
+        .filter(|(_, received_by, issued)| {
+            receiver.is_none_or(|r| r == Some(*received_by))
+                && issuer.is_none_or(|i| i.is_some() && i == *issued)
+        })
+        .count() as u64;
+    let mut whose = Vec::new();
+    if let Some(backend) = backend {
+        whose.push(format!(" received by {backend}"));
+    }
+    if let Some(issued_by) = issued_by {
+        whose.push(format!(" for connection IDs {issued_by} issued"));
+    }
+    Verdict {
+        what: format!(
+            "packets for unknown QUIC connections{} {}",
+            whose.join(","),
+            range_text(*at_least, *at_most)
+        ),
+        passed: range_ok(count, *at_least, *at_most),
+        detail: format!("{count}"),
     }
 }
 
@@ -517,9 +604,52 @@ pub fn summary(world: &World) -> Vec<String> {
         let counts = if counts.is_empty() { "none".to_owned() } else { counts.join(", ") };
         lines.push(format!("platform faults: {counts}"));
     }
+    lines.extend(quic_summary(world));
     if !world.scenario.platform.is_empty() || platform.stray_datagrams > 0 {
         let sockets = pool_sockets(world);
         lines.push(format!("upstream pool: {sockets} sockets, {} stray datagrams", platform.stray_datagrams));
+    }
+    lines
+}
+
+/// What QUIC did, when the scenario has `quic` servers or a `quic_lb` cluster (and only
+/// then: other traces stay as they were): the connections each server opened and the packets
+/// for connections they did not have; how QUIC-LB placed new flows, every instance.
+fn quic_summary(world: &World) -> Vec<String> {
+    let mut lines = Vec::new();
+    let servers: Vec<String> = world
+        .backends
+        .iter()
+        .filter_map(|b| b.quic.as_ref().map(|server| format!("{} {}", b.spec.name, server.connections())))
+        .collect();
+    if !servers.is_empty() {
+        let unknown = world.record.quic_unknown.len();
+        lines.push(format!(
+            "quic: connections opened {}; {unknown} packets for unknown connections",
+            servers.join(", ")
+        ));
+    }
+    let quic_lb = world.instances.iter().any(|i| i.lb.clusters.values().any(|c| c.quic_lb.is_some()))
+        || world.scenario.timeline.iter().any(|entry| {
+            matches!(&entry.action, crate::scenario::Action::Reload { lb, .. }
+                if lb.clusters.values().any(|c| c.quic_lb.is_some()))
+        });
+    if quic_lb {
+        let mut routes = [0u64; QuicRoute::COUNT];
+        for driver in &world.drivers {
+            for listener in &driver.core().flows().stats().listeners {
+                for (total, count) in routes.iter_mut().zip(listener.quic_lb) {
+                    *total += count;
+                }
+            }
+        }
+        let counts: Vec<String> = QuicRoute::ALL
+            .iter()
+            .filter(|route| routes[route.index()] > 0)
+            .map(|route| format!("{} {}", route.as_str(), routes[route.index()]))
+            .collect();
+        let counts = if counts.is_empty() { "none".to_owned() } else { counts.join(", ") };
+        lines.push(format!("quic-lb new flows: {counts}"));
     }
     lines
 }

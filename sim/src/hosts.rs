@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use udplb_core::proxy_v2::{Command, Header};
 
+use crate::quic::{QuicAnswer, QuicClient, QuicServer};
 use crate::scenario::{BackendChange, BackendModel, BackendSpec, ClientModel, ClientSpec, ProxyExpectation};
 
 /// What a backend's UDP port does right now.
@@ -36,6 +37,12 @@ pub struct BackendHost {
     proxied_ports: BTreeMap<u16, u64>,
     /// Broken PROXY expectations, described.
     pub proxy_violations: Vec<String>,
+    /// Its QUIC server, if its spec gives one (`server_id` and `cid_config`).
+    pub quic: Option<QuicServer>,
+    /// Packets its QUIC server received for connections it does not have.
+    pub unknown_connections: u64,
+    /// The last such packet (after any PROXY header), for the world to see whose it was.
+    pub unknown_packet: Option<Vec<u8>>,
 }
 
 /// What a backend does with one datagram.
@@ -53,7 +60,15 @@ pub enum BackendReaction {
 
 impl BackendHost {
     pub fn new(spec: BackendSpec) -> Self {
+        // Checked when the scenario loaded.
+        let quic = match (&spec.server_id, &spec.cid_config) {
+            (Some(server_id), Some(config)) => QuicServer::new(server_id, config).ok(),
+            _ => None,
+        };
         BackendHost {
+            quic,
+            unknown_connections: 0,
+            unknown_packet: None,
             reply_port: spec.reply_port,
             spec,
             state: BackendState::Up,
@@ -102,6 +117,15 @@ impl BackendHost {
             BackendModel::TwoReplies => vec![body.clone(), body],
             BackendModel::Amplifier => vec![body.repeat(10)],
             BackendModel::Silent => return BackendReaction::Nothing,
+            BackendModel::Quic => match self.quic.as_mut().map(|server| server.answer(&body)) {
+                Some(QuicAnswer::Reply(reply)) => vec![reply],
+                Some(QuicAnswer::UnknownConnection) => {
+                    self.unknown_connections += 1;
+                    self.unknown_packet = Some(body);
+                    return BackendReaction::Nothing;
+                }
+                Some(QuicAnswer::NotQuic) | None => return BackendReaction::Nothing,
+            },
         };
         BackendReaction::Reply { payloads, delay: self.spec.delay }
     }
@@ -198,6 +222,13 @@ impl BackendHost {
         if let Some(open) = change.tcp_open {
             spec.tcp_open = open;
         }
+        if let Some(config) = &change.cid_config {
+            spec.cid_config = Some(config.clone());
+            // Checked when the scenario loaded.
+            if let Some(server) = &mut self.quic {
+                let _ = server.set_config(config);
+            }
+        }
     }
 
     /// `restore`: it answers again, as its spec says.
@@ -228,28 +259,50 @@ pub struct ClientHost {
     pub port_shift: u16,
     /// Replies that reached a port the client no longer uses (the NAT drops them).
     pub stale_replies: u32,
+    /// A `quic` client's connection.
+    pub quic: Option<QuicClient>,
 }
 
 impl ClientHost {
     pub fn new(spec: ClientSpec) -> Self {
-        ClientHost { spec, sent: 0, pending: BTreeMap::new(), answered: 0, port_shift: 0, stale_replies: 0 }
+        ClientHost::seeded(spec, 0)
+    }
+
+    /// A client in a run with `seed` (a `quic` client draws its connection IDs from it).
+    pub fn seeded(spec: ClientSpec, seed: u64) -> Self {
+        let quic = matches!(spec.model, ClientModel::Quic { .. }).then(|| QuicClient::new(&spec.name, seed));
+        ClientHost {
+            spec,
+            sent: 0,
+            pending: BTreeMap::new(),
+            answered: 0,
+            port_shift: 0,
+            stale_replies: 0,
+            quic,
+        }
     }
 
     pub fn start(&self) -> Duration {
         match self.spec.model {
-            ClientModel::RequestResponse { start, .. } | ClientModel::Flood { start, .. } => start,
+            ClientModel::RequestResponse { start, .. }
+            | ClientModel::Flood { start, .. }
+            | ClientModel::Quic { start, .. } => start,
         }
     }
 
     pub fn interval(&self) -> Duration {
         match self.spec.model {
-            ClientModel::RequestResponse { interval, .. } | ClientModel::Flood { interval, .. } => interval,
+            ClientModel::RequestResponse { interval, .. }
+            | ClientModel::Flood { interval, .. }
+            | ClientModel::Quic { interval, .. } => interval,
         }
     }
 
     pub fn count(&self) -> u32 {
         match self.spec.model {
-            ClientModel::RequestResponse { count, .. } | ClientModel::Flood { count, .. } => count,
+            ClientModel::RequestResponse { count, .. }
+            | ClientModel::Flood { count, .. }
+            | ClientModel::Quic { count, .. } => count,
         }
     }
 
@@ -267,29 +320,7 @@ impl ClientHost {
                 } else {
                     port.wrapping_add(self.port_shift)
                 };
-                // `NAME#N`, padded with dots to `size` (written without `format!`).
-                let mut payload = Vec::new();
-                if size > 0 {
-                    let mut digits = [0u8; 10];
-                    let mut start = digits.len();
-                    let mut rest = number;
-                    loop {
-                        start -= 1;
-                        digits[start] = b'0' + (rest % 10) as u8;
-                        rest /= 10;
-                        if rest == 0 {
-                            break;
-                        }
-                    }
-                    let name = self.spec.name.as_bytes();
-                    payload.reserve(size.max(name.len() + 11));
-                    payload.extend_from_slice(name);
-                    payload.push(b'#');
-                    payload.extend_from_slice(&digits[start..]);
-                    if payload.len() < size {
-                        payload.resize(size, b'.');
-                    }
-                }
+                let mut payload = tag(&self.spec.name, number, size);
                 self.pending.insert(number, replies);
                 if let Some(client) = proxy_for {
                     // The header's destination is not read by udplb; the client's own family.
@@ -329,6 +360,15 @@ impl ClientHost {
                 };
                 Some((from, b"flood".to_vec()))
             }
+            ClientModel::Quic { port, size, .. } => {
+                let body = tag(&self.spec.name, number, size);
+                self.pending.insert(number, 1);
+                let payload = match &self.quic {
+                    Some(quic) => quic.packet(&body),
+                    None => body,
+                };
+                Some((SocketAddr::new(self.spec.address, port.wrapping_add(self.port_shift)), payload))
+            }
         }
     }
 
@@ -341,16 +381,32 @@ impl ClientHost {
     /// its current (NAT-mapped) port.
     pub fn listens_on(&self, port: u16) -> bool {
         match self.spec.model {
-            ClientModel::RequestResponse { new_port_per_request: false, port: base, .. } => {
-                port == base.wrapping_add(self.port_shift)
-            }
+            ClientModel::RequestResponse { new_port_per_request: false, port: base, .. }
+            | ClientModel::Quic { port: base, .. } => port == base.wrapping_add(self.port_shift),
             _ => true,
         }
     }
 
+    /// What a reply carries after any header: a `quic` client's packets have one, whichever
+    /// connection they are sent to.
+    pub fn tag_of<'a>(&self, payload: &'a [u8]) -> &'a [u8] {
+        match &self.quic {
+            Some(_) => crate::quic::after_client_header(payload).unwrap_or_default(),
+            None => payload,
+        }
+    }
+
     /// A reply arrived; matches it to its request by the request's tag (an empty reply, to
-    /// the oldest request still owed one).
+    /// the oldest request still owed one). A `quic` client reads its header first: one from
+    /// another connection is ignored.
     pub fn receive(&mut self, payload: &[u8]) {
+        let payload = match &mut self.quic {
+            Some(quic) => match quic.receive(payload) {
+                Some(body) => body,
+                None => return,
+            },
+            None => payload,
+        };
         if payload.is_empty() {
             if let Some(mut entry) = self.pending.first_entry() {
                 *entry.get_mut() = entry.get().saturating_sub(1);
@@ -384,8 +440,36 @@ impl ClientHost {
     /// Requests this client expects answers to (floods expect none).
     pub fn requests(&self) -> u32 {
         match self.spec.model {
-            ClientModel::RequestResponse { .. } => self.sent,
+            ClientModel::RequestResponse { .. } | ClientModel::Quic { .. } => self.sent,
             ClientModel::Flood { .. } => 0,
         }
     }
+}
+
+/// A request's tag: `NAME#N`, padded with dots to `size` (written without `format!`); empty
+/// for `size = 0`.
+fn tag(name: &str, number: u32, size: usize) -> Vec<u8> {
+    let mut payload = Vec::new();
+    if size > 0 {
+        let mut digits = [0u8; 10];
+        let mut start = digits.len();
+        let mut rest = number;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let name = name.as_bytes();
+        payload.reserve(size.max(name.len() + 11));
+        payload.extend_from_slice(name);
+        payload.push(b'#');
+        payload.extend_from_slice(&digits[start..]);
+        if payload.len() < size {
+            payload.resize(size, b'.');
+        }
+    }
+    payload
 }

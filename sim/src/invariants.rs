@@ -1,6 +1,7 @@
 //! What must hold in every run, whatever its scenario expects: the core's own invariants,
 //! every upstream the core believes open is open on its platform, no new flow to an ineligible
-//! backend outside fail-open, a client's datagrams stay on one flow while it takes them, every
+//! backend outside fail-open (nor one routed by its QUIC connection ID to a backend that is
+//! Down), a client's datagrams stay on one flow while it takes them, every
 //! backend is Up at the end of a run whose faults all healed in time, and the PROXY v2 headers
 //! the backends received were well formed. A broken one becomes a violation in the record.
 
@@ -8,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use udplb_core::driver::Driver;
+use udplb_core::flow::QuicRoute;
 use udplb_core::{AdminState, BackendId, Balancer, FlowId, Health, Instant, ListenerId};
 
 use crate::hosts::{BackendHost, BackendState};
@@ -39,15 +41,23 @@ pub fn fail_open_flows(driver: &Driver<SimPlatform>) -> u64 {
     driver.core().flows().stats().listeners.iter().map(|l| l.fail_open_flows).sum()
 }
 
-/// No new flow to an ineligible backend, outside fail-open.
+/// No new flow to an ineligible backend, outside fail-open — but a flow QUIC-LB routed by its
+/// connection ID belongs to a connection its backend holds, and goes there unless the backend
+/// is Down (a disabled, paused, drained or ejected backend keeps its connections).
 pub fn check_new_flow(
     now: Instant,
     core: &Balancer,
+    flow: FlowId,
     backend: BackendId,
     failed_open: bool,
     record: &mut Record,
 ) {
-    if !core.monitor().is_eligible(backend) && !failed_open {
+    let routed = core.flows().flow(flow).is_some_and(|f| f.admission.quic == Some(QuicRoute::Routed));
+    let down = core.monitor().backend(backend).is_some_and(|status| status.health == Health::Down);
+    if routed && down {
+        let name = core.flows().backend(backend).map_or("?", |(name, _)| name);
+        record.violation(format!("{now}: new flow routed by its connection ID to {name}, which is Down"));
+    } else if !routed && !core.monitor().is_eligible(backend) && !failed_open {
         let name = core.flows().backend(backend).map_or("?", |(name, _)| name);
         record.violation(format!("{now}: new flow to ineligible backend {name}"));
     }

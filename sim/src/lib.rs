@@ -24,6 +24,8 @@
 //!   world carries out; upstream ports placed by the core's own pool (`udplb_core::pool`, as
 //!   the shell places them); the `[platform]` faults, drawn from a stream of their own.
 //! - `hosts.rs`: clients and backends: what they send and how they answer what arrives.
+//! - `quic.rs`: the QUIC-like client and server those hosts are with `kind = "quic"` and
+//!   `model = "quic"`: headers, connection IDs issued with QUIC-LB, connections a server has.
 //! - `record.rs`: what the run saw: health transitions, new flows and placements, client
 //!   datagrams forwarded by backend, events by name, datagrams delivered and lost, violations.
 //! - `invariants.rs`: what must hold in every run: the core's invariants, upstream accounting,
@@ -50,6 +52,7 @@ pub mod invariants;
 pub mod junit;
 pub mod network;
 pub mod platform;
+pub mod quic;
 pub mod record;
 pub mod report;
 pub mod scenario;

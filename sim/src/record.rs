@@ -45,6 +45,9 @@ pub struct Record {
     pub placements: Vec<(usize, SocketAddr, Arc<str>)>,
     /// What the balancer's simulated kernel did: drawn `[platform]` faults and strays.
     pub platform: PlatformCounts,
+    /// Packets a `quic` backend host received for a connection it does not have: (time, the
+    /// host's index, the index of the host that issued the connection ID, if one did).
+    pub quic_unknown: Vec<(Instant, usize, Option<usize>)>,
     /// Backend names seen so far, shared by the entries above (one allocation per name, not
     /// per datagram).
     names: Vec<Arc<str>>,

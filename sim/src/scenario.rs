@@ -25,15 +25,16 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
-use udplb_core::config::duration;
+use udplb_core::config::{QuicLbEntry, duration};
 use udplb_core::{BackendCommand, Config};
 
 mod expect;
 mod user_config;
 
 pub use expect::{
-    ClientAnswered, Datagrams, Detectable, Direction, DropDirection, EventSelector, Expectation, Fraction,
-    NoTransition, PlatformCount, Share, Transitions,
+    Answered, AnsweredPerClient, ClientAnswered, Datagrams, Detectable, Direction, DropDirection,
+    EventSelector, Expectation, Fraction, NoTransition, PlatformCount, QuicUnknownConnections, Share,
+    Transitions,
 };
 
 /// One scenario file. Read it with [`Scenario::parse`] or [`Scenario::load`]: the file's
@@ -481,6 +482,22 @@ pub enum ClientModel {
         #[serde(default)]
         one_host: bool,
     },
+    /// One QUIC connection from one socket on `port`: `count` requests, one every `interval`
+    /// from `start`, each `size` bytes after its QUIC header and expecting one reply. Its
+    /// first requests are Initials (long headers to a DCID of its own choosing); once a reply
+    /// carries the server's connection ID, short headers to that ID (`sim/src/quic.rs`).
+    Quic {
+        #[serde(default = "zero", with = "duration::required")]
+        start: Duration,
+        #[serde(with = "duration::required")]
+        interval: Duration,
+        count: u32,
+        #[serde(default = "default_port")]
+        port: u16,
+        /// Bytes after the header (at least the request's own tag).
+        #[serde(default = "default_size")]
+        size: usize,
+    },
 }
 
 fn zero() -> Duration {
@@ -531,6 +548,25 @@ pub struct BackendSpec {
     /// its reply, or a copy made late on the way back).
     #[serde(default)]
     pub late_copy: Option<TimeOf>,
+    /// A `quic` backend's QUIC-LB server ID, in hex (two digits per octet): what it encodes
+    /// in the connection IDs it issues.
+    #[serde(default)]
+    pub server_id: Option<String>,
+    /// The QUIC-LB configuration a `quic` backend issues connection IDs with (`id`,
+    /// `server_id_len`, `nonce_len`, `key`: the same table as `[lb]`'s `quic_lb.configs`).
+    #[serde(default)]
+    pub cid_config: Option<QuicLbEntry>,
+}
+
+impl BackendSpec {
+    /// Whether the host is, or may become on the timeline, a `quic` server.
+    pub fn quic_in(&self, timeline: &[TimelineEntry]) -> bool {
+        self.model == BackendModel::Quic
+            || timeline.iter().any(|entry| {
+                matches!(&entry.action, Action::SetBackend(change)
+                    if change.backend == *self.name && change.model == Some(BackendModel::Quic))
+            })
+    }
 }
 
 /// What `set_backend` changes in a backend host from then on; a missing key keeps its value.
@@ -552,6 +588,10 @@ pub struct BackendChange {
     pub reply_address: Option<IpAddr>,
     #[serde(default)]
     pub tcp_open: Option<bool>,
+    /// A `quic` backend issues new connection IDs with this configuration (a config
+    /// rotation); its connections keep theirs.
+    #[serde(default)]
+    pub cid_config: Option<QuicLbEntry>,
 }
 
 fn yes() -> bool {
@@ -574,6 +614,10 @@ pub enum BackendModel {
     /// One reply ten times the request's size: a reflector (an open resolver answering a
     /// short query with a long answer).
     Amplifier,
+    /// A QUIC server that issues connection IDs with QUIC-LB (its `server_id` and
+    /// `cid_config`): it answers a packet of a connection it has, opens one for an Initial,
+    /// and stays silent for a short header to an ID it did not issue (`sim/src/quic.rs`).
+    Quic,
 }
 
 /// Which datagrams must carry a PROXY v2 header.
@@ -1065,6 +1109,9 @@ impl Scenario {
                 | Action::Sigterm { .. } => {}
             }
         }
+        self.check_quic()?;
+        let quic_hosts: Vec<&str> =
+            self.backends.iter().filter(|b| b.quic_in(&self.timeline)).map(|b| b.name.as_str()).collect();
         for expectation in &self.expectations {
             match expectation {
                 Expectation::Health { backend, .. }
@@ -1088,9 +1135,28 @@ impl Scenario {
                         known(client, &clients, "[[client]]", "")?;
                     }
                 }
+                Expectation::QuicUnknownConnections(QuicUnknownConnections {
+                    backend, issued_by, ..
+                }) => {
+                    if quic_hosts.is_empty() {
+                        let message = " a `quic_unknown_connections` expectation, but no [[backend]] is a \
+                                       `quic` server (`model = \"quic\"`)";
+                        return Err(ScenarioError(message.into()));
+                    }
+                    for name in [backend, issued_by].into_iter().flatten() {
+                        known(name, &quic_hosts, "`quic` [[backend]] host", "")?;
+                    }
+                }
+                Expectation::AnsweredPerClient(_) => {
+                    if !self.clients.iter().any(|c| !matches!(c.model, ClientModel::Flood { .. })) {
+                        return Err(ScenarioError(
+                            " an `answered_per_client` expectation, but no client expects replies".into(),
+                        ));
+                    }
+                }
                 Expectation::Lost { client: None, .. }
                 | Expectation::Transitions(Transitions { backend: None, .. })
-                | Expectation::Answered { .. }
+                | Expectation::Answered(_)
                 | Expectation::Drops { .. }
                 | Expectation::Closes { .. }
                 | Expectation::ConsistentPlacement { .. }
@@ -1105,6 +1171,46 @@ impl Scenario {
                         )));
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// `quic` backend hosts: each needs a server ID and a configuration that fit each other,
+    /// as does every configuration the timeline rotates it to; no other host takes them.
+    fn check_quic(&self) -> Result<(), ScenarioError> {
+        for backend in &self.backends {
+            let error =
+                |message: String| ScenarioError(format!(" [[backend]] `{}`: {message}", backend.name));
+            match (backend.quic_in(&self.timeline), &backend.server_id, &backend.cid_config) {
+                (true, Some(server_id), Some(config)) => {
+                    crate::quic::QuicServer::new(server_id, config).map_err(error)?;
+                }
+                (true, _, _) => {
+                    return Err(error("a `quic` server needs `server_id` and `cid_config`".into()));
+                }
+                (false, None, None) => {}
+                (false, _, _) => {
+                    return Err(error(
+                        "`server_id` and `cid_config` are a `quic` server's (`model = \"quic\"`)".into(),
+                    ));
+                }
+            }
+        }
+        for (index, entry) in self.timeline.iter().enumerate() {
+            let Action::SetBackend(BackendChange { backend, cid_config: Some(config), .. }) = &entry.action
+            else {
+                continue;
+            };
+            let host = self.backends.iter().find(|b| b.name == *backend);
+            let error = |message: &str| ScenarioError(format!(" timeline[{index}]: `{backend}` {message}"));
+            let Some(host) = host.filter(|host| host.quic_in(&self.timeline)) else {
+                return Err(error("is not a `quic` server: `cid_config` is a `quic` server's"));
+            };
+            if let Some(server_id) = &host.server_id {
+                crate::quic::QuicServer::new(server_id, config).map_err(|message| error(&message))?;
             }
         }
         Ok(())

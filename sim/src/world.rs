@@ -279,7 +279,7 @@ impl World {
             detailed: false,
             network: Network::new(scenario.network.clone(), seed),
             backends: scenario.backends.iter().cloned().map(BackendHost::new).collect(),
-            clients: scenario.clients.iter().cloned().map(ClientHost::new).collect(),
+            clients: scenario.clients.iter().cloned().map(|spec| ClientHost::seeded(spec, seed)).collect(),
             scenario,
             now: Instant::ZERO,
             queue: BinaryHeap::new(),
@@ -426,7 +426,8 @@ impl World {
         let first = client.sent;
         match &mut client.spec.model {
             crate::scenario::ClientModel::RequestResponse { count: total, interval: every, .. }
-            | crate::scenario::ClientModel::Flood { count: total, interval: every, .. } => {
+            | crate::scenario::ClientModel::Flood { count: total, interval: every, .. }
+            | crate::scenario::ClientModel::Quic { count: total, interval: every, .. } => {
                 *total = first + count;
                 *every = interval;
             }
@@ -604,7 +605,7 @@ impl World {
                 // A new flow's upstream opened: the flow is booked once the driver returns.
                 let instance = self.instance_of[worker];
                 let core = self.drivers[worker].core();
-                invariants::check_new_flow(self.now, core, backend, failed_open, &mut self.record);
+                invariants::check_new_flow(self.now, core, flow, backend, failed_open, &mut self.record);
                 if let Some(seen) = &mut self.unique_ids
                     && !seen.insert(core.flows().unique_id(flow.serial()))
                 {
@@ -939,6 +940,7 @@ impl World {
     /// returned on the wrong flow (a late reply taken for a newer flow's on a shared upstream
     /// port, say), which no client may ever see.
     fn check_reply_owner(&mut self, index: usize, payload: &[u8]) {
+        let payload = self.clients[index].tag_of(payload);
         let Some(end) = payload.iter().position(|b| *b == b'#') else { return };
         let owner = &payload[..end];
         let receiver = &self.clients[index].spec.name;
@@ -1033,6 +1035,10 @@ impl World {
             (!found.is_empty()).then_some(found)
         };
         let reaction = self.backends[index].receive(packet.from, &packet.payload, sends_to);
+        if let Some(unknown) = self.backends[index].unknown_packet.take() {
+            let issuer = crate::quic::issuer(self.backends.iter().map(|b| b.quic.as_ref()), &unknown);
+            self.record.quic_unknown.push((self.now, index, issuer));
+        }
         let address = self.backends[index].reply_source();
         match reaction {
             BackendReaction::Reply { payloads, delay } => {

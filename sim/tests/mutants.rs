@@ -60,7 +60,7 @@ fn maglev_ignores_input_order() -> bool {
 
 #[test]
 fn every_named_mutant_is_caught() {
-    let catchers: [(Mutant, &dyn Fn() -> bool, &str); 16] = [
+    let catchers: [(Mutant, &dyn Fn() -> bool, &str); 17] = [
         (
             Mutant::ResponsesPerFlow,
             &|| scenario_fails("pipelined_queries.toml"),
@@ -121,6 +121,7 @@ fn every_named_mutant_is_caught() {
             &|| scenario_fails("wildcard_listener.toml"),
             "scenario wildcard-listener",
         ),
+        (Mutant::QuicLbIgnored, &|| scenario_fails("quic_nat_rebinding.toml"), "scenario quic-nat-rebinding"),
     ];
     assert_eq!(catchers.len(), Mutant::ALL.len(), "every mutant has a catcher");
     mutants::set(None);

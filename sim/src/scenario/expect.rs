@@ -25,8 +25,15 @@ pub enum Expectation {
     NoNewFlows { backend: Name, from: TimeOf, to: TimeOf },
     /// At least this many new flows went to the backend (in the whole run).
     NewFlowsAtLeast { backend: Name, count: u64 },
-    /// At least this fraction of all requests got all their replies.
-    Answered { at_least: f64 },
+    /// The fraction of all requests that got all their replies: at least / at most.
+    Answered(Answered),
+    /// The fraction of each client's requests that got all their replies (every client that
+    /// expects replies): at least / at most.
+    AnsweredPerClient(AnsweredPerClient),
+    /// Packets `quic` backend hosts received for a connection they do not have (a short
+    /// header to a connection ID they did not issue), of those received by `backend` and/or
+    /// of those whose connection ID `issued_by` issued: at least / at most.
+    QuicUnknownConnections(QuicUnknownConnections),
     /// Datagrams dropped for `reason` over the run (those from clients, or with `direction =
     /// "to_client"` those from backends — on a flow or matching none —, or `"both"`): at least /
     /// at most.
@@ -393,6 +400,88 @@ pub enum Direction {
     ToBackend,
     /// Backend datagrams the balancer returned to a client.
     ToClient,
+}
+
+/// An `answered` expectation: bounds on the fraction of all requests answered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "AnsweredKeys")]
+pub struct Answered {
+    pub at_least: Option<Fraction>,
+    pub at_most: Option<Fraction>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnsweredKeys {
+    #[serde(default)]
+    at_least: Option<Fraction>,
+    #[serde(default)]
+    at_most: Option<Fraction>,
+}
+
+impl TryFrom<AnsweredKeys> for Answered {
+    type Error = String;
+
+    fn try_from(keys: AnsweredKeys) -> Result<Answered, String> {
+        let AnsweredKeys { at_least, at_most } = keys;
+        bounds_given("answered", at_least.map(|f| f.0), at_most.map(|f| f.0))?;
+        Ok(Answered { at_least, at_most })
+    }
+}
+
+/// An `answered_per_client` expectation: bounds on the fraction of each client's requests
+/// answered, every client that expects replies.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "AnsweredKeys")]
+pub struct AnsweredPerClient {
+    pub at_least: Option<Fraction>,
+    pub at_most: Option<Fraction>,
+}
+
+impl TryFrom<AnsweredKeys> for AnsweredPerClient {
+    type Error = String;
+
+    fn try_from(keys: AnsweredKeys) -> Result<AnsweredPerClient, String> {
+        let AnsweredKeys { at_least, at_most } = keys;
+        bounds_given("answered_per_client", at_least.map(|f| f.0), at_most.map(|f| f.0))?;
+        Ok(AnsweredPerClient { at_least, at_most })
+    }
+}
+
+/// A `quic_unknown_connections` expectation: a count of packets `quic` servers received for
+/// connections they do not have.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "QuicUnknownKeys")]
+pub struct QuicUnknownConnections {
+    /// Only those this backend host received.
+    pub backend: Option<Name>,
+    /// Only those sent to a connection ID this backend host issued.
+    pub issued_by: Option<Name>,
+    pub at_least: Option<u64>,
+    pub at_most: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuicUnknownKeys {
+    #[serde(default)]
+    backend: Option<Name>,
+    #[serde(default)]
+    issued_by: Option<Name>,
+    #[serde(default)]
+    at_least: Option<u64>,
+    #[serde(default)]
+    at_most: Option<u64>,
+}
+
+impl TryFrom<QuicUnknownKeys> for QuicUnknownConnections {
+    type Error = String;
+
+    fn try_from(keys: QuicUnknownKeys) -> Result<QuicUnknownConnections, String> {
+        let QuicUnknownKeys { backend, issued_by, at_least, at_most } = keys;
+        bounds_given("quic_unknown_connections", at_least.map(|n| n as f64), at_most.map(|n| n as f64))?;
+        Ok(QuicUnknownConnections { backend, issued_by, at_least, at_most })
+    }
 }
 
 /// A `client_answered` expectation: bounds on the fraction of `client`'s requests answered.

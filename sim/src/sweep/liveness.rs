@@ -14,7 +14,7 @@
 //! answer bound is the time a request takes to be answered on the healed network: two round
 //! trips of the largest latency plus jitter, plus the slowest backend's `delay`, plus 100 ms.
 //!
-//! Every live client (a request-response client with at least one backend host in its
+//! Every live client (a request-response or QUIC client with at least one backend host in its
 //! listener's cluster that is not `silent`) sends on from `t0`, one request every `max(its interval,
 //! 100ms)` (so a phase costs at most ten requests a second per client), until `t0 + T + W`
 //! with `W = max(1s, three of its intervals)`. Two checks, each a verdict named `liveness:`:
@@ -110,7 +110,11 @@ pub fn phase(world: &mut World) -> Vec<Verdict> {
     // Per client: (index, first request checked, one past the last request, last send).
     let mut checked = Vec::new();
     for index in 0..world.clients.len() {
-        let ClientModel::RequestResponse { interval, .. } = world.clients[index].spec.model else { continue };
+        let (ClientModel::RequestResponse { interval, .. } | ClientModel::Quic { interval, .. }) =
+            world.clients[index].spec.model
+        else {
+            continue;
+        };
         if !answerable(&world.scenario, world.clients[index].spec.listener.as_str()) {
             continue;
         }

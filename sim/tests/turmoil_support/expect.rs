@@ -90,12 +90,18 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
                 detail: format!("{got} new flows"),
             }
         }
-        Expectation::Answered { at_least } => {
+        Expectation::Answered(udplb_sim::scenario::Answered { at_least, at_most }) => {
             let (sent, answered) = facts.requests;
             let fraction = if sent == 0 { 1.0 } else { answered as f64 / sent as f64 };
+            let low = at_least.map_or(0.0, |f| f.0);
+            let high = at_most.map_or(1.0, |f| f.0);
+            let what = match at_most {
+                None => format!("at least {:.2}% answered", low * 100.0),
+                Some(_) => format!("between {:.2}% and {:.2}% answered", low * 100.0, high * 100.0),
+            };
             Verdict {
-                what: format!("at least {:.2}% answered", at_least * 100.0),
-                passed: fraction >= *at_least,
+                what,
+                passed: fraction >= low && fraction <= high,
                 detail: format!("{answered} of {sent}"),
             }
         }
@@ -130,6 +136,8 @@ fn judge_one(scenario: &Scenario, facts: &Facts, expectation: &Expectation) -> V
         },
         Expectation::Share(_)
         | Expectation::ClientAnswered { .. }
+        | Expectation::AnsweredPerClient(_)
+        | Expectation::QuicUnknownConnections(_)
         | Expectation::NoTransition(_)
         | Expectation::Transitions(_)
         | Expectation::Lost { .. }

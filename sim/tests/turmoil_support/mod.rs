@@ -157,6 +157,8 @@ pub fn unsupported(scenario: &Scenario) -> Option<String> {
         let kind = match expectation {
             Expectation::Share(_) => "share",
             Expectation::ClientAnswered { .. } => "client_answered",
+            Expectation::AnsweredPerClient(_) => "answered_per_client",
+            Expectation::QuicUnknownConnections(_) => "quic_unknown_connections",
             Expectation::NoTransition(_) => "no_transition",
             Expectation::Lost { .. } => "lost",
             Expectation::Transitions(_) => "transitions",
@@ -278,7 +280,7 @@ fn build(scenario: &Scenario, shared: &Rc<Shared>) -> World {
     let mut clients = Vec::new();
     for spec in &scenario.clients {
         let vip = scenario.lb.listeners[spec.listener.as_str()].address;
-        let host = Rc::new(RefCell::new(ClientHost::new(spec.clone())));
+        let host = Rc::new(RefCell::new(ClientHost::seeded(spec.clone(), scenario.seed)));
         clients.push(host.clone());
         sim.host(spec.address, move || hosts::client(host.clone(), vip));
     }
