@@ -234,7 +234,9 @@ fn benches(c: &mut Criterion) {
         ("new_flow_quic_lb_unknown_server_responses_1", None, "7f"),
     ] {
         let quic_lb = match key {
-            Some(_) => format!("quic_lb = {{ configs = [{{ id = 0, server_id_len = 1, nonce_len = 8, key = \"{KEY}\" }}] }}"),
+            Some(_) => format!(
+                "quic_lb = {{ configs = [{{ id = 0, server_id_len = 1, nonce_len = 8, key = \"{KEY}\" }}] }}"
+            ),
             None => "quic_lb = { configs = [{ id = 0, server_id_len = 1, nonce_len = 8 }] }".to_owned(),
         };
         let (mut core, _) = populated(10_000, &format!("responses = 1\n{quic_lb}"));
@@ -250,7 +252,8 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 next_client += 1;
                 now = now + Duration::from_nanos(100);
-                let ClientVerdict::Forward { flow, .. } = send(&mut core, now, &mut packet, client(next_client))
+                let ClientVerdict::Forward { flow, .. } =
+                    send(&mut core, now, &mut packet, client(next_client))
                 else {
                     panic!("admission failed")
                 };
