@@ -171,6 +171,64 @@ impl fmt::Display for PassiveFailure {
     }
 }
 
+/// How QUIC-LB placed a new flow, as its admission record keeps it and the counters count it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuicRoute {
+    /// Its destination connection ID named the backend's server ID.
+    Routed,
+    /// Unroutable: not a QUIC packet by the invariant header (placed by the algorithm).
+    NotQuic,
+    /// Unroutable: its config ID (rotation bits) is 7, or one the cluster lacks.
+    UnknownConfig,
+    /// Unroutable: the connection ID is shorter than its configuration's.
+    TooShort,
+    /// Unroutable: it decodes to a server ID no backend of the cluster has (a removed
+    /// backend's, or garbage from a client's random ID).
+    UnknownServer,
+    /// Unroutable: it names a backend whose health is Down.
+    ServerDown,
+}
+
+impl QuicRoute {
+    /// Outcomes, for counter arrays.
+    pub const COUNT: usize = 6;
+    /// Every outcome, in counter order.
+    pub const ALL: [QuicRoute; QuicRoute::COUNT] = [
+        QuicRoute::Routed,
+        QuicRoute::NotQuic,
+        QuicRoute::UnknownConfig,
+        QuicRoute::TooShort,
+        QuicRoute::UnknownServer,
+        QuicRoute::ServerDown,
+    ];
+
+    /// Position in counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in metrics, traces and `show flow` (`routed`, `not_quic`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuicRoute::Routed => "routed",
+            QuicRoute::NotQuic => "not_quic",
+            QuicRoute::UnknownConfig => "unknown_config",
+            QuicRoute::TooShort => "too_short",
+            QuicRoute::UnknownServer => "unknown_server",
+            QuicRoute::ServerDown => "server_down",
+        }
+    }
+
+    /// The outcome stored in three bits (1 to 6; 0 is "no QUIC-LB").
+    pub(crate) fn to_bits(self) -> u8 {
+        self as u8 + 1
+    }
+
+    pub(crate) fn from_bits(bits: u8) -> Option<QuicRoute> {
+        QuicRoute::ALL.get(usize::from(bits).checked_sub(1)?).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,8 +106,8 @@ pub struct ListenerStats {
     pub sources_tracked: u64,
     pub sources_evicted: u64,
     /// In a cluster with `quic_lb`: new flows by how QUIC-LB placed them, indexed by
-    /// [`crate::flow::QuicRoute::index`] (routed by connection ID, or why not).
-    pub quic_lb: [u64; crate::flow::QuicRoute::COUNT],
+    /// [`crate::outcome::QuicRoute::index`] (routed by connection ID, or why not).
+    pub quic_lb: [u64; crate::outcome::QuicRoute::COUNT],
 }
 
 /// A snapshot of every counter the core keeps.

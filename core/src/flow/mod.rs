@@ -33,7 +33,7 @@ mod sources;
 mod table;
 
 pub use invariants::InvariantViolation;
-pub use quic::QuicRoute;
+pub use crate::outcome::QuicRoute;
 pub use reload::ReloadSummary;
 
 use entry::Teardown;
