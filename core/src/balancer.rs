@@ -23,6 +23,8 @@ use crate::outcome::PassiveFailure;
 use crate::time::Instant;
 use std::net::SocketAddr;
 
+mod snapshot;
+
 /// What the caller (the shell, the simulator) acts on or shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {

@@ -103,6 +103,7 @@ pub mod pool;
 pub mod proxy_v2;
 pub mod quic_lb;
 pub mod select;
+pub mod snapshot;
 pub mod stats;
 pub mod steer;
 pub mod time;

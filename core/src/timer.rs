@@ -83,6 +83,25 @@ impl<K: Copy> DeadlineIndex<K> {
     }
 }
 
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+crate::snapshot::codec_struct!(TimerHandle { deadline, sequence });
+
+impl<K: Copy + crate::snapshot::Codec> crate::snapshot::Codec for DeadlineIndex<K> {
+    fn put(&self, w: &mut crate::snapshot::Writer) {
+        self.entries.put(w);
+        self.next_sequence.put(w);
+    }
+    fn get(r: &mut crate::snapshot::Reader<'_>) -> Result<Self, crate::snapshot::SnapshotError> {
+        let entries: BTreeMap<(Instant, u64), K> = crate::snapshot::Codec::get(r)?;
+        let next_sequence: u64 = crate::snapshot::Codec::get(r)?;
+        if entries.keys().any(|&(_, sequence)| sequence >= next_sequence) {
+            return Err(r.invalid("timer sequence"));
+        }
+        Ok(DeadlineIndex { entries, next_sequence })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -449,3 +449,116 @@ impl Flow {
         }
     }
 }
+
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+/// The most capacity a snapshot may give a flow's retry slot: twice the largest datagram with
+/// its PROXY header (a `Vec` at most doubles past what it holds), rounded up. The budget
+/// counts capacity, not length, so the capacity is part of the state.
+const MAX_RETRY_CAPACITY: usize = 256 * 1024;
+
+impl crate::snapshot::Codec for Flow {
+    fn put(&self, w: &mut crate::snapshot::Writer) {
+        let Flow {
+            serial,
+            hash,
+            listener,
+            backend,
+            client,
+            via,
+            local,
+            created,
+            last_client,
+            last_backend,
+            awaiting_since,
+            timer,
+            requests,
+            responses,
+            recent,
+            retired,
+            retried,
+            decision,
+            return_credit,
+            retry,
+        } = self;
+        serial.put(w);
+        hash.put(w);
+        listener.put(w);
+        backend.put(w);
+        client.put(w);
+        via.put(w);
+        local.put(w);
+        created.put(w);
+        last_client.put(w);
+        last_backend.put(w);
+        awaiting_since.put(w);
+        timer.put(w);
+        requests.put(w);
+        responses.put(w);
+        recent.put(w);
+        retired.put(w);
+        retried.put(w);
+        decision.put(w);
+        return_credit.put(w);
+        retry.capacity().put(w);
+        retry.put(w);
+    }
+    fn get(r: &mut crate::snapshot::Reader<'_>) -> Result<Self, crate::snapshot::SnapshotError> {
+        use crate::snapshot::Codec;
+        let (serial, hash, listener, backend) = Codec::get(r)?;
+        let (client, via, local, created) = Codec::get(r)?;
+        let (last_client, last_backend, awaiting_since, timer) = Codec::get(r)?;
+        let (requests, responses, recent, retired) = Codec::get(r)?;
+        let (retried, decision, return_credit) = Codec::get(r)?;
+        let capacity: usize = Codec::get(r)?;
+        let bytes: Vec<u8> = Codec::get(r)?;
+        if capacity > MAX_RETRY_CAPACITY || capacity < bytes.len() {
+            return Err(r.invalid("retry slot capacity"));
+        }
+        let mut retry = Vec::with_capacity(capacity);
+        retry.extend_from_slice(&bytes);
+        Ok(Flow {
+            serial,
+            hash,
+            listener,
+            backend,
+            client,
+            via,
+            local,
+            created,
+            last_client,
+            last_backend,
+            awaiting_since,
+            timer,
+            requests,
+            responses,
+            recent,
+            retired,
+            retried,
+            decision,
+            return_credit,
+            retry,
+        })
+    }
+}
+crate::snapshot::codec_struct!(Recent { written_off, copies, floor, echoes, sends });
+crate::snapshot::codec_struct!(Echoes { requests, replies });
+crate::snapshot::codec_struct!(Sends { at });
+
+impl crate::snapshot::Codec for Ring {
+    fn put(&self, w: &mut crate::snapshot::Writer) {
+        self.prints.put(w);
+        self.at.put(w);
+        self.len.put(w);
+        self.next.put(w);
+    }
+    fn get(r: &mut crate::snapshot::Reader<'_>) -> Result<Self, crate::snapshot::SnapshotError> {
+        use crate::snapshot::Codec;
+        let ring =
+            Ring { prints: Codec::get(r)?, at: Codec::get(r)?, len: Codec::get(r)?, next: Codec::get(r)? };
+        if usize::from(ring.len) > ECHOES || usize::from(ring.next) >= ECHOES {
+            return Err(r.invalid("echo ring position"));
+        }
+        Ok(ring)
+    }
+}

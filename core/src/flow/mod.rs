@@ -29,11 +29,12 @@ mod passive;
 mod quic;
 mod reload;
 mod retry;
+mod snapshot;
 mod sources;
 mod table;
 
-pub use invariants::InvariantViolation;
 pub use crate::outcome::QuicRoute;
+pub use invariants::InvariantViolation;
 pub use reload::ReloadSummary;
 
 use entry::Teardown;

@@ -152,3 +152,9 @@ impl FastestReply {
         }
     }
 }
+
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+crate::snapshot::codec_struct!(Tally { answered, failing, faults });
+crate::snapshot::codec_struct!(FaultReport { last, unreported });
+crate::snapshot::codec_struct!(FastestReply { current, previous, since });

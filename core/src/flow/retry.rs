@@ -23,6 +23,11 @@ impl RetryBudget {
         self.limit = limit;
     }
 
+    /// A snapshot's bytes held (`crate::snapshot`): the slots come back with the flows.
+    pub(crate) fn restore_bytes_kept(&mut self, bytes_kept: u64) {
+        self.bytes_kept = bytes_kept;
+    }
+
     /// Bytes held by every slot now.
     pub(crate) fn bytes_kept(&self) -> u64 {
         self.bytes_kept

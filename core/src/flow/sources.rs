@@ -226,6 +226,49 @@ impl SourceTable {
     }
 }
 
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+crate::snapshot::codec_struct!(Prefix { v6, bits });
+crate::snapshot::codec_struct!(Source { prefix, hash, flows, tokens_milli, updated });
+
+impl SourceTable {
+    /// Writes what inputs changed (the sources, the eviction hand, the count of evictions);
+    /// the limits, capacity and key come from the configuration and the keys.
+    pub(crate) fn write_snapshot(&self, w: &mut crate::snapshot::Writer) {
+        use crate::snapshot::Codec;
+        self.sources.put(w);
+        self.hand.put(w);
+        self.evictions.put(w);
+    }
+
+    /// Replaces the sources with a snapshot's and rebuilds the index over them.
+    pub(crate) fn read_snapshot(
+        &mut self,
+        r: &mut crate::snapshot::Reader<'_>,
+    ) -> Result<(), crate::snapshot::SnapshotError> {
+        use crate::snapshot::Codec;
+        let sources: Vec<Source> = Codec::get(r)?;
+        let hand: usize = Codec::get(r)?;
+        let evictions: u64 = Codec::get(r)?;
+        if sources.len() > self.capacity || (hand > sources.len() && !sources.is_empty()) {
+            return Err(r.invalid("source table size or hand"));
+        }
+        self.sources = sources;
+        self.hand = hand;
+        self.evictions = evictions;
+        self.index = HashTable::new();
+        for index in 0..self.sources.len() {
+            let hash = self.sources[index].hash;
+            if self.find(&self.sources[index].prefix, hash).is_some() {
+                return Err(r.invalid("duplicate source"));
+            }
+            let sources = &self.sources;
+            self.index.insert_unique(hash, index as u32, |&i| sources[i as usize].hash);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

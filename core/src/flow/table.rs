@@ -190,3 +190,77 @@ impl FlowTable {
         matches!(self.slots.get(slot as usize), Some(Slot::Occupied(_)))
     }
 }
+
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+impl FlowTable {
+    /// Writes the slab (flows and free list); the index is rebuilt on restore.
+    pub(crate) fn write_snapshot(&self, w: &mut crate::snapshot::Writer) {
+        use crate::snapshot::Codec;
+        self.slots.len().put(w);
+        for slot in &self.slots {
+            match slot {
+                Slot::Vacant { next_free } => {
+                    0u8.put(w);
+                    next_free.put(w);
+                }
+                Slot::Occupied(flow) => {
+                    1u8.put(w);
+                    flow.put(w);
+                }
+            }
+        }
+        self.free_head.put(w);
+    }
+
+    /// Replaces the slab with a snapshot's and indexes its live, non-retired flows (the index
+    /// is only looked up, never iterated into an output, so its internal order is free).
+    pub(crate) fn read_snapshot(
+        &mut self,
+        r: &mut crate::snapshot::Reader<'_>,
+    ) -> Result<(), crate::snapshot::SnapshotError> {
+        use crate::snapshot::Codec;
+        let len = r.len("flow slots")?;
+        let mut slots = Vec::with_capacity(len);
+        for _ in 0..len {
+            slots.push(match r.u8("flow slot tag")? {
+                0 => Slot::Vacant { next_free: u32::get(r)? },
+                1 => Slot::Occupied(Flow::get(r)?),
+                _ => return Err(r.invalid("flow slot tag")),
+            });
+        }
+        let free_head = u32::get(r)?;
+        // The free list must visit only vacant slots, each once, and end.
+        let mut at = free_head;
+        let mut seen = 0usize;
+        while at != NO_SLOT {
+            match slots.get(at as usize) {
+                Some(Slot::Vacant { next_free }) if seen < slots.len() => at = *next_free,
+                _ => return Err(r.invalid("flow free list")),
+            }
+            seen += 1;
+        }
+        if seen != slots.iter().filter(|s| matches!(s, Slot::Vacant { .. })).count() {
+            return Err(r.invalid("flow free list"));
+        }
+        self.slots = slots;
+        self.free_head = free_head;
+        self.occupied = self.slots.len() - seen;
+        self.index = HashTable::new();
+        for slot in 0..self.slots.len() {
+            let (hash, retired) = match &self.slots[slot] {
+                Slot::Occupied(flow) => (flow.hash, flow.retired),
+                Slot::Vacant { .. } => continue,
+            };
+            if retired {
+                continue;
+            }
+            let slots = &self.slots;
+            self.index.insert_unique(hash, slot as u32, |&s| match &slots[s as usize] {
+                Slot::Occupied(flow) => flow.hash,
+                Slot::Vacant { .. } => 0,
+            });
+        }
+        Ok(())
+    }
+}

@@ -77,3 +77,55 @@ impl History {
         Ok(())
     }
 }
+
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+crate::snapshot::codec_struct!(HistoryEntry { at, change });
+
+impl crate::snapshot::Codec for HistoryChange {
+    fn put(&self, w: &mut crate::snapshot::Writer) {
+        match self {
+            HistoryChange::Health { from, to, code } => {
+                0u8.put(w);
+                from.put(w);
+                to.put(w);
+                code.put(w);
+            }
+            HistoryChange::Admin { from, to } => {
+                1u8.put(w);
+                from.put(w);
+                to.put(w);
+            }
+            HistoryChange::Restarted { from, to } => {
+                2u8.put(w);
+                from.put(w);
+                to.put(w);
+            }
+        }
+    }
+    fn get(r: &mut crate::snapshot::Reader<'_>) -> Result<Self, crate::snapshot::SnapshotError> {
+        use crate::snapshot::Codec;
+        match r.u8("history change")? {
+            0 => Ok(HistoryChange::Health { from: Codec::get(r)?, to: Codec::get(r)?, code: Codec::get(r)? }),
+            1 => Ok(HistoryChange::Admin { from: Codec::get(r)?, to: Codec::get(r)? }),
+            2 => Ok(HistoryChange::Restarted { from: Codec::get(r)?, to: Codec::get(r)? }),
+            _ => Err(r.invalid("history change")),
+        }
+    }
+}
+
+impl History {
+    /// Snapshots: the entries (the capacity comes from the configuration).
+    pub(crate) fn entries(&self) -> &VecDeque<HistoryEntry> {
+        &self.entries
+    }
+
+    /// Restores [`History::entries`], refusing more than the capacity.
+    pub(crate) fn restore_entries(&mut self, entries: VecDeque<HistoryEntry>) -> Result<(), String> {
+        if entries.len() > self.capacity {
+            return Err(format!("{} history entries, capacity {}", entries.len(), self.capacity));
+        }
+        self.entries = entries;
+        Ok(())
+    }
+}

@@ -184,6 +184,34 @@ impl Hysteresis {
     }
 }
 
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+crate::snapshot::codec_struct!(Hysteresis { rise, fall, health, counter });
+
+impl crate::snapshot::Codec for Counter {
+    fn put(&self, w: &mut crate::snapshot::Writer) {
+        match self {
+            Counter::Haproxy { health } => {
+                0u8.put(w);
+                health.put(w);
+            }
+            Counter::Consecutive { passes, failures } => {
+                1u8.put(w);
+                passes.put(w);
+                failures.put(w);
+            }
+        }
+    }
+    fn get(r: &mut crate::snapshot::Reader<'_>) -> Result<Self, crate::snapshot::SnapshotError> {
+        use crate::snapshot::Codec;
+        match r.u8("hysteresis counter")? {
+            0 => Ok(Counter::Haproxy { health: Codec::get(r)? }),
+            1 => Ok(Counter::Consecutive { passes: Codec::get(r)?, failures: Codec::get(r)? }),
+            _ => Err(r.invalid("hysteresis counter")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,7 @@ mod outlier;
 mod outputs;
 mod probes;
 mod schedule;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 

@@ -284,3 +284,17 @@ impl HealthMonitor {
         }
     }
 }
+
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+crate::snapshot::codec_struct!(Outlier {
+    consecutive,
+    refusals,
+    window_start,
+    current,
+    previous,
+    recent,
+    readmitted_at,
+    timer,
+    ejections
+});

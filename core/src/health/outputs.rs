@@ -159,3 +159,22 @@ impl Outputs {
         Ok(())
     }
 }
+
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+crate::snapshot::codec_unit_enum!(Protocol { Tcp, Udp });
+
+impl Outputs {
+    /// Snapshots are taken with every output polled: only the drop count is state.
+    pub(crate) fn snapshot_state(&self) -> Result<u64, usize> {
+        if self.queue.is_empty() && self.pending.is_empty() && self.events == 0 {
+            Ok(self.events_dropped)
+        } else {
+            Err(self.queue.len())
+        }
+    }
+
+    pub(crate) fn restore_state(&mut self, events_dropped: u64) {
+        self.events_dropped = events_dropped;
+    }
+}

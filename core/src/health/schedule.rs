@@ -210,6 +210,19 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+// ----- snapshots (`crate::snapshot`) ----------------------------------------------------------
+
+impl Jitter {
+    /// The generator's position (its key and stream come from the keys and the backend).
+    pub(crate) fn word_pos(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    pub(crate) fn set_word_pos(&mut self, word_pos: u128) {
+        self.rng.set_word_pos(word_pos);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

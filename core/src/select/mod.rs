@@ -274,6 +274,27 @@ impl Selector {
         self.fingerprint = fingerprint(self.algorithm, &self.routable, table);
     }
 
+    /// Snapshots (`crate::snapshot`): what inputs changed and `update` does not derive — the
+    /// generator's position, the round-robin scores and the rebuild count.
+    pub(crate) fn dynamic_state(&self) -> (u128, Vec<i64>, u64) {
+        (self.rng.get_word_pos(), self.round_robin.scores().to_vec(), self.rebuilds)
+    }
+
+    /// Restores [`Selector::dynamic_state`] over a selector built from the configuration:
+    /// `update` derives the routable set and tables from `candidates`, then the rest is set.
+    pub(crate) fn restore_dynamic_state(
+        &mut self,
+        candidates: &[Candidate],
+        word_pos: u128,
+        scores: Vec<i64>,
+        rebuilds: u64,
+    ) {
+        self.update(candidates);
+        self.rng.set_word_pos(word_pos);
+        self.round_robin.set_scores(scores);
+        self.rebuilds = rebuilds;
+    }
+
     /// How many times derived state has been rebuilt (one per routable-set change).
     pub fn rebuilds(&self) -> u64 {
         self.rebuilds

@@ -16,6 +16,16 @@ pub(super) struct RoundRobin {
 }
 
 impl RoundRobin {
+    /// The running scores (snapshots).
+    pub(super) fn scores(&self) -> &[i64] {
+        &self.scores
+    }
+
+    /// Restores [`RoundRobin::scores`] (snapshots).
+    pub(super) fn set_scores(&mut self, scores: Vec<i64>) {
+        self.scores = scores;
+    }
+
     /// Forgets the running scores and sizes them for `candidates` backends.
     pub(super) fn reset(&mut self, candidates: usize) {
         self.scores.clear();
