@@ -77,10 +77,22 @@ fn quic_lb_decode_corpus_and_regressions_replay_cleanly() {
 }
 
 #[test]
+fn snapshot_decode_corpus_and_regressions_replay_cleanly() {
+    replay("snapshot_decode");
+}
+
+#[test]
 fn every_target_is_replayed_here() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,
-        ["datagram_path", "proxy_v2_decode", "proxy_v2_roundtrip", "config_parse", "quic_lb_decode"]
+        [
+            "datagram_path",
+            "proxy_v2_decode",
+            "proxy_v2_roundtrip",
+            "config_parse",
+            "quic_lb_decode",
+            "snapshot_decode"
+        ]
     );
 }

@@ -103,7 +103,10 @@ struct Driver {
 
 impl Driver {
     fn new(variant: u8, seed: u64) -> Driver {
-        let config = config(variant);
+        Driver::with_config(config(variant), seed)
+    }
+
+    fn with_config(config: Config, seed: u64) -> Driver {
         let core = Balancer::new(&config, Keys::from_seed(seed)).expect("valid");
         Driver { core, config, now: Instant::ZERO, flows: Vec::new(), probes: Vec::new() }
     }
@@ -316,10 +319,10 @@ proptest! {
             let at = index.index(corrupted.len());
             corrupted[at] ^= value;
         }
-        // Restored or refused; never a panic. What restores re-snapshots to itself.
+        // Restored or refused; never a panic. What restores is canonical: it re-snapshots to
+        // the same bytes.
         if let Ok(core) = Balancer::restore(&driver.config, &corrupted) {
-            let again = core.snapshot(&driver.config).unwrap();
-            prop_assert_eq!(Balancer::restore(&driver.config, &again).unwrap().snapshot(&driver.config).unwrap(), again);
+            prop_assert_eq!(core.snapshot(&driver.config).unwrap(), corrupted);
         }
     }
 }
@@ -480,5 +483,79 @@ fn a_follower_and_a_leader_keep_their_role() {
         let restored = Balancer::restore(&config, &snapshot).unwrap();
         assert_eq!(restored.role(), role);
         assert_eq!(restored.snapshot(&config).unwrap(), snapshot);
+    }
+}
+
+/// The seed corpus holds real snapshots: the valid seeds restore, so the fuzzer starts from
+/// inputs that reach past the header.
+#[test]
+fn the_valid_seeds_restore() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/snapshot_decode");
+    let mut restored = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let data = std::fs::read(&path).unwrap();
+        let config = udplb_core::fuzzing::snapshot_config(data[0]);
+        let result = Balancer::restore(&config, &data[1..]);
+        assert_eq!(result.is_ok(), name.starts_with("config-"), "{name}: {:?}", result.err());
+        restored += usize::from(result.is_ok());
+    }
+    assert_eq!(restored, 6);
+}
+
+// ----- the fuzz target's seed corpus ------------------------------------------------------------
+
+/// Writes `fuzz/corpus/snapshot_decode/`: for each of the fuzz target's configurations, the
+/// snapshot of a fresh balancer and of one after some traffic, probes and a drain, each behind
+/// the byte that selects the configuration; plus a wrong magic, an unknown version and a cut.
+/// Run `UDPLB_WRITE_SEEDS=1 cargo test -p udplb-core --test snapshot -- --ignored` to rewrite.
+#[test]
+#[ignore = "writes the seed corpus"]
+fn write_the_snapshot_decode_seed_corpus() {
+    if std::env::var_os("UDPLB_WRITE_SEEDS").is_none() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/snapshot_decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let steps = [
+        Step::Client { host: 1, port: 0, len: 3 },
+        Step::Client { host: 2, port: 1, len: 30 },
+        Step::Advance(1200),
+        Step::AnswerProbe { nth: 0, answer: 0 },
+        Step::AnswerProbe { nth: 0, answer: 2 },
+        Step::Backend { nth: 0 },
+        Step::Client { host: 3, port: 2, len: 7 },
+        Step::Refused { nth: 2 },
+        Step::Advance(900),
+        Step::Command { backend: 1, command: 4 },
+        Step::DrainListener,
+        Step::Client { host: 4, port: 0, len: 1 },
+    ];
+    for selector in 0u8..3 {
+        let config = udplb_core::fuzzing::snapshot_config(selector);
+        let mut driver = Driver::with_config(config.clone(), u64::from(selector) + 1);
+        let fresh = driver.core.snapshot(&config).unwrap();
+        for step in &steps {
+            driver.step(step);
+        }
+        let busy = driver.core.snapshot(&config).unwrap();
+        for (name, snapshot) in [("fresh", &fresh), ("busy", &busy)] {
+            let mut seed = vec![selector];
+            seed.extend_from_slice(snapshot);
+            std::fs::write(dir.join(format!("config-{selector}-{name}")), seed).unwrap();
+        }
+        if selector == 0 {
+            let mut bad = vec![0];
+            bad.extend_from_slice(&busy);
+            bad[1] = b'X';
+            std::fs::write(dir.join("bad-magic"), &bad).unwrap();
+            bad[1] = b'U';
+            bad[9] = 2;
+            std::fs::write(dir.join("version-2"), &bad).unwrap();
+            let mut cut = vec![0];
+            cut.extend_from_slice(&busy[..busy.len() * 2 / 3]);
+            std::fs::write(dir.join("cut-in-flows"), cut).unwrap();
+        }
     }
 }

@@ -213,6 +213,10 @@ impl FlowManager {
             let word_pos: u128 = {
                 let low: u64 = Codec::get(r)?;
                 let high: u64 = Codec::get(r)?;
+                if high >= 16 {
+                    // ChaCha's position has 68 bits.
+                    return Err(r.invalid("selection generator position"));
+                }
                 u128::from(low) | (u128::from(high) << 64)
             };
             let scores: Vec<i64> = Codec::get(r)?;
@@ -249,6 +253,52 @@ impl FlowManager {
         self.next_serial = Codec::get(r)?;
         self.now = Codec::get(r)?;
         self.timeouts_handled_until = Codec::get(r)?;
-        r.finish()
+        r.finish()?;
+        self.check_references()
+    }
+
+    /// Every id the state names exists (the invariant checks that follow index by them), and
+    /// the sums those checks take do not overflow (a snapshot this code wrote never does).
+    fn check_references(&self) -> Result<(), SnapshotError> {
+        let sum = |first: u64, rest: &[u64]| rest.iter().try_fold(first, |total, n| total.checked_add(*n));
+        let datagrams = self
+            .stats
+            .listeners
+            .iter()
+            .flat_map(|l| [&l.client, &l.backend])
+            .chain([&self.stats.unattributed]);
+        for counters in datagrams {
+            if sum(counters.passed, &counters.drops).is_none() {
+                return Err(SnapshotError::Inconsistent("datagram counters overflow".into()));
+            }
+        }
+        for counters in self.stats.listeners.iter().map(|l| &l.flows).chain([&self.stats.flows]) {
+            if sum(counters.active, &counters.closed).is_none() {
+                return Err(SnapshotError::Inconsistent("flow counters overflow".into()));
+            }
+        }
+        let listener = |id: crate::id::ListenerId| (id.0 as usize) < self.listeners.len();
+        let backend = |id: crate::id::BackendId| (id.0 as usize) < self.backends.len();
+        for (slot, flow) in self.table.iter() {
+            if !listener(flow.listener) || !backend(flow.backend) {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "the flow in slot {slot} names {} and {}, which do not exist",
+                    flow.listener, flow.backend
+                )));
+            }
+        }
+        for (_, key) in self.timers.iter() {
+            let known = match key {
+                TimerKey::Flow { slot } => self.table.is_occupied(slot),
+                TimerKey::ListenerDrain(id) => listener(id),
+                TimerKey::BackendDrain(id) => backend(id),
+            };
+            if !known {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "a timer names {key:?}, which does not exist"
+                )));
+            }
+        }
+        Ok(())
     }
 }

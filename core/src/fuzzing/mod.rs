@@ -17,11 +17,13 @@ mod config_spec;
 mod datagram_path;
 mod proxy_v2;
 mod quic_lb;
+mod snapshot;
 
 pub use config_parse::config_parse;
 pub use datagram_path::datagram_path;
 pub use proxy_v2::{proxy_v2_decode, proxy_v2_roundtrip};
 pub use quic_lb::quic_lb_decode;
+pub use snapshot::{snapshot_config, snapshot_decode};
 
 /// A target body: the fuzzer's bytes in, a panic out when a promise is broken.
 pub type Target = fn(&[u8]);
@@ -34,4 +36,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("proxy_v2_roundtrip", proxy_v2_roundtrip),
     ("config_parse", config_parse),
     ("quic_lb_decode", quic_lb_decode),
+    ("snapshot_decode", snapshot_decode),
 ];

@@ -89,6 +89,10 @@ impl HealthMonitor {
             backend.check = Codec::get(r)?;
             let low: u64 = Codec::get(r)?;
             let high: u64 = Codec::get(r)?;
+            if high >= 16 {
+                // ChaCha's position has 68 bits.
+                return Err(r.invalid("jitter generator position"));
+            }
             backend.jitter.set_word_pos(u128::from(low) | (u128::from(high) << 64));
             backend.slot = Codec::get(r)?;
             backend.last_code = Codec::get(r)?;
@@ -121,6 +125,23 @@ impl HealthMonitor {
         self.removed = removed;
         self.next_probe_id = Codec::get(r)?;
         self.stats = Codec::get(r)?;
-        r.finish()
+        r.finish()?;
+        // Every backend the state names is monitored (the monitor indexes by them).
+        let unknown =
+            self.probes.values().map(|(backend, _)| *backend).chain(self.timers.iter().map(|(_, key)| {
+                match key {
+                    TimerKey::Schedule(backend)
+                    | TimerKey::CheckTimeout(backend)
+                    | TimerKey::Readmit(backend) => backend,
+                }
+            }));
+        for backend in unknown.collect::<Vec<_>>() {
+            if !self.backends.contains_key(&backend) {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "the health state names {backend}, not monitored"
+                )));
+            }
+        }
+        Ok(())
     }
 }

@@ -5,10 +5,10 @@ use super::SnapshotError;
 use super::codec::{Codec, Reader, Writer, codec_struct, codec_unit_enum};
 use crate::balancer::FrontendState;
 use crate::config::Algorithm;
-use crate::flow::QuicRoute;
 use crate::health::{
     AdminState, BackendState, CheckCode, CheckDurations, Health, HealthStats, ProbeFailure, ProbeResult,
 };
+use crate::outcome::QuicRoute;
 use crate::select::Candidate;
 use crate::stats::{
     BackendStats, DatagramCounters, FlowCounters, LatencyHistogram, ListenerStats, RetryCounters, Stats,
