@@ -107,7 +107,11 @@ impl Driver {
     }
 
     fn with_config(config: Config, seed: u64) -> Driver {
-        let core = Balancer::new(&config, Keys::from_seed(seed)).expect("valid");
+        Driver::with_role(config, seed, udplb_core::Role::Whole)
+    }
+
+    fn with_role(config: Config, seed: u64, role: udplb_core::Role) -> Driver {
+        let core = Balancer::with_role(&config, Keys::from_seed(seed), role).expect("valid");
         Driver { core, config, now: Instant::ZERO, flows: Vec::new(), probes: Vec::new() }
     }
 
@@ -258,8 +262,15 @@ impl Driver {
 
 /// Runs `steps`, handing over to a restored balancer after `prefix` of them, alongside the
 /// uninterrupted run; both must say the same things.
-fn compare(variant: u8, seed: u64, prefix: &[Step], rest: &[Step]) -> Result<(), TestCaseError> {
-    let mut original = Driver::new(variant, seed);
+fn compare(
+    variant: u8,
+    seed: u64,
+    leader: bool,
+    prefix: &[Step],
+    rest: &[Step],
+) -> Result<(), TestCaseError> {
+    let role = if leader { udplb_core::Role::Leader } else { udplb_core::Role::Whole };
+    let mut original = Driver::with_role(config(variant), seed, role);
     for step in prefix {
         original.step(step);
     }
@@ -280,10 +291,12 @@ proptest! {
     /// The property of issue 15: restore, then the same inputs, gives the same outputs. The
     /// prefix reloads only to configurations that keep every id (another algorithm, source
     /// limits added or removed; see `a_reload_that_renumbers_is_refused`); the rest has any.
+    /// The balancer is a whole one or a workers' leader (which also reports backend states).
     #[test]
     fn a_restored_balancer_continues_exactly(
         variant in 0u8..36,
         seed in any::<u64>(),
+        leader in any::<bool>(),
         prefix in prop::collection::vec(step(), 0..150),
         rest in prop::collection::vec(step(), 1..150),
     ) {
@@ -296,7 +309,7 @@ proptest! {
                 step => step,
             })
             .collect();
-        compare(variant, seed, &prefix, &rest)?;
+        compare(variant, seed, leader, &prefix, &rest)?;
     }
 
     /// No corruption makes restore panic, and prefixes of a snapshot are refused.
