@@ -183,6 +183,15 @@ impl<P: Platform> Driver<P> {
         result
     }
 
+    /// Restart with handover (`crate::snapshot`): the core is replaced by one restored from
+    /// its own snapshot under `config` (the one it runs), as a new process would take over;
+    /// the platform (its sockets) stays. Refused, with nothing changed, if the snapshot is.
+    pub fn hand_over(&mut self, config: &Config) -> Result<(), crate::snapshot::SnapshotError> {
+        let snapshot = self.core.snapshot(config)?;
+        self.core = Balancer::restore(config, &snapshot)?;
+        Ok(())
+    }
+
     /// A new configuration; an invalid one changes nothing.
     pub fn reload(&mut self, now: Instant, config: &Config) -> Result<Reload, Vec<ValidationError>> {
         if let Some(journal) = &mut self.journal {

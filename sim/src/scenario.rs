@@ -688,6 +688,13 @@ pub enum Action {
         #[serde(default)]
         instance: Option<usize>,
     },
+    /// Restart with handover (every instance, or instance `instance`): each worker's core is
+    /// replaced by one restored from its snapshot, its sockets kept (issue 15). The run must go
+    /// on exactly as without it.
+    Handover {
+        #[serde(default)]
+        instance: Option<usize>,
+    },
     /// Cancel a listener's drain: it takes new flows again.
     ResumeListener { listener: Name },
     /// A backend host changes how it answers (its model, delays, reply source, TCP port).
@@ -721,6 +728,7 @@ impl Action {
             Action::Rehash => "rehash",
             Action::Rebind { .. } => "rebind",
             Action::Sigterm { .. } => "sigterm",
+            Action::Handover { .. } => "handover",
             Action::ResumeListener { .. } => "resume_listener",
             Action::SetBackend(_) => "set_backend",
         }
@@ -995,7 +1003,10 @@ impl Scenario {
                         }
                     }
                 }
-                Action::Sigterm { instance: Some(instance) } if *instance >= instances => {
+                Action::Sigterm { instance: Some(instance) }
+                | Action::Handover { instance: Some(instance) }
+                    if *instance >= instances =>
+                {
                     return Err(ScenarioError(format!(
                         " timeline[{index}]: no instance {instance}; there are {instances}"
                     )));
@@ -1106,7 +1117,8 @@ impl Scenario {
                 | Action::Network(_)
                 | Action::Reload { .. }
                 | Action::Rehash
-                | Action::Sigterm { .. } => {}
+                | Action::Sigterm { .. }
+                | Action::Handover { .. } => {}
             }
         }
         self.check_quic()?;

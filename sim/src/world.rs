@@ -1191,6 +1191,29 @@ impl World {
                     }
                 }
             }
+            Action::Handover { instance } => {
+                for index in 0..self.instances.len() {
+                    let running = &self.instances[index];
+                    if instance.is_some_and(|i| i != index) || running.stopped {
+                        continue;
+                    }
+                    let workers = running.workers;
+                    let config = if workers == 1 {
+                        running.lb.clone()
+                    } else {
+                        udplb_core::config::worker_config(
+                            &running.lb,
+                            workers as u32,
+                            running.lb.process.max_flows(),
+                        )
+                    };
+                    for worker in running.worker_range() {
+                        if let Err(error) = self.drivers[worker].hand_over(&config) {
+                            self.trace.line(self.now, format!("handover refused: {error}"));
+                        }
+                    }
+                }
+            }
             Action::SetBackend(change) => {
                 match self.backends.iter_mut().find(|b| b.spec.name == change.backend) {
                     Some(host) => host.change(&change),
@@ -1350,6 +1373,8 @@ fn describe(action: &Action) -> String {
             line
         }
         Action::Sigterm { instance: None } => "SIGTERM".into(),
+        Action::Handover { instance: None } => "restart with handover".into(),
+        Action::Handover { instance: Some(instance) } => format!("restart instance {instance} with handover"),
         Action::Sigterm { instance: Some(instance) } => format!("SIGTERM to instance {instance}"),
         Action::ResumeListener { listener } => format!("resume listener {listener}"),
         Action::SetBackend(change) => format!("{} changes how it answers", change.backend),
