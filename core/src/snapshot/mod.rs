@@ -1,10 +1,12 @@
-//! Snapshots of the core: the whole dynamic state of a [`Balancer`], written and read by the
-//! core, so that a new process can take over from an old one without losing a flow.
+//! Snapshots of the core: the whole dynamic state of a [`Balancer`](crate::Balancer),
+//! written and read by the core, so that a new process can take over from an old one
+//! without losing a flow.
 //!
 //! A snapshot is restored against the same [`Config`] the balancer runs (the configuration is
 //! not in it; a fingerprint of it is). What the configuration determines is rebuilt from it;
-//! what inputs changed is in the snapshot. [`Balancer::restore`] followed by the inputs the
-//! original would have seen produces, byte for byte, the outputs the original would have.
+//! what inputs changed is in the snapshot. [`Balancer::restore`](crate::Balancer::restore)
+//! followed by the inputs the original would have seen produces, byte for byte, the outputs
+//! the original would have.
 //!
 //! # Format (version 1)
 //!
