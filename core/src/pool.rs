@@ -23,7 +23,8 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
-use crate::id::BackendId;
+use crate::id::{BackendId, FlowId};
+use crate::snapshot::Codec;
 use crate::time::Instant;
 
 /// How long a socket released by a flow to backend B stays unused for B (if the pool may
@@ -218,7 +219,66 @@ impl<F: Copy + Eq + std::hash::Hash + std::fmt::Debug> Pool<F> {
     pub fn sockets(&self) -> u32 {
         self.sockets
     }
+}
 
+/// The pool in a handover ([`crate::snapshot::PlatformState`]): lanes and bindings in
+/// address and flow order (the reply index is rebuilt from the bindings), then checked, so
+/// that no input decodes into a pool that would misroute a reply.
+impl crate::snapshot::Codec for Pool<FlowId> {
+    fn put(&self, w: &mut crate::snapshot::Writer) {
+        self.families.put(w);
+        let mut lanes: Vec<(&SocketAddr, &Lane)> = self.lanes.iter().collect();
+        lanes.sort_by_key(|(address, _)| **address);
+        lanes.len().put(w);
+        for (address, lane) in lanes {
+            address.put(w);
+            lane.free.put(w);
+            lane.taken.put(w);
+        }
+        let mut bindings: Vec<&Binding<FlowId>> = self.bindings.values().collect();
+        bindings.sort_by_key(|binding| binding.flow);
+        bindings.len().put(w);
+        for binding in bindings {
+            binding.flow.put(w);
+            binding.socket.put(w);
+            binding.address.put(w);
+            binding.backend.put(w);
+        }
+        self.sockets.put(w);
+    }
+
+    fn get(r: &mut crate::snapshot::Reader<'_>) -> Result<Self, crate::snapshot::SnapshotError> {
+        let families = <[Vec<u32>; 2]>::get(r)?;
+        let mut pool = Pool { families, ..Pool::default() };
+        for _ in 0..r.len("lanes")? {
+            let address = SocketAddr::get(r)?;
+            let lane = Lane { free: <VecDeque<(u32, Instant)> as Codec>::get(r)?, taken: u32::get(r)? };
+            if pool.lanes.insert(address, lane).is_some() {
+                return Err(r.invalid("pool lane listed twice"));
+            }
+        }
+        for _ in 0..r.len("bindings")? {
+            let flow = FlowId::get(r)?;
+            let (socket, address, backend) = <(u32, SocketAddr, BackendId)>::get(r)?;
+            if pool.bindings.contains_key(&flow) || pool.occupants.contains_key(&(socket, address)) {
+                return Err(r.invalid("pool binding listed twice"));
+            }
+            pool.bind(flow, socket, address, backend);
+        }
+        pool.sockets = u32::get(r)?;
+        let sockets = pool.sockets;
+        let listed = pool.families.iter().flatten().count();
+        let in_range = pool.families.iter().flatten().all(|&socket| socket < sockets)
+            && pool.bindings.values().all(|binding| binding.socket < sockets)
+            && pool.lanes.values().all(|lane| lane.free.iter().all(|(socket, _)| *socket < sockets));
+        if listed != sockets as usize || !in_range {
+            return Err(r.invalid("pool socket index"));
+        }
+        Ok(pool)
+    }
+}
+
+impl<F: Copy + Eq + std::hash::Hash + std::fmt::Debug> Pool<F> {
     /// Every binding is in the reply index and vice versa; no socket serves two flows to one
     /// backend; every lane accounts for each socket it took exactly once.
     #[cfg(test)]

@@ -16,6 +16,7 @@
 //! same turn, between datagrams.
 
 mod follower;
+mod handover;
 mod leader;
 
 use std::io::ErrorKind;
@@ -40,6 +41,9 @@ use crate::notices::Notices;
 use crate::workers::{FlowQueries, WorkerView};
 use follower::FollowerDuties;
 use leader::LeaderDuties;
+pub use leader::Takeover;
+
+pub use crate::handover::Adopted;
 
 /// Largest UDP payload plus one, so a datagram that fills it is known to be truncated.
 const RECEIVE_CAPACITY: usize = 65_536;
@@ -67,6 +71,14 @@ pub struct EventLoop {
     /// The configuration running now (the core does not expose every setting: a cluster's
     /// algorithm, a listener's affinity), as the file gave it.
     pub(crate) config: Config,
+    /// The text `config` was read from (a handover passes it on: the new process restores
+    /// the snapshots under the configuration they were taken with).
+    pub(crate) config_text: String,
+    /// A new process asked for a handover on this control connection (its pid, its
+    /// protocol): carried out at the end of the turn.
+    pub(crate) handover_request: Option<(mio::Token, u32, u32)>,
+    /// This worker handed everything over to a new process: the loop ends now.
+    handed_over: bool,
     /// The `[process]` settings the process started with: those a reload cannot change hold
     /// until the next start (see [`udplb_core::config::ProcessConfig::restart_only_changes`]).
     pub(crate) started: udplb_core::config::ProcessConfig,
@@ -102,14 +114,16 @@ enum Duties {
 impl EventLoop {
     /// A worker's loop with its listeners bound and no control socket or metrics endpoint
     /// yet. `origin` is when the process's clock started (workers of one process share it).
+    #[allow(clippy::too_many_arguments)]
     fn build(
         poll: Poll,
         config_path: &Path,
-        config: Config,
+        (config, config_text): (Config, String),
         core: Balancer,
         default_max_flows: u32,
         origin: std::time::Instant,
         duties: Duties,
+        adopted: Option<Adopted>,
     ) -> anyhow::Result<EventLoop> {
         // With several workers, every one has others to tell.
         let notices = Notices::new(core.role() != Role::Whole);
@@ -128,6 +142,9 @@ impl EventLoop {
         driver.platform_mut().set_exclusive(exclusive);
         let waker_token = driver.platform_mut().token(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);
+        if let Some(adopted) = adopted {
+            driver.platform_mut().adopt(adopted)?;
+        }
         let (core, platform) = driver.parts_mut();
         platform.sync_listeners(core, &config)?;
         Ok(EventLoop {
@@ -140,6 +157,9 @@ impl EventLoop {
             started: config.process.clone(),
             reloads: Default::default(),
             config,
+            config_text,
+            handover_request: None,
+            handed_over: false,
             default_max_flows,
             control: None,
             metrics: None,

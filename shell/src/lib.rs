@@ -28,12 +28,16 @@
 //! - `metrics.rs` and `metrics/` ([`metrics`]): Prometheus metrics: rendering, the HTTP
 //!   endpoint, answering scrapes;
 //! - `system.rs` ([`system`]): descriptor limits, keys, kernel drop counters and systemd
-//!   readiness.
+//!   readiness;
+//! - `handover.rs` ([`handover`]): hitless restart: what a process hands its successor and
+//!   how (over the control socket, or through systemd's descriptor store);
+//!   `event_loop/handover.rs` freezes, hands over, resumes and adopts.
 
 mod batch;
 pub mod control;
 mod counters;
 pub mod event_loop;
+pub mod handover;
 pub mod log_events;
 pub mod metrics;
 mod mio_platform;

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use tracing_subscriber::util::SubscriberInitExt;
 use udplb::ctl::CtlCommand;
-use udplb::event_loop::EventLoop;
-use udplb::{ctl, system};
+
+use anyhow::Context;
+use udplb::event_loop::{Adopted, EventLoop, Takeover};
+use udplb::{ctl, handover, system};
 use udplb_core::config::LogFormat;
 use udplb_core::{Balancer, Config, Keys, Role};
 
@@ -34,6 +37,12 @@ enum Command {
         /// refuses to start, since the kernel would split new clients between the two).
         #[arg(long)]
         share_listeners: bool,
+        /// Take over from the udplb running with this configuration's control socket: its
+        /// listener, upstream and probe sockets and its flows pass to this process, which
+        /// serves them on; the old process then exits. Nothing is dropped or re-hashed
+        /// (docs/operations.md, "Upgrading without losing flows").
+        #[arg(long)]
+        takeover: bool,
     },
     /// Check a configuration file: exit 0 if valid; otherwise print every error with file,
     /// line, column and field, and exit 1. Risky settings are printed as warnings.
@@ -142,7 +151,7 @@ fn main() -> ExitCode {
             };
             ctl::run(&socket, json, timeout, &command)
         }
-        Command::Run { config, share_listeners } => match run(&config, share_listeners) {
+        Command::Run { config, share_listeners, takeover } => match run(&config, share_listeners, takeover) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("udplb: {error:#}");
@@ -195,26 +204,61 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::from_toml_str(&text).map_err(|errors| errors.render(&file))
 }
 
-fn run(path: &Path, share_listeners: bool) -> anyhow::Result<()> {
-    let config = load(path).map_err(|message| anyhow::anyhow!("invalid configuration:\n{message}"))?;
+fn run(path: &Path, share_listeners: bool, takeover: bool) -> anyhow::Result<()> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("{file}: {error}"))?;
+    let config = Config::from_toml_str(&text)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{}", errors.render(&file)))?;
     init_logging(config.process.log_format);
     let nofile = system::raise_nofile_limit();
     let default_max_flows = system::default_max_flows(nofile, &config);
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let warnings = warnings(&config, nofile);
-        for line in udplb_core::config::render_warnings(&text, &path.display().to_string(), &warnings).lines()
-        {
-            tracing::warn!(event = %"config_warning", warning = %line, "risky setting");
-        }
+    let warnings = warnings(&config, nofile);
+    for line in udplb_core::config::render_warnings(&text, &file, &warnings).lines() {
+        tracing::warn!(event = %"config_warning", warning = %line, "risky setting");
     }
-    let workers = config.process.workers();
-    let max_flows = config.process.max_flows.unwrap_or(default_max_flows);
-    // Budgets are per process: each worker gets its share.
-    let effective = udplb::worker_config(&config, workers, default_max_flows);
     if !udplb_core::TEST_FEATURES.is_empty() {
         let features = udplb_core::TEST_FEATURES.join(",");
         tracing::warn!(%features, "built with test-only features: not a build to ship");
     }
+    let start = Start { path, text, config, default_max_flows, share_listeners, nofile };
+    if takeover {
+        return take_over(start);
+    }
+    if let Some((handover, names)) = handover::from_listen_fds()? {
+        // systemd kept the previous process's sockets and state in its descriptor store.
+        match restore(&start, handover) {
+            Ok(mut event_loop) => {
+                handover::clear_fd_store(&names);
+                event_loop.settle_takeover(&start.text, start.default_max_flows);
+                return event_loop.run();
+            }
+            Err(error) => tracing::error!(
+                event = %"handover_failed",
+                "cannot restore what the previous process stored; starting afresh, its flows are lost: {error:#}"
+            ),
+        }
+        handover::clear_fd_store(&names);
+    }
+    start_afresh(start)
+}
+
+/// What `udplb run` starts from.
+struct Start<'a> {
+    path: &'a Path,
+    /// The configuration file, as read, and what it says.
+    text: String,
+    config: Config,
+    default_max_flows: u32,
+    share_listeners: bool,
+    nofile: u64,
+}
+
+fn start_afresh(start: Start<'_>) -> anyhow::Result<()> {
+    let Start { path, text, config, default_max_flows, share_listeners, nofile } = start;
+    let workers = config.process.workers();
+    let max_flows = config.process.max_flows.unwrap_or(default_max_flows);
+    // Budgets are per process: each worker gets its share.
+    let effective = udplb::worker_config(&config, workers, default_max_flows);
     tracing::info!(
         file = %path.display(),
         max_flows,
@@ -233,12 +277,101 @@ fn run(path: &Path, share_listeners: bool) -> anyhow::Result<()> {
     let core = Balancer::with_role(&effective, keys.clone(), role).map_err(|errors| {
         anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
     })?;
-    let mut event_loop = EventLoop::new(path, config, core, default_max_flows, share_listeners)?;
+    let mut event_loop =
+        EventLoop::new(path, (config, text), core, default_max_flows, share_listeners, None)?;
     for index in 1..workers {
         let keys = Keys { unique: system::unique_prefix(process_id, index), ..keys.clone() };
         event_loop.spawn_follower(index, &effective, keys)?;
     }
     event_loop.run()
+}
+
+/// `udplb run --takeover`: asks the udplb behind the configuration's control socket for its
+/// sockets and flows, serves them, and tells it so (it then exits). On any failure the old
+/// process is told, and serves on.
+fn take_over(start: Start<'_>) -> anyhow::Result<()> {
+    let Some(socket) = start.config.process.control_socket.clone() else {
+        anyhow::bail!(
+            "--takeover finds the running udplb through its control socket, and {} sets no \
+             process.control_socket",
+            start.path.display()
+        );
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+        .map_err(|error| anyhow::anyhow!("--takeover: no udplb answers on {} ({error})", socket.display()))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let handover = handover::receive(&mut stream)?;
+    let pid = handover.header.pid;
+    let mut event_loop = match restore(&start, handover) {
+        Ok(event_loop) => event_loop,
+        Err(error) => {
+            let _ = stream.write_all(format!("failed: {error:#}\n").as_bytes());
+            return Err(error.context(format!("process {pid} keeps serving")));
+        }
+    };
+    stream.write_all(format!("{}\n", handover::RESUMED).as_bytes())?;
+    tracing::info!(event = %"took_over", old_pid = pid, "took over the running udplb's sockets and flows");
+    event_loop.settle_takeover(&start.text, start.default_max_flows);
+    event_loop.run()
+}
+
+/// An event loop (and its followers) restored from a handover: every worker's core from its
+/// snapshot, under the configuration the old process ran, with the old process's sockets.
+fn restore(start: &Start<'_>, handover: handover::Handover) -> anyhow::Result<EventLoop> {
+    let header = handover.header.clone();
+    let workers = start.config.process.workers();
+    anyhow::ensure!(
+        header.workers.len() as u32 == workers,
+        "the running udplb has {} workers and {} asks for {workers}: each worker's sockets and \
+         flows go to the worker of the same number, so change process.workers with a plain restart",
+        header.workers.len(),
+        start.path.display()
+    );
+    anyhow::ensure!(
+        header.snapshot_version == udplb_core::snapshot::VERSION,
+        "the running udplb ({}) writes snapshot format {}, this build reads {}",
+        header.version,
+        header.snapshot_version,
+        udplb_core::snapshot::VERSION
+    );
+    let old = Config::from_toml_str(&header.config_text).map_err(|errors| {
+        anyhow::anyhow!(
+            "the running udplb's configuration is not valid for this build:\n{}",
+            errors.render("(the running configuration)")
+        )
+    })?;
+    let effective = udplb::worker_config(&old, workers, header.default_max_flows);
+    let origin = handover::origin_from_monotonic(header.origin_monotonic_nanos)?;
+    let mut restored = Vec::new();
+    for (index, state) in handover.workers.into_iter().enumerate() {
+        let core = Balancer::restore(&effective, &state.snapshot)
+            .map_err(|error| anyhow::anyhow!("worker {index}'s snapshot: {error}"))?;
+        let platform = udplb_core::snapshot::PlatformState::decode(&state.platform)
+            .map_err(|error| anyhow::anyhow!("worker {index}'s sockets: {error}"))?;
+        restored.push((core, Adopted { platform, sockets: state.sockets }));
+    }
+    let mut restored = restored.into_iter();
+    let (core, adopted) = restored.next().context("the handover has no worker")?;
+    let takeover = Takeover { origin, adopted, control: handover.control, metrics: handover.metrics };
+    let mut event_loop = EventLoop::new(
+        start.path,
+        (old, header.config_text.clone()),
+        core,
+        header.default_max_flows,
+        start.share_listeners,
+        Some(takeover),
+    )?;
+    for (index, (core, adopted)) in restored.enumerate() {
+        event_loop.spawn_follower_adopting(index as u32 + 1, core, adopted)?;
+    }
+    tracing::info!(
+        file = %start.path.display(),
+        old_pid = header.pid,
+        old_version = %header.version,
+        workers,
+        "restored the previous process's flows"
+    );
+    Ok(event_loop)
 }
 
 /// Logs go to stderr (journald picks them up under systemd); `UDPLB_LOG` sets the level

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
@@ -30,7 +30,10 @@ use udplb_core::health::{ProbeKind, ProbeRequest};
 use udplb_core::pool::{Acquire, FastMap, Pool};
 use udplb_core::{BackendId, Balancer, FlowId, Input, Instant, ListenerId, ProbeId, UpstreamError};
 
+use udplb_core::snapshot::PlatformState;
+
 use crate::batch::{self, SendQueue};
+use crate::handover::{Adopted, WorkerSockets};
 use crate::notices::Notices;
 
 /// Bytes a listener's kernel receive queue may hold: the default (about 208 KB) overflows at
@@ -273,6 +276,111 @@ impl MioPlatform {
             let wildcard = address.ip().is_unspecified();
             self.listeners.insert(id, Listener { socket, token, address, wildcard, queue });
             tracing::info!(%address, "listening");
+        }
+        Ok(())
+    }
+
+    /// Copies of every socket this worker has, and the state that says what each is, for a
+    /// handover (`crate::handover`): listeners by id, pool sockets in index order, per-flow
+    /// and probe sockets in the state's order.
+    pub(crate) fn hand_over(&self) -> std::io::Result<(Vec<u8>, WorkerSockets)> {
+        fn copy(socket: &impl AsFd) -> std::io::Result<OwnedFd> {
+            socket.as_fd().try_clone_to_owned()
+        }
+        let mut sockets = WorkerSockets::default();
+        for (id, listener) in &self.listeners {
+            sockets.listeners.push((*id, copy(&listener.socket)?));
+        }
+        for pool_socket in &self.pool_sockets {
+            sockets.pool.push(copy(&pool_socket.socket)?);
+        }
+        let mut flows: Vec<(&FlowId, &FlowSocket)> = self.flow_sockets.iter().collect();
+        flows.sort_by_key(|(flow, _)| **flow);
+        let mut flow_list = Vec::with_capacity(flows.len());
+        for (flow, socket) in flows {
+            flow_list.push((*flow, socket.backend));
+            sockets.flows.push(copy(&socket.socket)?);
+        }
+        let mut probe_list = Vec::with_capacity(self.probes.len());
+        for (id, probe) in &self.probes {
+            let (fd, tcp) = match &probe.socket {
+                ProbeSocket::Tcp(stream) => (copy(stream)?, true),
+                ProbeSocket::Udp(socket) => (copy(socket)?, false),
+            };
+            probe_list.push((*id, probe.deadline, tcp));
+            sockets.probes.push(fd);
+        }
+        Ok((PlatformState::encode_parts(&self.pool, &flow_list, &probe_list), sockets))
+    }
+
+    /// Takes over the sockets a previous process's worker handed over, with their state: its
+    /// listeners (so that [`MioPlatform::sync_listeners`] keeps them rather than bind new
+    /// ones), its pool and per-flow sockets with the pool's bookkeeping, its probes in flight.
+    pub(crate) fn adopt(&mut self, adopted: Adopted) -> anyhow::Result<()> {
+        let Adopted { platform, sockets } = adopted;
+        for (id, fd) in sockets.listeners {
+            let socket = StdUdpSocket::from(fd);
+            socket.set_nonblocking(true)?;
+            let address = socket.local_addr()?;
+            let mut socket = UdpSocket::from_std(socket);
+            let token = self.token(Source::Listener(id));
+            self.registry.register(&mut socket, token, Interest::READABLE)?;
+            let wildcard = address.ip().is_unspecified();
+            self.listeners
+                .insert(id, Listener { socket, token, address, wildcard, queue: SendQueue::default() });
+            tracing::info!(%address, "listening (taken over)");
+        }
+        anyhow::ensure!(
+            sockets.pool.len() == platform.pool.sockets() as usize,
+            "{} pool sockets handed over for a pool of {}",
+            sockets.pool.len(),
+            platform.pool.sockets()
+        );
+        for fd in sockets.pool {
+            let socket = StdUdpSocket::from(fd);
+            socket.set_nonblocking(true)?;
+            let mut socket = UdpSocket::from_std(socket);
+            let index = self.pool_sockets.len() as u32;
+            let token = self.token(Source::PoolSocket(index));
+            self.registry.register(&mut socket, token, Interest::READABLE)?;
+            self.pool_sockets.push(PoolSocket { socket, queue: SendQueue::default() });
+        }
+        self.pool = platform.pool;
+        anyhow::ensure!(
+            sockets.flows.len() == platform.flow_sockets.len(),
+            "{} flow sockets handed over for {} flows",
+            sockets.flows.len(),
+            platform.flow_sockets.len()
+        );
+        for ((flow, backend), fd) in platform.flow_sockets.into_iter().zip(sockets.flows) {
+            let socket = StdUdpSocket::from(fd);
+            socket.set_nonblocking(true)?;
+            let mut socket = UdpSocket::from_std(socket);
+            let token = self.token(Source::Upstream(flow));
+            self.registry.register(&mut socket, token, Interest::READABLE)?;
+            self.flow_sockets.insert(flow, FlowSocket { socket, token, backend });
+        }
+        anyhow::ensure!(
+            sockets.probes.len() == platform.probes.len(),
+            "{} probe sockets handed over for {} probes",
+            sockets.probes.len(),
+            platform.probes.len()
+        );
+        for ((probe, deadline, tcp), fd) in platform.probes.into_iter().zip(sockets.probes) {
+            let (mut socket, token) = if tcp {
+                let stream = std::net::TcpStream::from(fd);
+                stream.set_nonblocking(true)?;
+                (ProbeSocket::Tcp(TcpStream::from_std(stream)), self.token(Source::TcpProbe(probe)))
+            } else {
+                let socket = StdUdpSocket::from(fd);
+                socket.set_nonblocking(true)?;
+                (ProbeSocket::Udp(UdpSocket::from_std(socket)), self.token(Source::UdpProbe(probe)))
+            };
+            match &mut socket {
+                ProbeSocket::Tcp(stream) => self.registry.register(stream, token, Interest::WRITABLE)?,
+                ProbeSocket::Udp(udp) => self.registry.register(udp, token, Interest::READABLE)?,
+            }
+            self.probes.insert(probe, Probe { token, deadline, socket });
         }
         Ok(())
     }

@@ -43,6 +43,14 @@ pub(crate) enum ToFollower {
     /// A question about this worker's flows (`show flows`, `show flow`), answered with
     /// [`ToLeader::Answer`] carrying the same `id`.
     Query { id: u64, question: FlowQuestion },
+    /// A handover: send your last passive signals, then your state and copies of your
+    /// sockets on `reply` (with your number), and wait for [`ToFollower::Thaw`] or
+    /// [`ToFollower::Exit`] (`event_loop/handover.rs`).
+    Freeze { reply: Sender<(u32, Result<crate::handover::WorkerState, String>)> },
+    /// The handover was called off: serve on.
+    Thaw,
+    /// The new process serves: end the thread now, without draining.
+    Exit,
 }
 
 /// A question about flows that every worker answers from its own table: the leader asks its

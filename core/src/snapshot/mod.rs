@@ -32,7 +32,10 @@
 //! configurations that parse to the same value have the same fingerprint.
 
 mod codec;
+mod platform;
 mod types;
+
+pub use platform::{PLATFORM_MAGIC, PlatformState};
 
 pub(crate) use codec::{Codec, Reader, Writer, codec_struct, codec_unit_enum};
 

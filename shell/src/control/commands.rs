@@ -119,7 +119,8 @@ impl EventLoop {
         for _ in 0..REQUESTS_PER_EVENT {
             // A connection's answers go out in the order it asked: nothing more is read from
             // it while a question of its waits for the other workers.
-            if self.queries.waits_on(token) {
+            if self.queries.waits_on(token) || self.handover_request.is_some_and(|(asked, ..)| asked == token)
+            {
                 break;
             }
             let Some(request) = self.control.as_mut().and_then(|control| control.next_request(token)) else {
@@ -235,6 +236,12 @@ impl EventLoop {
                 }
             }
             Request::Reload => self.reload_for(token),
+            Request::Handover { pid, protocol } if self.handover_request.is_none() => {
+                // Carried out at the end of the turn (`event_loop/handover.rs`): the answer is
+                // the handover itself.
+                self.handover_request = Some((token, pid, protocol));
+                None
+            }
             request => Some(self.execute_now(token, request)),
         }
     }
@@ -296,6 +303,7 @@ impl EventLoop {
             }
             Request::Listener { name, action } => self.listener_command(&name, action),
             Request::Reload => Response::error("internal: a reload is answered once every worker applied it"),
+            Request::Handover { .. } => Response::error("another process is taking over already"),
             Request::Watch => {
                 if let Some(control) = &mut self.control {
                     control.watch(token);
@@ -469,6 +477,7 @@ impl EventLoop {
         }
         let view = status::reload_view(core, &reload, warnings);
         self.config = config;
+        self.config_text = text;
         Ok(view)
     }
 }

@@ -63,6 +63,9 @@ pub enum Request {
     Reload,
     /// Stream events on this connection until it closes.
     Watch,
+    /// A new udplb (`udplb run --takeover`, process `pid`) asks for this one's sockets and
+    /// state: the answer is not a JSON line but the handover itself (`crate::handover`).
+    Handover { pid: u32, protocol: u32 },
 }
 
 /// What `show` lists.

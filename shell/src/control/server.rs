@@ -149,6 +149,49 @@ impl ControlServer {
         })
     }
 
+    /// A control server on a listening socket handed over by the process that bound it at
+    /// `path` (`crate::handover`): the file stays as it is.
+    pub fn adopt(
+        path: &Path,
+        listener: std::os::fd::OwnedFd,
+        registry: &Registry,
+        token: Token,
+    ) -> anyhow::Result<ControlServer> {
+        let listener = std::os::unix::net::UnixListener::from(listener);
+        listener.set_nonblocking(true)?;
+        let mut listener = UnixListener::from_std(listener);
+        let inode = std::fs::symlink_metadata(path)?.ino();
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_owned(),
+            inode,
+            registry: registry.try_clone()?,
+            connections: BTreeMap::new(),
+            closed: Vec::new(),
+        })
+    }
+
+    /// A copy of the listening socket, for a handover.
+    pub fn listener_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
+    /// The socket file now belongs to the process this one handed over to: dropping the
+    /// server leaves it in place.
+    pub fn leave_file(&mut self) {
+        self.inode = u64::MAX;
+    }
+
+    /// Takes connection `token` out of the server (a handover carries on it by itself).
+    pub fn take_stream(&mut self, token: Token) -> Option<UnixStream> {
+        let mut connection = self.connections.remove(&token)?;
+        let _ = self.registry.deregister(&mut connection.stream);
+        self.closed.push(token);
+        Some(connection.stream)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -16,7 +16,7 @@ pub(super) const VIEW_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What a follower has that the leader lacks.
 pub(super) struct FollowerDuties {
-    link: LeaderLink,
+    pub(super) link: LeaderLink,
     /// When this follower last published its view.
     last_view: std::time::Instant,
 }
@@ -70,6 +70,14 @@ impl EventLoop {
                     }
                 }
                 ToFollower::Stop => self.drain(),
+                ToFollower::Freeze { reply } => {
+                    if self.freeze_follower(reply) {
+                        self.handed_over = true;
+                        return;
+                    }
+                }
+                // Only meaningful while frozen (`freeze_follower` waits for them).
+                ToFollower::Thaw | ToFollower::Exit => {}
                 ToFollower::Query { id, question } => {
                     let Some(worker) = self.following().map(|duties| duties.link.index) else { continue };
                     let answer = self.answer_question(&question, worker);
@@ -85,8 +93,27 @@ impl EventLoop {
     /// its view now and then (at every turn while stopping). Returns whether the loop is done:
     /// stopped and drained.
     pub(super) fn end_follower_turn(&mut self) -> bool {
-        let relayed = self.driver.platform_mut().notices.take_relayed();
+        if self.handed_over {
+            return true;
+        }
+        self.relay_to_leader();
         let Some(duties) = self.following() else { return false };
+        if duties.last_view.elapsed() >= VIEW_INTERVAL || self.stopping {
+            self.publish_view();
+        }
+        if !self.drained() {
+            return false;
+        }
+        if let Some(duties) = self.following() {
+            tracing::info!(worker = duties.link.index, "drained; worker done");
+        }
+        true
+    }
+
+    /// Passes the passive signals this worker's datapath saw on to the leader.
+    pub(super) fn relay_to_leader(&mut self) {
+        let relayed = self.driver.platform_mut().notices.take_relayed();
+        let Some(duties) = self.following() else { return };
         for output in relayed {
             // Passive signals only: backend states come from the leader.
             match output {
@@ -99,16 +126,6 @@ impl EventLoop {
                 _ => {}
             }
         }
-        if duties.last_view.elapsed() >= VIEW_INTERVAL || self.stopping {
-            self.publish_view();
-        }
-        if !self.drained() {
-            return false;
-        }
-        if let Some(duties) = self.following() {
-            tracing::info!(worker = duties.link.index, "drained; worker done");
-        }
-        true
     }
 
     fn publish_view(&mut self) {

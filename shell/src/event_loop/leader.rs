@@ -5,6 +5,7 @@
 //! process's one voice, it also binds the control socket and the metrics endpoint and tells
 //! systemd how it is doing.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -19,9 +20,20 @@ use udplb_core::{Balancer, Config, Input, Keys, Role};
 use super::follower::FollowerDuties;
 use super::{Duties, EventLoop};
 use crate::control::server::ControlServer;
+use crate::handover::Adopted;
 use crate::metrics::http::MetricsServer;
 use crate::mio_platform::Source;
 use crate::workers::{Follower, LeaderLink, ToFollower, ToLeader, WorkerView};
+
+/// What a new process takes over from the one it replaces, for its leader.
+#[derive(Debug)]
+pub struct Takeover {
+    /// When the old process's clock started, on this process's clock.
+    pub origin: std::time::Instant,
+    pub adopted: Adopted,
+    pub control: Option<OwnedFd>,
+    pub metrics: Option<OwnedFd>,
+}
 
 /// The token of the leader's signals.
 pub(super) const SIGNALS: Token = Token(0);
@@ -33,7 +45,7 @@ const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 pub(super) struct LeaderDuties {
     signals: Signals,
     /// Its followers (none with one worker).
-    followers: Vec<Follower>,
+    pub(super) followers: Vec<Follower>,
     /// Its messages from its followers, once it has one.
     inbox: Option<(Sender<ToLeader>, Receiver<ToLeader>)>,
     /// `udplb run --share-listeners`: bind listener addresses another process already serves.
@@ -51,37 +63,71 @@ impl EventLoop {
     /// process already serves a listener's address (checked as each is bound).
     pub fn new(
         config_path: &Path,
-        config: Config,
+        (config, config_text): (Config, String),
         core: Balancer,
         default_max_flows: u32,
         share_listeners: bool,
+        takeover: Option<Takeover>,
     ) -> anyhow::Result<EventLoop> {
-        if let Some(path) = &config.process.control_socket {
+        if let Some(path) = &config.process.control_socket
+            && takeover.is_none()
+        {
             crate::control::server::refuse_if_in_use(path)?;
         }
-        let origin = std::time::Instant::now();
+        let (origin, adopted, services) = match takeover {
+            Some(takeover) => (takeover.origin, Some(takeover.adopted), (takeover.control, takeover.metrics)),
+            None => (std::time::Instant::now(), None, (None, None)),
+        };
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         let duties =
             Duties::Leader(LeaderDuties { signals, followers: Vec::new(), inbox: None, share_listeners });
-        let mut event_loop =
-            EventLoop::build(poll, config_path, config, core, default_max_flows, origin, duties)?;
-        event_loop.bind_services()?;
+        let mut event_loop = EventLoop::build(
+            poll,
+            config_path,
+            (config, config_text),
+            core,
+            default_max_flows,
+            origin,
+            duties,
+            adopted,
+        )?;
+        event_loop.bind_services(services)?;
         Ok(event_loop)
     }
 
-    /// Binds the control socket and the metrics endpoint, when the configuration has them.
-    fn bind_services(&mut self) -> anyhow::Result<()> {
+    /// Binds the control socket and the metrics endpoint, when the configuration has them,
+    /// or takes over those a previous process handed over (when they are where the
+    /// configuration wants them; otherwise they are closed and new ones bound).
+    fn bind_services(
+        &mut self,
+        (control, metrics): (Option<OwnedFd>, Option<OwnedFd>),
+    ) -> anyhow::Result<()> {
         if let Some(path) = &self.config.process.control_socket {
             let token = self.driver.platform_mut().token(Source::ControlListener);
-            let server = ControlServer::bind(path, self.poll.registry(), token)?;
+            let handed = control.filter(|fd| {
+                let listener = std::os::unix::net::UnixListener::from(fd.try_clone().expect("a descriptor"));
+                let address = listener.local_addr().ok();
+                address.as_ref().and_then(|a| a.as_pathname()) == Some(path.as_path())
+            });
+            let server = match handed {
+                Some(fd) => ControlServer::adopt(path, fd, self.poll.registry(), token)?,
+                None => ControlServer::bind(path, self.poll.registry(), token)?,
+            };
             tracing::info!(path = %path.display(), "control socket ready");
             self.control = Some(server);
         }
         if let Some(address) = self.config.process.metrics_addr {
             let token = self.driver.platform_mut().token(Source::MetricsListener);
-            let server = MetricsServer::bind(address, self.poll.registry(), token)?;
+            let handed = metrics.filter(|fd| {
+                let listener = std::net::TcpListener::from(fd.try_clone().expect("a descriptor"));
+                listener.local_addr().ok() == Some(address)
+            });
+            let server = match handed {
+                Some(fd) => MetricsServer::adopt(fd, self.poll.registry(), token)?,
+                None => MetricsServer::bind(address, self.poll.registry(), token)?,
+            };
             tracing::info!(%address, "metrics at /metrics");
             self.metrics = Some(server);
         }
@@ -96,6 +142,26 @@ impl EventLoop {
         let core = Balancer::with_role(effective, keys, Role::Follower).map_err(|errors| {
             anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
         })?;
+        self.spawn_follower_with(index, core, None)
+    }
+
+    /// Starts worker `index` (≥ 1) on a core restored from a handover, with the sockets that
+    /// worker of the old process had (`adopted`).
+    pub fn spawn_follower_adopting(
+        &mut self,
+        index: u32,
+        core: Balancer,
+        adopted: Adopted,
+    ) -> anyhow::Result<()> {
+        self.spawn_follower_with(index, core, Some(adopted))
+    }
+
+    fn spawn_follower_with(
+        &mut self,
+        index: u32,
+        core: Balancer,
+        adopted: Option<Adopted>,
+    ) -> anyhow::Result<()> {
         let origin = self.driver.platform().origin();
         let leader_waker = self.waker.clone();
         let Duties::Leader(leader) = &mut self.duties else {
@@ -115,11 +181,12 @@ impl EventLoop {
         let mut follower = EventLoop::build(
             Poll::new()?,
             &self.config_path,
-            self.config.clone(),
+            (self.config.clone(), self.config_text.clone()),
             core,
             self.default_max_flows,
             origin,
             Duties::Follower(FollowerDuties::new(link, origin)),
+            adopted,
         )?;
         let waker = follower.waker.clone();
         let thread = std::thread::Builder::new().name(format!("udplb-worker-{index}")).spawn(move || {
@@ -182,6 +249,10 @@ impl EventLoop {
                 }
                 SIGTERM | SIGINT if !self.stopping => {
                     crate::system::sd_notify("STOPPING=1");
+                    if crate::handover::fd_store_enabled() && self.hand_over_to_fd_store() {
+                        self.handed_over = true;
+                        return Ok(());
+                    }
                     tracing::info!("stop requested: draining listeners");
                     self.stop();
                 }
@@ -222,6 +293,14 @@ impl EventLoop {
     /// that they are alive. Returns whether the loop is done: stopped, and every worker
     /// drained.
     pub(super) fn end_leader_turn(&mut self) -> anyhow::Result<bool> {
+        if let Some((token, pid, protocol)) = self.handover_request.take()
+            && let super::handover::Outcome::HandedOver = self.hand_over_on(token, pid, protocol)?
+        {
+            self.handed_over = true;
+        }
+        if self.handed_over {
+            return Ok(true);
+        }
         if !self.queries.pending.is_empty() {
             self.finish_queries();
         }

@@ -126,6 +126,30 @@ impl MetricsServer {
         })
     }
 
+    /// A metrics endpoint on a listening socket handed over by another process.
+    pub fn adopt(
+        listener: std::os::fd::OwnedFd,
+        registry: &Registry,
+        token: Token,
+    ) -> anyhow::Result<MetricsServer> {
+        let listener = std::net::TcpListener::from(listener);
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        Ok(MetricsServer {
+            listener,
+            registry: registry.try_clone()?,
+            connections: BTreeMap::new(),
+            closed: Vec::new(),
+        })
+    }
+
+    /// A copy of the listening socket, for a handover.
+    pub fn listener_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }

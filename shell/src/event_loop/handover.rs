@@ -1,0 +1,280 @@
+//! A hitless restart, seen from the event loop (`crate::handover` has the protocol).
+//!
+//! The old process's side: a new process asks on the control socket; the leader freezes
+//! every follower (each settles what it queued, passes its last passive signals on, takes
+//! its snapshot and copies of its sockets, then waits for the leader's word), applies those
+//! last signals, freezes itself, and sends it all. Nothing is deregistered: a frozen worker
+//! simply does not poll, so datagrams wait in the sockets' queues. If the new process says
+//! it serves, every worker ends (their sockets live on in the new process); if it fails or
+//! says nothing within [`RESUME_DEADLINE`], every worker resumes as if nothing had happened.
+//! The same freeze, under systemd, feeds the descriptor store on a stop.
+//!
+//! The new process's side is [`EventLoop::adopting`] and `spawn_follower_adopting`: a
+//! worker built from a restored core takes over the handed sockets before it opens any.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+use mio::Token;
+use udplb_core::balancer::Output;
+
+use super::{Duties, EventLoop};
+use crate::handover::{self, Handover, Header, RESUME_DEADLINE, RESUMED, WorkerState};
+use crate::workers::ToFollower;
+
+/// How long the leader waits for every follower to freeze.
+const FREEZE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What became of a handover the old process attempted.
+pub(super) enum Outcome {
+    /// The new process serves: this one ends.
+    HandedOver,
+    /// This process serves on.
+    Resumed,
+}
+
+impl EventLoop {
+    /// This worker's part of a handover: what it queued sent, then its core's snapshot, its
+    /// platform's state and copies of its sockets. The worker must not run a turn after this
+    /// unless the handover is called off.
+    pub(super) fn freeze(&mut self) -> anyhow::Result<WorkerState> {
+        self.settle();
+        let workers = self.config.process.workers();
+        let effective = crate::workers::worker_config(&self.config, workers, self.default_max_flows);
+        let snapshot = self.driver.core().snapshot(&effective)?;
+        let (platform, sockets) = self.driver.platform().hand_over()?;
+        Ok(WorkerState { snapshot, platform, sockets })
+    }
+
+    /// The header of a handover from this process.
+    fn handover_header(&self) -> Header {
+        Header {
+            protocol: handover::PROTOCOL,
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            snapshot_version: udplb_core::snapshot::VERSION,
+            config_text: self.config_text.clone(),
+            default_max_flows: self.default_max_flows,
+            origin_monotonic_nanos: handover::origin_on_monotonic(self.driver.platform().origin()),
+            workers: Vec::new(),
+            control: false,
+            metrics: false,
+            fds: Vec::new(),
+        }
+    }
+
+    /// Freezes every worker and assembles the handover. On an error every follower frozen so
+    /// far is resumed.
+    fn freeze_all(&mut self) -> anyhow::Result<Handover> {
+        anyhow::ensure!(!self.stopping, "this udplb is stopping (its listeners drain)");
+        anyhow::ensure!(
+            self.queries.pending.is_empty(),
+            "this udplb is answering another command; try again"
+        );
+        let (reply, replies) = std::sync::mpsc::channel();
+        for follower in self.followers() {
+            follower.send(ToFollower::Freeze { reply: reply.clone() });
+        }
+        let deadline = std::time::Instant::now() + FREEZE_DEADLINE;
+        let mut frozen: Vec<(u32, Result<WorkerState, String>)> = Vec::new();
+        while frozen.len() < self.followers().len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match replies.recv_timeout(left) {
+                Ok(answer) => frozen.push(answer),
+                Err(_) => break,
+            }
+        }
+        let result = self.freeze_leader(&mut frozen);
+        if result.is_err() {
+            self.thaw_followers();
+        }
+        result
+    }
+
+    fn freeze_leader(
+        &mut self,
+        frozen: &mut Vec<(u32, Result<WorkerState, String>)>,
+    ) -> anyhow::Result<Handover> {
+        anyhow::ensure!(
+            frozen.len() == self.followers().len(),
+            "{} of {} workers froze within {FREEZE_DEADLINE:?}",
+            frozen.len(),
+            self.followers().len()
+        );
+        frozen.sort_by_key(|(index, _)| *index);
+        let mut workers = Vec::new();
+        for (index, state) in frozen.drain(..) {
+            workers.push(state.map_err(|error| anyhow::anyhow!("worker {index}: {error}"))?);
+        }
+        // The followers' last passive signals, which they sent as they froze.
+        self.read_followers_messages();
+        let changed = self
+            .driver
+            .platform_mut()
+            .notices
+            .take_relayed()
+            .into_iter()
+            .any(|output| matches!(output, Output::BackendState { .. }));
+        anyhow::ensure!(
+            !changed || self.followers().is_empty(),
+            "a backend changed state during the handover; try again"
+        );
+        workers.insert(0, self.freeze()?);
+        let control = self.control.as_ref().map(|c| c.listener_fd()).transpose()?;
+        let metrics = self.metrics.as_ref().map(|m| m.listener_fd()).transpose()?;
+        Ok(Handover::new(self.handover_header(), workers, control, metrics))
+    }
+
+    fn thaw_followers(&self) {
+        for follower in self.followers() {
+            follower.send(ToFollower::Thaw);
+        }
+    }
+
+    /// `{"command":"handover"}` on control connection `token`: hands everything to the
+    /// process that asked, which answers [`RESUMED`] once it serves.
+    pub(super) fn hand_over_on(&mut self, token: Token, pid: u32, protocol: u32) -> anyhow::Result<Outcome> {
+        let Some(stream) = self.control.as_mut().and_then(|control| control.take_stream(token)) else {
+            return Ok(Outcome::Resumed);
+        };
+        // SAFETY: the descriptor comes out of the mio stream, which gives up its ownership.
+        let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(stream.into_raw_fd()) };
+        stream.set_nonblocking(false)?;
+        stream.set_write_timeout(Some(FREEZE_DEADLINE))?;
+        stream.set_read_timeout(Some(RESUME_DEADLINE))?;
+        let refuse = |stream: &std::os::unix::net::UnixStream, message: String| {
+            tracing::warn!(event = %"handover_refused", new_pid = pid, "handover refused: {message}");
+            let line = serde_json::json!({ "ok": false, "error": message });
+            let _ = (&*stream).write_all(format!("{line}\n").as_bytes());
+        };
+        if protocol != handover::PROTOCOL {
+            refuse(
+                &stream,
+                format!(
+                    "the new process speaks handover protocol {protocol}, this one {}",
+                    handover::PROTOCOL
+                ),
+            );
+            return Ok(Outcome::Resumed);
+        }
+        let started = std::time::Instant::now();
+        tracing::info!(event = %"handover_started", new_pid = pid, "a new process asked for this one's sockets and flows");
+        let handover = match self.freeze_all() {
+            Ok(handover) => handover,
+            Err(error) => {
+                refuse(&stream, format!("{error:#}"));
+                return Ok(Outcome::Resumed);
+            }
+        };
+        let flows = self.totals().stats.flows.active;
+        if let Err(error) = handover::send(&stream, handover) {
+            tracing::warn!(event = %"handover_failed", new_pid = pid, "handover failed, serving on: {error:#}");
+            self.thaw_followers();
+            return Ok(Outcome::Resumed);
+        }
+        let mut answer = String::new();
+        let _ = std::io::BufReader::new(&stream).read_line(&mut answer);
+        if answer.trim() != RESUMED {
+            let said = if answer.trim().is_empty() { "nothing".to_owned() } else { answer.trim().to_owned() };
+            tracing::warn!(
+                event = %"handover_failed",
+                new_pid = pid,
+                "the new process did not take over (it said {said}); serving on"
+            );
+            self.thaw_followers();
+            return Ok(Outcome::Resumed);
+        }
+        self.finish_handover();
+        tracing::info!(
+            event = %"handed_over",
+            new_pid = pid,
+            flows,
+            frozen_ms = started.elapsed().as_millis() as u64,
+            "handed over to the new process; exiting"
+        );
+        Ok(Outcome::HandedOver)
+    }
+
+    /// The new process serves: every follower ends, and the control socket file is left to it.
+    fn finish_handover(&mut self) {
+        for follower in self.followers() {
+            follower.send(ToFollower::Exit);
+        }
+        if let Duties::Leader(leader) = &mut self.duties {
+            for follower in &mut leader.followers {
+                if let Some(thread) = follower.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
+        if let Some(control) = &mut self.control {
+            control.leave_file();
+        }
+    }
+
+    /// A stop under systemd with a descriptor store: everything goes to the store for the next
+    /// start, and this process exits at once. Returns false when the store could not take it
+    /// (the stop then drains as usual).
+    pub(super) fn hand_over_to_fd_store(&mut self) -> bool {
+        let handover = match self.freeze_all() {
+            Ok(handover) => handover,
+            Err(error) => {
+                tracing::warn!(event = %"fd_store_failed", "cannot hand over to the descriptor store, draining instead: {error:#}");
+                return false;
+            }
+        };
+        let flows = self.totals().stats.flows.active;
+        match handover::push_to_fd_store(handover) {
+            Ok(stored) => {
+                self.finish_handover();
+                tracing::info!(event = %"handed_over", flows, descriptors = stored, "sockets and flows are in systemd's descriptor store; exiting");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(event = %"fd_store_failed", "cannot hand over to the descriptor store, draining instead: {error:#}");
+                self.thaw_followers();
+                false
+            }
+        }
+    }
+
+    /// Right after a takeover, the new process's own configuration file: applied as a reload
+    /// when it differs from the one the old process ran (the snapshots were restored under
+    /// that one), exactly as `udplb ctl reload` would.
+    pub fn settle_takeover(&mut self, file_text: &str, default_max_flows: u32) {
+        if file_text == self.config_text && default_max_flows == self.default_max_flows {
+            return;
+        }
+        self.default_max_flows = default_max_flows;
+        if let Err(message) = self.reload(None) {
+            tracing::warn!(
+                event = %"config_reload_rejected",
+                "serving with the previous process's configuration: this file was rejected:\n{message}"
+            );
+        }
+    }
+
+    /// A follower told to freeze: sends its last passive signals and its state to the
+    /// leader, then waits for the leader's word. Returns whether the worker is done (handed
+    /// over).
+    pub(super) fn freeze_follower(
+        &mut self,
+        reply: std::sync::mpsc::Sender<(u32, Result<WorkerState, String>)>,
+    ) -> bool {
+        self.relay_to_leader();
+        let state = self.freeze().map_err(|error| format!("{error:#}"));
+        let Duties::Follower(duties) = &self.duties else { return false };
+        let index = duties.link.index;
+        let _ = reply.send((index, state));
+        loop {
+            let Duties::Follower(duties) = &self.duties else { return false };
+            match duties.link.inbox.recv_timeout(RESUME_DEADLINE + FREEZE_DEADLINE) {
+                Ok(ToFollower::Exit) => return true,
+                Ok(ToFollower::Thaw) | Err(_) => return false,
+                // Nothing else is sent while the leader hands over.
+                Ok(_) => {}
+            }
+        }
+    }
+}
