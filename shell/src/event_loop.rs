@@ -79,6 +79,8 @@ pub struct EventLoop {
     pub(crate) handover_request: Option<(mio::Token, u32, u32)>,
     /// This worker handed everything over to a new process: the loop ends now.
     handed_over: bool,
+    /// A fallback handover's relay, on either side (`crate::relay`).
+    relay: Option<handover::Relay>,
     /// The `[process]` settings the process started with: those a reload cannot change hold
     /// until the next start (see [`udplb_core::config::ProcessConfig::restart_only_changes`]).
     pub(crate) started: udplb_core::config::ProcessConfig,
@@ -142,7 +144,11 @@ impl EventLoop {
         driver.platform_mut().set_exclusive(exclusive);
         let waker_token = driver.platform_mut().token(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), waker_token)?);
-        if let Some(adopted) = adopted {
+        let mut relay = None;
+        if let Some(mut adopted) = adopted {
+            if let Some((fd, side)) = adopted.relay.take() {
+                relay = Some(handover::Relay::new_side(driver.platform_mut(), fd, side)?);
+            }
             driver.platform_mut().adopt(adopted)?;
         }
         let (core, platform) = driver.parts_mut();
@@ -160,6 +166,7 @@ impl EventLoop {
             config_text,
             handover_request: None,
             handed_over: false,
+            relay,
             default_max_flows,
             control: None,
             metrics: None,
@@ -202,6 +209,10 @@ impl EventLoop {
                 Err(error) => return Err(error.into()),
             }
             for event in events.iter() {
+                if self.handed_over {
+                    // The sockets are another process's now: not one more read.
+                    break;
+                }
                 if event.token() == leader::SIGNALS {
                     self.handle_signals()?;
                     continue;
@@ -218,9 +229,13 @@ impl EventLoop {
                     Some(Source::MetricsListener) => self.accept_metrics(),
                     Some(Source::Metrics) => self.serve_metrics(event.token()),
                     Some(Source::Waker) => self.read_messages(),
+                    Some(Source::Relay) => self.read_relay(),
                     None => {}
                 }
                 self.settle();
+            }
+            if self.handed_over {
+                self.backlog.clear();
             }
             for source in std::mem::take(&mut self.backlog) {
                 match source {
@@ -331,6 +346,10 @@ impl EventLoop {
     }
 
     fn read_listener(&mut self, listener: ListenerId) {
+        if self.relay.as_ref().is_some_and(handover::Relay::is_old_side) {
+            // A fallback handover: the new process reads the listeners now.
+            return;
+        }
         for _ in 0..BATCHES_PER_EVENT {
             let received = {
                 let Some(socket) = self.driver.platform().listeners.get(&listener) else { return };
@@ -349,6 +368,11 @@ impl EventLoop {
             for i in 0..count {
                 let received = self.client_batch.received()[i];
                 let Some(client) = received.source else { continue };
+                if let Some(relay) = &mut self.relay
+                    && relay.relays(listener, client, received.local, self.client_batch.datagram(i))
+                {
+                    continue;
+                }
                 // The batch and the driver are separate fields: no copy per datagram.
                 let slot = self.client_batch.slot_mut(i);
                 let datagram = ClientDatagram {

@@ -50,6 +50,9 @@ const MARKER: u8 = b'H';
 const FDS_PER_MESSAGE: usize = 200;
 /// What the new process writes once it serves.
 pub const RESUMED: &str = "resumed";
+/// What the new process writes, with one relay socket per worker, when it cannot restore the
+/// old one's flows and takes only its listeners (`crate::relay`).
+pub const FALLBACK: &str = "fallback";
 /// How long the old process waits for the new one to say it serves before resuming itself.
 pub const RESUME_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -89,6 +92,10 @@ pub struct WorkerFds {
     pub flow_sockets: u32,
     /// Its probes' sockets, in the platform state's order.
     pub probes: u32,
+    /// Its flows' keys (listener id, the address datagrams come from), for the fallback
+    /// (`crate::relay`): the datagrams a new process that cannot restore relays back.
+    #[serde(default)]
+    pub flows: Vec<(u32, std::net::SocketAddr)>,
 }
 
 /// One worker's sockets.
@@ -106,6 +113,8 @@ pub struct WorkerState {
     pub snapshot: Vec<u8>,
     pub platform: Vec<u8>,
     pub sockets: WorkerSockets,
+    /// Its flows' keys ([`WorkerFds::flows`]).
+    pub flows: Vec<(u32, std::net::SocketAddr)>,
 }
 
 /// What a worker of the new process takes over: the old worker's sockets and the state that
@@ -114,6 +123,9 @@ pub struct WorkerState {
 pub struct Adopted {
     pub platform: udplb_core::snapshot::PlatformState,
     pub sockets: WorkerSockets,
+    /// In a fallback (`crate::relay`): this worker's end of its relay to the old process's
+    /// worker of the same number, and the old flows to relay.
+    pub relay: Option<(OwnedFd, crate::relay::NewSide)>,
 }
 
 /// Descriptors by name, in the order they travel.
@@ -153,6 +165,7 @@ impl Handover {
                 pool_sockets: worker.sockets.pool.len() as u32,
                 flow_sockets: worker.sockets.flows.len() as u32,
                 probes: worker.sockets.probes.len() as u32,
+                flows: worker.flows.clone(),
             })
             .collect();
         header.control = control.is_some();
@@ -239,7 +252,7 @@ impl Handover {
             for i in 0..fds.probes {
                 sockets.probes.push(fd(format!("udplb-w{index}-probe-{i}"))?);
             }
-            workers.push(WorkerState { snapshot, platform, sockets });
+            workers.push(WorkerState { snapshot, platform, sockets, flows: fds.flows.clone() });
         }
         anyhow::ensure!(rest.is_empty(), "the handed-over state has {} bytes left over", rest.len());
         Ok(Handover { header, workers, control, metrics })
@@ -266,7 +279,7 @@ fn read_state(fd: OwnedFd) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Sends `bytes` and `fds` in one message on a blocking socket.
-fn send_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+pub fn send_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let payload = std::mem::size_of_val(fds);
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
@@ -303,11 +316,18 @@ fn send_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<
 
 /// Receives one byte and the descriptors that came with it (closed on exec).
 fn receive_with_fds(socket: RawFd) -> std::io::Result<(Option<u8>, Vec<OwnedFd>)> {
-    let mut byte = 0u8;
+    let (bytes, fds) = receive_message(socket, 1)?;
+    Ok((bytes.first().copied(), fds))
+}
+
+/// Receives one message of at most `max` bytes and the descriptors that came with it (closed
+/// on exec).
+pub fn receive_message(socket: RawFd, max: usize) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut bytes = vec![0u8; max];
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE((FDS_PER_MESSAGE * 4 + 64) as u32) } as usize;
     let mut control = vec![0u8; space];
-    let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+    let mut iov = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: max };
     // SAFETY: zeroed msghdr is valid; the pointers set below outlive the call.
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
     header.msg_iov = &mut iov;
@@ -345,7 +365,8 @@ fn receive_with_fds(socket: RawFd) -> std::io::Result<(Option<u8>, Vec<OwnedFd>)
     if header.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(std::io::Error::other("descriptors were cut off (MSG_CTRUNC)"));
     }
-    Ok(((received == 1).then_some(byte), fds))
+    bytes.truncate(received as usize);
+    Ok((bytes, fds))
 }
 
 /// The old process's side: sends the handover on `stream` (blocking).
@@ -551,6 +572,7 @@ mod tests {
         let worker = |range: std::ops::Range<usize>| WorkerState {
             snapshot: vec![1, 2, 3],
             platform: vec![4],
+            flows: Vec::new(),
             sockets: WorkerSockets {
                 listeners: vec![(ListenerId(7), pipes[range.start].1.try_clone().unwrap())],
                 pool: pipes[range.start + 1..range.end].iter().map(|p| p.1.try_clone().unwrap()).collect(),

@@ -31,7 +31,8 @@
 //!   readiness;
 //! - `handover.rs` ([`handover`]): hitless restart: what a process hands its successor and
 //!   how (over the control socket, or through systemd's descriptor store);
-//!   `event_loop/handover.rs` freezes, hands over, resumes and adopts.
+//!   `event_loop/handover.rs` freezes, hands over, resumes and adopts; `relay.rs`
+//!   ([`relay`]) is the fallback when the new process cannot restore the old one's flows.
 
 mod batch;
 pub mod control;
@@ -42,6 +43,7 @@ pub mod log_events;
 pub mod metrics;
 mod mio_platform;
 mod notices;
+pub mod relay;
 pub mod system;
 mod workers;
 

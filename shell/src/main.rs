@@ -43,6 +43,12 @@ enum Command {
         /// (docs/operations.md, "Upgrading without losing flows").
         #[arg(long)]
         takeover: bool,
+        /// With --takeover: start with an empty flow table and take only the listeners; the
+        /// old process keeps serving its flows (relayed to it) until they end, at most its
+        /// process.stop_timeout. This is also what --takeover does by itself when this build
+        /// cannot read the old process's state.
+        #[arg(long, requires = "takeover")]
+        fresh: bool,
     },
     /// Check a configuration file: exit 0 if valid; otherwise print every error with file,
     /// line, column and field, and exit 1. Risky settings are printed as warnings.
@@ -151,13 +157,15 @@ fn main() -> ExitCode {
             };
             ctl::run(&socket, json, timeout, &command)
         }
-        Command::Run { config, share_listeners, takeover } => match run(&config, share_listeners, takeover) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("udplb: {error:#}");
-                ExitCode::FAILURE
+        Command::Run { config, share_listeners, takeover, fresh } => {
+            match run(&config, share_listeners, takeover, fresh) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("udplb: {error:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }
 
@@ -204,7 +212,7 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::from_toml_str(&text).map_err(|errors| errors.render(&file))
 }
 
-fn run(path: &Path, share_listeners: bool, takeover: bool) -> anyhow::Result<()> {
+fn run(path: &Path, share_listeners: bool, takeover: bool, fresh: bool) -> anyhow::Result<()> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("{file}: {error}"))?;
     let config = Config::from_toml_str(&text)
@@ -222,11 +230,11 @@ fn run(path: &Path, share_listeners: bool, takeover: bool) -> anyhow::Result<()>
     }
     let start = Start { path, text, config, default_max_flows, share_listeners, nofile };
     if takeover {
-        return take_over(start);
+        return take_over(start, fresh);
     }
     if let Some((handover, names)) = handover::from_listen_fds()? {
         // systemd kept the previous process's sockets and state in its descriptor store.
-        match restore(&start, handover) {
+        match restore_cores(&handover).and_then(|restored| adopt(&start, handover, restored)) {
             Ok(mut event_loop) => {
                 handover::clear_fd_store(&names);
                 event_loop.settle_takeover(&start.text, start.default_max_flows);
@@ -287,9 +295,11 @@ fn start_afresh(start: Start<'_>) -> anyhow::Result<()> {
 }
 
 /// `udplb run --takeover`: asks the udplb behind the configuration's control socket for its
-/// sockets and flows, serves them, and tells it so (it then exits). On any failure the old
+/// sockets and flows, serves them, and tells it so (it then exits). When this build cannot
+/// restore its flows, it falls back to taking only the listeners and relaying the old
+/// process's flows to it until they end ([`udplb::relay`]). On any other failure the old
 /// process is told, and serves on.
-fn take_over(start: Start<'_>) -> anyhow::Result<()> {
+fn take_over(start: Start<'_>, fresh: bool) -> anyhow::Result<()> {
     let Some(socket) = start.config.process.control_socket.clone() else {
         anyhow::bail!(
             "--takeover finds the running udplb through its control socket, and {} sets no \
@@ -302,31 +312,63 @@ fn take_over(start: Start<'_>) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let handover = handover::receive(&mut stream)?;
     let pid = handover.header.pid;
-    let mut event_loop = match restore(&start, handover) {
-        Ok(event_loop) => event_loop,
-        Err(error) => {
-            let _ = stream.write_all(format!("failed: {error:#}\n").as_bytes());
-            return Err(error.context(format!("process {pid} keeps serving")));
+    let fail = |stream: &mut std::os::unix::net::UnixStream, error: anyhow::Error| {
+        let _ = stream.write_all(format!("failed: {error:#}\n").as_bytes());
+        error.context(format!("process {pid} keeps serving"))
+    };
+    let workers = start.config.process.workers();
+    if handover.header.workers.len() as u32 != workers {
+        let error = anyhow::anyhow!(
+            "the running udplb has {} workers and {} asks for {workers}: each worker's sockets and \
+             flows go to the worker of the same number, so change process.workers with a plain restart",
+            handover.header.workers.len(),
+            start.path.display()
+        );
+        return Err(fail(&mut stream, error));
+    }
+    let restored = if fresh {
+        Err(anyhow::anyhow!("--fresh asks for an empty flow table"))
+    } else {
+        restore_cores(&handover)
+    };
+    let mut event_loop = match restored {
+        Ok(restored) => match adopt(&start, handover, restored) {
+            Ok(event_loop) => event_loop,
+            Err(error) => return Err(fail(&mut stream, error)),
+        },
+        Err(why) => {
+            tracing::warn!(
+                event = %"handover_fallback",
+                old_pid = pid,
+                "cannot restore the running udplb's flows ({why:#}): taking its listeners only and \
+                 relaying its flows to it until they end"
+            );
+            match fall_back(&start, handover, &stream) {
+                Ok(event_loop) => event_loop,
+                Err(error) => return Err(fail(&mut stream, error)),
+            }
         }
     };
-    stream.write_all(format!("{}\n", handover::RESUMED).as_bytes())?;
-    tracing::info!(event = %"took_over", old_pid = pid, "took over the running udplb's sockets and flows");
-    event_loop.settle_takeover(&start.text, start.default_max_flows);
+    if !event_loop.relaying() {
+        stream.write_all(format!("{}\n", handover::RESUMED).as_bytes())?;
+        tracing::info!(event = %"took_over", old_pid = pid, "took over the running udplb's sockets and flows");
+        event_loop.settle_takeover(&start.text, start.default_max_flows);
+    }
     event_loop.run()
 }
 
-/// An event loop (and its followers) restored from a handover: every worker's core from its
-/// snapshot, under the configuration the old process ran, with the old process's sockets.
-fn restore(start: &Start<'_>, handover: handover::Handover) -> anyhow::Result<EventLoop> {
-    let header = handover.header.clone();
-    let workers = start.config.process.workers();
-    anyhow::ensure!(
-        header.workers.len() as u32 == workers,
-        "the running udplb has {} workers and {} asks for {workers}: each worker's sockets and \
-         flows go to the worker of the same number, so change process.workers with a plain restart",
-        header.workers.len(),
-        start.path.display()
-    );
+/// What restoring a handover's workers gives: the old configuration (and its text), each
+/// worker's core and platform state, and the old clock's origin.
+struct Restored {
+    config: Config,
+    cores: Vec<(Balancer, udplb_core::snapshot::PlatformState)>,
+    origin: std::time::Instant,
+}
+
+/// Every worker's core from its snapshot, under the configuration the old process ran;
+/// nothing is taken from the handover yet (a failure leaves it whole for a fallback).
+fn restore_cores(handover: &handover::Handover) -> anyhow::Result<Restored> {
+    let header = &handover.header;
     anyhow::ensure!(
         header.snapshot_version == udplb_core::snapshot::VERSION,
         "the running udplb ({}) writes snapshot format {}, this build reads {}",
@@ -334,42 +376,142 @@ fn restore(start: &Start<'_>, handover: handover::Handover) -> anyhow::Result<Ev
         header.snapshot_version,
         udplb_core::snapshot::VERSION
     );
-    let old = Config::from_toml_str(&header.config_text).map_err(|errors| {
+    let config = Config::from_toml_str(&header.config_text).map_err(|errors| {
         anyhow::anyhow!(
             "the running udplb's configuration is not valid for this build:\n{}",
             errors.render("(the running configuration)")
         )
     })?;
-    let effective = udplb::worker_config(&old, workers, header.default_max_flows);
+    let effective = udplb::worker_config(&config, header.workers.len() as u32, header.default_max_flows);
     let origin = handover::origin_from_monotonic(header.origin_monotonic_nanos)?;
-    let mut restored = Vec::new();
-    for (index, state) in handover.workers.into_iter().enumerate() {
+    let mut cores = Vec::new();
+    for (index, state) in handover.workers.iter().enumerate() {
         let core = Balancer::restore(&effective, &state.snapshot)
             .map_err(|error| anyhow::anyhow!("worker {index}'s snapshot: {error}"))?;
         let platform = udplb_core::snapshot::PlatformState::decode(&state.platform)
             .map_err(|error| anyhow::anyhow!("worker {index}'s sockets: {error}"))?;
-        restored.push((core, Adopted { platform, sockets: state.sockets }));
+        cores.push((core, platform));
     }
-    let mut restored = restored.into_iter();
-    let (core, adopted) = restored.next().context("the handover has no worker")?;
-    let takeover = Takeover { origin, adopted, control: handover.control, metrics: handover.metrics };
+    Ok(Restored { config, cores, origin })
+}
+
+/// An event loop (and its followers) on the restored cores and the old process's sockets.
+fn adopt(start: &Start<'_>, handover: handover::Handover, restored: Restored) -> anyhow::Result<EventLoop> {
+    let header = handover.header;
+    let mut workers =
+        restored.cores.into_iter().zip(handover.workers).map(|((core, platform), state)| {
+            (core, Adopted { platform, sockets: state.sockets, relay: None })
+        });
+    let (core, adopted) = workers.next().context("the handover has no worker")?;
+    let takeover =
+        Takeover { origin: restored.origin, adopted, control: handover.control, metrics: handover.metrics };
     let mut event_loop = EventLoop::new(
         start.path,
-        (old, header.config_text.clone()),
+        (restored.config, header.config_text.clone()),
         core,
         header.default_max_flows,
         start.share_listeners,
         Some(takeover),
     )?;
-    for (index, (core, adopted)) in restored.enumerate() {
+    for (index, (core, adopted)) in workers.enumerate() {
         event_loop.spawn_follower_adopting(index as u32 + 1, core, adopted)?;
     }
     tracing::info!(
         file = %start.path.display(),
         old_pid = header.pid,
         old_version = %header.version,
-        workers,
+        workers = header.workers.len(),
         "restored the previous process's flows"
+    );
+    Ok(event_loop)
+}
+
+/// The fallback: fresh cores from this process's own file, the old process's listener
+/// sockets (matched by address: this file must serve every address the old process does),
+/// and a relay per worker to the old process, which is sent its ends.
+fn fall_back(
+    start: &Start<'_>,
+    handover: handover::Handover,
+    stream: &std::os::unix::net::UnixStream,
+) -> anyhow::Result<EventLoop> {
+    use std::collections::BTreeMap;
+    use std::os::fd::AsRawFd;
+    let workers = start.config.process.workers();
+    let effective = udplb::worker_config(&start.config, workers, start.default_max_flows);
+    let process_id = system::random_process_id();
+    let keys = Keys {
+        selection: start.config.process.selection_key_bytes(),
+        table: system::random_table_key(),
+        unique: system::unique_prefix(process_id, 0),
+    };
+    let mut cores = Vec::new();
+    for index in 0..workers {
+        let role = match (index, workers) {
+            (_, 1) => Role::Whole,
+            (0, _) => Role::Leader,
+            _ => Role::Follower,
+        };
+        let keys = Keys { unique: system::unique_prefix(process_id, index), ..keys.clone() };
+        cores.push(Balancer::with_role(&effective, keys, role).map_err(|errors| {
+            anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
+        })?);
+    }
+    let flows = cores[0].flows();
+    let ours: BTreeMap<std::net::SocketAddr, udplb_core::ListenerId> =
+        flows.listener_ids().filter_map(|id| flows.listener(id).map(|(_, address)| (address, id))).collect();
+    let mut old_ends = Vec::new();
+    let mut adopted = Vec::new();
+    let mut relayed = 0;
+    for state in handover.workers {
+        let mut sockets = handover::WorkerSockets::default();
+        let (mut to_old, mut from_old) = (BTreeMap::new(), BTreeMap::new());
+        for (old, fd) in state.sockets.listeners {
+            let address = socket2::SockRef::from(&fd)
+                .local_addr()?
+                .as_socket()
+                .context("a listener socket without an address")?;
+            let Some(&id) = ours.get(&address) else {
+                anyhow::bail!(
+                    "{} has no listener on {address}, which the running udplb serves: its clients \
+                     would be left without a reader",
+                    start.path.display()
+                );
+            };
+            to_old.insert(id, old.0);
+            from_old.insert(old.0, id);
+            sockets.listeners.push((id, fd));
+        }
+        let flows: std::collections::HashSet<_> =
+            state.flows.iter().filter_map(|(old, source)| Some((*from_old.get(old)?, *source))).collect();
+        relayed += flows.len();
+        let (old_end, new_end) = udplb::relay::socket_pair()?;
+        old_ends.push(old_end);
+        let side = udplb::relay::NewSide { flows, to_old, from_old };
+        let platform = udplb_core::snapshot::PlatformState::default();
+        adopted.push(Adopted { platform, sockets, relay: Some((new_end, side)) });
+    }
+    let mut workers_iter = cores.into_iter().zip(adopted);
+    let (core, adopted) = workers_iter.next().context("the handover has no worker")?;
+    let origin = std::time::Instant::now();
+    let takeover = Takeover { origin, adopted, control: handover.control, metrics: handover.metrics };
+    let mut event_loop = EventLoop::new(
+        start.path,
+        (start.config.clone(), start.text.clone()),
+        core,
+        start.default_max_flows,
+        start.share_listeners,
+        Some(takeover),
+    )?;
+    for (index, (core, adopted)) in workers_iter.enumerate() {
+        event_loop.spawn_follower_adopting(index as u32 + 1, core, adopted)?;
+    }
+    let fds: Vec<std::os::fd::RawFd> = old_ends.iter().map(|fd| fd.as_raw_fd()).collect();
+    handover::send_with_fds(stream.as_raw_fd(), format!("{}\n", handover::FALLBACK).as_bytes(), &fds)?;
+    tracing::info!(
+        event = %"took_over_listeners",
+        old_pid = handover.header.pid,
+        relayed_flows = relayed,
+        "took over the running udplb's listeners; its flows are relayed to it until they end"
     );
     Ok(event_loop)
 }

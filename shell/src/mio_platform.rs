@@ -63,6 +63,8 @@ pub(crate) enum Source {
     Metrics,
     /// The worker's wake-up (messages from the process's health monitor, or to it).
     Waker,
+    /// A fallback handover's relay between the old and the new process (`crate::relay`).
+    Relay,
 }
 
 pub(crate) struct Probe {
@@ -317,7 +319,7 @@ impl MioPlatform {
     /// listeners (so that [`MioPlatform::sync_listeners`] keeps them rather than bind new
     /// ones), its pool and per-flow sockets with the pool's bookkeeping, its probes in flight.
     pub(crate) fn adopt(&mut self, adopted: Adopted) -> anyhow::Result<()> {
-        let Adopted { platform, sockets } = adopted;
+        let Adopted { platform, sockets, relay: _ } = adopted;
         for (id, fd) in sockets.listeners {
             let socket = StdUdpSocket::from(fd);
             socket.set_nonblocking(true)?;
@@ -383,6 +385,22 @@ impl MioPlatform {
             self.probes.insert(probe, Probe { token, deadline, socket });
         }
         Ok(())
+    }
+
+    /// Stops reading the listener sockets (a fallback handover: the new process reads them
+    /// now); replies still leave from them.
+    pub(crate) fn stop_reading_listeners(&mut self) {
+        for listener in self.listeners.values_mut() {
+            let _ = self.registry.deregister(&mut listener.socket);
+            self.sources.remove(&listener.token);
+        }
+    }
+
+    /// Registers a relay socket (`crate::relay`).
+    pub(crate) fn register_relay(&mut self, socket: &mut mio::net::UnixDatagram) -> std::io::Result<Token> {
+        let token = self.token(Source::Relay);
+        self.registry.register(socket, token, Interest::READABLE)?;
+        Ok(token)
     }
 
     /// Drops probe sockets past their deadline: the core has already timed them out.

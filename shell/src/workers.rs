@@ -49,6 +49,10 @@ pub(crate) enum ToFollower {
     Freeze { reply: Sender<(u32, Result<crate::handover::WorkerState, String>)> },
     /// The handover was called off: serve on.
     Thaw,
+    /// The new process could not restore this one's flows and relays their datagrams on
+    /// `relay` (`crate::relay`): stop reading the listeners, serve what comes on the relay,
+    /// drain, and end when no flow is left.
+    FallBack { relay: std::os::fd::OwnedFd },
     /// The new process serves: end the thread now, without draining.
     Exit,
 }

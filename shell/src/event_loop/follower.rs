@@ -77,7 +77,7 @@ impl EventLoop {
                     }
                 }
                 // Only meaningful while frozen (`freeze_follower` waits for them).
-                ToFollower::Thaw | ToFollower::Exit => {}
+                ToFollower::Thaw | ToFollower::Exit | ToFollower::FallBack { .. } => {}
                 ToFollower::Query { id, question } => {
                     let Some(worker) = self.following().map(|duties| duties.link.index) else { continue };
                     let answer = self.answer_question(&question, worker);

@@ -12,15 +12,20 @@
 //! The new process's side is [`EventLoop::adopting`] and `spawn_follower_adopting`: a
 //! worker built from a restored core takes over the handed sockets before it opens any.
 
-use std::io::{BufRead, Write};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
 use mio::Token;
 use udplb_core::balancer::Output;
+use udplb_core::flow::ClientVerdict;
+use udplb_core::{ClientDatagram, DATAGRAM_HEADROOM, DropReason, ListenerId};
 
 use super::{Duties, EventLoop};
 use crate::handover::{self, Handover, Header, RESUME_DEADLINE, RESUMED, WorkerState};
+use crate::mio_platform::MioPlatform;
+use crate::relay::{self, NewSide};
 use crate::workers::ToFollower;
 
 /// How long the leader waits for every follower to freeze.
@@ -44,7 +49,11 @@ impl EventLoop {
         let effective = crate::workers::worker_config(&self.config, workers, self.default_max_flows);
         let snapshot = self.driver.core().snapshot(&effective)?;
         let (platform, sockets) = self.driver.platform().hand_over()?;
-        Ok(WorkerState { snapshot, platform, sockets })
+        // Where each flow's datagrams come from (the trusted balancer a PROXY header came
+        // through, or the client), for a fallback's relay.
+        let flows =
+            self.driver.core().flows().flows().map(|f| (f.listener.0, f.via.unwrap_or(f.client))).collect();
+        Ok(WorkerState { snapshot, platform, sockets, flows })
     }
 
     /// The header of a handover from this process.
@@ -173,8 +182,19 @@ impl EventLoop {
             self.thaw_followers();
             return Ok(Outcome::Resumed);
         }
-        let mut answer = String::new();
-        let _ = std::io::BufReader::new(&stream).read_line(&mut answer);
+        let (answer, relays) = handover::receive_message(stream.as_raw_fd(), 256).unwrap_or_default();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        if answer.trim() == handover::FALLBACK && relays.len() == self.followers().len() + 1 {
+            tracing::warn!(
+                event = %"handover_fallback",
+                new_pid = pid,
+                flows,
+                "the new process cannot restore this one's flows: it takes new clients and relays this \
+                 one's flows to it until they end (at most process.stop_timeout)"
+            );
+            self.fall_back(relays);
+            return Ok(Outcome::Resumed);
+        }
         if answer.trim() != RESUMED {
             let said = if answer.trim().is_empty() { "nothing".to_owned() } else { answer.trim().to_owned() };
             tracing::warn!(
@@ -255,6 +275,12 @@ impl EventLoop {
         }
     }
 
+    /// Whether this process took only the listeners of the one it replaces and relays that
+    /// one's flows to it (a fallback handover, `crate::relay`).
+    pub fn relaying(&self) -> bool {
+        matches!(self.relay, Some(Relay::New { .. }))
+    }
+
     /// A follower told to freeze: sends its last passive signals and its state to the
     /// leader, then waits for the leader's word. Returns whether the worker is done (handed
     /// over).
@@ -271,10 +297,163 @@ impl EventLoop {
             let Duties::Follower(duties) = &self.duties else { return false };
             match duties.link.inbox.recv_timeout(RESUME_DEADLINE + FREEZE_DEADLINE) {
                 Ok(ToFollower::Exit) => return true,
+                Ok(ToFollower::FallBack { relay }) => {
+                    self.serve_relayed(relay);
+                    return false;
+                }
                 Ok(ToFollower::Thaw) | Err(_) => return false,
                 // Nothing else is sent while the leader hands over.
                 Ok(_) => {}
             }
+        }
+    }
+}
+
+/// A fallback handover's relay (`crate::relay`), on the side this worker is on.
+pub(crate) enum Relay {
+    /// The new process: relays the old process's flows' datagrams to it.
+    New { socket: mio::net::UnixDatagram, side: NewSide },
+    /// The old process: serves the datagrams relayed to it, and sends back those it has no
+    /// flow for.
+    Old { socket: mio::net::UnixDatagram },
+}
+
+impl Relay {
+    /// The new process's end, registered with `platform`.
+    pub(super) fn new_side(platform: &mut MioPlatform, fd: OwnedFd, side: NewSide) -> std::io::Result<Relay> {
+        let mut socket = relay_socket(fd)?;
+        platform.register_relay(&mut socket)?;
+        Ok(Relay::New { socket, side })
+    }
+
+    pub(super) fn is_old_side(&self) -> bool {
+        matches!(self, Relay::Old { .. })
+    }
+
+    /// The new process's side: relays a client datagram of one of the old process's flows
+    /// and returns true; false for anything else (this process handles it). Once the old
+    /// process has gone, nothing is relayed any more.
+    pub(super) fn relays(
+        &mut self,
+        listener: ListenerId,
+        client: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+    ) -> bool {
+        let Relay::New { socket, side } = self else { return false };
+        if side.flows.is_empty() || !side.flows.contains(&(listener, client)) {
+            return false;
+        }
+        let Some(&old) = side.to_old.get(&listener) else { return false };
+        match socket.send(&relay::encode(old, client, local, datagram)) {
+            Ok(_) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                // The old process is behind by a whole relay buffer: the datagram is lost, as
+                // it would be in a full socket queue.
+                tracing::debug!("relay to the old process full: datagram dropped");
+                true
+            }
+            Err(error) => {
+                tracing::info!(
+                    event = %"handover_fallback_ended",
+                    %error,
+                    flows = side.flows.len(),
+                    "the old process is gone: its clients are new clients now"
+                );
+                side.flows.clear();
+                false
+            }
+        }
+    }
+}
+
+fn relay_socket(fd: OwnedFd) -> std::io::Result<mio::net::UnixDatagram> {
+    let socket = std::os::unix::net::UnixDatagram::from(fd);
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::UnixDatagram::from_std(socket))
+}
+
+impl EventLoop {
+    /// The old process's side of a fallback: each worker serves what the new process relays.
+    fn fall_back(&mut self, mut relays: Vec<OwnedFd>) {
+        let own = relays.remove(0);
+        for (follower, relay) in self.followers().iter().zip(relays) {
+            follower.send(ToFollower::FallBack { relay });
+        }
+        // The new process answers on the control socket and serves metrics now.
+        if let Some(mut control) = self.control.take() {
+            control.leave_file();
+        }
+        self.metrics = None;
+        self.serve_relayed(own);
+        self.stop();
+    }
+
+    /// Stops reading the listeners, serves the relay, drains.
+    pub(super) fn serve_relayed(&mut self, fd: OwnedFd) {
+        self.driver.platform_mut().stop_reading_listeners();
+        match relay_socket(fd) {
+            Ok(mut socket) => match self.driver.platform_mut().register_relay(&mut socket) {
+                Ok(_) => self.relay = Some(Relay::Old { socket }),
+                Err(error) => {
+                    tracing::error!(%error, "cannot serve the relay: this worker's flows get no more datagrams")
+                }
+            },
+            Err(error) => {
+                tracing::error!(%error, "cannot serve the relay: this worker's flows get no more datagrams")
+            }
+        }
+        self.drain();
+    }
+
+    /// Datagrams on the relay: on the old side, its flows' datagrams (anything it has no flow
+    /// for goes back); on the new side, what came back, now a new client's.
+    pub(super) fn read_relay(&mut self) {
+        let mut frame = vec![0u8; DATAGRAM_HEADROOM + 70_000];
+        for _ in 0..1024 {
+            let Some(relay) = &self.relay else { return };
+            let socket = match relay {
+                Relay::New { socket, .. } | Relay::Old { socket } => socket,
+            };
+            let length = match socket.recv(&mut frame[DATAGRAM_HEADROOM..]) {
+                Ok(length) => length,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            let Some((listener, client, local, at)) =
+                relay::decode(&frame[DATAGRAM_HEADROOM..DATAGRAM_HEADROOM + length])
+            else {
+                continue;
+            };
+            let now = self.driver.platform().now();
+            let listener = match &mut self.relay {
+                Some(Relay::New { side, .. }) => {
+                    let Some(&ours) = side.from_old.get(&listener) else { continue };
+                    side.flows.remove(&(ours, client));
+                    ours
+                }
+                _ => ListenerId(listener),
+            };
+            // The datagram goes to the core with its headroom in front, as from a listener.
+            let start = DATAGRAM_HEADROOM + at;
+            let mut buffer = frame[start - DATAGRAM_HEADROOM..DATAGRAM_HEADROOM + length].to_vec();
+            let kept = buffer[DATAGRAM_HEADROOM..].to_vec();
+            let datagram = ClientDatagram {
+                listener,
+                client,
+                local,
+                buffer: &mut buffer,
+                headroom: DATAGRAM_HEADROOM,
+                truncated: false,
+            };
+            let verdict = self.driver.client_datagram(now, datagram);
+            if let (ClientVerdict::Drop(DropReason::Draining), Some(Relay::Old { socket })) =
+                (verdict, &self.relay)
+            {
+                // Not one of this process's flows (any more): the new process's.
+                let _ = socket.send(&relay::encode(listener.0, client, local, &kept));
+            }
+            self.settle();
         }
     }
 }

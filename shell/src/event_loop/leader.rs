@@ -264,7 +264,7 @@ impl EventLoop {
 
     /// SIGTERM: drain every listener, every follower's included; the loop ends when no flow
     /// is left in any worker.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if self.stopping {
             return;
         }
