@@ -164,9 +164,13 @@ impl Udplb {
         self.status
     }
 
-    /// Waits (bounded) for it to exit.
+    /// Waits (bounded) for it to exit, looking every millisecond (as systemd, which learns it
+    /// at once): the time a restart takes is udplb's, not this loop's.
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        wait_for(limit, || self.poll().is_some());
+        let deadline = Instant::now() + limit;
+        while self.poll().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         self.poll()
     }
 
@@ -469,6 +473,9 @@ struct Flow {
     /// Replies that arrived after the old process was gone (the new one served them).
     answered_after_old: u64,
     last_reply: Option<Instant>,
+    /// The longest time between two replies, the second before the upgrade started (the
+    /// baseline) and from then on.
+    longest_gap_before: Duration,
     longest_gap: Duration,
     /// When the longest gap ended (µs since origin).
     longest_gap_end: u64,
@@ -577,9 +584,12 @@ fn take_reply(flow: &mut Flow, reply: &[u8], from_target: bool, at: Instant, mic
     if old_gone != 0 && micros > old_gone {
         flow.answered_after_old += 1;
     }
+    let started = clock.upgrade_started.load(Ordering::Relaxed);
     if let Some(last) = flow.last_reply {
         let gap = at.duration_since(last);
-        if gap > flow.longest_gap {
+        if started == 0 || micros <= started {
+            flow.longest_gap_before = flow.longest_gap_before.max(gap);
+        } else if gap > flow.longest_gap {
             flow.longest_gap = gap;
             flow.longest_gap_end = micros;
         }
@@ -685,10 +695,15 @@ struct Report {
     moved: usize,
     /// Flows the new process answered (after the old one was gone).
     answered_by_new: usize,
+    /// The longest time without a reply from the upgrade's start on: on one flow, and over all
+    /// flows (no flow got a reply).
     longest_gap_flow: Duration,
     longest_gap_all: Duration,
-    /// When the longest gap over all flows ended, after the upgrade started (negative: before).
+    /// When that longest gap over all flows ended, after the upgrade started.
     gap_end_after_start_ms: f64,
+    /// The same in the load before the upgrade: the baseline.
+    longest_gap_flow_before: Duration,
+    longest_gap_all_before: Duration,
     /// From the upgrade's start until the old process was seen gone.
     upgrade_took: Duration,
     old_status: Option<ExitStatus>,
@@ -708,8 +723,9 @@ impl Report {
     fn summary(&self) -> String {
         format!(
             "upgrade [{}]: flows {}, sent {}, answered {}, lost {}, misdelivered {}, duplicates {}, moved {}, \
-             answered by the new process {}, longest gap {:.1} ms on a flow, {:.1} ms over all flows \
-             (ended {:+.0} ms after the upgrade started); upgrade took {:.0} ms, old process {}, new {}",
+             answered by the new process {}, longest gap from the upgrade on {:.1} ms on a flow, {:.1} ms \
+             over all flows (ended {:.0} ms after the upgrade started), before it {:.1} ms and {:.1} ms; \
+             upgrade took {:.0} ms, old process {}, new {}",
             self.label,
             self.flows,
             self.sent,
@@ -722,6 +738,8 @@ impl Report {
             ms(self.longest_gap_flow),
             ms(self.longest_gap_all),
             self.gap_end_after_start_ms,
+            ms(self.longest_gap_flow_before),
+            ms(self.longest_gap_all_before),
             ms(self.upgrade_took),
             describe(self.old_status),
             if self.new_serves { "serves" } else { "does NOT serve" },
@@ -844,6 +862,7 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Ud
             backends: Vec::new(),
             answered_after_old: 0,
             last_reply: None,
+            longest_gap_before: Duration::ZERO,
             longest_gap: Duration::ZERO,
             longest_gap_end: 0,
         });
@@ -894,16 +913,18 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Ud
             report.duplicates += flow.duplicates;
             if flow.backends.len() > 1 {
                 report.moved += 1;
-                if report.notes.len() < 8 {
+                if matches!(plan.load, Load::LongLived) && report.notes.len() < 8 {
                     report.notes.push(format!("flow {} answered by {:?}", flow.index, flow.backends));
                 }
             }
             if flow.answered_after_old > 0 {
                 report.answered_by_new += 1;
             }
-            if flow.longest_gap > report.longest_gap_flow {
-                report.longest_gap_flow = flow.longest_gap;
-            }
+            // A flow silent until the load stopped: that silence is a gap too.
+            let trailing =
+                flow.last_reply.map(|last| stop_at.saturating_duration_since(last)).unwrap_or_default();
+            report.longest_gap_flow = report.longest_gap_flow.max(flow.longest_gap).max(trailing);
+            report.longest_gap_flow_before = report.longest_gap_flow_before.max(flow.longest_gap_before);
             if !flow.outstanding.is_empty() && report.notes.len() < 8 {
                 let first: Vec<u64> = flow.outstanding.keys().take(8).copied().collect();
                 report.notes.push(format!(
@@ -917,8 +938,14 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Ud
     }
     report.lost = report.sent - report.answered;
     replies.sort_unstable();
+    // Silence until the load stopped counts as a gap, as if a reply had come then.
+    replies.push(stop_micros);
     let started_micros = clock.upgrade_started.load(Ordering::Relaxed);
-    if let Some((end, gap)) = replies.windows(2).map(|w| (w[1], w[1] - w[0])).max_by_key(|(_, gap)| *gap) {
+    let gaps = || replies.windows(2).map(|w| (w[1], w[1] - w[0]));
+    if let Some((_, gap)) = gaps().filter(|(end, _)| *end <= started_micros).max_by_key(|(_, gap)| *gap) {
+        report.longest_gap_all_before = Duration::from_micros(gap);
+    }
+    if let Some((end, gap)) = gaps().filter(|(end, _)| *end > started_micros).max_by_key(|(_, gap)| *gap) {
         report.longest_gap_all = Duration::from_micros(gap);
         report.gap_end_after_start_ms = (end as f64 - started_micros as f64) / 1000.0;
     }
@@ -1176,16 +1203,24 @@ fn upgrade_gap_figures() {
         let reports: Vec<Report> = (0..runs).map(|_| upgrade_under_load(plan, upgrade)).collect();
         let field = |f: fn(&Report) -> f64| min_median_max(reports.iter().map(f).collect());
         let total = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+        // Each query is a flow of its own, placed anew: "moved" means nothing there.
+        let moved = if *sticky {
+            reports.iter().map(|r| r.moved).sum::<usize>().to_string()
+        } else {
+            "–".to_owned()
+        };
         rows.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             plan.label,
             reports.len(),
             total(|r| r.sent),
             total(|r| r.lost),
             total(|r| r.misdelivered),
-            reports.iter().map(|r| r.moved).sum::<usize>(),
+            moved,
             field(|r| ms(r.longest_gap_all)),
+            field(|r| ms(r.longest_gap_all_before)),
             field(|r| ms(r.longest_gap_flow)),
+            field(|r| ms(r.longest_gap_flow_before)),
             field(|r| ms(r.upgrade_took)),
         ));
         for report in &reports {
@@ -1196,9 +1231,9 @@ fn upgrade_gap_figures() {
         }
     }
     println!(
-        "#table | upgrade | runs | sent | lost | misdelivered | moved | longest gap over all flows, ms (min / median / max) | longest gap on one flow, ms | upgrade took, ms |"
+        "#table | upgrade | runs | sent | lost | misdelivered | moved | gap over all flows, upgrade, ms | same, before it | gap on one flow, upgrade, ms | same, before it | upgrade took, ms |"
     );
-    println!("#table |---|---|---|---|---|---|---|---|---|");
+    println!("#table |---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("#table {row}");
     }
