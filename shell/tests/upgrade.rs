@@ -649,12 +649,22 @@ impl Plan {
 /// are in flight when the process changes hands.
 const HEALTH: &str = "health = { mode = \"udp\", udp_payload = \"probe\", interval = \"200ms\", timeout = \"500ms\", rise = 1, fall = 3, jitter = 0 }";
 
+/// What an upgrade left serving.
+enum After {
+    /// A new process, which took over (the old one has exited).
+    New(Udplb),
+    /// The old process, which serves on: the takeover was refused, as expected.
+    OldServesOn,
+}
+
 /// What the upgrade closure works with: the old process, the files, the fake systemd.
 struct Stage {
     /// The process serving before the upgrade (exited once the closure returns, for every
     /// upgrade in this file).
     old: Udplb,
     config: PathBuf,
+    /// The configuration the old process runs.
+    config_text: String,
     systemd: Option<FakeSystemd>,
     /// Set by an upgrade through the store: whether `udplb-state` was in it.
     state_stored: Option<bool>,
@@ -707,8 +717,11 @@ struct Report {
     /// From the upgrade's start until the old process was seen gone.
     upgrade_took: Duration,
     old_status: Option<ExitStatus>,
-    /// A fresh client got an answer from the new process.
-    new_serves: bool,
+    /// The takeover was refused and the old process was to serve on.
+    kept_old: bool,
+    /// A fresh client got an answer from the process that should serve now: the new one, or the
+    /// old one when the takeover was refused.
+    serves_after: bool,
     new_status: Option<ExitStatus>,
     /// Logs of both processes, for failure messages.
     logs: String,
@@ -742,7 +755,12 @@ impl Report {
             ms(self.longest_gap_all_before),
             ms(self.upgrade_took),
             describe(self.old_status),
-            if self.new_serves { "serves" } else { "does NOT serve" },
+            match (self.kept_old, self.serves_after) {
+                (false, true) => "serves",
+                (false, false) => "does NOT serve",
+                (true, true) => "refused, the old one serves on",
+                (true, false) => "refused, and the old one does NOT serve on",
+            },
         )
     }
 
@@ -770,16 +788,25 @@ impl Report {
         check(self.duplicates == 0, format!("{} replies duplicated", self.duplicates));
         if sticky {
             check(self.moved == 0, format!("{} flows moved to another backend", self.moved));
+        }
+        if sticky && !self.kept_old {
             check(
                 self.answered_by_new == self.flows,
                 format!("the new process answered {} of {} flows", self.answered_by_new, self.flows),
             );
         }
-        check(
-            self.old_status.is_some_and(|s| s.success()),
-            format!("the old process: {} (expected exit 0)", describe(self.old_status)),
-        );
-        check(self.new_serves, "the new process does not answer a fresh client".to_owned());
+        if self.kept_old {
+            check(
+                self.old_status.is_none(),
+                format!("the old process: {} (expected to serve on)", describe(self.old_status)),
+            );
+        } else {
+            check(
+                self.old_status.is_some_and(|s| s.success()),
+                format!("the old process: {} (expected exit 0)", describe(self.old_status)),
+            );
+        }
+        check(self.serves_after, "no process answers a fresh client".to_owned());
         check(self.fd_store_refused == 0, format!("{} fds refused by a full store", self.fd_store_refused));
         check(self.state_stored != Some(false), "the stop stored no udplb-state".to_owned());
         failures
@@ -801,7 +828,7 @@ impl Drop for StopOnDrop {
 
 /// Runs `plan`'s load across `upgrade`, which returns the new process (or why it could not
 /// start one), and measures what the clients saw.
-fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Udplb, String>) -> Report {
+fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<After, String>) -> Report {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new();
     let backends: Vec<NamedEcho> = (0..BACKENDS).map(|i| NamedEcho::start(format!("b{i}"))).collect();
@@ -835,8 +862,15 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Ud
     let mut command = Command::new(udplb());
     command.args(["run", "-c"]).arg(&config).envs(env.iter().map(|(k, v)| (k, v)));
     let old = Udplb::spawn(command, "old", dir.0.join("old.log"));
-    let mut stage =
-        Stage { old, config, systemd, state_stored: None, dir: dir.0.clone(), clock: clock.clone() };
+    let mut stage = Stage {
+        old,
+        config,
+        config_text: text.clone(),
+        systemd,
+        state_stored: None,
+        dir: dir.0.clone(),
+        clock: clock.clone(),
+    };
 
     let probe = common::client();
     let answering = wait_for(PROCESS_LIMIT, || {
@@ -894,7 +928,11 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Ud
 
     let mut report = Report { label: plan.label.clone(), flows: FLOWS, upgrade_took, ..Report::default() };
     let mut new = match upgraded {
-        Ok(new) => Some(new),
+        Ok(After::New(new)) => Some(new),
+        Ok(After::OldServesOn) => {
+            report.kept_old = true;
+            None
+        }
         Err(why) => {
             report.notes.push(format!("the upgrade failed: {why}"));
             None
@@ -950,13 +988,20 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Ud
         report.gap_end_after_start_ms = (end as f64 - started_micros as f64) / 1000.0;
     }
 
-    // The new process serves a client it has never seen.
-    if let Some(new) = new.as_mut() {
+    // The process that should serve now (the new one, or the old one when the takeover was
+    // refused) answers a client it has never seen.
+    let serving = match new.as_mut() {
+        Some(new) => Some(new),
+        None if report.kept_old => Some(&mut stage.old),
+        None => None,
+    };
+    if let Some(serving) = serving {
         let fresh = common::client();
-        report.new_serves = wait_for(Duration::from_secs(5), || {
-            new.poll().is_none() && ask(&fresh, listen, b"fresh").is_some_and(|r| r.ends_with(b" fresh"))
+        report.serves_after = wait_for(Duration::from_secs(5), || {
+            serving.poll().is_none() && ask(&fresh, listen, b"fresh").is_some_and(|r| r.ends_with(b" fresh"))
         });
-        report.new_status = new.poll();
+        report.new_status = new.as_mut().and_then(Udplb::poll);
+        report.old_status = stage.old.poll();
     }
     if let Some(systemd) = &stage.systemd {
         systemd.with_store(|store| {
@@ -1001,13 +1046,13 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Ud
 // The upgrades
 
 /// `udplb run --takeover` with the same file; done when the old process has exited.
-fn takeover(stage: &mut Stage) -> Result<Udplb, String> {
+fn takeover(stage: &mut Stage) -> Result<After, String> {
     let mut new = stage.start("new", &["--takeover"], &stage.systemd_env());
     let deadline = Instant::now() + PROCESS_LIMIT;
     loop {
         if stage.old.poll().is_some() {
             stage.old_gone();
-            return Ok(new);
+            return Ok(After::New(new));
         }
         if let Some(status) = new.poll() {
             return Err(format!(
@@ -1027,7 +1072,7 @@ fn takeover(stage: &mut Stage) -> Result<Udplb, String> {
 
 /// A stop and start under systemd with a descriptor store: SIGTERM, the old process pushes
 /// its sockets and state to the store and exits, the new one gets them as `LISTEN_FDS`.
-fn fd_store_restart(stage: &mut Stage) -> Result<Udplb, String> {
+fn fd_store_restart(stage: &mut Stage) -> Result<After, String> {
     stage.old.signal(libc::SIGTERM);
     let status = stage.old.wait_exit(PROCESS_LIMIT);
     stage.old_gone();
@@ -1045,18 +1090,43 @@ fn fd_store_restart(stage: &mut Stage) -> Result<Udplb, String> {
     // As systemd does: the next start gets whatever the store holds.
     let mut command = command_with_listen_fds(&stage.config, stored);
     command.envs(systemd.env());
-    Ok(Udplb::spawn(command, "new", stage.dir.join("new.log")))
+    Ok(After::New(Udplb::spawn(command, "new", stage.dir.join("new.log"))))
 }
 
 /// A plain restart: SIGTERM (the old process drains, within its `stop_timeout`), then a new
 /// process started from scratch.
-fn plain_restart(stage: &mut Stage) -> Result<Udplb, String> {
+fn plain_restart(stage: &mut Stage) -> Result<After, String> {
     stage.old.signal(libc::SIGTERM);
     if stage.old.wait_exit(PROCESS_LIMIT).is_none() {
         return Err(format!("the old process still runs {PROCESS_LIMIT:?} after SIGTERM"));
     }
     stage.old_gone();
-    Ok(stage.start("new", &[], &[]))
+    Ok(After::New(stage.start("new", &[], &[])))
+}
+
+/// A takeover the running process must refuse: the new configuration asks for another number
+/// of workers (each worker hands over to the worker of the same number). The new process must
+/// exit non-zero, saying why, and the old one serve on as if nothing had happened.
+fn refused_takeover(stage: &mut Stage) -> Result<After, String> {
+    let other = stage.config_text.replace("workers = 1\n", "workers = 2\n");
+    if other == stage.config_text {
+        return Err("the plan sets no `workers = 1` to change".to_owned());
+    }
+    let path = stage.dir.join("two-workers.toml");
+    std::fs::write(&path, other).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let mut command = Command::new(udplb());
+    command.args(["run", "-c"]).arg(&path).arg("--takeover");
+    let mut new = Udplb::spawn(command, "new", stage.dir.join("new.log"));
+    let status = new.wait_exit(PROCESS_LIMIT);
+    let said = std::fs::read_to_string(&new.log).unwrap_or_default();
+    let last_line = said.lines().last().unwrap_or_default();
+    println!("udplb run --takeover with another worker count: {}, said: {last_line}", describe(status));
+    match status {
+        None => Err(format!("udplb run --takeover still runs after {PROCESS_LIMIT:?}\n{}", new.log_tail())),
+        Some(status) if status.success() => Err(format!("udplb run --takeover exited 0\n{}", new.log_tail())),
+        Some(_) if said.trim().is_empty() => Err("udplb run --takeover failed without a word".to_owned()),
+        Some(_) => Ok(After::OldServesOn),
+    }
 }
 
 fn assert_hitless(reports: &[Report], sticky: bool) {
@@ -1102,6 +1172,14 @@ fn a_dns_like_upgrade_loses_no_query() {
 }
 
 #[test]
+fn a_refused_takeover_leaves_the_old_process_serving_every_flow() {
+    let plan = Plan::long_lived("refused takeover, 1 worker, pool", "workers = 1");
+    let report = upgrade_under_load(&plan, refused_takeover);
+    assert!(report.kept_old, "the takeover was not refused:\n{}", report.details());
+    assert_hitless(&[report], true);
+}
+
+#[test]
 fn the_fd_store_restart_keeps_every_flow() {
     let plans = [
         Plan::long_lived("fd store, 1 worker, pool", "workers = 1").under_systemd(),
@@ -1124,7 +1202,7 @@ fn a_restart_through_a_store_too_small_still_serves() {
         "the old process did not exit 0:\n{}",
         report.details()
     );
-    assert!(report.new_serves, "the new process does not serve:\n{}", report.details());
+    assert!(report.serves_after, "the new process does not serve:\n{}", report.details());
     assert_eq!(report.misdelivered, 0, "{}", report.details());
 }
 
@@ -1138,7 +1216,7 @@ fn a_plain_restart_loses_flows() {
         "the old process did not exit 0:\n{}",
         report.details()
     );
-    assert!(report.new_serves, "the new process does not serve:\n{}", report.details());
+    assert!(report.serves_after, "the new process does not serve:\n{}", report.details());
     assert_eq!(report.misdelivered, 0, "{}", report.details());
     // And the harness sees what it did to the clients.
     assert!(
@@ -1175,7 +1253,7 @@ fn min_median_max(mut values: Vec<f64>) -> String {
 fn upgrade_gap_figures() {
     let runs: usize =
         std::env::var("UPGRADE_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(5).clamp(1, 100);
-    type Upgrade = fn(&mut Stage) -> Result<Udplb, String>;
+    type Upgrade = fn(&mut Stage) -> Result<After, String>;
     let cases: Vec<(Plan, Upgrade, bool)> = vec![
         (Plan::long_lived("takeover, 1 worker, pool", "workers = 1"), takeover, true),
         (Plan::long_lived("takeover, 2 workers, pool", "workers = 2"), takeover, true),
