@@ -655,6 +655,9 @@ enum After {
     New(Udplb),
     /// The old process, which serves on: the takeover was refused, as expected.
     OldServesOn,
+    /// A new process, which took the listeners and new clients, and relays the old flows to the
+    /// old process, which still serves them (`--takeover --fresh`).
+    Relaying(Udplb),
 }
 
 /// What the upgrade closure works with: the old process, the files, the fake systemd.
@@ -719,6 +722,8 @@ struct Report {
     old_status: Option<ExitStatus>,
     /// The takeover was refused and the old process was to serve on.
     kept_old: bool,
+    /// The new process relays the old flows to the old process, which serves them on.
+    relaying: bool,
     /// A fresh client got an answer from the process that should serve now: the new one, or the
     /// old one when the takeover was refused.
     serves_after: bool,
@@ -756,6 +761,7 @@ impl Report {
             ms(self.upgrade_took),
             describe(self.old_status),
             match (self.kept_old, self.serves_after) {
+                (false, true) if self.relaying => "serves, relaying the old flows",
                 (false, true) => "serves",
                 (false, false) => "does NOT serve",
                 (true, true) => "refused, the old one serves on",
@@ -789,13 +795,18 @@ impl Report {
         if sticky {
             check(self.moved == 0, format!("{} flows moved to another backend", self.moved));
         }
-        if sticky && !self.kept_old {
+        if sticky && !self.kept_old && !self.relaying {
             check(
                 self.answered_by_new == self.flows,
                 format!("the new process answered {} of {} flows", self.answered_by_new, self.flows),
             );
         }
-        if self.kept_old {
+        if self.relaying {
+            check(
+                self.old_status.is_none_or(|s| s.success()),
+                format!("the old process: {} (expected to serve its flows on)", describe(self.old_status)),
+            );
+        } else if self.kept_old {
             check(
                 self.old_status.is_none(),
                 format!("the old process: {} (expected to serve on)", describe(self.old_status)),
@@ -932,6 +943,10 @@ fn upgrade_under_load(plan: &Plan, upgrade: impl FnOnce(&mut Stage) -> Result<Af
         Ok(After::OldServesOn) => {
             report.kept_old = true;
             None
+        }
+        Ok(After::Relaying(new)) => {
+            report.relaying = true;
+            Some(new)
         }
         Err(why) => {
             report.notes.push(format!("the upgrade failed: {why}"));
@@ -1104,6 +1119,36 @@ fn plain_restart(stage: &mut Stage) -> Result<After, String> {
     Ok(After::New(stage.start("new", &[], &[])))
 }
 
+/// `udplb run --takeover --fresh`: the new process takes the listeners with an empty flow
+/// table and relays the old flows to the old process, which serves them until they end (here
+/// not before its `stop_timeout`, longer than the run). Done when the old process says so.
+fn fresh_takeover(stage: &mut Stage) -> Result<After, String> {
+    let mut new = stage.start("new", &["--takeover", "--fresh"], &[]);
+    let deadline = Instant::now() + PROCESS_LIMIT;
+    loop {
+        let said = std::fs::read_to_string(&stage.old.log).unwrap_or_default();
+        if said.contains("handover_fallback") {
+            return Ok(After::Relaying(new));
+        }
+        if let Some(status) = new.poll() {
+            return Err(format!(
+                "udplb run --takeover --fresh: {}\n{}",
+                describe(Some(status)),
+                new.log_tail()
+            ));
+        }
+        if let Some(status) = stage.old.poll() {
+            return Err(format!("the old process ended ({}) instead of relaying", describe(Some(status))));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no handover_fallback in the old process's log {PROCESS_LIMIT:?} after --fresh"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A takeover the running process must refuse: the new configuration asks for another number
 /// of workers (each worker hands over to the worker of the same number). The new process must
 /// exit non-zero, saying why, and the old one serve on as if nothing had happened.
@@ -1177,6 +1222,21 @@ fn a_refused_takeover_leaves_the_old_process_serving_every_flow() {
     let report = upgrade_under_load(&plan, refused_takeover);
     assert!(report.kept_old, "the takeover was not refused:\n{}", report.details());
     assert_hitless(&[report], true);
+}
+
+/// The fallback when a new build cannot restore the flows, asked for with `--fresh`: no reply
+/// lost and no flow moved while the old process serves them through the relay.
+#[test]
+fn a_fresh_takeover_relays_the_old_flows_without_a_loss() {
+    let plans = [
+        Plan::long_lived("takeover --fresh, 1 worker, pool", "workers = 1\nstop_timeout = \"30s\""),
+        Plan::long_lived(
+            "takeover --fresh, 2 workers, per_flow",
+            "workers = 2\nupstream_mode = \"per_flow\"\nstop_timeout = \"30s\"",
+        ),
+    ];
+    let reports: Vec<Report> = plans.iter().map(|plan| upgrade_under_load(plan, fresh_takeover)).collect();
+    assert_hitless(&reports, true);
 }
 
 #[test]
@@ -1268,6 +1328,14 @@ fn upgrade_gap_figures() {
             true,
         ),
         (Plan::queries("takeover, queries (responses = 1), 2 workers, pool", "workers = 2"), takeover, false),
+        (
+            Plan::long_lived(
+                "takeover --fresh (relay), 1 worker, pool",
+                "workers = 1\nstop_timeout = \"30s\"",
+            ),
+            fresh_takeover,
+            true,
+        ),
         (Plan::long_lived("fd store, 1 worker, pool", "workers = 1").under_systemd(), fd_store_restart, true),
         (
             Plan::long_lived("fd store, 2 workers, pool", "workers = 2").under_systemd(),
