@@ -1088,12 +1088,27 @@ fn takeover(stage: &mut Stage) -> Result<After, String> {
 /// A stop and start under systemd with a descriptor store: SIGTERM, the old process pushes
 /// its sockets and state to the store and exits, the new one gets them as `LISTEN_FDS`.
 fn fd_store_restart(stage: &mut Stage) -> Result<After, String> {
+    fd_store_restart_with(stage, |_| ())
+}
+
+/// The same, with the control socket's file gone between the stop and the start, as systemd
+/// leaves it when the socket lives in the unit's `RuntimeDirectory=` (removed on every stop,
+/// restarts included, unless `RuntimeDirectoryPreserve=`) or its `PrivateTmp=`.
+fn fd_store_restart_in_a_new_runtime_directory(stage: &mut Stage) -> Result<After, String> {
+    fd_store_restart_with(stage, |stage| {
+        let _ = std::fs::remove_file(stage.dir.join("control.sock"));
+    })
+}
+
+/// A stop and start through the store, with `between` done after the stop.
+fn fd_store_restart_with(stage: &mut Stage, between: impl FnOnce(&Stage)) -> Result<After, String> {
     stage.old.signal(libc::SIGTERM);
     let status = stage.old.wait_exit(PROCESS_LIMIT);
     stage.old_gone();
     let Some(status) = status else {
         return Err(format!("the old process still runs {PROCESS_LIMIT:?} after SIGTERM"));
     };
+    between(stage);
     let systemd = stage.systemd.as_ref().expect("a run under the fake systemd");
     let stored = systemd.stored();
     let state_stored = stored.iter().any(|(name, _)| name == "udplb-state");
@@ -1247,6 +1262,16 @@ fn the_fd_store_restart_keeps_every_flow() {
     ];
     let reports: Vec<Report> = plans.iter().map(|plan| upgrade_under_load(plan, fd_store_restart)).collect();
     assert_hitless(&reports, true);
+}
+
+/// The store keeps the control socket, but its file is gone: the restart keeps every flow
+/// all the same, and `udplb ctl` works again (the file is there once more).
+#[test]
+fn an_fd_store_restart_keeps_every_flow_when_the_runtime_directory_was_emptied() {
+    let plan = Plan::long_lived("fd store, control socket file removed, 1 worker, pool", "workers = 1")
+        .under_systemd();
+    let report = upgrade_under_load(&plan, fd_store_restart_in_a_new_runtime_directory);
+    assert_hitless(&[report], true);
 }
 
 /// A store too small for every descriptor (`FileDescriptorStoreMax=` set too low): systemd
