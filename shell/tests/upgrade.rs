@@ -7,9 +7,12 @@
 //! a while before and after the upgrade, then a grace to collect late replies. It counts what
 //! was sent, answered, lost, misdelivered (a reply this client never asked for) and moved (a
 //! client whose replies came from more than one backend), and the longest gap in service (on
-//! one flow, and over all flows). The upgrade itself is a closure: `udplb run --takeover`, a
-//! stop and start through a fake systemd's descriptor store, or a plain stop and start, which
-//! shows that the harness sees the damage a restart without a handover does.
+//! one flow, and over all flows). The upgrade itself is a closure: `udplb run --takeover`
+//! (accepted; refused for another worker count, the old process serving on; `--fresh`, the old
+//! flows relayed to the old process), a stop and start through a fake systemd's descriptor
+//! store (also with the control socket's file removed in between, and with a store too small
+//! for every descriptor), or a plain stop and start, which shows that the harness sees the
+//! damage a restart without a handover does.
 //!
 //! Every wait is bounded in count and time; every process started is killed by its guard,
 //! also when a test panics; every file lives in a directory of its own, removed at the end.
