@@ -235,7 +235,8 @@ impl EventLoop {
                 self.settle();
             }
             if self.handed_over {
-                self.backlog.clear();
+                // Not one more input: the new process's state starts from the snapshot.
+                return Ok(());
             }
             for source in std::mem::take(&mut self.backlog) {
                 match source {

@@ -53,6 +53,8 @@ pub const RESUMED: &str = "resumed";
 /// What the new process writes, with one relay socket per worker, when it cannot restore the
 /// old one's flows and takes only its listeners (`crate::relay`).
 pub const FALLBACK: &str = "fallback";
+/// How long a notification to the service manager may wait for room in its queue.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the old process waits for the new one to say it serves before resuming itself.
 pub const RESUME_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -446,6 +448,9 @@ fn notify_with_fd(message: &str, fd: Option<RawFd>) -> anyhow::Result<()> {
         None => std::os::unix::net::SocketAddr::from_pathname(&path)?,
     };
     let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    // The service manager reads its queue as it can (a UNIX datagram queue holds few
+    // messages): wait for room, but not for ever.
+    socket.set_write_timeout(Some(NOTIFY_TIMEOUT))?;
     socket.connect_addr(&address)?;
     let fds: Vec<RawFd> = fd.into_iter().collect();
     send_with_fds(socket.as_raw_fd(), message.as_bytes(), &fds)?;
@@ -471,9 +476,16 @@ pub fn push_to_fd_store(handover: Handover) -> anyhow::Result<usize> {
 
 /// Empties the descriptor store of what a start received: this process holds its own copies,
 /// and the next stop stores them afresh.
-pub fn clear_fd_store(names: &[String]) {
-    for name in names {
-        let _ = notify_with_fd(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), None);
+/// On a thread of its own: the service manager takes these at its pace, and serving must
+/// not wait for it.
+pub fn clear_fd_store(names: Vec<String>) {
+    let cleared = std::thread::Builder::new().name("udplb-fdstore".into()).spawn(move || {
+        for name in names {
+            let _ = notify_with_fd(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), None);
+        }
+    });
+    if let Err(error) = cleared {
+        tracing::warn!(%error, "cannot empty systemd's descriptor store: it keeps the old descriptors");
     }
 }
 
@@ -492,8 +504,8 @@ pub fn from_listen_fds() -> anyhow::Result<Option<(Handover, Vec<String>)>> {
         std::env::remove_var("LISTEN_FDS");
         std::env::remove_var("LISTEN_FDNAMES");
     }
-    let (true, Some(count)) = (ours, count) else { return Ok(None) };
-    let names: Vec<String> = names.split(':').map(str::to_owned).collect();
+    let (true, Some(count @ 1..)) = (ours, count) else { return Ok(None) };
+    let names: Vec<String> = names.split(':').filter(|name| !name.is_empty()).map(str::to_owned).collect();
     anyhow::ensure!(
         names.len() == count,
         "LISTEN_FDS is {count} but LISTEN_FDNAMES has {} names",

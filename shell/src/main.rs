@@ -233,19 +233,24 @@ fn run(path: &Path, share_listeners: bool, takeover: bool, fresh: bool) -> anyho
         return take_over(start, fresh);
     }
     if let Some((handover, names)) = handover::from_listen_fds()? {
-        // systemd kept the previous process's sockets and state in its descriptor store.
-        match restore_cores(&handover).and_then(|restored| adopt(&start, handover, restored)) {
-            Ok(mut event_loop) => {
-                handover::clear_fd_store(&names);
-                event_loop.settle_takeover(&start.text, start.default_max_flows);
-                return event_loop.run();
+        // systemd kept the previous process's sockets and state in its descriptor store. A
+        // failure to adopt them fails the start (the store keeps them for the next one).
+        let (mut event_loop, restored) = match restore_cores(&handover) {
+            Ok(restored) => (adopt(&start, handover, restored)?, true),
+            Err(error) => {
+                tracing::error!(
+                    event = %"handover_failed",
+                    "cannot restore what the previous process stored: starting with an empty flow \
+                     table on its listeners; its flows are lost: {error:#}"
+                );
+                (fall_back(&start, handover, None)?, false)
             }
-            Err(error) => tracing::error!(
-                event = %"handover_failed",
-                "cannot restore what the previous process stored; starting afresh, its flows are lost: {error:#}"
-            ),
+        };
+        handover::clear_fd_store(names);
+        if restored {
+            event_loop.settle_takeover(&start.text, start.default_max_flows);
         }
-        handover::clear_fd_store(&names);
+        return event_loop.run();
     }
     start_afresh(start)
 }
@@ -343,7 +348,7 @@ fn take_over(start: Start<'_>, fresh: bool) -> anyhow::Result<()> {
                 "cannot restore the running udplb's flows ({why:#}): taking its listeners only and \
                  relaying its flows to it until they end"
             );
-            match fall_back(&start, handover, &stream) {
+            match fall_back(&start, handover, Some(&stream)) {
                 Ok(event_loop) => event_loop,
                 Err(error) => return Err(fail(&mut stream, error)),
             }
@@ -432,7 +437,7 @@ fn adopt(start: &Start<'_>, handover: handover::Handover, restored: Restored) ->
 fn fall_back(
     start: &Start<'_>,
     handover: handover::Handover,
-    stream: &std::os::unix::net::UnixStream,
+    stream: Option<&std::os::unix::net::UnixStream>,
 ) -> anyhow::Result<EventLoop> {
     use std::collections::BTreeMap;
     use std::os::fd::AsRawFd;
@@ -484,11 +489,17 @@ fn fall_back(
         let flows: std::collections::HashSet<_> =
             state.flows.iter().filter_map(|(old, source)| Some((*from_old.get(old)?, *source))).collect();
         relayed += flows.len();
-        let (old_end, new_end) = udplb::relay::socket_pair()?;
-        old_ends.push(old_end);
-        let side = udplb::relay::NewSide { flows, to_old, from_old };
+        // A relay only to a process still there to serve its flows.
+        let relay = match stream {
+            Some(_) => {
+                let (old_end, new_end) = udplb::relay::socket_pair()?;
+                old_ends.push(old_end);
+                Some((new_end, udplb::relay::NewSide { flows, to_old, from_old }))
+            }
+            None => None,
+        };
         let platform = udplb_core::snapshot::PlatformState::default();
-        adopted.push(Adopted { platform, sockets, relay: Some((new_end, side)) });
+        adopted.push(Adopted { platform, sockets, relay });
     }
     let mut workers_iter = cores.into_iter().zip(adopted);
     let (core, adopted) = workers_iter.next().context("the handover has no worker")?;
@@ -505,6 +516,7 @@ fn fall_back(
     for (index, (core, adopted)) in workers_iter.enumerate() {
         event_loop.spawn_follower_adopting(index as u32 + 1, core, adopted)?;
     }
+    let Some(stream) = stream else { return Ok(event_loop) };
     let fds: Vec<std::os::fd::RawFd> = old_ends.iter().map(|fd| fd.as_raw_fd()).collect();
     handover::send_with_fds(stream.as_raw_fd(), format!("{}\n", handover::FALLBACK).as_bytes(), &fds)?;
     tracing::info!(

@@ -220,6 +220,17 @@ impl MioPlatform {
     /// Opens the listeners the core has and the platform lacks, closes the others.
     /// `config` is the one `core` runs (for what only sockets use: `freebind`).
     pub(crate) fn sync_listeners(&mut self, core: &Balancer, config: &Config) -> anyhow::Result<()> {
+        // A socket handed over must be the listener the core knows by that id.
+        for (id, listener) in &self.listeners {
+            if let Some((name, address)) = core.flows().listener(*id)
+                && address != listener.address
+            {
+                anyhow::bail!(
+                    "the socket handed over for listener {name} is bound to {}, not {address}",
+                    listener.address
+                );
+            }
+        }
         let wanted: BTreeMap<ListenerId, SocketAddr> = core
             .flows()
             .listener_ids()
