@@ -109,7 +109,13 @@ impl EventLoop {
             let handed = control.filter(|fd| {
                 let listener = std::os::unix::net::UnixListener::from(fd.try_clone().expect("a descriptor"));
                 let address = listener.local_addr().ok();
-                address.as_ref().and_then(|a| a.as_pathname()) == Some(path.as_path())
+                // The file may be gone (systemd empties RuntimeDirectory= between a stop and
+                // the next start): a socket nobody can reach is no use, so a new one is bound.
+                let reachable = std::fs::symlink_metadata(path).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                });
+                reachable && address.as_ref().and_then(|a| a.as_pathname()) == Some(path.as_path())
             });
             let server = match handed {
                 Some(fd) => ControlServer::adopt(path, fd, self.poll.registry(), token)?,
