@@ -434,8 +434,13 @@ fn peek_names(state: &[u8]) -> anyhow::Result<Vec<String>> {
 /// Whether a stop should push the sockets to systemd's descriptor store rather than drain:
 /// `NOTIFY_SOCKET` is set and so is `FDSTORE` (systemd sets it to `FileDescriptorStoreMax=`).
 pub fn fd_store_enabled() -> bool {
-    std::env::var_os("NOTIFY_SOCKET").is_some()
-        && std::env::var("FDSTORE").ok().and_then(|text| text.parse::<u64>().ok()).is_some_and(|n| n > 0)
+    std::env::var_os("NOTIFY_SOCKET").is_some() && fd_store_capacity().is_some_and(|n| n > 0)
+}
+
+/// How many descriptors the store takes (`FDSTORE`, which systemd sets to
+/// `FileDescriptorStoreMax=`).
+fn fd_store_capacity() -> Option<u64> {
+    std::env::var("FDSTORE").ok().and_then(|text| text.parse::<u64>().ok())
 }
 
 /// Sends one notification with (at most) one descriptor to `NOTIFY_SOCKET`.
@@ -460,18 +465,117 @@ fn notify_with_fd(message: &str, fd: Option<RawFd>) -> anyhow::Result<()> {
 /// Pushes the handover to systemd's descriptor store: one notification per descriptor
 /// (`FDSTORE=1`, `FDNAME=`), the state last, so that a store that took the state took every
 /// socket before it.
+///
+/// A store too small for them all is not used (systemd would keep the first ones and drop the
+/// rest, the state among them): the caller drains instead. After the last one, a barrier
+/// (`BARRIER=1`) waits until the service manager has taken every notification, so that none is
+/// still queued when this process exits.
 pub fn push_to_fd_store(handover: Handover) -> anyhow::Result<usize> {
     let (state, named) = handover.into_parts()?;
+    let needed = named.len() as u64 + 1;
+    if let Some(capacity) = fd_store_capacity()
+        && needed > capacity
+    {
+        anyhow::bail!(
+            "the descriptor store takes {capacity} (FileDescriptorStoreMax=) and this process has {needed} \
+             to hand over; raise FileDescriptorStoreMax="
+        );
+    }
     let state = state_file(&state)?;
     // A state left from an earlier start would be read instead of this one.
     notify_with_fd(&format!("FDSTOREREMOVE=1\nFDNAME={STATE_NAME}"), None)?;
-    for (name, fd) in &named {
-        notify_with_fd(&format!("FDSTORE=1\nFDNAME={name}"), Some(fd.as_raw_fd()))
-            .with_context(|| format!("storing {name}"))?;
+    let mut pushed = Vec::new();
+    let stored = named
+        .iter()
+        .try_for_each(|(name, fd)| {
+            notify_with_fd(&format!("FDSTORE=1\nFDNAME={name}"), Some(fd.as_raw_fd()))
+                .with_context(|| format!("storing {name}"))?;
+            pushed.push(name.clone());
+            Ok::<(), anyhow::Error>(())
+        })
+        .and_then(|()| {
+            notify_with_fd(&format!("FDSTORE=1\nFDNAME={STATE_NAME}"), Some(state.as_raw_fd()))
+                .context("storing the state")
+        })
+        .and_then(|()| barrier());
+    if let Err(error) = stored {
+        // What was stored would be half a handover: take it back.
+        for name in pushed.iter().chain(std::iter::once(&STATE_NAME.to_owned())) {
+            let _ = notify_with_fd(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), None);
+        }
+        return Err(error);
     }
-    notify_with_fd(&format!("FDSTORE=1\nFDNAME={STATE_NAME}"), Some(state.as_raw_fd()))
-        .context("storing the state")?;
     Ok(named.len() + 1)
+}
+
+/// `BARRIER=1` with the write end of a pipe: the service manager closes it once it has
+/// processed every notification sent before it.
+fn barrier() -> anyhow::Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors the call writes.
+    anyhow::ensure!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0, "pipe2 failed");
+    // SAFETY: both were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    notify_with_fd("BARRIER=1", Some(write.as_raw_fd()))?;
+    drop(write);
+    let mut poll = libc::pollfd { fd: read.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let timeout = NOTIFY_TIMEOUT.as_millis() as libc::c_int;
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, timeout) };
+    anyhow::ensure!(ready > 0, "the service manager did not confirm it took the descriptors (BARRIER=1)");
+    Ok(())
+}
+
+/// A store that holds udplb's sockets but not its state (a store that took only some, or an
+/// older stop's leftovers): the listener, control and metrics sockets, by their names, so that
+/// the start can serve on them with an empty flow table rather than find them bound.
+fn partial(named: BTreeMap<String, OwnedFd>) -> Option<Handover> {
+    let mut workers: Vec<WorkerState> = Vec::new();
+    let (mut control, mut metrics) = (None, None);
+    for (name, fd) in named {
+        match name.as_str() {
+            "udplb-control" => control = Some(fd),
+            "udplb-metrics" => metrics = Some(fd),
+            _ => {
+                let Some((worker, id)) = name
+                    .strip_prefix("udplb-w")
+                    .and_then(|rest| rest.split_once("-listener-"))
+                    .and_then(|(worker, id)| Some((worker.parse::<usize>().ok()?, id.parse::<u32>().ok()?)))
+                else {
+                    continue;
+                };
+                while workers.len() <= worker.min(1023) {
+                    let sockets = WorkerSockets::default();
+                    workers.push(WorkerState {
+                        snapshot: Vec::new(),
+                        platform: Vec::new(),
+                        sockets,
+                        flows: Vec::new(),
+                    });
+                }
+                if let Some(state) = workers.get_mut(worker) {
+                    state.sockets.listeners.push((ListenerId(id), fd));
+                }
+            }
+        }
+    }
+    if workers.is_empty() && control.is_none() && metrics.is_none() {
+        return None;
+    }
+    let header = Header {
+        protocol: PROTOCOL,
+        pid: 0,
+        version: String::new(),
+        snapshot_version: 0,
+        config_text: String::new(),
+        default_max_flows: 0,
+        origin_monotonic_nanos: 0,
+        workers: Vec::new(),
+        control: control.is_some(),
+        metrics: metrics.is_some(),
+        fds: Vec::new(),
+    };
+    Some(Handover { header, workers, control, metrics })
 }
 
 /// Empties the descriptor store of what a start received: this process holds its own copies,
@@ -489,11 +593,21 @@ pub fn clear_fd_store(names: Vec<String>) {
     }
 }
 
+/// What systemd's descriptor store gave this start.
+#[derive(Debug)]
+pub enum Stored {
+    /// A whole handover.
+    Complete(Handover),
+    /// udplb's sockets without the state: only the listener, control and metrics sockets are
+    /// of use ([`Handover`] with empty snapshots).
+    Partial(Handover),
+}
+
 /// The handover systemd passed to this start, if any: descriptors from `LISTEN_FDS` (when
 /// `LISTEN_PID` is this process) with names from `LISTEN_FDNAMES`, one of them the state.
 /// The variables are removed, so that nothing this process starts inherits them. Returns the
 /// names received with it, for [`clear_fd_store`].
-pub fn from_listen_fds() -> anyhow::Result<Option<(Handover, Vec<String>)>> {
+pub fn from_listen_fds() -> anyhow::Result<Option<(Stored, Vec<String>)>> {
     let ours =
         std::env::var("LISTEN_PID").ok().and_then(|pid| pid.parse::<u32>().ok()) == Some(std::process::id());
     let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<usize>().ok());
@@ -520,11 +634,10 @@ pub fn from_listen_fds() -> anyhow::Result<Option<(Handover, Vec<String>)>> {
         named.insert(name.clone(), unsafe { OwnedFd::from_raw_fd(fd) });
     }
     let Some(state) = named.remove(STATE_NAME) else {
-        // Descriptors stored by something else: none of ours.
-        return Ok(None);
+        return Ok(partial(named).map(|handover| (Stored::Partial(handover), names)));
     };
     let state = read_state(state)?;
-    Ok(Some((Handover::from_parts(&state, named)?, names)))
+    Ok(Some((Stored::Complete(Handover::from_parts(&state, named)?), names)))
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (shared by every process of the host).

@@ -232,19 +232,29 @@ fn run(path: &Path, share_listeners: bool, takeover: bool, fresh: bool) -> anyho
     if takeover {
         return take_over(start, fresh);
     }
-    if let Some((handover, names)) = handover::from_listen_fds()? {
+    if let Some((stored, names)) = handover::from_listen_fds()? {
         // systemd kept the previous process's sockets and state in its descriptor store. A
         // failure to adopt them fails the start (the store keeps them for the next one).
-        let (mut event_loop, restored) = match restore_cores(&handover) {
-            Ok(restored) => (adopt(&start, handover, restored)?, true),
-            Err(error) => {
-                tracing::error!(
+        let (mut event_loop, restored) = match stored {
+            handover::Stored::Partial(handover) => {
+                tracing::warn!(
                     event = %"handover_failed",
-                    "cannot restore what the previous process stored: starting with an empty flow \
-                     table on its listeners; its flows are lost: {error:#}"
+                    "systemd's descriptor store holds udplb's sockets but not its state: starting with an \
+                     empty flow table on the stored listeners"
                 );
                 (fall_back(&start, handover, None)?, false)
             }
+            handover::Stored::Complete(handover) => match restore_cores(&handover) {
+                Ok(restored) => (adopt(&start, handover, restored)?, true),
+                Err(error) => {
+                    tracing::error!(
+                        event = %"handover_failed",
+                        "cannot restore what the previous process stored: starting with an empty flow \
+                         table on its listeners; its flows are lost: {error:#}"
+                    );
+                    (fall_back(&start, handover, None)?, false)
+                }
+            },
         };
         handover::clear_fd_store(names);
         if restored {
@@ -476,6 +486,11 @@ fn fall_back(
                 .as_socket()
                 .context("a listener socket without an address")?;
             let Some(&id) = ours.get(&address) else {
+                if stream.is_none() {
+                    // Nobody is left to serve it: the socket closes, and its clients with it.
+                    tracing::warn!(%address, "a stored listener socket this configuration has no listener for: closed");
+                    continue;
+                }
                 anyhow::bail!(
                     "{} has no listener on {address}, which the running udplb serves: its clients \
                      would be left without a reader",
@@ -500,6 +515,11 @@ fn fall_back(
         };
         let platform = udplb_core::snapshot::PlatformState::default();
         adopted.push(Adopted { platform, sockets, relay });
+    }
+    // A store that kept fewer workers' sockets: the others bind their own.
+    while adopted.len() < cores.len() {
+        let sockets = handover::WorkerSockets::default();
+        adopted.push(Adopted { platform: Default::default(), sockets, relay: None });
     }
     let mut workers_iter = cores.into_iter().zip(adopted);
     let (core, adopted) = workers_iter.next().context("the handover has no worker")?;
