@@ -250,19 +250,34 @@ impl crate::snapshot::Codec for Pool<FlowId> {
     fn get(r: &mut crate::snapshot::Reader<'_>) -> Result<Self, crate::snapshot::SnapshotError> {
         let families = <[Vec<u32>; 2]>::get(r)?;
         let mut pool = Pool { families, ..Pool::default() };
+        let mut last_address = None;
         for _ in 0..r.len("lanes")? {
             let address = SocketAddr::get(r)?;
             let lane = Lane { free: <VecDeque<(u32, Instant)> as Codec>::get(r)?, taken: u32::get(r)? };
-            if pool.lanes.insert(address, lane).is_some() {
-                return Err(r.invalid("pool lane listed twice"));
+            // In address order (the encoding is canonical), and consistent with its family:
+            // it took at most every socket of the family, and its free ones are among those.
+            let sockets = &pool.families[family(address)];
+            let consistent = lane.free.len() <= lane.taken as usize
+                && lane.taken as usize <= sockets.len()
+                && lane.free.iter().all(|(socket, _)| sockets[..lane.taken as usize].contains(socket));
+            if last_address.is_some_and(|last| last >= address) || !consistent {
+                return Err(r.invalid("pool lane"));
             }
+            last_address = Some(address);
+            pool.lanes.insert(address, lane);
         }
+        let mut last_flow = None;
         for _ in 0..r.len("bindings")? {
             let flow = FlowId::get(r)?;
             let (socket, address, backend) = <(u32, SocketAddr, BackendId)>::get(r)?;
-            if pool.bindings.contains_key(&flow) || pool.occupants.contains_key(&(socket, address)) {
-                return Err(r.invalid("pool binding listed twice"));
+            let in_family = pool.families[family(address)].contains(&socket);
+            if last_flow.is_some_and(|last| last >= flow)
+                || pool.occupants.contains_key(&(socket, address))
+                || !in_family
+            {
+                return Err(r.invalid("pool binding"));
             }
+            last_flow = Some(flow);
             pool.bind(flow, socket, address, backend);
         }
         pool.sockets = u32::get(r)?;

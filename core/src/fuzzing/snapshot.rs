@@ -1,7 +1,13 @@
-//! `snapshot_decode`: [`Balancer::restore`] against arbitrary bytes.
+//! `snapshot_decode`: [`Balancer::restore`] and [`PlatformState::decode`] against arbitrary
+//! bytes.
+
+use std::net::SocketAddr;
 
 use crate::balancer::Balancer;
 use crate::config::Config;
+use crate::id::{BackendId, FlowId};
+use crate::pool::Acquire;
+use crate::snapshot::PlatformState;
 use crate::time::Instant;
 use crate::{Input, Keys};
 
@@ -57,6 +63,7 @@ pub fn snapshot_decode(data: &[u8]) {
     let Some((&selector, snapshot)) = data.split_first() else {
         return;
     };
+    platform_state(snapshot);
     let config = snapshot_config(selector);
     let Ok(mut balancer) = Balancer::restore(&config, snapshot) else {
         return;
@@ -71,4 +78,30 @@ pub fn snapshot_decode(data: &[u8]) {
     // The time it resumes at: whatever it had pending runs without a panic.
     let _ = balancer.handle(Instant::from_secs(u64::from(u32::MAX)), Input::Timeout);
     while balancer.poll_output().is_some() {}
+}
+
+/// The same bytes as a handover's platform state ([`PlatformState::decode`]).
+///
+/// Promises checked: decoding never panics; a state it accepts is canonical (encoding it gives
+/// the same bytes back); and its pool goes on deciding without a panic: new flows to a few
+/// addresses (growing it when it asks), then their release.
+fn platform_state(bytes: &[u8]) {
+    let Ok(mut state) = PlatformState::decode(bytes) else {
+        return;
+    };
+    assert!(state.encode() == bytes, "decode then encode changed the bytes");
+    let addresses: [SocketAddr; 3] =
+        ["10.1.0.1:53", "10.1.0.2:53", "[2001:db8::4]:53"].map(|text| text.parse().expect("an address"));
+    let now = Instant::from_secs(u64::from(u32::MAX));
+    for (serial, address) in (u64::MAX - 8..).zip(addresses.iter().cycle().take(6)) {
+        let socket = match state.pool.acquire(*address, now) {
+            Acquire::Socket(socket) => socket,
+            Acquire::Grow => state.pool.add_socket(*address),
+        };
+        let flow = FlowId { slot: u32::MAX, serial };
+        if state.pool.binding(flow).is_none() && state.pool.occupant(socket, *address).is_none() {
+            state.pool.bind(flow, socket, *address, BackendId(0));
+            state.pool.release(flow, now);
+        }
+    }
 }
