@@ -78,6 +78,11 @@ impl Notices {
     }
 
     /// The outputs kept for the other workers since the last call.
+    /// Whether a backend state waits to be relayed to the followers.
+    pub(crate) fn relays_backend_state(&self) -> bool {
+        self.relayed.iter().any(|output| matches!(output, Output::BackendState { .. }))
+    }
+
     pub(crate) fn take_relayed(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.relayed)
     }

@@ -18,7 +18,6 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
 use mio::Token;
-use udplb_core::balancer::Output;
 use udplb_core::flow::ClientVerdict;
 use udplb_core::{ClientDatagram, DATAGRAM_HEADROOM, DropReason, ListenerId};
 
@@ -81,6 +80,8 @@ impl EventLoop {
             self.queries.pending.is_empty(),
             "this udplb is answering another command; try again"
         );
+        // The followers freeze with every backend state decided so far.
+        self.relay_backend_states();
         let (reply, replies) = std::sync::mpsc::channel();
         for follower in self.followers() {
             follower.send(ToFollower::Freeze { reply: reply.clone() });
@@ -118,13 +119,9 @@ impl EventLoop {
         }
         // The followers' last passive signals, which they sent as they froze.
         self.read_followers_messages();
-        let changed = self
-            .driver
-            .platform_mut()
-            .notices
-            .take_relayed()
-            .into_iter()
-            .any(|output| matches!(output, Output::BackendState { .. }));
+        // A backend state they changed would have to reach the frozen followers: call the
+        // handover off (the state is relayed at the end of this turn, once they have thawed).
+        let changed = self.driver.platform().notices.relays_backend_state();
         anyhow::ensure!(
             !changed || self.followers().is_empty(),
             "a backend changed state during the handover; try again"

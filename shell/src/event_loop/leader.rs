@@ -295,21 +295,8 @@ impl EventLoop {
         }
     }
 
-    /// The end of the leader's turn: passes its backend states on to every follower and checks
-    /// that they are alive. Returns whether the loop is done: stopped, and every worker
-    /// drained.
-    pub(super) fn end_leader_turn(&mut self) -> anyhow::Result<bool> {
-        if let Some((token, pid, protocol)) = self.handover_request.take()
-            && let super::handover::Outcome::HandedOver = self.hand_over_on(token, pid, protocol)?
-        {
-            self.handed_over = true;
-        }
-        if self.handed_over {
-            return Ok(true);
-        }
-        if !self.queries.pending.is_empty() {
-            self.finish_queries();
-        }
+    /// Passes the backend states the leader's core decided on to every follower.
+    pub(super) fn relay_backend_states(&mut self) {
         for output in self.driver.platform_mut().notices.take_relayed() {
             // Backend states only: a leader's core hands its own passive failures to its monitor.
             if let Output::BackendState { backend, state } = output {
@@ -317,6 +304,25 @@ impl EventLoop {
                     follower.send(ToFollower::Input(Input::BackendState { backend, state }));
                 }
             }
+        }
+    }
+
+    /// The end of the leader's turn: passes its backend states on to every follower and checks
+    /// that they are alive. Returns whether the loop is done: stopped, and every worker
+    /// drained.
+    pub(super) fn end_leader_turn(&mut self) -> anyhow::Result<bool> {
+        if !self.queries.pending.is_empty() {
+            self.finish_queries();
+        }
+        self.relay_backend_states();
+        // After the relay above: the followers freeze with every backend state this turn made.
+        if let Some((token, pid, protocol)) = self.handover_request.take()
+            && let super::handover::Outcome::HandedOver = self.hand_over_on(token, pid, protocol)?
+        {
+            self.handed_over = true;
+        }
+        if self.handed_over {
+            return Ok(true);
         }
         if !self.stopping
             && let Some(index) = self.followers().iter().position(Follower::finished)
