@@ -71,6 +71,10 @@ pub struct EventLoop {
     /// The configuration running now (the core does not expose every setting: a cluster's
     /// algorithm, a listener's affinity), as the file gave it.
     pub(crate) config: Config,
+    /// The configuration this worker's core runs: `config` with the worker's share of the
+    /// budgets (`worker_config`), as of the last reload the core applied. Snapshots are taken
+    /// under it.
+    pub(crate) running: Config,
     /// The text `config` was read from (a handover passes it on: the new process restores
     /// the snapshots under the configuration they were taken with).
     pub(crate) config_text: String,
@@ -81,6 +85,9 @@ pub struct EventLoop {
     handed_over: bool,
     /// A fallback handover's relay, on either side (`crate::relay`).
     relay: Option<handover::Relay>,
+    /// A new process holds the followers it spawns here until the old process has let go of
+    /// the sockets ([`EventLoop::hold_workers`]).
+    gate: Option<Arc<handover::Gate>>,
     /// The `[process]` settings the process started with: those a reload cannot change hold
     /// until the next start (see [`udplb_core::config::ProcessConfig::restart_only_changes`]).
     pub(crate) started: udplb_core::config::ProcessConfig,
@@ -121,7 +128,7 @@ impl EventLoop {
         poll: Poll,
         config_path: &Path,
         (config, config_text): (Config, String),
-        core: Balancer,
+        (core, running): (Balancer, Config),
         default_max_flows: u32,
         origin: std::time::Instant,
         duties: Duties,
@@ -163,10 +170,12 @@ impl EventLoop {
             started: config.process.clone(),
             reloads: Default::default(),
             config,
+            running,
             config_text,
             handover_request: None,
             handed_over: false,
             relay,
+            gate: None,
             default_max_flows,
             control: None,
             metrics: None,
@@ -184,6 +193,10 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         if let Duties::Leader(_) = self.duties {
             crate::system::sd_notify("READY=1");
+        }
+        if let Some(control) = &mut self.control {
+            // Serving now: a socket file taken over is this process's to remove.
+            control.claim_file();
         }
         loop {
             let mut timeout = self.driver.next_deadline().map(|deadline| {
@@ -370,7 +383,12 @@ impl EventLoop {
                 let received = self.client_batch.received()[i];
                 let Some(client) = received.source else { continue };
                 if let Some(relay) = &mut self.relay
-                    && relay.relays(listener, client, received.local, self.client_batch.datagram(i))
+                    && relay.relays(
+                        listener,
+                        client,
+                        received.local,
+                        (self.client_batch.datagram(i), received.truncated),
+                    )
                 {
                     continue;
                 }

@@ -50,6 +50,9 @@ const MARKER: u8 = b'H';
 const FDS_PER_MESSAGE: usize = 200;
 /// What the new process writes once it serves.
 pub const RESUMED: &str = "resumed";
+/// What the old process writes once it has let go of the sockets (its workers ended, or
+/// stopped reading the listeners): the new process's workers start reading only then.
+pub const LET_GO: &str = "let-go";
 /// What the new process writes, with one relay socket per worker, when it cannot restore the
 /// old one's flows and takes only its listeners (`crate::relay`).
 pub const FALLBACK: &str = "fallback";
@@ -98,6 +101,11 @@ pub struct WorkerFds {
     /// (`crate::relay`): the datagrams a new process that cannot restore relays back.
     #[serde(default)]
     pub flows: Vec<(u32, std::net::SocketAddr)>,
+    /// The trusted balancers its PROXY v2 flows come through (listener id, address): every
+    /// datagram from one is relayed during a fallback, since the client it carries is known
+    /// only once its header is read.
+    #[serde(default)]
+    pub proxied: Vec<(u32, std::net::SocketAddr)>,
 }
 
 /// One worker's sockets.
@@ -115,8 +123,9 @@ pub struct WorkerState {
     pub snapshot: Vec<u8>,
     pub platform: Vec<u8>,
     pub sockets: WorkerSockets,
-    /// Its flows' keys ([`WorkerFds::flows`]).
+    /// Its flows' keys ([`WorkerFds::flows`], [`WorkerFds::proxied`]).
     pub flows: Vec<(u32, std::net::SocketAddr)>,
+    pub proxied: Vec<(u32, std::net::SocketAddr)>,
 }
 
 /// What a worker of the new process takes over: the old worker's sockets and the state that
@@ -168,6 +177,7 @@ impl Handover {
                 flow_sockets: worker.sockets.flows.len() as u32,
                 probes: worker.sockets.probes.len() as u32,
                 flows: worker.flows.clone(),
+                proxied: worker.proxied.clone(),
             })
             .collect();
         header.control = control.is_some();
@@ -254,7 +264,8 @@ impl Handover {
             for i in 0..fds.probes {
                 sockets.probes.push(fd(format!("udplb-w{index}-probe-{i}"))?);
             }
-            workers.push(WorkerState { snapshot, platform, sockets, flows: fds.flows.clone() });
+            let (flows, proxied) = (fds.flows.clone(), fds.proxied.clone());
+            workers.push(WorkerState { snapshot, platform, sockets, flows, proxied });
         }
         anyhow::ensure!(rest.is_empty(), "the handed-over state has {} bytes left over", rest.len());
         Ok(Handover { header, workers, control, metrics })
@@ -285,7 +296,8 @@ pub fn send_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Res
     let payload = std::mem::size_of_val(fds);
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut control = vec![0u8; space.max(1)];
+    // u64 words: the kernel's control messages are aligned to them.
+    let mut control = vec![0u64; space.div_ceil(8).max(1)];
     let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
     // SAFETY: zeroed msghdr is valid; the pointers set below outlive the call.
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -328,7 +340,7 @@ pub fn receive_message(socket: RawFd, max: usize) -> std::io::Result<(Vec<u8>, V
     let mut bytes = vec![0u8; max];
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE((FDS_PER_MESSAGE * 4 + 64) as u32) } as usize;
-    let mut control = vec![0u8; space];
+    let mut control = vec![0u64; space.div_ceil(8)];
     let mut iov = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: max };
     // SAFETY: zeroed msghdr is valid; the pointers set below outlive the call.
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -471,6 +483,7 @@ fn notify_with_fd(message: &str, fd: Option<RawFd>) -> anyhow::Result<()> {
 /// (`BARRIER=1`) waits until the service manager has taken every notification, so that none is
 /// still queued when this process exits.
 pub fn push_to_fd_store(handover: Handover) -> anyhow::Result<usize> {
+    wait_for_clearing();
     let (state, named) = handover.into_parts()?;
     let needed = named.len() as u64 + 1;
     if let Some(capacity) = fd_store_capacity()
@@ -551,6 +564,7 @@ fn partial(named: BTreeMap<String, OwnedFd>) -> Option<Handover> {
                         platform: Vec::new(),
                         sockets,
                         flows: Vec::new(),
+                        proxied: Vec::new(),
                     });
                 }
                 if let Some(state) = workers.get_mut(worker) {
@@ -581,15 +595,29 @@ fn partial(named: BTreeMap<String, OwnedFd>) -> Option<Handover> {
 /// Empties the descriptor store of what a start received: this process holds its own copies,
 /// and the next stop stores them afresh.
 /// On a thread of its own: the service manager takes these at its pace, and serving must
-/// not wait for it.
+/// not wait for it. A push to the store ([`push_to_fd_store`]) waits for it first.
 pub fn clear_fd_store(names: Vec<String>) {
-    let cleared = std::thread::Builder::new().name("udplb-fdstore".into()).spawn(move || {
+    let clear = move || {
         for name in names {
             let _ = notify_with_fd(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), None);
         }
-    });
-    if let Err(error) = cleared {
-        tracing::warn!(%error, "cannot empty systemd's descriptor store: it keeps the old descriptors");
+    };
+    match std::thread::Builder::new().name("udplb-fdstore".into()).spawn(clear) {
+        Ok(thread) => *CLEARING.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(thread),
+        Err(error) => {
+            tracing::warn!(%error, "cannot empty systemd's descriptor store: it keeps the old descriptors")
+        }
+    }
+}
+
+/// The thread [`clear_fd_store`] started, until a push or a failed start waits for it.
+static CLEARING: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
+
+/// Waits until the store has been told to drop what this start received.
+pub fn wait_for_clearing() {
+    let thread = CLEARING.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    if let Some(thread) = thread {
+        let _ = thread.join();
     }
 }
 
@@ -636,8 +664,16 @@ pub fn from_listen_fds() -> anyhow::Result<Option<(Stored, Vec<String>)>> {
     let Some(state) = named.remove(STATE_NAME) else {
         return Ok(partial(named).map(|handover| (Stored::Partial(handover), names)));
     };
-    let state = read_state(state)?;
-    Ok(Some((Stored::Complete(Handover::from_parts(&state, named)?), names)))
+    // Copies, in case the state turns out unreadable: the sockets are still of use.
+    let copies: BTreeMap<String, OwnedFd> =
+        named.iter().filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?))).collect();
+    match read_state(state).and_then(|state| Handover::from_parts(&state, named)) {
+        Ok(handover) => Ok(Some((Stored::Complete(handover), names))),
+        Err(error) => {
+            tracing::error!(event = %"handover_failed", "the stored state is unreadable: {error:#}");
+            Ok(partial(copies).map(|handover| (Stored::Partial(handover), names)))
+        }
+    }
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (shared by every process of the host).
@@ -698,6 +734,7 @@ mod tests {
             snapshot: vec![1, 2, 3],
             platform: vec![4],
             flows: Vec::new(),
+            proxied: Vec::new(),
             sockets: WorkerSockets {
                 listeners: vec![(ListenerId(7), pipes[range.start].1.try_clone().unwrap())],
                 pool: pipes[range.start + 1..range.end].iter().map(|p| p.1.try_clone().unwrap()).collect(),

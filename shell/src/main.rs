@@ -245,7 +245,15 @@ fn run(path: &Path, share_listeners: bool, takeover: bool, fresh: bool) -> anyho
                 (fall_back(&start, handover, None)?, false)
             }
             handover::Stored::Complete(handover) => match restore_cores(&handover) {
-                Ok(restored) => (adopt(&start, handover, restored)?, true),
+                Ok(restored) => match adopt(&start, handover, restored, false) {
+                    Ok(event_loop) => (event_loop, true),
+                    Err(error) => {
+                        // The next start begins afresh rather than fail the same way.
+                        handover::clear_fd_store(names);
+                        handover::wait_for_clearing();
+                        return Err(error);
+                    }
+                },
                 Err(error) => {
                     tracing::error!(
                         event = %"handover_failed",
@@ -300,8 +308,14 @@ fn start_afresh(start: Start<'_>) -> anyhow::Result<()> {
     let core = Balancer::with_role(&effective, keys.clone(), role).map_err(|errors| {
         anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
     })?;
-    let mut event_loop =
-        EventLoop::new(path, (config, text), core, default_max_flows, share_listeners, None)?;
+    let mut event_loop = EventLoop::new(
+        path,
+        (config, text),
+        (core, effective.clone()),
+        default_max_flows,
+        share_listeners,
+        None,
+    )?;
     for index in 1..workers {
         let keys = Keys { unique: system::unique_prefix(process_id, index), ..keys.clone() };
         event_loop.spawn_follower(index, &effective, keys)?;
@@ -347,7 +361,7 @@ fn take_over(start: Start<'_>, fresh: bool) -> anyhow::Result<()> {
         restore_cores(&handover)
     };
     let mut event_loop = match restored {
-        Ok(restored) => match adopt(&start, handover, restored) {
+        Ok(restored) => match adopt(&start, handover, restored, true) {
             Ok(event_loop) => event_loop,
             Err(error) => return Err(fail(&mut stream, error)),
         },
@@ -366,6 +380,17 @@ fn take_over(start: Start<'_>, fresh: bool) -> anyhow::Result<()> {
     };
     if !event_loop.relaying() {
         stream.write_all(format!("{}\n", handover::RESUMED).as_bytes())?;
+    }
+    // The workers read nothing until the old process has let go of the sockets; if it does
+    // not say so (it gave up waiting and serves on), this process ends without a read.
+    let mut answer = [0u8; 64];
+    let read = std::io::Read::read(&mut stream, &mut answer).unwrap_or(0);
+    if String::from_utf8_lossy(&answer[..read]).trim() != handover::LET_GO {
+        event_loop.release_workers(false);
+        anyhow::bail!("process {pid} did not let go of its sockets (it serves on); this one ends");
+    }
+    event_loop.release_workers(true);
+    if !event_loop.relaying() {
         tracing::info!(event = %"took_over", old_pid = pid, "took over the running udplb's sockets and flows");
         event_loop.settle_takeover(&start.text, start.default_max_flows);
     }
@@ -376,6 +401,8 @@ fn take_over(start: Start<'_>, fresh: bool) -> anyhow::Result<()> {
 /// worker's core and platform state, and the old clock's origin.
 struct Restored {
     config: Config,
+    /// What each worker's core runs: `config` with a worker's share.
+    effective: Config,
     cores: Vec<(Balancer, udplb_core::snapshot::PlatformState)>,
     origin: std::time::Instant,
 }
@@ -407,11 +434,16 @@ fn restore_cores(handover: &handover::Handover) -> anyhow::Result<Restored> {
             .map_err(|error| anyhow::anyhow!("worker {index}'s sockets: {error}"))?;
         cores.push((core, platform));
     }
-    Ok(Restored { config, cores, origin })
+    Ok(Restored { config, effective, cores, origin })
 }
 
 /// An event loop (and its followers) on the restored cores and the old process's sockets.
-fn adopt(start: &Start<'_>, handover: handover::Handover, restored: Restored) -> anyhow::Result<EventLoop> {
+fn adopt(
+    start: &Start<'_>,
+    handover: handover::Handover,
+    restored: Restored,
+    hold: bool,
+) -> anyhow::Result<EventLoop> {
     let header = handover.header;
     let mut workers =
         restored.cores.into_iter().zip(handover.workers).map(|((core, platform), state)| {
@@ -423,11 +455,14 @@ fn adopt(start: &Start<'_>, handover: handover::Handover, restored: Restored) ->
     let mut event_loop = EventLoop::new(
         start.path,
         (restored.config, header.config_text.clone()),
-        core,
+        (core, restored.effective),
         header.default_max_flows,
         start.share_listeners,
         Some(takeover),
     )?;
+    if hold {
+        event_loop.hold_workers();
+    }
     for (index, (core, adopted)) in workers.enumerate() {
         event_loop.spawn_follower_adopting(index as u32 + 1, core, adopted)?;
     }
@@ -501,15 +536,17 @@ fn fall_back(
             from_old.insert(old.0, id);
             sockets.listeners.push((id, fd));
         }
-        let flows: std::collections::HashSet<_> =
-            state.flows.iter().filter_map(|(old, source)| Some((*from_old.get(old)?, *source))).collect();
-        relayed += flows.len();
+        let ours_of = |keys: &[(u32, std::net::SocketAddr)]| -> std::collections::HashSet<_> {
+            keys.iter().filter_map(|(old, source)| Some((*from_old.get(old)?, *source))).collect()
+        };
+        let (flows, proxied) = (ours_of(&state.flows), ours_of(&state.proxied));
+        relayed += flows.len() + proxied.len();
         // A relay only to a process still there to serve its flows.
         let relay = match stream {
             Some(_) => {
                 let (old_end, new_end) = udplb::relay::socket_pair()?;
                 old_ends.push(old_end);
-                Some((new_end, udplb::relay::NewSide { flows, to_old, from_old }))
+                Some((new_end, udplb::relay::NewSide { flows, proxied, to_old, from_old, dropped: 0 }))
             }
             None => None,
         };
@@ -528,11 +565,14 @@ fn fall_back(
     let mut event_loop = EventLoop::new(
         start.path,
         (start.config.clone(), start.text.clone()),
-        core,
+        (core, effective),
         start.default_max_flows,
         start.share_listeners,
         Some(takeover),
     )?;
+    if stream.is_some() {
+        event_loop.hold_workers();
+    }
     for (index, (core, adopted)) in workers_iter.enumerate() {
         event_loop.spawn_follower_adopting(index as u32 + 1, core, adopted)?;
     }

@@ -14,8 +14,9 @@
 //! worker with the same number (the kernel's steering between workers is unchanged), so each
 //! relays to one old worker.
 //!
-//! A frame: the old process's listener id (u32 LE), the client's address, the address the
-//! client sent to (or none), then the datagram.
+//! A frame: the old process's listener id (u32 LE), a flags byte (1: the datagram was
+//! truncated on receipt), the client's address, the address the client sent to (or none),
+//! then the datagram.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,8 +30,14 @@ pub const RELAY_BUFFER: usize = 4 << 20;
 /// The new process's side of one worker's relay.
 #[derive(Debug)]
 pub struct NewSide {
-    /// The old process's flows this worker relays: (this process's listener, client).
+    /// The old process's flows this worker relays: (this process's listener, client). A
+    /// datagram the old process sends back (its flow has ended) removes its key.
     pub flows: HashSet<(ListenerId, SocketAddr)>,
+    /// Trusted balancers the old process's PROXY v2 flows come through: everything from them
+    /// is relayed for as long as the old process serves (it sends back what is not its own).
+    pub proxied: HashSet<(ListenerId, SocketAddr)>,
+    /// Datagrams dropped because the relay was full.
+    pub dropped: u64,
     /// This process's listener ids to the old process's.
     pub to_old: BTreeMap<ListenerId, u32>,
     /// The old process's listener ids to this process's.
@@ -50,9 +57,25 @@ pub fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: both descriptors were just created and are owned by nobody else.
     let pair = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     for fd in [&pair.0, &pair.1] {
+        // Past net.core.wmem_max when allowed (CAP_NET_ADMIN), else as much as it lets.
+        let size = RELAY_BUFFER as libc::c_int;
+        for option in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
+            // SAFETY: an int option on a socket we own.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
         let socket = socket2::SockRef::from(fd);
-        let _ = socket.set_send_buffer_size(RELAY_BUFFER);
-        let _ = socket.set_recv_buffer_size(RELAY_BUFFER);
+        if socket.send_buffer_size().unwrap_or(0) < RELAY_BUFFER {
+            let _ = socket.set_send_buffer_size(RELAY_BUFFER);
+            let _ = socket.set_recv_buffer_size(RELAY_BUFFER);
+        }
     }
     Ok(pair)
 }
@@ -71,9 +94,16 @@ fn put_ip(frame: &mut Vec<u8>, ip: IpAddr) {
 }
 
 /// One relayed datagram.
-pub fn encode(listener: u32, client: SocketAddr, local: Option<IpAddr>, datagram: &[u8]) -> Vec<u8> {
+pub fn encode(
+    listener: u32,
+    client: SocketAddr,
+    local: Option<IpAddr>,
+    truncated: bool,
+    datagram: &[u8],
+) -> Vec<u8> {
     let mut frame = Vec::with_capacity(48 + datagram.len());
     frame.extend_from_slice(&listener.to_le_bytes());
+    frame.push(u8::from(truncated));
     put_ip(&mut frame, client.ip());
     frame.extend_from_slice(&client.port().to_le_bytes());
     match local {
@@ -84,11 +114,26 @@ pub fn encode(listener: u32, client: SocketAddr, local: Option<IpAddr>, datagram
     frame
 }
 
-/// A relayed datagram, read back: listener, client, local address, the datagram's offset in
-/// the frame. `None` for a frame this code did not write.
-pub fn decode(frame: &[u8]) -> Option<(u32, SocketAddr, Option<IpAddr>, usize)> {
+/// A relayed datagram, read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub listener: u32,
+    pub client: SocketAddr,
+    pub local: Option<IpAddr>,
+    pub truncated: bool,
+    /// Where the datagram starts in the frame.
+    pub at: usize,
+}
+
+/// Reads a frame [`encode`] wrote; `None` for anything else.
+pub fn decode(frame: &[u8]) -> Option<Frame> {
     let listener = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?);
-    let mut at = 4;
+    let truncated = match *frame.get(4)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let mut at = 5;
     let ip = |at: &mut usize| -> Option<Option<IpAddr>> {
         let family = *frame.get(*at)?;
         *at += 1;
@@ -105,7 +150,7 @@ pub fn decode(frame: &[u8]) -> Option<(u32, SocketAddr, Option<IpAddr>, usize)> 
     let port = u16::from_le_bytes(frame.get(at..at + 2)?.try_into().ok()?);
     at += 2;
     let local = ip(&mut at)?;
-    Some((listener, SocketAddr::new(client_ip, port), local, at))
+    Some(Frame { listener, client: SocketAddr::new(client_ip, port), local, truncated, at })
 }
 
 #[cfg(test)]
@@ -119,13 +164,21 @@ mod tests {
             (0, "[::1]:9", Some("::2".parse().unwrap()), &b""[..]),
             (u32::MAX, "10.0.0.1:1", Some("10.0.0.2".parse().unwrap()), &[0u8; 1500][..]),
         ];
-        for (listener, client, local, datagram) in cases {
+        for (i, (listener, client, local, datagram)) in cases.into_iter().enumerate() {
             let client: SocketAddr = client.parse().unwrap();
-            let frame = encode(listener, client, local, datagram);
-            let (l, c, o, at) = decode(&frame).expect("decodes");
-            assert_eq!((l, c, o, &frame[at..]), (listener, client, local, datagram));
+            let truncated = i == 1;
+            let frame = encode(listener, client, local, truncated, datagram);
+            let read = decode(&frame).expect("decodes");
+            assert_eq!(read, Frame { listener, client, local, truncated, at: read.at });
+            assert_eq!(&frame[read.at..], datagram);
         }
-        for frame in [&b""[..], b"\0\0\0\0", b"\0\0\0\0\x05", b"\0\0\0\0\x04\x7f\0\0\x01\x35"] {
+        for frame in [
+            &b""[..],
+            b"\0\0\0\0\0",
+            b"\0\0\0\0\x02\x04",
+            b"\0\0\0\0\0\x05",
+            b"\0\0\0\0\0\x04\x7f\0\0\x01\x35",
+        ] {
             assert!(decode(frame).is_none(), "{frame:?}");
         }
     }

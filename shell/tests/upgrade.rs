@@ -1192,6 +1192,38 @@ fn refused_takeover(stage: &mut Stage) -> Result<After, String> {
     }
 }
 
+/// A reload first (a setting every worker's share of the configuration carries), then
+/// `udplb run --takeover`: each worker's snapshot is taken under the configuration its core
+/// runs since the reload, so the new process restores every flow rather than fall back.
+fn reload_then_takeover(stage: &mut Stage) -> Result<After, String> {
+    let text = stage.config_text.replacen("[process]\n", "[process]\nstop_timeout = \"25s\"\n", 1);
+    if text == stage.config_text {
+        return Err("the configuration has no [process] section".to_owned());
+    }
+    std::fs::write(&stage.config, &text).map_err(|e| format!("write {}: {e}", stage.config.display()))?;
+    let output = Command::new(udplb())
+        .args(["ctl", "-c"])
+        .arg(&stage.config)
+        .arg("reload")
+        .output()
+        .map_err(|e| format!("udplb ctl reload: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("udplb ctl reload failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    stage.config_text = text;
+    let after = takeover(stage)?;
+    if let After::New(new) = &after {
+        let log = std::fs::read_to_string(&new.log).unwrap_or_default();
+        if !log.contains("restored the previous process's flows") {
+            return Err(format!(
+                "the new process did not restore the flows after a reload\n{}",
+                new.log_tail()
+            ));
+        }
+    }
+    Ok(after)
+}
+
 fn assert_hitless(reports: &[Report], sticky: bool) {
     let failed: Vec<String> = reports
         .iter()
@@ -1232,6 +1264,14 @@ fn a_dns_like_upgrade_loses_no_query() {
     let reports: Vec<Report> = plans.iter().map(|plan| upgrade_under_load(plan, takeover)).collect();
     // Each query is a flow of its own, placed round robin: moving is what they do.
     assert_hitless(&reports, false);
+}
+
+/// A reload before the takeover: every worker snapshots under what its core runs since.
+#[test]
+fn a_takeover_after_a_reload_restores_every_flow() {
+    let plan = Plan::long_lived("reload, then takeover, 2 workers, pool", "workers = 2");
+    let report = upgrade_under_load(&plan, reload_then_takeover);
+    assert_hitless(&[report], true);
 }
 
 #[test]

@@ -463,6 +463,7 @@ impl EventLoop {
                 warnings.push(format!("a new listener could not be opened: {error:#}"));
             }
         }
+        self.running = effective.clone();
         let shared = Arc::new(effective);
         for follower in self.followers() {
             follower.send(ToFollower::Reload { config: shared.clone(), ack });

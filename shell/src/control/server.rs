@@ -150,7 +150,8 @@ impl ControlServer {
     }
 
     /// A control server on a listening socket handed over by the process that bound it at
-    /// `path` (`crate::handover`): the file stays as it is.
+    /// `path` (`crate::handover`): the file stays as it is, and stays the old process's (a
+    /// drop leaves it) until [`ControlServer::claim_file`].
     pub fn adopt(
         path: &Path,
         listener: std::os::fd::OwnedFd,
@@ -160,16 +161,22 @@ impl ControlServer {
         let listener = std::os::unix::net::UnixListener::from(listener);
         listener.set_nonblocking(true)?;
         let mut listener = UnixListener::from_std(listener);
-        let inode = std::fs::symlink_metadata(path)?.ino();
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
-            inode,
+            inode: u64::MAX,
             registry: registry.try_clone()?,
             connections: BTreeMap::new(),
             closed: Vec::new(),
         })
+    }
+
+    /// The socket file is this process's now (it serves): dropping the server removes it.
+    pub fn claim_file(&mut self) {
+        if let Ok(metadata) = std::fs::symlink_metadata(&self.path) {
+            self.inode = metadata.ino();
+        }
     }
 
     /// A copy of the listening socket, for a handover.

@@ -50,7 +50,10 @@ impl EventLoop {
                 ToFollower::Reload { config, ack } => {
                     let mut answer = FlowAnswer::default();
                     match self.driver.reload(now, &config) {
-                        Ok(reload) => answer.total = reload.flows.flows_closed,
+                        Ok(reload) => {
+                            answer.total = reload.flows.flows_closed;
+                            self.running = (*config).clone();
+                        }
                         Err(errors) => {
                             // Cannot happen: the leader validated the same file.
                             let errors = udplb_core::config::render_errors(&errors);
@@ -76,8 +79,12 @@ impl EventLoop {
                         return;
                     }
                 }
+                ToFollower::Exit => {
+                    self.handed_over = true;
+                    return;
+                }
                 // Only meaningful while frozen (`freeze_follower` waits for them).
-                ToFollower::Thaw | ToFollower::Exit | ToFollower::FallBack { .. } => {}
+                ToFollower::Thaw | ToFollower::FallBack { .. } => {}
                 ToFollower::Query { id, question } => {
                     let Some(worker) = self.following().map(|duties| duties.link.index) else { continue };
                     let answer = self.answer_question(&question, worker);

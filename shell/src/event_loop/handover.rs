@@ -15,6 +15,7 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::Token;
@@ -44,15 +45,21 @@ impl EventLoop {
     /// unless the handover is called off.
     pub(super) fn freeze(&mut self) -> anyhow::Result<WorkerState> {
         self.settle();
-        let workers = self.config.process.workers();
-        let effective = crate::workers::worker_config(&self.config, workers, self.default_max_flows);
-        let snapshot = self.driver.core().snapshot(&effective)?;
+        let snapshot = self.driver.core().snapshot(&self.running)?;
         let (platform, sockets) = self.driver.platform().hand_over()?;
-        // Where each flow's datagrams come from (the trusted balancer a PROXY header came
-        // through, or the client), for a fallback's relay.
-        let flows =
-            self.driver.core().flows().flows().map(|f| (f.listener.0, f.via.unwrap_or(f.client))).collect();
-        Ok(WorkerState { snapshot, platform, sockets, flows })
+        // Where each flow's datagrams come from, for a fallback's relay: the client, or the
+        // trusted balancer its PROXY header came through.
+        let (mut flows, mut proxied) = (Vec::new(), std::collections::BTreeSet::new());
+        for flow in self.driver.core().flows().flows() {
+            match flow.via {
+                None => flows.push((flow.listener.0, flow.client)),
+                Some(via) => {
+                    proxied.insert((flow.listener.0, via));
+                }
+            }
+        }
+        let proxied = proxied.into_iter().collect();
+        Ok(WorkerState { snapshot, platform, sockets, flows, proxied })
     }
 
     /// The header of a handover from this process.
@@ -76,6 +83,10 @@ impl EventLoop {
     /// far is resumed.
     fn freeze_all(&mut self) -> anyhow::Result<Handover> {
         anyhow::ensure!(!self.stopping, "this udplb is stopping (its listeners drain)");
+        anyhow::ensure!(
+            self.relay.is_none(),
+            "this udplb is in a fallback handover with another process; try again once it has ended"
+        );
         anyhow::ensure!(
             self.queries.pending.is_empty(),
             "this udplb is answering another command; try again"
@@ -190,6 +201,7 @@ impl EventLoop {
                  one's flows to it until they end (at most process.stop_timeout)"
             );
             self.fall_back(relays);
+            let _ = (&stream).write_all(format!("{}\n", handover::LET_GO).as_bytes());
             return Ok(Outcome::Resumed);
         }
         if answer.trim() != RESUMED {
@@ -203,6 +215,7 @@ impl EventLoop {
             return Ok(Outcome::Resumed);
         }
         self.finish_handover();
+        let _ = (&stream).write_all(format!("{}\n", handover::LET_GO).as_bytes());
         tracing::info!(
             event = %"handed_over",
             new_pid = pid,
@@ -263,8 +276,9 @@ impl EventLoop {
         if file_text == self.config_text && default_max_flows == self.default_max_flows {
             return;
         }
-        self.default_max_flows = default_max_flows;
+        let previous = std::mem::replace(&mut self.default_max_flows, default_max_flows);
         if let Err(message) = self.reload(None) {
+            self.default_max_flows = previous;
             tracing::warn!(
                 event = %"config_reload_rejected",
                 "serving with the previous process's configuration: this file was rejected:\n{message}"
@@ -292,7 +306,9 @@ impl EventLoop {
         let _ = reply.send((index, state));
         loop {
             let Duties::Follower(duties) = &self.duties else { return false };
-            match duties.link.inbox.recv_timeout(RESUME_DEADLINE + FREEZE_DEADLINE) {
+            // No deadline of its own: the leader decides (it waits for the new process at most
+            // RESUME_DEADLINE), and a leader that is gone disconnects the channel.
+            match duties.link.inbox.recv() {
                 Ok(ToFollower::Exit) => return true,
                 Ok(ToFollower::FallBack { relay }) => {
                     self.serve_relayed(relay);
@@ -335,19 +351,20 @@ impl Relay {
         listener: ListenerId,
         client: SocketAddr,
         local: Option<IpAddr>,
-        datagram: &[u8],
+        (datagram, truncated): (&[u8], bool),
     ) -> bool {
         let Relay::New { socket, side } = self else { return false };
-        if side.flows.is_empty() || !side.flows.contains(&(listener, client)) {
+        let key = (listener, client);
+        if !side.flows.contains(&key) && !side.proxied.contains(&key) {
             return false;
         }
         let Some(&old) = side.to_old.get(&listener) else { return false };
-        match socket.send(&relay::encode(old, client, local, datagram)) {
+        match socket.send(&relay::encode(old, client, local, truncated, datagram)) {
             Ok(_) => true,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 // The old process is behind by a whole relay buffer: the datagram is lost, as
-                // it would be in a full socket queue.
-                tracing::debug!("relay to the old process full: datagram dropped");
+                // it would be in a full socket queue (counted, and logged when the relay ends).
+                side.dropped += 1;
                 true
             }
             Err(error) => {
@@ -355,9 +372,11 @@ impl Relay {
                     event = %"handover_fallback_ended",
                     %error,
                     flows = side.flows.len(),
+                    dropped_relay_full = side.dropped,
                     "the old process is gone: its clients are new clients now"
                 );
                 side.flows.clear();
+                side.proxied.clear();
                 false
             }
         }
@@ -417,7 +436,7 @@ impl EventLoop {
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
             };
-            let Some((listener, client, local, at)) =
+            let Some(relay::Frame { listener, client, local, truncated, at }) =
                 relay::decode(&frame[DATAGRAM_HEADROOM..DATAGRAM_HEADROOM + length])
             else {
                 continue;
@@ -441,16 +460,57 @@ impl EventLoop {
                 local,
                 buffer: &mut buffer,
                 headroom: DATAGRAM_HEADROOM,
-                truncated: false,
+                truncated,
             };
             let verdict = self.driver.client_datagram(now, datagram);
             if let (ClientVerdict::Drop(DropReason::Draining), Some(Relay::Old { socket })) =
                 (verdict, &self.relay)
             {
                 // Not one of this process's flows (any more): the new process's.
-                let _ = socket.send(&relay::encode(listener.0, client, local, &kept));
+                let _ = socket.send(&relay::encode(listener.0, client, local, truncated, &kept));
             }
             self.settle();
+        }
+    }
+}
+
+/// Followers a new process has spawned wait here until the old process has let go of the
+/// sockets: open (serve) or shut (end without reading anything).
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    open: std::sync::Mutex<Option<bool>>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Blocks until the gate is opened or shut; true when opened.
+    pub(super) fn wait(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if let Some(open) = *open {
+                return open;
+            }
+            open = self.changed.wait(open).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn set(&self, value: bool) {
+        *self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(value);
+        self.changed.notify_all();
+    }
+}
+
+impl EventLoop {
+    /// Followers spawned from now on wait for [`EventLoop::release_workers`] before they
+    /// serve: a new process must not read the sockets before the old one has let go of them.
+    pub fn hold_workers(&mut self) {
+        self.gate = Some(Arc::new(Gate::default()));
+    }
+
+    /// Lets the held followers serve (`go`), or end without reading anything.
+    pub fn release_workers(&mut self, go: bool) {
+        if let Some(gate) = self.gate.take() {
+            gate.set(go);
         }
     }
 }

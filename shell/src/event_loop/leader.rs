@@ -64,7 +64,7 @@ impl EventLoop {
     pub fn new(
         config_path: &Path,
         (config, config_text): (Config, String),
-        core: Balancer,
+        core: (Balancer, Config),
         default_max_flows: u32,
         share_listeners: bool,
         takeover: Option<Takeover>,
@@ -107,7 +107,8 @@ impl EventLoop {
         if let Some(path) = &self.config.process.control_socket {
             let token = self.driver.platform_mut().token(Source::ControlListener);
             let handed = control.filter(|fd| {
-                let listener = std::os::unix::net::UnixListener::from(fd.try_clone().expect("a descriptor"));
+                let Ok(copy) = fd.try_clone() else { return false };
+                let listener = std::os::unix::net::UnixListener::from(copy);
                 let address = listener.local_addr().ok();
                 // The file may be gone (systemd empties RuntimeDirectory= between a stop and
                 // the next start): a socket nobody can reach is no use, so a new one is bound.
@@ -127,7 +128,8 @@ impl EventLoop {
         if let Some(address) = self.config.process.metrics_addr {
             let token = self.driver.platform_mut().token(Source::MetricsListener);
             let handed = metrics.filter(|fd| {
-                let listener = std::net::TcpListener::from(fd.try_clone().expect("a descriptor"));
+                let Ok(copy) = fd.try_clone() else { return false };
+                let listener = std::net::TcpListener::from(copy);
                 listener.local_addr().ok() == Some(address)
             });
             let server = match handed {
@@ -148,7 +150,7 @@ impl EventLoop {
         let core = Balancer::with_role(effective, keys, Role::Follower).map_err(|errors| {
             anyhow::anyhow!("invalid configuration: {}", udplb_core::config::render_errors(&errors))
         })?;
-        self.spawn_follower_with(index, core, None)
+        self.spawn_follower_with(index, (core, effective.clone()), None)
     }
 
     /// Starts worker `index` (≥ 1) on a core restored from a handover, with the sockets that
@@ -159,13 +161,14 @@ impl EventLoop {
         core: Balancer,
         adopted: Adopted,
     ) -> anyhow::Result<()> {
-        self.spawn_follower_with(index, core, Some(adopted))
+        let running = self.running.clone();
+        self.spawn_follower_with(index, (core, running), Some(adopted))
     }
 
     fn spawn_follower_with(
         &mut self,
         index: u32,
-        core: Balancer,
+        core: (Balancer, Config),
         adopted: Option<Adopted>,
     ) -> anyhow::Result<()> {
         let origin = self.driver.platform().origin();
@@ -195,6 +198,7 @@ impl EventLoop {
             adopted,
         )?;
         let waker = follower.waker.clone();
+        let gate = self.gate.clone();
         let thread = std::thread::Builder::new().name(format!("udplb-worker-{index}")).spawn(move || {
             // Wakes the leader once this thread is all but done (its sockets closed), however
             // it ends, panics included: the leader may be waiting for the last worker to drain,
@@ -206,6 +210,11 @@ impl EventLoop {
                 }
             }
             let _wake = WakeOnExit(leader_waker);
+            if gate.is_some_and(|gate| !gate.wait()) {
+                // The takeover was called off before this worker served: its sockets stay
+                // with the old process.
+                return;
+            }
             if let Err(error) = follower.run() {
                 tracing::error!(worker = index, "worker stopped: {error:#}");
             }
