@@ -452,6 +452,72 @@ impl Balancer {
         balancer
     }
 
+    /// `udplb run -c <same file> --takeover`: a new process takes this one's sockets and
+    /// flows and the old one exits; from then on this `Balancer` is the new process (its log
+    /// appended to the same file). `fresh` adds `--fresh` (the fallback). An error says why,
+    /// with the new process's log.
+    pub fn take_over(&mut self, fresh: bool) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log).map_err(|e| e.to_string())?;
+        let mut command = Command::new(udplb_binary());
+        command.args(["run", "-c"]).arg(&self.config).arg("--takeover");
+        if fresh {
+            command.arg("--fresh");
+        }
+        let new = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let old = std::mem::replace(&mut self.child, new);
+        self.wait_for_exit(old, "the old process")
+    }
+
+    /// The same without a handover: the running process is stopped (SIGKILL: its flows are
+    /// gone either way) and a new one started on the same file, as a plain restart does.
+    pub fn restart_plainly(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log).map_err(|e| e.to_string())?;
+        self.child = Command::new(udplb_binary())
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.socket.exists() {
+            if Instant::now() >= deadline {
+                return Err(format!("no control socket 10 s after the restart:\n{}", self.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Waits (at most 10 s) for `old` to exit with status 0.
+    fn wait_for_exit(&self, mut old: Child, what: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match old.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("{what} exited with {status}:\n{}", self.log_text())),
+                _ if Instant::now() >= deadline => {
+                    let _ = old.kill();
+                    let _ = old.wait();
+                    return Err(format!(
+                        "{what} still ran 10 s after the takeover started:\n{}",
+                        self.log_text()
+                    ));
+                }
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
     /// What udplb has written to stderr so far.
     pub fn log_text(&self) -> String {
         let mut text = String::new();
