@@ -32,7 +32,9 @@
 //! - `handover.rs` ([`handover`]): hitless restart: what a process hands its successor and
 //!   how (over the control socket, or through systemd's descriptor store);
 //!   `event_loop/handover.rs` freezes, hands over, resumes and adopts; `relay.rs`
-//!   ([`relay`]) is the fallback when the new process cannot restore the old one's flows.
+//!   ([`relay`]) is the fallback when the new process cannot restore the old one's flows;
+//! - `start.rs` ([`start`]): how `udplb run` starts: afresh, taking over, or from systemd's
+//!   descriptor store.
 
 mod batch;
 pub mod control;
@@ -44,6 +46,7 @@ pub mod metrics;
 mod mio_platform;
 mod notices;
 pub mod relay;
+pub mod start;
 pub mod system;
 mod workers;
 
