@@ -126,6 +126,8 @@ pub struct WorkerState {
     /// Its flows' keys ([`WorkerFds::flows`], [`WorkerFds::proxied`]).
     pub flows: Vec<(u32, std::net::SocketAddr)>,
     pub proxied: Vec<(u32, std::net::SocketAddr)>,
+    /// Its live flows when it froze, for the old process's log (not sent: 0 when received).
+    pub active: u64,
 }
 
 /// What a worker of the new process takes over: the old worker's sockets and the state that
@@ -265,7 +267,7 @@ impl Handover {
                 sockets.probes.push(fd(format!("udplb-w{index}-probe-{i}"))?);
             }
             let (flows, proxied) = (fds.flows.clone(), fds.proxied.clone());
-            workers.push(WorkerState { snapshot, platform, sockets, flows, proxied });
+            workers.push(WorkerState { snapshot, platform, sockets, flows, proxied, active: 0 });
         }
         anyhow::ensure!(rest.is_empty(), "the handed-over state has {} bytes left over", rest.len());
         Ok(Handover { header, workers, control, metrics })
@@ -565,6 +567,7 @@ fn partial(named: BTreeMap<String, OwnedFd>) -> Option<Handover> {
                         sockets,
                         flows: Vec::new(),
                         proxied: Vec::new(),
+                        active: 0,
                     });
                 }
                 if let Some(state) = workers.get_mut(worker) {
@@ -735,6 +738,7 @@ mod tests {
             platform: vec![4],
             flows: Vec::new(),
             proxied: Vec::new(),
+            active: 0,
             sockets: WorkerSockets {
                 listeners: vec![(ListenerId(7), pipes[range.start].1.try_clone().unwrap())],
                 pool: pipes[range.start + 1..range.end].iter().map(|p| p.1.try_clone().unwrap()).collect(),

@@ -59,7 +59,8 @@ impl EventLoop {
             }
         }
         let proxied = proxied.into_iter().collect();
-        Ok(WorkerState { snapshot, platform, sockets, flows, proxied })
+        let active = self.driver.core().flows().stats().flows.active;
+        Ok(WorkerState { snapshot, platform, sockets, flows, proxied, active })
     }
 
     /// The header of a handover from this process.
@@ -184,7 +185,7 @@ impl EventLoop {
                 return Ok(Outcome::Resumed);
             }
         };
-        let flows = self.totals().stats.flows.active;
+        let flows: u64 = handover.workers.iter().map(|worker| worker.active).sum();
         if let Err(error) = handover::send(&stream, handover) {
             tracing::warn!(event = %"handover_failed", new_pid = pid, "handover failed, serving on: {error:#}");
             self.thaw_followers();
@@ -254,7 +255,7 @@ impl EventLoop {
                 return false;
             }
         };
-        let flows = self.totals().stats.flows.active;
+        let flows: u64 = handover.workers.iter().map(|worker| worker.active).sum();
         match handover::push_to_fd_store(handover) {
             Ok(stored) => {
                 self.finish_handover();
